@@ -1,0 +1,45 @@
+//! Names and sizes of the program's maps.
+//!
+//! aya-ebpf names a map after its `static`, which an attribute cannot take from
+//! a constant; a userspace test checks the built object against these names.
+
+/// Services: `ServiceKey` -> `ServiceRecord` (hash; replaced atomically).
+pub const MAP_SERVICES: &str = "LB_SERVICES";
+/// Backends: backend id (`u32`) -> `BackendRecord` (array).
+pub const MAP_BACKENDS: &str = "LB_BACKENDS";
+/// Maglev tables of every service, back to back: slot -> backend id (array).
+pub const MAP_MAGLEV: &str = "LB_MAGLEV";
+/// Flow table: forward `FlowKey` -> `FlowValue` (LRU hash).
+pub const MAP_FLOWS: &str = "LB_FLOWS";
+/// NAT table: return-direction `FlowKey` -> `NatValue` (LRU hash).
+pub const MAP_NAT: &str = "LB_NAT";
+/// Per-service counters: service id -> `Counters` (per-CPU array).
+pub const MAP_SERVICE_COUNTERS: &str = "LB_SERVICE_COUNTERS";
+/// Per-backend counters: backend id -> `Counters` (per-CPU array).
+pub const MAP_BACKEND_COUNTERS: &str = "LB_BACKEND_COUNTERS";
+/// Drop counters: `DropReason` -> `u64` (per-CPU array).
+pub const MAP_DROPS: &str = "LB_DROPS";
+
+/// Every map the agent expects in the object.
+pub const ALL_MAPS: [&str; 8] = [
+    MAP_SERVICES,
+    MAP_BACKENDS,
+    MAP_MAGLEV,
+    MAP_FLOWS,
+    MAP_NAT,
+    MAP_SERVICE_COUNTERS,
+    MAP_BACKEND_COUNTERS,
+    MAP_DROPS,
+];
+
+/// Most services one program serves.
+pub const MAX_SERVICES: u32 = 1024;
+/// Most backends over all services.
+pub const MAX_BACKENDS: u32 = 16384;
+/// Default Maglev table size per service (a prime, as Maglev requires).
+pub const DEFAULT_TABLE_SIZE: u32 = 65537;
+/// Default number of slots of the Maglev map, shared by all services'
+/// double-buffered tables; the agent sizes it from the config at load time.
+pub const DEFAULT_MAGLEV_SLOTS: u32 = 2 * 4 * DEFAULT_TABLE_SIZE;
+/// Default flow-table capacity.
+pub const DEFAULT_FLOW_CAPACITY: u32 = 1 << 20;

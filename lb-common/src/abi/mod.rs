@@ -1,0 +1,40 @@
+//! Layout of every BPF map key and value.
+//!
+//! Rules for every type here, enforced by `abi_type!`:
+//! - `#[repr(C)]` with padding written out as named `_pad` fields, so no byte
+//!   of a key is left uninitialised (the kernel hashes every byte of a key);
+//! - only integers and arrays of integers: no `bool`, `Option` or enum payload,
+//!   whose invalid bit patterns would be undefined behaviour when read from a map;
+//! - size and alignment asserted at compile time, on both sides.
+//!
+//! Multi-byte fields named `*_be` or documented as "network order" hold bytes as
+//! they are on the wire; everything else is host order.
+
+mod addr;
+mod backend;
+mod counters;
+mod flow;
+mod maps;
+mod service;
+
+pub use addr::{Addr, family_of, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP};
+pub use backend::{BACKEND_ACTIVE, BACKEND_DOWN, BACKEND_DRAINING, BackendRecord};
+pub use counters::{Counters, DropReason};
+pub use flow::{FlowKey, FlowValue, NatValue};
+pub use maps::*;
+pub use service::{SERVICE_HASH_CLIENT_IP, ServiceKey, ServiceRecord};
+
+/// Asserts a map type's size and alignment at compile time and, with the
+/// `user` feature, marks it plain-old-data for aya.
+macro_rules! abi_type {
+    ($t:ty, size = $size:expr, align = $align:expr) => {
+        const _: () = assert!(core::mem::size_of::<$t>() == $size);
+        const _: () = assert!(core::mem::align_of::<$t>() == $align);
+        // SAFETY: the type is repr(C), made only of integers with all padding
+        // written out as fields (the size assert above holds only then), so
+        // every bit pattern is valid and no byte is uninitialised.
+        #[cfg(feature = "user")]
+        unsafe impl aya::Pod for $t {}
+    };
+}
+pub(crate) use abi_type;

@@ -1,0 +1,21 @@
+//! Types shared by the `lb` XDP program and its userspace agent, and the pure
+//! logic both sides must agree on.
+//!
+//! - [`abi`]: the key and value layout of every BPF map. These structs are the
+//!   only definition of that layout; kernel and userspace both use them.
+//! - [`hash`]: the flow hash that picks a Maglev slot. XDP mode and the splice
+//!   fallback call the same function, so both pick the same backend for a flow.
+//! - [`maglev`] (feature `alloc`): the Maglev lookup-table builder.
+//!
+//! The crate is `no_std` so the eBPF program can use it. The `user` feature
+//! adds `aya::Pod` impls for the map types.
+#![no_std]
+#![deny(missing_docs)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+
+pub mod abi;
+pub mod hash;
+#[cfg(feature = "alloc")]
+pub mod maglev;
