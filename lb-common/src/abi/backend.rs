@@ -25,3 +25,7 @@ pub struct BackendRecord {
     pub service_id: u32,
 }
 abi_type!(BackendRecord, size = 24, align = 4);
+
+/// Maglev slot value meaning "no backend": the table of a service with no
+/// backend able to take new flows is filled with it.
+pub const NO_BACKEND: u32 = u32::MAX;

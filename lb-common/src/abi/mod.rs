@@ -18,7 +18,7 @@ mod maps;
 mod service;
 
 pub use addr::{Addr, family_of, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP};
-pub use backend::{BACKEND_ACTIVE, BACKEND_DOWN, BACKEND_DRAINING, BackendRecord};
+pub use backend::{BACKEND_ACTIVE, BACKEND_DOWN, BACKEND_DRAINING, BackendRecord, NO_BACKEND};
 pub use counters::{Counters, DropReason};
 pub use flow::{FlowKey, FlowValue, NatValue};
 pub use maps::*;
