@@ -1,0 +1,1 @@
+//! Maglev lookup-table construction (being written).
