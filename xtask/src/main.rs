@@ -1,1 +1,63 @@
-fn main() {}
+//! Developer commands for the lb workspace: `cargo xtask <command>`.
+//!
+//! - `build-ebpf`: builds the XDP program, installing its toolchain if needed.
+//! - `test`: everything CI checks (fmt, clippy, eBPF build and lint, tests).
+//! - `bench`: benchmarks.
+//! - `deps`: installs the eBPF toolchain prerequisites only.
+
+mod bench;
+mod cmd;
+mod ebpf;
+mod prereqs;
+mod test;
+mod toolchain;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "Developer commands for the lb workspace")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build the XDP program (lb-ebpf) into target/bpf/lb-ebpf.o.
+    ///
+    /// Uses a rustup nightly with rust-src and bpf-linker when the host has
+    /// them; otherwise Debian's Rust with bpf-linker in .tools/, installing
+    /// whatever is missing (as root on Debian) or printing how to.
+    BuildEbpf {
+        /// Build with the release profile (optimised, what `lb` ships with).
+        #[arg(long)]
+        release: bool,
+    },
+    /// Run every check CI runs: fmt, clippy, eBPF build + lint, all tests.
+    Test,
+    /// Run benchmarks and print their figures.
+    Bench {
+        /// Which benchmark to run.
+        #[arg(value_enum, default_value = "all")]
+        which: bench::Which,
+    },
+    /// Install the eBPF toolchain prerequisites and nothing else.
+    Deps,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = cmd::workspace_root()?;
+    match cli.command {
+        Command::BuildEbpf { release } => {
+            let tc = toolchain::ensure(&root)?;
+            let obj = ebpf::build(&root, &tc, ebpf::Profile::from_release(release))?;
+            println!("eBPF object: {}", obj.display());
+            Ok(())
+        }
+        Command::Test => test::run(&root),
+        Command::Bench { which } => bench::run(&root, which),
+        Command::Deps => toolchain::ensure(&root).map(|tc| println!("{tc}")),
+    }
+}

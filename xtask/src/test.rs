@@ -1,0 +1,33 @@
+//! `cargo xtask test`: every check CI runs, fastest first.
+
+use std::{path::Path, process::Command};
+
+use anyhow::Result;
+
+use crate::{
+    cmd,
+    ebpf::{self, Profile},
+    toolchain,
+};
+
+/// Runs formatting, lints, the eBPF build and every test.
+pub fn run(root: &Path) -> Result<()> {
+    cmd::run(cargo(root).args(["fmt", "--all", "--check"]))?;
+    // The object first: `lb` embeds it, and its build script must see it
+    // before the host crates are linted and tested.
+    let tc = toolchain::ensure(root)?;
+    eprintln!("{tc}");
+    ebpf::build(root, &tc, Profile::Release)?;
+    ebpf::clippy(root, &tc)?;
+    cmd::run(cargo(root).args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+    cmd::run(cargo(root).args(["test", "--all-targets"]))?;
+    cmd::run(cargo(root).args(["test", "--doc"]))?;
+    eprintln!("xtask test: all checks passed");
+    Ok(())
+}
+
+fn cargo(root: &Path) -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(root);
+    c
+}
