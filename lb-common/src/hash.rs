@@ -18,7 +18,10 @@ const C2: u32 = 0x1b87_3593;
 #[inline(always)]
 fn mix(h: u32, k: u32) -> u32 {
     let k = k.wrapping_mul(C1).rotate_left(15).wrapping_mul(C2);
-    (h ^ k).rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64)
+    (h ^ k)
+        .rotate_left(13)
+        .wrapping_mul(5)
+        .wrapping_add(0xe654_6b64)
 }
 
 #[inline(always)]
@@ -43,7 +46,10 @@ pub fn flow_hash(key: &FlowKey) -> u32 {
     h = mix(h, key.dst.words[1]);
     h = mix(h, key.dst.words[2]);
     h = mix(h, key.dst.words[3]);
-    h = mix(h, u32::from(key.src_port_be) << 16 | u32::from(key.dst_port_be));
+    h = mix(
+        h,
+        u32::from(key.src_port_be) << 16 | u32::from(key.dst_port_be),
+    );
     h = mix(h, u32::from(key.proto) << 8 | u32::from(key.family));
     finish(h, 10)
 }
@@ -58,6 +64,18 @@ pub fn client_hash(src: &Addr) -> u32 {
     h = mix(h, src.words[2]);
     h = mix(h, src.words[3]);
     finish(h, 4)
+}
+
+/// The slot of a flow hash in a Maglev table of `table_size` slots, or `None`
+/// for an empty table.
+///
+/// Every reader of a table maps hashes this way, or XDP and the splice
+/// fallback would pick different backends for one flow. Plain modulo: the size
+/// is prime, so no bit pattern of the hash is favoured. No panic path, so the
+/// eBPF program can call it.
+#[inline(always)]
+pub const fn slot_for(hash: u32, table_size: u32) -> Option<u32> {
+    hash.checked_rem(table_size)
 }
 
 #[cfg(test)]
@@ -82,7 +100,11 @@ mod tests {
     #[test]
     fn values_are_stable() {
         assert_eq!(flow_hash(&key(40000)), flow_hash(&key(40000)));
-        let pinned = [flow_hash(&key(1)), flow_hash(&key(2)), client_hash(&key(1).src)];
+        let pinned = [
+            flow_hash(&key(1)),
+            flow_hash(&key(2)),
+            client_hash(&key(1).src),
+        ];
         assert_eq!(pinned, PINNED);
     }
     const PINNED: [u32; 3] = [2331241653, 4110445763, 2749277172];

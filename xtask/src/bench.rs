@@ -24,9 +24,13 @@ pub fn run(root: &Path, which: Which) -> Result<()> {
 
 fn maglev(root: &Path) -> Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    cmd::run(
-        Command::new(cargo)
-            .current_dir(root)
-            .args(["bench", "--package", "lb-common", "--features", "alloc", "--bench", "maglev"]),
-    )
+    cmd::run(Command::new(cargo).current_dir(root).args([
+        "bench",
+        "--package",
+        "lb-common",
+        "--features",
+        "alloc",
+        "--bench",
+        "maglev",
+    ]))
 }

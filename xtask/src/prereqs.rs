@@ -30,11 +30,18 @@ pub const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Installs the missing Debian packages, or explains how when it cannot.
 pub fn ensure_debian_packages() -> Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES.iter().copied().filter(|p| !dpkg_installed(p)).collect();
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !dpkg_installed(p))
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
-    let install = format!("apt-get install -y --no-install-recommends {}", missing.join(" "));
+    let install = format!(
+        "apt-get install -y --no-install-recommends {}",
+        missing.join(" ")
+    );
     let is_debian = Path::new("/etc/debian_version").exists();
     let is_root = is_root();
     if !is_debian || !is_root {
@@ -45,7 +52,11 @@ pub fn ensure_debian_packages() -> Result<()> {
              rustup toolchain install nightly --component rust-src\n    \
              cargo install bpf-linker",
             missing.join(", "),
-            if is_debian { "Not running as root, so not installing it. " } else { "This is not Debian. " },
+            if is_debian {
+                "Not running as root, so not installing it. "
+            } else {
+                "This is not Debian. "
+            },
         );
     }
     eprintln!("installing Debian packages: {}", missing.join(" "));
@@ -84,7 +95,11 @@ pub fn ensure_bpf_linker(root: &Path) -> Result<PathBuf> {
     eprintln!("building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about a minute)");
     cmd::run(
         Command::new("cargo")
-            .args(["install", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--locked"])
+            .args([
+                "install",
+                &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+                "--locked",
+            ])
             .args(["--no-default-features", "--features", "llvm-22", "--root"])
             .arg(&tools)
             .arg("--target-dir")

@@ -34,7 +34,9 @@ pub enum Toolchain {
 impl fmt::Display for Toolchain {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Toolchain::RustupNightly => write!(f, "eBPF toolchain: rustup nightly + bpf-linker on PATH"),
+            Toolchain::RustupNightly => {
+                write!(f, "eBPF toolchain: rustup nightly + bpf-linker on PATH")
+            }
             Toolchain::Debian { tools_bin } => write!(
                 f,
                 "eBPF toolchain: Debian rustc at /usr/bin + bpf-linker in {}",
@@ -58,13 +60,18 @@ impl Toolchain {
                 // /usr/bin before ~/.cargo/bin so `cargo clippy` finds Debian's
                 // cargo-clippy, not rustup's proxy for another compiler.
                 let mut path = vec![tools_bin.clone(), PathBuf::from("/usr/bin")];
-                path.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
-                c.env("PATH", std::env::join_paths(path).unwrap_or_else(|_| OsString::from("/usr/bin")))
-                    .env("RUSTC", "/usr/bin/rustc")
-                    .env("RUSTC_BOOTSTRAP", "1")
-                    .env_remove("RUSTUP_TOOLCHAIN")
-                    .env_remove("RUSTC_WRAPPER")
-                    .env_remove("CARGO_BUILD_RUSTC");
+                path.extend(std::env::split_paths(
+                    &std::env::var_os("PATH").unwrap_or_default(),
+                ));
+                c.env(
+                    "PATH",
+                    std::env::join_paths(path).unwrap_or_else(|_| OsString::from("/usr/bin")),
+                )
+                .env("RUSTC", "/usr/bin/rustc")
+                .env("RUSTC_BOOTSTRAP", "1")
+                .env_remove("RUSTUP_TOOLCHAIN")
+                .env_remove("RUSTC_WRAPPER")
+                .env_remove("CARGO_BUILD_RUSTC");
                 c
             }
         }

@@ -17,7 +17,7 @@ mod flow;
 mod maps;
 mod service;
 
-pub use addr::{Addr, family_of, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP};
+pub use addr::{Addr, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, family_of};
 pub use backend::{BACKEND_ACTIVE, BACKEND_DOWN, BACKEND_DRAINING, BackendRecord, NO_BACKEND};
 pub use counters::{Counters, DropReason};
 pub use flow::{FlowKey, FlowValue, NatValue};

@@ -1,1 +1,0 @@
-//! Maglev lookup-table construction (being written).
