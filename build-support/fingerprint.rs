@@ -52,7 +52,11 @@ pub fn source_fingerprint(root: &Path) -> io::Result<String> {
         feed(&[0]);
         // A missing Cargo.lock (fresh clone before the first build) counts as empty.
         let data = fs::read(&path).or_else(|e| {
-            if e.kind() == io::ErrorKind::NotFound { Ok(Vec::new()) } else { Err(e) }
+            if e.kind() == io::ErrorKind::NotFound {
+                Ok(Vec::new())
+            } else {
+                Err(e)
+            }
         })?;
         feed(&(data.len() as u64).to_le_bytes());
         feed(&data);

@@ -3,8 +3,11 @@
 //!
 //! - [`abi`]: the key and value layout of every BPF map. These structs are the
 //!   only definition of that layout; kernel and userspace both use them.
+//! - [`csum`]: incremental checksum updates for rewritten headers.
 //! - [`hash`]: the flow hash that picks a Maglev slot. XDP mode and the splice
 //!   fallback call the same function, so both pick the same backend for a flow.
+//! - [`parse`]: Ethernet/VLAN/IPv4/IPv6/TCP/UDP header parsing, generic over a
+//!   bounds-checked packet view so the XDP program and host tests share it.
 //! - [`maglev`] (feature `alloc`): the Maglev lookup-table builder.
 //!
 //! The crate is `no_std` so the eBPF program can use it. The `user` feature
@@ -16,6 +19,8 @@
 extern crate alloc;
 
 pub mod abi;
+pub mod csum;
 pub mod hash;
 #[cfg(feature = "alloc")]
 pub mod maglev;
+pub mod parse;

@@ -1,1 +1,102 @@
-fn main() {}
+//! `lb`: a Layer-4 TCP/UDP load balancer whose fast path runs in XDP.
+//!
+//! This binary only parses the command line, sets up logging and hands each
+//! command to its module in `commands/`.
+
+mod commands;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{ArgAction, Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+/// A Layer-4 TCP/UDP load balancer: XDP fast path with Maglev hashing, or a
+/// splice(2) proxy where XDP cannot run. Both serve the same TOML config.
+#[derive(Debug, Parser)]
+#[command(name = "lb", version, propagate_version = true)]
+#[command(
+    after_help = "Start with `lb check --config config/example.toml`; every field is \
+    documented in config/example.toml."
+)]
+struct Cli {
+    /// More log output (-v debug, -vv trace). RUST_LOG, when set, wins.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the balancer in the foreground until SIGINT or SIGTERM.
+    Run {
+        /// The config file.
+        #[arg(short, long, env = "LB_CONFIG", default_value = "/etc/lb/lb.toml")]
+        config: PathBuf,
+        /// Datapath: `xdp` (kernel fast path), `splice` (userspace proxy) or
+        /// `auto` (XDP where possible). Overrides `agent.mode` of the config.
+        #[arg(long, value_enum)]
+        mode: Option<ModeArg>,
+        /// Load the eBPF object from this file instead of the embedded one.
+        #[arg(long, value_name = "PATH")]
+        bpf_object: Option<PathBuf>,
+    },
+    /// Validate a config file and print what it would run; changes nothing.
+    Check {
+        /// The config file.
+        #[arg(short, long, env = "LB_CONFIG", default_value = "/etc/lb/lb.toml")]
+        config: PathBuf,
+    },
+}
+
+/// The `--mode` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ModeArg {
+    Auto,
+    Xdp,
+    Splice,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let result = match cli.command {
+        Command::Check { config } => commands::check::run(&config),
+        Command::Run {
+            config,
+            mode,
+            bpf_object,
+        } => commands::run::run(&config, mode.map(Into::into), bpf_object.as_deref()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` prints the whole context chain on one line.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+impl From<ModeArg> for lb_userspace::config::Mode {
+    fn from(m: ModeArg) -> Self {
+        match m {
+            ModeArg::Auto => Self::Auto,
+            ModeArg::Xdp => Self::Xdp,
+            ModeArg::Splice => Self::Splice,
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,17 +1,45 @@
-//! Configuration: TOML deserialized into raw structs, then validated into
-//! domain types. (Being written.)
+//! Configuration: the TOML file deserialized into raw structs ([`raw`]), then
+//! validated ([`validate`]) into the domain types ([`model`]) the rest of the
+//! agent uses.
+//!
+//! A file is either accepted whole or refused with every problem listed: the
+//! functions here return a [`Config`] only when all rules hold, so nothing
+//! from an invalid file can be applied.
+#![deny(missing_docs)]
+
+pub mod defaults;
+mod duration;
+mod error;
+mod model;
+mod raw;
+mod summary;
+mod toml_error;
+mod validate;
+
 use std::path::Path;
 
-/// A validated configuration.
-#[derive(Debug)]
-pub struct Config;
+pub use error::{ConfigError, Problem, Subject};
+pub use model::{
+    Agent, Backend, Config, Health, HealthKind, Mode, Protocol, Scheduler, Service, XdpAttach,
+};
+pub use summary::Summary;
 
-/// Why a configuration was refused.
-#[derive(Debug, thiserror::Error)]
-#[error("config error")]
-pub struct ConfigError;
+/// Reads, parses and validates the config file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(&text, path)
+}
 
-/// Reads and validates a config file.
-pub fn load(_path: &Path) -> Result<Config, ConfigError> {
-    Err(ConfigError)
+/// Parses and validates config `text`; `origin` names it in messages and
+/// becomes [`Config::source`].
+pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+    let raw: raw::RawConfig =
+        toml::from_str(text).map_err(|error| toml_error::parse_error(origin, text, &error))?;
+    validate::validate(raw, origin).map_err(|problems| ConfigError::Invalid {
+        path: origin.to_owned(),
+        problems,
+    })
 }

@@ -1,0 +1,190 @@
+//! Header parsing, the one implementation used by the XDP program, the host
+//! tests and the fuzz target.
+//!
+//! [`parse`] classifies a frame and, for unfragmented TCP/UDP over IPv4 or
+//! IPv6, returns its 5-tuple and header offsets. It reads through
+//! [`PacketView`], so it cannot read out of bounds whatever the input, and it
+//! has no loop of unbounded length (the eBPF verifier must see it terminate).
+//!
+//! What each outcome means to the datapath is documented with the datapath
+//! (`lb-ebpf`); this module only says what the packet is.
+
+pub mod headers;
+mod view;
+
+pub use view::{Header, PacketView};
+
+use crate::abi::{Addr, DropReason, FAMILY_V4, FAMILY_V6, FlowKey, PROTO_TCP, PROTO_UDP};
+use headers::*;
+
+/// IPv6 next-header values of the extension headers lb skips.
+const IPV6_HOP_BY_HOP: u8 = 0;
+const IPV6_ROUTING: u8 = 43;
+const IPV6_FRAGMENT: u8 = 44;
+const IPV6_DEST_OPTS: u8 = 60;
+/// Most IPv6 extension headers followed before giving up: real traffic has
+/// one or two; the bound keeps the loop finite for the verifier.
+pub const MAX_IPV6_EXT_HEADERS: usize = 4;
+
+/// An unfragmented TCP or UDP packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct L4Packet {
+    /// Offset of the IP header (14, or 18 behind a VLAN tag).
+    pub l3_off: usize,
+    /// Offset of the TCP or UDP header.
+    pub l4_off: usize,
+    /// The 5-tuple as it appears in the packet.
+    pub key: FlowKey,
+    /// TCP flags; 0 for UDP.
+    pub tcp_flags: u8,
+}
+
+/// What a frame is, as far as the balancer cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// TCP or UDP over IPv4/IPv6, not fragmented.
+    L4(L4Packet),
+    /// Not IPv4 or IPv6 (ARP, LLDP, QinQ, ...).
+    NotIp,
+    /// IP carrying neither TCP nor UDP (ICMP, ESP, ...), or more IPv6
+    /// extension headers than [`MAX_IPV6_EXT_HEADERS`].
+    OtherProtocol,
+    /// A fragment of a larger datagram: only the first carries the ports.
+    Fragment,
+}
+
+/// Frames too short or inconsistent to classify.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParseError {
+    /// Shorter than its Ethernet (+ VLAN) header.
+    TruncatedEthernet,
+    /// IP header truncated, wrong version, IHL below 5, or lengths that
+    /// disagree with the frame (the kernel's own input checks drop these).
+    MalformedIp,
+    /// TCP/UDP header cut short.
+    TruncatedL4,
+}
+
+impl ParseError {
+    /// The counter this error is accounted under.
+    pub const fn reason(self) -> DropReason {
+        match self {
+            ParseError::TruncatedEthernet => DropReason::TruncatedEthernet,
+            ParseError::MalformedIp => DropReason::MalformedIp,
+            ParseError::TruncatedL4 => DropReason::TruncatedL4,
+        }
+    }
+}
+
+#[inline(always)]
+fn be16(b: [u8; 2]) -> u16 {
+    u16::from_be_bytes(b)
+}
+
+/// Classifies a frame starting at its Ethernet header.
+#[inline(always)]
+pub fn parse<P: PacketView + ?Sized>(pkt: &P) -> Result<Parsed, ParseError> {
+    let eth: &EthHdr = pkt.header(0).ok_or(ParseError::TruncatedEthernet)?;
+    let mut ethertype = be16(eth.ethertype);
+    let mut l3_off = core::mem::size_of::<EthHdr>();
+    if ethertype == ETH_P_8021Q {
+        let vlan: &VlanHdr = pkt.header(l3_off).ok_or(ParseError::TruncatedEthernet)?;
+        ethertype = be16(vlan.ethertype);
+        l3_off += core::mem::size_of::<VlanHdr>();
+    }
+    match ethertype {
+        ETH_P_IP => parse_ipv4(pkt, l3_off),
+        ETH_P_IPV6 => parse_ipv6(pkt, l3_off),
+        _ => Ok(Parsed::NotIp),
+    }
+}
+
+#[inline(always)]
+fn parse_ipv4<P: PacketView + ?Sized>(pkt: &P, l3_off: usize) -> Result<Parsed, ParseError> {
+    let ip: &Ipv4Hdr = pkt.header(l3_off).ok_or(ParseError::MalformedIp)?;
+    let ihl = usize::from(ip.version_ihl & 0x0f) * 4;
+    let total = usize::from(be16(ip.total_len));
+    // The frame may be longer than the datagram (Ethernet pads to 60 bytes),
+    // never shorter.
+    if ip.version_ihl >> 4 != 4 || ihl < 20 || total < ihl || l3_off + total > pkt.len() {
+        return Err(ParseError::MalformedIp);
+    }
+    if be16(ip.frag) & (Ipv4Hdr::MF | Ipv4Hdr::OFFSET_MASK) != 0 {
+        return Ok(Parsed::Fragment);
+    }
+    let (src, dst) = (Addr::from_v4_bytes(ip.src), Addr::from_v4_bytes(ip.dst));
+    parse_l4(pkt, l3_off, l3_off + ihl, ip.proto, FAMILY_V4, src, dst)
+}
+
+#[inline(always)]
+fn parse_ipv6<P: PacketView + ?Sized>(pkt: &P, l3_off: usize) -> Result<Parsed, ParseError> {
+    let ip: &Ipv6Hdr = pkt.header(l3_off).ok_or(ParseError::MalformedIp)?;
+    let payload = usize::from(be16(ip.payload_len));
+    let mut off = l3_off + core::mem::size_of::<Ipv6Hdr>();
+    if ip.vtc_flow[0] >> 4 != 6 || off + payload > pkt.len() {
+        return Err(ParseError::MalformedIp);
+    }
+    let mut next = ip.next_header;
+    for _ in 0..MAX_IPV6_EXT_HEADERS {
+        match next {
+            IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS => {
+                let ext: &Ipv6ExtHdr = pkt.header(off).ok_or(ParseError::MalformedIp)?;
+                next = ext.next_header;
+                off += (usize::from(ext.len) + 1) * 8;
+            }
+            IPV6_FRAGMENT => {
+                let frag: &Ipv6FragHdr = pkt.header(off).ok_or(ParseError::MalformedIp)?;
+                // Offset (high 13 bits) or "more fragments" (bit 0) set: a
+                // real fragment. Neither: an atomic fragment, parse on.
+                if be16(frag.offset_flags) & 0xfff9 != 0 {
+                    return Ok(Parsed::Fragment);
+                }
+                next = frag.next_header;
+                off += core::mem::size_of::<Ipv6FragHdr>();
+            }
+            _ => break,
+        }
+    }
+    let (src, dst) = (Addr::from_v6_bytes(ip.src), Addr::from_v6_bytes(ip.dst));
+    parse_l4(pkt, l3_off, off, next, FAMILY_V6, src, dst)
+}
+
+#[inline(always)]
+fn parse_l4<P: PacketView + ?Sized>(
+    pkt: &P,
+    l3_off: usize,
+    l4_off: usize,
+    proto: u8,
+    family: u8,
+    src: Addr,
+    dst: Addr,
+) -> Result<Parsed, ParseError> {
+    let tcp_flags = match proto {
+        PROTO_TCP => {
+            pkt.header::<TcpHdr>(l4_off)
+                .ok_or(ParseError::TruncatedL4)?
+                .flags
+        }
+        PROTO_UDP => {
+            pkt.header::<UdpHdr>(l4_off)
+                .ok_or(ParseError::TruncatedL4)?;
+            0
+        }
+        _ => return Ok(Parsed::OtherProtocol),
+    };
+    let ports: &PortsHdr = pkt.header(l4_off).ok_or(ParseError::TruncatedL4)?;
+    Ok(Parsed::L4(L4Packet {
+        l3_off,
+        l4_off,
+        key: FlowKey {
+            src,
+            dst,
+            src_port_be: u16::from_ne_bytes(ports.src),
+            dst_port_be: u16::from_ne_bytes(ports.dst),
+            proto,
+            family,
+            _pad: [0; 2],
+        },
+        tcp_flags,
+    }))
+}

@@ -1,0 +1,3 @@
+//! One module per `lb` subcommand.
+pub mod check;
+pub mod run;

@@ -1,0 +1,42 @@
+//! Defaults for every optional setting, and the limits validation enforces.
+//!
+//! `config/example.toml` documents each of these; keep the two in step (a test
+//! parses the example, and the example states these values).
+//!
+//! Health defaults favour fast failover: a dead backend is out of rotation
+//! after `DEFAULT_FALL` missed probes, i.e. within about
+//! `DEFAULT_FALL × DEFAULT_INTERVAL` (100 ms).
+
+use std::time::Duration;
+
+/// Unix socket of the control interface.
+pub const CONTROL_SOCKET: &str = "/run/lb/control.sock";
+/// Maglev table size per service; prime, and large enough for good balance up
+/// to several hundred backends.
+pub const TABLE_SIZE: u32 = lb_common::abi::DEFAULT_TABLE_SIZE;
+/// Time between health probes.
+pub const INTERVAL: Duration = Duration::from_millis(50);
+/// Time a probe may take; below `INTERVAL` so probes never overlap.
+pub const TIMEOUT: Duration = Duration::from_millis(40);
+/// Consecutive successes before a backend comes back; higher than `FALL` so a
+/// flapping backend is not re-admitted on one lucky probe.
+pub const RISE: u32 = 3;
+/// Consecutive failures before a backend is taken out.
+pub const FALL: u32 = 2;
+/// HTTP probe path.
+pub const HTTP_PATH: &str = "/";
+/// HTTP status that means healthy.
+pub const HTTP_EXPECT_STATUS: u16 = 200;
+/// Backend weight.
+pub const WEIGHT: u32 = 1;
+
+/// Largest backend weight. Weights only set relative shares of the Maglev
+/// table, so a bigger range buys nothing and risks overflow when summed.
+pub const MAX_WEIGHT: u32 = 65535;
+/// Longest service name; names appear in CLI commands and metric labels.
+pub const MAX_NAME_LEN: usize = 64;
+/// Longest interface name the kernel accepts (`IFNAMSIZ` minus the NUL).
+pub const MAX_IFNAME_LEN: usize = 15;
+/// Balance is good when the table has at least this many slots per backend
+/// (the Maglev paper's guidance); smaller tables are allowed but noted.
+pub const SLOTS_PER_BACKEND: u64 = 100;

@@ -1,0 +1,190 @@
+//! The validated configuration: the types the rest of the agent works with.
+//!
+//! Every value here has passed validation, so consumers never re-check ranges
+//! or cross-field rules; a `Config` that exists is one the agent may apply.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A complete, validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it came from, for messages and for `lb check` output.
+    pub source: PathBuf,
+    /// Agent-wide settings.
+    pub agent: Agent,
+    /// The services to balance, in file order (at least one).
+    pub services: Vec<Service>,
+}
+
+impl Config {
+    /// Number of backends over all services.
+    pub fn backend_count(&self) -> usize {
+        self.services.iter().map(|s| s.backends.len()).sum()
+    }
+}
+
+/// Agent-wide settings: where and how the datapath runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Agent {
+    /// Interfaces the XDP program attaches to; may be empty unless `mode` is
+    /// [`Mode::Xdp`].
+    pub interfaces: Vec<String>,
+    /// Which datapath to run.
+    pub mode: Mode,
+    /// How the XDP program is attached.
+    pub xdp_attach: XdpAttach,
+    /// Address of the metrics endpoint; `None` disables it.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Unix socket the `lb` CLI talks to the running agent through.
+    pub control_socket: PathBuf,
+}
+
+/// Which datapath the agent runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// XDP where it can be attached, the splice proxy otherwise.
+    Auto,
+    /// XDP only; failing to attach is an error.
+    Xdp,
+    /// The userspace splice proxy only.
+    Splice,
+}
+
+/// How the XDP program is attached to an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum XdpAttach {
+    /// Native (driver) mode, falling back to generic where the driver lacks XDP.
+    Auto,
+    /// Native (driver) mode only.
+    Native,
+    /// Generic (skb) mode: works everywhere, slower.
+    Generic,
+}
+
+/// One virtual service: a VIP and the backends behind it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    /// Unique name, used in CLI commands and metric labels.
+    pub name: String,
+    /// The virtual address clients connect to.
+    pub vip: SocketAddr,
+    /// Transport protocol served on the VIP.
+    pub protocol: Protocol,
+    /// How a flow is mapped to a backend.
+    pub scheduler: Scheduler,
+    /// Maglev lookup-table size: a prime at least the number of backends.
+    pub table_size: u32,
+    /// How backends are probed.
+    pub health: Health,
+    /// Backends, in file order (at least one, unique addresses).
+    pub backends: Vec<Backend>,
+}
+
+/// Transport protocol of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+/// How a flow is mapped to a Maglev slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scheduler {
+    /// Hash of the 5-tuple: each connection is balanced on its own.
+    Maglev,
+    /// Hash of the client address only: a client sticks to one backend.
+    MaglevClientIp,
+}
+
+/// Health probing of a service's backends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Health {
+    /// What a probe does.
+    pub kind: HealthKind,
+    /// Time between probe starts (non-zero).
+    pub interval: Duration,
+    /// Time a probe may take before it counts as failed (below `interval`).
+    pub timeout: Duration,
+    /// Consecutive successes that bring a down backend up (at least 1).
+    pub rise: u32,
+    /// Consecutive failures that take an up backend down (at least 1).
+    pub fall: u32,
+}
+
+/// What a health probe does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HealthKind {
+    /// No probing: backends are always considered up.
+    None,
+    /// A TCP connect to the backend address.
+    Tcp,
+    /// An HTTP GET of `path`, up when the status is `expect_status`.
+    Http {
+        /// Request path; starts with `/`.
+        path: String,
+        /// Status that means healthy, in `100..=599`.
+        expect_status: u16,
+    },
+    /// A UDP datagram `send`; up on a reply (equal to `expect` if given).
+    Udp {
+        /// Payload sent to the backend.
+        send: Vec<u8>,
+        /// Reply that means healthy; `None` accepts any reply.
+        expect: Option<Vec<u8>>,
+    },
+}
+
+/// One backend of a service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backend {
+    /// Where traffic is sent; same address family as the service's VIP.
+    pub addr: SocketAddr,
+    /// Relative share of Maglev slots, in `1..=`[`MAX_WEIGHT`](super::defaults::MAX_WEIGHT).
+    pub weight: u32,
+}
+
+/// Spelling of each variant in the config file, in one place so parsing,
+/// error messages and the summary cannot drift apart.
+macro_rules! config_names {
+    ($ty:ty { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $ty {
+            /// Every variant, in the order the docs list them.
+            pub const ALL: &[$ty] = &[$(<$ty>::$variant),+];
+
+            /// The value as written in the config file.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(<$ty>::$variant => $name),+
+                }
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    };
+}
+
+config_names!(Mode { Auto => "auto", Xdp => "xdp", Splice => "splice" });
+config_names!(XdpAttach { Auto => "auto", Native => "native", Generic => "generic" });
+config_names!(Protocol { Tcp => "tcp", Udp => "udp" });
+config_names!(Scheduler { Maglev => "maglev", MaglevClientIp => "maglev-client-ip" });
+
+impl HealthKind {
+    /// The `kind` value as written in the config file.
+    pub fn name(&self) -> &'static str {
+        match self {
+            HealthKind::None => "none",
+            HealthKind::Tcp => "tcp",
+            HealthKind::Http { .. } => "http",
+            HealthKind::Udp { .. } => "udp",
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! The file as written: serde structs mirroring the TOML, before any checks.
+//!
+//! Values whose mistakes deserve a precise message (addresses, durations,
+//! enumerations, counts that could be negative) are kept as strings or `i64`
+//! here, so validation can name the service and backend and suggest a fix
+//! rather than surface a bare serde error; and required keys are `Option` so a
+//! missing one is collected with every other problem instead of stopping the
+//! parse. Every struct denies unknown fields: a misspelt key silently ignored
+//! would leave a default the user did not ask for.
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    #[serde(default)]
+    pub(crate) agent: RawAgent,
+    #[serde(default)]
+    pub(crate) service: Vec<RawService>,
+}
+
+/// `[agent]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAgent {
+    #[serde(default)]
+    pub(crate) interfaces: Vec<String>,
+    pub(crate) mode: Option<String>,
+    pub(crate) xdp_attach: Option<String>,
+    pub(crate) metrics_addr: Option<String>,
+    pub(crate) control_socket: Option<String>,
+}
+
+/// One `[[service]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawService {
+    pub(crate) name: Option<String>,
+    pub(crate) vip: Option<String>,
+    pub(crate) protocol: Option<String>,
+    pub(crate) scheduler: Option<String>,
+    pub(crate) table_size: Option<i64>,
+    pub(crate) health: Option<RawHealth>,
+    #[serde(default)]
+    pub(crate) backend: Vec<RawBackend>,
+}
+
+/// `[service.health]`: one flat table for every kind, so a key that belongs
+/// to another kind is reported by validation rather than as unknown.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHealth {
+    pub(crate) kind: Option<String>,
+    pub(crate) interval: Option<String>,
+    pub(crate) timeout: Option<String>,
+    pub(crate) rise: Option<i64>,
+    pub(crate) fall: Option<i64>,
+    pub(crate) path: Option<String>,
+    pub(crate) expect_status: Option<i64>,
+    pub(crate) send: Option<String>,
+    pub(crate) expect: Option<String>,
+}
+
+/// One `[[service.backend]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBackend {
+    pub(crate) addr: Option<String>,
+    pub(crate) weight: Option<i64>,
+}

@@ -1,0 +1,144 @@
+//! The human summary `lb check` prints for a valid config.
+
+use std::fmt;
+
+use super::defaults::SLOTS_PER_BACKEND;
+use super::duration::Written;
+use super::model::{Config, Health, HealthKind};
+
+impl Config {
+    /// A printable summary: agent settings, then one row per service with its
+    /// backends beneath, then a `config OK` line.
+    pub fn summary(&self) -> Summary {
+        Summary {
+            config: self.clone(),
+        }
+    }
+}
+
+/// What [`Config::summary`] returns: lines, each ending in a newline; print
+/// it with `print!("{}", ...)`.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    config: Config,
+}
+
+const HEADERS: [&str; 6] = ["SERVICE", "VIP", "PROTO", "SCHEDULER", "TABLE", "HEALTH"];
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let config = &self.config;
+        let agent = &config.agent;
+        let interfaces = if agent.interfaces.is_empty() {
+            "(none)".to_owned()
+        } else {
+            agent.interfaces.join(", ")
+        };
+        let metrics = agent
+            .metrics_addr
+            .map_or("off".to_owned(), |addr| addr.to_string());
+        writeln!(f, "{}", config.source.display())?;
+        writeln!(f, "agent")?;
+        writeln!(
+            f,
+            "  mode            {} (xdp_attach {})",
+            agent.mode, agent.xdp_attach
+        )?;
+        writeln!(f, "  interfaces      {interfaces}")?;
+        writeln!(f, "  metrics         {metrics}")?;
+        writeln!(f, "  control socket  {}", agent.control_socket.display())?;
+        writeln!(f)?;
+
+        let rows: Vec<[String; 6]> = config
+            .services
+            .iter()
+            .map(|s| {
+                [
+                    s.name.clone(),
+                    s.vip.to_string(),
+                    s.protocol.to_string(),
+                    s.scheduler.to_string(),
+                    s.table_size.to_string(),
+                    health(&s.health),
+                ]
+            })
+            .collect();
+        let mut widths = HEADERS.map(str::len);
+        for row in &rows {
+            for (width, cell) in widths.iter_mut().zip(row) {
+                *width = (*width).max(cell.len());
+            }
+        }
+        write_row(f, &HEADERS.map(str::to_owned), &widths)?;
+        for (row, service) in rows.iter().zip(&config.services) {
+            write_row(f, row, &widths)?;
+            for backend in &service.backends {
+                writeln!(
+                    f,
+                    "    backend {:<w$}  weight {}",
+                    backend.addr.to_string(),
+                    backend.weight,
+                    w = widths[1]
+                )?;
+            }
+        }
+        for service in &config.services {
+            let slots = u64::from(service.table_size);
+            let backends = service.backends.len() as u64;
+            if slots < backends * SLOTS_PER_BACKEND {
+                writeln!(
+                    f,
+                    "note: service \"{}\": table_size {slots} is under {SLOTS_PER_BACKEND} slots per \
+                     backend for {backends} backends, so their shares will be uneven",
+                    service.name
+                )?;
+            }
+        }
+        let services = config.services.len();
+        let backends = config.backend_count();
+        // Every line, the last included, ends in a newline, so the summary
+        // can be printed as is.
+        writeln!(
+            f,
+            "config OK: {services} service{}, {backends} backend{}",
+            plural(services),
+            plural(backends)
+        )
+    }
+}
+
+fn write_row(f: &mut fmt::Formatter<'_>, row: &[String; 6], widths: &[usize; 6]) -> fmt::Result {
+    let mut line = String::new();
+    for (cell, &width) in row.iter().zip(widths) {
+        line.push_str(&format!("{cell:<width$}  "));
+    }
+    writeln!(f, "{}", line.trim_end())
+}
+
+fn health(health: &Health) -> String {
+    let probe = match &health.kind {
+        HealthKind::None => return "none".to_owned(),
+        HealthKind::Tcp => "tcp connect".to_owned(),
+        HealthKind::Http {
+            path,
+            expect_status,
+        } => format!("http GET {path} -> {expect_status}"),
+        HealthKind::Udp { send, expect } => {
+            let expect = expect.as_ref().map_or("any reply".to_owned(), |bytes| {
+                format!("\"{}\"", bytes.escape_ascii())
+            });
+            format!("udp \"{}\" -> {expect}", send.escape_ascii())
+        }
+    };
+    format!(
+        "{probe} every {} timeout {} rise {} fall {}",
+        Written(health.interval),
+        Written(health.timeout),
+        health.rise,
+        health.fall
+    )
+}
+
+fn plural(count: usize) -> &'static str {
+    if count == 1 { "" } else { "s" }
+}

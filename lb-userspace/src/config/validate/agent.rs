@@ -1,0 +1,251 @@
+//! `[agent]`: datapath mode, interfaces and the agent's own endpoints.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use super::report::{Issue, Report, Scope};
+use super::values::{choice, interface_name, socket_addr};
+use crate::config::defaults;
+use crate::config::model::{Agent, Mode, XdpAttach};
+use crate::config::raw::RawAgent;
+
+/// Validates the agent table (absent = all defaults).
+pub(super) fn check(raw: RawAgent, report: &mut Report) -> Option<Agent> {
+    let scope = &Scope::FILE;
+    let interfaces_ok = interfaces(&raw.interfaces, report);
+    let mode = report.take(
+        scope,
+        choice(
+            "agent.mode",
+            raw.mode.as_deref(),
+            Mode::Auto,
+            Mode::ALL,
+            Mode::name,
+        ),
+    );
+    let xdp_attach = report.take(
+        scope,
+        choice(
+            "agent.xdp_attach",
+            raw.xdp_attach.as_deref(),
+            XdpAttach::Auto,
+            XdpAttach::ALL,
+            XdpAttach::name,
+        ),
+    );
+    if mode == Some(Mode::Xdp) && raw.interfaces.is_empty() {
+        report.add(
+            scope,
+            Issue::new(
+                "agent.mode = \"xdp\" but agent.interfaces is empty, so XDP has nowhere to attach",
+                "list the interfaces, e.g. interfaces = [\"eth0\"], or use mode = \"auto\"",
+            ),
+        );
+    }
+    let metrics_addr = match raw.metrics_addr.as_deref() {
+        None => Some(None),
+        Some(text) => report
+            .take(
+                scope,
+                socket_addr("agent.metrics_addr", text, "127.0.0.1:9100"),
+            )
+            .map(Some),
+    };
+    let control_socket = report.take(scope, control_socket(raw.control_socket.as_deref()));
+    Some(Agent {
+        interfaces: interfaces_ok.then_some(raw.interfaces)?,
+        mode: mode?,
+        xdp_attach: xdp_attach?,
+        metrics_addr: metrics_addr?,
+        control_socket: control_socket?,
+    })
+}
+
+/// Checks every name, and that none repeats (attaching twice fails at
+/// startup, far from the typo). True when all are fine.
+fn interfaces(names: &[String], report: &mut Report) -> bool {
+    let before = report.count();
+    let mut seen = HashSet::new();
+    for (index, name) in names.iter().enumerate() {
+        let field = format!("agent.interfaces[{index}]");
+        if report
+            .take(&Scope::FILE, interface_name(&field, name))
+            .is_some()
+            && !seen.insert(name)
+        {
+            report.add(
+                &Scope::FILE,
+                Issue::new(
+                    format!("agent.interfaces lists {name:?} twice"),
+                    "remove the repeat",
+                ),
+            );
+        }
+    }
+    report.count() == before
+}
+
+fn control_socket(text: Option<&str>) -> Result<PathBuf, Issue> {
+    match text {
+        None => Ok(PathBuf::from(defaults::CONTROL_SOCKET)),
+        Some("") => Err(Issue::new(
+            "agent.control_socket is empty",
+            format!(
+                "give a path, e.g. \"{}\", or leave it out for that default",
+                defaults::CONTROL_SOCKET
+            ),
+        )),
+        Some(path) => Ok(PathBuf::from(path)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn check_raw(raw: RawAgent) -> Result<Agent, Vec<String>> {
+        let mut report = Report::new(Path::new("lb.toml"));
+        let agent = check(raw, &mut report);
+        let problems: Vec<String> = report
+            .into_problems()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        match agent {
+            Some(agent) if problems.is_empty() => Ok(agent),
+            _ => Err(problems),
+        }
+    }
+
+    fn refused(raw: RawAgent, words: &[&str]) {
+        let problems = check_raw(raw).expect_err("should be refused");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        for word in words {
+            assert!(
+                problems[0].contains(word),
+                "missing {word:?} in {}",
+                problems[0]
+            );
+        }
+        assert!(!problems[0].contains("service"), "{}", problems[0]);
+    }
+
+    #[test]
+    fn defaults() {
+        let agent = check_raw(RawAgent::default()).expect("defaults are valid");
+        assert_eq!(
+            agent,
+            Agent {
+                interfaces: vec![],
+                mode: Mode::Auto,
+                xdp_attach: XdpAttach::Auto,
+                metrics_addr: None,
+                control_socket: PathBuf::from("/run/lb/control.sock"),
+            }
+        );
+    }
+
+    #[test]
+    fn every_choice_parses() {
+        for &mode in Mode::ALL {
+            let raw = RawAgent {
+                mode: Some(mode.name().into()),
+                interfaces: vec!["eth0".into()],
+                ..RawAgent::default()
+            };
+            assert_eq!(check_raw(raw).expect("valid").mode, mode);
+        }
+        for &attach in XdpAttach::ALL {
+            let raw = RawAgent {
+                xdp_attach: Some(attach.name().into()),
+                ..RawAgent::default()
+            };
+            assert_eq!(check_raw(raw).expect("valid").xdp_attach, attach);
+        }
+    }
+
+    #[test]
+    fn unknown_mode() {
+        refused(
+            RawAgent {
+                mode: Some("fast".into()),
+                ..RawAgent::default()
+            },
+            &["agent.mode \"fast\"", "\"splice\""],
+        );
+        refused(
+            RawAgent {
+                xdp_attach: Some("skb".into()),
+                ..RawAgent::default()
+            },
+            &["agent.xdp_attach", "\"generic\""],
+        );
+    }
+
+    #[test]
+    fn xdp_needs_interfaces() {
+        refused(
+            RawAgent {
+                mode: Some("xdp".into()),
+                ..RawAgent::default()
+            },
+            &["agent.interfaces is empty", "interfaces = [\"eth0\"]"],
+        );
+    }
+
+    #[test]
+    fn interface_names() {
+        refused(
+            RawAgent {
+                interfaces: vec!["".into()],
+                ..RawAgent::default()
+            },
+            &["agent.interfaces[0] is an empty string"],
+        );
+        refused(
+            RawAgent {
+                interfaces: vec!["eth0".into(), "a-very-long-ifname".into()],
+                ..RawAgent::default()
+            },
+            &[
+                "agent.interfaces[1] \"a-very-long-ifname\" is 18 bytes",
+                "IFNAMSIZ",
+                "ip link",
+            ],
+        );
+        refused(
+            RawAgent {
+                interfaces: vec!["eth0".into(), "eth0".into()],
+                ..RawAgent::default()
+            },
+            &["twice"],
+        );
+    }
+
+    #[test]
+    fn metrics_and_control_socket() {
+        let raw = RawAgent {
+            metrics_addr: Some("127.0.0.1:9100".into()),
+            ..RawAgent::default()
+        };
+        assert_eq!(
+            check_raw(raw).expect("valid").metrics_addr,
+            "127.0.0.1:9100".parse().ok()
+        );
+        refused(
+            RawAgent {
+                metrics_addr: Some("localhost".into()),
+                ..RawAgent::default()
+            },
+            &["agent.metrics_addr \"localhost\"", "127.0.0.1:9100"],
+        );
+        refused(
+            RawAgent {
+                control_socket: Some(String::new()),
+                ..RawAgent::default()
+            },
+            &["control_socket is empty"],
+        );
+    }
+}

@@ -1,0 +1,233 @@
+//! Rules between services: uniqueness of names and VIPs, backends that point
+//! back at a VIP, and the datapath's capacity.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use super::report::{Issue, Report, Scope};
+use super::service::Checked;
+use super::values::identity;
+use lb_common::abi::{MAX_BACKENDS, MAX_SERVICES};
+
+/// Checks the services as a whole, after each was checked on its own.
+pub(super) fn check(services: &[Checked], report: &mut Report) {
+    if services.is_empty() {
+        report.add(
+            &Scope::FILE,
+            Issue::new(
+                "no [[service]] is defined, and an agent with nothing to serve is almost certainly \
+                 a mistake",
+                "add a [[service]] with a vip and at least one [[service.backend]]; see \
+                 config/example.toml",
+            ),
+        );
+    }
+    limits(services, report);
+    unique_names(services, report);
+    let vips = unique_vips(services, report);
+    backends_are_not_vips(services, &vips, report);
+}
+
+/// The datapath's maps are sized at load for these maxima; beyond them the
+/// agent could not install the config at all.
+fn limits(services: &[Checked], report: &mut Report) {
+    let service_count = services.len();
+    if service_count > MAX_SERVICES as usize {
+        report.add(
+            &Scope::FILE,
+            Issue::new(
+                format!("{service_count} services exceed the datapath's limit of {MAX_SERVICES}"),
+                "remove services or split them across several agents",
+            ),
+        );
+    }
+    let backend_count: usize = services.iter().map(|s| s.backends.len()).sum();
+    if backend_count > MAX_BACKENDS as usize {
+        report.add(
+            &Scope::FILE,
+            Issue::new(
+                format!("{backend_count} backends exceed the datapath's limit of {MAX_BACKENDS}"),
+                "remove backends or split services across several agents",
+            ),
+        );
+    }
+}
+
+/// Names select services in CLI commands and metrics, so each must pick one.
+fn unique_names(services: &[Checked], report: &mut Report) {
+    let mut first: HashMap<&str, usize> = HashMap::new();
+    for (index, service) in services.iter().enumerate() {
+        let Some(name) = service.name.as_deref() else {
+            continue;
+        };
+        match first.get(name) {
+            Some(&earlier) => report.add(
+                &service.scope,
+                Issue::new(
+                    format!("the name is also used by service #{}", earlier + 1),
+                    "give every service a unique name",
+                ),
+            ),
+            None => {
+                first.insert(name, index);
+            }
+        }
+    }
+}
+
+/// Two services on one address, port and protocol would fight over the same
+/// packets. Returns each VIP address with the first service that has it.
+fn unique_vips(services: &[Checked], report: &mut Report) -> HashMap<(IpAddr, u16), usize> {
+    let mut first = HashMap::new();
+    let mut vips = HashMap::new();
+    for (index, service) in services.iter().enumerate() {
+        let Some((vip, protocol)) = service.vip else {
+            continue;
+        };
+        match first.get(&(identity(vip), protocol)) {
+            Some(&earlier) => report.add(
+                &service.scope,
+                Issue::new(
+                    format!(
+                        "vip {vip} ({protocol}) is also used by {}",
+                        other(services, earlier)
+                    ),
+                    "give each service its own address, port or protocol, or merge their backends \
+                     into one service",
+                ),
+            ),
+            None => {
+                first.insert((identity(vip), protocol), index);
+            }
+        }
+        vips.entry(identity(vip)).or_insert(index);
+    }
+    vips
+}
+
+/// A backend at a VIP would send traffic back into the balancer, forever.
+fn backends_are_not_vips(
+    services: &[Checked],
+    vips: &HashMap<(IpAddr, u16), usize>,
+    report: &mut Report,
+) {
+    for backend in services.iter().flat_map(|s| &s.backends) {
+        let Some(&owner) = backend.addr.and_then(|addr| vips.get(&identity(addr))) else {
+            continue;
+        };
+        report.add(
+            &backend.scope,
+            Issue::new(
+                format!(
+                    "addr is the VIP of {}, so traffic would loop through the balancer",
+                    other(services, owner)
+                ),
+                "use the address of the real server behind the VIP",
+            ),
+        );
+    }
+}
+
+/// Another service as a message refers to it: by name and position, since
+/// the name alone is ambiguous when names are duplicated too.
+fn other(services: &[Checked], index: usize) -> String {
+    match services.get(index).and_then(|s| s.name.as_deref()) {
+        Some(name) => format!("service \"{name}\" (#{})", index + 1),
+        None => format!("service #{}", index + 1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{accepted, problems, refused, service};
+
+    #[test]
+    fn no_services() {
+        for text in ["", "[agent]\ninterfaces = [\"eth0\"]\n"] {
+            refused(
+                text,
+                &[
+                    "lb.toml: no [[service]] is defined",
+                    "almost certainly",
+                    "config/example.toml",
+                ],
+            );
+        }
+    }
+
+    #[test]
+    fn duplicate_names() {
+        let text = service("web", "10.0.0.100:80", "10.0.1.1:80")
+            + &service("web", "10.0.0.101:80", "10.0.1.1:80");
+        refused(
+            &text,
+            &[
+                "service \"web\": the name is also used by service #1",
+                "unique name",
+            ],
+        );
+    }
+
+    #[test]
+    fn duplicate_vips_need_the_same_protocol() {
+        let text = service("a", "10.0.0.100:80", "10.0.1.1:80")
+            + &service("b", "10.0.0.100:80", "10.0.1.2:80");
+        refused(
+            &text,
+            &[
+                "service \"b\": vip 10.0.0.100:80 (tcp) is also used by service \"a\"",
+                "own address, port or protocol",
+            ],
+        );
+        let udp = service("b", "10.0.0.100:80", "10.0.1.2:80").replacen(
+            "vip",
+            "protocol = \"udp\"\nvip",
+            1,
+        );
+        let text = service("a", "10.0.0.100:80", "10.0.1.1:80") + &udp;
+        assert_eq!(accepted(&text).services.len(), 2);
+    }
+
+    #[test]
+    fn backend_at_a_vip_loops() {
+        let text = service("a", "10.0.0.100:80", "10.0.1.1:80")
+            + &service("b", "10.0.0.101:80", "10.0.0.100:80");
+        refused(
+            &text,
+            &[
+                "service \"b\" backend \"10.0.0.100:80\": addr is the VIP of service \"a\"",
+                "loop",
+                "real server",
+            ],
+        );
+        refused(
+            &service("a", "10.0.0.100:80", "10.0.0.100:80"),
+            &["VIP of service \"a\""],
+        );
+    }
+
+    #[test]
+    fn too_many_services() {
+        let text: String = (0..=lb_common::abi::MAX_SERVICES)
+            .map(|i| {
+                service(
+                    &format!("s{i}"),
+                    &format!("10.1.{}.{}:80", i / 256, i % 256),
+                    "10.0.1.1:80",
+                )
+            })
+            .collect();
+        let problems = problems(&text);
+        assert_eq!(
+            problems.len(),
+            1,
+            "{:?}",
+            &problems[..3.min(problems.len())]
+        );
+        assert!(
+            problems[0].contains("1025 services exceed the datapath's limit of 1024"),
+            "{}",
+            problems[0]
+        );
+    }
+}

@@ -1,0 +1,442 @@
+//! `[service.health]`: probe kind, timings and thresholds.
+
+use std::time::Duration;
+
+use super::report::{Issue, Report, Scope};
+use super::values::{bounded, duration, one_of};
+use crate::config::defaults;
+use crate::config::duration::Written;
+use crate::config::model::{Health, HealthKind};
+use crate::config::raw::RawHealth;
+
+/// Accepted `kind` values, in the order messages list them (default first).
+const KINDS: [&str; 4] = ["tcp", "http", "udp", "none"];
+
+/// Validates the health table of one service (absent = all defaults).
+pub(super) fn check(raw: Option<RawHealth>, scope: &Scope, report: &mut Report) -> Option<Health> {
+    let raw = raw.unwrap_or_default();
+    let kind = kind(&raw, scope, report);
+    let interval = report.take(
+        scope,
+        duration(
+            "health.interval",
+            raw.interval.as_deref(),
+            defaults::INTERVAL,
+        ),
+    );
+    let timeout = report.take(
+        scope,
+        duration("health.timeout", raw.timeout.as_deref(), defaults::TIMEOUT),
+    );
+    let rise = report.take(
+        scope,
+        bounded(
+            "health.rise",
+            raw.rise.unwrap_or(defaults::RISE.into()),
+            1,
+            u32::MAX,
+        ),
+    );
+    let fall = report.take(
+        scope,
+        bounded(
+            "health.fall",
+            raw.fall.unwrap_or(defaults::FALL.into()),
+            1,
+            u32::MAX,
+        ),
+    );
+    let (interval, timeout) = report.take(scope, timings(interval?, timeout?))?;
+    Some(Health {
+        kind: kind?,
+        interval,
+        timeout,
+        rise: rise?,
+        fall: fall?,
+    })
+}
+
+/// Probes start every `interval` and must finish before the next one starts,
+/// or a slow backend would pile up probes and a dead one would be detected
+/// later than `fall × interval`.
+fn timings(interval: Duration, timeout: Duration) -> Result<(Duration, Duration), Issue> {
+    if interval.is_zero() {
+        return Err(Issue::new(
+            "health.interval is zero, which would probe in a busy loop",
+            "set a positive interval, e.g. interval = \"50ms\"",
+        ));
+    }
+    if timeout.is_zero() {
+        return Err(Issue::new(
+            "health.timeout is zero, so every probe would fail",
+            "set a positive timeout below the interval, e.g. timeout = \"40ms\"",
+        ));
+    }
+    if timeout >= interval {
+        return Err(Issue::new(
+            format!(
+                "health.timeout {} is not below health.interval {}",
+                Written(timeout),
+                Written(interval),
+            ),
+            "lower the timeout or raise the interval, e.g. interval = \"50ms\", timeout = \"40ms\"",
+        ));
+    }
+    Ok((interval, timeout))
+}
+
+/// The probe kind with its own settings; keys that belong to another kind are
+/// reported rather than ignored, since they show the user expects a probe
+/// that will not run.
+fn kind(raw: &RawHealth, scope: &Scope, report: &mut Report) -> Option<HealthKind> {
+    let name = raw.kind.as_deref().unwrap_or(KINDS[0]);
+    let Some(&name) = KINDS.iter().find(|&&known| known == name) else {
+        report.add(
+            scope,
+            Issue::new(
+                format!("health.kind {name:?} is not supported"),
+                format!("use {}", one_of(&KINDS)),
+            ),
+        );
+        return None;
+    };
+    let foreign = [
+        ("path", raw.path.is_some(), "http"),
+        ("expect_status", raw.expect_status.is_some(), "http"),
+        ("send", raw.send.is_some(), "udp"),
+        ("expect", raw.expect.is_some(), "udp"),
+    ];
+    for (key, present, owner) in foreign {
+        if present && owner != name {
+            report.add(
+                scope,
+                Issue::new(
+                    format!(
+                        "health.{key} only applies to kind = \"{owner}\", but kind is \"{name}\""
+                    ),
+                    format!("remove {key} or set kind = \"{owner}\""),
+                ),
+            );
+        }
+    }
+    match name {
+        "none" => Some(HealthKind::None),
+        "http" => http(raw, scope, report),
+        "udp" => udp(raw, scope, report),
+        _ => Some(HealthKind::Tcp),
+    }
+}
+
+fn http(raw: &RawHealth, scope: &Scope, report: &mut Report) -> Option<HealthKind> {
+    let path = report.take(
+        scope,
+        http_path(raw.path.as_deref().unwrap_or(defaults::HTTP_PATH)),
+    );
+    let status = raw
+        .expect_status
+        .unwrap_or(defaults::HTTP_EXPECT_STATUS.into());
+    let expect_status = report.take(
+        scope,
+        u16::try_from(status)
+            .ok()
+            .filter(|s| (100..=599).contains(s))
+            .ok_or_else(|| {
+                Issue::new(
+                    format!("health.expect_status = {status} is not an HTTP status"),
+                    "use a status in 100..=599, e.g. expect_status = 200",
+                )
+            }),
+    );
+    Some(HealthKind::Http {
+        path: path?,
+        expect_status: expect_status?,
+    })
+}
+
+/// The path goes into the request line verbatim, so it must be absolute and
+/// free of anything that would split or corrupt that line.
+fn http_path(path: &str) -> Result<String, Issue> {
+    if !path.starts_with('/') {
+        return Err(Issue::new(
+            format!("health.path {path:?} does not start with '/'"),
+            "give an absolute path, e.g. path = \"/healthz\"",
+        ));
+    }
+    if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Issue::new(
+            format!("health.path {path:?} contains whitespace or control characters"),
+            "percent-encode them, e.g. %20 for a space",
+        ));
+    }
+    Ok(path.to_owned())
+}
+
+fn udp(raw: &RawHealth, scope: &Scope, report: &mut Report) -> Option<HealthKind> {
+    let Some(send) = &raw.send else {
+        report.add(
+            scope,
+            Issue::new(
+                "health kind \"udp\" has no send payload, and UDP has no handshake to probe with",
+                "add send = \"ping\" (and optionally expect = \"pong\"), or use kind = \"none\"",
+            ),
+        );
+        return None;
+    };
+    Some(HealthKind::Udp {
+        send: send.clone().into_bytes(),
+        expect: raw.expect.clone().map(String::into_bytes),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::error::{Problem, Subject};
+    use std::path::Path;
+
+    fn check_raw(raw: RawHealth) -> Result<Health, Vec<Problem>> {
+        let mut report = Report::new(Path::new("lb.toml"));
+        let scope = Scope::service(Subject::Named("web".into()));
+        let health = check(Some(raw), &scope, &mut report);
+        match (health, report.count()) {
+            (Some(health), 0) => Ok(health),
+            (_, _) => Err(report.into_problems()),
+        }
+    }
+
+    fn text(problems: &[Problem]) -> String {
+        problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn refused(raw: RawHealth, words: &[&str]) {
+        let problems = check_raw(raw).expect_err("should be refused");
+        let text = text(&problems);
+        assert_eq!(problems.len(), 1, "{text}");
+        assert!(text.starts_with("lb.toml: service \"web\": "), "{text}");
+        for word in words {
+            assert!(text.contains(word), "missing {word:?} in {text}");
+        }
+    }
+
+    fn some(s: &str) -> Option<String> {
+        Some(s.to_owned())
+    }
+
+    #[test]
+    fn defaults_are_a_fast_tcp_probe() {
+        let health = check_raw(RawHealth::default()).expect("defaults are valid");
+        assert_eq!(health.kind, HealthKind::Tcp);
+        assert!(health.interval <= Duration::from_millis(100));
+        assert!(health.timeout < health.interval);
+        assert_eq!((health.rise, health.fall), (defaults::RISE, defaults::FALL));
+    }
+
+    #[test]
+    fn every_kind_name_parses_back() {
+        for kind in [
+            HealthKind::None,
+            HealthKind::Tcp,
+            HealthKind::Http {
+                path: "/".into(),
+                expect_status: 200,
+            },
+            HealthKind::Udp {
+                send: b"x".to_vec(),
+                expect: None,
+            },
+        ] {
+            let raw = RawHealth {
+                kind: some(kind.name()),
+                send: some("x"),
+                ..RawHealth::default()
+            };
+            let raw = match kind {
+                HealthKind::Udp { .. } => raw,
+                _ => RawHealth { send: None, ..raw },
+            };
+            assert_eq!(check_raw(raw).expect("valid").kind, kind);
+        }
+    }
+
+    #[test]
+    fn http_and_udp_settings() {
+        let raw = RawHealth {
+            kind: some("http"),
+            path: some("/healthz"),
+            expect_status: Some(204),
+            ..RawHealth::default()
+        };
+        let kind = check_raw(raw).expect("valid").kind;
+        assert_eq!(
+            kind,
+            HealthKind::Http {
+                path: "/healthz".into(),
+                expect_status: 204
+            }
+        );
+        let raw = RawHealth {
+            kind: some("udp"),
+            send: some("ping"),
+            expect: some("pong"),
+            ..RawHealth::default()
+        };
+        let kind = check_raw(raw).expect("valid").kind;
+        assert_eq!(
+            kind,
+            HealthKind::Udp {
+                send: b"ping".to_vec(),
+                expect: Some(b"pong".to_vec())
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_kind() {
+        refused(
+            RawHealth {
+                kind: some("icmp"),
+                ..RawHealth::default()
+            },
+            &["\"icmp\"", "\"none\""],
+        );
+    }
+
+    #[test]
+    fn interval_zero() {
+        refused(
+            RawHealth {
+                interval: some("0ms"),
+                ..RawHealth::default()
+            },
+            &["interval is zero", "\"50ms\""],
+        );
+    }
+
+    #[test]
+    fn timeout_zero() {
+        refused(
+            RawHealth {
+                timeout: some("0s"),
+                ..RawHealth::default()
+            },
+            &["timeout is zero"],
+        );
+    }
+
+    #[test]
+    fn timeout_not_below_interval() {
+        let raw = RawHealth {
+            interval: some("50ms"),
+            timeout: some("50ms"),
+            ..RawHealth::default()
+        };
+        refused(
+            raw,
+            &[
+                "timeout 50ms is not below health.interval 50ms",
+                "lower the timeout",
+            ],
+        );
+    }
+
+    #[test]
+    fn bad_duration() {
+        refused(
+            RawHealth {
+                interval: some("1.5s"),
+                ..RawHealth::default()
+            },
+            &["health.interval \"1.5s\"", "\"50ms\""],
+        );
+    }
+
+    #[test]
+    fn rise_and_fall_zero() {
+        refused(
+            RawHealth {
+                rise: Some(0),
+                ..RawHealth::default()
+            },
+            &["health.rise = 0", "set health.rise = 1 or more"],
+        );
+        refused(
+            RawHealth {
+                fall: Some(-2),
+                ..RawHealth::default()
+            },
+            &["health.fall = -2", "set health.fall = 1 or more"],
+        );
+    }
+
+    #[test]
+    fn http_status_out_of_range() {
+        for status in [99, 600, -1, 70000] {
+            let raw = RawHealth {
+                kind: some("http"),
+                expect_status: Some(status),
+                ..RawHealth::default()
+            };
+            refused(raw, &["expect_status", "100..=599"]);
+        }
+    }
+
+    #[test]
+    fn http_path_must_be_absolute_and_clean() {
+        let raw = RawHealth {
+            kind: some("http"),
+            path: some("healthz"),
+            ..RawHealth::default()
+        };
+        refused(raw, &["does not start with '/'", "\"/healthz\""]);
+        let raw = RawHealth {
+            kind: some("http"),
+            path: some("/a b"),
+            ..RawHealth::default()
+        };
+        refused(raw, &["whitespace", "percent-encode"]);
+    }
+
+    #[test]
+    fn udp_without_send() {
+        refused(
+            RawHealth {
+                kind: some("udp"),
+                ..RawHealth::default()
+            },
+            &["no send payload", "add send = \"ping\""],
+        );
+    }
+
+    #[test]
+    fn keys_of_another_kind() {
+        refused(
+            RawHealth {
+                path: some("/x"),
+                ..RawHealth::default()
+            },
+            &["health.path only applies to kind = \"http\"", "remove path"],
+        );
+        let raw = RawHealth {
+            kind: some("http"),
+            send: some("x"),
+            ..RawHealth::default()
+        };
+        refused(raw, &["health.send only applies to kind = \"udp\""]);
+    }
+
+    #[test]
+    fn all_problems_are_reported_together() {
+        let raw = RawHealth {
+            kind: some("udp"),
+            interval: some("x"),
+            rise: Some(0),
+            fall: Some(0),
+            ..RawHealth::default()
+        };
+        assert_eq!(check_raw(raw).expect_err("invalid").len(), 4);
+    }
+}
