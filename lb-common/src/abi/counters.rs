@@ -26,34 +26,46 @@ impl Counters {
     }
 }
 
-/// Why the datapath dropped or refused a packet: the index into the per-CPU
-/// drop counter array.
+/// Why the datapath dropped a packet or declined to balance it: the index
+/// into the per-CPU exception counters. Each reason has one fixed action,
+/// listed here and in the README.
 ///
 /// The enum is only a name for an index; maps store plain `u64` counts.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DropReason {
-    /// Frame shorter than its Ethernet (+VLAN) header.
+    /// Frame shorter than its Ethernet (+VLAN) header. Dropped (the kernel
+    /// would drop it too).
     TruncatedEthernet = 0,
-    /// Frame shorter than its IP header, or IHL/length fields inconsistent.
+    /// IP header truncated, wrong version, IHL < 5 or lengths beyond the
+    /// frame. Dropped (the kernel's IP input drops these too).
     MalformedIp = 1,
-    /// Fragment of a VIP-bound datagram: ports are unknown, cannot be balanced.
+    /// IP fragment: only the first carries ports, so fragments cannot be
+    /// balanced. Passed to the kernel untouched.
     Fragment = 2,
-    /// VIP-bound packet shorter than its TCP/UDP header.
+    /// TCP/UDP header cut short: its ports are unknown. Passed to the
+    /// kernel untouched.
     TruncatedL4 = 3,
-    /// The service has no backend able to take a new flow.
+    /// VIP packet of a new flow whose service has no backend able to take
+    /// it. Dropped.
     NoBackend = 4,
-    /// A Maglev slot or backend id pointed outside its map.
+    /// A Maglev slot or backend id pointed outside its map (a table being
+    /// rewritten wrongly). Dropped.
     BadTableEntry = 5,
-    /// The kernel has no route to the chosen backend.
+    /// The kernel has no route to the backend (or back to the client).
+    /// Dropped.
     NoRoute = 6,
-    /// The flow table could not store a new flow.
+    /// The flow table refused a new entry. The packet is still forwarded by
+    /// Maglev, just not pinned.
     FlowTableFull = 7,
+    /// The packet's TTL or hop limit would expire here. Passed to the kernel
+    /// untouched, which answers with ICMP time exceeded.
+    TtlExpired = 8,
 }
 
 impl DropReason {
-    /// Number of drop reasons: the size of the drop counter array.
-    pub const COUNT: u32 = 8;
+    /// Number of reasons: the size of the counter array.
+    pub const COUNT: u32 = 9;
 
     /// Every reason, in index order.
     pub const ALL: [DropReason; Self::COUNT as usize] = [
@@ -65,6 +77,7 @@ impl DropReason {
         DropReason::BadTableEntry,
         DropReason::NoRoute,
         DropReason::FlowTableFull,
+        DropReason::TtlExpired,
     ];
 
     /// Stable snake_case name, used in status output and metric labels.
@@ -78,7 +91,21 @@ impl DropReason {
             DropReason::BadTableEntry => "bad_table_entry",
             DropReason::NoRoute => "no_route",
             DropReason::FlowTableFull => "flow_table_full",
+            DropReason::TtlExpired => "ttl_expired",
         }
+    }
+
+    /// Whether packets counted under this reason are dropped (else they are
+    /// passed to the kernel, or forwarded unpinned).
+    pub const fn drops(self) -> bool {
+        matches!(
+            self,
+            DropReason::TruncatedEthernet
+                | DropReason::MalformedIp
+                | DropReason::NoBackend
+                | DropReason::BadTableEntry
+                | DropReason::NoRoute
+        )
     }
 }
 

@@ -42,4 +42,4 @@ pub const DEFAULT_TABLE_SIZE: u32 = 65537;
 /// double-buffered tables; the agent sizes it from the config at load time.
 pub const DEFAULT_MAGLEV_SLOTS: u32 = 2 * 4 * DEFAULT_TABLE_SIZE;
 /// Default flow-table capacity.
-pub const DEFAULT_FLOW_CAPACITY: u32 = 1 << 20;
+pub const DEFAULT_FLOW_CAPACITY: u32 = 1 << 18;

@@ -106,7 +106,7 @@ fn parse_ipv4<P: PacketView + ?Sized>(pkt: &P, l3_off: usize) -> Result<Parsed, 
     let total = usize::from(be16(ip.total_len));
     // The frame may be longer than the datagram (Ethernet pads to 60 bytes),
     // never shorter.
-    if ip.version_ihl >> 4 != 4 || ihl < 20 || total < ihl || l3_off + total > pkt.len() {
+    if ip.version_ihl >> 4 != 4 || ihl < 20 || total < ihl || !pkt.fits(l3_off + total) {
         return Err(ParseError::MalformedIp);
     }
     if be16(ip.frag) & (Ipv4Hdr::MF | Ipv4Hdr::OFFSET_MASK) != 0 {
@@ -121,7 +121,7 @@ fn parse_ipv6<P: PacketView + ?Sized>(pkt: &P, l3_off: usize) -> Result<Parsed, 
     let ip: &Ipv6Hdr = pkt.header(l3_off).ok_or(ParseError::MalformedIp)?;
     let payload = usize::from(be16(ip.payload_len));
     let mut off = l3_off + core::mem::size_of::<Ipv6Hdr>();
-    if ip.vtc_flow[0] >> 4 != 6 || off + payload > pkt.len() {
+    if ip.vtc_flow[0] >> 4 != 6 || !pkt.fits(off + payload) {
         return Err(ParseError::MalformedIp);
     }
     let mut next = ip.next_header;

@@ -14,13 +14,10 @@ pub unsafe trait Header: Copy {}
 
 /// Read-only, bounds-checked access to a packet.
 pub trait PacketView {
-    /// Length of the packet in bytes.
-    fn len(&self) -> usize;
-
-    /// Whether the packet has no bytes at all.
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
+    /// Whether the packet is at least `len` bytes long. (A comparison rather
+    /// than a length: the verifier tracks pointer comparisons, not the
+    /// difference of two packet pointers.)
+    fn fits(&self, len: usize) -> bool;
 
     /// The header of type `T` starting `off` bytes into the packet, or `None`
     /// if it does not fit entirely inside the packet.
@@ -29,8 +26,8 @@ pub trait PacketView {
 
 impl PacketView for [u8] {
     #[inline(always)]
-    fn len(&self) -> usize {
-        <[u8]>::len(self)
+    fn fits(&self, len: usize) -> bool {
+        len <= self.len()
     }
 
     #[inline(always)]

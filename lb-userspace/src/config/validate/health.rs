@@ -6,16 +6,21 @@ use super::report::{Issue, Report, Scope};
 use super::values::{bounded, duration, one_of};
 use crate::config::defaults;
 use crate::config::duration::Written;
-use crate::config::model::{Health, HealthKind};
+use crate::config::model::{Health, HealthKind, Protocol};
 use crate::config::raw::RawHealth;
 
 /// Accepted `kind` values, in the order messages list them (default first).
 const KINDS: [&str; 4] = ["tcp", "http", "udp", "none"];
 
 /// Validates the health table of one service (absent = all defaults).
-pub(super) fn check(raw: Option<RawHealth>, scope: &Scope, report: &mut Report) -> Option<Health> {
+pub(super) fn check(
+    raw: Option<RawHealth>,
+    protocol: Option<Protocol>,
+    scope: &Scope,
+    report: &mut Report,
+) -> Option<Health> {
     let raw = raw.unwrap_or_default();
-    let kind = kind(&raw, scope, report);
+    let kind = kind(&raw, protocol, scope, report);
     let interval = report.take(
         scope,
         duration(
@@ -88,8 +93,19 @@ fn timings(interval: Duration, timeout: Duration) -> Result<(Duration, Duration)
 /// The probe kind with its own settings; keys that belong to another kind are
 /// reported rather than ignored, since they show the user expects a probe
 /// that will not run.
-fn kind(raw: &RawHealth, scope: &Scope, report: &mut Report) -> Option<HealthKind> {
-    let name = raw.kind.as_deref().unwrap_or(KINDS[0]);
+fn kind(
+    raw: &RawHealth,
+    protocol: Option<Protocol>,
+    scope: &Scope,
+    report: &mut Report,
+) -> Option<HealthKind> {
+    // A UDP service has nothing to connect to, and a UDP probe needs a payload
+    // only the user knows: defaulting it to "tcp" would mark every backend down.
+    let default = match protocol {
+        Some(Protocol::Udp) => "none",
+        _ => "tcp",
+    };
+    let name = raw.kind.as_deref().unwrap_or(default);
     let Some(&name) = KINDS.iter().find(|&&known| known == name) else {
         report.add(
             scope,
@@ -195,13 +211,25 @@ mod tests {
     use std::path::Path;
 
     fn check_raw(raw: RawHealth) -> Result<Health, Vec<Problem>> {
+        check_for(raw, Protocol::Tcp)
+    }
+
+    fn check_for(raw: RawHealth, protocol: Protocol) -> Result<Health, Vec<Problem>> {
         let mut report = Report::new(Path::new("lb.toml"));
         let scope = Scope::service(Subject::Named("web".into()));
-        let health = check(Some(raw), &scope, &mut report);
+        let health = check(Some(raw), Some(protocol), &scope, &mut report);
         match (health, report.count()) {
             (Some(health), 0) => Ok(health),
             (_, _) => Err(report.into_problems()),
         }
+    }
+
+    #[test]
+    fn default_kind_follows_the_protocol() {
+        let tcp = check_for(RawHealth::default(), Protocol::Tcp).unwrap();
+        assert_eq!(tcp.kind, HealthKind::Tcp);
+        let udp = check_for(RawHealth::default(), Protocol::Udp).unwrap();
+        assert_eq!(udp.kind, HealthKind::None);
     }
 
     fn text(problems: &[Problem]) -> String {

@@ -57,7 +57,7 @@ pub(super) fn check(index: usize, raw: RawService, report: &mut Report) -> Check
             Scheduler::name,
         ),
     );
-    let health = health::check(raw.health, &scope, report);
+    let health = health::check(raw.health, protocol, &scope, report);
     let backend_count = raw.backend.len();
     let backends: Vec<backend::Checked> = raw
         .backend

@@ -1,0 +1,107 @@
+//! Client -> VIP: pin the flow to a backend and send it there.
+
+use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::XdpContext};
+use lb_common::{
+    abi::{
+        DropReason, FlowKey, FlowValue, NO_BACKEND, NatValue, SERVICE_HASH_CLIENT_IP,
+        ServiceRecord,
+    },
+    hash::{client_hash, flow_hash, slot_for},
+    parse::L4Packet,
+};
+
+use crate::{
+    frame::Frame,
+    maps::{LB_BACKENDS, LB_FLOWS, LB_MAGLEV, LB_NAT},
+    rewrite::{self, Side},
+    route, stats,
+};
+
+/// Forwards a packet addressed to the service `svc`.
+///
+/// An established flow keeps the backend recorded in the flow table, even if
+/// the service's table has changed since; a new flow takes the backend of its
+/// Maglev slot and is recorded, together with the NAT entry its replies need.
+#[inline(always)]
+pub fn to_backend(
+    ctx: &XdpContext,
+    frame: &Frame,
+    pkt: &L4Packet,
+    svc: &ServiceRecord,
+) -> Result<u32, DropReason> {
+    // SAFETY: the value is copied out at once; a concurrent update replaces
+    // the element rather than writing into it.
+    let pinned = unsafe { LB_FLOWS.get(&pkt.key) }.map(|f| f.backend_id);
+    let new_flow = pinned.is_none();
+    let backend_id = match pinned {
+        Some(id) => id,
+        None => pick(pkt, svc)?,
+    };
+    let backend = *LB_BACKENDS.get(backend_id).ok_or(DropReason::BadTableEntry)?;
+    if backend.family != pkt.key.family {
+        return Err(DropReason::BadTableEntry);
+    }
+    rewrite::check_ttl(frame, pkt)?;
+
+    let to = FlowKey {
+        src: pkt.key.src,
+        dst: backend.addr,
+        src_port_be: pkt.key.src_port_be,
+        dst_port_be: backend.port_be,
+        proto: pkt.key.proto,
+        family: pkt.key.family,
+        _pad: [0; 2],
+    };
+    if new_flow {
+        pin(pkt, &to, backend_id, svc.id);
+    }
+    rewrite::endpoint(frame, pkt, Side::Dst, &backend.addr, backend.port_be)?;
+    let action = route::forward(ctx, frame, &to)?;
+    stats::forwarded(svc.id, backend_id, frame.len(), new_flow);
+    Ok(action)
+}
+
+/// The backend of the flow's Maglev slot.
+#[inline(always)]
+fn pick(pkt: &L4Packet, svc: &ServiceRecord) -> Result<u32, DropReason> {
+    let hash = if svc.flags & SERVICE_HASH_CLIENT_IP != 0 {
+        client_hash(&pkt.key.src)
+    } else {
+        flow_hash(&pkt.key)
+    };
+    let slot = slot_for(hash, svc.table_size).ok_or(DropReason::NoBackend)?;
+    let index = svc.table_base.checked_add(slot).ok_or(DropReason::BadTableEntry)?;
+    match LB_MAGLEV.get(index) {
+        None => Err(DropReason::BadTableEntry),
+        Some(&NO_BACKEND) => Err(DropReason::NoBackend),
+        Some(&id) => Ok(id),
+    }
+}
+
+/// Records a new flow and the NAT entry its replies (backend -> client) match.
+/// A full table is counted, not fatal: Maglev sends the next packet of the
+/// flow to the same backend as long as the table is unchanged.
+#[inline(always)]
+fn pin(pkt: &L4Packet, to: &FlowKey, backend_id: u32, service_id: u32) {
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let flow = FlowValue { backend_id, service_id, last_seen_ns: now };
+    let reply = FlowKey {
+        src: to.dst,
+        dst: to.src,
+        src_port_be: to.dst_port_be,
+        dst_port_be: to.src_port_be,
+        proto: to.proto,
+        family: to.family,
+        _pad: [0; 2],
+    };
+    let nat = NatValue {
+        vip: pkt.key.dst,
+        vip_port_be: pkt.key.dst_port_be,
+        _pad: [0; 2],
+        backend_id,
+    };
+    if LB_FLOWS.insert(&pkt.key, &flow, 0).is_err() || LB_NAT.insert(&reply, &nat, 0).is_err() {
+        stats::exception(DropReason::FlowTableFull);
+    }
+}

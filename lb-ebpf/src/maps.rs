@@ -1,0 +1,46 @@
+//! The program's maps. Layouts live in `lb_common::abi`; names must match
+//! `lb_common::abi::MAP_*` (a userspace test checks the built object).
+//!
+//! Flow and NAT tables are shared LRU hashes rather than per-CPU ones: the
+//! reply of a flow usually arrives on another CPU than its request (another
+//! NIC queue, often another NIC), and a flow must keep its backend if RSS
+//! moves it to another queue. The kernel's LRU keeps per-CPU free lists, so
+//! a shared table costs little on insert.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+};
+use lb_common::abi::{
+    BackendRecord, Counters, DEFAULT_FLOW_CAPACITY, DEFAULT_MAGLEV_SLOTS, DropReason, FlowKey,
+    FlowValue, MAX_BACKENDS, MAX_SERVICES, NatValue, ServiceKey, ServiceRecord,
+};
+
+#[map]
+pub static LB_SERVICES: HashMap<ServiceKey, ServiceRecord> =
+    HashMap::with_max_entries(MAX_SERVICES, 0);
+
+#[map]
+pub static LB_BACKENDS: Array<BackendRecord> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+#[map]
+pub static LB_MAGLEV: Array<u32> = Array::with_max_entries(DEFAULT_MAGLEV_SLOTS, 0);
+
+#[map]
+pub static LB_FLOWS: LruHashMap<FlowKey, FlowValue> =
+    LruHashMap::with_max_entries(DEFAULT_FLOW_CAPACITY, 0);
+
+#[map]
+pub static LB_NAT: LruHashMap<FlowKey, NatValue> =
+    LruHashMap::with_max_entries(DEFAULT_FLOW_CAPACITY, 0);
+
+#[map]
+pub static LB_SERVICE_COUNTERS: PerCpuArray<Counters> =
+    PerCpuArray::with_max_entries(MAX_SERVICES, 0);
+
+#[map]
+pub static LB_BACKEND_COUNTERS: PerCpuArray<Counters> =
+    PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+
+#[map]
+pub static LB_DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DropReason::COUNT, 0);
