@@ -1,0 +1,142 @@
+//! Loading the XDP program and writing a [`Plan`] into its maps.
+
+use aya::{
+    Ebpf, EbpfError, EbpfLoader,
+    maps::{Array, HashMap, MapData, MapError},
+    programs::{ProgramError, Xdp},
+};
+use lb_common::abi::{
+    BackendRecord, DEFAULT_FLOW_CAPACITY, MAP_BACKENDS, MAP_FLOWS, MAP_MAGLEV, MAP_NAT,
+    MAP_SERVICES, ServiceKey, ServiceRecord,
+};
+
+use super::plan::Plan;
+use crate::object::BpfObject;
+
+/// Name of the XDP entry point in the object.
+pub const PROGRAM: &str = "lb_xdp";
+
+/// Why the datapath could not be loaded or written.
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    /// The object could not be parsed or its maps created.
+    #[error("loading the eBPF object ({origin}) failed: {source}")]
+    Load {
+        /// Where the object came from.
+        origin: String,
+        /// The error.
+        source: EbpfError,
+    },
+    /// The object has no `lb_xdp` XDP program.
+    #[error("the eBPF object has no XDP program named {PROGRAM}; rebuild it with `cargo xtask build-ebpf --release`")]
+    NoProgram,
+    /// The verifier or the kernel refused the program.
+    #[error("the kernel refused the XDP program: {0}")]
+    Program(#[source] ProgramError),
+    /// A map the agent needs is missing from the object.
+    #[error("the eBPF object has no map {0}; rebuild it with `cargo xtask build-ebpf --release`")]
+    NoMap(&'static str),
+    /// Writing or reading a map failed.
+    #[error("map {map}: {source}")]
+    Map {
+        /// The map.
+        map: &'static str,
+        /// The error.
+        source: MapError,
+    },
+}
+
+/// Sizes fixed at load time.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadOptions {
+    /// Entries of the flow table and of the NAT table.
+    pub flow_capacity: u32,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { flow_capacity: DEFAULT_FLOW_CAPACITY }
+    }
+}
+
+/// The loaded program and its maps. Dropping it detaches the program from
+/// every interface and frees the maps.
+#[derive(Debug)]
+pub struct Datapath {
+    ebpf: Ebpf,
+}
+
+impl Datapath {
+    /// Loads `object` into the kernel (maps sized for `plan`), verified but
+    /// not yet attached.
+    pub fn load(object: &BpfObject, plan: &Plan, opts: LoadOptions) -> Result<Self, DatapathError> {
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(MAP_MAGLEV, plan.maglev_slots)
+            .map_max_entries(MAP_FLOWS, opts.flow_capacity)
+            .map_max_entries(MAP_NAT, opts.flow_capacity)
+            .load(&object.bytes)
+            .map_err(|source| DatapathError::Load { origin: object.origin.to_string(), source })?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(PROGRAM)
+            .ok_or(DatapathError::NoProgram)?
+            .try_into()
+            .map_err(DatapathError::Program)?;
+        prog.load().map_err(DatapathError::Program)?;
+        Ok(Self { ebpf })
+    }
+
+    /// Writes every entry of `plan`. Tables and backends go first and each
+    /// service record last, so no packet sees a service whose table is not
+    /// complete.
+    pub fn apply(&mut self, plan: &Plan) -> Result<(), DatapathError> {
+        let mut backends: Array<&mut MapData, BackendRecord> = self.map_mut(MAP_BACKENDS)?;
+        for (id, b) in plan.backends.iter().enumerate() {
+            backends.set(id as u32, b, 0).map_err(map_err(MAP_BACKENDS))?;
+        }
+        let mut maglev: Array<&mut MapData, u32> = self.map_mut(MAP_MAGLEV)?;
+        for svc in &plan.services {
+            for (slot, id) in svc.table.iter().enumerate() {
+                maglev
+                    .set(svc.record.table_base + slot as u32, id, 0)
+                    .map_err(map_err(MAP_MAGLEV))?;
+            }
+        }
+        let mut services: HashMap<&mut MapData, ServiceKey, ServiceRecord> =
+            self.map_mut(MAP_SERVICES)?;
+        for svc in &plan.services {
+            services.insert(svc.key, svc.record, 0).map_err(map_err(MAP_SERVICES))?;
+        }
+        Ok(())
+    }
+
+    /// The XDP program, for attaching and test runs.
+    pub fn program_mut(&mut self) -> Result<&mut Xdp, DatapathError> {
+        self.ebpf
+            .program_mut(PROGRAM)
+            .ok_or(DatapathError::NoProgram)?
+            .try_into()
+            .map_err(DatapathError::Program)
+    }
+
+    /// A typed view of one of the program's maps.
+    pub fn map_mut<'a, T>(&'a mut self, name: &'static str) -> Result<T, DatapathError>
+    where
+        T: TryFrom<&'a mut aya::maps::Map, Error = MapError>,
+    {
+        let map = self.ebpf.map_mut(name).ok_or(DatapathError::NoMap(name))?;
+        T::try_from(map).map_err(map_err(name))
+    }
+
+    /// A read-only typed view of one of the program's maps.
+    pub fn map<'a, T>(&'a self, name: &'static str) -> Result<T, DatapathError>
+    where
+        T: TryFrom<&'a aya::maps::Map, Error = MapError>,
+    {
+        let map = self.ebpf.map(name).ok_or(DatapathError::NoMap(name))?;
+        T::try_from(map).map_err(map_err(name))
+    }
+}
+
+fn map_err(map: &'static str) -> impl Fn(MapError) -> DatapathError {
+    move |source| DatapathError::Map { map, source }
+}

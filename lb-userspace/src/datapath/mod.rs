@@ -1,0 +1,11 @@
+//! The XDP datapath seen from userspace: what the maps must hold for a
+//! config ([`plan`]), loading the program and writing the maps ([`kernel`]),
+//! attaching it ([`attach`]) and reading its counters ([`stats`]).
+
+pub mod attach;
+pub mod kernel;
+pub mod plan;
+pub mod stats;
+
+pub use kernel::{Datapath, DatapathError, LoadOptions};
+pub use plan::{Plan, PlanError, plan};

@@ -1,0 +1,39 @@
+//! Reading the per-CPU counters into totals.
+
+use aya::maps::{MapData, PerCpuArray};
+use lb_common::abi::{
+    Counters, DropReason, MAP_BACKEND_COUNTERS, MAP_DROPS, MAP_SERVICE_COUNTERS,
+};
+
+use super::kernel::{Datapath, DatapathError};
+
+/// Totals over all CPUs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Per service id.
+    pub services: Vec<Counters>,
+    /// Per backend id.
+    pub backends: Vec<Counters>,
+    /// Per `DropReason`, in `DropReason::ALL` order.
+    pub exceptions: Vec<u64>,
+}
+
+/// Reads the counters of the first `services` services and `backends`
+/// backends, and every exception counter.
+pub fn read(dp: &Datapath, services: u32, backends: u32) -> Result<Totals, DatapathError> {
+    let svc: PerCpuArray<&MapData, Counters> = dp.map(MAP_SERVICE_COUNTERS)?;
+    let be: PerCpuArray<&MapData, Counters> = dp.map(MAP_BACKEND_COUNTERS)?;
+    let drops: PerCpuArray<&MapData, u64> = dp.map(MAP_DROPS)?;
+    let err = |map| move |source| DatapathError::Map { map, source };
+    let sum = |arr: &PerCpuArray<&MapData, Counters>, i, map| {
+        arr.get(&i, 0).map(|v| Counters::sum(v.iter())).map_err(err(map))
+    };
+    Ok(Totals {
+        services: (0..services).map(|i| sum(&svc, i, MAP_SERVICE_COUNTERS)).collect::<Result<_, _>>()?,
+        backends: (0..backends).map(|i| sum(&be, i, MAP_BACKEND_COUNTERS)).collect::<Result<_, _>>()?,
+        exceptions: DropReason::ALL
+            .iter()
+            .map(|r| drops.get(&(*r as u32), 0).map(|v| v.iter().sum()).map_err(err(MAP_DROPS)))
+            .collect::<Result<_, _>>()?,
+    })
+}

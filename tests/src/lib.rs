@@ -1,0 +1,7 @@
+//! Support for lb's integration tests.
+//!
+//! - [`packet`]: builds frames byte by byte with checksums computed from
+//!   scratch, so golden expectations never reuse the datapath's own code.
+//! - [`netns`]: network namespaces with unique names, removed on drop.
+pub mod netns;
+pub mod packet;
