@@ -31,6 +31,7 @@ fn main() {
         Ok(data) if data.windows(stamp.len()).any(|w| w == stamp.as_bytes()) => {
             fs::write(&out, data).expect("copy the eBPF object");
             println!("cargo:rustc-cfg=lb_embedded_object");
+            println!("cargo:rustc-env=LB_OBJECT_STATUS=embedded eBPF object {expected}");
         }
         Ok(_) => {
             println!(
@@ -38,7 +39,11 @@ fn main() {
                  not embedding it. Run `cargo xtask build-ebpf --release`, then rebuild."
             );
             fs::write(&out, b"").expect("write placeholder");
+            println!("cargo:rustc-env=LB_OBJECT_STATUS=no eBPF object (the built one was stale)");
         }
-        Err(_) => fs::write(&out, b"").expect("write placeholder"),
+        Err(_) => {
+            fs::write(&out, b"").expect("write placeholder");
+            println!("cargo:rustc-env=LB_OBJECT_STATUS=no eBPF object");
+        }
     }
 }

@@ -3,8 +3,7 @@
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::XdpContext};
 use lb_common::{
     abi::{
-        DropReason, FlowKey, FlowValue, NO_BACKEND, NatValue, SERVICE_HASH_CLIENT_IP,
-        ServiceRecord,
+        DropReason, FlowKey, FlowValue, NO_BACKEND, NatValue, SERVICE_HASH_CLIENT_IP, ServiceRecord,
     },
     hash::{client_hash, flow_hash, slot_for},
     parse::L4Packet,
@@ -37,7 +36,9 @@ pub fn to_backend(
         Some(id) => id,
         None => pick(pkt, svc)?,
     };
-    let backend = *LB_BACKENDS.get(backend_id).ok_or(DropReason::BadTableEntry)?;
+    let backend = *LB_BACKENDS
+        .get(backend_id)
+        .ok_or(DropReason::BadTableEntry)?;
     if backend.family != pkt.key.family {
         return Err(DropReason::BadTableEntry);
     }
@@ -70,7 +71,10 @@ fn pick(pkt: &L4Packet, svc: &ServiceRecord) -> Result<u32, DropReason> {
         flow_hash(&pkt.key)
     };
     let slot = slot_for(hash, svc.table_size).ok_or(DropReason::NoBackend)?;
-    let index = svc.table_base.checked_add(slot).ok_or(DropReason::BadTableEntry)?;
+    let index = svc
+        .table_base
+        .checked_add(slot)
+        .ok_or(DropReason::BadTableEntry)?;
     match LB_MAGLEV.get(index) {
         None => Err(DropReason::BadTableEntry),
         Some(&NO_BACKEND) => Err(DropReason::NoBackend),
@@ -85,7 +89,11 @@ fn pick(pkt: &L4Packet, svc: &ServiceRecord) -> Result<u32, DropReason> {
 fn pin(pkt: &L4Packet, to: &FlowKey, backend_id: u32, service_id: u32) {
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    let flow = FlowValue { backend_id, service_id, last_seen_ns: now };
+    let flow = FlowValue {
+        backend_id,
+        service_id,
+        last_seen_ns: now,
+    };
     let reply = FlowKey {
         src: to.dst,
         dst: to.src,

@@ -1,11 +1,15 @@
 //! The `lb` agent.
 //!
+//! - [`agent`]: the running XDP balancer, answering the control socket.
+//! - [`control`]: the control socket protocol, server and client.
 //! - [`config`]: TOML deserialized into raw structs, then validated into the
 //!   domain types everything else uses.
 //! - [`datapath`]: the XDP program from userspace: map content for a config,
 //!   loading, attaching, counters.
 //! - [`object`]: finds the eBPF object (embedded or `--bpf-object`) and refuses
 //!   a missing or stale one.
+pub mod agent;
 pub mod config;
+pub mod control;
 pub mod datapath;
 pub mod object;

@@ -14,6 +14,7 @@ use tracing_subscriber::EnvFilter;
 /// splice(2) proxy where XDP cannot run. Both serve the same TOML config.
 #[derive(Debug, Parser)]
 #[command(name = "lb", version, propagate_version = true)]
+#[command(long_version = concat!(env!("CARGO_PKG_VERSION"), "\n", env!("LB_OBJECT_STATUS")))]
 #[command(
     after_help = "Start with `lb check --config config/example.toml`; every field is \
     documented in config/example.toml."
@@ -41,6 +42,15 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         bpf_object: Option<PathBuf>,
     },
+    /// Show the running balancer: services, backends, counters.
+    Status {
+        /// The agent's control socket (agent.control_socket of its config).
+        #[arg(long, env = "LB_CONTROL", default_value = "/run/lb/control.sock")]
+        control: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a config file and print what it would run; changes nothing.
     Check {
         /// The config file.
@@ -62,6 +72,7 @@ fn main() -> ExitCode {
     init_logging(cli.verbose);
     let result = match cli.command {
         Command::Check { config } => commands::check::run(&config),
+        Command::Status { control, json } => commands::status::run(&control, json),
         Command::Run {
             config,
             mode,

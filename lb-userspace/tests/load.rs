@@ -14,7 +14,9 @@ fn demo_config_loads_and_applies() {
     let mut dp = datapath::Datapath::load(
         &obj,
         &plan,
-        datapath::LoadOptions { flow_capacity: 1024 },
+        datapath::LoadOptions {
+            flow_capacity: 1024,
+        },
     )
     .expect("load");
     dp.apply(&plan).expect("apply");

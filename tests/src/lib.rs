@@ -3,5 +3,8 @@
 //! - [`packet`]: builds frames byte by byte with checksums computed from
 //!   scratch, so golden expectations never reuse the datapath's own code.
 //! - [`netns`]: network namespaces with unique names, removed on drop.
+//! - [`topology`]: client, balancer and backend namespaces for end-to-end tests.
+pub mod agent;
 pub mod netns;
 pub mod packet;
+pub mod topology;

@@ -25,12 +25,25 @@ pub const APT_PACKAGES: &[&str] = &[
     "libzstd-dev",
 ];
 
+/// What the namespace tests run: `ip`, `ethtool` (veth offloads).
+pub const TEST_PACKAGES: &[&str] = &["iproute2", "ethtool"];
+
 /// The bpf-linker release known to work with Debian's LLVM 22.
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 
-/// Installs the missing Debian packages, or explains how when it cannot.
+/// Installs the missing eBPF toolchain packages, or explains how.
 pub fn ensure_debian_packages() -> Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES
+    ensure_packages(
+        APT_PACKAGES,
+        "\nor use a rustup nightly with rust-src and bpf-linker on PATH:\n    \
+         rustup toolchain install nightly --component rust-src\n    cargo install bpf-linker",
+    )
+}
+
+/// Installs the missing Debian `packages`, or explains how when it cannot;
+/// `alternative` is appended to that explanation.
+pub fn ensure_packages(packages: &[&str], alternative: &str) -> Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .copied()
         .filter(|p| !dpkg_installed(p))
@@ -46,11 +59,8 @@ pub fn ensure_debian_packages() -> Result<()> {
     let is_root = is_root();
     if !is_debian || !is_root {
         bail!(
-            "the eBPF toolchain is missing: {}.\n\
-             {}Install it with:\n    sudo apt-get update\n    sudo {install}\n\
-             or use a rustup nightly with rust-src and bpf-linker on PATH:\n    \
-             rustup toolchain install nightly --component rust-src\n    \
-             cargo install bpf-linker",
+            "required packages are missing: {}.\n\
+             {}Install them with:\n    sudo apt-get update\n    sudo {install}{alternative}",
             missing.join(", "),
             if is_debian {
                 "Not running as root, so not installing it. "

@@ -7,7 +7,7 @@ use anyhow::Result;
 use crate::{
     cmd,
     ebpf::{self, Profile},
-    toolchain,
+    prereqs, toolchain,
 };
 
 /// Runs formatting, lints, the eBPF build and every test.
@@ -16,6 +16,7 @@ pub fn run(root: &Path) -> Result<()> {
     // The object first: `lb` embeds it, and its build script must see it
     // before the host crates are linted and tested.
     let tc = toolchain::ensure(root)?;
+    prereqs::ensure_packages(prereqs::TEST_PACKAGES, "")?;
     eprintln!("{tc}");
     ebpf::build(root, &tc, Profile::Release)?;
     ebpf::clippy(root, &tc)?;

@@ -1,15 +1,73 @@
 //! `lb run`: serve the config until SIGINT or SIGTERM.
-use std::path::Path;
 
-use anyhow::{Result, bail};
-use lb_userspace::{config, object};
+use std::{path::Path, sync::Arc};
 
-pub fn run(path: &Path, mode: Option<config::Mode>, bpf_object: Option<&Path>) -> Result<()> {
+use anyhow::{Context, Result, bail};
+use lb_userspace::{
+    agent::XdpAgent,
+    config::{self, Mode},
+    control::server::ControlSocket,
+    datapath::{self, Datapath, LoadOptions, attach},
+    object,
+};
+use tokio::signal::unix::{SignalKind, signal};
+
+pub fn run(path: &Path, mode: Option<Mode>, bpf_object: Option<&Path>) -> Result<()> {
     let cfg = config::load(path)?;
     let mode = mode.unwrap_or(cfg.agent.mode);
-    if !matches!(mode, config::Mode::Splice) {
-        let obj = object::resolve(bpf_object)?;
-        tracing::info!(origin = %obj.origin, "eBPF object verified");
+    if mode == Mode::Splice {
+        bail!("splice mode is not available in this build yet; use --mode xdp");
     }
-    bail!("forwarding is not implemented yet in this build ({mode:?} mode)")
+    if cfg.agent.interfaces.is_empty() {
+        bail!(
+            "{}: agent.interfaces is empty, so XDP has nowhere to attach; list them, e.g. interfaces = [\"eth0\"]",
+            path.display()
+        );
+    }
+    let obj = object::resolve(bpf_object)?;
+    let plan = datapath::plan(&cfg).context("computing the map content")?;
+    let mut dp = Datapath::load(&obj, &plan, LoadOptions::default())?;
+    dp.apply(&plan).context("writing the maps")?;
+    let attached = attach::attach_all(&mut dp, &cfg.agent.interfaces, cfg.agent.xdp_attach)?;
+    for a in &attached {
+        tracing::info!(interface = %a.interface, mode = a.mode, "XDP attached");
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let socket = {
+        let _ctx = rt.enter();
+        ControlSocket::bind(&cfg.agent.control_socket)?
+    };
+    tracing::info!(
+        mode = "xdp",
+        object = %obj.origin,
+        services = plan.services.len(),
+        backends = plan.backends.len(),
+        control = %cfg.agent.control_socket.display(),
+        "lb running"
+    );
+    let interfaces = attached
+        .iter()
+        .map(|a| (a.interface.clone(), a.mode.to_owned()))
+        .collect();
+    let agent = Arc::new(XdpAgent::new(cfg, plan, dp, interfaces));
+
+    rt.block_on(async {
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        let shutdown = async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+            }
+        };
+        socket.serve(agent.clone(), shutdown).await;
+        anyhow::Ok(())
+    })?;
+    // The socket is gone; the last reference to the agent detaches XDP.
+    drop(agent);
+    tracing::info!("XDP detached; bye");
+    Ok(())
 }

@@ -23,9 +23,7 @@ pub enum AttachError {
     #[error(transparent)]
     Datapath(#[from] DatapathError),
     /// The kernel refused the attachment.
-    #[error(
-        "attaching XDP to {interface} in {mode} mode failed: {source}{hint}"
-    )]
+    #[error("attaching XDP to {interface} in {mode} mode failed: {source}{hint}")]
     Refused {
         /// The interface.
         interface: String,
@@ -63,16 +61,32 @@ fn attach_one(dp: &mut Datapath, iface: &str, how: XdpAttach) -> Result<Attached
     match how {
         XdpAttach::Generic => prog
             .attach(iface, XdpMode::Skb)
-            .map(|link| Attached { interface: iface.to_owned(), mode: "generic", link })
+            .map(|link| Attached {
+                interface: iface.to_owned(),
+                mode: "generic",
+                link,
+            })
             .map_err(|e| refused("generic", e, "")),
         XdpAttach::Native => prog
             .attach(iface, XdpMode::Driver)
-            .map(|link| Attached { interface: iface.to_owned(), mode: "native", link })
+            .map(|link| Attached {
+                interface: iface.to_owned(),
+                mode: "native",
+                link,
+            })
             .map_err(|e| {
-                refused("native", e, "; the driver may lack XDP support: try xdp_attach = \"generic\"")
+                refused(
+                    "native",
+                    e,
+                    "; the driver may lack XDP support: try xdp_attach = \"generic\"",
+                )
             }),
         XdpAttach::Auto => match prog.attach(iface, XdpMode::Driver) {
-            Ok(link) => Ok(Attached { interface: iface.to_owned(), mode: "native", link }),
+            Ok(link) => Ok(Attached {
+                interface: iface.to_owned(),
+                mode: "native",
+                link,
+            }),
             Err(native) => {
                 tracing::warn!(
                     interface = iface,
@@ -80,7 +94,11 @@ fn attach_one(dp: &mut Datapath, iface: &str, how: XdpAttach) -> Result<Attached
                     "native XDP attach failed; falling back to generic (slower)"
                 );
                 prog.attach(iface, XdpMode::Skb)
-                    .map(|link| Attached { interface: iface.to_owned(), mode: "generic", link })
+                    .map(|link| Attached {
+                        interface: iface.to_owned(),
+                        mode: "generic",
+                        link,
+                    })
                     .map_err(|e| refused("generic", e, ""))
             }
         },

@@ -28,7 +28,9 @@ pub enum DatapathError {
         source: EbpfError,
     },
     /// The object has no `lb_xdp` XDP program.
-    #[error("the eBPF object has no XDP program named {PROGRAM}; rebuild it with `cargo xtask build-ebpf --release`")]
+    #[error(
+        "the eBPF object has no XDP program named {PROGRAM}; rebuild it with `cargo xtask build-ebpf --release`"
+    )]
     NoProgram,
     /// The verifier or the kernel refused the program.
     #[error("the kernel refused the XDP program: {0}")]
@@ -55,7 +57,9 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { flow_capacity: DEFAULT_FLOW_CAPACITY }
+        Self {
+            flow_capacity: DEFAULT_FLOW_CAPACITY,
+        }
     }
 }
 
@@ -75,7 +79,10 @@ impl Datapath {
             .map_max_entries(MAP_FLOWS, opts.flow_capacity)
             .map_max_entries(MAP_NAT, opts.flow_capacity)
             .load(&object.bytes)
-            .map_err(|source| DatapathError::Load { origin: object.origin.to_string(), source })?;
+            .map_err(|source| DatapathError::Load {
+                origin: object.origin.to_string(),
+                source,
+            })?;
         let prog: &mut Xdp = ebpf
             .program_mut(PROGRAM)
             .ok_or(DatapathError::NoProgram)?
@@ -91,7 +98,9 @@ impl Datapath {
     pub fn apply(&mut self, plan: &Plan) -> Result<(), DatapathError> {
         let mut backends: Array<&mut MapData, BackendRecord> = self.map_mut(MAP_BACKENDS)?;
         for (id, b) in plan.backends.iter().enumerate() {
-            backends.set(id as u32, b, 0).map_err(map_err(MAP_BACKENDS))?;
+            backends
+                .set(id as u32, b, 0)
+                .map_err(map_err(MAP_BACKENDS))?;
         }
         let mut maglev: Array<&mut MapData, u32> = self.map_mut(MAP_MAGLEV)?;
         for svc in &plan.services {
@@ -104,7 +113,9 @@ impl Datapath {
         let mut services: HashMap<&mut MapData, ServiceKey, ServiceRecord> =
             self.map_mut(MAP_SERVICES)?;
         for svc in &plan.services {
-            services.insert(svc.key, svc.record, 0).map_err(map_err(MAP_SERVICES))?;
+            services
+                .insert(svc.key, svc.record, 0)
+                .map_err(map_err(MAP_SERVICES))?;
         }
         Ok(())
     }

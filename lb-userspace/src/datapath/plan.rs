@@ -54,7 +54,9 @@ pub enum PlanError {
         limit: u32,
     },
     /// The Maglev tables do not fit one map.
-    #[error("the Maglev tables need {slots} slots in all, more than a map can index; lower table_size")]
+    #[error(
+        "the Maglev tables need {slots} slots in all, more than a map can index; lower table_size"
+    )]
     TablesTooLarge {
         /// Slots needed.
         slots: u64,
@@ -86,12 +88,19 @@ pub fn plan(cfg: &Config) -> Result<Plan, PlanError> {
             .backends
             .iter()
             .zip(&backend_ids)
-            .map(|(b, &id)| Member { id, addr: b.addr, weight: b.weight })
+            .map(|(b, &id)| Member {
+                id,
+                addr: b.addr,
+                weight: b.weight,
+            })
             .collect();
-        let table = maglev::build(&members, svc.table_size)
-            .map_err(|source| PlanError::Maglev { service: svc.name.clone(), source })?;
-        let base = u32::try_from(next_base)
-            .map_err(|_| PlanError::TablesTooLarge { slots: next_base })?;
+        let table =
+            maglev::build(&members, svc.table_size).map_err(|source| PlanError::Maglev {
+                service: svc.name.clone(),
+                source,
+            })?;
+        let base =
+            u32::try_from(next_base).map_err(|_| PlanError::TablesTooLarge { slots: next_base })?;
         next_base += 2 * u64::from(svc.table_size);
         services.push(PlannedService {
             name: svc.name.clone(),
@@ -106,13 +115,21 @@ pub fn plan(cfg: &Config) -> Result<Plan, PlanError> {
             table,
         });
     }
-    let maglev_slots =
-        u32::try_from(next_base.max(1)).map_err(|_| PlanError::TablesTooLarge { slots: next_base })?;
-    Ok(Plan { services, backends, maglev_slots })
+    let maglev_slots = u32::try_from(next_base.max(1))
+        .map_err(|_| PlanError::TablesTooLarge { slots: next_base })?;
+    Ok(Plan {
+        services,
+        backends,
+        maglev_slots,
+    })
 }
 
 fn check_limit(what: &'static str, count: usize, limit: u32) -> Result<(), PlanError> {
-    if count > limit as usize { Err(PlanError::TooMany { what, count, limit }) } else { Ok(()) }
+    if count > limit as usize {
+        Err(PlanError::TooMany { what, count, limit })
+    } else {
+        Ok(())
+    }
 }
 
 /// The services-map key of a service.

@@ -1,9 +1,7 @@
 //! Reading the per-CPU counters into totals.
 
 use aya::maps::{MapData, PerCpuArray};
-use lb_common::abi::{
-    Counters, DropReason, MAP_BACKEND_COUNTERS, MAP_DROPS, MAP_SERVICE_COUNTERS,
-};
+use lb_common::abi::{Counters, DropReason, MAP_BACKEND_COUNTERS, MAP_DROPS, MAP_SERVICE_COUNTERS};
 
 use super::kernel::{Datapath, DatapathError};
 
@@ -26,14 +24,25 @@ pub fn read(dp: &Datapath, services: u32, backends: u32) -> Result<Totals, Datap
     let drops: PerCpuArray<&MapData, u64> = dp.map(MAP_DROPS)?;
     let err = |map| move |source| DatapathError::Map { map, source };
     let sum = |arr: &PerCpuArray<&MapData, Counters>, i, map| {
-        arr.get(&i, 0).map(|v| Counters::sum(v.iter())).map_err(err(map))
+        arr.get(&i, 0)
+            .map(|v| Counters::sum(v.iter()))
+            .map_err(err(map))
     };
     Ok(Totals {
-        services: (0..services).map(|i| sum(&svc, i, MAP_SERVICE_COUNTERS)).collect::<Result<_, _>>()?,
-        backends: (0..backends).map(|i| sum(&be, i, MAP_BACKEND_COUNTERS)).collect::<Result<_, _>>()?,
+        services: (0..services)
+            .map(|i| sum(&svc, i, MAP_SERVICE_COUNTERS))
+            .collect::<Result<_, _>>()?,
+        backends: (0..backends)
+            .map(|i| sum(&be, i, MAP_BACKEND_COUNTERS))
+            .collect::<Result<_, _>>()?,
         exceptions: DropReason::ALL
             .iter()
-            .map(|r| drops.get(&(*r as u32), 0).map(|v| v.iter().sum()).map_err(err(MAP_DROPS)))
+            .map(|r| {
+                drops
+                    .get(&(*r as u32), 0)
+                    .map(|v| v.iter().sum())
+                    .map_err(err(MAP_DROPS))
+            })
             .collect::<Result<_, _>>()?,
     })
 }

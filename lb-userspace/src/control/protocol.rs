@@ -1,0 +1,100 @@
+//! Messages on the control socket.
+
+use serde::{Deserialize, Serialize};
+
+/// What a client asks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "snake_case")]
+pub enum Request {
+    /// Services, backends, counters.
+    Status,
+}
+
+/// What the agent answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "response", rename_all = "snake_case")]
+pub enum Response {
+    /// Answer to [`Request::Status`].
+    Status(StatusReport),
+    /// The request failed.
+    Error {
+        /// Why.
+        message: String,
+    },
+}
+
+/// A snapshot of the running balancer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// "xdp" or "splice".
+    pub mode: String,
+    /// Interfaces and how the program is attached to each.
+    pub interfaces: Vec<InterfaceStatus>,
+    /// Services in config order.
+    pub services: Vec<ServiceStatus>,
+    /// Exception counters, one per reason.
+    pub exceptions: Vec<ExceptionStatus>,
+}
+
+/// One interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceStatus {
+    /// Its name.
+    pub name: String,
+    /// "native" or "generic".
+    pub attach: String,
+}
+
+/// Traffic counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Traffic {
+    /// Packets forwarded.
+    pub packets: u64,
+    /// Bytes forwarded.
+    pub bytes: u64,
+    /// Flows created.
+    pub new_flows: u64,
+}
+
+/// One service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    /// Config name.
+    pub name: String,
+    /// "ip:port".
+    pub vip: String,
+    /// "tcp" or "udp".
+    pub protocol: String,
+    /// Scheduler name.
+    pub scheduler: String,
+    /// Client -> VIP traffic.
+    pub traffic: Traffic,
+    /// Backends in config order.
+    pub backends: Vec<BackendStatus>,
+}
+
+/// One backend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackendStatus {
+    /// "ip:port".
+    pub addr: String,
+    /// Configured weight.
+    pub weight: u32,
+    /// "active", "draining" or "down".
+    pub state: String,
+    /// Slots of the service's Maglev table it owns.
+    pub slots: u32,
+    /// Traffic forwarded to it.
+    pub traffic: Traffic,
+}
+
+/// One exception counter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExceptionStatus {
+    /// The reason's name.
+    pub reason: String,
+    /// "drop" or "pass".
+    pub action: String,
+    /// Packets counted.
+    pub packets: u64,
+}

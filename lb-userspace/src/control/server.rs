@@ -1,0 +1,119 @@
+//! Serving the control socket until shutdown.
+
+use std::{
+    fs,
+    future::Future,
+    io,
+    os::unix::fs::{DirBuilderExt, PermissionsExt},
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    net::{UnixListener, UnixStream},
+};
+
+use super::protocol::{Request, Response};
+
+/// Answers requests; implemented by the agent.
+pub trait Handler: Send + Sync + 'static {
+    /// The response to one request.
+    fn handle(&self, req: Request) -> Response;
+}
+
+/// A bound control socket, removed from the file system on drop.
+#[derive(Debug)]
+pub struct ControlSocket {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+/// Why the socket could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot create the control socket {path}: {source}")]
+pub struct BindError {
+    path: PathBuf,
+    source: io::Error,
+}
+
+impl ControlSocket {
+    /// Binds `path` (mode 0600; its directory is created mode 0700). A stale
+    /// socket left by a killed agent is replaced; a live one is an error, so
+    /// two agents never fight over one socket.
+    pub fn bind(path: &Path) -> Result<Self, BindError> {
+        let err = |source| BindError {
+            path: path.into(),
+            source,
+        };
+        if let Some(dir) = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+        {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(err)?;
+        }
+        if path.exists() {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    "another lb agent is listening on it",
+                )));
+            }
+            fs::remove_file(path).map_err(err)?;
+        }
+        let listener = UnixListener::bind(path).map_err(err)?;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(err)?;
+        Ok(Self {
+            listener,
+            path: path.into(),
+        })
+    }
+
+    /// Serves until `shutdown` completes.
+    pub async fn serve(self, handler: Arc<dyn Handler>, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        let handler = Arc::clone(&handler);
+                        tokio::spawn(async move {
+                            if let Err(e) = answer(stream, handler).await {
+                                tracing::debug!(error = %e, "control connection failed");
+                            }
+                        });
+                    }
+                    Err(e) => tracing::warn!(error = %e, "control socket accept failed"),
+                },
+            }
+        }
+    }
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+async fn answer(stream: UnixStream, handler: Arc<dyn Handler>) -> io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    // A request is one short line; a client sending more is cut off.
+    let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(read, 64 * 1024));
+    reader.read_line(&mut line).await?;
+    let response = match serde_json::from_str::<Request>(&line) {
+        Ok(req) => handler.handle(req),
+        Err(e) => Response::Error {
+            message: format!("invalid request: {e}"),
+        },
+    };
+    let mut out = serde_json::to_string(&response).map_err(io::Error::other)?;
+    out.push('\n');
+    write.write_all(out.as_bytes()).await
+}

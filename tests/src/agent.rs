@@ -1,0 +1,191 @@
+//! Running `lb` and the test backends inside a topology.
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use crate::{
+    netns::{NetNs, Proc},
+    topology::{Topology, sock},
+};
+
+/// The `lb` binary built next to the running test.
+pub fn lb_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let lb = dir.join("lb");
+    assert!(
+        lb.exists(),
+        "{} is missing: build it with `cargo build -p lb-userspace`",
+        lb.display()
+    );
+    // `cargo test -p lb-tests` rebuilds the library, not the binary: refuse
+    // a binary whose embedded object is not the current one.
+    let version = crate::netns::run(std::process::Command::new(&lb).arg("--version"));
+    let version = String::from_utf8_lossy(&version.stdout);
+    assert!(
+        version.contains(lb_userspace::object::EXPECTED_BUILD_ID),
+        "{} is stale or has no eBPF object ({}); run `cargo xtask build-ebpf --release && cargo build -p lb-userspace`",
+        lb.display(),
+        version.trim()
+    );
+    lb
+}
+
+/// A config for `topo`: a TCP and a UDP service on each VIP (v4, v6) with
+/// every backend, all interfaces of the lb namespace, and the control
+/// socket in `dir`. `extra` is appended to every service (e.g. a scheduler).
+pub fn config(topo: &Topology, dir: &Path, tcp_scheduler: &str) -> String {
+    let n = topo.backends.len();
+    let mut s = format!(
+        "[agent]\ninterfaces = {:?}\nmode = \"xdp\"\ncontrol_socket = \"{}\"\n",
+        topo.lb_interfaces(),
+        dir.join("control.sock").display()
+    );
+    for (name, vip, backend) in [
+        (
+            "v4",
+            crate::topology::VIP4,
+            crate::topology::backend4 as fn(usize) -> std::net::IpAddr,
+        ),
+        ("v6", crate::topology::VIP6, crate::topology::backend6),
+    ] {
+        let vip: std::net::IpAddr = vip.parse().expect("vip");
+        for (proto, port, sched) in [("tcp", 80, tcp_scheduler), ("udp", 5353, "maglev")] {
+            s += &format!(
+                "\n[[service]]\nname = \"{proto}-{name}\"\nvip = \"{}\"\nprotocol = \"{proto}\"\nscheduler = \"{sched}\"\n[service.health]\nkind = \"none\"\n",
+                sock(vip, port)
+            );
+            for i in 1..=n {
+                s += &format!(
+                    "[[service.backend]]\naddr = \"{}\"\n",
+                    sock(backend(i), port)
+                );
+            }
+        }
+    }
+    s
+}
+
+/// Starts `lbt-server` in every backend namespace (name `b<i>`, ports 80 and
+/// 5353).
+pub fn start_backends(topo: &Topology, server: &Path) -> Vec<Proc> {
+    topo.backends
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| start_backend(ns, server, i + 1))
+        .collect()
+}
+
+/// Starts `lbt-server` as backend `i` in `ns`.
+pub fn start_backend(ns: &NetNs, server: &Path, i: usize) -> Proc {
+    let server = server.to_str().expect("utf-8 path");
+    ns.spawn(&[server, &format!("b{i}"), "80", "5353"])
+}
+
+/// A running `lb run`; killed on drop. If the test is failing, its status
+/// and log are printed first, so a red run says what the datapath saw.
+#[derive(Debug)]
+pub struct Lb {
+    proc: Proc,
+    control: PathBuf,
+    log: PathBuf,
+}
+
+impl Lb {
+    /// `lb status` output (table), or why there is none.
+    pub fn status(&self) -> String {
+        let out = std::process::Command::new(lb_binary())
+            .args(["status", "--control"])
+            .arg(&self.control)
+            .output();
+        match out {
+            Ok(o) => format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) => format!("lb status failed: {e}"),
+        }
+    }
+}
+
+impl Drop for Lb {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- lb status at failure ---\n{}", self.status());
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            eprintln!("--- lb log ---\n{log}");
+            // LBT_HOLD=<seconds> keeps a failing topology up for inspection.
+            if let Some(secs) = std::env::var("LBT_HOLD").ok().and_then(|s| s.parse().ok()) {
+                eprintln!("holding the topology for {secs} s (LBT_HOLD)");
+                std::thread::sleep(Duration::from_secs(secs));
+            }
+        }
+        let _ = &self.proc;
+    }
+}
+
+/// Starts `lb run` in the balancer namespace (log in `dir/lb.log`) and waits
+/// (at most 10 s) for its control socket `dir/control.sock`.
+pub fn start_lb(topo: &Topology, config: &Path, dir: &Path) -> Lb {
+    let lb = lb_binary();
+    let log = dir.join("lb.log");
+    let control = dir.join("control.sock");
+    let file = std::fs::File::create(&log).expect("log file");
+    let child = topo
+        .lb
+        .command(&[
+            lb.to_str().expect("utf-8 path"),
+            "run",
+            "--config",
+            config.to_str().expect("utf-8 path"),
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(file.try_clone().expect("log file"))
+        .stderr(file)
+        .spawn()
+        .expect("spawn lb");
+    let lb = Lb {
+        proc: Proc(child),
+        control,
+        log,
+    };
+    let start = Instant::now();
+    while !lb.control.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "lb did not start within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    lb
+}
+
+/// A scratch directory, removed on drop.
+#[derive(Debug)]
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// A new empty directory under the system temp dir.
+    pub fn new() -> Self {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("lbt-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&p).expect("temp dir");
+        Self(p)
+    }
+}
+
+impl Default for TempDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -1,0 +1,90 @@
+//! A test backend: answers every TCP line and every UDP datagram with
+//! `<name> <peer address>`, so a test learns which backend served it and
+//! what client address the backend saw.
+//!
+//! Usage: lbt-server NAME PORT...  (each port served over TCP and UDP,
+//! IPv4 and IPv6).
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    thread,
+};
+
+use socket2::{Domain, Socket, Type};
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let name = args.next().expect("usage: lbt-server NAME PORT...");
+    let ports: Vec<u16> = args.map(|p| p.parse().expect("port")).collect();
+    let mut threads = Vec::new();
+    for port in ports {
+        for host in ["0.0.0.0", "::"] {
+            let addr = if host == "::" {
+                format!("[::]:{port}")
+            } else {
+                format!("{host}:{port}")
+            };
+            let tcp = bind_tcp(&addr);
+            let udp: UdpSocket = socket(&addr, Type::DGRAM).into();
+            let (n1, n2) = (name.clone(), name.clone());
+            threads.push(thread::spawn(move || serve_tcp(tcp, n1)));
+            threads.push(thread::spawn(move || serve_udp(udp, n2)));
+        }
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+}
+
+fn bind_tcp(addr: &str) -> TcpListener {
+    let sock = socket(addr, Type::STREAM);
+    sock.listen(1024)
+        .unwrap_or_else(|e| panic!("listen {addr}: {e}"));
+    sock.into()
+}
+
+/// A bound socket; IPv6 ones are IPv6-only so both families can share a port
+/// and peers show up with their own family.
+fn socket(addr: &str, ty: Type) -> Socket {
+    let sa: SocketAddr = addr.parse().expect("addr");
+    let sock = Socket::new(Domain::for_address(sa), ty, None).expect("socket");
+    if sa.is_ipv6() {
+        sock.set_only_v6(true).expect("IPV6_V6ONLY");
+    }
+    sock.set_reuse_address(true).expect("SO_REUSEADDR");
+    sock.bind(&sa.into())
+        .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+    sock
+}
+
+fn serve_tcp(listener: TcpListener, name: String) {
+    for stream in listener.incoming().flatten() {
+        let name = name.clone();
+        thread::spawn(move || answer(stream, &name));
+    }
+}
+
+fn answer(stream: TcpStream, name: &str) {
+    let Ok(peer) = stream.peer_addr() else { return };
+    let Ok(mut out) = stream.try_clone() else {
+        return;
+    };
+    for line in BufReader::new(stream).lines() {
+        // One write, so the answer travels in one segment.
+        if line.is_err()
+            || out
+                .write_all(format!("{name} {peer}\n").as_bytes())
+                .is_err()
+        {
+            return;
+        }
+    }
+}
+
+fn serve_udp(sock: UdpSocket, name: String) {
+    let mut buf = [0u8; 2048];
+    while let Ok((_, peer)) = sock.recv_from(&mut buf) {
+        let _ = sock.send_to(format!("{name} {peer}").as_bytes(), peer);
+    }
+}

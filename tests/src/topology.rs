@@ -1,0 +1,145 @@
+//! The end-to-end topology: a client, the balancer and N backends, each in
+//! its own namespace, joined by veth pairs through the balancer, which routes
+//! between them (NAT mode: backends reply through it).
+//!
+//! ```text
+//!  client ns            lb ns                         backend ns i (1..=N)
+//!  c0 10.200.0.2 ── lb-cli 10.200.0.1      lb-b<i> 10.200.i.254 ── b0 10.200.i.1
+//!     fd00:200::2        fd00:200::1               fd00:200:i::fe     fd00:200:i::1
+//!  VIPs 10.201.0.100 and fd00:201::100 are off-link for the client, which
+//!  routes them to the lb (its default gateway).
+//! ```
+//!
+//! Endpoints get wire-like settings (see ../shared/notes/netns.md): TX
+//! checksum offload off, as a NIC delivers full checksums, and GRO on, which
+//! gives their veth the NAPI context XDP_REDIRECT into it needs.
+
+use std::net::{IpAddr, SocketAddr};
+
+use crate::netns::NetNs;
+
+/// The VIP of the IPv4 services.
+pub const VIP4: &str = "10.201.0.100";
+/// The VIP of the IPv6 services.
+pub const VIP6: &str = "fd00:201::100";
+/// The client's IPv4 address.
+pub const CLIENT4: &str = "10.200.0.2";
+/// The client's IPv6 address.
+pub const CLIENT6: &str = "fd00:200::2";
+
+/// IPv4 address of backend `i` (1-based).
+pub fn backend4(i: usize) -> IpAddr {
+    format!("10.200.{i}.1").parse().expect("backend address")
+}
+
+/// IPv6 address of backend `i` (1-based).
+pub fn backend6(i: usize) -> IpAddr {
+    format!("fd00:200:{i}::1").parse().expect("backend address")
+}
+
+/// Client, balancer and backend namespaces. Dropping it removes them all
+/// (backends first; the veths die with their namespaces).
+#[derive(Debug)]
+pub struct Topology {
+    /// Backend namespaces; backend `i` is `backends[i - 1]`.
+    pub backends: Vec<NetNs>,
+    /// The client namespace.
+    pub client: NetNs,
+    /// The balancer namespace.
+    pub lb: NetNs,
+}
+
+impl Topology {
+    /// Builds the topology with `n` backends.
+    pub fn new(n: usize) -> Self {
+        let client = NetNs::new();
+        let lb = NetNs::new();
+        lb.sysctl("net.ipv4.ip_forward", "1");
+        lb.sysctl("net.ipv6.conf.all.forwarding", "1");
+        // Per interface too: bpf_fib_lookup checks the ingress interface's.
+        lb.sysctl("net.ipv6.conf.default.forwarding", "1");
+        link(&client, "c0", &lb, "lb-cli");
+        addr(&client, "c0", "10.200.0.2/24", "fd00:200::2/64");
+        addr(&lb, "lb-cli", "10.200.0.1/24", "fd00:200::1/64");
+        endpoint(&client, "c0");
+        client.ip("route add default via 10.200.0.1");
+        client.ip("-6 route add default via fd00:200::1");
+        let mut topo = Self {
+            backends: Vec::new(),
+            client,
+            lb,
+        };
+        for _ in 0..n {
+            topo.add_backend();
+        }
+        topo
+    }
+
+    /// Adds one more backend namespace and returns its 1-based index.
+    pub fn add_backend(&mut self) -> usize {
+        let i = self.backends.len() + 1;
+        let ns = NetNs::new();
+        let lb_if = format!("lb-b{i}");
+        link(&ns, "b0", &self.lb, &lb_if);
+        addr(
+            &ns,
+            "b0",
+            &format!("10.200.{i}.1/24"),
+            &format!("fd00:200:{i}::1/64"),
+        );
+        addr(
+            &self.lb,
+            &lb_if,
+            &format!("10.200.{i}.254/24"),
+            &format!("fd00:200:{i}::fe/64"),
+        );
+        endpoint(&ns, "b0");
+        ns.ip(&format!("route add default via 10.200.{i}.254"));
+        ns.ip(&format!("-6 route add default via fd00:200:{i}::fe"));
+        self.backends.push(ns);
+        i
+    }
+
+    /// The balancer's interfaces: the client side first, then one per backend.
+    pub fn lb_interfaces(&self) -> Vec<String> {
+        let mut v = vec!["lb-cli".to_owned()];
+        v.extend((1..=self.backends.len()).map(|i| format!("lb-b{i}")));
+        v
+    }
+}
+
+/// A veth pair with one end in each namespace, both up.
+fn link(a: &NetNs, a_if: &str, b: &NetNs, b_if: &str) {
+    crate::netns::run(std::process::Command::new("ip").args([
+        "link",
+        "add",
+        "name",
+        a_if,
+        "netns",
+        a.name(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b_if,
+        "netns",
+        b.name(),
+    ]));
+    a.ip(&format!("link set {a_if} up"));
+    b.ip(&format!("link set {b_if} up"));
+}
+
+fn addr(ns: &NetNs, iface: &str, v4: &str, v6: &str) {
+    ns.ip(&format!("addr add {v4} dev {iface}"));
+    // nodad: usable at once, instead of after ~2 s of duplicate detection.
+    ns.ip(&format!("addr add {v6} dev {iface} nodad"));
+}
+
+fn endpoint(ns: &NetNs, iface: &str) {
+    ns.exec(&["ethtool", "-K", iface, "tx", "off", "gro", "on"]);
+}
+
+/// `ip:port` of a socket address for config files (IPv6 bracketed).
+pub fn sock(ip: IpAddr, port: u16) -> String {
+    SocketAddr::new(ip, port).to_string()
+}

@@ -1,0 +1,259 @@
+//! Property tests of the shared header parser: on arbitrary bytes and on
+//! builder frames with random mutations it never panics, and whatever it
+//! reports is consistent with the bytes. (The same invariants drive the
+//! cargo-fuzz target in `fuzz/`.)
+
+use lb_common::abi::{Addr, FAMILY_V4, FAMILY_V6, FlowKey, PROTO_TCP, PROTO_UDP};
+use lb_common::parse::{MAX_IPV6_EXT_HEADERS, ParseError, Parsed, parse};
+use lb_tests::packet::{EXT_DEST_OPTS, EXT_HOP_BY_HOP, EXT_ROUTING, Frame, Ipv6Ext, PROTO_ICMP};
+use proptest::prelude::*;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// Parses `bytes` and checks every invariant of the outcome; returns it.
+fn check(bytes: &[u8]) -> Result<Parsed, ParseError> {
+    let first = parse(bytes);
+    assert_eq!(first, parse(bytes), "re-parsing is deterministic");
+    if let Ok(Parsed::L4(p)) = first {
+        assert!(p.l3_off == 14 || p.l3_off == 18, "l3_off {}", p.l3_off);
+        let header = match p.key.proto {
+            PROTO_TCP => 20,
+            PROTO_UDP => 8,
+            other => panic!("L4 with protocol {other}"),
+        };
+        assert!(
+            p.l4_off + header <= bytes.len(),
+            "{p:?} in {} bytes",
+            bytes.len()
+        );
+        let min_ip = match p.key.family {
+            FAMILY_V4 => 20,
+            FAMILY_V6 => 40,
+            other => panic!("family {other}"),
+        };
+        assert!(p.l4_off >= p.l3_off + min_ip, "{p:?}");
+        if p.key.proto == PROTO_UDP {
+            assert_eq!(p.tcp_flags, 0);
+        } else {
+            assert_eq!(p.tcp_flags, bytes[p.l4_off + 13]);
+        }
+        let ports = &bytes[p.l4_off..p.l4_off + 4];
+        assert_eq!(p.key.src_port_be.to_ne_bytes(), [ports[0], ports[1]]);
+        assert_eq!(p.key.dst_port_be.to_ne_bytes(), [ports[2], ports[3]]);
+        assert_eq!(p.key._pad, [0, 0]);
+    }
+    if let Ok(outcome) = first {
+        // Every check is "does it fit": trailing bytes (Ethernet padding)
+        // never change a classification.
+        let mut padded = bytes.to_vec();
+        padded.extend_from_slice(&[0xa5; 48]);
+        assert_eq!(
+            parse(padded.as_slice()),
+            Ok(outcome),
+            "padding changed the outcome"
+        );
+    }
+    first
+}
+
+/// A random frame description the builder can lay out.
+fn frame() -> impl Strategy<Value = Frame> {
+    let v4 = (
+        any::<[u8; 4]>(),
+        any::<[u8; 4]>(),
+        proptest::collection::vec(any::<u8>(), 0..=40),
+    )
+        .prop_map(|(s, d, opts)| {
+            (
+                IpAddr::V4(Ipv4Addr::from(s)),
+                IpAddr::V4(Ipv4Addr::from(d)),
+                opts,
+                Vec::new(),
+            )
+        });
+    let ext = (
+        prop::sample::select(vec![EXT_HOP_BY_HOP, EXT_ROUTING, EXT_DEST_OPTS]),
+        0u8..4,
+    )
+        .prop_map(|(kind, len_units)| Ipv6Ext::Generic { kind, len_units });
+    let v6 = (
+        any::<[u8; 16]>(),
+        any::<[u8; 16]>(),
+        proptest::collection::vec(ext, 0..=6),
+    )
+        .prop_map(|(s, d, exts)| {
+            (
+                IpAddr::V6(Ipv6Addr::from(s)),
+                IpAddr::V6(Ipv6Addr::from(d)),
+                Vec::new(),
+                exts,
+            )
+        });
+    (
+        prop_oneof![v4, v6],
+        prop::sample::select(vec![PROTO_TCP, PROTO_UDP, PROTO_ICMP]),
+        (any::<u16>(), any::<u16>(), any::<u8>(), any::<u32>()),
+        proptest::option::of(0u16..4096),
+        proptest::option::weighted(0.3, (0u16..8192, any::<bool>())),
+        proptest::collection::vec(any::<u8>(), 0..64),
+        0usize..128,
+    )
+        .prop_map(
+            |((src, dst, opts, exts), proto, (sp, dp, flags, seq), vlan, frag, payload, pad)| {
+                let mut f = Frame::new(proto, SocketAddr::new(src, sp), SocketAddr::new(dst, dp))
+                    .tcp_flags(flags)
+                    .seq(seq)
+                    .ip_options(&opts)
+                    .payload(&payload)
+                    .pad_to(pad);
+                f.vlan = vlan;
+                f.ipv6_ext = exts;
+                if let Some((offset, more)) = frag {
+                    f = f.fragment(offset, more);
+                }
+                f
+            },
+        )
+}
+
+/// What the parser must say about an unmodified builder frame.
+fn oracle(f: &Frame) -> Parsed {
+    let real_fragment = |offset: u16, more: bool| offset > 0 || more;
+    if f.is_ipv4() {
+        if f.ipv4_fragment.is_some_and(|(o, m)| real_fragment(o, m)) {
+            return Parsed::Fragment;
+        }
+    } else {
+        for ext in f.ipv6_ext.iter().take(MAX_IPV6_EXT_HEADERS) {
+            if let Ipv6Ext::Fragment { offset_units, more } = *ext
+                && real_fragment(offset_units, more)
+            {
+                return Parsed::Fragment;
+            }
+        }
+        if f.ipv6_ext.len() > MAX_IPV6_EXT_HEADERS {
+            return Parsed::OtherProtocol;
+        }
+    }
+    if f.proto != PROTO_TCP && f.proto != PROTO_UDP {
+        return Parsed::OtherProtocol;
+    }
+    Parsed::L4(lb_common::parse::L4Packet {
+        l3_off: f.l3_offset(),
+        l4_off: f.l4_offset(),
+        key: FlowKey {
+            src: Addr::from(f.src.ip()),
+            dst: Addr::from(f.dst.ip()),
+            src_port_be: f.src.port().to_be(),
+            dst_port_be: f.dst.port().to_be(),
+            proto: f.proto,
+            family: if f.is_ipv4() { FAMILY_V4 } else { FAMILY_V6 },
+            _pad: [0; 2],
+        },
+        tcp_flags: if f.proto == PROTO_TCP { f.tcp_flags } else { 0 },
+    })
+}
+
+/// One random change to a frame's bytes.
+#[derive(Clone, Debug)]
+enum Mutation {
+    /// Flip one bit of the byte at this index (modulo the length).
+    Flip(usize, u8),
+    /// Overwrite the byte at this index (modulo the length).
+    Set(usize, u8),
+    /// Cut the frame to this length (modulo the length + 1).
+    Truncate(usize),
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        4 => (any::<usize>(), 0u8..8).prop_map(|(i, bit)| Mutation::Flip(i, bit)),
+        4 => (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::Set(i, b)),
+        1 => any::<usize>().prop_map(Mutation::Truncate),
+    ]
+}
+
+fn apply(bytes: &mut Vec<u8>, m: &Mutation) {
+    if bytes.is_empty() {
+        return;
+    }
+    let len = bytes.len();
+    match *m {
+        Mutation::Flip(i, bit) => bytes[i % len] ^= 1 << bit,
+        Mutation::Set(i, b) => bytes[i % len] = b,
+        Mutation::Truncate(n) => bytes.truncate(n % (len + 1)),
+    }
+}
+
+/// Ethernet header bytes with an IP or VLAN EtherType, then anything: gets
+/// random bytes past the EtherType switch far more often than pure noise.
+fn ip_ish_bytes() -> impl Strategy<Value = Vec<u8>> {
+    (
+        any::<[u8; 12]>(),
+        prop::sample::select(vec![0x0800u16, 0x86dd, 0x8100]),
+        proptest::option::of(prop::sample::select(vec![0x0800u16, 0x86dd])),
+        any::<u8>(),
+        proptest::collection::vec(any::<u8>(), 0..200),
+    )
+        .prop_map(|(macs, ethertype, inner, version, tail)| {
+            let mut b = macs.to_vec();
+            b.extend_from_slice(&ethertype.to_be_bytes());
+            if let (0x8100, Some(inner)) = (ethertype, inner) {
+                b.extend_from_slice(&[0, 1]);
+                b.extend_from_slice(&inner.to_be_bytes());
+            }
+            // A plausible version nibble half the time.
+            let version = if version & 1 == 0 { 0x45 } else { version };
+            b.push(version);
+            b.extend_from_slice(&tail);
+            b
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let _ = check(&bytes);
+    }
+
+    #[test]
+    fn ip_looking_bytes_never_panic(bytes in ip_ish_bytes()) {
+        let _ = check(&bytes);
+    }
+
+    #[test]
+    fn builder_frames_parse_as_described(f in frame()) {
+        let bytes = f.bytes();
+        prop_assert_eq!(check(&bytes), Ok(oracle(&f)), "{:?}", f);
+    }
+
+    #[test]
+    fn mutated_frames_never_panic(
+        f in frame(),
+        mutations in proptest::collection::vec(mutation(), 1..8),
+    ) {
+        let mut bytes = f.bytes();
+        for m in &mutations {
+            apply(&mut bytes, m);
+        }
+        let _ = check(&bytes);
+    }
+
+    #[test]
+    fn every_prefix_of_a_frame_is_consistent(f in frame()) {
+        let bytes = f.bytes();
+        let full = check(&bytes);
+        for n in 0..bytes.len() {
+            let prefix = check(&bytes[..n]);
+            // Shorter never makes a frame parse where the whole did not, and a
+            // prefix that parses at all parses like the whole frame.
+            if let Ok(outcome) = prefix {
+                prop_assert_eq!(Ok(outcome), full, "{} of {} bytes", n, bytes.len());
+            }
+            if n < f.l3_offset() {
+                prop_assert_eq!(prefix, Err(ParseError::TruncatedEthernet));
+            }
+        }
+    }
+}
