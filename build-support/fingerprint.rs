@@ -2,8 +2,10 @@
 //!
 //! Included by path into `lb-ebpf/build.rs` (which stamps the object with it)
 //! and `lb-userspace/build.rs` (which expects it), so both compute it the same
-//! way. It covers the eBPF crate, the shared ABI crate and the lock file: any
-//! change to what the kernel program is made of gives a new fingerprint.
+//! way. It covers the eBPF crate, the shared ABI crate and the lock entries
+//! of the eBPF crate's dependencies (`aya-ebpf*`): any change to what the
+//! kernel program is made of gives a new fingerprint, and nothing else does
+//! (adding a userspace dependency must not make the object stale).
 
 use std::{
     fs, io,
@@ -51,15 +53,28 @@ pub fn source_fingerprint(root: &Path) -> io::Result<String> {
         feed(rel.to_string_lossy().as_bytes());
         feed(&[0]);
         // A missing Cargo.lock (fresh clone before the first build) counts as empty.
-        let data = fs::read(&path).or_else(|e| {
+        let mut data = fs::read(&path).or_else(|e| {
             if e.kind() == io::ErrorKind::NotFound {
                 Ok(Vec::new())
             } else {
                 Err(e)
             }
         })?;
+        if rel == Path::new("Cargo.lock") {
+            data = ebpf_lock_entries(&data);
+        }
         feed(&(data.len() as u64).to_le_bytes());
         feed(&data);
     }
     Ok(format!("{h:032x}"))
+}
+
+/// The `[[package]]` entries of a lock file that belong to the eBPF crate's
+/// dependencies.
+fn ebpf_lock_entries(lock: &[u8]) -> Vec<u8> {
+    String::from_utf8_lossy(lock)
+        .split("[[package]]")
+        .filter(|entry| entry.trim_start().starts_with("name = \"aya-ebpf"))
+        .flat_map(|entry| entry.bytes())
+        .collect()
 }

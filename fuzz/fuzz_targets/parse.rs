@@ -16,13 +16,21 @@ fuzz_target!(|data: &[u8]| {
         assert!(p.l3_off == 14 || p.l3_off == 18, "l3_off {}", p.l3_off);
         let l4_len = match p.key.proto {
             PROTO_TCP => 20,
-            PROTO_UDP => {
-                assert_eq!(p.tcp_flags, 0);
-                8
-            }
+            PROTO_UDP => 8,
             other => panic!("L4 with protocol {other}"),
         };
-        assert!(p.l4_off + l4_len <= data.len(), "{p:?} in {} bytes", data.len());
+        assert!(
+            p.l4_off + l4_len <= data.len(),
+            "{p:?} in {} bytes",
+            data.len()
+        );
+        // TCP flags are byte 13 of the TCP header; UDP has none.
+        let flags = if p.key.proto == PROTO_TCP {
+            data[p.l4_off + 13]
+        } else {
+            0
+        };
+        assert_eq!(p.tcp_flags, flags);
         let min_ip = if p.key.family == FAMILY_V4 { 20 } else { 40 };
         assert!(p.key.family == FAMILY_V4 || p.key.family == FAMILY_V6);
         assert!(p.l4_off >= p.l3_off + min_ip);

@@ -30,7 +30,7 @@ pub fn to_backend(
 ) -> Result<u32, DropReason> {
     // SAFETY: the value is copied out at once; a concurrent update replaces
     // the element rather than writing into it.
-    let pinned = unsafe { LB_FLOWS.get(&pkt.key) }.map(|f| f.backend_id);
+    let pinned = unsafe { LB_FLOWS.get(pkt.key) }.map(|f| f.backend_id);
     let new_flow = pinned.is_none();
     let backend_id = match pinned {
         Some(id) => id,
@@ -109,7 +109,7 @@ fn pin(pkt: &L4Packet, to: &FlowKey, backend_id: u32, service_id: u32) {
         _pad: [0; 2],
         backend_id,
     };
-    if LB_FLOWS.insert(&pkt.key, &flow, 0).is_err() || LB_NAT.insert(&reply, &nat, 0).is_err() {
+    if LB_FLOWS.insert(pkt.key, flow, 0).is_err() || LB_NAT.insert(reply, nat, 0).is_err() {
         stats::exception(DropReason::FlowTableFull);
     }
 }

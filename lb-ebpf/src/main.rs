@@ -77,11 +77,11 @@ fn try_lb(ctx: &XdpContext) -> Result<u32, DropReason> {
     };
     // SAFETY (both lookups): values are copied out before use; the agent
     // replaces elements rather than writing into them.
-    if let Some(svc) = unsafe { LB_SERVICES.get(&service) } {
+    if let Some(svc) = unsafe { LB_SERVICES.get(service) } {
         let svc = *svc;
         return forward::to_backend(ctx, &frame, &pkt, &svc);
     }
-    if let Some(nat) = unsafe { LB_NAT.get(&pkt.key) } {
+    if let Some(nat) = unsafe { LB_NAT.get(pkt.key) } {
         let nat = *nat;
         return reverse::to_client(ctx, &frame, &pkt, &nat);
     }

@@ -29,8 +29,8 @@ pub enum AttachError {
         interface: String,
         /// The mode tried last.
         mode: &'static str,
-        /// The error.
-        source: ProgramError,
+        /// The error (boxed: it is large).
+        source: Box<ProgramError>,
         /// What to try instead.
         hint: &'static str,
     },
@@ -55,7 +55,7 @@ fn attach_one(dp: &mut Datapath, iface: &str, how: XdpAttach) -> Result<Attached
     let refused = |mode, source, hint| AttachError::Refused {
         interface: iface.to_owned(),
         mode,
-        source,
+        source: Box::new(source),
         hint,
     };
     match how {

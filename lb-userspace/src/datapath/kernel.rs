@@ -24,8 +24,8 @@ pub enum DatapathError {
     Load {
         /// Where the object came from.
         origin: String,
-        /// The error.
-        source: EbpfError,
+        /// The error (boxed: it is large, and errors are rare).
+        source: Box<EbpfError>,
     },
     /// The object has no `lb_xdp` XDP program.
     #[error(
@@ -81,7 +81,7 @@ impl Datapath {
             .load(&object.bytes)
             .map_err(|source| DatapathError::Load {
                 origin: object.origin.to_string(),
-                source,
+                source: Box::new(source),
             })?;
         let prog: &mut Xdp = ebpf
             .program_mut(PROGRAM)
