@@ -20,10 +20,31 @@ use crate::{
 /// The XDP-mode agent. Dropping it detaches the program everywhere.
 #[derive(Debug)]
 pub struct XdpAgent {
+    interfaces: Vec<InterfaceStatus>,
+    state: Mutex<State>,
+}
+
+/// What a reload replaces, under one lock so readers never see a config
+/// and a plan that disagree.
+#[derive(Debug)]
+struct State {
     config: Config,
     plan: Plan,
-    interfaces: Vec<InterfaceStatus>,
-    datapath: Mutex<Datapath>,
+    datapath: Datapath,
+}
+
+/// Why a reload was refused; the running config stays in force.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The new file is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The change cannot be applied live.
+    #[error(transparent)]
+    Plan(#[from] crate::datapath::PlanError),
+    /// Writing the maps failed.
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
 }
 
 impl XdpAgent {
@@ -40,28 +61,53 @@ impl XdpAgent {
             .map(|(name, attach)| InterfaceStatus { name, attach })
             .collect();
         Self {
-            config,
-            plan,
             interfaces,
-            datapath: Mutex::new(datapath),
+            state: Mutex::new(State {
+                config,
+                plan,
+                datapath,
+            }),
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Re-reads the config file the agent was started with and applies the
+    /// backend and weight changes: new tables are written beside the live
+    /// ones and switched to atomically, established flows keep their
+    /// backends. An invalid file, or a change that needs a restart, leaves
+    /// everything as it was. Returns how many services' tables changed.
+    pub fn reload(&self) -> Result<usize, ReloadError> {
+        let mut st = self.lock();
+        let config = crate::config::load(&st.config.source)?;
+        let plan = crate::datapath::plan::replan(&st.plan, &config)?;
+        st.datapath.apply(&plan)?;
+        let changed = plan
+            .services
+            .iter()
+            .zip(&st.plan.services)
+            .filter(|(n, o)| n.table != o.table)
+            .count();
+        st.config = config;
+        st.plan = plan;
+        Ok(changed)
     }
 
     /// Services, backends and counters now.
     pub fn status(&self) -> Result<StatusReport, DatapathError> {
-        let totals = {
-            let dp = self.datapath.lock().unwrap_or_else(|p| p.into_inner());
-            stats::read(
-                &dp,
-                self.plan.services.len() as u32,
-                self.plan.backends.len() as u32,
-            )?
-        };
-        let services = self
+        let st = self.lock();
+        let totals = stats::read(
+            &st.datapath,
+            st.plan.services.len() as u32,
+            st.plan.backends.len() as u32,
+        )?;
+        let services = st
             .config
             .services
             .iter()
-            .zip(&self.plan.services)
+            .zip(&st.plan.services)
             .map(|(svc, planned)| ServiceStatus {
                 name: svc.name.clone(),
                 vip: svc.vip.to_string(),
@@ -75,7 +121,7 @@ impl XdpAgent {
                     .map(|(b, &id)| BackendStatus {
                         addr: b.addr.to_string(),
                         weight: b.weight,
-                        state: state_name(self.plan.backends.get(id as usize).map(|r| r.state)),
+                        state: state_name(st.plan.backends.get(id as usize).map(|r| r.state)),
                         slots: planned.table.iter().filter(|&&slot| slot == id).count() as u32,
                         traffic: traffic(totals.backends.get(id as usize)),
                     })

@@ -34,10 +34,9 @@ pub fn lb_binary() -> PathBuf {
 }
 
 /// A config for `topo`: a TCP and a UDP service on each VIP (v4, v6) with
-/// every backend, all interfaces of the lb namespace, and the control
-/// socket in `dir`. `extra` is appended to every service (e.g. a scheduler).
-pub fn config(topo: &Topology, dir: &Path, tcp_scheduler: &str) -> String {
-    let n = topo.backends.len();
+/// the first `n` backends, all interfaces of the lb namespace, and the
+/// control socket in `dir`; the TCP services use `tcp_scheduler`.
+pub fn config(topo: &Topology, dir: &Path, tcp_scheduler: &str, n: usize) -> String {
     let mut s = format!(
         "[agent]\ninterfaces = {:?}\nmode = \"xdp\"\ncontrol_socket = \"{}\"\n",
         topo.lb_interfaces(),
@@ -94,6 +93,11 @@ pub struct Lb {
 }
 
 impl Lb {
+    /// The agent's process id (`ip netns exec` execs it in place).
+    pub fn pid(&self) -> u32 {
+        self.proc.0.id()
+    }
+
     /// `lb status` output (table), or why there is none.
     pub fn status(&self) -> String {
         let out = std::process::Command::new(lb_binary())

@@ -57,10 +57,18 @@ pub fn run(path: &Path, mode: Option<Mode>, bpf_object: Option<&Path>) -> Result
     rt.block_on(async {
         let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+        let reloader = agent.clone();
         let shutdown = async move {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-                _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+            loop {
+                tokio::select! {
+                    _ = term.recv() => return tracing::info!("SIGTERM: shutting down"),
+                    _ = int.recv() => return tracing::info!("SIGINT: shutting down"),
+                    _ = hup.recv() => match reloader.reload() {
+                        Ok(changed) => tracing::info!(tables_changed = changed, "SIGHUP: config reloaded"),
+                        Err(e) => tracing::error!("SIGHUP: reload refused, the running config stays: {e}"),
+                    },
+                }
             }
         };
         socket.serve(agent.clone(), shutdown).await;

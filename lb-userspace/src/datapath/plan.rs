@@ -32,8 +32,11 @@ pub struct PlannedService {
     pub name: String,
     /// The services-map key.
     pub key: ServiceKey,
-    /// The services-map value (points at the live table region).
+    /// The services-map value (points at the live table).
     pub record: ServiceRecord,
+    /// First slot of the service's region: two tables' worth of slots, the
+    /// live one and the one the next table is written into.
+    pub region_base: u32,
     /// Ids of this service's backends, in config order.
     pub backend_ids: Vec<u32>,
     /// The Maglev table: backend ids, `record.table_size` of them.
@@ -60,6 +63,12 @@ pub enum PlanError {
     TablesTooLarge {
         /// Slots needed.
         slots: u64,
+    },
+    /// The change cannot be applied to a running datapath.
+    #[error("{what}; restart lb to apply it")]
+    NeedsRestart {
+        /// What changed.
+        what: String,
     },
     /// Building a Maglev table failed (the config validation should have
     /// prevented it).
@@ -111,6 +120,7 @@ pub fn plan(cfg: &Config) -> Result<Plan, PlanError> {
                 table_size: svc.table_size,
                 table_base: base,
             },
+            region_base: base,
             backend_ids,
             table,
         });
@@ -122,6 +132,98 @@ pub fn plan(cfg: &Config) -> Result<Plan, PlanError> {
         backends,
         maglev_slots,
     })
+}
+
+/// The plan for `cfg` replacing `old` in a running datapath: services keep
+/// their ids and table regions, backends keep their ids (matched by service
+/// and address), new backends get ids never used before (a flow still pinned
+/// to a removed backend's id must not land on a newcomer), and each changed
+/// table moves to the other half of its region, so it can be written while
+/// packets read the live half.
+///
+/// Only backend and weight changes are supported here: a service added,
+/// removed or changed is refused with [`PlanError::NeedsRestart`].
+pub fn replan(old: &Plan, cfg: &Config) -> Result<Plan, PlanError> {
+    if cfg.services.len() != old.services.len() {
+        return Err(PlanError::NeedsRestart {
+            what: "the set of services changed".into(),
+        });
+    }
+    let mut backends = old.backends.clone();
+    let mut services = Vec::with_capacity(old.services.len());
+    for (svc, prev) in cfg.services.iter().zip(&old.services) {
+        if svc.name != prev.name
+            || service_key(svc) != prev.key
+            || service_flags(svc) != prev.record.flags
+            || svc.table_size != prev.record.table_size
+        {
+            return Err(PlanError::NeedsRestart {
+                what: format!(
+                    "service {:?} changed (only backends and weights can change live)",
+                    svc.name
+                ),
+            });
+        }
+        let mut backend_ids = Vec::with_capacity(svc.backends.len());
+        for b in &svc.backends {
+            let record = backend_record(b.addr, prev.record.id);
+            let existing = prev.backend_ids.iter().copied().find(|&id| {
+                old.backends
+                    .get(id as usize)
+                    .is_some_and(|r| r.addr == record.addr && r.port_be == record.port_be)
+            });
+            let id = match existing {
+                Some(id) => id,
+                None => {
+                    backends.push(record);
+                    backends.len() as u32 - 1
+                }
+            };
+            backend_ids.push(id);
+        }
+        check_limit("backends", backends.len(), MAX_BACKENDS)?;
+        let members: Vec<Member> = svc
+            .backends
+            .iter()
+            .zip(&backend_ids)
+            .map(|(b, &id)| Member {
+                id,
+                addr: b.addr,
+                weight: b.weight,
+            })
+            .collect();
+        let table =
+            maglev::build(&members, svc.table_size).map_err(|source| PlanError::Maglev {
+                service: svc.name.clone(),
+                source,
+            })?;
+        let mut record = prev.record;
+        if table != prev.table {
+            record.table_base = other_half(prev.region_base, record);
+        }
+        services.push(PlannedService {
+            name: svc.name.clone(),
+            key: prev.key,
+            record,
+            region_base: prev.region_base,
+            backend_ids,
+            table,
+        });
+    }
+    Ok(Plan {
+        services,
+        backends,
+        maglev_slots: old.maglev_slots,
+    })
+}
+
+/// The half of a service's two-table region that `record` does not use.
+fn other_half(region_base: u32, record: ServiceRecord) -> u32 {
+    if record.table_base == region_base {
+        region_base + record.table_size
+    } else {
+        region_base
+    }
 }
 
 fn check_limit(what: &'static str, count: usize, limit: u32) -> Result<(), PlanError> {
@@ -214,6 +316,36 @@ mod tests {
         assert_eq!(dns.backend_ids, vec![2]);
         assert_eq!(p.backends[2].service_id, 1);
         assert_eq!(p.backends[1].port_be, 8080u16.to_be());
+    }
+
+    #[test]
+    fn replan_keeps_ids_and_flips_changed_tables() {
+        let old = plan(&cfg(TWO)).unwrap();
+        let grown = TWO.replace(
+            "        weight = 3\n",
+            "        weight = 3\n        [[service.backend]]\n        addr = \"10.0.1.3:8080\"\n",
+        );
+        let new = replan(&old, &cfg(&grown)).unwrap();
+        let web = &new.services[0];
+        // Existing backends keep their ids; the newcomer gets a fresh one
+        // (3: ids 0-2 were taken, whether or not still in use).
+        assert_eq!(web.backend_ids, vec![0, 1, 3]);
+        assert_eq!(new.backends[3].port_be, 8080u16.to_be());
+        // The changed table moved to the other half of its region.
+        assert_eq!(web.record.table_base, web.region_base + 251);
+        // The unchanged service did not move.
+        assert_eq!(new.services[1].record, old.services[1].record);
+        // And flips back on the next change.
+        let again = replan(&new, &cfg(TWO)).unwrap();
+        assert_eq!(again.services[0].record.table_base, 0);
+        assert_eq!(again.services[0].backend_ids, vec![0, 1]);
+    }
+
+    #[test]
+    fn replan_refuses_service_changes() {
+        let old = plan(&cfg(TWO)).unwrap();
+        let err = replan(&old, &cfg(&TWO.replace("10.0.0.100:80", "10.0.0.101:80"))).unwrap_err();
+        assert!(err.to_string().contains("restart lb"), "{err}");
     }
 
     #[test]
