@@ -10,11 +10,15 @@ use crate::{
     topology::{Topology, sock},
 };
 
-/// The `lb` binary built next to the running test.
+/// The `lb` binary built next to the running test (tests run from
+/// `target/<profile>/deps`, binaries from `target/<profile>`).
 pub fn lb_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let lb = dir.join("lb");
+    let dir = exe.parent().expect("exe dir");
+    let lb = [dir.join("lb"), dir.join("../lb")]
+        .into_iter()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| dir.join("../lb"));
     assert!(
         lb.exists(),
         "{} is missing: build it with `cargo build -p lb-userspace`",

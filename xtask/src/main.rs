@@ -3,10 +3,12 @@
 //! - `build-ebpf`: builds the XDP program, installing its toolchain if needed.
 //! - `test`: everything CI checks (fmt, clippy, eBPF build and lint, tests).
 //! - `bench`: benchmarks.
+//! - `demo`: the balancer's main job once, in namespaces (root).
 //! - `deps`: installs the eBPF toolchain prerequisites only.
 
 mod bench;
 mod cmd;
+mod demo;
 mod ebpf;
 mod prereqs;
 mod test;
@@ -47,6 +49,8 @@ enum Command {
     },
     /// Install the eBPF toolchain prerequisites and nothing else.
     Deps,
+    /// Namespaces + 3 backends + lb in XDP mode + traffic: the main job, once.
+    Demo,
 }
 
 fn main() -> Result<()> {
@@ -61,6 +65,7 @@ fn main() -> Result<()> {
         }
         Command::Test => test::run(&root),
         Command::Bench { which } => bench::run(&root, which),
+        Command::Demo => demo::run(&root),
         Command::Deps => toolchain::ensure(&root).map(|tc| println!("{tc}")),
     }
 }

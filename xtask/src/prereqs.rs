@@ -84,7 +84,8 @@ fn dpkg_installed(pkg: &str) -> bool {
         .is_some_and(|s| s.trim() == "install ok installed")
 }
 
-fn is_root() -> bool {
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
     cmd::output(Command::new("id").arg("-u")).is_some_and(|s| s.trim() == "0")
 }
 
