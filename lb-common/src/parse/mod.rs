@@ -112,8 +112,13 @@ fn parse_ipv4<P: PacketView + ?Sized>(pkt: &P, l3_off: usize) -> Result<Parsed, 
     if be16(ip.frag) & (Ipv4Hdr::MF | Ipv4Hdr::OFFSET_MASK) != 0 {
         return Ok(Parsed::Fragment);
     }
+    let ends = Bounds {
+        l3_off,
+        l4_off: l3_off + ihl,
+        end: l3_off + total,
+    };
     let (src, dst) = (Addr::from_v4_bytes(ip.src), Addr::from_v4_bytes(ip.dst));
-    parse_l4(pkt, l3_off, l3_off + ihl, ip.proto, FAMILY_V4, src, dst)
+    parse_l4(pkt, ends, ip.proto, FAMILY_V4, src, dst)
 }
 
 #[inline(always)]
@@ -121,7 +126,8 @@ fn parse_ipv6<P: PacketView + ?Sized>(pkt: &P, l3_off: usize) -> Result<Parsed, 
     let ip: &Ipv6Hdr = pkt.header(l3_off).ok_or(ParseError::MalformedIp)?;
     let payload = usize::from(be16(ip.payload_len));
     let mut off = l3_off + core::mem::size_of::<Ipv6Hdr>();
-    if ip.vtc_flow[0] >> 4 != 6 || !pkt.fits(off + payload) {
+    let end = off + payload;
+    if ip.vtc_flow[0] >> 4 != 6 || !pkt.fits(end) {
         return Err(ParseError::MalformedIp);
     }
     let mut next = ip.next_header;
@@ -131,6 +137,11 @@ fn parse_ipv6<P: PacketView + ?Sized>(pkt: &P, l3_off: usize) -> Result<Parsed, 
                 let ext: &Ipv6ExtHdr = pkt.header(off).ok_or(ParseError::MalformedIp)?;
                 next = ext.next_header;
                 off += (usize::from(ext.len) + 1) * 8;
+                // An extension header running past the datagram is
+                // malformed IP, not a short TCP/UDP header.
+                if off > end {
+                    return Err(ParseError::MalformedIp);
+                }
             }
             IPV6_FRAGMENT => {
                 let frag: &Ipv6FragHdr = pkt.header(off).ok_or(ParseError::MalformedIp)?;
@@ -146,30 +157,56 @@ fn parse_ipv6<P: PacketView + ?Sized>(pkt: &P, l3_off: usize) -> Result<Parsed, 
         }
     }
     let (src, dst) = (Addr::from_v6_bytes(ip.src), Addr::from_v6_bytes(ip.dst));
-    parse_l4(pkt, l3_off, off, next, FAMILY_V6, src, dst)
+    parse_l4(
+        pkt,
+        Bounds {
+            l3_off,
+            l4_off: off,
+            end,
+        },
+        next,
+        FAMILY_V6,
+        src,
+        dst,
+    )
+}
+
+/// Where the IP header, the L4 header and the IP datagram start and end.
+#[derive(Clone, Copy)]
+struct Bounds {
+    l3_off: usize,
+    l4_off: usize,
+    /// End of the IP datagram: the frame may run on (Ethernet padding),
+    /// and bytes past here are not part of the packet.
+    end: usize,
 }
 
 #[inline(always)]
 fn parse_l4<P: PacketView + ?Sized>(
     pkt: &P,
-    l3_off: usize,
-    l4_off: usize,
+    at: Bounds,
     proto: u8,
     family: u8,
     src: Addr,
     dst: Addr,
 ) -> Result<Parsed, ParseError> {
+    let Bounds {
+        l3_off,
+        l4_off,
+        end,
+    } = at;
     let tcp_flags = match proto {
-        PROTO_TCP => {
+        PROTO_TCP if l4_off + core::mem::size_of::<TcpHdr>() <= end => {
             pkt.header::<TcpHdr>(l4_off)
                 .ok_or(ParseError::TruncatedL4)?
                 .flags
         }
-        PROTO_UDP => {
+        PROTO_UDP if l4_off + core::mem::size_of::<UdpHdr>() <= end => {
             pkt.header::<UdpHdr>(l4_off)
                 .ok_or(ParseError::TruncatedL4)?;
             0
         }
+        PROTO_TCP | PROTO_UDP => return Err(ParseError::TruncatedL4),
         _ => return Ok(Parsed::OtherProtocol),
     };
     let ports: &PortsHdr = pkt.header(l4_off).ok_or(ParseError::TruncatedL4)?;
