@@ -60,6 +60,13 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
     }
 }
 
+/// Does nothing: the baseline `cargo xtask bench datapath` measures `lb_xdp`
+/// against, in the same run and harness. Never attached by the agent.
+#[xdp]
+pub fn lb_bench_noop(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
 #[inline(always)]
 fn try_lb(ctx: &XdpContext) -> Result<u32, DropReason> {
     let frame = Frame::new(ctx);

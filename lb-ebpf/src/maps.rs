@@ -5,9 +5,12 @@
 //! reply of a flow usually arrives on another CPU than its request (another
 //! NIC queue, often another NIC), and a flow must keep its backend if RSS
 //! moves it to another queue. The kernel's LRU keeps per-CPU free lists, so
-//! a shared table costs little on insert.
+//! a shared table costs little on insert. `BPF_F_NO_COMMON_LRU` gives each
+//! CPU its own LRU list (the table stays shared), so inserting a new flow
+//! takes no lock other CPUs contend for.
 
 use aya_ebpf::{
+    bindings::BPF_F_NO_COMMON_LRU,
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
@@ -28,11 +31,11 @@ pub static LB_MAGLEV: Array<u32> = Array::with_max_entries(DEFAULT_MAGLEV_SLOTS,
 
 #[map]
 pub static LB_FLOWS: LruHashMap<FlowKey, FlowValue> =
-    LruHashMap::with_max_entries(DEFAULT_FLOW_CAPACITY, 0);
+    LruHashMap::with_max_entries(DEFAULT_FLOW_CAPACITY, BPF_F_NO_COMMON_LRU);
 
 #[map]
 pub static LB_NAT: LruHashMap<FlowKey, NatValue> =
-    LruHashMap::with_max_entries(DEFAULT_FLOW_CAPACITY, 0);
+    LruHashMap::with_max_entries(DEFAULT_FLOW_CAPACITY, BPF_F_NO_COMMON_LRU);
 
 #[map]
 pub static LB_SERVICE_COUNTERS: PerCpuArray<Counters> =

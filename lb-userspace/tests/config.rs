@@ -394,13 +394,13 @@ fn shipped_configs_validate() {
         }
     }
     let demo = config::load(&shipped("demo.toml")).expect("demo");
-    assert_eq!(demo.agent.interfaces, ["lb-cli"]);
+    assert_eq!(demo.agent.interfaces, ["lb-cli", "lb-b1", "lb-b2", "lb-b3"]);
     let vips: Vec<String> = demo
         .services
         .iter()
         .map(|s| format!("{}/{}", s.vip, s.protocol))
         .collect();
-    assert_eq!(vips, ["10.200.0.100:80/tcp", "10.200.0.100:5353/udp"]);
+    assert_eq!(vips, ["10.201.0.100:80/tcp", "10.201.0.100:5353/udp"]);
     assert_eq!(demo.backend_count(), 6);
 }
 

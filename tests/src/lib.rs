@@ -2,9 +2,11 @@
 //!
 //! - [`packet`]: builds frames byte by byte with checksums computed from
 //!   scratch, so golden expectations never reuse the datapath's own code.
+//! - [`fixture`]: the golden-packet namespace and BPF_PROG_TEST_RUN.
 //! - [`netns`]: network namespaces with unique names, removed on drop.
 //! - [`topology`]: client, balancer and backend namespaces for end-to-end tests.
 pub mod agent;
+pub mod fixture;
 pub mod netns;
 pub mod packet;
 pub mod topology;

@@ -4,178 +4,14 @@
 //! which computes every checksum from scratch, so the datapath's incremental
 //! updates are checked against an independent computation.
 //!
-//! The program runs in a namespace holding two veths with fixed MACs and
-//! permanent neighbours, so `bpf_fib_lookup` answers deterministically:
-//!
-//! ```text
-//!  gin  02:00:00:00:00:01  10.0.0.1/24 fd00::1/64   clients 10.0.0.2, fd00::2 (02:00:00:00:00:02)
-//!                                                   "near" backend 10.0.0.50  (02:00:00:00:00:50)
-//!  gout 02:00:00:00:01:01  10.1.0.1/24 fd01::1/64   backends 10.1.0.1x, fd01::1x (02:00:00:00:01:1x)
-//! ```
-//! Needs root.
+//! The program runs in `lb_tests::fixture`'s namespace, where
+//! `bpf_fib_lookup` answers with fixed MACs. Needs root.
 
-use aya::programs::{TestRun, TestRunOptions};
-use lb_common::abi::{DropReason, MAP_DROPS, MAP_MAGLEV, NO_BACKEND};
+use lb_common::abi::{DropReason, NO_BACKEND};
 use lb_tests::{
-    netns::{Entered, NetNs},
+    fixture::{CLIENT_MAC, GIN_MAC, GOUT_MAC, Golden, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX},
     packet::{Frame, mac},
 };
-use lb_userspace::{config, datapath, object};
-
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
-const XDP_REDIRECT: u32 = 4;
-
-const GIN_MAC: &str = "02:00:00:00:00:01";
-const GOUT_MAC: &str = "02:00:00:00:01:01";
-const CLIENT_MAC: &str = "02:00:00:00:00:02";
-
-const CONFIG: &str = r#"
-[[service]]
-name = "tcp4"
-vip = "10.100.0.1:80"
-[[service.backend]]
-addr = "10.1.0.10:8080"
-
-[[service]]
-name = "udp4"
-vip = "10.100.0.1:53"
-protocol = "udp"
-[[service.backend]]
-addr = "10.1.0.11:5300"
-
-[[service]]
-name = "tcp6"
-vip = "[fd64::1]:443"
-[[service.backend]]
-addr = "[fd01::10]:8443"
-
-[[service]]
-name = "udp6"
-vip = "[fd64::1]:53"
-protocol = "udp"
-[[service.backend]]
-addr = "[fd01::11]:5300"
-
-[[service]]
-name = "near"
-vip = "10.100.0.2:80"
-[[service.backend]]
-addr = "10.0.0.50:80"
-
-[[service]]
-name = "three"
-vip = "10.100.0.3:80"
-table_size = 307
-[[service.backend]]
-addr = "10.1.0.12:80"
-[[service.backend]]
-addr = "10.1.0.13:80"
-[[service.backend]]
-addr = "10.1.0.14:80"
-"#;
-
-/// A namespace with the two veths, and the program loaded with CONFIG.
-struct Golden {
-    dp: datapath::Datapath,
-    plan: datapath::Plan,
-    gin: u32,
-    gout: u32,
-    _inside: Entered,
-    _ns: NetNs,
-}
-
-impl Golden {
-    fn new() -> Self {
-        let ns = NetNs::new();
-        ns.sysctl("net.ipv4.ip_forward", "1");
-        ns.sysctl("net.ipv6.conf.all.forwarding", "1");
-        ns.sysctl("net.ipv6.conf.default.forwarding", "1");
-        ns.ip("link add gin type veth peer name gout");
-        ns.ip(&format!("link set gin address {GIN_MAC} up"));
-        ns.ip(&format!("link set gout address {GOUT_MAC} up"));
-        ns.ip("addr add 10.0.0.1/24 dev gin");
-        ns.ip("addr add fd00::1/64 dev gin nodad");
-        ns.ip("addr add 10.1.0.1/24 dev gout");
-        ns.ip("addr add fd01::1/64 dev gout nodad");
-        for (ip, lladdr, dev) in [
-            ("10.0.0.2", CLIENT_MAC, "gin"),
-            ("fd00::2", CLIENT_MAC, "gin"),
-            ("10.0.0.50", "02:00:00:00:00:50", "gin"),
-            ("10.1.0.10", "02:00:00:00:01:10", "gout"),
-            ("10.1.0.11", "02:00:00:00:01:11", "gout"),
-            ("10.1.0.12", "02:00:00:00:01:12", "gout"),
-            ("10.1.0.13", "02:00:00:00:01:13", "gout"),
-            ("10.1.0.14", "02:00:00:00:01:14", "gout"),
-            ("fd01::10", "02:00:00:00:01:10", "gout"),
-            ("fd01::11", "02:00:00:00:01:11", "gout"),
-        ] {
-            ns.ip(&format!(
-                "neigh replace {ip} lladdr {lladdr} dev {dev} nud permanent"
-            ));
-        }
-        let (gin, gout) = (ns.ifindex("gin"), ns.ifindex("gout"));
-        let inside = ns.enter();
-        let cfg = config::parse(CONFIG, "golden.toml".as_ref()).expect("golden config");
-        let plan = datapath::plan(&cfg).expect("plan");
-        let obj =
-            object::resolve(None).expect("embedded eBPF object: run `cargo xtask build-ebpf`");
-        let mut dp = datapath::Datapath::load(
-            &obj,
-            &plan,
-            datapath::LoadOptions {
-                flow_capacity: 4096,
-            },
-        )
-        .expect("load");
-        dp.apply(&plan).expect("apply");
-        Self {
-            dp,
-            plan,
-            gin,
-            gout,
-            _inside: inside,
-            _ns: ns,
-        }
-    }
-
-    /// Runs the program on `input` arriving on `ifindex`: (action, output).
-    fn run(&mut self, input: &[u8], ifindex: u32) -> (u32, Vec<u8>) {
-        // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
-        // rx_queue_index, egress_ifindex.
-        let md: [u32; 6] = [0, input.len() as u32, 0, ifindex, 0, 0];
-        let ctx: Vec<u8> = md.iter().flat_map(|w| w.to_ne_bytes()).collect();
-        let mut out = vec![0u8; input.len() + 256];
-        let prog = self.dp.program_mut().expect("program");
-        let res = prog
-            .test_run(TestRunOptions {
-                data_in: Some(input),
-                data_out: Some(&mut out),
-                ctx_in: Some(&ctx),
-                ..Default::default()
-            })
-            .expect("BPF_PROG_TEST_RUN");
-        out.truncate(res.data_size_out as usize);
-        (res.return_value, out)
-    }
-
-    fn exceptions(&self, reason: DropReason) -> u64 {
-        let t = datapath::stats::read(&self.dp, 0, 0).expect("counters");
-        let _ = MAP_DROPS;
-        t.exceptions[reason as usize]
-    }
-
-    /// Fills every slot of service `svc`'s live table with `id`.
-    fn fill_table(&mut self, svc: usize, id: u32) {
-        let rec = self.plan.services[svc].record;
-        let mut maglev: aya::maps::Array<&mut aya::maps::MapData, u32> =
-            self.dp.map_mut(MAP_MAGLEV).expect("maglev map");
-        for slot in 0..rec.table_size {
-            maglev.set(rec.table_base + slot, id, 0).expect("set slot");
-        }
-    }
-}
 
 /// Asserts the action and that the output is exactly `expected`.
 #[track_caller]
@@ -204,7 +40,7 @@ fn forwarded(input: Frame, dst: &str, smac: &str, dmac: &str) -> Vec<u8> {
 
 #[test]
 fn vip_traffic_is_rewritten_to_its_backend() {
-    let mut g = Golden::new();
+    let mut g = Golden::new(4096);
     let cases = [
         (
             "tcp4",
@@ -276,7 +112,7 @@ fn vip_traffic_is_rewritten_to_its_backend() {
 
 #[test]
 fn replies_get_the_vip_back() {
-    let mut g = Golden::new();
+    let mut g = Golden::new(4096);
     for (name, req, reply, vip) in [
         (
             "tcp4",
@@ -314,7 +150,7 @@ fn replies_get_the_vip_back() {
 
 #[test]
 fn backend_on_the_ingress_link_is_reached_with_xdp_tx() {
-    let mut g = Golden::new();
+    let mut g = Golden::new(4096);
     let input = Frame::tcp("10.0.0.2:42000", "10.100.0.2:80");
     let got = g.run(&input.bytes(), g.gin);
     check(
@@ -327,7 +163,7 @@ fn backend_on_the_ingress_link_is_reached_with_xdp_tx() {
 
 #[test]
 fn traffic_not_for_a_vip_passes_untouched() {
-    let mut g = Golden::new();
+    let mut g = Golden::new(4096);
     let mut arp = Frame::tcp("10.0.0.2:1", "10.0.0.1:1").bytes();
     arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
     arp.truncate(42);
@@ -357,7 +193,7 @@ fn traffic_not_for_a_vip_passes_untouched() {
 
 #[test]
 fn malformed_and_unbalanceable_frames_get_their_documented_action() {
-    let mut g = Golden::new();
+    let mut g = Golden::new(4096);
     let full = Frame::tcp("10.0.0.2:44000", "10.100.0.1:80").bytes();
     let vlan = Frame::tcp("10.0.0.2:44000", "10.100.0.1:80")
         .vlan(7)
@@ -428,7 +264,7 @@ fn malformed_and_unbalanceable_frames_get_their_documented_action() {
 
 #[test]
 fn established_flow_keeps_its_backend_when_the_table_changes() {
-    let mut g = Golden::new();
+    let mut g = Golden::new(4096);
     let svc = 5; // "three"
     let ids = g.plan.services[svc].backend_ids.clone();
     let flow = Frame::tcp("10.0.0.2:45000", "10.100.0.3:80");

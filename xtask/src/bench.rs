@@ -13,13 +13,36 @@ pub enum Which {
     All,
     /// Maglev table construction time and disruption figures.
     Maglev,
+    /// ns/packet of the XDP program vs a no-op XDP program (root).
+    Datapath,
 }
 
 /// Runs the chosen benchmarks.
 pub fn run(root: &Path, which: Which) -> Result<()> {
     match which {
-        Which::All | Which::Maglev => maglev(root),
+        Which::Maglev => maglev(root),
+        Which::Datapath => datapath(root),
+        Which::All => maglev(root).and_then(|()| datapath(root)),
     }
+}
+
+fn datapath(root: &Path) -> Result<()> {
+    if !crate::prereqs::is_root() {
+        anyhow::bail!("the datapath benchmark loads XDP programs: run it as root");
+    }
+    let tc = crate::toolchain::ensure(root)?;
+    crate::ebpf::build(root, &tc, crate::ebpf::Profile::Release)?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    cmd::run(Command::new(&cargo).current_dir(root).args([
+        "build",
+        "--release",
+        "-p",
+        "lb-userspace",
+        "-p",
+        "lb-tests",
+        "--bins",
+    ]))?;
+    cmd::run(Command::new(root.join("target/release/lb-bench")).current_dir(root))
 }
 
 fn maglev(root: &Path) -> Result<()> {

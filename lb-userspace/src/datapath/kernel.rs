@@ -15,6 +15,8 @@ use crate::object::BpfObject;
 
 /// Name of the XDP entry point in the object.
 pub const PROGRAM: &str = "lb_xdp";
+/// Name of the no-op program benchmarks use as their baseline.
+pub const BASELINE: &str = "lb_bench_noop";
 
 /// Why the datapath could not be loaded or written.
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +129,21 @@ impl Datapath {
             .ok_or(DatapathError::NoProgram)?
             .try_into()
             .map_err(DatapathError::Program)
+    }
+
+    /// The object's no-op XDP program, loaded on first use: the baseline the
+    /// datapath benchmark compares [`PROGRAM`] against. Never attached.
+    pub fn baseline_program(&mut self) -> Result<&mut Xdp, DatapathError> {
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(BASELINE)
+            .ok_or(DatapathError::NoProgram)?
+            .try_into()
+            .map_err(DatapathError::Program)?;
+        if prog.fd().is_err() {
+            prog.load().map_err(DatapathError::Program)?;
+        }
+        Ok(prog)
     }
 
     /// A typed view of one of the program's maps.

@@ -1,0 +1,188 @@
+//! A namespace in which `bpf_fib_lookup` answers deterministically, and the
+//! datapath loaded there: the golden-packet tests and the datapath benchmark
+//! both run the program through BPF_PROG_TEST_RUN inside it.
+//!
+//! ```text
+//!  gin  02:00:00:00:00:01  10.0.0.1/24 fd00::1/64   clients 10.0.0.2, fd00::2 (02:00:00:00:00:02)
+//!                                                   "near" backend 10.0.0.50  (02:00:00:00:00:50)
+//!  gout 02:00:00:00:01:01  10.1.0.1/24 fd01::1/64   backends 10.1.0.1x, fd01::1x (02:00:00:00:01:1x)
+//! ```
+
+use aya::programs::{TestRun, TestRunOptions, Xdp};
+use lb_common::abi::{DropReason, MAP_MAGLEV};
+use lb_userspace::{config, datapath, object};
+
+use crate::netns::{Entered, NetNs};
+
+/// XDP_DROP.
+pub const XDP_DROP: u32 = 1;
+/// XDP_PASS.
+pub const XDP_PASS: u32 = 2;
+/// XDP_TX.
+pub const XDP_TX: u32 = 3;
+/// XDP_REDIRECT.
+pub const XDP_REDIRECT: u32 = 4;
+
+/// MAC of the client-facing veth.
+pub const GIN_MAC: &str = "02:00:00:00:00:01";
+/// MAC of the backend-facing veth.
+pub const GOUT_MAC: &str = "02:00:00:00:01:01";
+/// MAC of the clients.
+pub const CLIENT_MAC: &str = "02:00:00:00:00:02";
+
+/// The services the fixture's datapath serves.
+pub const CONFIG: &str = r#"
+[[service]]
+name = "tcp4"
+vip = "10.100.0.1:80"
+[[service.backend]]
+addr = "10.1.0.10:8080"
+
+[[service]]
+name = "udp4"
+vip = "10.100.0.1:53"
+protocol = "udp"
+[[service.backend]]
+addr = "10.1.0.11:5300"
+
+[[service]]
+name = "tcp6"
+vip = "[fd64::1]:443"
+[[service.backend]]
+addr = "[fd01::10]:8443"
+
+[[service]]
+name = "udp6"
+vip = "[fd64::1]:53"
+protocol = "udp"
+[[service.backend]]
+addr = "[fd01::11]:5300"
+
+[[service]]
+name = "near"
+vip = "10.100.0.2:80"
+[[service.backend]]
+addr = "10.0.0.50:80"
+
+[[service]]
+name = "three"
+vip = "10.100.0.3:80"
+table_size = 307
+[[service.backend]]
+addr = "10.1.0.12:80"
+[[service.backend]]
+addr = "10.1.0.13:80"
+[[service.backend]]
+addr = "10.1.0.14:80"
+"#;
+
+/// The namespace with its two veths, the calling thread inside it, and the
+/// program loaded with [`CONFIG`].
+#[derive(Debug)]
+pub struct Golden {
+    /// The loaded datapath.
+    pub dp: datapath::Datapath,
+    /// What was written to its maps.
+    pub plan: datapath::Plan,
+    /// Index of the client-facing veth.
+    pub gin: u32,
+    /// Index of the backend-facing veth.
+    pub gout: u32,
+    _inside: Entered,
+    _ns: NetNs,
+}
+
+impl Golden {
+    /// Builds the namespace, enters it and loads the program (flow tables of
+    /// `flow_capacity` entries).
+    pub fn new(flow_capacity: u32) -> Self {
+        let ns = NetNs::new();
+        ns.sysctl("net.ipv4.ip_forward", "1");
+        ns.sysctl("net.ipv6.conf.all.forwarding", "1");
+        ns.sysctl("net.ipv6.conf.default.forwarding", "1");
+        ns.ip("link add gin type veth peer name gout");
+        ns.ip(&format!("link set gin address {GIN_MAC} up"));
+        ns.ip(&format!("link set gout address {GOUT_MAC} up"));
+        ns.ip("addr add 10.0.0.1/24 dev gin");
+        ns.ip("addr add fd00::1/64 dev gin nodad");
+        ns.ip("addr add 10.1.0.1/24 dev gout");
+        ns.ip("addr add fd01::1/64 dev gout nodad");
+        for (ip, lladdr, dev) in [
+            ("10.0.0.2", CLIENT_MAC, "gin"),
+            ("fd00::2", CLIENT_MAC, "gin"),
+            ("10.0.0.50", "02:00:00:00:00:50", "gin"),
+            ("10.1.0.10", "02:00:00:00:01:10", "gout"),
+            ("10.1.0.11", "02:00:00:00:01:11", "gout"),
+            ("10.1.0.12", "02:00:00:00:01:12", "gout"),
+            ("10.1.0.13", "02:00:00:00:01:13", "gout"),
+            ("10.1.0.14", "02:00:00:00:01:14", "gout"),
+            ("fd01::10", "02:00:00:00:01:10", "gout"),
+            ("fd01::11", "02:00:00:00:01:11", "gout"),
+        ] {
+            ns.ip(&format!(
+                "neigh replace {ip} lladdr {lladdr} dev {dev} nud permanent"
+            ));
+        }
+        let (gin, gout) = (ns.ifindex("gin"), ns.ifindex("gout"));
+        let inside = ns.enter();
+        let cfg = config::parse(CONFIG, "golden.toml".as_ref()).expect("golden config");
+        let plan = datapath::plan(&cfg).expect("plan");
+        let obj =
+            object::resolve(None).expect("embedded eBPF object: run `cargo xtask build-ebpf`");
+        let mut dp = datapath::Datapath::load(&obj, &plan, datapath::LoadOptions { flow_capacity })
+            .expect("load");
+        dp.apply(&plan).expect("apply");
+        Self {
+            dp,
+            plan,
+            gin,
+            gout,
+            _inside: inside,
+            _ns: ns,
+        }
+    }
+
+    /// Runs the program on `input` arriving on `ifindex`: (action, output).
+    pub fn run(&mut self, input: &[u8], ifindex: u32) -> (u32, Vec<u8>) {
+        let prog = self.dp.program_mut().expect("program");
+        let (action, out, _) = test_run(prog, input, ifindex, 1);
+        (action, out)
+    }
+
+    /// The exception counter of `reason`.
+    pub fn exceptions(&self, reason: DropReason) -> u64 {
+        let t = datapath::stats::read(&self.dp, 0, 0).expect("counters");
+        t.exceptions[reason as usize]
+    }
+
+    /// Fills every slot of service `svc`'s live table with `id`.
+    pub fn fill_table(&mut self, svc: usize, id: u32) {
+        let rec = self.plan.services[svc].record;
+        let mut maglev: aya::maps::Array<&mut aya::maps::MapData, u32> =
+            self.dp.map_mut(MAP_MAGLEV).expect("maglev map");
+        for slot in 0..rec.table_size {
+            maglev.set(rec.table_base + slot, id, 0).expect("set slot");
+        }
+    }
+}
+
+/// Runs `prog` on `input` arriving on `ifindex`, `repeat` times: (action,
+/// output, mean ns per run as the kernel measured it).
+pub fn test_run(prog: &Xdp, input: &[u8], ifindex: u32, repeat: u32) -> (u32, Vec<u8>, u64) {
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
+    // rx_queue_index, egress_ifindex.
+    let md: [u32; 6] = [0, input.len() as u32, 0, ifindex, 0, 0];
+    let ctx: Vec<u8> = md.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    let mut out = vec![0u8; input.len() + 256];
+    let res = prog
+        .test_run(TestRunOptions {
+            data_in: Some(input),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            repeat,
+            ..Default::default()
+        })
+        .expect("BPF_PROG_TEST_RUN");
+    out.truncate(res.data_size_out as usize);
+    (res.return_value, out, res.duration.as_nanos() as u64)
+}
