@@ -38,6 +38,11 @@ enum Command {
         /// `auto` (XDP where possible). Overrides `agent.mode` of the config.
         #[arg(long, value_enum)]
         mode: Option<ModeArg>,
+        /// How XDP attaches: `native` (driver), `generic` (any interface,
+        /// slower) or `auto` (native, falling back to generic with a
+        /// warning). Overrides `agent.xdp_attach` of the config.
+        #[arg(long, value_enum)]
+        xdp_mode: Option<XdpModeArg>,
         /// Load the eBPF object from this file instead of the embedded one.
         #[arg(long, value_name = "PATH")]
         bpf_object: Option<PathBuf>,
@@ -59,6 +64,24 @@ enum Command {
     },
 }
 
+/// The `--xdp-mode` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum XdpModeArg {
+    Auto,
+    Native,
+    Generic,
+}
+
+impl From<XdpModeArg> for lb_userspace::config::XdpAttach {
+    fn from(m: XdpModeArg) -> Self {
+        match m {
+            XdpModeArg::Auto => Self::Auto,
+            XdpModeArg::Native => Self::Native,
+            XdpModeArg::Generic => Self::Generic,
+        }
+    }
+}
+
 /// The `--mode` values.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum ModeArg {
@@ -76,8 +99,14 @@ fn main() -> ExitCode {
         Command::Run {
             config,
             mode,
+            xdp_mode,
             bpf_object,
-        } => commands::run::run(&config, mode.map(Into::into), bpf_object.as_deref()),
+        } => commands::run::run(
+            &config,
+            mode.map(Into::into),
+            xdp_mode.map(Into::into),
+            bpf_object.as_deref(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -102,6 +102,11 @@ impl Lb {
         self.proc.0.id()
     }
 
+    /// The exit status, if the agent has exited.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.proc.0.try_wait().ok().flatten()
+    }
+
     /// `lb status` output (table), or why there is none.
     pub fn status(&self) -> String {
         let out = std::process::Command::new(lb_binary())

@@ -276,3 +276,37 @@ fn adding_a_backend_moves_a_quarter_of_new_flows_and_no_established_one() {
         "{on_new} of 3000 new flows on the new backend"
     );
 }
+
+#[test]
+fn sigterm_detaches_xdp_and_removes_the_control_socket() {
+    let mut s = Setup::new(1, 1, "maglev");
+    let attached = s.topo.lb.exec(&["ip", "link", "show", "lb-cli"]);
+    assert!(
+        String::from_utf8_lossy(&attached.stdout).contains("xdp"),
+        "XDP attached while running"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(s.lb.pid() as i32),
+        nix::sys::signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let start = Instant::now();
+    while s.lb.try_wait().is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "lb did not exit on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for iface in s.topo.lb_interfaces() {
+        let link = s.topo.lb.exec(&["ip", "link", "show", &iface]);
+        assert!(
+            !String::from_utf8_lossy(&link.stdout).contains("xdp"),
+            "{iface} still has XDP"
+        );
+    }
+    assert!(
+        !s.dir.0.join("control.sock").exists(),
+        "control socket left behind"
+    );
+}

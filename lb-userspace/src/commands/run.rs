@@ -5,14 +5,19 @@ use std::{path::Path, sync::Arc};
 use anyhow::{Context, Result, bail};
 use lb_userspace::{
     agent::XdpAgent,
-    config::{self, Mode},
+    config::{self, Mode, XdpAttach},
     control::server::ControlSocket,
     datapath::{self, Datapath, LoadOptions, attach},
     object,
 };
 use tokio::signal::unix::{SignalKind, signal};
 
-pub fn run(path: &Path, mode: Option<Mode>, bpf_object: Option<&Path>) -> Result<()> {
+pub fn run(
+    path: &Path,
+    mode: Option<Mode>,
+    xdp_mode: Option<XdpAttach>,
+    bpf_object: Option<&Path>,
+) -> Result<()> {
     let cfg = config::load(path)?;
     let mode = mode.unwrap_or(cfg.agent.mode);
     if mode == Mode::Splice {
@@ -28,7 +33,11 @@ pub fn run(path: &Path, mode: Option<Mode>, bpf_object: Option<&Path>) -> Result
     let plan = datapath::plan(&cfg).context("computing the map content")?;
     let mut dp = Datapath::load(&obj, &plan, LoadOptions::default())?;
     dp.apply(&plan).context("writing the maps")?;
-    let attached = attach::attach_all(&mut dp, &cfg.agent.interfaces, cfg.agent.xdp_attach)?;
+    let attached = attach::attach_all(
+        &mut dp,
+        &cfg.agent.interfaces,
+        xdp_mode.unwrap_or(cfg.agent.xdp_attach),
+    )?;
     for a in &attached {
         tracing::info!(interface = %a.interface, mode = a.mode, "XDP attached");
     }
