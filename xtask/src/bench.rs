@@ -30,18 +30,7 @@ fn datapath(root: &Path) -> Result<()> {
     if !crate::prereqs::is_root() {
         anyhow::bail!("the datapath benchmark loads XDP programs: run it as root");
     }
-    let tc = crate::toolchain::ensure(root)?;
-    crate::ebpf::build(root, &tc, crate::ebpf::Profile::Release)?;
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    cmd::run(Command::new(&cargo).current_dir(root).args([
-        "build",
-        "--release",
-        "-p",
-        "lb-userspace",
-        "-p",
-        "lb-tests",
-        "--bins",
-    ]))?;
+    crate::ebpf::build_with_binaries(root)?;
     cmd::run(Command::new(root.join("target/release/lb-bench")).current_dir(root))
 }
 

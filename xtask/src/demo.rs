@@ -5,11 +5,7 @@ use std::{path::Path, process::Command};
 
 use anyhow::{Result, bail};
 
-use crate::{
-    cmd,
-    ebpf::{self, Profile},
-    prereqs, toolchain,
-};
+use crate::{cmd, ebpf, prereqs};
 
 /// Builds the eBPF object, `lb` and the demo, then runs the demo.
 pub fn run(root: &Path) -> Result<()> {
@@ -18,18 +14,7 @@ pub fn run(root: &Path) -> Result<()> {
             "the demo creates network namespaces and loads XDP: run it as root (sudo -E cargo xtask demo)"
         );
     }
-    let tc = toolchain::ensure(root)?;
     prereqs::ensure_packages(prereqs::TEST_PACKAGES, "")?;
-    ebpf::build(root, &tc, Profile::Release)?;
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    cmd::run(Command::new(&cargo).current_dir(root).args([
-        "build",
-        "--release",
-        "-p",
-        "lb-userspace",
-        "-p",
-        "lb-tests",
-        "--bins",
-    ]))?;
+    ebpf::build_with_binaries(root)?;
     cmd::run(Command::new(root.join("target/release/lb-demo")).current_dir(root))
 }

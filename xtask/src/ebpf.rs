@@ -106,3 +106,20 @@ pub fn build(root: &Path, tc: &Toolchain, profile: Profile) -> Result<PathBuf> {
 pub fn clippy(root: &Path, tc: &Toolchain) -> Result<()> {
     cmd::run(ebpf_command(root, tc, "clippy").args(["--release", "--", "-D", "warnings"]))
 }
+
+/// The release eBPF object, then the release `lb` (embedding it) and the
+/// test binaries (`lb-demo`, `lb-bench`, `lbt-server`) in target/release.
+pub fn build_with_binaries(root: &Path) -> Result<()> {
+    let tc = crate::toolchain::ensure(root)?;
+    build(root, &tc, Profile::Release)?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    cmd::run(Command::new(&cargo).current_dir(root).args([
+        "build",
+        "--release",
+        "-p",
+        "lb-userspace",
+        "-p",
+        "lb-tests",
+        "--bins",
+    ]))
+}

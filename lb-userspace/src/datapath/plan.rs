@@ -93,21 +93,7 @@ pub fn plan(cfg: &Config) -> Result<Plan, PlanError> {
         let first = backends.len() as u32;
         backends.extend(svc.backends.iter().map(|b| backend_record(b.addr, id)));
         let backend_ids: Vec<u32> = (first..backends.len() as u32).collect();
-        let members: Vec<Member> = svc
-            .backends
-            .iter()
-            .zip(&backend_ids)
-            .map(|(b, &id)| Member {
-                id,
-                addr: b.addr,
-                weight: b.weight,
-            })
-            .collect();
-        let table =
-            maglev::build(&members, svc.table_size).map_err(|source| PlanError::Maglev {
-                service: svc.name.clone(),
-                source,
-            })?;
+        let table = maglev_table(svc, &backend_ids)?;
         let base =
             u32::try_from(next_base).map_err(|_| PlanError::TablesTooLarge { slots: next_base })?;
         next_base += 2 * u64::from(svc.table_size);
@@ -182,21 +168,7 @@ pub fn replan(old: &Plan, cfg: &Config) -> Result<Plan, PlanError> {
             backend_ids.push(id);
         }
         check_limit("backends", backends.len(), MAX_BACKENDS)?;
-        let members: Vec<Member> = svc
-            .backends
-            .iter()
-            .zip(&backend_ids)
-            .map(|(b, &id)| Member {
-                id,
-                addr: b.addr,
-                weight: b.weight,
-            })
-            .collect();
-        let table =
-            maglev::build(&members, svc.table_size).map_err(|source| PlanError::Maglev {
-                service: svc.name.clone(),
-                source,
-            })?;
+        let table = maglev_table(svc, &backend_ids)?;
         let mut record = prev.record;
         if table != prev.table {
             record.table_base = other_half(prev.region_base, record);
@@ -224,6 +196,24 @@ fn other_half(region_base: u32, record: ServiceRecord) -> u32 {
     } else {
         region_base
     }
+}
+
+/// The Maglev table of `svc`, whose backends have the ids `backend_ids`.
+fn maglev_table(svc: &Service, backend_ids: &[u32]) -> Result<Vec<u32>, PlanError> {
+    let members: Vec<Member> = svc
+        .backends
+        .iter()
+        .zip(backend_ids)
+        .map(|(b, &id)| Member {
+            id,
+            addr: b.addr,
+            weight: b.weight,
+        })
+        .collect();
+    maglev::build(&members, svc.table_size).map_err(|source| PlanError::Maglev {
+        service: svc.name.clone(),
+        source,
+    })
 }
 
 fn check_limit(what: &'static str, count: usize, limit: u32) -> Result<(), PlanError> {
