@@ -6,10 +6,12 @@
 //!   domain types everything else uses.
 //! - [`datapath`]: the XDP program from userspace: map content for a config,
 //!   loading, attaching, counters.
+//! - [`health`]: active probes and consecutive-result health state.
 //! - [`object`]: finds the eBPF object (embedded or `--bpf-object`) and refuses
 //!   a missing or stale one.
 pub mod agent;
 pub mod config;
 pub mod control;
 pub mod datapath;
+pub mod health;
 pub mod object;
