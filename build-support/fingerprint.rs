@@ -54,11 +54,7 @@ pub fn source_fingerprint(root: &Path) -> io::Result<String> {
         feed(&[0]);
         // A missing Cargo.lock (fresh clone before the first build) counts as empty.
         let mut data = fs::read(&path).or_else(|e| {
-            if e.kind() == io::ErrorKind::NotFound {
-                Ok(Vec::new())
-            } else {
-                Err(e)
-            }
+            if e.kind() == io::ErrorKind::NotFound { Ok(Vec::new()) } else { Err(e) }
         })?;
         if rel == Path::new("Cargo.lock") {
             data = ebpf_lock_entries(&data);

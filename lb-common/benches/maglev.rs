@@ -18,11 +18,7 @@ const RUNS: usize = 21;
 
 fn member(i: u32, weight: u32) -> Member {
     let ip = IpAddr::V4(Ipv4Addr::new(10, (i >> 16) as u8, (i >> 8) as u8, i as u8));
-    Member {
-        id: i,
-        addr: SocketAddr::new(ip, 8080),
-        weight,
-    }
+    Member { id: i, addr: SocketAddr::new(ip, 8080), weight }
 }
 
 fn members(n: u32, weight: impl Fn(u32) -> u32) -> Vec<Member> {
@@ -56,18 +52,10 @@ fn removal(members: &[Member], size: u32) -> (f64, f64) {
         .iter()
         .step_by(step)
         .map(|gone| {
-            let rest: Vec<Member> = members
-                .iter()
-                .copied()
-                .filter(|m| m.id != gone.id)
-                .collect();
+            let rest: Vec<Member> = members.iter().copied().filter(|m| m.id != gone.id).collect();
             let after = table(&rest, size);
             let others = full.iter().filter(|&&id| id != gone.id).count();
-            let moved = full
-                .iter()
-                .zip(&after)
-                .filter(|&(a, b)| *a != gone.id && a != b)
-                .count();
+            let moved = full.iter().zip(&after).filter(|&(a, b)| *a != gone.id && a != b).count();
             moved as f64 / others as f64
         })
         .collect();
@@ -84,11 +72,7 @@ fn addition(members: &[Member], size: u32) -> (usize, usize) {
     more.push(member(new_id, 1));
     let after = table(&more, size);
     let taken = after.iter().filter(|&&id| id == new_id).count();
-    let shuffled = before
-        .iter()
-        .zip(&after)
-        .filter(|&(a, b)| *b != new_id && a != b)
-        .count();
+    let shuffled = before.iter().zip(&after).filter(|&(a, b)| *b != new_id && a != b).count();
     (taken, shuffled)
 }
 
@@ -100,10 +84,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn main() {
-    println!(
-        "{:>7} {:>5} {:<14} {:>10} {:>10}",
-        "M", "N", "weights", "median ms", "p90 ms"
-    );
+    println!("{:>7} {:>5} {:<14} {:>10} {:>10}", "M", "N", "weights", "median ms", "p90 ms");
     let cases: [(u32, u32, &str, Weight); 6] = [
         (65537, 10, "equal", |_| 1),
         (65537, 100, "equal", |_| 1),
@@ -112,17 +93,11 @@ fn main() {
         (65537, 1000, "1..=10", |i| i % 10 + 1),
         // Worst case for proportional turns: one member takes a slot per
         // round, so there are ~M rounds of N members each.
-        (65537, 1000, "1 x 10^6, 1s", |i| {
-            if i == 0 { 1_000_000 } else { 1 }
-        }),
+        (65537, 1000, "1 x 10^6, 1s", |i| if i == 0 { 1_000_000 } else { 1 }),
     ];
     for (size, n, label, weight) in cases {
         let (median, p90) = time(&members(n, weight), size);
-        println!(
-            "{size:>7} {n:>5} {label:<14} {:>10.3} {:>10.3}",
-            ms(median),
-            ms(p90)
-        );
+        println!("{size:>7} {n:>5} {label:<14} {:>10.3} {:>10.3}", ms(median), ms(p90));
     }
 
     println!();

@@ -18,10 +18,7 @@ const C2: u32 = 0x1b87_3593;
 #[inline(always)]
 fn mix(h: u32, k: u32) -> u32 {
     let k = k.wrapping_mul(C1).rotate_left(15).wrapping_mul(C2);
-    (h ^ k)
-        .rotate_left(13)
-        .wrapping_mul(5)
-        .wrapping_add(0xe654_6b64)
+    (h ^ k).rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64)
 }
 
 #[inline(always)]
@@ -46,10 +43,7 @@ pub fn flow_hash(key: &FlowKey) -> u32 {
     h = mix(h, key.dst.words[1]);
     h = mix(h, key.dst.words[2]);
     h = mix(h, key.dst.words[3]);
-    h = mix(
-        h,
-        u32::from(key.src_port_be) << 16 | u32::from(key.dst_port_be),
-    );
+    h = mix(h, u32::from(key.src_port_be) << 16 | u32::from(key.dst_port_be));
     h = mix(h, u32::from(key.proto) << 8 | u32::from(key.family));
     finish(h, 10)
 }
@@ -100,11 +94,7 @@ mod tests {
     #[test]
     fn values_are_stable() {
         assert_eq!(flow_hash(&key(40000)), flow_hash(&key(40000)));
-        let pinned = [
-            flow_hash(&key(1)),
-            flow_hash(&key(2)),
-            client_hash(&key(1).src),
-        ];
+        let pinned = [flow_hash(&key(1)), flow_hash(&key(2)), client_hash(&key(1).src)];
         assert_eq!(pinned, PINNED);
     }
     const PINNED: [u32; 3] = [2331241653, 4110445763, 2749277172];

@@ -3,7 +3,8 @@
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::XdpContext};
 use lb_common::{
     abi::{
-        DropReason, FlowKey, FlowValue, NO_BACKEND, NatValue, SERVICE_HASH_CLIENT_IP, ServiceRecord,
+        BACKEND_DOWN, DropReason, FlowKey, FlowValue, NO_BACKEND, NatValue, SERVICE_HASH_CLIENT_IP,
+        ServiceRecord,
     },
     hash::{client_hash, flow_hash, slot_for},
     parse::L4Packet,
@@ -31,14 +32,19 @@ pub fn to_backend(
     // SAFETY: the value is copied out at once; a concurrent update replaces
     // the element rather than writing into it.
     let pinned = unsafe { LB_FLOWS.get(pkt.key) }.map(|f| f.backend_id);
-    let new_flow = pinned.is_none();
-    let backend_id = match pinned {
-        Some(id) => id,
-        None => pick(pkt, svc)?,
+    // A flow pinned to a backend that is down is re-hashed like a new one:
+    // UDP flows move on at once, and an established TCP flow gets a reset
+    // from its new backend rather than silence until it times out.
+    let live = pinned
+        .and_then(|id| LB_BACKENDS.get(id).filter(|b| b.state != BACKEND_DOWN).map(|b| (id, *b)));
+    let new_flow = live.is_none();
+    let (backend_id, backend) = match live {
+        Some(found) => found,
+        None => {
+            let id = pick(pkt, svc)?;
+            (id, *LB_BACKENDS.get(id).ok_or(DropReason::BadTableEntry)?)
+        }
     };
-    let backend = *LB_BACKENDS
-        .get(backend_id)
-        .ok_or(DropReason::BadTableEntry)?;
     if backend.family != pkt.key.family {
         return Err(DropReason::BadTableEntry);
     }
@@ -71,10 +77,7 @@ fn pick(pkt: &L4Packet, svc: &ServiceRecord) -> Result<u32, DropReason> {
         flow_hash(&pkt.key)
     };
     let slot = slot_for(hash, svc.table_size).ok_or(DropReason::NoBackend)?;
-    let index = svc
-        .table_base
-        .checked_add(slot)
-        .ok_or(DropReason::BadTableEntry)?;
+    let index = svc.table_base.checked_add(slot).ok_or(DropReason::BadTableEntry)?;
     match LB_MAGLEV.get(index) {
         None => Err(DropReason::BadTableEntry),
         Some(&NO_BACKEND) => Err(DropReason::NoBackend),
@@ -89,11 +92,7 @@ fn pick(pkt: &L4Packet, svc: &ServiceRecord) -> Result<u32, DropReason> {
 fn pin(pkt: &L4Packet, to: &FlowKey, backend_id: u32, service_id: u32) {
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    let flow = FlowValue {
-        backend_id,
-        service_id,
-        last_seen_ns: now,
-    };
+    let flow = FlowValue { backend_id, service_id, last_seen_ns: now };
     let reply = FlowKey {
         src: to.dst,
         dst: to.src,
@@ -103,12 +102,8 @@ fn pin(pkt: &L4Packet, to: &FlowKey, backend_id: u32, service_id: u32) {
         family: to.family,
         _pad: [0; 2],
     };
-    let nat = NatValue {
-        vip: pkt.key.dst,
-        vip_port_be: pkt.key.dst_port_be,
-        _pad: [0; 2],
-        backend_id,
-    };
+    let nat =
+        NatValue { vip: pkt.key.dst, vip_port_be: pkt.key.dst_port_be, _pad: [0; 2], backend_id };
     if LB_FLOWS.insert(pkt.key, flow, 0).is_err() || LB_NAT.insert(reply, nat, 0).is_err() {
         stats::exception(DropReason::FlowTableFull);
     }

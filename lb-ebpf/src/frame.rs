@@ -13,10 +13,7 @@ pub struct Frame {
 impl Frame {
     #[inline(always)]
     pub fn new(ctx: &XdpContext) -> Self {
-        Self {
-            start: ctx.data(),
-            end: ctx.data_end(),
-        }
+        Self { start: ctx.data(), end: ctx.data_end() }
     }
 
     /// Writes `bytes` at `off`, or returns false if they do not fit.

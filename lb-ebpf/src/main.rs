@@ -51,11 +51,7 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
         Ok(action) => action,
         Err(reason) => {
             stats::exception(reason);
-            if reason.drops() {
-                xdp_action::XDP_DROP
-            } else {
-                xdp_action::XDP_PASS
-            }
+            if reason.drops() { xdp_action::XDP_DROP } else { xdp_action::XDP_PASS }
         }
     }
 }

@@ -23,10 +23,6 @@ pub fn to_client(
 ) -> Result<u32, DropReason> {
     rewrite::check_ttl(frame, pkt)?;
     rewrite::endpoint(frame, pkt, Side::Src, &nat.vip, nat.vip_port_be)?;
-    let to = FlowKey {
-        src: nat.vip,
-        src_port_be: nat.vip_port_be,
-        ..pkt.key
-    };
+    let to = FlowKey { src: nat.vip, src_port_be: nat.vip_port_be, ..pkt.key };
     route::forward(ctx, frame, &to)
 }

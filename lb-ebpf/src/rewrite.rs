@@ -29,19 +29,9 @@ const IPV6_HOP_LIMIT_OFF: usize = 7;
 /// kernel then answers it with ICMP time exceeded.
 #[inline(always)]
 pub fn check_ttl(frame: &Frame, pkt: &L4Packet) -> Result<(), DropReason> {
-    let off = if pkt.key.family == FAMILY_V4 {
-        IPV4_TTL_OFF
-    } else {
-        IPV6_HOP_LIMIT_OFF
-    };
-    let [ttl] = frame
-        .load::<1>(pkt.l3_off + off)
-        .ok_or(DropReason::MalformedIp)?;
-    if ttl <= 1 {
-        Err(DropReason::TtlExpired)
-    } else {
-        Ok(())
-    }
+    let off = if pkt.key.family == FAMILY_V4 { IPV4_TTL_OFF } else { IPV6_HOP_LIMIT_OFF };
+    let [ttl] = frame.load::<1>(pkt.l3_off + off).ok_or(DropReason::MalformedIp)?;
+    if ttl <= 1 { Err(DropReason::TtlExpired) } else { Ok(()) }
 }
 
 /// Replaces the `side` endpoint of `pkt` with `addr`:`port_be`.
@@ -65,12 +55,8 @@ pub fn endpoint(
         ipv6(frame, pkt.l3_off, side, addr)?
     }
 
-    let check_off = pkt.l4_off
-        + if pkt.key.proto == PROTO_UDP {
-            UdpHdr::CHECK_OFF
-        } else {
-            TcpHdr::CHECK_OFF
-        };
+    let check_off =
+        pkt.l4_off + if pkt.key.proto == PROTO_UDP { UdpHdr::CHECK_OFF } else { TcpHdr::CHECK_OFF };
     let check = u16::from_ne_bytes(frame.load::<2>(check_off).ok_or(DropReason::TruncatedL4)?);
     // An IPv4 UDP checksum of 0 means "none": leave it so.
     if !(v4 && pkt.key.proto == PROTO_UDP && check == 0) {
@@ -98,16 +84,10 @@ fn ipv4(frame: &Frame, l3: usize, side: Side, old: &Addr, new: &Addr) -> Result<
         };
     let check_off = l3 + Ipv4Hdr::CHECK_OFF;
     let check = u16::from_ne_bytes(frame.load::<2>(check_off).ok_or(DropReason::MalformedIp)?);
-    let [ttl, proto] = frame
-        .load::<2>(l3 + IPV4_TTL_OFF)
-        .ok_or(DropReason::MalformedIp)?;
+    let [ttl, proto] = frame.load::<2>(l3 + IPV4_TTL_OFF).ok_or(DropReason::MalformedIp)?;
     let new_ttl = [ttl.wrapping_sub(1), proto];
     let mut c = csum::replace32(check, old.words[0], new.words[0]);
-    c = csum::replace16(
-        c,
-        u16::from_ne_bytes([ttl, proto]),
-        u16::from_ne_bytes(new_ttl),
-    );
+    c = csum::replace16(c, u16::from_ne_bytes([ttl, proto]), u16::from_ne_bytes(new_ttl));
     store(frame, addr_off, new.words[0].to_ne_bytes())?;
     store(frame, l3 + IPV4_TTL_OFF, new_ttl)?;
     store(frame, check_off, c.to_ne_bytes())
@@ -120,9 +100,7 @@ fn ipv6(frame: &Frame, l3: usize, side: Side, new: &Addr) -> Result<(), DropReas
             Side::Src => Ipv6Hdr::SRC_OFF,
             Side::Dst => Ipv6Hdr::DST_OFF,
         };
-    let [hop] = frame
-        .load::<1>(l3 + IPV6_HOP_LIMIT_OFF)
-        .ok_or(DropReason::MalformedIp)?;
+    let [hop] = frame.load::<1>(l3 + IPV6_HOP_LIMIT_OFF).ok_or(DropReason::MalformedIp)?;
     store(frame, addr_off, new.to_bytes())?;
     store(frame, l3 + IPV6_HOP_LIMIT_OFF, [hop.wrapping_sub(1)])
 }
@@ -131,9 +109,5 @@ fn ipv6(frame: &Frame, l3: usize, side: Side, new: &Addr) -> Result<(), DropReas
 fn store<const N: usize>(frame: &Frame, off: usize, bytes: [u8; N]) -> Result<(), DropReason> {
     // Every offset written was read by the parser first, so this only fails
     // if the parser and the rewrite disagree: count it rather than crash.
-    if frame.store(off, bytes) {
-        Ok(())
-    } else {
-        Err(DropReason::MalformedIp)
-    }
+    if frame.store(off, bytes) { Ok(()) } else { Err(DropReason::MalformedIp) }
 }

@@ -42,12 +42,7 @@ pub fn forward(ctx: &XdpContext, frame: &Frame, to: &FlowKey) -> Result<u32, Dro
     }
     // SAFETY: `p` is a valid, fully initialised lookup struct of the size given.
     let rc = unsafe {
-        fib_lookup(
-            ctx.ctx.cast(),
-            &mut p,
-            core::mem::size_of::<bpf_fib_lookup>() as i32,
-            0,
-        )
+        fib_lookup(ctx.ctx.cast(), &mut p, core::mem::size_of::<bpf_fib_lookup>() as i32, 0)
     };
     match rc as u32 {
         BPF_FIB_LKUP_RET_SUCCESS => {

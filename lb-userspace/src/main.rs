@@ -15,10 +15,8 @@ use tracing_subscriber::EnvFilter;
 #[derive(Debug, Parser)]
 #[command(name = "lb", version, propagate_version = true)]
 #[command(long_version = concat!(env!("CARGO_PKG_VERSION"), "\n", env!("LB_OBJECT_STATUS")))]
-#[command(
-    after_help = "Start with `lb check --config config/example.toml`; every field is \
-    documented in config/example.toml."
-)]
+#[command(after_help = "Start with `lb check --config config/example.toml`; every field is \
+    documented in config/example.toml.")]
 struct Cli {
     /// More log output (-v debug, -vv trace). RUST_LOG, when set, wins.
     #[arg(short, long, action = ArgAction::Count, global = true)]
@@ -47,6 +45,14 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         bpf_object: Option<PathBuf>,
     },
+    /// Drain, disable, enable or re-weight one backend of the running balancer.
+    Backend {
+        /// The agent's control socket (agent.control_socket of its config).
+        #[arg(long, env = "LB_CONTROL", default_value = "/run/lb/control.sock", global = true)]
+        control: PathBuf,
+        #[command(subcommand)]
+        action: BackendCmd,
+    },
     /// Show the running balancer: services, backends, counters.
     Status {
         /// The agent's control socket (agent.control_socket of its config).
@@ -61,6 +67,41 @@ enum Command {
         /// The config file.
         #[arg(short, long, env = "LB_CONFIG", default_value = "/etc/lb/lb.toml")]
         config: PathBuf,
+    },
+}
+
+/// What `lb backend` does.
+#[derive(Debug, Subcommand)]
+enum BackendCmd {
+    /// Keep its established flows, send new flows to the other backends.
+    Drain {
+        /// Service name.
+        service: String,
+        /// Backend address, as in the config ("10.0.1.1:80").
+        backend: String,
+    },
+    /// Send it nothing; its flows are re-hashed to the other backends.
+    Disable {
+        /// Service name.
+        service: String,
+        /// Backend address.
+        backend: String,
+    },
+    /// Undo drain/disable: the backend follows its health checks again.
+    Enable {
+        /// Service name.
+        service: String,
+        /// Backend address.
+        backend: String,
+    },
+    /// Set its weight (1-65535) until the next reload.
+    Weight {
+        /// Service name.
+        service: String,
+        /// Backend address.
+        backend: String,
+        /// The new weight.
+        weight: u32,
     },
 }
 
@@ -96,12 +137,19 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check { config } => commands::check::run(&config),
         Command::Status { control, json } => commands::status::run(&control, json),
-        Command::Run {
-            config,
-            mode,
-            xdp_mode,
-            bpf_object,
-        } => commands::run::run(
+        Command::Backend { control, action } => {
+            use lb_userspace::control::protocol::BackendAction as A;
+            let (service, backend, action) = match action {
+                BackendCmd::Drain { service, backend } => (service, backend, A::Drain),
+                BackendCmd::Disable { service, backend } => (service, backend, A::Disable),
+                BackendCmd::Enable { service, backend } => (service, backend, A::Enable),
+                BackendCmd::Weight { service, backend, weight } => {
+                    (service, backend, A::Weight { weight })
+                }
+            };
+            commands::backend::run(&control, &service, &backend, action)
+        }
+        Command::Run { config, mode, xdp_mode, bpf_object } => commands::run::run(
             &config,
             mode.map(Into::into),
             xdp_mode.map(Into::into),
@@ -135,8 +183,5 @@ fn init_logging(verbose: u8) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }

@@ -108,9 +108,7 @@ pub enum ObjectError {
 
 /// The fingerprint stamped into an object, if any.
 pub fn build_id(elf: &[u8]) -> Option<&str> {
-    let at = elf
-        .windows(STAMP_PREFIX.len())
-        .position(|w| w == STAMP_PREFIX)?;
+    let at = elf.windows(STAMP_PREFIX.len()).position(|w| w == STAMP_PREFIX)?;
     let id = elf.get(at + STAMP_PREFIX.len()..at + STAMP_PREFIX.len() + ID_LEN)?;
     std::str::from_utf8(id).ok()
 }
@@ -118,9 +116,7 @@ pub fn build_id(elf: &[u8]) -> Option<&str> {
 /// Checks that `bytes` carry the fingerprint this `lb` expects.
 pub fn verify(bytes: &[u8], origin: &Origin) -> Result<(), ObjectError> {
     match build_id(bytes) {
-        None => Err(ObjectError::NotLb {
-            origin: origin.clone(),
-        }),
+        None => Err(ObjectError::NotLb { origin: origin.clone() }),
         Some(id) if id == EXPECTED_BUILD_ID => Ok(()),
         Some(id) => Err(ObjectError::Stale {
             origin: origin.clone(),
@@ -134,17 +130,12 @@ pub fn verify(bytes: &[u8], origin: &Origin) -> Result<(), ObjectError> {
 pub fn resolve(path: Option<&Path>) -> Result<BpfObject, ObjectError> {
     let (bytes, origin) = match path {
         Some(p) => {
-            let data = fs::read(p).map_err(|source| ObjectError::Read {
-                path: p.into(),
-                source,
-            })?;
+            let data =
+                fs::read(p).map_err(|source| ObjectError::Read { path: p.into(), source })?;
             // A heap buffer is aligned enough, as aya's own `load_file` relies on.
             (Cow::Owned(data), Origin::File(p.into()))
         }
-        None => (
-            Cow::Borrowed(embedded().ok_or(ObjectError::Missing)?),
-            Origin::Embedded,
-        ),
+        None => (Cow::Borrowed(embedded().ok_or(ObjectError::Missing)?), Origin::Embedded),
     };
     verify(&bytes, &origin)?;
     Ok(BpfObject { bytes, origin })
@@ -172,10 +163,7 @@ mod tests {
         let err = verify(&stamped(&"0".repeat(32)), &Origin::File("x.o".into())).unwrap_err();
         assert!(matches!(err, ObjectError::Stale { .. }));
         let msg = err.to_string();
-        assert!(
-            msg.contains("x.o is stale") && msg.contains("cargo xtask build-ebpf"),
-            "{msg}"
-        );
+        assert!(msg.contains("x.o is stale") && msg.contains("cargo xtask build-ebpf"), "{msg}");
     }
 
     #[test]
@@ -207,18 +195,9 @@ mod tests {
     fn every_error_formats() {
         let errs = [
             ObjectError::Missing,
-            ObjectError::Read {
-                path: "p".into(),
-                source: io::Error::other("e"),
-            },
-            ObjectError::NotLb {
-                origin: Origin::Embedded,
-            },
-            ObjectError::Stale {
-                origin: Origin::Embedded,
-                found: "f".into(),
-                expected: "e",
-            },
+            ObjectError::Read { path: "p".into(), source: io::Error::other("e") },
+            ObjectError::NotLb { origin: Origin::Embedded },
+            ObjectError::Stale { origin: Origin::Embedded, found: "f".into(), expected: "e" },
         ];
         for e in errs {
             assert!(!e.to_string().is_empty());

@@ -3,16 +3,9 @@
 use std::{path::Path, process::Command};
 
 fn lb(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_lb"))
-        .args(args)
-        .output()
-        .expect("run lb");
+    let out = Command::new(env!("CARGO_BIN_EXE_lb")).args(args).output().expect("run lb");
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (
-        out.status.code().unwrap_or(-1),
-        text(&out.stdout),
-        text(&out.stderr),
-    )
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
 }
 
 fn root() -> &'static Path {
@@ -40,15 +33,9 @@ fn every_invalid_fixture_fails_with_one_error_naming_the_file() {
         }
         let (code, out, err) = lb(&["check", "--config", path.to_str().unwrap()]);
         assert_eq!(code, 1, "{name}: exit code");
-        assert!(
-            out.is_empty(),
-            "{name}: nothing applied or printed as a summary: {out}"
-        );
+        assert!(out.is_empty(), "{name}: nothing applied or printed as a summary: {out}");
         assert!(err.starts_with("error: "), "{name}: {err}");
-        assert!(
-            err.contains(&name),
-            "{name}: the error names the file: {err}"
-        );
+        assert!(err.contains(&name), "{name}: the error names the file: {err}");
         checked += 1;
     }
     assert!(checked >= 25, "only {checked} invalid fixtures");
@@ -60,13 +47,8 @@ fn a_missing_object_or_agent_is_explained() {
     assert_eq!(code, 1);
     assert!(err.contains("is `lb run` running"), "{err}");
     let example = root().join("config/example.toml");
-    let (code, _, err) = lb(&[
-        "run",
-        "--config",
-        example.to_str().unwrap(),
-        "--bpf-object",
-        "/nonexistent/lb.o",
-    ]);
+    let (code, _, err) =
+        lb(&["run", "--config", example.to_str().unwrap(), "--bpf-object", "/nonexistent/lb.o"]);
     assert_eq!(code, 1);
     assert!(err.contains("/nonexistent/lb.o"), "{err}");
 }

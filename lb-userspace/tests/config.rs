@@ -8,15 +8,11 @@ use std::path::{Path, PathBuf};
 use lb_userspace::config::{self, ConfigError, HealthKind, Mode, Protocol, Scheduler, defaults};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/config")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config").join(name)
 }
 
 fn shipped(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../config")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../config").join(name)
 }
 
 fn error_text(name: &str) -> (ConfigError, String) {
@@ -40,22 +36,12 @@ const INVALID: &[(&str, &[&str])] = &[
             "own address, port or protocol",
         ],
     ),
-    (
-        "duplicate_service_name.toml",
-        &["service \"web\"", "also used by service #1", "unique name"],
-    ),
+    ("duplicate_service_name.toml", &["service \"web\"", "also used by service #1", "unique name"]),
     (
         "bad_service_name.toml",
-        &[
-            "service #1",
-            "name \"web server\" contains ' '",
-            "letters, digits",
-        ],
+        &["service #1", "name \"web server\" contains ' '", "letters, digits"],
     ),
-    (
-        "empty_service_name.toml",
-        &["service #2", "name is empty", "e.g. name = \"web\""],
-    ),
+    ("empty_service_name.toml", &["service #2", "name is empty", "e.g. name = \"web\""]),
     (
         "backend_is_vip.toml",
         &[
@@ -75,19 +61,11 @@ const INVALID: &[(&str, &[&str])] = &[
     ),
     (
         "weight_negative.toml",
-        &[
-            "backend \"10.0.1.1:80\"",
-            "weight = -1 is below",
-            "set weight = 1 or more",
-        ],
+        &["backend \"10.0.1.1:80\"", "weight = -1 is below", "set weight = 1 or more"],
     ),
     (
         "weight_too_large.toml",
-        &[
-            "backend \"10.0.1.1:80\"",
-            "above the maximum 65535",
-            "set weight = 65535 or less",
-        ],
+        &["backend \"10.0.1.1:80\"", "above the maximum 65535", "set weight = 65535 or less"],
     ),
     (
         "bad_vip.toml",
@@ -100,35 +78,17 @@ const INVALID: &[(&str, &[&str])] = &[
     ),
     (
         "bad_backend_addr.toml",
-        &[
-            "service \"web\" backend #2",
-            "addr \"backend-2:80\"",
-            "\"10.0.1.1:80\"",
-        ],
+        &["service \"web\" backend #2", "addr \"backend-2:80\"", "\"10.0.1.1:80\""],
     ),
-    (
-        "vip_port_zero.toml",
-        &["service \"web\"", "port 0", "give the real port"],
-    ),
-    (
-        "backend_port_zero.toml",
-        &["backend \"10.0.1.1:0\"", "port 0", "give the real port"],
-    ),
+    ("vip_port_zero.toml", &["service \"web\"", "port 0", "give the real port"]),
+    ("backend_port_zero.toml", &["backend \"10.0.1.1:0\"", "port 0", "give the real port"]),
     (
         "table_size_not_prime.toml",
-        &[
-            "service \"web\"",
-            "table_size = 65536 is not prime",
-            "table_size = 65537",
-        ],
+        &["service \"web\"", "table_size = 65536 is not prime", "table_size = 65537"],
     ),
     (
         "table_size_too_small.toml",
-        &[
-            "service \"web\"",
-            "smaller than its 3 backends",
-            "table_size = 307",
-        ],
+        &["service \"web\"", "smaller than its 3 backends", "table_size = 307"],
     ),
     (
         "timeout_not_below_interval.toml",
@@ -138,30 +98,9 @@ const INVALID: &[(&str, &[&str])] = &[
             "lower the timeout",
         ],
     ),
-    (
-        "rise_zero.toml",
-        &[
-            "service \"web\"",
-            "health.rise = 0",
-            "set health.rise = 1 or more",
-        ],
-    ),
-    (
-        "fall_zero.toml",
-        &[
-            "service \"web\"",
-            "health.fall = 0",
-            "set health.fall = 1 or more",
-        ],
-    ),
-    (
-        "interval_zero.toml",
-        &[
-            "service \"web\"",
-            "health.interval is zero",
-            "interval = \"50ms\"",
-        ],
-    ),
+    ("rise_zero.toml", &["service \"web\"", "health.rise = 0", "set health.rise = 1 or more"]),
+    ("fall_zero.toml", &["service \"web\"", "health.fall = 0", "set health.fall = 1 or more"]),
+    ("interval_zero.toml", &["service \"web\"", "health.interval is zero", "interval = \"50ms\""]),
     (
         "bad_duration.toml",
         &[
@@ -179,17 +118,10 @@ const INVALID: &[(&str, &[&str])] = &[
             "use an IPv4 backend",
         ],
     ),
-    (
-        "no_backends.toml",
-        &["service \"web\"", "no backends", "[[service.backend]]"],
-    ),
+    ("no_backends.toml", &["service \"web\"", "no backends", "[[service.backend]]"]),
     (
         "no_services.toml",
-        &[
-            "no [[service]] is defined",
-            "almost certainly a mistake",
-            "config/example.toml",
-        ],
+        &["no [[service]] is defined", "almost certainly a mistake", "config/example.toml"],
     ),
     (
         "duplicate_backend.toml",
@@ -202,67 +134,35 @@ const INVALID: &[(&str, &[&str])] = &[
     ),
     (
         "xdp_without_interfaces.toml",
-        &[
-            "agent.mode = \"xdp\"",
-            "interfaces is empty",
-            "interfaces = [\"eth0\"]",
-        ],
+        &["agent.mode = \"xdp\"", "interfaces is empty", "interfaces = [\"eth0\"]"],
     ),
     (
         "interface_name_too_long.toml",
-        &[
-            "agent.interfaces[1] \"a-very-long-ifname\"",
-            "IFNAMSIZ",
-            "ip link",
-        ],
+        &["agent.interfaces[1] \"a-very-long-ifname\"", "IFNAMSIZ", "ip link"],
     ),
-    (
-        "interface_name_empty.toml",
-        &["agent.interfaces[0] is an empty string", "ip link"],
-    ),
+    ("interface_name_empty.toml", &["agent.interfaces[0] is an empty string", "ip link"]),
     (
         "http_bad_status.toml",
-        &[
-            "service \"web\"",
-            "expect_status = 700 is not an HTTP status",
-            "100..=599",
-        ],
+        &["service \"web\"", "expect_status = 700 is not an HTTP status", "100..=599"],
     ),
     (
         "http_bad_path.toml",
-        &[
-            "service \"web\"",
-            "health.path \"healthz\" does not start with '/'",
-            "\"/healthz\"",
-        ],
+        &["service \"web\"", "health.path \"healthz\" does not start with '/'", "\"/healthz\""],
     ),
-    (
-        "udp_without_send.toml",
-        &["service \"dns\"", "no send payload", "add send = \"ping\""],
-    ),
+    ("udp_without_send.toml", &["service \"dns\"", "no send payload", "add send = \"ping\""]),
 ];
 
 #[test]
 fn every_invalid_fixture_is_refused_with_a_precise_message() {
     for (name, words) in INVALID {
         let (error, text) = error_text(name);
-        assert!(
-            matches!(error, ConfigError::Invalid { .. }),
-            "{name}: {text}"
-        );
+        assert!(matches!(error, ConfigError::Invalid { .. }), "{name}: {text}");
         let ConfigError::Invalid { problems, .. } = &error else {
             continue;
         };
-        assert_eq!(
-            problems.len(),
-            1,
-            "{name} should break exactly one rule:\n{text}"
-        );
+        assert_eq!(problems.len(), 1, "{name} should break exactly one rule:\n{text}");
         let line = problems[0].to_string();
-        assert!(
-            line.contains(&format!("{name}: ")),
-            "{name}: file not named in {line}"
-        );
+        assert!(line.contains(&format!("{name}: ")), "{name}: file not named in {line}");
         assert!(!line.contains('\n'), "{name}: problem spans lines: {line}");
         for word in *words {
             assert!(line.contains(word), "{name}: missing {word:?} in\n{line}");
@@ -281,11 +181,7 @@ fn every_fixture_is_covered() {
         "many_problems.toml",
     ]);
     for entry in std::fs::read_dir(&dir).expect("fixture directory") {
-        let name = entry
-            .expect("entry")
-            .file_name()
-            .to_string_lossy()
-            .into_owned();
+        let name = entry.expect("entry").file_name().to_string_lossy().into_owned();
         assert!(
             name.starts_with("valid_") || listed.contains(&name.as_str()),
             "untested fixture {name}"
@@ -300,43 +196,25 @@ fn unknown_field_is_a_parse_error_naming_the_field_and_line() {
         panic!("not a parse error: {text}")
     };
     assert_eq!((line, column), (7, 1), "{text}");
-    assert!(
-        text.contains("unknown_field.toml:7:1: unknown field `wieght`"),
-        "{text}"
-    );
+    assert!(text.contains("unknown_field.toml:7:1: unknown field `wieght`"), "{text}");
     assert!(text.contains("check its spelling"), "{text}");
     assert!(text.contains("config/example.toml"), "{text}");
 
     let (_, text) = error_text("unknown_table.toml");
-    assert!(
-        text.contains("unknown_table.toml:1:3: unknown field `services`"),
-        "{text}"
-    );
+    assert!(text.contains("unknown_table.toml:1:3: unknown field `services`"), "{text}");
 }
 
 #[test]
 fn syntax_error_points_at_the_position() {
     let (error, text) = error_text("syntax_error.toml");
-    assert!(
-        matches!(
-            error,
-            ConfigError::Parse {
-                line: 1,
-                column: 7,
-                ..
-            }
-        ),
-        "{text}"
-    );
+    assert!(matches!(error, ConfigError::Parse { line: 1, column: 7, .. }), "{text}");
     assert_eq!(text.lines().count(), 1, "{text}");
 }
 
 #[test]
 fn all_problems_are_reported_at_once() {
     let (error, text) = error_text("many_problems.toml");
-    let ConfigError::Invalid { problems, .. } = error else {
-        panic!("{text}")
-    };
+    let ConfigError::Invalid { problems, .. } = error else { panic!("{text}") };
     let expected = [
         "agent.mode = \"xdp\"",
         "service \"web\": table_size = 100 is not prime",
@@ -349,12 +227,7 @@ fn all_problems_are_reported_at_once() {
     for words in expected {
         assert!(text.contains(words), "missing {words:?} in\n{text}");
     }
-    assert!(
-        text.lines()
-            .next()
-            .is_some_and(|l| l.contains("6 problems")),
-        "{text}"
-    );
+    assert!(text.lines().next().is_some_and(|l| l.contains("6 problems")), "{text}");
 }
 
 #[test]
@@ -395,11 +268,8 @@ fn shipped_configs_validate() {
     }
     let demo = config::load(&shipped("demo.toml")).expect("demo");
     assert_eq!(demo.agent.interfaces, ["lb-cli", "lb-b1", "lb-b2", "lb-b3"]);
-    let vips: Vec<String> = demo
-        .services
-        .iter()
-        .map(|s| format!("{}/{}", s.vip, s.protocol))
-        .collect();
+    let vips: Vec<String> =
+        demo.services.iter().map(|s| format!("{}/{}", s.vip, s.protocol)).collect();
     assert_eq!(vips, ["10.201.0.100:80/tcp", "10.201.0.100:5353/udp"]);
     assert_eq!(demo.backend_count(), 6);
 }
@@ -417,10 +287,7 @@ fn example_states_the_real_defaults() {
     assert_eq!(web.health.rise, defaults::RISE);
     assert_eq!(web.health.fall, defaults::FALL);
     assert_eq!(web.backends[0].weight, defaults::WEIGHT);
-    assert_eq!(
-        example.agent.control_socket,
-        Path::new(defaults::CONTROL_SOCKET)
-    );
+    assert_eq!(example.agent.control_socket, Path::new(defaults::CONTROL_SOCKET));
     assert_eq!(example.agent.mode, Mode::Auto);
     assert_eq!(web.protocol, Protocol::Tcp);
     assert_eq!(web.scheduler, Scheduler::Maglev);
@@ -436,10 +303,7 @@ fn example_states_the_real_defaults() {
         "Default: \"50ms\".".to_owned(),
         "Default: \"40ms\".".to_owned(),
     ] {
-        assert!(
-            text.contains(&stated),
-            "example.toml does not say {stated:?}"
-        );
+        assert!(text.contains(&stated), "example.toml does not say {stated:?}");
     }
 }
 
@@ -465,16 +329,10 @@ fn summary_lists_agent_services_and_backends() {
     ] {
         assert!(summary.contains(words), "missing {words:?} in\n{summary}");
     }
-    assert!(
-        summary.ends_with("config OK: 3 services, 6 backends\n"),
-        "{summary}"
-    );
+    assert!(summary.ends_with("config OK: 3 services, 6 backends\n"), "{summary}");
 
     let minimal = config::load(&fixture("valid_minimal.toml")).expect("valid_minimal");
     let summary = minimal.summary().to_string();
     assert!(summary.contains("metrics         off"), "{summary}");
-    assert!(
-        summary.ends_with("config OK: 1 service, 1 backend\n"),
-        "{summary}"
-    );
+    assert!(summary.ends_with("config OK: 1 service, 1 backend\n"), "{summary}");
 }

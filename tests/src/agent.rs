@@ -39,32 +39,39 @@ pub fn lb_binary() -> PathBuf {
 
 /// A config for `topo`: a TCP and a UDP service on each VIP (v4, v6) with
 /// the first `n` backends, all interfaces of the lb namespace, and the
-/// control socket in `dir`; the TCP services use `tcp_scheduler`.
+/// control socket in `dir`; the TCP services use `tcp_scheduler`. Probes
+/// are off (`kind = "none"`); see [`config_with_health`].
 pub fn config(topo: &Topology, dir: &Path, tcp_scheduler: &str, n: usize) -> String {
+    config_with_health(topo, dir, tcp_scheduler, n, "kind = \"none\"")
+}
+
+/// [`config`] with `health` as the `[service.health]` table of the TCP
+/// services (UDP services are never probed here).
+pub fn config_with_health(
+    topo: &Topology,
+    dir: &Path,
+    tcp_scheduler: &str,
+    n: usize,
+    health: &str,
+) -> String {
     let mut s = format!(
         "[agent]\ninterfaces = {:?}\nmode = \"xdp\"\ncontrol_socket = \"{}\"\n",
         topo.lb_interfaces(),
         dir.join("control.sock").display()
     );
     for (name, vip, backend) in [
-        (
-            "v4",
-            crate::topology::VIP4,
-            crate::topology::backend4 as fn(usize) -> std::net::IpAddr,
-        ),
+        ("v4", crate::topology::VIP4, crate::topology::backend4 as fn(usize) -> std::net::IpAddr),
         ("v6", crate::topology::VIP6, crate::topology::backend6),
     ] {
         let vip: std::net::IpAddr = vip.parse().expect("vip");
         for (proto, port, sched) in [("tcp", 80, tcp_scheduler), ("udp", 5353, "maglev")] {
             s += &format!(
-                "\n[[service]]\nname = \"{proto}-{name}\"\nvip = \"{}\"\nprotocol = \"{proto}\"\nscheduler = \"{sched}\"\n[service.health]\nkind = \"none\"\n",
-                sock(vip, port)
+                "\n[[service]]\nname = \"{proto}-{name}\"\nvip = \"{}\"\nprotocol = \"{proto}\"\nscheduler = \"{sched}\"\n[service.health]\n{}\n",
+                sock(vip, port),
+                if proto == "tcp" { health } else { "kind = \"none\"" }
             );
             for i in 1..=n {
-                s += &format!(
-                    "[[service.backend]]\naddr = \"{}\"\n",
-                    sock(backend(i), port)
-                );
+                s += &format!("[[service.backend]]\naddr = \"{}\"\n", sock(backend(i), port));
             }
         }
     }
@@ -74,11 +81,7 @@ pub fn config(topo: &Topology, dir: &Path, tcp_scheduler: &str, n: usize) -> Str
 /// Starts `lbt-server` in every backend namespace (name `b<i>`, ports 80 and
 /// 5353).
 pub fn start_backends(topo: &Topology, server: &Path) -> Vec<Proc> {
-    topo.backends
-        .iter()
-        .enumerate()
-        .map(|(i, ns)| start_backend(ns, server, i + 1))
-        .collect()
+    topo.backends.iter().enumerate().map(|(i, ns)| start_backend(ns, server, i + 1)).collect()
 }
 
 /// Starts `lbt-server` as backend `i` in `ns`.
@@ -160,17 +163,10 @@ pub fn start_lb(topo: &Topology, config: &Path, dir: &Path) -> Lb {
         .stderr(file)
         .spawn()
         .expect("spawn lb");
-    let lb = Lb {
-        proc: Proc(child),
-        control,
-        log,
-    };
+    let lb = Lb { proc: Proc(child), control, log };
     let start = Instant::now();
     while !lb.control.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "lb did not start within 10 s"
-        );
+        assert!(start.elapsed() < Duration::from_secs(10), "lb did not start within 10 s");
         std::thread::sleep(Duration::from_millis(20));
     }
     lb

@@ -119,9 +119,7 @@ impl Golden {
             ("fd01::10", "02:00:00:00:01:10", "gout"),
             ("fd01::11", "02:00:00:00:01:11", "gout"),
         ] {
-            ns.ip(&format!(
-                "neigh replace {ip} lladdr {lladdr} dev {dev} nud permanent"
-            ));
+            ns.ip(&format!("neigh replace {ip} lladdr {lladdr} dev {dev} nud permanent"));
         }
         let (gin, gout) = (ns.ifindex("gin"), ns.ifindex("gout"));
         let inside = ns.enter();
@@ -132,14 +130,7 @@ impl Golden {
         let mut dp = datapath::Datapath::load(&obj, &plan, datapath::LoadOptions { flow_capacity })
             .expect("load");
         dp.apply(&plan).expect("apply");
-        Self {
-            dp,
-            plan,
-            gin,
-            gout,
-            _inside: inside,
-            _ns: ns,
-        }
+        Self { dp, plan, gin, gout, _inside: inside, _ns: ns }
     }
 
     /// Runs the program on `input` arriving on `ifindex`: (action, output).

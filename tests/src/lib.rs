@@ -6,6 +6,7 @@
 //! - [`netns`]: network namespaces with unique names, removed on drop.
 //! - [`topology`]: client, balancer and backend namespaces for end-to-end tests.
 pub mod agent;
+pub mod client;
 pub mod fixture;
 pub mod netns;
 pub mod packet;

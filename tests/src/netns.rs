@@ -29,11 +29,8 @@ impl NetNs {
     pub fn new() -> Self {
         static CLEAN: std::sync::Once = std::sync::Once::new();
         CLEAN.call_once(remove_stale);
-        let name = format!(
-            "{PREFIX}{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
+        let name =
+            format!("{PREFIX}{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
         run(Command::new("ip").args(["netns", "add", &name]));
         let ns = Self { name };
         ns.ip("link set lo up");
@@ -52,9 +49,7 @@ impl NetNs {
 
     /// Runs `ip -n <ns> <args>` and panics with its stderr on failure.
     pub fn ip(&self, args: &str) {
-        run(Command::new("ip")
-            .args(["-n", &self.name])
-            .args(args.split_whitespace()));
+        run(Command::new("ip").args(["-n", &self.name]).args(args.split_whitespace()));
     }
 
     /// Sets a sysctl inside the namespace.
@@ -97,10 +92,7 @@ impl NetNs {
     /// The index of an interface inside the namespace.
     pub fn ifindex(&self, iface: &str) -> u32 {
         let out = self.exec(&["cat", &format!("/sys/class/net/{iface}/ifindex")]);
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .expect("ifindex")
+        String::from_utf8_lossy(&out.stdout).trim().parse().expect("ifindex")
     }
 }
 
@@ -114,9 +106,7 @@ impl Drop for NetNs {
     fn drop(&mut self) {
         // Deleting the name frees the namespace once no process holds it;
         // `Proc` guards are dropped first by the tests that own both.
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
     }
 }
 
@@ -145,9 +135,7 @@ impl Drop for Proc {
 
 /// Runs a command, panicking with its output if it fails.
 pub fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}{}",

@@ -155,10 +155,7 @@ impl fmt::Display for FrameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FrameError::FamilyMismatch { src, dst } => {
-                write!(
-                    f,
-                    "source {src} and destination {dst} are of different families"
-                )
+                write!(f, "source {src} and destination {dst} are of different families")
             }
             FrameError::OptionsOnIpv6 => write!(f, "IPv4 options on an IPv6 frame"),
             FrameError::ExtOnIpv4 => write!(f, "IPv6 extension headers on an IPv4 frame"),
@@ -406,10 +403,7 @@ impl Frame {
     /// padding options, a routing header is type 253 (experimental) with no
     /// segments left; any other kind is zero-filled after its first two bytes.
     pub fn ipv6_ext(mut self, next_header_kind: u8, body_len_units: u8) -> Frame {
-        self.ipv6_ext.push(Ipv6Ext::Generic {
-            kind: next_header_kind,
-            len_units: body_len_units,
-        });
+        self.ipv6_ext.push(Ipv6Ext::Generic { kind: next_header_kind, len_units: body_len_units });
         self
     }
 
@@ -472,11 +466,7 @@ impl Frame {
     /// On a malformed literal or one of the other family than the frame's.
     pub fn src(mut self, addr: &str) -> Frame {
         let src = endpoint(addr);
-        assert_eq!(
-            src.is_ipv4(),
-            self.dst.is_ipv4(),
-            "{src} is not of the frame's family"
-        );
+        assert_eq!(src.is_ipv4(), self.dst.is_ipv4(), "{src} is not of the frame's family");
         self.src = src;
         self
     }
@@ -487,11 +477,7 @@ impl Frame {
     /// On a malformed literal or one of the other family than the frame's.
     pub fn dst(mut self, addr: &str) -> Frame {
         let dst = endpoint(addr);
-        assert_eq!(
-            dst.is_ipv4(),
-            self.src.is_ipv4(),
-            "{dst} is not of the frame's family"
-        );
+        assert_eq!(dst.is_ipv4(), self.src.is_ipv4(), "{dst} is not of the frame's family");
         self.dst = dst;
         self
     }
@@ -532,8 +518,7 @@ impl Frame {
     /// # Panics
     /// If the description is inconsistent; see [`Frame::try_bytes`].
     pub fn bytes(&self) -> Vec<u8> {
-        self.try_bytes()
-            .unwrap_or_else(|e| panic!("cannot lay out frame: {e}\n{self:#?}"))
+        self.try_bytes().unwrap_or_else(|e| panic!("cannot lay out frame: {e}\n{self:#?}"))
     }
 
     /// The frame's bytes, or why the description cannot be laid out.
@@ -542,10 +527,7 @@ impl Frame {
             (IpAddr::V4(s), IpAddr::V4(d)) => (s.octets().to_vec(), d.octets().to_vec()),
             (IpAddr::V6(s), IpAddr::V6(d)) => (s.octets().to_vec(), d.octets().to_vec()),
             _ => {
-                return Err(FrameError::FamilyMismatch {
-                    src: self.src,
-                    dst: self.dst,
-                });
+                return Err(FrameError::FamilyMismatch { src: self.src, dst: self.dst });
             }
         };
         let v4 = self.is_ipv4();
@@ -770,10 +752,7 @@ mod tests {
             !0xddf2
         );
         // Odd length: last byte padded with zero.
-        assert_eq!(
-            internet_checksum(&[&[0x12, 0x34, 0x56]]),
-            !(0x1234u16 + 0x5600)
-        );
+        assert_eq!(internet_checksum(&[&[0x12, 0x34, 0x56]]), !(0x1234u16 + 0x5600));
     }
 
     #[test]
@@ -790,9 +769,7 @@ mod tests {
         ];
         assert_eq!(&f[14..34], &expected);
         // Without DF (the default): sum 0x079e by hand, checksum 0xf861.
-        let f = Frame::udp("192.168.0.1:1000", "192.168.0.199:2000")
-            .payload(&[0u8; 87])
-            .bytes();
+        let f = Frame::udp("192.168.0.1:1000", "192.168.0.199:2000").payload(&[0u8; 87]).bytes();
         assert_eq!(&f[20..22], &[0x00, 0x00]);
         assert_eq!(&f[24..26], &[0xf8, 0x61]);
     }
@@ -847,33 +824,19 @@ mod tests {
     #[test]
     fn checksums_verify_across_shapes() {
         let frames = [
-            Frame::tcp("10.1.2.3:1", "10.9.8.7:65535")
-                .payload(b"odd")
-                .tcp_flags(0x18),
-            Frame::udp("10.1.2.3:1", "10.9.8.7:2")
-                .payload(&[0xff; 33])
-                .ip_options(&[1, 1, 1]),
-            Frame::tcp("[fe80::1]:443", "[2001:db8::ffff]:80")
-                .ipv6_ext(0, 1)
-                .ipv6_ext(60, 0),
-            Frame::udp("[::1]:7", "[::2]:9")
-                .payload(&[0xab; 100])
-                .fragment(0, false),
+            Frame::tcp("10.1.2.3:1", "10.9.8.7:65535").payload(b"odd").tcp_flags(0x18),
+            Frame::udp("10.1.2.3:1", "10.9.8.7:2").payload(&[0xff; 33]).ip_options(&[1, 1, 1]),
+            Frame::tcp("[fe80::1]:443", "[2001:db8::ffff]:80").ipv6_ext(0, 1).ipv6_ext(60, 0),
+            Frame::udp("[::1]:7", "[::2]:9").payload(&[0xab; 100]).fragment(0, false),
         ];
         for frame in frames {
             let f = frame.bytes();
             let (l3, l4) = (frame.l3_offset(), frame.l4_offset());
             if frame.is_ipv4() {
                 assert!(verifies(&[&f[l3..l4]]), "{frame:?}");
-                assert!(verifies(&[
-                    &ipv4_pseudo(&f, l3, frame.proto, f.len() - l4),
-                    &f[l4..]
-                ]));
+                assert!(verifies(&[&ipv4_pseudo(&f, l3, frame.proto, f.len() - l4), &f[l4..]]));
             } else {
-                assert!(verifies(&[
-                    &ipv6_pseudo(&f, l3, frame.proto, f.len() - l4),
-                    &f[l4..]
-                ]));
+                assert!(verifies(&[&ipv6_pseudo(&f, l3, frame.proto, f.len() - l4), &f[l4..]]));
             }
         }
     }
@@ -895,10 +858,7 @@ mod tests {
 
     #[test]
     fn udp_checksum_zero_is_zero() {
-        let f = Frame::udp("10.0.0.1:1", "10.0.0.2:2")
-            .payload(b"x")
-            .udp_checksum_zero()
-            .bytes();
+        let f = Frame::udp("10.0.0.1:1", "10.0.0.2:2").payload(b"x").udp_checksum_zero().bytes();
         assert_eq!(&f[40..42], &[0, 0]);
         assert_eq!(&f[38..40], &[0, 9]);
     }
@@ -958,36 +918,24 @@ mod tests {
 
     #[test]
     fn fragments() {
-        let f = Frame::udp("10.0.0.1:1", "10.0.0.2:2")
-            .fragment(3, true)
-            .payload(b"abc")
-            .bytes();
+        let f = Frame::udp("10.0.0.1:1", "10.0.0.2:2").fragment(3, true).payload(b"abc").bytes();
         assert_eq!(&f[20..22], &[0x20, 0x03]);
         // Later fragment: no UDP header.
         assert_eq!(f.len(), 34 + 3);
-        let f = Frame::udp("10.0.0.1:1", "10.0.0.2:2")
-            .fragment(0, true)
-            .bytes();
+        let f = Frame::udp("10.0.0.1:1", "10.0.0.2:2").fragment(0, true).bytes();
         assert_eq!(&f[20..22], &[0x20, 0x00]);
         assert_eq!(f.len(), 34 + 8);
-        let f = Frame::tcp("[::1]:1", "[::2]:2")
-            .fragment(0x1fff, true)
-            .bytes();
+        let f = Frame::tcp("[::1]:1", "[::2]:2").fragment(0x1fff, true).bytes();
         assert_eq!(f[20], EXT_FRAGMENT);
         assert_eq!(&f[54..62], &[PROTO_TCP, 0, 0xff, 0xf9, 0, 0, 0, 0]);
         assert_eq!(f.len(), 62);
         let bad = Frame::tcp("[::1]:1", "[::2]:2").fragment(0x2000, false);
-        assert_eq!(
-            bad.try_bytes(),
-            Err(FrameError::FragmentOffsetOutOfRange(0x2000))
-        );
+        assert_eq!(bad.try_bytes(), Err(FrameError::FragmentOffsetOutOfRange(0x2000)));
     }
 
     #[test]
     fn other_protocols_and_ethernet() {
-        let f = Frame::ip(PROTO_ICMP, "10.0.0.1", "10.0.0.2")
-            .payload(&[8, 0, 0xf7, 0xff])
-            .bytes();
+        let f = Frame::ip(PROTO_ICMP, "10.0.0.1", "10.0.0.2").payload(&[8, 0, 0xf7, 0xff]).bytes();
         assert_eq!(f[23], PROTO_ICMP);
         assert_eq!(&f[34..], &[8, 0, 0xf7, 0xff]);
         let arp = ethernet(DEFAULT_SRC_MAC, DEFAULT_DST_MAC, ETHERTYPE_ARP, &[0; 28]);
@@ -1005,10 +953,7 @@ mod tests {
             .pad_to(60)
             .bytes();
         assert_eq!(f.len(), 60);
-        assert_eq!(
-            &f[..12],
-            &[0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f, 2, 0, 0, 0, 0, 0x10]
-        );
+        assert_eq!(&f[..12], &[0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f, 2, 0, 0, 0, 0, 0x10]);
         assert_eq!(f[22], 1);
         assert_eq!(&f[26..34], &[10, 0, 0, 3, 10, 0, 0, 4]);
         assert_eq!(&f[34..38], &[0, 3, 0, 0]);
@@ -1025,10 +970,7 @@ mod tests {
         assert_eq!(try_endpoint("10.0.0.1:99999"), None);
         assert_eq!(try_endpoint("[::1]:5"), Some("[::1]:5".parse().unwrap()));
         let mixed = Frame::new(PROTO_TCP, endpoint("10.0.0.1:1"), endpoint("[::1]:1"));
-        assert!(matches!(
-            mixed.try_bytes(),
-            Err(FrameError::FamilyMismatch { .. })
-        ));
+        assert!(matches!(mixed.try_bytes(), Err(FrameError::FamilyMismatch { .. })));
         let vlan = Frame::tcp("10.0.0.1:1", "10.0.0.2:2").vlan(4096);
         assert_eq!(vlan.try_bytes(), Err(FrameError::VlanIdOutOfRange(4096)));
         let big = Frame::udp("10.0.0.1:1", "10.0.0.2:2").payload(&vec![0; 65536]);

@@ -64,11 +64,7 @@ impl Topology {
         endpoint(&client, "c0");
         client.ip("route add default via 10.200.0.1");
         client.ip("-6 route add default via fd00:200::1");
-        let mut topo = Self {
-            backends: Vec::new(),
-            client,
-            lb,
-        };
+        let mut topo = Self { backends: Vec::new(), client, lb };
         for _ in 0..n {
             topo.add_backend();
         }
@@ -81,18 +77,8 @@ impl Topology {
         let ns = NetNs::new();
         let lb_if = format!("lb-b{i}");
         link(&ns, "b0", &self.lb, &lb_if);
-        addr(
-            &ns,
-            "b0",
-            &format!("10.200.{i}.1/24"),
-            &format!("fd00:200:{i}::1/64"),
-        );
-        addr(
-            &self.lb,
-            &lb_if,
-            &format!("10.200.{i}.254/24"),
-            &format!("fd00:200:{i}::fe/64"),
-        );
+        addr(&ns, "b0", &format!("10.200.{i}.1/24"), &format!("fd00:200:{i}::1/64"));
+        addr(&self.lb, &lb_if, &format!("10.200.{i}.254/24"), &format!("fd00:200:{i}::fe/64"));
         endpoint(&ns, "b0");
         ns.ip(&format!("route add default via 10.200.{i}.254"));
         ns.ip(&format!("-6 route add default via fd00:200:{i}::fe"));

@@ -2,158 +2,24 @@
 //! namespace running `lb run`, and backend namespaces running `lbt-server`.
 //! Needs root.
 
-use std::{
-    collections::HashMap,
-    io::{BufRead, BufReader, Write},
-    net::{IpAddr, SocketAddr, TcpStream, UdpSocket},
-    path::Path,
-    time::{Duration, Instant},
-};
-
-use lb_common::{
-    abi::{Addr, FAMILY_V4, FlowKey, PROTO_UDP},
-    hash::{flow_hash, slot_for},
-};
-use lb_tests::{
-    agent::{Lb, TempDir, config, start_backends, start_lb},
-    netns::Proc,
-    topology::{Topology, VIP4, VIP6, sock},
-};
-use lb_userspace::{config as lbconfig, datapath};
+use std::time::{Duration, Instant};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_lbt-server");
 
-/// A running topology with `lb` serving the first `serving` of its backends.
-struct Setup {
-    lb: Lb,
-    _backends: Vec<Proc>,
-    dir: TempDir,
-    topo: Topology,
-}
-
-impl Setup {
-    fn new(backends: usize, serving: usize, tcp_scheduler: &str) -> Self {
-        let topo = Topology::new(backends);
-        let dir = TempDir::new();
-        std::fs::write(
-            dir.0.join("lb.toml"),
-            config(&topo, &dir.0, tcp_scheduler, serving),
-        )
-        .expect("write config");
-        let backends = start_backends(&topo, Path::new(SERVER));
-        let lb = start_lb(&topo, &dir.0.join("lb.toml"), &dir.0);
-        Self {
-            lb,
-            _backends: backends,
-            dir,
-            topo,
-        }
-    }
-
-    fn config(&self) -> lbconfig::Config {
-        lbconfig::load(&self.dir.0.join("lb.toml")).expect("config")
-    }
-}
-
-fn vip(ip: &str, port: u16) -> SocketAddr {
-    sock(ip.parse().expect("vip"), port).parse().expect("vip")
-}
-
-/// One TCP connection to a VIP, kept open to ask again.
-struct Conn {
-    stream: TcpStream,
-    reader: BufReader<TcpStream>,
-}
-
-impl Conn {
-    fn open(vip: SocketAddr) -> Self {
-        let stream = TcpStream::connect_timeout(&vip, Duration::from_secs(2))
-            .unwrap_or_else(|e| panic!("connect to {vip}: {e}"));
-        stream
-            .set_read_timeout(Some(Duration::from_secs(2)))
-            .expect("timeout");
-        assert_eq!(
-            stream.peer_addr().expect("peer"),
-            vip,
-            "the client must only ever see the VIP"
-        );
-        let reader = BufReader::new(stream.try_clone().expect("clone"));
-        Self { stream, reader }
-    }
-
-    /// The backend's name; asserts the backend saw the client's own address.
-    fn ask(&mut self) -> String {
-        self.stream.write_all(b"hello\n").expect("write");
-        let mut line = String::new();
-        self.reader.read_line(&mut line).expect("read");
-        let mut it = line.split_whitespace();
-        let name = it.next().unwrap_or_default().to_owned();
-        let seen = it.next().unwrap_or_default();
-        assert_eq!(
-            seen,
-            self.stream.local_addr().expect("local").to_string(),
-            "client address preserved"
-        );
-        name
-    }
-}
-
-/// One UDP flow (one client socket) to a VIP.
-struct Flow {
-    sock: UdpSocket,
-    vip: SocketAddr,
-}
-
-impl Flow {
-    fn open(vip: SocketAddr) -> Self {
-        let sock =
-            UdpSocket::bind(if vip.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).expect("bind");
-        sock.set_read_timeout(Some(Duration::from_secs(2)))
-            .expect("timeout");
-        Self { sock, vip }
-    }
-
-    fn ask(&self) -> String {
-        self.sock.send_to(b"hi", self.vip).expect("send");
-        let mut buf = [0u8; 256];
-        let (n, from) = self
-            .sock
-            .recv_from(&mut buf)
-            .unwrap_or_else(|e| panic!("UDP reply from {}: {e}", self.vip));
-        assert_eq!(from, self.vip, "UDP replies must come from the VIP");
-        String::from_utf8_lossy(&buf[..n])
-            .split_whitespace()
-            .next()
-            .unwrap_or_default()
-            .to_owned()
-    }
-
-    fn key(&self) -> FlowKey {
-        let local = self.sock.local_addr().expect("local");
-        let client: IpAddr = lb_tests::topology::CLIENT4.parse().expect("client");
-        FlowKey {
-            src: Addr::from(client),
-            dst: Addr::from(self.vip.ip()),
-            src_port_be: local.port().to_be(),
-            dst_port_be: self.vip.port().to_be(),
-            proto: PROTO_UDP,
-            family: FAMILY_V4,
-            _pad: [0; 2],
-        }
-    }
-}
-
-fn count<'a>(names: impl IntoIterator<Item = &'a String>) -> HashMap<String, usize> {
-    let mut m = HashMap::new();
-    for n in names {
-        *m.entry(n.clone()).or_insert(0) += 1;
-    }
-    m
-}
+use lb_common::{
+    abi::FlowKey,
+    hash::{flow_hash, slot_for},
+};
+use lb_tests::{
+    agent::config,
+    client::{Conn, Flow, Setup, count, vip},
+    topology::{VIP4, VIP6},
+};
+use lb_userspace::datapath;
 
 #[test]
 fn tcp_and_udp_over_v4_and_v6_reach_every_backend() {
-    let s = Setup::new(3, 3, "maglev");
+    let s = Setup::new(SERVER, 3, 3, "maglev");
     let _in_client = s.topo.client.enter();
     for ip in [VIP4, VIP6] {
         let names: Vec<String> = (0..60).map(|_| Conn::open(vip(ip, 80)).ask()).collect();
@@ -165,39 +31,30 @@ fn tcp_and_udp_over_v4_and_v6_reach_every_backend() {
 
 #[test]
 fn three_thousand_flows_spread_evenly_and_stick_to_their_backend() {
-    let s = Setup::new(3, 3, "maglev");
+    let s = Setup::new(SERVER, 3, 3, "maglev");
     let _in_client = s.topo.client.enter();
     let names: Vec<String> = (0..3000).map(|_| Conn::open(vip(VIP4, 80)).ask()).collect();
     let spread = count(&names);
     eprintln!("3000 TCP flows over 3 backends: {spread:?}");
     assert_eq!(spread.len(), 3, "{spread:?}");
     for (name, n) in &spread {
-        assert!(
-            (900..=1100).contains(n),
-            "{name} got {n} of 3000 flows: {spread:?}"
-        );
+        assert!((900..=1100).contains(n), "{name} got {n} of 3000 flows: {spread:?}");
     }
     // Every packet of a flow reaches the backend its first one did.
     let mut conns: Vec<Conn> = (0..30).map(|_| Conn::open(vip(VIP4, 80))).collect();
     let flows: Vec<Flow> = (0..30).map(|_| Flow::open(vip(VIP4, 5353))).collect();
-    let first: Vec<String> = conns
-        .iter_mut()
-        .map(Conn::ask)
-        .chain(flows.iter().map(Flow::ask))
-        .collect();
+    let first: Vec<String> =
+        conns.iter_mut().map(Conn::ask).chain(flows.iter().map(Flow::ask)).collect();
     for _ in 0..5 {
-        let again: Vec<String> = conns
-            .iter_mut()
-            .map(Conn::ask)
-            .chain(flows.iter().map(Flow::ask))
-            .collect();
+        let again: Vec<String> =
+            conns.iter_mut().map(Conn::ask).chain(flows.iter().map(Flow::ask)).collect();
         assert_eq!(again, first, "flows must stick to their backend");
     }
 }
 
 #[test]
 fn client_ip_affinity_sends_every_connection_of_a_client_to_one_backend() {
-    let s = Setup::new(3, 3, "maglev-client-ip");
+    let s = Setup::new(SERVER, 3, 3, "maglev-client-ip");
     let _in_client = s.topo.client.enter();
     let names: Vec<String> = (0..50).map(|_| Conn::open(vip(VIP4, 80)).ask()).collect();
     assert_eq!(count(&names).len(), 1, "{:?}", count(&names));
@@ -205,11 +62,7 @@ fn client_ip_affinity_sends_every_connection_of_a_client_to_one_backend() {
 
 /// The backend (by `b<i>` name) a Maglev plan gives a flow.
 fn predicted(plan: &datapath::Plan, service: &str, key: &FlowKey) -> String {
-    let svc = plan
-        .services
-        .iter()
-        .find(|s| s.name == service)
-        .expect("service");
+    let svc = plan.services.iter().find(|s| s.name == service).expect("service");
     let slot = slot_for(flow_hash(key), svc.record.table_size).expect("table");
     let id = svc.table[slot as usize];
     let addr = plan.backends[id as usize].addr.to_bytes();
@@ -219,7 +72,7 @@ fn predicted(plan: &datapath::Plan, service: &str, key: &FlowKey) -> String {
 #[test]
 fn adding_a_backend_moves_a_quarter_of_new_flows_and_no_established_one() {
     // Four backend namespaces (lb attached to all four links), three served.
-    let s = Setup::new(4, 3, "maglev");
+    let s = Setup::new(SERVER, 4, 3, "maglev");
     let old_plan = datapath::plan(&s.config()).expect("plan");
     let inside = s.topo.client.enter();
     let mut established: Vec<Conn> = (0..60).map(|_| Conn::open(vip(VIP4, 80))).collect();
@@ -227,24 +80,14 @@ fn adding_a_backend_moves_a_quarter_of_new_flows_and_no_established_one() {
     drop(inside);
 
     // Add backend 4 and reload.
-    std::fs::write(
-        s.dir.0.join("lb.toml"),
-        config(&s.topo, &s.dir.0, "maglev", 4),
-    )
-    .expect("config");
+    std::fs::write(s.dir.0.join("lb.toml"), config(&s.topo, &s.dir.0, "maglev", 4))
+        .expect("config");
     let new_plan = datapath::plan(&s.config()).expect("plan");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(s.lb.pid() as i32),
-        nix::sys::signal::SIGHUP,
-    )
-    .expect("SIGHUP");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(s.lb.pid() as i32), nix::sys::signal::SIGHUP)
+        .expect("SIGHUP");
     let start = Instant::now();
     while !s.lb.status().contains("10.200.4.1:5353") {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "reload not applied:\n{}",
-            s.lb.status()
-        );
+        assert!(start.elapsed() < Duration::from_secs(5), "reload not applied:\n{}", s.lb.status());
         std::thread::sleep(Duration::from_millis(20));
     }
 
@@ -271,15 +114,12 @@ fn adding_a_backend_moves_a_quarter_of_new_flows_and_no_established_one() {
         (0.20..=0.30).contains(&frac),
         "{moved} of 3000 new flows moved ({frac:.3}); expected about 1/4"
     );
-    assert!(
-        (675..=825).contains(&on_new),
-        "{on_new} of 3000 new flows on the new backend"
-    );
+    assert!((675..=825).contains(&on_new), "{on_new} of 3000 new flows on the new backend");
 }
 
 #[test]
 fn sigterm_detaches_xdp_and_removes_the_control_socket() {
-    let mut s = Setup::new(1, 1, "maglev");
+    let mut s = Setup::new(SERVER, 1, 1, "maglev");
     let attached = s.topo.lb.exec(&["ip", "link", "show", "lb-cli"]);
     assert!(
         String::from_utf8_lossy(&attached.stdout).contains("xdp"),
@@ -292,21 +132,12 @@ fn sigterm_detaches_xdp_and_removes_the_control_socket() {
     .expect("SIGTERM");
     let start = Instant::now();
     while s.lb.try_wait().is_none() {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "lb did not exit on SIGTERM"
-        );
+        assert!(start.elapsed() < Duration::from_secs(5), "lb did not exit on SIGTERM");
         std::thread::sleep(Duration::from_millis(20));
     }
     for iface in s.topo.lb_interfaces() {
         let link = s.topo.lb.exec(&["ip", "link", "show", &iface]);
-        assert!(
-            !String::from_utf8_lossy(&link.stdout).contains("xdp"),
-            "{iface} still has XDP"
-        );
+        assert!(!String::from_utf8_lossy(&link.stdout).contains("xdp"), "{iface} still has XDP");
     }
-    assert!(
-        !s.dir.0.join("control.sock").exists(),
-        "control socket left behind"
-    );
+    assert!(!s.dir.0.join("control.sock").exists(), "control socket left behind");
 }

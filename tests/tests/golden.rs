@@ -22,12 +22,7 @@ fn check(name: &str, got: (u32, Vec<u8>), action: u32, expected: &[u8]) {
 
 fn hex(b: &[u8]) -> String {
     b.chunks(16)
-        .map(|c| {
-            c.iter()
-                .map(|x| format!("{x:02x}"))
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
+        .map(|c| c.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(" "))
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -80,9 +75,7 @@ fn vip_traffic_is_rewritten_to_its_backend() {
         ),
         (
             "udp4 without checksum",
-            Frame::udp("10.0.0.2:40006", "10.100.0.1:53")
-                .udp_checksum_zero()
-                .payload(b"x"),
+            Frame::udp("10.0.0.2:40006", "10.100.0.1:53").udp_checksum_zero().payload(b"x"),
             "10.1.0.11:5300",
             "02:00:00:00:01:11",
         ),
@@ -101,12 +94,7 @@ fn vip_traffic_is_rewritten_to_its_backend() {
     ];
     for (name, input, backend, backend_mac) in cases {
         let got = g.run(&input.bytes(), g.gin);
-        check(
-            name,
-            got,
-            XDP_REDIRECT,
-            &forwarded(input, backend, GOUT_MAC, backend_mac),
-        );
+        check(name, got, XDP_REDIRECT, &forwarded(input, backend, GOUT_MAC, backend_mac));
     }
 }
 
@@ -127,24 +115,14 @@ fn replies_get_the_vip_back() {
             "[fd64::1]:53",
         ),
     ] {
-        assert_eq!(
-            g.run(&req.bytes(), g.gin).0,
-            XDP_REDIRECT,
-            "{name}: request"
-        );
+        assert_eq!(g.run(&req.bytes(), g.gin).0, XDP_REDIRECT, "{name}: request");
         let got = g.run(&reply.clone().payload(b"answer").bytes(), g.gout);
-        let expected = reply
-            .payload(b"answer")
-            .src(vip)
-            .ttl(63)
-            .macs(mac(GIN_MAC), mac(CLIENT_MAC))
-            .bytes();
+        let expected =
+            reply.payload(b"answer").src(vip).ttl(63).macs(mac(GIN_MAC), mac(CLIENT_MAC)).bytes();
         check(&format!("{name} reply"), got, XDP_REDIRECT, &expected);
     }
     // A "reply" of a flow the balancer never saw is not ours.
-    let stray = Frame::tcp("10.1.0.10:8080", "10.0.0.2:49999")
-        .tcp_flags(0x12)
-        .bytes();
+    let stray = Frame::tcp("10.1.0.10:8080", "10.0.0.2:49999").tcp_flags(0x12).bytes();
     check("stray reply", g.run(&stray, g.gout), XDP_PASS, &stray);
 }
 
@@ -153,12 +131,7 @@ fn backend_on_the_ingress_link_is_reached_with_xdp_tx() {
     let mut g = Golden::new(4096);
     let input = Frame::tcp("10.0.0.2:42000", "10.100.0.2:80");
     let got = g.run(&input.bytes(), g.gin);
-    check(
-        "near",
-        got,
-        XDP_TX,
-        &forwarded(input, "10.0.0.50:80", GIN_MAC, "02:00:00:00:00:50"),
-    );
+    check("near", got, XDP_TX, &forwarded(input, "10.0.0.50:80", GIN_MAC, "02:00:00:00:00:50"));
 }
 
 #[test]
@@ -168,22 +141,10 @@ fn traffic_not_for_a_vip_passes_untouched() {
     arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
     arp.truncate(42);
     let cases = [
-        (
-            "other address",
-            Frame::tcp("10.0.0.2:43000", "10.0.0.99:80").bytes(),
-        ),
-        (
-            "VIP, other port",
-            Frame::tcp("10.0.0.2:43001", "10.100.0.1:81").bytes(),
-        ),
-        (
-            "VIP, other protocol",
-            Frame::udp("10.0.0.2:43002", "10.100.0.1:80").bytes(),
-        ),
-        (
-            "ICMP to the VIP",
-            Frame::ip(1, "10.0.0.2", "10.100.0.1").bytes(),
-        ),
+        ("other address", Frame::tcp("10.0.0.2:43000", "10.0.0.99:80").bytes()),
+        ("VIP, other port", Frame::tcp("10.0.0.2:43001", "10.100.0.1:81").bytes()),
+        ("VIP, other protocol", Frame::udp("10.0.0.2:43002", "10.100.0.1:80").bytes()),
+        ("ICMP to the VIP", Frame::ip(1, "10.0.0.2", "10.100.0.1").bytes()),
         ("ARP", arp),
     ];
     for (name, input) in cases {
@@ -195,25 +156,13 @@ fn traffic_not_for_a_vip_passes_untouched() {
 fn malformed_and_unbalanceable_frames_get_their_documented_action() {
     let mut g = Golden::new(4096);
     let full = Frame::tcp("10.0.0.2:44000", "10.100.0.1:80").bytes();
-    let vlan = Frame::tcp("10.0.0.2:44000", "10.100.0.1:80")
-        .vlan(7)
-        .bytes();
+    let vlan = Frame::tcp("10.0.0.2:44000", "10.100.0.1:80").vlan(7).bytes();
     // Each: frame, action, counter. Passed frames leave untouched.
     let cases: [(&str, Vec<u8>, u32, DropReason); 5] = [
         // (BPF_PROG_TEST_RUN refuses frames under 14 bytes; the parser
         // tests cover those.)
-        (
-            "VLAN tag cut",
-            vlan[..16].to_vec(),
-            XDP_DROP,
-            DropReason::TruncatedEthernet,
-        ),
-        (
-            "IP header cut",
-            full[..14 + 12].to_vec(),
-            XDP_DROP,
-            DropReason::MalformedIp,
-        ),
+        ("VLAN tag cut", vlan[..16].to_vec(), XDP_DROP, DropReason::TruncatedEthernet),
+        ("IP header cut", full[..14 + 12].to_vec(), XDP_DROP, DropReason::MalformedIp),
         (
             "fragment to a VIP",
             Frame::tcp("10.0.0.2:44001", "10.100.0.1:80")
@@ -231,9 +180,7 @@ fn malformed_and_unbalanceable_frames_get_their_documented_action() {
         ),
         (
             "IPv6 fragment",
-            Frame::udp("[fd00::2]:44003", "[fd64::1]:53")
-                .fragment(8, false)
-                .bytes(),
+            Frame::udp("[fd00::2]:44003", "[fd64::1]:53").fragment(8, false).bytes(),
             XDP_PASS,
             DropReason::Fragment,
         ),
@@ -245,12 +192,7 @@ fn malformed_and_unbalanceable_frames_get_their_documented_action() {
         if action == XDP_PASS {
             assert_eq!(got.1, input, "{name}: passed frames are untouched");
         }
-        assert_eq!(
-            g.exceptions(reason),
-            before + 1,
-            "{name}: counter {}",
-            reason.name()
-        );
+        assert_eq!(g.exceptions(reason), before + 1, "{name}: counter {}", reason.name());
     }
     // A TCP header cut short: the IP length says so, ports unknown.
     let mut cut = Frame::tcp("10.0.0.2:44004", "10.100.0.1:80").bytes();
@@ -282,29 +224,15 @@ fn established_flow_keeps_its_backend_when_the_table_changes() {
     g.fill_table(svc, other);
     let again = g.run(&flow.clone().tcp_flags(0x10).bytes(), g.gin);
     assert_eq!(again.0, XDP_REDIRECT);
-    assert_eq!(
-        again.1[30..34],
-        first,
-        "an established flow keeps its backend"
-    );
-    let new = g.run(
-        &Frame::tcp("10.0.0.2:45001", "10.100.0.3:80").bytes(),
-        g.gin,
-    );
+    assert_eq!(again.1[30..34], first, "an established flow keeps its backend");
+    let new = g.run(&Frame::tcp("10.0.0.2:45001", "10.100.0.3:80").bytes(), g.gin);
     let other_addr = [10, 1, 0, 12 + (other - ids[0]) as u8];
-    assert_eq!(
-        new.1[30..34],
-        other_addr,
-        "a new flow follows the new table"
-    );
+    assert_eq!(new.1[30..34], other_addr, "a new flow follows the new table");
 
     // No backend at all: new flows are dropped and counted.
     g.fill_table(svc, NO_BACKEND);
     let before = g.exceptions(DropReason::NoBackend);
-    let none = g.run(
-        &Frame::tcp("10.0.0.2:45002", "10.100.0.3:80").bytes(),
-        g.gin,
-    );
+    let none = g.run(&Frame::tcp("10.0.0.2:45002", "10.100.0.3:80").bytes(), g.gin);
     assert_eq!(none.0, XDP_DROP);
     assert_eq!(g.exceptions(DropReason::NoBackend), before + 1);
     assert_eq!(g.run(&flow.bytes(), g.gin).1[30..34], first, "still pinned");

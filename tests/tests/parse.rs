@@ -35,11 +35,7 @@ fn expected_key(frame: &Frame) -> FlowKey {
         src_port_be: frame.src.port().to_be(),
         dst_port_be: frame.dst.port().to_be(),
         proto: frame.proto,
-        family: if frame.is_ipv4() {
-            FAMILY_V4
-        } else {
-            FAMILY_V6
-        },
+        family: if frame.is_ipv4() { FAMILY_V4 } else { FAMILY_V6 },
         _pad: [0; 2],
     }
 }
@@ -50,11 +46,7 @@ fn assert_describes(frame: &Frame) -> L4Packet {
     assert_eq!(p.l3_off, frame.l3_offset(), "{frame:?}");
     assert_eq!(p.l4_off, frame.l4_offset(), "{frame:?}");
     assert_eq!(p.key, expected_key(frame), "{frame:?}");
-    let flags = if frame.proto == PROTO_TCP {
-        frame.tcp_flags
-    } else {
-        0
-    };
+    let flags = if frame.proto == PROTO_TCP { frame.tcp_flags } else { 0 };
     assert_eq!(p.tcp_flags, flags, "{frame:?}");
     p
 }
@@ -78,10 +70,7 @@ fn tcp_v4() {
     assert_eq!(p.key.src, addr("10.0.0.2"));
     assert_eq!(p.key.dst, addr("10.0.0.100"));
     // Addresses and ports are kept in wire order.
-    assert_eq!(
-        p.key.src.words,
-        [u32::from_ne_bytes([10, 0, 0, 2]), 0, 0, 0]
-    );
+    assert_eq!(p.key.src.words, [u32::from_ne_bytes([10, 0, 0, 2]), 0, 0, 0]);
     assert_eq!(p.key.src_port_be, 40000u16.to_be());
     assert_eq!(p.key.dst_port_be, 80u16.to_be());
     assert_eq!(p.key.src_port_be.to_ne_bytes(), [0x9c, 0x40]);
@@ -134,15 +123,9 @@ fn udp_v6() {
 
 #[test]
 fn tcp_flags_pass_through() {
-    for flags in [
-        0,
-        TCP_SYN,
-        TCP_SYN | TCP_ACK,
-        TCP_FIN | TCP_ACK,
-        TCP_RST,
-        TCP_PSH | TCP_ACK,
-        0xff,
-    ] {
+    for flags in
+        [0, TCP_SYN, TCP_SYN | TCP_ACK, TCP_FIN | TCP_ACK, TCP_RST, TCP_PSH | TCP_ACK, 0xff]
+    {
         for (s, d) in [("10.0.0.1:1", "10.0.0.2:2"), ("[::1]:1", "[::2]:2")] {
             assert_eq!(l4(&Frame::tcp(s, d).tcp_flags(flags)).tcp_flags, flags);
         }
@@ -255,18 +238,10 @@ fn ipv4_dont_fragment_is_not_a_fragment() {
 
 #[test]
 fn ipv4_fragments() {
-    for (offset, more) in [
-        (0, true),
-        (1, false),
-        (1, true),
-        (185, false),
-        (0x1fff, true),
-    ] {
+    for (offset, more) in [(0, true), (1, false), (1, true), (185, false), (0x1fff, true)] {
         for frame in [
             Frame::udp("10.0.0.2:40000", "10.0.0.100:53"),
-            Frame::tcp("10.0.0.2:40000", "10.0.0.100:80")
-                .vlan(2)
-                .dont_fragment(true),
+            Frame::tcp("10.0.0.2:40000", "10.0.0.100:80").vlan(2).dont_fragment(true),
         ] {
             let frame = frame.fragment(offset, more).payload(&[0x42; 16]);
             assert_eq!(parsed(&frame), Ok(Parsed::Fragment), "{offset} {more}");
@@ -276,13 +251,7 @@ fn ipv4_fragments() {
 
 #[test]
 fn ipv6_fragments() {
-    for (offset, more) in [
-        (0, true),
-        (1, false),
-        (1, true),
-        (185, false),
-        (0x1fff, true),
-    ] {
+    for (offset, more) in [(0, true), (1, false), (1, true), (185, false), (0x1fff, true)] {
         for frame in [
             Frame::udp("[2001:db8::2]:40000", "[2001:db8::100]:53"),
             Frame::tcp("[2001:db8::2]:40000", "[2001:db8::100]:80").ipv6_ext(EXT_HOP_BY_HOP, 0),
@@ -316,9 +285,7 @@ fn other_protocols() {
     let echo = [8, 0, 0xf7, 0xff, 0, 0, 0, 0];
     let frames = [
         Frame::ip(PROTO_ICMP, "10.0.0.2", "10.0.0.100").payload(&echo),
-        Frame::ip(PROTO_ICMP, "10.0.0.2", "10.0.0.100")
-            .payload(&echo)
-            .vlan(4),
+        Frame::ip(PROTO_ICMP, "10.0.0.2", "10.0.0.100").payload(&echo).vlan(4),
         Frame::ip(PROTO_ICMPV6, "2001:db8::2", "2001:db8::100").payload(&echo),
         // ESP, and ICMPv6 behind a hop-by-hop header (as MLD is sent).
         Frame::ip(50, "2001:db8::2", "2001:db8::100").payload(&[0; 16]),
@@ -335,13 +302,7 @@ fn other_protocols() {
 
 #[test]
 fn ipv6_extension_header_limit() {
-    let kinds = [
-        EXT_HOP_BY_HOP,
-        EXT_DEST_OPTS,
-        EXT_ROUTING,
-        EXT_DEST_OPTS,
-        EXT_DEST_OPTS,
-    ];
+    let kinds = [EXT_HOP_BY_HOP, EXT_DEST_OPTS, EXT_ROUTING, EXT_DEST_OPTS, EXT_DEST_OPTS];
     for n in 0..=MAX_IPV6_EXT_HEADERS + 2 {
         let mut frame = Frame::tcp("[2001:db8::2]:40000", "[2001:db8::100]:80");
         for i in 0..n {
@@ -415,10 +376,7 @@ fn every_truncation_udp_v6() {
 #[test]
 fn every_truncation_vlan() {
     check_every_cut(&Frame::tcp("10.0.0.2:40000", "10.0.0.100:80").vlan(7), 20);
-    check_every_cut(
-        &Frame::udp("[2001:db8::2]:1", "[2001:db8::100]:2").vlan(7),
-        8,
-    );
+    check_every_cut(&Frame::udp("[2001:db8::2]:1", "[2001:db8::100]:2").vlan(7), 8);
 }
 
 #[test]
@@ -442,11 +400,7 @@ fn ihl_below_five_is_malformed() {
     for ihl in 0..5u8 {
         let mut bytes = Frame::tcp("10.0.0.2:40000", "10.0.0.100:80").bytes();
         bytes[14] = 0x40 | ihl;
-        assert_eq!(
-            parse(bytes.as_slice()),
-            Err(ParseError::MalformedIp),
-            "IHL {ihl}"
-        );
+        assert_eq!(parse(bytes.as_slice()), Err(ParseError::MalformedIp), "IHL {ihl}");
     }
 }
 
@@ -463,28 +417,18 @@ fn wrong_ip_version_is_malformed() {
     for version in [0u8, 1, 5, 6, 7, 15] {
         let mut v4 = Frame::tcp("10.0.0.2:40000", "10.0.0.100:80").bytes();
         v4[14] = (version << 4) | 5;
-        assert_eq!(
-            parse(v4.as_slice()),
-            Err(ParseError::MalformedIp),
-            "v{version} as IPv4"
-        );
+        assert_eq!(parse(v4.as_slice()), Err(ParseError::MalformedIp), "v{version} as IPv4");
     }
     for version in [0u8, 4, 5, 7, 15] {
         let mut v6 = Frame::tcp("[::1]:1", "[::2]:2").bytes();
         v6[14] = version << 4;
-        assert_eq!(
-            parse(v6.as_slice()),
-            Err(ParseError::MalformedIp),
-            "v{version} as IPv6"
-        );
+        assert_eq!(parse(v6.as_slice()), Err(ParseError::MalformedIp), "v{version} as IPv6");
     }
 }
 
 #[test]
 fn ip_length_beyond_the_frame_is_malformed() {
-    let mut v4 = Frame::udp("10.0.0.2:40000", "10.0.0.100:53")
-        .payload(b"x")
-        .bytes();
+    let mut v4 = Frame::udp("10.0.0.2:40000", "10.0.0.100:53").payload(b"x").bytes();
     v4[17] += 1; // total length one byte past the frame
     assert_eq!(parse(v4.as_slice()), Err(ParseError::MalformedIp));
     v4[16..18].copy_from_slice(&0xffffu16.to_be_bytes());
@@ -500,15 +444,9 @@ fn ipv4_total_length_below_ihl_is_malformed() {
     for total in [0u16, 19] {
         let mut v4 = Frame::udp("10.0.0.2:40000", "10.0.0.100:53").bytes();
         v4[16..18].copy_from_slice(&total.to_be_bytes());
-        assert_eq!(
-            parse(v4.as_slice()),
-            Err(ParseError::MalformedIp),
-            "{total}"
-        );
+        assert_eq!(parse(v4.as_slice()), Err(ParseError::MalformedIp), "{total}");
     }
-    let mut v4 = Frame::udp("10.0.0.2:1", "10.0.0.100:53")
-        .ip_options(&[1; 4])
-        .bytes();
+    let mut v4 = Frame::udp("10.0.0.2:1", "10.0.0.100:53").ip_options(&[1; 4]).bytes();
     v4[16..18].copy_from_slice(&22u16.to_be_bytes());
     assert_eq!(parse(v4.as_slice()), Err(ParseError::MalformedIp));
 }
@@ -518,13 +456,9 @@ fn ethernet_padding_still_parses() {
     for frame in [
         // 42 bytes of UDP/IPv4, padded to the 60-byte minimum.
         Frame::udp("10.0.0.2:40000", "10.0.0.100:53").pad_to(60),
-        Frame::tcp("10.0.0.2:40000", "10.0.0.100:80")
-            .vlan(5)
-            .pad_to(64),
+        Frame::tcp("10.0.0.2:40000", "10.0.0.100:80").vlan(5).pad_to(64),
         Frame::udp("[2001:db8::2]:1", "[2001:db8::100]:2").pad_to(100),
-        Frame::tcp("[2001:db8::2]:1", "[2001:db8::100]:2")
-            .ipv6_ext(EXT_ROUTING, 0)
-            .pad_to(200),
+        Frame::tcp("[2001:db8::2]:1", "[2001:db8::100]:2").ipv6_ext(EXT_ROUTING, 0).pad_to(200),
     ] {
         assert!(frame.bytes().len() > frame.l4_offset() + 8);
         assert_describes(&frame);
@@ -542,10 +476,7 @@ fn fragments_and_others_need_only_the_ip_header() {
     let frame = Frame::udp("10.0.0.2:40000", "10.0.0.100:53").fragment(10, false);
     assert_eq!(frame.bytes().len(), 34);
     assert_eq!(parsed(&frame), Ok(Parsed::Fragment));
-    assert_eq!(
-        parsed(&Frame::ip(PROTO_ICMP, "10.0.0.1", "10.0.0.2")),
-        Ok(Parsed::OtherProtocol)
-    );
+    assert_eq!(parsed(&Frame::ip(PROTO_ICMP, "10.0.0.1", "10.0.0.2")), Ok(Parsed::OtherProtocol));
 }
 
 /// An L4 header that lies outside the IP datagram (in Ethernet padding) is

@@ -20,11 +20,7 @@ fn check(bytes: &[u8]) -> Result<Parsed, ParseError> {
             PROTO_UDP => 8,
             other => panic!("L4 with protocol {other}"),
         };
-        assert!(
-            p.l4_off + header <= bytes.len(),
-            "{p:?} in {} bytes",
-            bytes.len()
-        );
+        assert!(p.l4_off + header <= bytes.len(), "{p:?} in {} bytes", bytes.len());
         let min_ip = match p.key.family {
             FAMILY_V4 => 20,
             FAMILY_V6 => 40,
@@ -46,47 +42,22 @@ fn check(bytes: &[u8]) -> Result<Parsed, ParseError> {
         // never change a classification.
         let mut padded = bytes.to_vec();
         padded.extend_from_slice(&[0xa5; 48]);
-        assert_eq!(
-            parse(padded.as_slice()),
-            Ok(outcome),
-            "padding changed the outcome"
-        );
+        assert_eq!(parse(padded.as_slice()), Ok(outcome), "padding changed the outcome");
     }
     first
 }
 
 /// A random frame description the builder can lay out.
 fn frame() -> impl Strategy<Value = Frame> {
-    let v4 = (
-        any::<[u8; 4]>(),
-        any::<[u8; 4]>(),
-        proptest::collection::vec(any::<u8>(), 0..=40),
-    )
+    let v4 = (any::<[u8; 4]>(), any::<[u8; 4]>(), proptest::collection::vec(any::<u8>(), 0..=40))
         .prop_map(|(s, d, opts)| {
-            (
-                IpAddr::V4(Ipv4Addr::from(s)),
-                IpAddr::V4(Ipv4Addr::from(d)),
-                opts,
-                Vec::new(),
-            )
+            (IpAddr::V4(Ipv4Addr::from(s)), IpAddr::V4(Ipv4Addr::from(d)), opts, Vec::new())
         });
-    let ext = (
-        prop::sample::select(vec![EXT_HOP_BY_HOP, EXT_ROUTING, EXT_DEST_OPTS]),
-        0u8..4,
-    )
+    let ext = (prop::sample::select(vec![EXT_HOP_BY_HOP, EXT_ROUTING, EXT_DEST_OPTS]), 0u8..4)
         .prop_map(|(kind, len_units)| Ipv6Ext::Generic { kind, len_units });
-    let v6 = (
-        any::<[u8; 16]>(),
-        any::<[u8; 16]>(),
-        proptest::collection::vec(ext, 0..=6),
-    )
+    let v6 = (any::<[u8; 16]>(), any::<[u8; 16]>(), proptest::collection::vec(ext, 0..=6))
         .prop_map(|(s, d, exts)| {
-            (
-                IpAddr::V6(Ipv6Addr::from(s)),
-                IpAddr::V6(Ipv6Addr::from(d)),
-                Vec::new(),
-                exts,
-            )
+            (IpAddr::V6(Ipv6Addr::from(s)), IpAddr::V6(Ipv6Addr::from(d)), Vec::new(), exts)
         });
     (
         prop_oneof![v4, v6],

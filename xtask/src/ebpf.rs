@@ -30,11 +30,7 @@ pub enum Profile {
 impl Profile {
     /// `--release` or not.
     pub fn from_release(release: bool) -> Self {
-        if release {
-            Profile::Release
-        } else {
-            Profile::Dev
-        }
+        if release { Profile::Release } else { Profile::Dev }
     }
 
     fn dir(self) -> &'static str {
@@ -54,21 +50,11 @@ fn ebpf_command(root: &Path, tc: &Toolchain, subcommand: &str) -> Command {
     let mut c = tc.cargo();
     c.current_dir(root)
         .arg(subcommand)
-        .args([
-            "--package",
-            "lb-ebpf",
-            "--target",
-            TARGET,
-            "-Z",
-            "build-std=core",
-        ])
+        .args(["--package", "lb-ebpf", "--target", TARGET, "-Z", "build-std=core"])
         .arg("--target-dir")
         .arg(root.join("target/ebpf"))
         .env_remove("RUSTFLAGS")
-        .env(
-            "CARGO_TARGET_BPFEL_UNKNOWN_NONE_RUSTFLAGS",
-            "-C debuginfo=2 -C link-arg=--btf",
-        );
+        .env("CARGO_TARGET_BPFEL_UNKNOWN_NONE_RUSTFLAGS", "-C debuginfo=2 -C link-arg=--btf");
     c
 }
 
@@ -79,17 +65,10 @@ pub fn build(root: &Path, tc: &Toolchain, profile: Profile) -> Result<PathBuf> {
         c.arg("--release");
     }
     cmd::run(&mut c)?;
-    let built = root
-        .join("target/ebpf")
-        .join(TARGET)
-        .join(profile.dir())
-        .join("lb-ebpf");
+    let built = root.join("target/ebpf").join(TARGET).join(profile.dir()).join("lb-ebpf");
     let data = fs::read(&built).with_context(|| format!("reading {}", built.display()))?;
     if !data.windows(12).any(|w| w == b"LB_BUILD_ID=") {
-        bail!(
-            "{} has no LB_BUILD_ID stamp; the linker dropped it",
-            built.display()
-        );
+        bail!("{} has no LB_BUILD_ID stamp; the linker dropped it", built.display());
     }
     let dest = object_path(root);
     // Rewriting an identical object would only make cargo rebuild `lb`.

@@ -18,10 +18,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "cargo xtask",
-    about = "Developer commands for the lb workspace"
-)]
+#[command(name = "cargo xtask", about = "Developer commands for the lb workspace")]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -43,18 +43,11 @@ pub fn ensure_debian_packages() -> Result<()> {
 /// Installs the missing Debian `packages`, or explains how when it cannot;
 /// `alternative` is appended to that explanation.
 pub fn ensure_packages(packages: &[&str], alternative: &str) -> Result<()> {
-    let missing: Vec<&str> = packages
-        .iter()
-        .copied()
-        .filter(|p| !dpkg_installed(p))
-        .collect();
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !dpkg_installed(p)).collect();
     if missing.is_empty() {
         return Ok(());
     }
-    let install = format!(
-        "apt-get install -y --no-install-recommends {}",
-        missing.join(" ")
-    );
+    let install = format!("apt-get install -y --no-install-recommends {}", missing.join(" "));
     let is_debian = Path::new("/etc/debian_version").exists();
     let is_root = is_root();
     if !is_debian || !is_root {
@@ -106,11 +99,7 @@ pub fn ensure_bpf_linker(root: &Path) -> Result<PathBuf> {
     eprintln!("building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about a minute)");
     cmd::run(
         Command::new("cargo")
-            .args([
-                "install",
-                &format!("bpf-linker@{BPF_LINKER_VERSION}"),
-                "--locked",
-            ])
+            .args(["install", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--locked"])
             .args(["--no-default-features", "--features", "llvm-22", "--root"])
             .arg(&tools)
             .arg("--target-dir")

@@ -60,9 +60,7 @@ impl Toolchain {
                 // /usr/bin before ~/.cargo/bin so `cargo clippy` finds Debian's
                 // cargo-clippy, not rustup's proxy for another compiler.
                 let mut path = vec![tools_bin.clone(), PathBuf::from("/usr/bin")];
-                path.extend(std::env::split_paths(
-                    &std::env::var_os("PATH").unwrap_or_default(),
-                ));
+                path.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
                 c.env(
                     "PATH",
                     std::env::join_paths(path).unwrap_or_else(|_| OsString::from("/usr/bin")),

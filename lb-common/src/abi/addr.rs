@@ -27,9 +27,7 @@ abi_type!(Addr, size = 16, align = 4);
 impl Addr {
     /// The address of an IPv4 header's 4 wire bytes.
     pub const fn from_v4_bytes(b: [u8; 4]) -> Self {
-        Self {
-            words: [u32::from_ne_bytes(b), 0, 0, 0],
-        }
+        Self { words: [u32::from_ne_bytes(b), 0, 0, 0] }
     }
 
     /// The address of an IPv6 header's 16 wire bytes.
@@ -47,12 +45,7 @@ impl Addr {
     /// The wire bytes, 16 of them (IPv4 uses the first 4).
     pub const fn to_bytes(self) -> [u8; 16] {
         let [a, b, c, d] = self.words;
-        let (a, b, c, d) = (
-            a.to_ne_bytes(),
-            b.to_ne_bytes(),
-            c.to_ne_bytes(),
-            d.to_ne_bytes(),
-        );
+        let (a, b, c, d) = (a.to_ne_bytes(), b.to_ne_bytes(), c.to_ne_bytes(), d.to_ne_bytes());
         [
             a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3], c[0], c[1], c[2], c[3], d[0], d[1],
             d[2], d[3],

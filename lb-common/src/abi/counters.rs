@@ -16,13 +16,11 @@ abi_type!(Counters, size = 24, align = 8);
 impl Counters {
     /// Sum of per-CPU values.
     pub fn sum<'a>(per_cpu: impl IntoIterator<Item = &'a Counters>) -> Counters {
-        per_cpu
-            .into_iter()
-            .fold(Counters::default(), |acc, c| Counters {
-                packets: acc.packets.wrapping_add(c.packets),
-                bytes: acc.bytes.wrapping_add(c.bytes),
-                new_flows: acc.new_flows.wrapping_add(c.new_flows),
-            })
+        per_cpu.into_iter().fold(Counters::default(), |acc, c| Counters {
+            packets: acc.packets.wrapping_add(c.packets),
+            bytes: acc.bytes.wrapping_add(c.bytes),
+            new_flows: acc.new_flows.wrapping_add(c.new_flows),
+        })
     }
 }
 

@@ -106,11 +106,7 @@ impl fmt::Display for MaglevError {
                 "Maglev table size {size} is smaller than the {members} backends with weight > 0; \
                  use a prime of at least 100 times the backend count (e.g. 65537) for even shares"
             ),
-            Self::DuplicateIdentity {
-                addr,
-                first_id,
-                second_id,
-            } => write!(
+            Self::DuplicateIdentity { addr, first_id, second_id } => write!(
                 f,
                 "backends {first_id} and {second_id} have the same address {addr}; \
                  Maglev places a backend by its address, so each needs a distinct one"
@@ -151,10 +147,8 @@ pub fn build(members: &[Member], table_size: u32) -> Result<Vec<u32>, MaglevErro
         });
     }
 
-    let mut sorted: Vec<(identity::Key, &Member)> = members
-        .iter()
-        .map(|m| (identity::key(&m.addr), m))
-        .collect();
+    let mut sorted: Vec<(identity::Key, &Member)> =
+        members.iter().map(|m| (identity::key(&m.addr), m)).collect();
     sorted.sort_unstable_by(|(ka, a), (kb, b)| ka.cmp(kb).then(a.id.cmp(&b.id)));
     for pair in sorted.windows(2) {
         let ((ka, a), (kb, b)) = (pair[0], pair[1]);
@@ -175,20 +169,11 @@ pub fn build(members: &[Member], table_size: u32) -> Result<Vec<u32>, MaglevErro
         .filter(|(_, m)| m.weight > 0)
         .map(|(key, m)| {
             let (offset, skip) = identity::offset_skip(key, table_size);
-            Turn {
-                next: offset,
-                skip,
-                id: m.id,
-                weight: i64::from(m.weight),
-                credit: 0,
-            }
+            Turn { next: offset, skip, id: m.id, weight: i64::from(m.weight), credit: 0 }
         })
         .collect();
     if turns.len() > table_size as usize {
-        return Err(MaglevError::SizeTooSmall {
-            size: table_size,
-            members: turns.len(),
-        });
+        return Err(MaglevError::SizeTooSmall { size: table_size, members: turns.len() });
     }
 
     let mut table = vec![NO_BACKEND; table_size as usize];

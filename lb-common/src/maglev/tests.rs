@@ -13,11 +13,7 @@ const M: u32 = DEFAULT_TABLE_SIZE;
 
 fn member(i: u32, weight: u32) -> Member {
     let ip = IpAddr::V4(Ipv4Addr::new(10, 1, (i >> 8) as u8, i as u8));
-    Member {
-        id: i,
-        addr: SocketAddr::new(ip, 8080),
-        weight,
-    }
+    Member { id: i, addr: SocketAddr::new(ip, 8080), weight }
 }
 
 fn equal(n: u32) -> Vec<Member> {
@@ -39,10 +35,7 @@ fn counts(table: &[u32]) -> BTreeMap<u32, u64> {
 /// Slots that held some backend other than `except` in `a` and hold
 /// something else in `b`.
 fn moved_except(a: &[u32], b: &[u32], except: u32) -> usize {
-    a.iter()
-        .zip(b)
-        .filter(|&(x, y)| *x != except && *y != except && x != y)
-        .count()
+    a.iter().zip(b).filter(|&(x, y)| *x != except && *y != except && x != y).count()
 }
 
 /// Checks every member's share against its weight share.
@@ -56,10 +49,7 @@ fn moved_except(a: &[u32], b: &[u32], except: u32) -> usize {
 fn assert_shares(members: &[Member], table: &[u32]) {
     let c = counts(table);
     let total: u64 = members.iter().map(|m| u64::from(m.weight)).sum();
-    let (n, size) = (
-        members.iter().filter(|m| m.weight > 0).count() as f64,
-        table.len() as f64,
-    );
+    let (n, size) = (members.iter().filter(|m| m.weight > 0).count() as f64, table.len() as f64);
     for m in members.iter().filter(|m| m.weight > 0) {
         let expected = size * f64::from(m.weight) / total as f64;
         let actual = c.get(&m.id).copied().unwrap_or(0) as f64;
@@ -81,10 +71,7 @@ fn equal_weights_share_within_one_slot() {
     let expected = f64::from(M) / 100.0;
     for (&id, &n) in &c {
         // Every round each member takes exactly one slot.
-        assert!(
-            n == u64::from(M / 100) || n == u64::from(M / 100 + 1),
-            "id {id}: {n}"
-        );
+        assert!(n == u64::from(M / 100) || n == u64::from(M / 100 + 1), "id {id}: {n}");
         assert!((n as f64 - expected).abs() <= 0.01 * expected);
     }
 }
@@ -124,10 +111,7 @@ fn removing_a_backend_moves_few_other_slots() {
         // 333 to 416 of the ~64 880 other slots move, 0.58 % on average and
         // 0.64 % at worst. Minimal disruption would be 0; Maglev trades a
         // little of it for exact balance. Bound: 1 %.
-        assert!(
-            moved * 100 <= others,
-            "removing {gone}: {moved} of {others} moved"
-        );
+        assert!(moved * 100 <= others, "removing {gone}: {moved} of {others} moved");
     }
 }
 
@@ -141,10 +125,7 @@ fn adding_a_backend_takes_its_share() {
     let taken = after.iter().filter(|&&id| id == 100).count();
     // With equal weights each round hands out one slot per member, so the
     // newcomer gets exactly ⌊M/101⌋ or ⌈M/101⌉: no tolerance needed.
-    assert!(
-        taken == (M / 101) as usize || taken == (M / 101 + 1) as usize,
-        "{taken}"
-    );
+    assert!(taken == (M / 101) as usize || taken == (M / 101 + 1) as usize, "{taken}");
     // Slots that changed hands among the old members: measured 386, 0.59 %
     // of M (the newcomer's own 648 aside). Bound: 1 %.
     let shuffled = moved_except(&before, &after, 100);
@@ -164,21 +145,9 @@ fn order_does_not_matter() {
 
 fn pinned_members() -> [Member; 3] {
     [
-        Member {
-            id: 7,
-            addr: "10.0.0.1:80".parse().expect("addr"),
-            weight: 1,
-        },
-        Member {
-            id: 8,
-            addr: "[2001:db8::2]:8080".parse().expect("addr"),
-            weight: 2,
-        },
-        Member {
-            id: 9,
-            addr: "192.168.1.3:443".parse().expect("addr"),
-            weight: 1,
-        },
+        Member { id: 7, addr: "10.0.0.1:80".parse().expect("addr"), weight: 1 },
+        Member { id: 8, addr: "[2001:db8::2]:8080".parse().expect("addr"), weight: 2 },
+        Member { id: 9, addr: "192.168.1.3:443".parse().expect("addr"), weight: 1 },
     ]
 }
 
@@ -191,15 +160,9 @@ fn tables_are_stable() {
     // checked against an independent (Python) rendering of the documented
     // hash.
     let key = identity::key(&pinned_members()[0].addr);
-    assert_eq!(
-        key,
-        [4, 10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 80]
-    );
+    assert_eq!(key, [4, 10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 80]);
     assert_eq!(identity::offset_skip(&key, M), (24035, 18599));
-    assert_eq!(
-        table(&pinned_members(), 13),
-        [8, 9, 8, 8, 8, 9, 7, 7, 7, 8, 9, 8, 8]
-    );
+    assert_eq!(table(&pinned_members(), 13), [8, 9, 8, 8, 8, 9, 7, 7, 7, 8, 9, 8, 8]);
     let big = table(&pinned_members(), M);
     assert_eq!([big[0], big[1], big[1000], big[65536]], [9, 8, 7, 9]);
 }
@@ -217,10 +180,7 @@ fn zero_weight_members_stay_out() {
     members[2].weight = 0;
     let t = table(&members, 101);
     assert!(!t.contains(&2));
-    assert_eq!(
-        t,
-        table(&[members[0], members[1], members[3], members[4]], 101)
-    );
+    assert_eq!(t, table(&[members[0], members[1], members[3], members[4]], 101));
 }
 
 #[test]
@@ -228,43 +188,23 @@ fn rejects_a_size_that_is_not_prime() {
     let err = build(&equal(3), 65536).expect_err("65536 is not prime");
     assert_eq!(
         err,
-        MaglevError::SizeNotPrime {
-            size: 65536,
-            below: Some(65521),
-            above: Some(65537)
-        }
+        MaglevError::SizeNotPrime { size: 65536, below: Some(65521), above: Some(65537) }
     );
     let msg = err.to_string();
-    assert!(
-        msg.contains("65536") && msg.contains("65521 and 65537"),
-        "{msg}"
-    );
+    assert!(msg.contains("65536") && msg.contains("65521 and 65537"), "{msg}");
     for size in [0, 1, 4, 100] {
-        assert!(
-            matches!(build(&[], size), Err(MaglevError::SizeNotPrime { .. })),
-            "{size}"
-        );
+        assert!(matches!(build(&[], size), Err(MaglevError::SizeNotPrime { .. })), "{size}");
     }
     assert_eq!(
         build(&[], 0),
-        Err(MaglevError::SizeNotPrime {
-            size: 0,
-            below: None,
-            above: Some(2)
-        })
+        Err(MaglevError::SizeNotPrime { size: 0, below: None, above: Some(2) })
     );
 }
 
 #[test]
 fn rejects_a_size_below_the_member_count() {
     let err = build(&equal(12), 11).expect_err("too small");
-    assert_eq!(
-        err,
-        MaglevError::SizeTooSmall {
-            size: 11,
-            members: 12
-        }
-    );
+    assert_eq!(err, MaglevError::SizeTooSmall { size: 11, members: 12 });
     // Members with weight 0 do not count.
     let mut members = equal(12);
     members[0].weight = 0;
@@ -279,11 +219,7 @@ fn rejects_duplicate_identity() {
     let err = build(&members, 13).expect_err("duplicate");
     assert_eq!(
         err,
-        MaglevError::DuplicateIdentity {
-            addr: members[1].addr,
-            first_id: 1,
-            second_id: 3
-        }
+        MaglevError::DuplicateIdentity { addr: members[1].addr, first_id: 1, second_id: 3 }
     );
     assert!(err.to_string().contains("10.1.0.1:8080"));
     // Even with weight 0: it is a config error either way.
@@ -298,12 +234,7 @@ fn rejects_duplicate_identity() {
 fn rejects_the_reserved_id() {
     let mut members = equal(3);
     members[1].id = NO_BACKEND;
-    assert_eq!(
-        build(&members, 13),
-        Err(MaglevError::ReservedId {
-            addr: members[1].addr
-        })
-    );
+    assert_eq!(build(&members, 13), Err(MaglevError::ReservedId { addr: members[1].addr }));
 }
 
 #[test]
@@ -327,12 +258,7 @@ fn primes() {
         assert_eq!(is_prime(n), trial_division(n), "{n}");
     }
     // Strong pseudoprimes to some of the bases, and the largest u32 prime.
-    for (n, p) in [
-        (2047, false),
-        (1_373_653, false),
-        (25_326_001, false),
-        (3_215_031_751, false),
-    ] {
+    for (n, p) in [(2047, false), (1_373_653, false), (25_326_001, false), (3_215_031_751, false)] {
         assert_eq!(is_prime(n), p, "{n}");
     }
     assert!(is_prime(4_294_967_291));

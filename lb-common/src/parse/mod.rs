@@ -112,11 +112,7 @@ fn parse_ipv4<P: PacketView + ?Sized>(pkt: &P, l3_off: usize) -> Result<Parsed, 
     if be16(ip.frag) & (Ipv4Hdr::MF | Ipv4Hdr::OFFSET_MASK) != 0 {
         return Ok(Parsed::Fragment);
     }
-    let ends = Bounds {
-        l3_off,
-        l4_off: l3_off + ihl,
-        end: l3_off + total,
-    };
+    let ends = Bounds { l3_off, l4_off: l3_off + ihl, end: l3_off + total };
     let (src, dst) = (Addr::from_v4_bytes(ip.src), Addr::from_v4_bytes(ip.dst));
     parse_l4(pkt, ends, ip.proto, FAMILY_V4, src, dst)
 }
@@ -157,18 +153,7 @@ fn parse_ipv6<P: PacketView + ?Sized>(pkt: &P, l3_off: usize) -> Result<Parsed, 
         }
     }
     let (src, dst) = (Addr::from_v6_bytes(ip.src), Addr::from_v6_bytes(ip.dst));
-    parse_l4(
-        pkt,
-        Bounds {
-            l3_off,
-            l4_off: off,
-            end,
-        },
-        next,
-        FAMILY_V6,
-        src,
-        dst,
-    )
+    parse_l4(pkt, Bounds { l3_off, l4_off: off, end }, next, FAMILY_V6, src, dst)
 }
 
 /// Where the IP header, the L4 header and the IP datagram start and end.
@@ -190,20 +175,13 @@ fn parse_l4<P: PacketView + ?Sized>(
     src: Addr,
     dst: Addr,
 ) -> Result<Parsed, ParseError> {
-    let Bounds {
-        l3_off,
-        l4_off,
-        end,
-    } = at;
+    let Bounds { l3_off, l4_off, end } = at;
     let tcp_flags = match proto {
         PROTO_TCP if l4_off + core::mem::size_of::<TcpHdr>() <= end => {
-            pkt.header::<TcpHdr>(l4_off)
-                .ok_or(ParseError::TruncatedL4)?
-                .flags
+            pkt.header::<TcpHdr>(l4_off).ok_or(ParseError::TruncatedL4)?.flags
         }
         PROTO_UDP if l4_off + core::mem::size_of::<UdpHdr>() <= end => {
-            pkt.header::<UdpHdr>(l4_off)
-                .ok_or(ParseError::TruncatedL4)?;
+            pkt.header::<UdpHdr>(l4_off).ok_or(ParseError::TruncatedL4)?;
             0
         }
         PROTO_TCP | PROTO_UDP => return Err(ParseError::TruncatedL4),

@@ -1,4 +1,5 @@
 //! One module per `lb` subcommand.
+pub mod backend;
 pub mod check;
 pub mod run;
 pub mod status;

@@ -8,7 +8,7 @@ use lb_userspace::{
     config::{self, Mode, XdpAttach},
     control::server::ControlSocket,
     datapath::{self, Datapath, LoadOptions, attach},
-    object,
+    health, object,
 };
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -57,30 +57,42 @@ pub fn run(
         control = %cfg.agent.control_socket.display(),
         "lb running"
     );
-    let interfaces = attached
-        .iter()
-        .map(|a| (a.interface.clone(), a.mode.to_owned()))
-        .collect();
+    let interfaces = attached.iter().map(|a| (a.interface.clone(), a.mode.to_owned())).collect();
     let agent = Arc::new(XdpAgent::new(cfg, plan, dp, interfaces));
 
     rt.block_on(async {
         let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
         let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+        // Probe results feed the agent; probes are respawned after a
+        // reload, since the backends or their settings may have changed.
+        let (tx, mut outcomes) = tokio::sync::mpsc::unbounded_channel();
+        let consumer = agent.clone();
+        let feeding = tokio::spawn(async move {
+            while let Some(o) = outcomes.recv().await {
+                consumer.on_probe(&o);
+            }
+        });
         let reloader = agent.clone();
         let shutdown = async move {
+            let mut probes = health::scheduler::spawn(reloader.targets(), tx.clone());
             loop {
                 tokio::select! {
                     _ = term.recv() => return tracing::info!("SIGTERM: shutting down"),
                     _ = int.recv() => return tracing::info!("SIGINT: shutting down"),
                     _ = hup.recv() => match reloader.reload() {
-                        Ok(changed) => tracing::info!(tables_changed = changed, "SIGHUP: config reloaded"),
+                        Ok(()) => {
+                            probes = health::scheduler::spawn(reloader.targets(), tx.clone());
+                            tracing::info!("SIGHUP: config reloaded");
+                        }
                         Err(e) => tracing::error!("SIGHUP: reload refused, the running config stays: {e}"),
                     },
                 }
+                let _ = &probes;
             }
         };
         socket.serve(agent.clone(), shutdown).await;
+        feeding.abort();
         anyhow::Ok(())
     })?;
     // The socket is gone; the last reference to the agent detaches XDP.

@@ -8,13 +8,8 @@ use std::fmt;
 use std::time::Duration;
 
 /// Units accepted after the number, with their length in nanoseconds.
-const UNITS: [(&str, u64); 5] = [
-    ("ns", 1),
-    ("us", 1_000),
-    ("ms", 1_000_000),
-    ("s", 1_000_000_000),
-    ("m", 60_000_000_000),
-];
+const UNITS: [(&str, u64); 5] =
+    [("ns", 1), ("us", 1_000), ("ms", 1_000_000), ("s", 1_000_000_000), ("m", 60_000_000_000)];
 
 /// Why a duration string was refused; rendered inside a `Problem`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,9 +31,7 @@ pub(crate) enum DurationError {
 
 /// Parses `<integer><unit>` with unit one of ns, us, ms, s, m.
 pub(crate) fn parse(text: &str) -> Result<Duration, DurationError> {
-    let digits_end = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (digits, unit) = text.split_at(digits_end);
     if digits.is_empty() {
         return Err(DurationError::NoNumber);
@@ -101,10 +94,7 @@ mod tests {
         assert_eq!(parse("1h"), Err(DurationError::BadUnit("h".into())));
         assert_eq!(parse("1m30s"), Err(DurationError::BadUnit("m30s".into())));
         assert_eq!(parse("50MS"), Err(DurationError::BadUnit("MS".into())));
-        assert_eq!(
-            parse("99999999999999999999ns"),
-            Err(DurationError::TooLarge)
-        );
+        assert_eq!(parse("99999999999999999999ns"), Err(DurationError::TooLarge));
         assert_eq!(parse("999999999999m"), Err(DurationError::TooLarge));
     }
 

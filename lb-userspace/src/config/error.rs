@@ -59,10 +59,7 @@ fn invalid_message(path: &Path, problems: &[Problem]) -> String {
         1 => "1 problem".to_owned(),
         n => format!("{n} problems"),
     };
-    let mut message = format!(
-        "{}: {count}; the configuration was not loaded",
-        path.display()
-    );
+    let mut message = format!("{}: {count}; the configuration was not loaded", path.display());
     for problem in problems {
         message.push('\n');
         message.push_str(&problem.to_string());
@@ -148,11 +145,8 @@ mod tests {
             "lb.toml: service #2 backend #3: weight 0 is below 1; set weight = 1 or more"
         );
         assert_eq!(
-            problem(
-                Some(Subject::Named("web".into())),
-                Some(Subject::Named("10.0.1.1:80".into()))
-            )
-            .to_string(),
+            problem(Some(Subject::Named("web".into())), Some(Subject::Named("10.0.1.1:80".into())))
+                .to_string(),
             "lb.toml: service \"web\" backend \"10.0.1.1:80\": weight 0 is below 1; \
              set weight = 1 or more"
         );
@@ -173,10 +167,7 @@ mod tests {
                 column: 1,
                 message: "unknown field `wieght`".into(),
             },
-            ConfigError::Invalid {
-                path: "lb.toml".into(),
-                problems: vec![problem(None, None)],
-            },
+            ConfigError::Invalid { path: "lb.toml".into(), problems: vec![problem(None, None)] },
             ConfigError::Invalid {
                 path: "lb.toml".into(),
                 problems: vec![problem(None, None), problem(Some(Subject::Index(1)), None)],

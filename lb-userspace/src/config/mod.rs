@@ -26,10 +26,8 @@ pub use summary::Summary;
 
 /// Reads, parses and validates the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Io { path: path.to_owned(), source })?;
     parse(&text, path)
 }
 
@@ -38,8 +36,6 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
     let raw: raw::RawConfig =
         toml::from_str(text).map_err(|error| toml_error::parse_error(origin, text, &error))?;
-    validate::validate(raw, origin).map_err(|problems| ConfigError::Invalid {
-        path: origin.to_owned(),
-        problems,
-    })
+    validate::validate(raw, origin)
+        .map_err(|problems| ConfigError::Invalid { path: origin.to_owned(), problems })
 }

@@ -10,9 +10,7 @@ impl Config {
     /// A printable summary: agent settings, then one row per service with its
     /// backends beneath, then a `config OK` line.
     pub fn summary(&self) -> Summary {
-        Summary {
-            config: self.clone(),
-        }
+        Summary { config: self.clone() }
     }
 }
 
@@ -34,16 +32,10 @@ impl fmt::Display for Summary {
         } else {
             agent.interfaces.join(", ")
         };
-        let metrics = agent
-            .metrics_addr
-            .map_or("off".to_owned(), |addr| addr.to_string());
+        let metrics = agent.metrics_addr.map_or("off".to_owned(), |addr| addr.to_string());
         writeln!(f, "{}", config.source.display())?;
         writeln!(f, "agent")?;
-        writeln!(
-            f,
-            "  mode            {} (xdp_attach {})",
-            agent.mode, agent.xdp_attach
-        )?;
+        writeln!(f, "  mode            {} (xdp_attach {})", agent.mode, agent.xdp_attach)?;
         writeln!(f, "  interfaces      {interfaces}")?;
         writeln!(f, "  metrics         {metrics}")?;
         writeln!(f, "  control socket  {}", agent.control_socket.display())?;
@@ -119,14 +111,11 @@ fn health(health: &Health) -> String {
     let probe = match &health.kind {
         HealthKind::None => return "none".to_owned(),
         HealthKind::Tcp => "tcp connect".to_owned(),
-        HealthKind::Http {
-            path,
-            expect_status,
-        } => format!("http GET {path} -> {expect_status}"),
+        HealthKind::Http { path, expect_status } => format!("http GET {path} -> {expect_status}"),
         HealthKind::Udp { send, expect } => {
-            let expect = expect.as_ref().map_or("any reply".to_owned(), |bytes| {
-                format!("\"{}\"", bytes.escape_ascii())
-            });
+            let expect = expect
+                .as_ref()
+                .map_or("any reply".to_owned(), |bytes| format!("\"{}\"", bytes.escape_ascii()));
             format!("udp \"{}\" -> {expect}", send.escape_ascii())
         }
     };

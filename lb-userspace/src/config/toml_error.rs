@@ -15,12 +15,7 @@ pub(super) fn parse_error(path: &Path, text: &str, error: &toml::de::Error) -> C
     // the honest fallback when it does not.
     let offset = error.span().map_or(0, |span| span.start);
     let (line, column) = position(text, offset);
-    ConfigError::Parse {
-        path: path.to_owned(),
-        line,
-        column,
-        message: with_hint(error.message()),
-    }
+    ConfigError::Parse { path: path.to_owned(), line, column, message: with_hint(error.message()) }
 }
 
 /// 1-based line and character column of byte `offset` in `text`.
@@ -40,11 +35,7 @@ fn position(text: &str, offset: usize) -> (usize, usize) {
 
 /// Joins toml's message onto one line and appends how to fix it.
 fn with_hint(message: &str) -> String {
-    let message = message
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>();
+    let message = message.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>();
     let message = message.join(": ");
     let hint = if message.starts_with("unknown field") {
         format!("remove it or check its spelling; {REFERENCE}")
@@ -85,10 +76,7 @@ mod tests {
         let text = "[[service]]\nname = \"web\"\n[[service.backend]]\naddr = \"10.0.1.1:80\"\n\
                     wieght = 2\n";
         let message = error_for(text);
-        assert!(
-            message.starts_with("lb.toml:5:1: unknown field `wieght`"),
-            "{message}"
-        );
+        assert!(message.starts_with("lb.toml:5:1: unknown field `wieght`"), "{message}");
         assert!(message.contains("check its spelling"), "{message}");
         assert!(message.contains("config/example.toml"), "{message}");
     }
@@ -102,10 +90,7 @@ mod tests {
     #[test]
     fn syntax_error_is_one_line_with_a_hint() {
         let message = error_for("[agent\n");
-        assert!(
-            message.starts_with("lb.toml:1:7: invalid table header"),
-            "{message}"
-        );
+        assert!(message.starts_with("lb.toml:1:7: invalid table header"), "{message}");
         assert_eq!(message.lines().count(), 1, "{message}");
         assert!(message.contains("TOML syntax"), "{message}");
     }

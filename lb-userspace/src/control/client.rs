@@ -42,26 +42,15 @@ pub enum ClientError {
 
 /// Sends `req` and waits (at most 5 s) for the answer.
 pub fn request(path: &Path, req: &Request) -> Result<Response, ClientError> {
-    let io_err = |source| ClientError::Io {
-        path: path.into(),
-        source,
-    };
-    let mut stream = UnixStream::connect(path).map_err(|source| ClientError::Connect {
-        path: path.into(),
-        source,
-    })?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(io_err)?;
+    let io_err = |source| ClientError::Io { path: path.into(), source };
+    let mut stream = UnixStream::connect(path)
+        .map_err(|source| ClientError::Connect { path: path.into(), source })?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).map_err(io_err)?;
     let mut line = serde_json::to_string(req).expect("requests always serialise");
     line.push('\n');
     stream.write_all(line.as_bytes()).map_err(io_err)?;
     let mut answer = String::new();
-    BufReader::new(stream)
-        .read_line(&mut answer)
-        .map_err(io_err)?;
-    serde_json::from_str(&answer).map_err(|source| ClientError::Decode {
-        path: path.into(),
-        source,
-    })
+    BufReader::new(stream).read_line(&mut answer).map_err(io_err)?;
+    serde_json::from_str(&answer)
+        .map_err(|source| ClientError::Decode { path: path.into(), source })
 }

@@ -8,6 +8,32 @@ use serde::{Deserialize, Serialize};
 pub enum Request {
     /// Services, backends, counters.
     Status,
+    /// Change one backend.
+    Backend {
+        /// The service's name.
+        service: String,
+        /// The backend, "ip:port" as in the config.
+        backend: String,
+        /// What to do.
+        action: BackendAction,
+    },
+}
+
+/// Operator actions on one backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum BackendAction {
+    /// Keep established flows, send new ones elsewhere.
+    Drain,
+    /// Send it nothing; its flows move to other backends.
+    Disable,
+    /// Follow the health checks again.
+    Enable,
+    /// Set its weight (1-65535) until the next reload.
+    Weight {
+        /// The new weight.
+        weight: u32,
+    },
 }
 
 /// What the agent answers.
@@ -16,6 +42,11 @@ pub enum Request {
 pub enum Response {
     /// Answer to [`Request::Status`].
     Status(StatusReport),
+    /// The request was carried out.
+    Done {
+        /// What was done.
+        message: String,
+    },
     /// The request failed.
     Error {
         /// Why.
@@ -80,8 +111,14 @@ pub struct BackendStatus {
     pub addr: String,
     /// Configured weight.
     pub weight: u32,
-    /// "active", "draining" or "down".
+    /// What the datapath does with it: "active", "draining" or "down".
     pub state: String,
+    /// What its health checks say: "up" or "down".
+    pub health: String,
+    /// What the operator said: "enabled", "draining" or "disabled".
+    pub admin: String,
+    /// Health changes since the agent started.
+    pub transitions: u64,
     /// Slots of the service's Maglev table it owns.
     pub slots: u32,
     /// Traffic forwarded to it.

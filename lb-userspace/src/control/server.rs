@@ -42,19 +42,9 @@ impl ControlSocket {
     /// socket left by a killed agent is replaced; a live one is an error, so
     /// two agents never fight over one socket.
     pub fn bind(path: &Path) -> Result<Self, BindError> {
-        let err = |source| BindError {
-            path: path.into(),
-            source,
-        };
-        if let Some(dir) = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty() && !d.exists())
-        {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(err)?;
+        let err = |source| BindError { path: path.into(), source };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+            fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(err)?;
         }
         if path.exists() {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -67,10 +57,7 @@ impl ControlSocket {
         }
         let listener = UnixListener::bind(path).map_err(err)?;
         fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(err)?;
-        Ok(Self {
-            listener,
-            path: path.into(),
-        })
+        Ok(Self { listener, path: path.into() })
     }
 
     /// Serves until `shutdown` completes.
@@ -109,9 +96,7 @@ async fn answer(stream: UnixStream, handler: Arc<dyn Handler>) -> io::Result<()>
     reader.read_line(&mut line).await?;
     let response = match serde_json::from_str::<Request>(&line) {
         Ok(req) => handler.handle(req),
-        Err(e) => Response::Error {
-            message: format!("invalid request: {e}"),
-        },
+        Err(e) => Response::Error { message: format!("invalid request: {e}") },
     };
     let mut out = serde_json::to_string(&response).map_err(io::Error::other)?;
     out.push('\n');

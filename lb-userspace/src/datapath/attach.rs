@@ -61,19 +61,11 @@ fn attach_one(dp: &mut Datapath, iface: &str, how: XdpAttach) -> Result<Attached
     match how {
         XdpAttach::Generic => prog
             .attach(iface, XdpMode::Skb)
-            .map(|link| Attached {
-                interface: iface.to_owned(),
-                mode: "generic",
-                link,
-            })
+            .map(|link| Attached { interface: iface.to_owned(), mode: "generic", link })
             .map_err(|e| refused("generic", e, "")),
         XdpAttach::Native => prog
             .attach(iface, XdpMode::Driver)
-            .map(|link| Attached {
-                interface: iface.to_owned(),
-                mode: "native",
-                link,
-            })
+            .map(|link| Attached { interface: iface.to_owned(), mode: "native", link })
             .map_err(|e| {
                 refused(
                     "native",
@@ -82,11 +74,7 @@ fn attach_one(dp: &mut Datapath, iface: &str, how: XdpAttach) -> Result<Attached
                 )
             }),
         XdpAttach::Auto => match prog.attach(iface, XdpMode::Driver) {
-            Ok(link) => Ok(Attached {
-                interface: iface.to_owned(),
-                mode: "native",
-                link,
-            }),
+            Ok(link) => Ok(Attached { interface: iface.to_owned(), mode: "native", link }),
             Err(native) => {
                 tracing::warn!(
                     interface = iface,
@@ -94,11 +82,7 @@ fn attach_one(dp: &mut Datapath, iface: &str, how: XdpAttach) -> Result<Attached
                     "native XDP attach failed; falling back to generic (slower)"
                 );
                 prog.attach(iface, XdpMode::Skb)
-                    .map(|link| Attached {
-                        interface: iface.to_owned(),
-                        mode: "generic",
-                        link,
-                    })
+                    .map(|link| Attached { interface: iface.to_owned(), mode: "generic", link })
                     .map_err(|e| refused("generic", e, ""))
             }
         },

@@ -59,9 +59,7 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self {
-            flow_capacity: DEFAULT_FLOW_CAPACITY,
-        }
+        Self { flow_capacity: DEFAULT_FLOW_CAPACITY }
     }
 }
 
@@ -100,9 +98,7 @@ impl Datapath {
     pub fn apply(&mut self, plan: &Plan) -> Result<(), DatapathError> {
         let mut backends: Array<&mut MapData, BackendRecord> = self.map_mut(MAP_BACKENDS)?;
         for (id, b) in plan.backends.iter().enumerate() {
-            backends
-                .set(id as u32, b, 0)
-                .map_err(map_err(MAP_BACKENDS))?;
+            backends.set(id as u32, b, 0).map_err(map_err(MAP_BACKENDS))?;
         }
         let mut maglev: Array<&mut MapData, u32> = self.map_mut(MAP_MAGLEV)?;
         for svc in &plan.services {
@@ -115,9 +111,7 @@ impl Datapath {
         let mut services: HashMap<&mut MapData, ServiceKey, ServiceRecord> =
             self.map_mut(MAP_SERVICES)?;
         for svc in &plan.services {
-            services
-                .insert(svc.key, svc.record, 0)
-                .map_err(map_err(MAP_SERVICES))?;
+            services.insert(svc.key, svc.record, 0).map_err(map_err(MAP_SERVICES))?;
         }
         Ok(())
     }

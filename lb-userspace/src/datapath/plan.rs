@@ -11,7 +11,7 @@ use lb_common::{
     maglev::{self, MaglevError, Member},
 };
 
-use crate::config::{Config, Protocol, Scheduler, Service};
+use crate::config::{Backend, Config, Protocol, Scheduler, Service};
 
 /// The content of every map for one config.
 #[derive(Debug, Clone, PartialEq)]
@@ -93,7 +93,8 @@ pub fn plan(cfg: &Config) -> Result<Plan, PlanError> {
         let first = backends.len() as u32;
         backends.extend(svc.backends.iter().map(|b| backend_record(b.addr, id)));
         let backend_ids: Vec<u32> = (first..backends.len() as u32).collect();
-        let table = maglev_table(svc, &backend_ids)?;
+        let weights: Vec<u32> = svc.backends.iter().map(|b| b.weight).collect();
+        let table = maglev_table(svc, &backend_ids, &weights)?;
         let base =
             u32::try_from(next_base).map_err(|_| PlanError::TablesTooLarge { slots: next_base })?;
         next_base += 2 * u64::from(svc.table_size);
@@ -113,11 +114,7 @@ pub fn plan(cfg: &Config) -> Result<Plan, PlanError> {
     }
     let maglev_slots = u32::try_from(next_base.max(1))
         .map_err(|_| PlanError::TablesTooLarge { slots: next_base })?;
-    Ok(Plan {
-        services,
-        backends,
-        maglev_slots,
-    })
+    Ok(Plan { services, backends, maglev_slots })
 }
 
 /// The plan for `cfg` replacing `old` in a running datapath: services keep
@@ -129,11 +126,13 @@ pub fn plan(cfg: &Config) -> Result<Plan, PlanError> {
 ///
 /// Only backend and weight changes are supported here: a service added,
 /// removed or changed is refused with [`PlanError::NeedsRestart`].
-pub fn replan(old: &Plan, cfg: &Config) -> Result<Plan, PlanError> {
+pub fn replan(
+    old: &Plan,
+    cfg: &Config,
+    effective: &dyn Fn(&str, &Backend) -> Effective,
+) -> Result<Plan, PlanError> {
     if cfg.services.len() != old.services.len() {
-        return Err(PlanError::NeedsRestart {
-            what: "the set of services changed".into(),
-        });
+        return Err(PlanError::NeedsRestart { what: "the set of services changed".into() });
     }
     let mut backends = old.backends.clone();
     let mut services = Vec::with_capacity(old.services.len());
@@ -151,6 +150,7 @@ pub fn replan(old: &Plan, cfg: &Config) -> Result<Plan, PlanError> {
             });
         }
         let mut backend_ids = Vec::with_capacity(svc.backends.len());
+        let mut weights = Vec::with_capacity(svc.backends.len());
         for b in &svc.backends {
             let record = backend_record(b.addr, prev.record.id);
             let existing = prev.backend_ids.iter().copied().find(|&id| {
@@ -165,10 +165,15 @@ pub fn replan(old: &Plan, cfg: &Config) -> Result<Plan, PlanError> {
                     backends.len() as u32 - 1
                 }
             };
+            let eff = effective(&svc.name, b);
+            if let Some(r) = backends.get_mut(id as usize) {
+                r.state = eff.state;
+            }
             backend_ids.push(id);
+            weights.push(eff.weight);
         }
         check_limit("backends", backends.len(), MAX_BACKENDS)?;
-        let table = maglev_table(svc, &backend_ids)?;
+        let table = maglev_table(svc, &backend_ids, &weights)?;
         let mut record = prev.record;
         if table != prev.table {
             record.table_base = other_half(prev.region_base, record);
@@ -182,46 +187,50 @@ pub fn replan(old: &Plan, cfg: &Config) -> Result<Plan, PlanError> {
             table,
         });
     }
-    Ok(Plan {
-        services,
-        backends,
-        maglev_slots: old.maglev_slots,
-    })
+    Ok(Plan { services, backends, maglev_slots: old.maglev_slots })
+}
+
+/// What a backend is right now, as the datapath must see it: its state and
+/// its share of new flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Effective {
+    /// `BACKEND_ACTIVE`, `BACKEND_DRAINING` or `BACKEND_DOWN`.
+    pub state: u8,
+    /// Maglev weight; 0 for a draining or down backend (no new flows).
+    pub weight: u32,
+}
+
+impl Effective {
+    /// Active with the configured weight: what a config alone says.
+    pub fn configured(b: &Backend) -> Self {
+        Self { state: BACKEND_ACTIVE, weight: b.weight }
+    }
 }
 
 /// The half of a service's two-table region that `record` does not use.
 fn other_half(region_base: u32, record: ServiceRecord) -> u32 {
-    if record.table_base == region_base {
-        region_base + record.table_size
-    } else {
-        region_base
-    }
+    if record.table_base == region_base { region_base + record.table_size } else { region_base }
 }
 
-/// The Maglev table of `svc`, whose backends have the ids `backend_ids`.
-fn maglev_table(svc: &Service, backend_ids: &[u32]) -> Result<Vec<u32>, PlanError> {
+/// The Maglev table of `svc`, whose backends have the ids `backend_ids` and
+/// the Maglev weights `weights` (0 keeps a backend out of the table).
+fn maglev_table(
+    svc: &Service,
+    backend_ids: &[u32],
+    weights: &[u32],
+) -> Result<Vec<u32>, PlanError> {
     let members: Vec<Member> = svc
         .backends
         .iter()
-        .zip(backend_ids)
-        .map(|(b, &id)| Member {
-            id,
-            addr: b.addr,
-            weight: b.weight,
-        })
+        .zip(backend_ids.iter().zip(weights))
+        .map(|(b, (&id, &weight))| Member { id, addr: b.addr, weight })
         .collect();
-    maglev::build(&members, svc.table_size).map_err(|source| PlanError::Maglev {
-        service: svc.name.clone(),
-        source,
-    })
+    maglev::build(&members, svc.table_size)
+        .map_err(|source| PlanError::Maglev { service: svc.name.clone(), source })
 }
 
 fn check_limit(what: &'static str, count: usize, limit: u32) -> Result<(), PlanError> {
-    if count > limit as usize {
-        Err(PlanError::TooMany { what, count, limit })
-    } else {
-        Ok(())
-    }
+    if count > limit as usize { Err(PlanError::TooMany { what, count, limit }) } else { Ok(()) }
 }
 
 /// The services-map key of a service.
@@ -315,7 +324,7 @@ mod tests {
             "        weight = 3\n",
             "        weight = 3\n        [[service.backend]]\n        addr = \"10.0.1.3:8080\"\n",
         );
-        let new = replan(&old, &cfg(&grown)).unwrap();
+        let new = replan(&old, &cfg(&grown), &|_, b| Effective::configured(b)).unwrap();
         let web = &new.services[0];
         // Existing backends keep their ids; the newcomer gets a fresh one
         // (3: ids 0-2 were taken, whether or not still in use).
@@ -326,15 +335,40 @@ mod tests {
         // The unchanged service did not move.
         assert_eq!(new.services[1].record, old.services[1].record);
         // And flips back on the next change.
-        let again = replan(&new, &cfg(TWO)).unwrap();
+        let again = replan(&new, &cfg(TWO), &|_, b| Effective::configured(b)).unwrap();
         assert_eq!(again.services[0].record.table_base, 0);
         assert_eq!(again.services[0].backend_ids, vec![0, 1]);
     }
 
     #[test]
+    fn a_down_backend_leaves_the_table_and_regains_exactly_its_slots() {
+        let old = plan(&cfg(TWO)).unwrap();
+        let c = cfg(TWO);
+        let down = replan(&old, &c, &|_, b| {
+            if b.addr.port() == 8080 && b.weight == 3 {
+                Effective { state: lb_common::abi::BACKEND_DOWN, weight: 0 }
+            } else {
+                Effective::configured(b)
+            }
+        })
+        .unwrap();
+        assert!(down.services[0].table.iter().all(|&id| id == 0));
+        assert_eq!(down.backends[1].state, lb_common::abi::BACKEND_DOWN);
+        let back = replan(&down, &c, &|_, b| Effective::configured(b)).unwrap();
+        assert_eq!(
+            back.services[0].table, old.services[0].table,
+            "Maglev gives it back its own slots"
+        );
+        assert_eq!(back.backends[1].state, BACKEND_ACTIVE);
+    }
+
+    #[test]
     fn replan_refuses_service_changes() {
         let old = plan(&cfg(TWO)).unwrap();
-        let err = replan(&old, &cfg(&TWO.replace("10.0.0.100:80", "10.0.0.101:80"))).unwrap_err();
+        let err = replan(&old, &cfg(&TWO.replace("10.0.0.100:80", "10.0.0.101:80")), &|_, b| {
+            Effective::configured(b)
+        })
+        .unwrap_err();
         assert!(err.to_string().contains("restart lb"), "{err}");
     }
 

@@ -24,9 +24,7 @@ pub fn read(dp: &Datapath, services: u32, backends: u32) -> Result<Totals, Datap
     let drops: PerCpuArray<&MapData, u64> = dp.map(MAP_DROPS)?;
     let err = |map| move |source| DatapathError::Map { map, source };
     let sum = |arr: &PerCpuArray<&MapData, Counters>, i, map| {
-        arr.get(&i, 0)
-            .map(|v| Counters::sum(v.iter()))
-            .map_err(err(map))
+        arr.get(&i, 0).map(|v| Counters::sum(v.iter())).map_err(err(map))
     };
     Ok(Totals {
         services: (0..services)
@@ -37,12 +35,7 @@ pub fn read(dp: &Datapath, services: u32, backends: u32) -> Result<Totals, Datap
             .collect::<Result<_, _>>()?,
         exceptions: DropReason::ALL
             .iter()
-            .map(|r| {
-                drops
-                    .get(&(*r as u32), 0)
-                    .map(|v| v.iter().sum())
-                    .map_err(err(MAP_DROPS))
-            })
+            .map(|r| drops.get(&(*r as u32), 0).map(|v| v.iter().sum()).map_err(err(MAP_DROPS)))
             .collect::<Result<_, _>>()?,
     })
 }

@@ -39,7 +39,11 @@ pub enum ProbeError {
 
 impl From<io::Error> for ProbeError {
     fn from(e: io::Error) -> Self {
-        if e.kind() == io::ErrorKind::ConnectionRefused { ProbeError::Refused } else { ProbeError::Io(e) }
+        if e.kind() == io::ErrorKind::ConnectionRefused {
+            ProbeError::Refused
+        } else {
+            ProbeError::Io(e)
+        }
     }
 }
 

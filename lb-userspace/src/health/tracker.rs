@@ -43,7 +43,13 @@ impl Tracker {
     /// A tracker needing `rise` successes to come up and `fall` failures to
     /// go down (both at least 1; validated by the config).
     pub fn new(rise: u32, fall: u32) -> Self {
-        Self { rise: rise.max(1), fall: fall.max(1), health: Health::Up, streak: 0, streak_start: None }
+        Self {
+            rise: rise.max(1),
+            fall: fall.max(1),
+            health: Health::Up,
+            streak: 0,
+            streak_start: None,
+        }
     }
 
     /// The current state.

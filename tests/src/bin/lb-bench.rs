@@ -36,9 +36,7 @@ fn main() {
         // A fresh datapath each round: the miss pass must find an empty table.
         let mut g = Golden::new(1 << 18);
         let gin = g.gin;
-        let one = Frame::tcp("10.0.0.2:40000", "10.100.0.1:80")
-            .pad_to(64)
-            .bytes();
+        let one = Frame::tcp("10.0.0.2:40000", "10.100.0.1:80").pad_to(64).bytes();
         let flows: Vec<Vec<u8>> = (0..DISTINCT)
             .map(|i| {
                 let src = format!(
@@ -68,12 +66,7 @@ fn main() {
     }
     let rows = [
         ("kernel loop", "no-op XDP", &kernel_noop, &kernel_noop),
-        (
-            "kernel loop",
-            "lb, flow-table hit",
-            &kernel_hit,
-            &kernel_noop,
-        ),
+        ("kernel loop", "lb, flow-table hit", &kernel_hit, &kernel_noop),
         ("per packet", "no-op XDP", &noop, &noop),
         ("per packet", "lb, flow-table miss (Maglev)", &miss, &noop),
         ("per packet", "lb, flow-table hit", &hit, &noop),
@@ -82,10 +75,7 @@ fn main() {
     println!("|---|---|---|---|---|");
     for (regime, name, v, base) in rows {
         let (m, lo, hi) = stats(v);
-        println!(
-            "| {regime} | {name} | {m:.1} | {lo:.1}-{hi:.1} | {:.2} |",
-            m / stats(base).0
-        );
+        println!("| {regime} | {name} | {m:.1} | {lo:.1}-{hi:.1} | {:.2} |", m / stats(base).0);
     }
 }
 

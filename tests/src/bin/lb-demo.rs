@@ -23,9 +23,7 @@ const FLOWS: usize = 3000;
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let config = root.join("config/demo.toml");
-    let server = std::env::current_exe()
-        .expect("exe")
-        .with_file_name("lbt-server");
+    let server = std::env::current_exe().expect("exe").with_file_name("lbt-server");
     let control_dir = Path::new("/run/lb-demo");
 
     println!("building the topology: client, lb and 3 backend namespaces");
@@ -52,20 +50,9 @@ fn main() {
         udp_time.as_secs_f64()
     );
     println!("{:<10} {:>8} {:>8}", "backend", "tcp", "udp");
-    for name in tcp
-        .keys()
-        .chain(udp.keys())
-        .collect::<std::collections::BTreeSet<_>>()
-    {
-        let (t, u) = (
-            tcp.get(name).copied().unwrap_or(0),
-            udp.get(name).copied().unwrap_or(0),
-        );
-        println!(
-            "{name:<10} {t:>8} {u:>8}   ({:.1}% / {:.1}%)",
-            pct(t),
-            pct(u)
-        );
+    for name in tcp.keys().chain(udp.keys()).collect::<std::collections::BTreeSet<_>>() {
+        let (t, u) = (tcp.get(name).copied().unwrap_or(0), udp.get(name).copied().unwrap_or(0));
+        println!("{name:<10} {t:>8} {u:>8}   ({:.1}% / {:.1}%)", pct(t), pct(u));
     }
     println!("\n`lb status`:\n{}", lb.status());
     println!("tearing down (namespaces and processes are removed)");
@@ -92,10 +79,7 @@ fn tcp_ask(vip: SocketAddr) -> String {
     if s.write_all(b"hello\n").is_err() || BufReader::new(&s).read_line(&mut line).is_err() {
         return "(failed)".into();
     }
-    line.split_whitespace()
-        .next()
-        .unwrap_or("(empty)")
-        .to_owned()
+    line.split_whitespace().next().unwrap_or("(empty)").to_owned()
 }
 
 fn udp_ask(vip: SocketAddr) -> String {

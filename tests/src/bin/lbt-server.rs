@@ -20,11 +20,7 @@ fn main() {
     let mut threads = Vec::new();
     for port in ports {
         for host in ["0.0.0.0", "::"] {
-            let addr = if host == "::" {
-                format!("[::]:{port}")
-            } else {
-                format!("{host}:{port}")
-            };
+            let addr = if host == "::" { format!("[::]:{port}") } else { format!("{host}:{port}") };
             let tcp = bind_tcp(&addr);
             let udp: UdpSocket = socket(&addr, Type::DGRAM).into();
             let (n1, n2) = (name.clone(), name.clone());
@@ -39,8 +35,7 @@ fn main() {
 
 fn bind_tcp(addr: &str) -> TcpListener {
     let sock = socket(addr, Type::STREAM);
-    sock.listen(1024)
-        .unwrap_or_else(|e| panic!("listen {addr}: {e}"));
+    sock.listen(1024).unwrap_or_else(|e| panic!("listen {addr}: {e}"));
     sock.into()
 }
 
@@ -53,8 +48,7 @@ fn socket(addr: &str, ty: Type) -> Socket {
         sock.set_only_v6(true).expect("IPV6_V6ONLY");
     }
     sock.set_reuse_address(true).expect("SO_REUSEADDR");
-    sock.bind(&sa.into())
-        .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+    sock.bind(&sa.into()).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
     sock
 }
 
@@ -72,11 +66,7 @@ fn answer(stream: TcpStream, name: &str) {
     };
     for line in BufReader::new(stream).lines() {
         // One write, so the answer travels in one segment.
-        if line.is_err()
-            || out
-                .write_all(format!("{name} {peer}\n").as_bytes())
-                .is_err()
-        {
+        if line.is_err() || out.write_all(format!("{name} {peer}\n").as_bytes()).is_err() {
             return;
         }
     }

@@ -13,16 +13,8 @@ use crate::config::raw::RawAgent;
 pub(super) fn check(raw: RawAgent, report: &mut Report) -> Option<Agent> {
     let scope = &Scope::FILE;
     let interfaces_ok = interfaces(&raw.interfaces, report);
-    let mode = report.take(
-        scope,
-        choice(
-            "agent.mode",
-            raw.mode.as_deref(),
-            Mode::Auto,
-            Mode::ALL,
-            Mode::name,
-        ),
-    );
+    let mode = report
+        .take(scope, choice("agent.mode", raw.mode.as_deref(), Mode::Auto, Mode::ALL, Mode::name));
     let xdp_attach = report.take(
         scope,
         choice(
@@ -44,12 +36,9 @@ pub(super) fn check(raw: RawAgent, report: &mut Report) -> Option<Agent> {
     }
     let metrics_addr = match raw.metrics_addr.as_deref() {
         None => Some(None),
-        Some(text) => report
-            .take(
-                scope,
-                socket_addr("agent.metrics_addr", text, "127.0.0.1:9100"),
-            )
-            .map(Some),
+        Some(text) => {
+            report.take(scope, socket_addr("agent.metrics_addr", text, "127.0.0.1:9100")).map(Some)
+        }
     };
     let control_socket = report.take(scope, control_socket(raw.control_socket.as_deref()));
     Some(Agent {
@@ -68,17 +57,10 @@ fn interfaces(names: &[String], report: &mut Report) -> bool {
     let mut seen = HashSet::new();
     for (index, name) in names.iter().enumerate() {
         let field = format!("agent.interfaces[{index}]");
-        if report
-            .take(&Scope::FILE, interface_name(&field, name))
-            .is_some()
-            && !seen.insert(name)
-        {
+        if report.take(&Scope::FILE, interface_name(&field, name)).is_some() && !seen.insert(name) {
             report.add(
                 &Scope::FILE,
-                Issue::new(
-                    format!("agent.interfaces lists {name:?} twice"),
-                    "remove the repeat",
-                ),
+                Issue::new(format!("agent.interfaces lists {name:?} twice"), "remove the repeat"),
             );
         }
     }
@@ -107,11 +89,8 @@ mod tests {
     fn check_raw(raw: RawAgent) -> Result<Agent, Vec<String>> {
         let mut report = Report::new(Path::new("lb.toml"));
         let agent = check(raw, &mut report);
-        let problems: Vec<String> = report
-            .into_problems()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let problems: Vec<String> =
+            report.into_problems().iter().map(ToString::to_string).collect();
         match agent {
             Some(agent) if problems.is_empty() => Ok(agent),
             _ => Err(problems),
@@ -122,11 +101,7 @@ mod tests {
         let problems = check_raw(raw).expect_err("should be refused");
         assert_eq!(problems.len(), 1, "{problems:?}");
         for word in words {
-            assert!(
-                problems[0].contains(word),
-                "missing {word:?} in {}",
-                problems[0]
-            );
+            assert!(problems[0].contains(word), "missing {word:?} in {}", problems[0]);
         }
         assert!(!problems[0].contains("service"), "{}", problems[0]);
     }
@@ -157,10 +132,7 @@ mod tests {
             assert_eq!(check_raw(raw).expect("valid").mode, mode);
         }
         for &attach in XdpAttach::ALL {
-            let raw = RawAgent {
-                xdp_attach: Some(attach.name().into()),
-                ..RawAgent::default()
-            };
+            let raw = RawAgent { xdp_attach: Some(attach.name().into()), ..RawAgent::default() };
             assert_eq!(check_raw(raw).expect("valid").xdp_attach, attach);
         }
     }
@@ -168,17 +140,11 @@ mod tests {
     #[test]
     fn unknown_mode() {
         refused(
-            RawAgent {
-                mode: Some("fast".into()),
-                ..RawAgent::default()
-            },
+            RawAgent { mode: Some("fast".into()), ..RawAgent::default() },
             &["agent.mode \"fast\"", "\"splice\""],
         );
         refused(
-            RawAgent {
-                xdp_attach: Some("skb".into()),
-                ..RawAgent::default()
-            },
+            RawAgent { xdp_attach: Some("skb".into()), ..RawAgent::default() },
             &["agent.xdp_attach", "\"generic\""],
         );
     }
@@ -186,10 +152,7 @@ mod tests {
     #[test]
     fn xdp_needs_interfaces() {
         refused(
-            RawAgent {
-                mode: Some("xdp".into()),
-                ..RawAgent::default()
-            },
+            RawAgent { mode: Some("xdp".into()), ..RawAgent::default() },
             &["agent.interfaces is empty", "interfaces = [\"eth0\"]"],
         );
     }
@@ -197,10 +160,7 @@ mod tests {
     #[test]
     fn interface_names() {
         refused(
-            RawAgent {
-                interfaces: vec!["".into()],
-                ..RawAgent::default()
-            },
+            RawAgent { interfaces: vec!["".into()], ..RawAgent::default() },
             &["agent.interfaces[0] is an empty string"],
         );
         refused(
@@ -208,43 +168,24 @@ mod tests {
                 interfaces: vec!["eth0".into(), "a-very-long-ifname".into()],
                 ..RawAgent::default()
             },
-            &[
-                "agent.interfaces[1] \"a-very-long-ifname\" is 18 bytes",
-                "IFNAMSIZ",
-                "ip link",
-            ],
+            &["agent.interfaces[1] \"a-very-long-ifname\" is 18 bytes", "IFNAMSIZ", "ip link"],
         );
         refused(
-            RawAgent {
-                interfaces: vec!["eth0".into(), "eth0".into()],
-                ..RawAgent::default()
-            },
+            RawAgent { interfaces: vec!["eth0".into(), "eth0".into()], ..RawAgent::default() },
             &["twice"],
         );
     }
 
     #[test]
     fn metrics_and_control_socket() {
-        let raw = RawAgent {
-            metrics_addr: Some("127.0.0.1:9100".into()),
-            ..RawAgent::default()
-        };
-        assert_eq!(
-            check_raw(raw).expect("valid").metrics_addr,
-            "127.0.0.1:9100".parse().ok()
-        );
+        let raw = RawAgent { metrics_addr: Some("127.0.0.1:9100".into()), ..RawAgent::default() };
+        assert_eq!(check_raw(raw).expect("valid").metrics_addr, "127.0.0.1:9100".parse().ok());
         refused(
-            RawAgent {
-                metrics_addr: Some("localhost".into()),
-                ..RawAgent::default()
-            },
+            RawAgent { metrics_addr: Some("localhost".into()), ..RawAgent::default() },
             &["agent.metrics_addr \"localhost\"", "127.0.0.1:9100"],
         );
         refused(
-            RawAgent {
-                control_socket: Some(String::new()),
-                ..RawAgent::default()
-            },
+            RawAgent { control_socket: Some(String::new()), ..RawAgent::default() },
             &["control_socket is empty"],
         );
     }

@@ -33,10 +33,7 @@ pub(super) fn check(
 ) -> Checked {
     let addr = match raw.addr.as_deref() {
         Some(text) => socket_addr("addr", text, EXAMPLE),
-        None => Err(Issue::new(
-            "it has no addr",
-            format!("add addr = \"{EXAMPLE}\""),
-        )),
+        None => Err(Issue::new("it has no addr", format!("add addr = \"{EXAMPLE}\""))),
     };
     // A backend is named by its address once that parses; the canonical form
     // is used so `[2001:db8::1]:80` reads the same however it was written.
@@ -47,9 +44,7 @@ pub(super) fn check(
     let scope = service.backend(subject);
     let addr = report.take(&scope, addr);
     let usable = addr.filter(|&addr| {
-        let port_ok = report
-            .take(&scope, nonzero_port("addr", addr, EXAMPLE))
-            .is_some();
+        let port_ok = report.take(&scope, nonzero_port("addr", addr, EXAMPLE)).is_some();
         let family_ok = vip.is_none_or(|vip| report.take(&scope, same_family(addr, vip)).is_some());
         port_ok && family_ok
     });
@@ -63,14 +58,8 @@ pub(super) fn check(
         &scope,
         bounded("weight", weight, 1, defaults::MAX_WEIGHT).map_err(|issue| issue.also(advice)),
     );
-    let backend = usable
-        .zip(weight)
-        .map(|(addr, weight)| Backend { addr, weight });
-    Checked {
-        scope,
-        addr,
-        backend,
-    }
+    let backend = usable.zip(weight).map(|(addr, weight)| Backend { addr, weight });
+    Checked { scope, addr, backend }
 }
 
 /// The datapath rewrites addresses in place (NAT), which cannot turn an IPv4
@@ -105,16 +94,9 @@ mod tests {
         let mut report = Report::new(Path::new("lb.toml"));
         let service = Scope::service(Subject::Named("web".into()));
         let vip = "10.0.0.100:80".parse().ok();
-        let raw = RawBackend {
-            addr: addr.map(str::to_owned),
-            weight,
-        };
+        let raw = RawBackend { addr: addr.map(str::to_owned), weight };
         let checked = check(2, raw, vip, &service, &mut report);
-        let problems = report
-            .into_problems()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let problems = report.into_problems().iter().map(ToString::to_string).collect();
         (checked, problems)
     }
 
@@ -123,11 +105,7 @@ mod tests {
         assert!(checked.backend.is_none());
         assert_eq!(problems.len(), 1, "{problems:?}");
         for word in words {
-            assert!(
-                problems[0].contains(word),
-                "missing {word:?} in {}",
-                problems[0]
-            );
+            assert!(problems[0].contains(word), "missing {word:?} in {}", problems[0]);
         }
     }
 
@@ -141,19 +119,11 @@ mod tests {
 
     #[test]
     fn missing_or_unparsable_addr_is_named_by_position() {
-        refused(
-            None,
-            None,
-            &["service \"web\" backend #3: it has no addr", "add addr"],
-        );
+        refused(None, None, &["service \"web\" backend #3: it has no addr", "add addr"]);
         refused(
             Some("10.0.1.1"),
             None,
-            &[
-                "backend #3: addr \"10.0.1.1\"",
-                "\"10.0.1.1:80\"",
-                "[2001:db8::1]:80",
-            ],
+            &["backend #3: addr \"10.0.1.1\"", "\"10.0.1.1:80\"", "[2001:db8::1]:80"],
         );
     }
 
@@ -171,20 +141,13 @@ mod tests {
         refused(
             Some("10.0.1.1:80"),
             Some(0),
-            &[
-                "backend \"10.0.1.1:80\": weight = 0 is below the minimum 1",
-                "remove it",
-            ],
+            &["backend \"10.0.1.1:80\": weight = 0 is below the minimum 1", "remove it"],
         );
         refused(Some("10.0.1.1:80"), Some(-1), &["weight = -1 is below"]);
         refused(
             Some("10.0.1.1:80"),
             Some(65536),
-            &[
-                "weight = 65536 is above the maximum 65535",
-                "set weight = 65535 or less",
-                "scale",
-            ],
+            &["weight = 65536 is above the maximum 65535", "set weight = 65535 or less", "scale"],
         );
     }
 

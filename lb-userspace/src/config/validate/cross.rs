@@ -88,10 +88,7 @@ fn unique_vips(services: &[Checked], report: &mut Report) -> HashMap<(IpAddr, u1
             Some(&earlier) => report.add(
                 &service.scope,
                 Issue::new(
-                    format!(
-                        "vip {vip} ({protocol}) is also used by {}",
-                        other(services, earlier)
-                    ),
+                    format!("vip {vip} ({protocol}) is also used by {}", other(services, earlier)),
                     "give each service its own address, port or protocol, or merge their backends \
                      into one service",
                 ),
@@ -146,11 +143,7 @@ mod tests {
         for text in ["", "[agent]\ninterfaces = [\"eth0\"]\n"] {
             refused(
                 text,
-                &[
-                    "lb.toml: no [[service]] is defined",
-                    "almost certainly",
-                    "config/example.toml",
-                ],
+                &["lb.toml: no [[service]] is defined", "almost certainly", "config/example.toml"],
             );
         }
     }
@@ -159,13 +152,7 @@ mod tests {
     fn duplicate_names() {
         let text = service("web", "10.0.0.100:80", "10.0.1.1:80")
             + &service("web", "10.0.0.101:80", "10.0.1.1:80");
-        refused(
-            &text,
-            &[
-                "service \"web\": the name is also used by service #1",
-                "unique name",
-            ],
-        );
+        refused(&text, &["service \"web\": the name is also used by service #1", "unique name"]);
     }
 
     #[test]
@@ -200,10 +187,7 @@ mod tests {
                 "real server",
             ],
         );
-        refused(
-            &service("a", "10.0.0.100:80", "10.0.0.100:80"),
-            &["VIP of service \"a\""],
-        );
+        refused(&service("a", "10.0.0.100:80", "10.0.0.100:80"), &["VIP of service \"a\""]);
     }
 
     #[test]
@@ -218,12 +202,7 @@ mod tests {
             })
             .collect();
         let problems = problems(&text);
-        assert_eq!(
-            problems.len(),
-            1,
-            "{:?}",
-            &problems[..3.min(problems.len())]
-        );
+        assert_eq!(problems.len(), 1, "{:?}", &problems[..3.min(problems.len())]);
         assert!(
             problems[0].contains("1025 services exceed the datapath's limit of 1024"),
             "{}",

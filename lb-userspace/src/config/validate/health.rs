@@ -21,44 +21,20 @@ pub(super) fn check(
 ) -> Option<Health> {
     let raw = raw.unwrap_or_default();
     let kind = kind(&raw, protocol, scope, report);
-    let interval = report.take(
-        scope,
-        duration(
-            "health.interval",
-            raw.interval.as_deref(),
-            defaults::INTERVAL,
-        ),
-    );
-    let timeout = report.take(
-        scope,
-        duration("health.timeout", raw.timeout.as_deref(), defaults::TIMEOUT),
-    );
+    let interval = report
+        .take(scope, duration("health.interval", raw.interval.as_deref(), defaults::INTERVAL));
+    let timeout =
+        report.take(scope, duration("health.timeout", raw.timeout.as_deref(), defaults::TIMEOUT));
     let rise = report.take(
         scope,
-        bounded(
-            "health.rise",
-            raw.rise.unwrap_or(defaults::RISE.into()),
-            1,
-            u32::MAX,
-        ),
+        bounded("health.rise", raw.rise.unwrap_or(defaults::RISE.into()), 1, u32::MAX),
     );
     let fall = report.take(
         scope,
-        bounded(
-            "health.fall",
-            raw.fall.unwrap_or(defaults::FALL.into()),
-            1,
-            u32::MAX,
-        ),
+        bounded("health.fall", raw.fall.unwrap_or(defaults::FALL.into()), 1, u32::MAX),
     );
     let (interval, timeout) = report.take(scope, timings(interval?, timeout?))?;
-    Some(Health {
-        kind: kind?,
-        interval,
-        timeout,
-        rise: rise?,
-        fall: fall?,
-    })
+    Some(Health { kind: kind?, interval, timeout, rise: rise?, fall: fall? })
 }
 
 /// Probes start every `interval` and must finish before the next one starts,
@@ -144,29 +120,18 @@ fn kind(
 }
 
 fn http(raw: &RawHealth, scope: &Scope, report: &mut Report) -> Option<HealthKind> {
-    let path = report.take(
-        scope,
-        http_path(raw.path.as_deref().unwrap_or(defaults::HTTP_PATH)),
-    );
-    let status = raw
-        .expect_status
-        .unwrap_or(defaults::HTTP_EXPECT_STATUS.into());
+    let path = report.take(scope, http_path(raw.path.as_deref().unwrap_or(defaults::HTTP_PATH)));
+    let status = raw.expect_status.unwrap_or(defaults::HTTP_EXPECT_STATUS.into());
     let expect_status = report.take(
         scope,
-        u16::try_from(status)
-            .ok()
-            .filter(|s| (100..=599).contains(s))
-            .ok_or_else(|| {
-                Issue::new(
-                    format!("health.expect_status = {status} is not an HTTP status"),
-                    "use a status in 100..=599, e.g. expect_status = 200",
-                )
-            }),
+        u16::try_from(status).ok().filter(|s| (100..=599).contains(s)).ok_or_else(|| {
+            Issue::new(
+                format!("health.expect_status = {status} is not an HTTP status"),
+                "use a status in 100..=599, e.g. expect_status = 200",
+            )
+        }),
     );
-    Some(HealthKind::Http {
-        path: path?,
-        expect_status: expect_status?,
-    })
+    Some(HealthKind::Http { path: path?, expect_status: expect_status? })
 }
 
 /// The path goes into the request line verbatim, so it must be absolute and
@@ -233,11 +198,7 @@ mod tests {
     }
 
     fn text(problems: &[Problem]) -> String {
-        problems
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n")
+        problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
     }
 
     fn refused(raw: RawHealth, words: &[&str]) {
@@ -268,20 +229,11 @@ mod tests {
         for kind in [
             HealthKind::None,
             HealthKind::Tcp,
-            HealthKind::Http {
-                path: "/".into(),
-                expect_status: 200,
-            },
-            HealthKind::Udp {
-                send: b"x".to_vec(),
-                expect: None,
-            },
+            HealthKind::Http { path: "/".into(), expect_status: 200 },
+            HealthKind::Udp { send: b"x".to_vec(), expect: None },
         ] {
-            let raw = RawHealth {
-                kind: some(kind.name()),
-                send: some("x"),
-                ..RawHealth::default()
-            };
+            let raw =
+                RawHealth { kind: some(kind.name()), send: some("x"), ..RawHealth::default() };
             let raw = match kind {
                 HealthKind::Udp { .. } => raw,
                 _ => RawHealth { send: None, ..raw },
@@ -299,13 +251,7 @@ mod tests {
             ..RawHealth::default()
         };
         let kind = check_raw(raw).expect("valid").kind;
-        assert_eq!(
-            kind,
-            HealthKind::Http {
-                path: "/healthz".into(),
-                expect_status: 204
-            }
-        );
+        assert_eq!(kind, HealthKind::Http { path: "/healthz".into(), expect_status: 204 });
         let raw = RawHealth {
             kind: some("udp"),
             send: some("ping"),
@@ -315,20 +261,14 @@ mod tests {
         let kind = check_raw(raw).expect("valid").kind;
         assert_eq!(
             kind,
-            HealthKind::Udp {
-                send: b"ping".to_vec(),
-                expect: Some(b"pong".to_vec())
-            }
+            HealthKind::Udp { send: b"ping".to_vec(), expect: Some(b"pong".to_vec()) }
         );
     }
 
     #[test]
     fn unknown_kind() {
         refused(
-            RawHealth {
-                kind: some("icmp"),
-                ..RawHealth::default()
-            },
+            RawHealth { kind: some("icmp"), ..RawHealth::default() },
             &["\"icmp\"", "\"none\""],
         );
     }
@@ -336,48 +276,27 @@ mod tests {
     #[test]
     fn interval_zero() {
         refused(
-            RawHealth {
-                interval: some("0ms"),
-                ..RawHealth::default()
-            },
+            RawHealth { interval: some("0ms"), ..RawHealth::default() },
             &["interval is zero", "\"50ms\""],
         );
     }
 
     #[test]
     fn timeout_zero() {
-        refused(
-            RawHealth {
-                timeout: some("0s"),
-                ..RawHealth::default()
-            },
-            &["timeout is zero"],
-        );
+        refused(RawHealth { timeout: some("0s"), ..RawHealth::default() }, &["timeout is zero"]);
     }
 
     #[test]
     fn timeout_not_below_interval() {
-        let raw = RawHealth {
-            interval: some("50ms"),
-            timeout: some("50ms"),
-            ..RawHealth::default()
-        };
-        refused(
-            raw,
-            &[
-                "timeout 50ms is not below health.interval 50ms",
-                "lower the timeout",
-            ],
-        );
+        let raw =
+            RawHealth { interval: some("50ms"), timeout: some("50ms"), ..RawHealth::default() };
+        refused(raw, &["timeout 50ms is not below health.interval 50ms", "lower the timeout"]);
     }
 
     #[test]
     fn bad_duration() {
         refused(
-            RawHealth {
-                interval: some("1.5s"),
-                ..RawHealth::default()
-            },
+            RawHealth { interval: some("1.5s"), ..RawHealth::default() },
             &["health.interval \"1.5s\"", "\"50ms\""],
         );
     }
@@ -385,17 +304,11 @@ mod tests {
     #[test]
     fn rise_and_fall_zero() {
         refused(
-            RawHealth {
-                rise: Some(0),
-                ..RawHealth::default()
-            },
+            RawHealth { rise: Some(0), ..RawHealth::default() },
             &["health.rise = 0", "set health.rise = 1 or more"],
         );
         refused(
-            RawHealth {
-                fall: Some(-2),
-                ..RawHealth::default()
-            },
+            RawHealth { fall: Some(-2), ..RawHealth::default() },
             &["health.fall = -2", "set health.fall = 1 or more"],
         );
     }
@@ -414,27 +327,16 @@ mod tests {
 
     #[test]
     fn http_path_must_be_absolute_and_clean() {
-        let raw = RawHealth {
-            kind: some("http"),
-            path: some("healthz"),
-            ..RawHealth::default()
-        };
+        let raw = RawHealth { kind: some("http"), path: some("healthz"), ..RawHealth::default() };
         refused(raw, &["does not start with '/'", "\"/healthz\""]);
-        let raw = RawHealth {
-            kind: some("http"),
-            path: some("/a b"),
-            ..RawHealth::default()
-        };
+        let raw = RawHealth { kind: some("http"), path: some("/a b"), ..RawHealth::default() };
         refused(raw, &["whitespace", "percent-encode"]);
     }
 
     #[test]
     fn udp_without_send() {
         refused(
-            RawHealth {
-                kind: some("udp"),
-                ..RawHealth::default()
-            },
+            RawHealth { kind: some("udp"), ..RawHealth::default() },
             &["no send payload", "add send = \"ping\""],
         );
     }
@@ -442,17 +344,10 @@ mod tests {
     #[test]
     fn keys_of_another_kind() {
         refused(
-            RawHealth {
-                path: some("/x"),
-                ..RawHealth::default()
-            },
+            RawHealth { path: some("/x"), ..RawHealth::default() },
             &["health.path only applies to kind = \"http\"", "remove path"],
         );
-        let raw = RawHealth {
-            kind: some("http"),
-            send: some("x"),
-            ..RawHealth::default()
-        };
+        let raw = RawHealth { kind: some("http"), send: some("x"), ..RawHealth::default() };
         refused(raw, &["health.send only applies to kind = \"udp\""]);
     }
 

@@ -34,11 +34,9 @@ pub(super) fn validate(raw: RawConfig, file: &Path) -> Result<Config, Vec<Proble
     cross::check(&checked, &mut report);
     let services: Option<Vec<_>> = checked.into_iter().map(|s| s.service).collect();
     match (agent, services) {
-        (Some(agent), Some(services)) if report.count() == 0 => Ok(Config {
-            source: file.to_owned(),
-            agent,
-            services,
-        }),
+        (Some(agent), Some(services)) if report.count() == 0 => {
+            Ok(Config { source: file.to_owned(), agent, services })
+        }
         _ => Err(report.into_problems()),
     }
 }
@@ -82,11 +80,7 @@ pub(super) mod testing {
         let problems = problems(text);
         assert_eq!(problems.len(), 1, "{problems:#?}");
         for word in words {
-            assert!(
-                problems[0].contains(word),
-                "missing {word:?} in {}",
-                problems[0]
-            );
+            assert!(problems[0].contains(word), "missing {word:?} in {}", problems[0]);
         }
     }
 }

@@ -14,10 +14,7 @@ pub(super) struct Issue {
 
 impl Issue {
     pub(super) fn new(what: impl Into<String>, fix: impl Into<String>) -> Self {
-        Issue {
-            what: what.into(),
-            fix: fix.into(),
-        }
+        Issue { what: what.into(), fix: fix.into() }
     }
 
     /// Adds advice specific to the caller to a generic fix.
@@ -36,23 +33,14 @@ pub(super) struct Scope {
 
 impl Scope {
     /// The file as a whole, including `[agent]`.
-    pub(super) const FILE: Scope = Scope {
-        service: None,
-        backend: None,
-    };
+    pub(super) const FILE: Scope = Scope { service: None, backend: None };
 
     pub(super) fn service(subject: Subject) -> Self {
-        Scope {
-            service: Some(subject),
-            backend: None,
-        }
+        Scope { service: Some(subject), backend: None }
     }
 
     pub(super) fn backend(&self, subject: Subject) -> Self {
-        Scope {
-            service: self.service.clone(),
-            backend: Some(subject),
-        }
+        Scope { service: self.service.clone(), backend: Some(subject) }
     }
 }
 
@@ -65,10 +53,7 @@ pub(super) struct Report<'a> {
 
 impl<'a> Report<'a> {
     pub(super) fn new(file: &'a Path) -> Self {
-        Report {
-            file,
-            problems: Vec::new(),
-        }
+        Report { file, problems: Vec::new() }
     }
 
     pub(super) fn add(&mut self, scope: &Scope, issue: Issue) {

@@ -39,13 +39,7 @@ pub(super) fn check(index: usize, raw: RawService, report: &mut Report) -> Check
     let vip = report.take(&scope, vip(raw.vip.as_deref()));
     let protocol = report.take(
         &scope,
-        choice(
-            "protocol",
-            raw.protocol.as_deref(),
-            Protocol::Tcp,
-            Protocol::ALL,
-            Protocol::name,
-        ),
+        choice("protocol", raw.protocol.as_deref(), Protocol::Tcp, Protocol::ALL, Protocol::name),
     );
     let scheduler = report.take(
         &scope,
@@ -80,15 +74,7 @@ pub(super) fn check(index: usize, raw: RawService, report: &mut Report) -> Check
     let all_backends: Option<Vec<_>> = backends.iter().map(|b| b.backend.clone()).collect();
     // A part can parse while a rule between parts fails (say, a duplicate
     // backend), so the service is built only if it added no problem.
-    let service = match (
-        name.clone(),
-        vip,
-        protocol,
-        scheduler,
-        table_size,
-        health,
-        all_backends,
-    ) {
+    let service = match (name.clone(), vip, protocol, scheduler, table_size, health, all_backends) {
         (
             Some(name),
             Some(vip),
@@ -97,24 +83,12 @@ pub(super) fn check(index: usize, raw: RawService, report: &mut Report) -> Check
             Some(table_size),
             Some(health),
             Some(backends),
-        ) if report.count() == before => Some(Service {
-            name,
-            vip,
-            protocol,
-            scheduler,
-            table_size,
-            health,
-            backends,
-        }),
+        ) if report.count() == before => {
+            Some(Service { name, vip, protocol, scheduler, table_size, health, backends })
+        }
         _ => None,
     };
-    Checked {
-        scope,
-        name,
-        vip: vip.zip(protocol),
-        backends,
-        service,
-    }
+    Checked { scope, name, vip: vip.zip(protocol), backends, service }
 }
 
 fn vip(text: Option<&str>) -> Result<SocketAddr, Issue> {
@@ -139,10 +113,7 @@ fn duplicate_backends(backends: &[backend::Checked], report: &mut Report) {
             report.add(
                 &backend.scope,
                 Issue::new(
-                    format!(
-                        "it is listed twice in this service (also backend #{})",
-                        earlier + 1
-                    ),
+                    format!("it is listed twice in this service (also backend #{})", earlier + 1),
                     "remove one entry; to give it more traffic, raise its weight instead",
                 ),
             );
@@ -159,22 +130,16 @@ fn table_size(raw: Option<i64>, backends: usize) -> Result<u32, Issue> {
         return Ok(defaults::TABLE_SIZE);
     };
     let default = defaults::TABLE_SIZE;
-    let size = u32::try_from(raw)
-        .ok()
-        .filter(|&size| size > 0)
-        .ok_or_else(|| {
-            Issue::new(
-                format!("table_size = {raw} is not a positive 32-bit number"),
-                format!("use a prime such as {default} (the default), or leave it out"),
-            )
-        })?;
+    let size = u32::try_from(raw).ok().filter(|&size| size > 0).ok_or_else(|| {
+        Issue::new(
+            format!("table_size = {raw} is not a positive 32-bit number"),
+            format!("use a prime such as {default} (the default), or leave it out"),
+        )
+    })?;
     let backends = u32::try_from(backends).unwrap_or(u32::MAX);
     if size < backends {
         let good = u64::from(backends) * defaults::SLOTS_PER_BACKEND;
-        let suggestion = u32::try_from(good)
-            .ok()
-            .and_then(next_prime)
-            .unwrap_or(default);
+        let suggestion = u32::try_from(good).ok().and_then(next_prime).unwrap_or(default);
         return Err(Issue::new(
             format!(
                 "table_size = {size} is smaller than its {backends} backends, so some would get no traffic"
@@ -222,10 +187,7 @@ mod tests {
                     [[service.backend]]\naddr = \"10.0.1.1:80\"\n";
         refused(
             text,
-            &[
-                "lb.toml: service #1: name \"web server\" contains ' '",
-                "letters, digits",
-            ],
+            &["lb.toml: service #1: name \"web server\" contains ' '", "letters, digits"],
         );
         let text = text.replace("web server", "");
         refused(&text, &["service #1: name is empty"]);
@@ -238,10 +200,7 @@ mod tests {
     fn vip_rules() {
         refused(
             &service("web", "10.0.0.100", "10.0.1.1:80"),
-            &[
-                "service \"web\": vip \"10.0.0.100\" is not",
-                "\"10.0.0.100:80\"",
-            ],
+            &["service \"web\": vip \"10.0.0.100\" is not", "\"10.0.0.100:80\""],
         );
         refused(
             &service("web", "10.0.0.100:0", "10.0.1.1:80"),
@@ -256,21 +215,12 @@ mod tests {
     #[test]
     fn protocol_and_scheduler() {
         let text = service("dns", "10.0.0.53:53", "10.0.1.1:53");
-        let text = text.replacen(
-            "vip",
-            "protocol = \"udp\"\nscheduler = \"maglev-client-ip\"\nvip",
-            1,
-        );
+        let text =
+            text.replacen("vip", "protocol = \"udp\"\nscheduler = \"maglev-client-ip\"\nvip", 1);
         let dns = &accepted(&text).services[0];
-        assert_eq!(
-            (dns.protocol, dns.scheduler),
-            (Protocol::Udp, Scheduler::MaglevClientIp)
-        );
+        assert_eq!((dns.protocol, dns.scheduler), (Protocol::Udp, Scheduler::MaglevClientIp));
         let text = text.replace("\"udp\"", "\"sctp\"");
-        refused(
-            &text,
-            &["protocol \"sctp\" is not supported", "\"tcp\" or \"udp\""],
-        );
+        refused(&text, &["protocol \"sctp\" is not supported", "\"tcp\" or \"udp\""]);
     }
 
     #[test]
@@ -310,10 +260,7 @@ mod tests {
             &with_table_size(65536, 1),
             &["table_size = 65536 is not prime", "table_size = 65537"],
         );
-        refused(
-            &with_table_size(0, 1),
-            &["table_size = 0 is not a positive"],
-        );
+        refused(&with_table_size(0, 1), &["table_size = 0 is not a positive"]);
         refused(&with_table_size(-7, 1), &["table_size = -7"]);
         refused(&with_table_size(1 << 33, 1), &["not a positive 32-bit"]);
     }
@@ -322,10 +269,7 @@ mod tests {
     fn table_size_must_cover_the_backends() {
         refused(
             &with_table_size(3, 4),
-            &[
-                "table_size = 3 is smaller than its 4 backends",
-                "table_size = 401",
-            ],
+            &["table_size = 3 is smaller than its 4 backends", "table_size = 401"],
         );
         // Small but prime and not below the backend count: allowed, with a
         // note in the summary rather than an error.

@@ -47,16 +47,10 @@ pub(super) fn choice<T: Copy>(
     name: fn(T) -> &'static str,
 ) -> Result<T, Issue> {
     let Some(text) = text else { return Ok(default) };
-    all.iter()
-        .copied()
-        .find(|&value| name(value) == text)
-        .ok_or_else(|| {
-            let names: Vec<&str> = all.iter().map(|&value| name(value)).collect();
-            Issue::new(
-                format!("{field} {text:?} is not supported"),
-                format!("use {}", one_of(&names)),
-            )
-        })
+    all.iter().copied().find(|&value| name(value) == text).ok_or_else(|| {
+        let names: Vec<&str> = all.iter().map(|&value| name(value)).collect();
+        Issue::new(format!("{field} {text:?} is not supported"), format!("use {}", one_of(&names)))
+    })
 }
 
 /// `"a"`, `"a" or "b"`, `"a", "b" or "c"`.
@@ -83,15 +77,12 @@ pub(super) fn bounded(field: &str, value: i64, min: u32, max: u32) -> Result<u32
             format!("set {field} = {min} or more"),
         ));
     }
-    u32::try_from(value)
-        .ok()
-        .filter(|&value| value <= max)
-        .ok_or_else(|| {
-            Issue::new(
-                format!("{field} = {value} is above the maximum {max}"),
-                format!("set {field} = {max} or less"),
-            )
-        })
+    u32::try_from(value).ok().filter(|&value| value <= max).ok_or_else(|| {
+        Issue::new(
+            format!("{field} = {value} is above the maximum {max}"),
+            format!("set {field} = {max} or less"),
+        )
+    })
 }
 
 /// A duration key such as `health.interval`; `default` applies when absent.
@@ -121,17 +112,11 @@ pub(super) fn service_name(text: Option<&str>) -> Result<String, Issue> {
     }
     if text.len() > MAX_NAME_LEN {
         return Err(Issue::new(
-            format!(
-                "name {text:?} is {} characters, more than {MAX_NAME_LEN}",
-                text.len()
-            ),
+            format!("name {text:?} is {} characters, more than {MAX_NAME_LEN}", text.len()),
             FIX,
         ));
     }
-    if let Some(bad) = text
-        .chars()
-        .find(|&c| !(c.is_ascii_alphanumeric() || "_.-".contains(c)))
-    {
+    if let Some(bad) = text.chars().find(|&c| !(c.is_ascii_alphanumeric() || "_.-".contains(c))) {
         return Err(Issue::new(format!("name {text:?} contains {bad:?}"), FIX));
     }
     Ok(text.to_owned())
@@ -156,14 +141,9 @@ pub(super) fn interface_name(field: &str, text: &str) -> Result<(), Issue> {
     }
     if text == "."
         || text == ".."
-        || text
-            .chars()
-            .any(|c| c == '/' || c == ':' || c.is_whitespace())
+        || text.chars().any(|c| c == '/' || c == ':' || c.is_whitespace())
     {
-        return Err(Issue::new(
-            format!("{field} {text:?} is not a valid interface name"),
-            FIX,
-        ));
+        return Err(Issue::new(format!("{field} {text:?} is not a valid interface name"), FIX));
     }
     Ok(())
 }
@@ -176,18 +156,9 @@ mod tests {
     fn socket_addrs_parse_both_families_and_refuse_the_rest() {
         assert!(socket_addr("vip", "10.0.0.1:80", "10.0.0.100:80").is_ok());
         assert!(socket_addr("vip", "[2001:db8::1]:80", "10.0.0.100:80").is_ok());
-        for bad in [
-            "10.0.0.1",
-            "host:80",
-            "10.0.0.1:99999",
-            "2001:db8::1:80",
-            "",
-        ] {
+        for bad in ["10.0.0.1", "host:80", "10.0.0.1:99999", "2001:db8::1:80", ""] {
             let issue = socket_addr("vip", bad, "10.0.0.100:80").expect_err(bad);
-            assert!(
-                issue.what.contains("is not an IP address and port"),
-                "{issue:?}"
-            );
+            assert!(issue.what.contains("is not an IP address and port"), "{issue:?}");
             assert!(issue.fix.contains("10.0.0.100:80"), "{issue:?}");
         }
     }
@@ -228,24 +199,9 @@ mod tests {
     fn bounded_reports_below_and_above() {
         assert_eq!(bounded("weight", 1, 1, 10), Ok(1));
         assert_eq!(bounded("weight", 10, 1, 10), Ok(10));
-        assert!(
-            bounded("weight", 0, 1, 10)
-                .expect_err("0")
-                .what
-                .contains("below the minimum 1")
-        );
-        assert!(
-            bounded("weight", -1, 1, 10)
-                .expect_err("-1")
-                .what
-                .contains("-1 is below")
-        );
-        assert!(
-            bounded("weight", 11, 1, 10)
-                .expect_err("11")
-                .what
-                .contains("above the maximum")
-        );
+        assert!(bounded("weight", 0, 1, 10).expect_err("0").what.contains("below the minimum 1"));
+        assert!(bounded("weight", -1, 1, 10).expect_err("-1").what.contains("-1 is below"));
+        assert!(bounded("weight", 11, 1, 10).expect_err("11").what.contains("above the maximum"));
         assert!(bounded("rise", i64::MAX, 1, u32::MAX).is_err());
     }
 
@@ -257,35 +213,17 @@ mod tests {
         );
         let issue =
             duration("health.interval", Some("1.5s"), Duration::ZERO).expect_err("fraction");
-        assert!(
-            issue
-                .what
-                .starts_with("health.interval \"1.5s\" is not a duration"),
-            "{issue:?}"
-        );
+        assert!(issue.what.starts_with("health.interval \"1.5s\" is not a duration"), "{issue:?}");
         assert!(issue.fix.contains("\"50ms\""), "{issue:?}");
     }
 
     #[test]
     fn service_names_are_label_safe() {
-        assert_eq!(
-            service_name(Some("web-1.prod_x")),
-            Ok("web-1.prod_x".into())
-        );
+        assert_eq!(service_name(Some("web-1.prod_x")), Ok("web-1.prod_x".into()));
         assert!(service_name(Some(&"a".repeat(64))).is_ok());
         assert!(service_name(Some(&"a".repeat(65))).is_err());
-        assert!(
-            service_name(Some(""))
-                .expect_err("empty")
-                .what
-                .contains("empty")
-        );
-        assert!(
-            service_name(None)
-                .expect_err("missing")
-                .what
-                .contains("no name")
-        );
+        assert!(service_name(Some("")).expect_err("empty").what.contains("empty"));
+        assert!(service_name(None).expect_err("missing").what.contains("no name"));
         let issue = service_name(Some("web server")).expect_err("space");
         assert!(issue.what.contains("' '"), "{issue:?}");
         assert!(service_name(Some("wéb")).is_err());
@@ -295,18 +233,8 @@ mod tests {
     fn interface_names_follow_the_kernel() {
         assert!(interface_name("i", "eth0").is_ok());
         assert!(interface_name("i", "a23456789012345").is_ok());
-        assert!(
-            interface_name("i", "a234567890123456")
-                .expect_err("16")
-                .what
-                .contains("IFNAMSIZ")
-        );
-        assert!(
-            interface_name("i", "")
-                .expect_err("empty")
-                .what
-                .contains("empty")
-        );
+        assert!(interface_name("i", "a234567890123456").expect_err("16").what.contains("IFNAMSIZ"));
+        assert!(interface_name("i", "").expect_err("empty").what.contains("empty"));
         for bad in [".", "..", "eth/0", "eth:0", "eth 0"] {
             assert!(interface_name("i", bad).is_err(), "{bad}");
         }

@@ -1,0 +1,239 @@
+//! The running XDP balancer: owns the loaded datapath, applies health and
+//! operator changes to it, and answers the control socket.
+//!
+//! Every change (a probe verdict, a drain, a weight, a reload) goes the same
+//! way: compute the new plan from config + runtime state, write new tables
+//! beside the live ones, switch each service record atomically.
+
+mod runtime;
+mod status;
+
+use std::{net::SocketAddr, sync::Mutex, time::Instant};
+
+pub use runtime::Admin;
+use runtime::Runtimes;
+
+use crate::{
+    config::Config,
+    control::{
+        Request, Response,
+        protocol::{BackendAction, InterfaceStatus, StatusReport},
+        server::Handler,
+    },
+    datapath::{Datapath, DatapathError, Plan, PlanError, plan::replan},
+    health::{
+        Health,
+        scheduler::{Outcome, Target},
+    },
+};
+
+/// The XDP-mode agent. Dropping it detaches the program everywhere.
+#[derive(Debug)]
+pub struct XdpAgent {
+    interfaces: Vec<InterfaceStatus>,
+    state: Mutex<State>,
+}
+
+/// Everything a change replaces, under one lock so readers never see a
+/// config, a plan and runtime states that disagree.
+#[derive(Debug)]
+struct State {
+    config: Config,
+    plan: Plan,
+    runtimes: Runtimes,
+    datapath: Datapath,
+}
+
+/// Why a change was refused; what runs stays as it was.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// The new config file is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The change cannot be applied live.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// Writing the maps failed.
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+    /// No such service or backend.
+    #[error("no backend {backend} in service {service:?}; `lb status` lists them")]
+    Unknown {
+        /// The service asked for.
+        service: String,
+        /// The backend asked for.
+        backend: String,
+    },
+    /// A weight outside 1-65535.
+    #[error("weight {0} is out of range; use 1-65535 (to stop new flows, use `lb backend drain`)")]
+    Weight(u32),
+}
+
+impl XdpAgent {
+    /// An agent for a datapath already loaded with `plan` (the plan of
+    /// `config`) and attached to `interfaces` (name, attach mode).
+    pub fn new(
+        config: Config,
+        plan: Plan,
+        datapath: Datapath,
+        interfaces: Vec<(String, String)>,
+    ) -> Self {
+        let interfaces =
+            interfaces.into_iter().map(|(name, attach)| InterfaceStatus { name, attach }).collect();
+        let runtimes = runtime::for_config(&config, Runtimes::new());
+        Self { interfaces, state: Mutex::new(State { config, plan, runtimes, datapath }) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The probes the current config asks for.
+    pub fn targets(&self) -> Vec<Target> {
+        let st = self.lock();
+        st.config
+            .services
+            .iter()
+            .flat_map(|svc| {
+                svc.backends.iter().map(move |b| Target {
+                    service: svc.name.clone(),
+                    backend: b.addr,
+                    kind: svc.health.kind.clone(),
+                    interval: svc.health.interval,
+                    timeout: svc.health.timeout,
+                })
+            })
+            .collect()
+    }
+
+    /// Counts a probe result; on a change of health, the backend's tables
+    /// are rebuilt and swapped in, and the change is logged with its reason
+    /// and how long detecting it took.
+    pub fn on_probe(&self, o: &Outcome) {
+        let mut st = self.lock();
+        let key = (o.service.clone(), o.backend);
+        let Some(rt) = st.runtimes.get_mut(&key) else { return };
+        let Some(t) = rt.tracker.observe(o.result.is_ok(), o.at) else { return };
+        rt.transitions += 1;
+        let reason = match &o.result {
+            Ok(()) => "probes succeed".to_owned(),
+            Err(e) => e.clone(),
+        };
+        let started = Instant::now();
+        let applied = apply(&mut st);
+        let to = if t.to == Health::Up { "up" } else { "down" };
+        match applied {
+            Ok(()) => tracing::warn!(
+                service = %o.service,
+                backend = %o.backend,
+                to,
+                reason,
+                consecutive = t.streak,
+                detection_ms = t.detection.as_secs_f64() * 1e3,
+                apply_us = started.elapsed().as_micros() as u64,
+                "backend health changed"
+            ),
+            Err(e) => {
+                tracing::error!(service = %o.service, backend = %o.backend, to, "applying a health change failed: {e}")
+            }
+        }
+    }
+
+    /// Applies an operator action to one backend.
+    pub fn backend(
+        &self,
+        service: &str,
+        backend: &str,
+        action: BackendAction,
+    ) -> Result<String, ChangeError> {
+        let mut st = self.lock();
+        let addr: Option<SocketAddr> = backend.parse().ok();
+        let unknown =
+            || ChangeError::Unknown { service: service.to_owned(), backend: backend.to_owned() };
+        let rt = st
+            .runtimes
+            .get_mut(&(service.to_owned(), addr.ok_or_else(unknown)?))
+            .ok_or_else(unknown)?;
+        let before = (rt.admin, rt.weight);
+        match action {
+            BackendAction::Drain => rt.admin = Admin::Draining,
+            BackendAction::Disable => rt.admin = Admin::Disabled,
+            BackendAction::Enable => rt.admin = Admin::Enabled,
+            BackendAction::Weight { weight } if (1..=65535).contains(&weight) => {
+                rt.weight = Some(weight)
+            }
+            BackendAction::Weight { weight } => return Err(ChangeError::Weight(weight)),
+        }
+        let now = (rt.admin, rt.weight);
+        if let Err(e) = apply(&mut st) {
+            if let Some(rt) = st.runtimes.get_mut(&(service.to_owned(), addr.ok_or_else(unknown)?))
+            {
+                (rt.admin, rt.weight) = before;
+            }
+            return Err(e);
+        }
+        let msg = format!(
+            "backend {backend} of {service}: {} (weight {})",
+            now.0.name(),
+            now.1.map_or("from config".into(), |w| w.to_string())
+        );
+        tracing::info!("operator: {msg}");
+        Ok(msg)
+    }
+
+    /// Re-reads the config file the agent was started with and applies it:
+    /// backends added or removed and weights take effect with atomic table
+    /// swaps; established flows keep their backends; health and operator
+    /// state of retained backends carry over. An invalid file, or a change
+    /// that needs a restart, leaves everything as it was.
+    pub fn reload(&self) -> Result<(), ChangeError> {
+        let mut st = self.lock();
+        let config = crate::config::load(&st.config.source)?;
+        let runtimes = runtime::for_config(&config, st.runtimes.clone());
+        let plan =
+            replan(&st.plan, &config, &|svc, b| match runtimes.get(&(svc.to_owned(), b.addr)) {
+                Some(rt) => rt.effective(b),
+                None => crate::datapath::plan::Effective::configured(b),
+            })?;
+        st.datapath.apply(&plan)?;
+        st.config = config;
+        st.plan = plan;
+        st.runtimes = runtimes;
+        Ok(())
+    }
+
+    /// Services, backends, health and counters now.
+    pub fn status(&self) -> Result<StatusReport, DatapathError> {
+        status::report(&self.lock(), &self.interfaces)
+    }
+}
+
+/// Recomputes the plan from config + runtime state and writes it.
+fn apply(st: &mut State) -> Result<(), ChangeError> {
+    let runtimes = &st.runtimes;
+    let plan =
+        replan(&st.plan, &st.config, &|svc, b| match runtimes.get(&(svc.to_owned(), b.addr)) {
+            Some(rt) => rt.effective(b),
+            None => crate::datapath::plan::Effective::configured(b),
+        })?;
+    st.datapath.apply(&plan)?;
+    st.plan = plan;
+    Ok(())
+}
+
+impl Handler for XdpAgent {
+    fn handle(&self, req: Request) -> Response {
+        match req {
+            Request::Status => match self.status() {
+                Ok(report) => Response::Status(report),
+                Err(e) => Response::Error { message: e.to_string() },
+            },
+            Request::Backend { service, backend, action } => {
+                match self.backend(&service, &backend, action) {
+                    Ok(message) => Response::Done { message },
+                    Err(e) => Response::Error { message: e.to_string() },
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! The status report: config, plan, runtime state and counters together.
+
+use lb_common::abi::{Counters, DropReason};
+
+use super::{State, runtime::state_name};
+use crate::{
+    control::protocol::{
+        BackendStatus, ExceptionStatus, InterfaceStatus, ServiceStatus, StatusReport, Traffic,
+    },
+    datapath::{DatapathError, stats},
+    health::Health,
+};
+
+pub(super) fn report(
+    st: &State,
+    interfaces: &[InterfaceStatus],
+) -> Result<StatusReport, DatapathError> {
+    let totals =
+        stats::read(&st.datapath, st.plan.services.len() as u32, st.plan.backends.len() as u32)?;
+    let services = st
+        .config
+        .services
+        .iter()
+        .zip(&st.plan.services)
+        .map(|(svc, planned)| ServiceStatus {
+            name: svc.name.clone(),
+            vip: svc.vip.to_string(),
+            protocol: svc.protocol.to_string(),
+            scheduler: svc.scheduler.to_string(),
+            traffic: traffic(totals.services.get(planned.record.id as usize)),
+            backends: svc
+                .backends
+                .iter()
+                .zip(&planned.backend_ids)
+                .map(|(b, &id)| {
+                    let rt = st.runtimes.get(&(svc.name.clone(), b.addr));
+                    BackendStatus {
+                        addr: b.addr.to_string(),
+                        weight: rt.and_then(|r| r.weight).unwrap_or(b.weight),
+                        state: st
+                            .plan
+                            .backends
+                            .get(id as usize)
+                            .map_or("down", |r| state_name(r.state))
+                            .to_owned(),
+                        health: match rt.map(|r| r.tracker.health()) {
+                            Some(Health::Down) => "down",
+                            _ => "up",
+                        }
+                        .to_owned(),
+                        admin: rt.map_or("enabled", |r| r.admin.name()).to_owned(),
+                        transitions: rt.map_or(0, |r| r.transitions),
+                        slots: planned.table.iter().filter(|&&slot| slot == id).count() as u32,
+                        traffic: traffic(totals.backends.get(id as usize)),
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    let exceptions = DropReason::ALL
+        .iter()
+        .zip(&totals.exceptions)
+        .map(|(r, &packets)| ExceptionStatus {
+            reason: r.name().to_owned(),
+            action: if r.drops() { "drop" } else { "pass" }.to_owned(),
+            packets,
+        })
+        .collect();
+    Ok(StatusReport {
+        mode: "xdp".to_owned(),
+        interfaces: interfaces.to_vec(),
+        services,
+        exceptions,
+    })
+}
+
+fn traffic(c: Option<&Counters>) -> Traffic {
+    let c = c.copied().unwrap_or_default();
+    Traffic { packets: c.packets, bytes: c.bytes, new_flows: c.new_flows }
+}

@@ -1,0 +1,138 @@
+//! Health checks and operator control, end to end through the XDP datapath:
+//! a dead backend stops getting new flows, comes back to exactly its own
+//! slots, and drain / disable do what they say. These tests assert the
+//! behaviour; `cargo xtask bench failover` measures the timing. Needs root.
+
+use std::time::{Duration, Instant};
+
+use lb_tests::{
+    agent::{TempDir, config_with_health, lb_binary, start_backend},
+    client::{Conn, Flow, Setup, count, vip},
+    topology::{Topology, VIP4},
+};
+
+const SERVER: &str = env!("CARGO_BIN_EXE_lbt-server");
+const PROBES: &str = "kind = \"tcp\"\ninterval = \"20ms\"\ntimeout = \"15ms\"\nrise = 3\nfall = 2";
+
+fn with_probes(n: usize) -> Setup {
+    Setup::with_config(SERVER, Topology::new(n), TempDir::new(), |t, d| {
+        config_with_health(t, d, "maglev", n, PROBES)
+    })
+}
+
+/// Waits (at most 5 s) until the `lb status` row of `backend` contains
+/// `needle`.
+fn wait_row(s: &Setup, backend: &str, needle: &str) {
+    let start = Instant::now();
+    let row =
+        |st: String| st.lines().find(|l| l.trim_start().starts_with(backend)).map(str::to_owned);
+    while !row(s.lb.status()).is_some_and(|r| r.contains(needle)) {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{backend} never {needle:?}:\n{}",
+            s.lb.status()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn lb_backend(s: &Setup, args: &[&str]) {
+    let control = s.dir.0.join("control.sock");
+    let out = std::process::Command::new(lb_binary())
+        .arg("backend")
+        .args(args)
+        .arg("--control")
+        .arg(&control)
+        .output()
+        .expect("lb backend");
+    assert!(out.status.success(), "lb backend {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_killed_backend_stops_getting_flows_and_returns_to_its_own_slots() {
+    let mut s = with_probes(3);
+    let before = s.lb.status();
+    // Kill backend 1's server: its port closes.
+    drop(s.backends.remove(0));
+    wait_row(&s, "10.200.1.1:80 ", "down");
+    let _in = s.topo.client.enter();
+    let names: Vec<String> = (0..300).map(|_| Conn::open(vip(VIP4, 80)).ask()).collect();
+    let spread = count(&names);
+    assert!(!spread.contains_key("b1"), "no new flow may reach the dead backend: {spread:?}");
+    assert_eq!(spread.len(), 2, "{spread:?}");
+    drop(_in);
+
+    // Bring it back: after `rise` good probes it takes new flows again, with
+    // exactly the slots it had.
+    s.backends.insert(0, start_backend(&s.topo.backends[0], SERVER.as_ref(), 1));
+    let slots = |st: &str| -> Vec<String> {
+        st.lines()
+            .filter(|l| l.contains(":80 w1"))
+            .map(|l| l.split_whitespace().nth(5).unwrap_or("").to_owned())
+            .collect()
+    };
+    let start = Instant::now();
+    while slots(&s.lb.status()) != slots(&before) {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "Maglev gives a returning backend its own slots: {:?} vs {:?}",
+            slots(&s.lb.status()),
+            slots(&before)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let log = std::fs::read_to_string(s.dir.0.join("lb.log")).unwrap_or_default();
+    assert!(log.contains("backend health changed") && log.contains("detection_ms"), "{log}");
+}
+
+#[test]
+fn drain_keeps_established_flows_and_sends_new_ones_elsewhere() {
+    let s = with_probes(3);
+    let inside = s.topo.client.enter();
+    let mut conns: Vec<Conn> = (0..60).map(|_| Conn::open(vip(VIP4, 80))).collect();
+    let first: Vec<String> = conns.iter_mut().map(Conn::ask).collect();
+    assert!(first.iter().any(|n| n == "b1"), "some connection must be on b1: {first:?}");
+    drop(inside);
+
+    lb_backend(&s, &["drain", "tcp-v4", "10.200.1.1:80"]);
+    let inside = s.topo.client.enter();
+    let again: Vec<String> = conns.iter_mut().map(Conn::ask).collect();
+    assert_eq!(again, first, "established flows stay, b1's included");
+    let fresh: Vec<String> = (0..200).map(|_| Conn::open(vip(VIP4, 80)).ask()).collect();
+    assert!(!fresh.iter().any(|n| n == "b1"), "no new flow to a draining backend");
+    drop(inside);
+
+    lb_backend(&s, &["enable", "tcp-v4", "10.200.1.1:80"]);
+    let _in = s.topo.client.enter();
+    let fresh: Vec<String> = (0..200).map(|_| Conn::open(vip(VIP4, 80)).ask()).collect();
+    assert!(fresh.iter().any(|n| n == "b1"), "enabled again");
+}
+
+#[test]
+fn disable_moves_even_established_udp_flows_and_weight_changes_shares() {
+    let s = with_probes(3);
+    let inside = s.topo.client.enter();
+    let flows: Vec<Flow> = (0..90).map(|_| Flow::open(vip(VIP4, 5353))).collect();
+    let first: Vec<String> = flows.iter().map(Flow::ask).collect();
+    drop(inside);
+
+    lb_backend(&s, &["disable", "udp-v4", "10.200.1.1:5353"]);
+    let inside = s.topo.client.enter();
+    let after: Vec<String> = flows.iter().map(Flow::ask).collect();
+    for (a, b) in first.iter().zip(&after) {
+        assert_ne!(b, "b1", "a disabled backend gets nothing");
+        if a != "b1" {
+            assert_eq!(a, b, "flows of other backends stay put");
+        }
+    }
+    drop(inside);
+
+    lb_backend(&s, &["enable", "udp-v4", "10.200.1.1:5353"]);
+    lb_backend(&s, &["weight", "udp-v4", "10.200.2.1:5353", "4"]);
+    let _in = s.topo.client.enter();
+    let names: Vec<String> = (0..1200).map(|_| Flow::open(vip(VIP4, 5353)).ask()).collect();
+    let spread = count(&names);
+    // Weights 1:4:1 of 1200 -> about 200 / 800 / 200.
+    let b2 = spread.get("b2").copied().unwrap_or(0);
+    assert!((700..=900).contains(&b2), "{spread:?}");
+}
