@@ -10,7 +10,7 @@
 //! takes no lock other CPUs contend for.
 
 use aya_ebpf::{
-    bindings::BPF_F_NO_COMMON_LRU,
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_COMMON_LRU},
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
@@ -27,7 +27,7 @@ pub static LB_SERVICES: HashMap<ServiceKey, ServiceRecord> =
 pub static LB_BACKENDS: Array<BackendRecord> = Array::with_max_entries(MAX_BACKENDS, 0);
 
 #[map]
-pub static LB_MAGLEV: Array<u32> = Array::with_max_entries(DEFAULT_MAGLEV_SLOTS, 0);
+pub static LB_MAGLEV: Array<u32> = Array::with_max_entries(DEFAULT_MAGLEV_SLOTS, BPF_F_MMAPABLE);
 
 #[map]
 pub static LB_FLOWS: LruHashMap<FlowKey, FlowValue> =

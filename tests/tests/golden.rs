@@ -237,3 +237,36 @@ fn established_flow_keeps_its_backend_when_the_table_changes() {
     assert_eq!(g.exceptions(DropReason::NoBackend), before + 1);
     assert_eq!(g.run(&flow.bytes(), g.gin).1[30..34], first, "still pinned");
 }
+
+#[test]
+fn a_plan_change_swaps_the_table_and_re_hashes_flows_of_a_down_backend() {
+    use lb_common::abi::{BACKEND_ACTIVE, BACKEND_DOWN};
+    use lb_userspace::datapath::plan::{Effective, replan};
+    let mut g = Golden::new(4096);
+    let cfg =
+        lb_userspace::config::parse(lb_tests::fixture::CONFIG, "golden.toml".as_ref()).unwrap();
+    let svc = 5; // "three": 10.1.0.12, .13, .14
+    let flow = Frame::tcp("10.0.0.2:46000", "10.100.0.3:80");
+    let (_, out) = g.run(&flow.bytes(), g.gin);
+    let pinned = out[30..34].to_vec();
+    eprintln!("pinned {pinned:?} action {:?}", out.len());
+    // Take the pinned backend down.
+    let down = replan(&g.plan, &cfg, &|_, b| {
+        if b.addr.ip().to_string().as_bytes().ends_with(format!(".{}", pinned[3]).as_bytes()) {
+            Effective { state: BACKEND_DOWN, weight: 0 }
+        } else {
+            Effective { state: BACKEND_ACTIVE, weight: b.weight }
+        }
+    })
+    .unwrap();
+    assert_ne!(down.services[svc].record.table_base, g.plan.services[svc].record.table_base);
+    g.dp.apply_change(&g.plan, &down).unwrap();
+    g.plan = down;
+    for port in 46001..46050 {
+        let (_, out) =
+            g.run(&Frame::tcp(&format!("10.0.0.2:{port}"), "10.100.0.3:80").bytes(), g.gin);
+        assert_ne!(out[30..34], pinned[..], "a new flow must not reach the down backend");
+    }
+    let (_, out) = g.run(&flow.clone().tcp_flags(0x10).bytes(), g.gin);
+    assert_ne!(out[30..34], pinned[..], "a flow pinned to a down backend is re-hashed");
+}

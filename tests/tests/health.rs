@@ -82,6 +82,9 @@ fn a_killed_backend_stops_getting_flows_and_returns_to_its_own_slots() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let log = std::fs::read_to_string(s.dir.0.join("lb.log")).unwrap_or_default();
+    if std::env::var_os("LBT_SHOW_LOG").is_some() {
+        eprintln!("{log}");
+    }
     assert!(log.contains("backend health changed") && log.contains("detection_ms"), "{log}");
 }
 

@@ -195,7 +195,8 @@ impl XdpAgent {
                 Some(rt) => rt.effective(b),
                 None => crate::datapath::plan::Effective::configured(b),
             })?;
-        st.datapath.apply(&plan)?;
+        let state = &mut *st;
+        state.datapath.apply_change(&state.plan, &plan)?;
         st.config = config;
         st.plan = plan;
         st.runtimes = runtimes;
@@ -216,7 +217,7 @@ fn apply(st: &mut State) -> Result<(), ChangeError> {
             Some(rt) => rt.effective(b),
             None => crate::datapath::plan::Effective::configured(b),
         })?;
-    st.datapath.apply(&plan)?;
+    st.datapath.apply_change(&st.plan, &plan)?;
     st.plan = plan;
     Ok(())
 }

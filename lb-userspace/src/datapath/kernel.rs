@@ -10,7 +10,7 @@ use lb_common::abi::{
     MAP_SERVICES, ServiceKey, ServiceRecord,
 };
 
-use super::plan::Plan;
+use super::{plan::Plan, window::SlotWindow};
 use crate::object::BpfObject;
 
 /// Name of the XDP entry point in the object.
@@ -40,6 +40,15 @@ pub enum DatapathError {
     /// A map the agent needs is missing from the object.
     #[error("the eBPF object has no map {0}; rebuild it with `cargo xtask build-ebpf --release`")]
     NoMap(&'static str),
+    /// The Maglev map could not be memory-mapped.
+    #[error("memory-mapping the Maglev map failed: {0}")]
+    Window(String),
+    /// A table region lies outside the Maglev map.
+    #[error("service {service:?}: its Maglev table lies outside the map; restart lb")]
+    TableOutOfRange {
+        /// The service.
+        service: String,
+    },
     /// Writing or reading a map failed.
     #[error("map {map}: {source}")]
     Map {
@@ -67,6 +76,8 @@ impl Default for LoadOptions {
 /// every interface and frees the maps.
 #[derive(Debug)]
 pub struct Datapath {
+    // Unmapped before the maps are freed: fields drop in order.
+    window: SlotWindow,
     ebpf: Ebpf,
 }
 
@@ -89,29 +100,52 @@ impl Datapath {
             .try_into()
             .map_err(DatapathError::Program)?;
         prog.load().map_err(DatapathError::Program)?;
-        Ok(Self { ebpf })
+        let map = ebpf.map_mut(MAP_MAGLEV).ok_or(DatapathError::NoMap(MAP_MAGLEV))?;
+        let window = SlotWindow::new(map, plan.maglev_slots)
+            .map_err(|e| DatapathError::Window(e.to_string()))?;
+        Ok(Self { window, ebpf })
     }
 
-    /// Writes every entry of `plan`. Tables and backends go first and each
-    /// service record last, so no packet sees a service whose table is not
-    /// complete.
+    /// Writes every entry of `plan` (a datapath just loaded). Tables and
+    /// backends go first and each service record last, so no packet sees a
+    /// service whose table is not complete.
     pub fn apply(&mut self, plan: &Plan) -> Result<(), DatapathError> {
+        self.write(None, plan)
+    }
+
+    /// Writes what differs between `old` (what the maps hold) and `new`:
+    /// changed backend records, then each changed table into the region its
+    /// new record points at (never the live one), then the changed records,
+    /// each replaced atomically.
+    pub fn apply_change(&mut self, old: &Plan, new: &Plan) -> Result<(), DatapathError> {
+        self.write(Some(old), new)
+    }
+
+    fn write(&mut self, old: Option<&Plan>, new: &Plan) -> Result<(), DatapathError> {
         let mut backends: Array<&mut MapData, BackendRecord> = self.map_mut(MAP_BACKENDS)?;
-        for (id, b) in plan.backends.iter().enumerate() {
-            backends.set(id as u32, b, 0).map_err(map_err(MAP_BACKENDS))?;
-        }
-        let mut maglev: Array<&mut MapData, u32> = self.map_mut(MAP_MAGLEV)?;
-        for svc in &plan.services {
-            for (slot, id) in svc.table.iter().enumerate() {
-                maglev
-                    .set(svc.record.table_base + slot as u32, id, 0)
-                    .map_err(map_err(MAP_MAGLEV))?;
+        for (id, b) in new.backends.iter().enumerate() {
+            if old.and_then(|o| o.backends.get(id)) != Some(b) {
+                backends.set(id as u32, b, 0).map_err(map_err(MAP_BACKENDS))?;
             }
         }
+        for (i, svc) in new.services.iter().enumerate() {
+            let prev = old.and_then(|o| o.services.get(i));
+            if prev.is_none_or(|p| p.record != svc.record || p.table != svc.table)
+                && !self.window.write(svc.record.table_base, &svc.table)
+            {
+                return Err(DatapathError::TableOutOfRange { service: svc.name.clone() });
+            }
+        }
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
         let mut services: HashMap<&mut MapData, ServiceKey, ServiceRecord> =
             self.map_mut(MAP_SERVICES)?;
-        for svc in &plan.services {
-            services.insert(svc.key, svc.record, 0).map_err(map_err(MAP_SERVICES))?;
+        for (i, svc) in new.services.iter().enumerate() {
+            if old
+                .and_then(|o| o.services.get(i))
+                .is_none_or(|p| p.key != svc.key || p.record != svc.record)
+            {
+                services.insert(svc.key, svc.record, 0).map_err(map_err(MAP_SERVICES))?;
+            }
         }
         Ok(())
     }

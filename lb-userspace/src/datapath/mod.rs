@@ -6,6 +6,7 @@ pub mod attach;
 pub mod kernel;
 pub mod plan;
 pub mod stats;
+pub mod window;
 
 pub use kernel::{Datapath, DatapathError, LoadOptions};
 pub use plan::{Plan, PlanError, plan};

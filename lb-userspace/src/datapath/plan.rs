@@ -39,6 +39,9 @@ pub struct PlannedService {
     pub region_base: u32,
     /// Ids of this service's backends, in config order.
     pub backend_ids: Vec<u32>,
+    /// The Maglev weight each backend had when the table was built (0 for
+    /// one out of it), in config order.
+    pub weights: Vec<u32>,
     /// The Maglev table: backend ids, `record.table_size` of them.
     pub table: Vec<u32>,
 }
@@ -109,6 +112,7 @@ pub fn plan(cfg: &Config) -> Result<Plan, PlanError> {
             },
             region_base: base,
             backend_ids,
+            weights,
             table,
         });
     }
@@ -173,7 +177,12 @@ pub fn replan(
             weights.push(eff.weight);
         }
         check_limit("backends", backends.len(), MAX_BACKENDS)?;
-        let table = maglev_table(svc, &backend_ids, &weights)?;
+        // Same members, same weights: the same table, without rebuilding it.
+        let table = if backend_ids == prev.backend_ids && weights == prev.weights {
+            prev.table.clone()
+        } else {
+            maglev_table(svc, &backend_ids, &weights)?
+        };
         let mut record = prev.record;
         if table != prev.table {
             record.table_base = other_half(prev.region_base, record);
@@ -184,6 +193,7 @@ pub fn replan(
             record,
             region_base: prev.region_base,
             backend_ids,
+            weights,
             table,
         });
     }
