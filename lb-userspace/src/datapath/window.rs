@@ -39,13 +39,24 @@ impl SlotWindow {
             _ => return Err(io::Error::other("the Maglev map is not an array")),
         };
         let slots = slots as usize;
-        let page = 4096;
         // Map the packed size (always within the kernel's area), find the
         // real spacing, and remap wider if the kernel uses 8-byte elements.
-        let bytes = (slots * 4).div_ceil(page) * page;
+        let mut w = Self::map(&fd, slots, 1)?;
+        let stride = w.calibrate(map)?;
+        if stride != 1 {
+            drop(w);
+            w = Self::map(&fd, slots, stride)?;
+        }
+        Ok(w)
+    }
+
+    /// A shared read-write mapping of `slots` elements `stride` u32s apart.
+    fn map(fd: &impl AsFd, slots: usize, stride: usize) -> io::Result<Self> {
+        let page = 4096;
+        let bytes = (slots * 4 * stride).div_ceil(page) * page;
         let len = NonZeroUsize::new(bytes).ok_or_else(|| io::Error::other("empty Maglev map"))?;
-        // SAFETY: a fresh shared mapping of the map's fd, of the size the
-        // kernel allocated for it (rounded up to pages, as it requires).
+        // SAFETY: a fresh shared mapping of the map's fd, no larger than the
+        // area the kernel allocated for it (page-rounded, as it requires).
         let ptr = unsafe {
             mmap(
                 None,
@@ -57,29 +68,7 @@ impl SlotWindow {
             )
         }
         .map_err(io::Error::from)?;
-        let mut w = Self { ptr: ptr.cast(), slots, bytes, stride: 1 };
-        w.stride = w.calibrate(map)?;
-        if w.stride != 1 {
-            // Remap to cover every element at the wider spacing.
-            let bytes = (slots * 4 * w.stride).div_ceil(page) * page;
-            drop(w);
-            let len =
-                NonZeroUsize::new(bytes).ok_or_else(|| io::Error::other("empty Maglev map"))?;
-            // SAFETY: as above.
-            let ptr = unsafe {
-                mmap(
-                    None,
-                    len,
-                    ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                    MapFlags::MAP_SHARED,
-                    fd.as_fd(),
-                    0,
-                )
-            }
-            .map_err(io::Error::from)?;
-            return Ok(Self { ptr: ptr.cast(), slots, bytes, stride: 2 });
-        }
-        Ok(w)
+        Ok(Self { ptr: ptr.cast(), slots, bytes, stride })
     }
 
     /// Writes a marker to element 1 with a map-update syscall and returns
