@@ -102,8 +102,13 @@ fn pin(pkt: &L4Packet, to: &FlowKey, backend_id: u32, service_id: u32) {
         family: to.family,
         _pad: [0; 2],
     };
-    let nat =
-        NatValue { vip: pkt.key.dst, vip_port_be: pkt.key.dst_port_be, _pad: [0; 2], backend_id };
+    let nat = NatValue {
+        vip: pkt.key.dst,
+        vip_port_be: pkt.key.dst_port_be,
+        flags: 0,
+        _pad: 0,
+        backend_id,
+    };
     if LB_FLOWS.insert(pkt.key, flow, 0).is_err() || LB_NAT.insert(reply, nat, 0).is_err() {
         stats::exception(DropReason::FlowTableFull);
     }

@@ -12,11 +12,11 @@
 use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_F_NO_COMMON_LRU},
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use lb_common::abi::{
-    BackendRecord, Counters, DEFAULT_FLOW_CAPACITY, DEFAULT_MAGLEV_SLOTS, DropReason, FlowKey,
-    FlowValue, MAX_BACKENDS, MAX_SERVICES, NatValue, ServiceKey, ServiceRecord,
+    BackendRecord, Counters, DEFAULT_FLOW_CAPACITY, DEFAULT_MAGLEV_SLOTS, DropReason, EVENTS_BYTES,
+    FlowKey, FlowValue, MAX_BACKENDS, MAX_SERVICES, NatValue, ServiceKey, ServiceRecord,
 };
 
 #[map]
@@ -44,6 +44,9 @@ pub static LB_SERVICE_COUNTERS: PerCpuArray<Counters> =
 #[map]
 pub static LB_BACKEND_COUNTERS: PerCpuArray<Counters> =
     PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+
+#[map]
+pub static LB_EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
 #[map]
 pub static LB_DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DropReason::COUNT, 0);

@@ -139,3 +139,37 @@ fn disable_moves_even_established_udp_flows_and_weight_changes_shares() {
     let b2 = spread.get("b2").copied().unwrap_or(0);
     assert!((700..=900).contains(&b2), "{spread:?}");
 }
+
+#[test]
+fn a_refused_connection_takes_the_backend_out_before_its_next_probe() {
+    // Probes this slow need ~4 s to notice; the passive signal must not.
+    let slow = "kind = \"tcp\"\ninterval = \"2s\"\ntimeout = \"1s\"\nrise = 1\nfall = 2";
+    let mut s = Setup::with_config(SERVER, Topology::new(3), TempDir::new(), |t, d| {
+        config_with_health(t, d, "maglev", 3, slow)
+    });
+    drop(s.backends.remove(0));
+    let start = Instant::now();
+    let inside = s.topo.client.enter();
+    let mut refused = 0;
+    let mut last_refusal = Duration::ZERO;
+    let mut served = 0;
+    while start.elapsed() < Duration::from_millis(1500) && served < 1000 {
+        match std::net::TcpStream::connect_timeout(&vip(VIP4, 80), Duration::from_secs(1)) {
+            Ok(_) => served += 1,
+            Err(_) => {
+                refused += 1;
+                last_refusal = start.elapsed();
+            }
+        }
+    }
+    drop(inside);
+    eprintln!("passive: {refused} refused, the last after {last_refusal:?}; {served} served");
+    let row = s.lb.status();
+    let b1 = row.lines().find(|l| l.trim_start().starts_with("10.200.1.1:80 ")).unwrap_or_default();
+    assert!(b1.contains("down"), "b1 must be down without waiting for probes:\n{row}");
+    // Probes (2 s apart, 2 failures) could not have acted before ~2 s.
+    assert!(last_refusal < Duration::from_millis(500), "refusals went on for {last_refusal:?}");
+    assert!(served >= 500, "only {served} connections served");
+    let log = std::fs::read_to_string(s.dir.0.join("lb.log")).unwrap_or_default();
+    assert!(log.contains("refused a forwarded connection"), "{log}");
+}

@@ -45,9 +45,43 @@ pub struct NatValue {
     pub vip: Addr,
     /// The virtual port, network order.
     pub vip_port_be: u16,
+    /// `NAT_*` bits, set by the datapath.
+    pub flags: u8,
     /// Always zero.
-    pub _pad: [u8; 2],
+    pub _pad: u8,
     /// Backend id the flow forwards to.
     pub backend_id: u32,
 }
 abi_type!(NatValue, size = 24, align = 4);
+
+/// `NatValue::flags`: the backend has answered this flow with something
+/// other than a reset. An RST before that means it refused the connection.
+pub const NAT_ESTABLISHED: u8 = 1;
+
+/// `PassiveEvent::kind`: a backend reset a TCP connection the balancer
+/// forwarded before answering it at all (its port is closed).
+pub const EVENT_REFUSED: u32 = 1;
+
+/// A failure signal the datapath saw, sent to the agent through a ring
+/// buffer so it can act before the next probe.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PassiveEvent {
+    /// The backend it is about.
+    pub backend_id: u32,
+    /// `EVENT_*`.
+    pub kind: u32,
+}
+abi_type!(PassiveEvent, size = 8, align = 4);
+
+impl PassiveEvent {
+    /// Decodes a ring-buffer record; `None` if it is not 8 bytes.
+    pub fn from_bytes(b: &[u8]) -> Option<Self> {
+        let id: [u8; 4] = b.get(0..4)?.try_into().ok()?;
+        let kind: [u8; 4] = b.get(4..8)?.try_into().ok()?;
+        (b.len() == 8).then(|| PassiveEvent {
+            backend_id: u32::from_ne_bytes(id),
+            kind: u32::from_ne_bytes(kind),
+        })
+    }
+}

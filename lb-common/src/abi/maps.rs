@@ -19,9 +19,13 @@ pub const MAP_SERVICE_COUNTERS: &str = "LB_SERVICE_COUNTERS";
 pub const MAP_BACKEND_COUNTERS: &str = "LB_BACKEND_COUNTERS";
 /// Drop counters: `DropReason` -> `u64` (per-CPU array).
 pub const MAP_DROPS: &str = "LB_DROPS";
+/// Passive failure signals: `PassiveEvent` records (ring buffer).
+pub const MAP_EVENTS: &str = "LB_EVENTS";
+/// Size of the events ring buffer: 32768 events.
+pub const EVENTS_BYTES: u32 = 256 * 1024;
 
 /// Every map the agent expects in the object.
-pub const ALL_MAPS: [&str; 8] = [
+pub const ALL_MAPS: [&str; 9] = [
     MAP_SERVICES,
     MAP_BACKENDS,
     MAP_MAGLEV,
@@ -30,6 +34,7 @@ pub const ALL_MAPS: [&str; 8] = [
     MAP_SERVICE_COUNTERS,
     MAP_BACKEND_COUNTERS,
     MAP_DROPS,
+    MAP_EVENTS,
 ];
 
 /// Most services one program serves.

@@ -20,7 +20,7 @@ mod service;
 pub use addr::{Addr, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, family_of};
 pub use backend::{BACKEND_ACTIVE, BACKEND_DOWN, BACKEND_DRAINING, BackendRecord, NO_BACKEND};
 pub use counters::{Counters, DropReason};
-pub use flow::{FlowKey, FlowValue, NatValue};
+pub use flow::{EVENT_REFUSED, FlowKey, FlowValue, NAT_ESTABLISHED, NatValue, PassiveEvent};
 pub use maps::*;
 pub use service::{SERVICE_HASH_CLIENT_IP, ServiceKey, ServiceRecord};
 

@@ -176,17 +176,24 @@ fn parse_l4<P: PacketView + ?Sized>(
     dst: Addr,
 ) -> Result<Parsed, ParseError> {
     let Bounds { l3_off, l4_off, end } = at;
-    let tcp_flags = match proto {
-        PROTO_TCP if l4_off + core::mem::size_of::<TcpHdr>() <= end => {
-            pkt.header::<TcpHdr>(l4_off).ok_or(ParseError::TruncatedL4)?.flags
+    // The packet bounds check comes first and the datagram check second:
+    // the other way round the compiler proves the packet check redundant
+    // (the datagram lies inside the packet) and drops it, and the verifier,
+    // which cannot follow that proof, rejects the read.
+    let (tcp_flags, hdr_len) = match proto {
+        PROTO_TCP => {
+            let tcp: &TcpHdr = pkt.header(l4_off).ok_or(ParseError::TruncatedL4)?;
+            (tcp.flags, core::mem::size_of::<TcpHdr>())
         }
-        PROTO_UDP if l4_off + core::mem::size_of::<UdpHdr>() <= end => {
+        PROTO_UDP => {
             pkt.header::<UdpHdr>(l4_off).ok_or(ParseError::TruncatedL4)?;
-            0
+            (0, core::mem::size_of::<UdpHdr>())
         }
-        PROTO_TCP | PROTO_UDP => return Err(ParseError::TruncatedL4),
         _ => return Ok(Parsed::OtherProtocol),
     };
+    if l4_off + hdr_len > end {
+        return Err(ParseError::TruncatedL4);
+    }
     let ports: &PortsHdr = pkt.header(l4_off).ok_or(ParseError::TruncatedL4)?;
     Ok(Parsed::L4(L4Packet {
         l3_off,

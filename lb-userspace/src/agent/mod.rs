@@ -10,6 +10,8 @@ mod status;
 
 use std::{net::SocketAddr, sync::Mutex, time::Instant};
 
+use lb_common::abi::{EVENT_REFUSED, PassiveEvent};
+
 pub use runtime::Admin;
 use runtime::Runtimes;
 
@@ -139,6 +141,39 @@ impl XdpAgent {
         }
     }
 
+    /// Acts on a passive signal from the datapath: a backend that refused a
+    /// connection the balancer forwarded is taken down at once, before its
+    /// next probe, unless the signal is damped (see `Runtime::passive_hold`)
+    /// or the service has no probes (nothing would bring it back).
+    pub fn on_event(&self, ev: PassiveEvent) {
+        let mut st = self.lock();
+        let Some((service, addr, probed)) = backend_of(&st, ev.backend_id) else { return };
+        if !probed || ev.kind != EVENT_REFUSED {
+            return;
+        }
+        let key = (service.clone(), addr);
+        let Some(rt) = st.runtimes.get_mut(&key) else { return };
+        if rt.tracker.health() == Health::Down || !rt.passive_allowed(Instant::now()) {
+            return;
+        }
+        let Some(_) = rt.tracker.force_down() else { return };
+        rt.transitions += 1;
+        let started = Instant::now();
+        match apply(&mut st) {
+            Ok(()) => tracing::warn!(
+                service,
+                backend = %addr,
+                to = "down",
+                reason = "refused a forwarded connection (TCP reset to a SYN)",
+                apply_us = started.elapsed().as_micros() as u64,
+                "backend health changed"
+            ),
+            Err(e) => {
+                tracing::error!(service, backend = %addr, "applying a passive signal failed: {e}")
+            }
+        }
+    }
+
     /// Applies an operator action to one backend.
     pub fn backend(
         &self,
@@ -207,6 +242,15 @@ impl XdpAgent {
     pub fn status(&self) -> Result<StatusReport, DatapathError> {
         status::report(&self.lock(), &self.interfaces)
     }
+}
+
+/// The service, address and "has probes" of backend id `id`.
+fn backend_of(st: &State, id: u32) -> Option<(String, SocketAddr, bool)> {
+    st.config.services.iter().zip(&st.plan.services).find_map(|(svc, planned)| {
+        let i = planned.backend_ids.iter().position(|&b| b == id)?;
+        let b = svc.backends.get(i)?;
+        Some((svc.name.clone(), b.addr, svc.health.kind != crate::config::HealthKind::None))
+    })
 }
 
 /// Recomputes the plan from config + runtime state and writes it.

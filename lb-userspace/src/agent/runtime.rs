@@ -1,7 +1,11 @@
 //! What the agent knows about each backend beyond the config: its health,
 //! what the operator said (drain, disable, weight), and how often it changed.
 
-use std::{collections::HashMap, net::SocketAddr};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
 
 use lb_common::abi::{BACKEND_ACTIVE, BACKEND_DOWN, BACKEND_DRAINING};
 
@@ -44,12 +48,43 @@ pub struct Runtime {
     pub weight: Option<u32>,
     /// Health changes so far.
     pub transitions: u64,
+    /// When a passive signal last took it down.
+    pub last_passive: Option<Instant>,
+    /// Passive signals within this long of the last one are ignored; it
+    /// doubles each time the backend is taken down again soon after (up to
+    /// a minute), so a backend that resets some connections but passes its
+    /// probes cannot flap faster than this.
+    pub passive_hold: Duration,
 }
+
+/// The first passive hold.
+pub const PASSIVE_HOLD: Duration = Duration::from_secs(1);
+/// The longest passive hold.
+pub const PASSIVE_HOLD_MAX: Duration = Duration::from_secs(60);
 
 /// Runtime state of every backend, keyed by (service name, address).
 pub type Runtimes = HashMap<(String, SocketAddr), Runtime>;
 
 impl Runtime {
+    /// Whether a passive signal at `now` may take the backend down, updating
+    /// the hold: a signal inside the hold is ignored; one soon after the hold
+    /// (within 4 holds of the last) doubles it; a later one resets it.
+    pub fn passive_allowed(&mut self, now: Instant) -> bool {
+        if let Some(last) = self.last_passive {
+            let since = now.saturating_duration_since(last);
+            if since < self.passive_hold {
+                return false;
+            }
+            self.passive_hold = if since < self.passive_hold * 4 {
+                (self.passive_hold * 2).min(PASSIVE_HOLD_MAX)
+            } else {
+                PASSIVE_HOLD
+            };
+        }
+        self.last_passive = Some(now);
+        true
+    }
+
     /// What the datapath must do with this backend.
     pub fn effective(&self, b: &Backend) -> Effective {
         let up = self.tracker.health() == Health::Up;
@@ -76,6 +111,8 @@ pub fn for_config(cfg: &Config, mut old: Runtimes) -> Runtimes {
                 admin: Admin::Enabled,
                 weight: None,
                 transitions: 0,
+                last_passive: None,
+                passive_hold: PASSIVE_HOLD,
             });
             out.insert(key, rt);
         }

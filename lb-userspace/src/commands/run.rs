@@ -3,6 +3,8 @@
 use std::{path::Path, sync::Arc};
 
 use anyhow::{Context, Result, bail};
+use aya::maps::{MapData, RingBuf};
+use lb_common::abi::PassiveEvent;
 use lb_userspace::{
     agent::XdpAgent,
     config::{self, Mode, XdpAttach},
@@ -10,7 +12,10 @@ use lb_userspace::{
     datapath::{self, Datapath, LoadOptions, attach},
     health, object,
 };
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{SignalKind, signal},
+};
 
 pub fn run(
     path: &Path,
@@ -33,6 +38,7 @@ pub fn run(
     let plan = datapath::plan(&cfg).context("computing the map content")?;
     let mut dp = Datapath::load(&obj, &plan, LoadOptions::default())?;
     dp.apply(&plan).context("writing the maps")?;
+    let events = dp.take_events()?;
     let attached = attach::attach_all(
         &mut dp,
         &cfg.agent.interfaces,
@@ -73,6 +79,7 @@ pub fn run(
                 consumer.on_probe(&o);
             }
         });
+        let passive = tokio::spawn(read_events(events, agent.clone()));
         let reloader = agent.clone();
         let shutdown = async move {
             let mut probes = health::scheduler::spawn(reloader.targets(), tx.clone());
@@ -93,10 +100,35 @@ pub fn run(
         };
         socket.serve(agent.clone(), shutdown).await;
         feeding.abort();
+        passive.abort();
         anyhow::Ok(())
     })?;
     // The socket is gone; the last reference to the agent detaches XDP.
     drop(agent);
     tracing::info!("XDP detached; bye");
     Ok(())
+}
+
+/// Feeds the datapath's passive signals to the agent as they arrive.
+async fn read_events(events: RingBuf<MapData>, agent: Arc<XdpAgent>) {
+    // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged,
+    // for as long as it lives, and the AsyncFd owns the ring buffer.
+    let registered =
+        unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) };
+    let mut fd = match registered {
+        Ok(fd) => fd,
+        Err(e) => {
+            return tracing::error!("passive detection is off: cannot poll its ring buffer: {e}");
+        }
+    };
+    loop {
+        let Ok(mut ready) = fd.readable_mut().await else { return };
+        let ring = ready.get_inner_mut();
+        while let Some(item) = ring.next() {
+            if let Some(ev) = PassiveEvent::from_bytes(&item) {
+                agent.on_event(ev);
+            }
+        }
+        ready.clear_ready();
+    }
 }

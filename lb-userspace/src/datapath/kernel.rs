@@ -6,7 +6,7 @@ use aya::{
     programs::{ProgramError, Xdp},
 };
 use lb_common::abi::{
-    BackendRecord, DEFAULT_FLOW_CAPACITY, MAP_BACKENDS, MAP_FLOWS, MAP_MAGLEV, MAP_NAT,
+    BackendRecord, DEFAULT_FLOW_CAPACITY, MAP_BACKENDS, MAP_EVENTS, MAP_FLOWS, MAP_MAGLEV, MAP_NAT,
     MAP_SERVICES, ServiceKey, ServiceRecord,
 };
 
@@ -148,6 +148,13 @@ impl Datapath {
             }
         }
         Ok(())
+    }
+
+    /// The passive-event ring buffer, taken out of the object so its reader
+    /// can live in its own task.
+    pub fn take_events(&mut self) -> Result<aya::maps::RingBuf<MapData>, DatapathError> {
+        let map = self.ebpf.take_map(MAP_EVENTS).ok_or(DatapathError::NoMap(MAP_EVENTS))?;
+        aya::maps::RingBuf::try_from(map).map_err(map_err(MAP_EVENTS))
     }
 
     /// The XDP program, for attaching and test runs.
