@@ -3,11 +3,11 @@
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::XdpContext};
 use lb_common::{
     abi::{
-        BACKEND_DOWN, DropReason, FlowKey, FlowValue, NO_BACKEND, NatValue, SERVICE_HASH_CLIENT_IP,
-        ServiceRecord,
+        BACKEND_DOWN, DropReason, FlowKey, FlowValue, NAT_ESTABLISHED, NO_BACKEND, NatValue,
+        PROTO_TCP, SERVICE_HASH_CLIENT_IP, ServiceRecord,
     },
     hash::{client_hash, flow_hash, slot_for},
-    parse::L4Packet,
+    parse::{L4Packet, headers::TcpHdr},
 };
 
 use crate::{
@@ -102,10 +102,15 @@ fn pin(pkt: &L4Packet, to: &FlowKey, backend_id: u32, service_id: u32) {
         family: to.family,
         _pad: [0; 2],
     };
+    // Only a flow opened by a SYN can be refused: a flow re-hashed away
+    // from a dead backend mid-connection draws a reset from its new backend,
+    // which says nothing about that backend's health.
+    let syn =
+        pkt.key.proto == PROTO_TCP && pkt.tcp_flags & (TcpHdr::SYN | TcpHdr::ACK) == TcpHdr::SYN;
     let nat = NatValue {
         vip: pkt.key.dst,
         vip_port_be: pkt.key.dst_port_be,
-        flags: 0,
+        flags: if syn { 0 } else { NAT_ESTABLISHED },
         _pad: 0,
         backend_id,
     };

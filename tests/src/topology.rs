@@ -62,6 +62,11 @@ impl Topology {
         addr(&client, "c0", "10.200.0.2/24", "fd00:200::2/64");
         addr(&lb, "lb-cli", "10.200.0.1/24", "fd00:200::1/64");
         endpoint(&client, "c0");
+        // A load generator opens thousands of connections a second and
+        // closes first, so its TIME_WAIT sockets would exhaust the default
+        // ephemeral range within seconds.
+        client.sysctl("net.ipv4.ip_local_port_range", "1024 65535");
+        client.sysctl("net.ipv4.tcp_tw_reuse", "1");
         client.ip("route add default via 10.200.0.1");
         client.ip("-6 route add default via fd00:200::1");
         let mut topo = Self { backends: Vec::new(), client, lb };

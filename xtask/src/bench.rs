@@ -15,6 +15,8 @@ pub enum Which {
     Maglev,
     /// ns/packet of the XDP program vs a no-op XDP program (root).
     Datapath,
+    /// Time for a dead backend to stop getting new flows, 3 fault kinds (root).
+    Failover,
 }
 
 /// Runs the chosen benchmarks.
@@ -22,16 +24,24 @@ pub fn run(root: &Path, which: Which) -> Result<()> {
     match which {
         Which::Maglev => maglev(root),
         Which::Datapath => datapath(root),
-        Which::All => maglev(root).and_then(|()| datapath(root)),
+        Which::Failover => release_bin(root, "lb-failover"),
+        Which::All => maglev(root)
+            .and_then(|()| datapath(root))
+            .and_then(|()| release_bin(root, "lb-failover")),
     }
 }
 
 fn datapath(root: &Path) -> Result<()> {
+    release_bin(root, "lb-bench")
+}
+
+/// Builds the release binaries and runs `bin` (root: namespaces, XDP).
+fn release_bin(root: &Path, bin: &str) -> Result<()> {
     if !crate::prereqs::is_root() {
-        anyhow::bail!("the datapath benchmark loads XDP programs: run it as root");
+        anyhow::bail!("this benchmark creates namespaces and loads XDP programs: run it as root");
     }
     crate::ebpf::build_with_binaries(root)?;
-    cmd::run(Command::new(root.join("target/release/lb-bench")).current_dir(root))
+    cmd::run(Command::new(root.join("target/release").join(bin)).current_dir(root))
 }
 
 fn maglev(root: &Path) -> Result<()> {

@@ -115,6 +115,7 @@ impl XdpAgent {
         let mut st = self.lock();
         let key = (o.service.clone(), o.backend);
         let Some(rt) = st.runtimes.get_mut(&key) else { return };
+        rt.probe_after_passive(o.result.is_ok(), o.at);
         let Some(t) = rt.tracker.observe(o.result.is_ok(), o.at) else { return };
         rt.transitions += 1;
         let reason = match &o.result {
@@ -143,7 +144,8 @@ impl XdpAgent {
 
     /// Acts on a passive signal from the datapath: a backend that refused a
     /// connection the balancer forwarded is taken down at once, before its
-    /// next probe, unless the signal is damped (see `Runtime::passive_hold`)
+    /// next probe, unless the signal is damped (see
+    /// `Runtime::probe_after_passive`)
     /// or the service has no probes (nothing would bring it back).
     pub fn on_event(&self, ev: PassiveEvent) {
         let mut st = self.lock();
@@ -225,11 +227,7 @@ impl XdpAgent {
         let mut st = self.lock();
         let config = crate::config::load(&st.config.source)?;
         let runtimes = runtime::for_config(&config, st.runtimes.clone());
-        let plan =
-            replan(&st.plan, &config, &|svc, b| match runtimes.get(&(svc.to_owned(), b.addr)) {
-                Some(rt) => rt.effective(b),
-                None => crate::datapath::plan::Effective::configured(b),
-            })?;
+        let plan = replan(&st.plan, &config, &runtime::effective_states(&config, &runtimes))?;
         let state = &mut *st;
         state.datapath.apply_change(&state.plan, &plan)?;
         st.config = config;
@@ -255,12 +253,7 @@ fn backend_of(st: &State, id: u32) -> Option<(String, SocketAddr, bool)> {
 
 /// Recomputes the plan from config + runtime state and writes it.
 fn apply(st: &mut State) -> Result<(), ChangeError> {
-    let runtimes = &st.runtimes;
-    let plan =
-        replan(&st.plan, &st.config, &|svc, b| match runtimes.get(&(svc.to_owned(), b.addr)) {
-            Some(rt) => rt.effective(b),
-            None => crate::datapath::plan::Effective::configured(b),
-        })?;
+    let plan = replan(&st.plan, &st.config, &runtime::effective_states(&st.config, &st.runtimes))?;
     st.datapath.apply_change(&st.plan, &plan)?;
     st.plan = plan;
     Ok(())

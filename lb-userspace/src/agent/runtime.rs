@@ -2,7 +2,7 @@
 //! what the operator said (drain, disable, weight), and how often it changed.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::SocketAddr,
     time::{Duration, Instant},
 };
@@ -48,12 +48,13 @@ pub struct Runtime {
     pub weight: Option<u32>,
     /// Health changes so far.
     pub transitions: u64,
-    /// When a passive signal last took it down.
-    pub last_passive: Option<Instant>,
-    /// Passive signals within this long of the last one are ignored; it
-    /// doubles each time the backend is taken down again soon after (up to
-    /// a minute), so a backend that resets some connections but passes its
-    /// probes cannot flap faster than this.
+    /// A passive signal took it down and no probe has answered since.
+    pub passive_pending: bool,
+    /// Passive signals are ignored until then: set when a probe
+    /// contradicted the last passive verdict (a false positive).
+    pub passive_hold_until: Option<Instant>,
+    /// The next hold: doubles with each false positive (up to a minute),
+    /// back to the first after a confirmed one.
     pub passive_hold: Duration,
 }
 
@@ -66,23 +67,32 @@ pub const PASSIVE_HOLD_MAX: Duration = Duration::from_secs(60);
 pub type Runtimes = HashMap<(String, SocketAddr), Runtime>;
 
 impl Runtime {
-    /// Whether a passive signal at `now` may take the backend down, updating
-    /// the hold: a signal inside the hold is ignored; one soon after the hold
-    /// (within 4 holds of the last) doubles it; a later one resets it.
+    /// Whether a passive signal at `now` may take the backend down; if so,
+    /// the verdict awaits confirmation by the next probe.
     pub fn passive_allowed(&mut self, now: Instant) -> bool {
-        if let Some(last) = self.last_passive {
-            let since = now.saturating_duration_since(last);
-            if since < self.passive_hold {
-                return false;
-            }
-            self.passive_hold = if since < self.passive_hold * 4 {
-                (self.passive_hold * 2).min(PASSIVE_HOLD_MAX)
-            } else {
-                PASSIVE_HOLD
-            };
+        if self.passive_hold_until.is_some_and(|until| now < until) {
+            return false;
         }
-        self.last_passive = Some(now);
+        self.passive_pending = true;
         true
+    }
+
+    /// Damping: the first probe after a passive verdict confirms it (the
+    /// probe failed too: the hold resets) or contradicts it (the backend
+    /// answers probes but reset a connection: passive signals are ignored
+    /// for a hold that doubles with each such false positive). Genuine
+    /// repeated failures are therefore never damped; a backend that resets
+    /// connections while passing probes cannot flap faster than the hold.
+    pub fn probe_after_passive(&mut self, ok: bool, now: Instant) {
+        if !std::mem::take(&mut self.passive_pending) {
+            return;
+        }
+        if ok {
+            self.passive_hold_until = Some(now + self.passive_hold);
+            self.passive_hold = (self.passive_hold * 2).min(PASSIVE_HOLD_MAX);
+        } else {
+            self.passive_hold = PASSIVE_HOLD;
+        }
     }
 
     /// What the datapath must do with this backend.
@@ -111,7 +121,8 @@ pub fn for_config(cfg: &Config, mut old: Runtimes) -> Runtimes {
                 admin: Admin::Enabled,
                 weight: None,
                 transitions: 0,
-                last_passive: None,
+                passive_pending: false,
+                passive_hold_until: None,
                 passive_hold: PASSIVE_HOLD,
             });
             out.insert(key, rt);
@@ -120,11 +131,116 @@ pub fn for_config(cfg: &Config, mut old: Runtimes) -> Runtimes {
     out
 }
 
+/// What the datapath must do with each backend of `cfg`, failing open: when
+/// every enabled backend of a service fails its checks, they all stay in
+/// (the checks are more likely wrong than every backend dead, and dropping
+/// all traffic is the worse outcome). Logged each time the plan is made.
+pub fn effective_states<'a>(
+    cfg: &'a Config,
+    runtimes: &'a Runtimes,
+) -> impl Fn(&str, &Backend) -> Effective + 'a {
+    let open: HashSet<&str> = cfg
+        .services
+        .iter()
+        .filter(|svc| {
+            let enabled: Vec<&Runtime> = svc
+                .backends
+                .iter()
+                .filter_map(|b| runtimes.get(&(svc.name.clone(), b.addr)))
+                .filter(|rt| rt.admin == Admin::Enabled)
+                .collect();
+            !enabled.is_empty() && enabled.iter().all(|rt| rt.tracker.health() == Health::Down)
+        })
+        .map(|svc| svc.name.as_str())
+        .collect();
+    for svc in &open {
+        tracing::warn!(
+            service = svc,
+            "every enabled backend fails its checks: failing open, all stay in"
+        );
+    }
+    move |svc: &str, b: &Backend| match runtimes.get(&(svc.to_owned(), b.addr)) {
+        Some(rt) if open.contains(svc) && rt.admin == Admin::Enabled => {
+            Effective { state: BACKEND_ACTIVE, weight: rt.weight.unwrap_or(b.weight) }
+        }
+        Some(rt) => rt.effective(b),
+        None => Effective::configured(b),
+    }
+}
+
 /// `BACKEND_*` state as a word for status output.
 pub fn state_name(state: u8) -> &'static str {
     match state {
         BACKEND_ACTIVE => "active",
         BACKEND_DRAINING => "draining",
         _ => "down",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rt() -> Runtime {
+        Runtime {
+            tracker: Tracker::new(3, 2),
+            admin: Admin::Enabled,
+            weight: None,
+            transitions: 0,
+            passive_pending: false,
+            passive_hold_until: None,
+            passive_hold: PASSIVE_HOLD,
+        }
+    }
+
+    #[test]
+    fn a_service_whose_every_backend_fails_fails_open() {
+        let cfg = crate::config::parse(
+            "[[service]]\nname = \"s\"\nvip = \"10.0.0.1:80\"\n\
+             [[service.backend]]\naddr = \"10.0.1.1:80\"\n[[service.backend]]\naddr = \"10.0.1.2:80\"\n",
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap();
+        let mut rts = for_config(&cfg, Runtimes::new());
+        let svc = &cfg.services[0];
+        let down = |rts: &mut Runtimes, i: usize| {
+            let rt = rts.get_mut(&("s".to_owned(), svc.backends[i].addr)).unwrap();
+            rt.tracker.force_down();
+        };
+        down(&mut rts, 0);
+        {
+            let eff = effective_states(&cfg, &rts);
+            assert_eq!(eff("s", &svc.backends[0]).state, BACKEND_DOWN, "one of two down: out");
+            assert_eq!(eff("s", &svc.backends[1]).state, BACKEND_ACTIVE);
+        }
+        down(&mut rts, 1);
+        let eff = effective_states(&cfg, &rts);
+        assert_eq!(eff("s", &svc.backends[0]).state, BACKEND_ACTIVE, "all down: fail open");
+        assert_eq!(eff("s", &svc.backends[1]).weight, 1);
+    }
+
+    #[test]
+    fn confirmed_passive_verdicts_are_never_damped() {
+        let mut r = rt();
+        let t0 = Instant::now();
+        for i in 0..10 {
+            let now = t0 + Duration::from_millis(10 * i);
+            assert!(r.passive_allowed(now));
+            r.probe_after_passive(false, now);
+        }
+        assert_eq!(r.passive_hold, PASSIVE_HOLD);
+    }
+
+    #[test]
+    fn contradicted_verdicts_hold_off_passive_signals_for_doubling_holds() {
+        let mut r = rt();
+        let t0 = Instant::now();
+        assert!(r.passive_allowed(t0));
+        r.probe_after_passive(true, t0);
+        assert!(!r.passive_allowed(t0 + PASSIVE_HOLD / 2), "held");
+        assert!(r.passive_allowed(t0 + PASSIVE_HOLD));
+        r.probe_after_passive(true, t0 + PASSIVE_HOLD);
+        assert!(!r.passive_allowed(t0 + PASSIVE_HOLD * 2), "the hold doubled");
+        assert!(r.passive_allowed(t0 + PASSIVE_HOLD * 3));
     }
 }

@@ -2,7 +2,8 @@
 //! `<name> <peer address>`, so a test learns which backend served it and
 //! what client address the backend saw.
 //!
-//! Usage: lbt-server NAME PORT...  (each port served over TCP and UDP,
+//! A line starting with `GET ` is answered `HTTP/1.0 200 OK` (health
+//! probes). Usage: lbt-server NAME PORT...  (each port served over TCP and UDP,
 //! IPv4 and IPv6).
 
 use std::{
@@ -65,6 +66,11 @@ fn answer(stream: TcpStream, name: &str) {
         return;
     };
     for line in BufReader::new(stream).lines() {
+        // An HTTP health probe: answer 200 and close.
+        if line.as_deref().is_ok_and(|l| l.starts_with("GET ")) {
+            let _ = out.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n");
+            return;
+        }
         // One write, so the answer travels in one segment.
         if line.is_err() || out.write_all(format!("{name} {peer}\n").as_bytes()).is_err() {
             return;
