@@ -249,7 +249,6 @@ fn a_plan_change_swaps_the_table_and_re_hashes_flows_of_a_down_backend() {
     let flow = Frame::tcp("10.0.0.2:46000", "10.100.0.3:80");
     let (_, out) = g.run(&flow.bytes(), g.gin);
     let pinned = out[30..34].to_vec();
-    eprintln!("pinned {pinned:?} action {:?}", out.len());
     // Take the pinned backend down.
     let down = replan(&g.plan, &cfg, &|_, b| {
         if b.addr.ip().to_string().as_bytes().ends_with(format!(".{}", pinned[3]).as_bytes()) {

@@ -17,6 +17,8 @@ pub enum Which {
     Datapath,
     /// Time for a dead backend to stop getting new flows, 3 fault kinds (root).
     Failover,
+    /// Maglev rebuild + swap for 1000 backends; agent memory at 100x100 (root).
+    Agent,
 }
 
 /// Runs the chosen benchmarks.
@@ -25,9 +27,11 @@ pub fn run(root: &Path, which: Which) -> Result<()> {
         Which::Maglev => maglev(root),
         Which::Datapath => datapath(root),
         Which::Failover => release_bin(root, "lb-failover"),
+        Which::Agent => release_bin(root, "lb-scale"),
         Which::All => maglev(root)
             .and_then(|()| datapath(root))
-            .and_then(|()| release_bin(root, "lb-failover")),
+            .and_then(|()| release_bin(root, "lb-failover"))
+            .and_then(|()| release_bin(root, "lb-scale")),
     }
 }
 

@@ -83,6 +83,8 @@ impl XdpAgent {
         let interfaces =
             interfaces.into_iter().map(|(name, attach)| InterfaceStatus { name, attach }).collect();
         let runtimes = runtime::for_config(&config, Runtimes::new());
+        let mut plan = plan;
+        plan.compact();
         Self { interfaces, state: Mutex::new(State { config, plan, runtimes, datapath }) }
     }
 
@@ -230,6 +232,8 @@ impl XdpAgent {
         let plan = replan(&st.plan, &config, &runtime::effective_states(&config, &runtimes))?;
         let state = &mut *st;
         state.datapath.apply_change(&state.plan, &plan)?;
+        let mut plan = plan;
+        plan.compact();
         st.config = config;
         st.plan = plan;
         st.runtimes = runtimes;
@@ -253,8 +257,10 @@ fn backend_of(st: &State, id: u32) -> Option<(String, SocketAddr, bool)> {
 
 /// Recomputes the plan from config + runtime state and writes it.
 fn apply(st: &mut State) -> Result<(), ChangeError> {
-    let plan = replan(&st.plan, &st.config, &runtime::effective_states(&st.config, &st.runtimes))?;
+    let mut plan =
+        replan(&st.plan, &st.config, &runtime::effective_states(&st.config, &st.runtimes))?;
     st.datapath.apply_change(&st.plan, &plan)?;
+    plan.compact();
     st.plan = plan;
     Ok(())
 }

@@ -32,7 +32,8 @@ pub(super) fn report(
                 .backends
                 .iter()
                 .zip(&planned.backend_ids)
-                .map(|(b, &id)| {
+                .enumerate()
+                .map(|(i, (b, &id))| {
                     let rt = st.runtimes.get(&(svc.name.clone(), b.addr));
                     BackendStatus {
                         addr: b.addr.to_string(),
@@ -50,7 +51,7 @@ pub(super) fn report(
                         .to_owned(),
                         admin: rt.map_or("enabled", |r| r.admin.name()).to_owned(),
                         transitions: rt.map_or(0, |r| r.transitions),
-                        slots: planned.table.iter().filter(|&&slot| slot == id).count() as u32,
+                        slots: planned.slots.get(i).copied().unwrap_or(0),
                         traffic: traffic(totals.backends.get(id as usize)),
                     }
                 })

@@ -43,11 +43,13 @@ pub enum DatapathError {
     /// The Maglev map could not be memory-mapped.
     #[error("memory-mapping the Maglev map failed: {0}")]
     Window(String),
-    /// A table region lies outside the Maglev map.
-    #[error("service {service:?}: its Maglev table lies outside the map; restart lb")]
-    TableOutOfRange {
+    /// A table could not be written.
+    #[error("service {service:?}: writing its Maglev table failed: {reason}")]
+    Table {
         /// The service.
         service: String,
+        /// Why.
+        reason: String,
     },
     /// Writing or reading a map failed.
     #[error("map {map}: {source}")]
@@ -76,7 +78,6 @@ impl Default for LoadOptions {
 /// every interface and frees the maps.
 #[derive(Debug)]
 pub struct Datapath {
-    // Unmapped before the maps are freed: fields drop in order.
     window: SlotWindow,
     ebpf: Ebpf,
 }
@@ -130,10 +131,12 @@ impl Datapath {
         }
         for (i, svc) in new.services.iter().enumerate() {
             let prev = old.and_then(|o| o.services.get(i));
-            if prev.is_none_or(|p| p.record != svc.record || p.table != svc.table)
-                && !self.window.write(svc.record.table_base, &svc.table)
-            {
-                return Err(DatapathError::TableOutOfRange { service: svc.name.clone() });
+            // A new table always comes with a new record (it goes to the
+            // idle half); an empty one means "unchanged, already in place".
+            if !svc.table.is_empty() && prev.is_none_or(|p| p.record != svc.record) {
+                self.window.write(svc.record.table_base, &svc.table).map_err(|e| {
+                    DatapathError::Table { service: svc.name.clone(), reason: e.to_string() }
+                })?;
             }
         }
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);

@@ -42,8 +42,34 @@ pub struct PlannedService {
     /// The Maglev weight each backend had when the table was built (0 for
     /// one out of it), in config order.
     pub weights: Vec<u32>,
-    /// The Maglev table: backend ids, `record.table_size` of them.
+    /// Slots of the table each backend owns, in config order.
+    pub slots: Vec<u32>,
+    /// The Maglev table (backend ids, `record.table_size` of them) to write;
+    /// empty when the live one is unchanged, or once written and
+    /// [`Plan::compact`]ed (a plan is kept for months; 100 services' tables
+    /// are 25 MB).
     pub table: Vec<u32>,
+}
+
+impl Plan {
+    /// Drops the tables' contents once they are in the kernel.
+    pub fn compact(&mut self) {
+        for svc in &mut self.services {
+            svc.table = Vec::new();
+        }
+    }
+}
+
+/// How many slots of `table` each of `ids` owns.
+fn slot_counts(table: &[u32], ids: &[u32]) -> Vec<u32> {
+    // Backend ids are small (< MAX_BACKENDS): count per id directly.
+    let mut per_id = vec![0u32; ids.iter().max().map_or(0, |&m| m as usize + 1)];
+    for &slot in table {
+        if let Some(c) = per_id.get_mut(slot as usize) {
+            *c += 1;
+        }
+    }
+    ids.iter().map(|&id| per_id.get(id as usize).copied().unwrap_or(0)).collect()
 }
 
 /// Why a config cannot be turned into map content.
@@ -98,6 +124,7 @@ pub fn plan(cfg: &Config) -> Result<Plan, PlanError> {
         let backend_ids: Vec<u32> = (first..backends.len() as u32).collect();
         let weights: Vec<u32> = svc.backends.iter().map(|b| b.weight).collect();
         let table = maglev_table(svc, &backend_ids, &weights)?;
+        let slots = slot_counts(&table, &backend_ids);
         let base =
             u32::try_from(next_base).map_err(|_| PlanError::TablesTooLarge { slots: next_base })?;
         next_base += 2 * u64::from(svc.table_size);
@@ -113,6 +140,7 @@ pub fn plan(cfg: &Config) -> Result<Plan, PlanError> {
             region_base: base,
             backend_ids,
             weights,
+            slots,
             table,
         });
     }
@@ -177,16 +205,18 @@ pub fn replan(
             weights.push(eff.weight);
         }
         check_limit("backends", backends.len(), MAX_BACKENDS)?;
-        // Same members, same weights: the same table, without rebuilding it.
-        let table = if backend_ids == prev.backend_ids && weights == prev.weights {
-            prev.table.clone()
-        } else {
-            maglev_table(svc, &backend_ids, &weights)?
-        };
+        // Same members, same weights: the same table, already in place;
+        // nothing to rebuild or write. Otherwise the new table goes to the
+        // idle half of the region.
         let mut record = prev.record;
-        if table != prev.table {
+        let (table, slots) = if backend_ids == prev.backend_ids && weights == prev.weights {
+            (Vec::new(), prev.slots.clone())
+        } else {
             record.table_base = other_half(prev.region_base, record);
-        }
+            let table = maglev_table(svc, &backend_ids, &weights)?;
+            let slots = slot_counts(&table, &backend_ids);
+            (table, slots)
+        };
         services.push(PlannedService {
             name: svc.name.clone(),
             key: prev.key,
@@ -194,6 +224,7 @@ pub fn replan(
             region_base: prev.region_base,
             backend_ids,
             weights,
+            slots,
             table,
         });
     }
@@ -342,8 +373,10 @@ mod tests {
         assert_eq!(new.backends[3].port_be, 8080u16.to_be());
         // The changed table moved to the other half of its region.
         assert_eq!(web.record.table_base, web.region_base + 251);
-        // The unchanged service did not move.
+        // The unchanged service did not move, and has nothing to write.
         assert_eq!(new.services[1].record, old.services[1].record);
+        assert!(new.services[1].table.is_empty());
+        assert_eq!(new.services[1].slots, old.services[1].slots);
         // And flips back on the next change.
         let again = replan(&new, &cfg(TWO), &|_, b| Effective::configured(b)).unwrap();
         assert_eq!(again.services[0].record.table_base, 0);
