@@ -7,6 +7,7 @@
 //! - [`datapath`]: the XDP program from userspace: map content for a config,
 //!   loading, attaching, counters.
 //! - [`health`]: active probes and consecutive-result health state.
+//! - [`metrics`]: the Prometheus endpoint.
 //! - [`object`]: finds the eBPF object (embedded or `--bpf-object`) and refuses
 //!   a missing or stale one.
 pub mod agent;
@@ -14,4 +15,5 @@ pub mod config;
 pub mod control;
 pub mod datapath;
 pub mod health;
+pub mod metrics;
 pub mod object;

@@ -8,7 +8,7 @@
 mod runtime;
 mod status;
 
-use std::{net::SocketAddr, sync::Mutex, time::Instant};
+use std::{collections::BTreeMap, net::SocketAddr, sync::Mutex, time::Instant};
 
 use lb_common::abi::{EVENT_REFUSED, PassiveEvent};
 
@@ -27,6 +27,7 @@ use crate::{
         Health,
         scheduler::{Outcome, Target},
     },
+    metrics::{self, histogram::Histogram},
 };
 
 /// The XDP-mode agent. Dropping it detaches the program everywhere.
@@ -44,6 +45,8 @@ struct State {
     plan: Plan,
     runtimes: Runtimes,
     datapath: Datapath,
+    /// Probe durations per service, for the metrics.
+    probe_durations: BTreeMap<String, Histogram>,
 }
 
 /// Why a change was refused; what runs stays as it was.
@@ -85,7 +88,8 @@ impl XdpAgent {
         let runtimes = runtime::for_config(&config, Runtimes::new());
         let mut plan = plan;
         plan.compact();
-        Self { interfaces, state: Mutex::new(State { config, plan, runtimes, datapath }) }
+        let state = State { config, plan, runtimes, datapath, probe_durations: BTreeMap::new() };
+        Self { interfaces, state: Mutex::new(state) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -115,6 +119,7 @@ impl XdpAgent {
     /// and how long detecting it took.
     pub fn on_probe(&self, o: &Outcome) {
         let mut st = self.lock();
+        st.probe_durations.entry(o.service.clone()).or_default().observe(o.latency);
         let key = (o.service.clone(), o.backend);
         let Some(rt) = st.runtimes.get_mut(&key) else { return };
         rt.probe_after_passive(o.result.is_ok(), o.at);
@@ -263,6 +268,14 @@ fn apply(st: &mut State) -> Result<(), ChangeError> {
     plan.compact();
     st.plan = plan;
     Ok(())
+}
+
+impl metrics::Source for XdpAgent {
+    fn metrics(&self) -> Result<String, String> {
+        let st = self.lock();
+        let report = status::report(&st, &self.interfaces).map_err(|e| e.to_string())?;
+        Ok(metrics::render::render(&report, &st.probe_durations))
+    }
 }
 
 impl Handler for XdpAgent {

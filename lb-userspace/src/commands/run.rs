@@ -10,7 +10,7 @@ use lb_userspace::{
     config::{self, Mode, XdpAttach},
     control::server::ControlSocket,
     datapath::{self, Datapath, LoadOptions, attach},
-    health, object,
+    health, metrics, object,
 };
 use tokio::{
     io::unix::AsyncFd,
@@ -55,6 +55,13 @@ pub fn run(
         let _ctx = rt.enter();
         ControlSocket::bind(&cfg.agent.control_socket)?
     };
+    let metrics_listener =
+        match cfg.agent.metrics_addr {
+            Some(addr) => Some(rt.block_on(metrics::bind(addr)).with_context(|| {
+                format!("binding the metrics address {addr} (agent.metrics_addr)")
+            })?),
+            None => None,
+        };
     tracing::info!(
         mode = "xdp",
         object = %obj.origin,
@@ -80,6 +87,10 @@ pub fn run(
             }
         });
         let passive = tokio::spawn(read_events(events, agent.clone()));
+        let metrics_task = metrics_listener.map(|l| {
+            let source: Arc<dyn metrics::Source> = agent.clone();
+            tokio::spawn(metrics::serve(l, source, std::future::pending()))
+        });
         let reloader = agent.clone();
         let shutdown = async move {
             let mut probes = health::scheduler::spawn(reloader.targets(), tx.clone());
@@ -101,6 +112,9 @@ pub fn run(
         socket.serve(agent.clone(), shutdown).await;
         feeding.abort();
         passive.abort();
+        if let Some(t) = metrics_task {
+            t.abort();
+        }
         anyhow::Ok(())
     })?;
     // The socket is gone; the last reference to the agent detaches XDP.

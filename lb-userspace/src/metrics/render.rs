@@ -1,0 +1,152 @@
+//! The Prometheus text exposition of a status report.
+//!
+//! Names follow Prometheus conventions: `lb_` prefix, base units (bytes,
+//! seconds), `_total` on counters. Every metric has HELP and TYPE lines.
+
+use std::{collections::BTreeMap, fmt::Write as _};
+
+use super::histogram::{BOUNDS, Histogram};
+use crate::control::protocol::StatusReport;
+
+/// Renders `r` and the per-service probe histograms as exposition text.
+pub fn render(r: &StatusReport, probes: &BTreeMap<String, Histogram>) -> String {
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, String)>| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    let svc = |s: &crate::control::protocol::ServiceStatus| {
+        format!(
+            "{{service=\"{}\",vip=\"{}\",protocol=\"{}\"}}",
+            esc(&s.name),
+            esc(&s.vip),
+            esc(&s.protocol)
+        )
+    };
+    let per_service = |f: fn(&crate::control::protocol::Traffic) -> u64| {
+        r.services.iter().map(|s| (svc(s), f(&s.traffic).to_string())).collect()
+    };
+    family(
+        "lb_service_packets_total",
+        "counter",
+        "Packets forwarded to the service's backends.",
+        per_service(|t| t.packets),
+    );
+    family(
+        "lb_service_bytes_total",
+        "counter",
+        "Bytes forwarded to the service's backends.",
+        per_service(|t| t.bytes),
+    );
+    family(
+        "lb_service_new_flows_total",
+        "counter",
+        "Flows the service's Maglev table placed.",
+        per_service(|t| t.new_flows),
+    );
+
+    let backends = |f: &dyn Fn(&crate::control::protocol::BackendStatus) -> String| {
+        r.services
+            .iter()
+            .flat_map(|s| {
+                s.backends.iter().map(move |b| {
+                    (format!("{{service=\"{}\",backend=\"{}\"}}", esc(&s.name), esc(&b.addr)), f(b))
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    family(
+        "lb_backend_packets_total",
+        "counter",
+        "Packets forwarded to the backend.",
+        backends(&|b| b.traffic.packets.to_string()),
+    );
+    family(
+        "lb_backend_bytes_total",
+        "counter",
+        "Bytes forwarded to the backend.",
+        backends(&|b| b.traffic.bytes.to_string()),
+    );
+    family(
+        "lb_backend_new_flows_total",
+        "counter",
+        "Flows placed on the backend.",
+        backends(&|b| b.traffic.new_flows.to_string()),
+    );
+    family(
+        "lb_backend_up",
+        "gauge",
+        "1 if the backend's health checks pass, else 0.",
+        backends(&|b| u8::from(b.health == "up").to_string()),
+    );
+    family(
+        "lb_backend_active",
+        "gauge",
+        "1 if the backend takes new flows (healthy, enabled, not draining), else 0.",
+        backends(&|b| u8::from(b.state == "active").to_string()),
+    );
+    family(
+        "lb_backend_weight",
+        "gauge",
+        "The backend's weight.",
+        backends(&|b| b.weight.to_string()),
+    );
+    family(
+        "lb_backend_slots",
+        "gauge",
+        "Slots of the service's Maglev table the backend owns.",
+        backends(&|b| b.slots.to_string()),
+    );
+    family(
+        "lb_backend_health_changes_total",
+        "counter",
+        "Health state changes of the backend since the agent started.",
+        backends(&|b| b.transitions.to_string()),
+    );
+
+    family(
+        "lb_exceptions_total",
+        "counter",
+        "Packets the datapath dropped or did not balance, by reason and action.",
+        r.exceptions
+            .iter()
+            .map(|e| {
+                (
+                    format!("{{reason=\"{}\",action=\"{}\"}}", esc(&e.reason), esc(&e.action)),
+                    e.packets.to_string(),
+                )
+            })
+            .collect(),
+    );
+
+    let _ =
+        writeln!(out, "# HELP lb_probe_duration_seconds How long health probes took, per service.");
+    let _ = writeln!(out, "# TYPE lb_probe_duration_seconds histogram");
+    for (service, h) in probes {
+        let s = esc(service);
+        let mut cumulative = 0;
+        for (i, bound) in BOUNDS.iter().enumerate() {
+            cumulative += h.buckets[i];
+            let _ = writeln!(
+                out,
+                "lb_probe_duration_seconds_bucket{{service=\"{s}\",le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "lb_probe_duration_seconds_bucket{{service=\"{s}\",le=\"+Inf\"}} {}",
+            h.count
+        );
+        let _ = writeln!(out, "lb_probe_duration_seconds_sum{{service=\"{s}\"}} {}", h.sum);
+        let _ = writeln!(out, "lb_probe_duration_seconds_count{{service=\"{s}\"}} {}", h.count);
+    }
+    out
+}
+
+/// Escapes a label value (backslash, quote, newline).
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}

@@ -1,0 +1,113 @@
+//! The Prometheus endpoint, scraped and parsed, checked against traffic
+//! actually sent. Needs root.
+
+use std::{
+    collections::HashMap,
+    io::{Read, Write},
+    net::TcpStream,
+    time::Duration,
+};
+
+use lb_tests::{
+    agent::{TempDir, config_with_health},
+    client::{Conn, Flow, Setup, vip},
+    topology::{Topology, VIP4},
+};
+
+const SERVER: &str = env!("CARGO_BIN_EXE_lbt-server");
+const PROBES: &str = "kind = \"tcp\"\ninterval = \"20ms\"\ntimeout = \"15ms\"";
+
+/// `name{labels}` -> value, and the names that had HELP and TYPE lines.
+fn parse(page: &str) -> (HashMap<String, f64>, Vec<String>) {
+    let mut samples = HashMap::new();
+    let mut typed = Vec::new();
+    for line in page.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            typed.push(rest.split_whitespace().next().unwrap_or_default().to_owned());
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let (key, value) = line.rsplit_once(' ').expect("sample line: name value");
+            samples.insert(key.to_owned(), value.parse().expect("numeric value"));
+        }
+    }
+    (samples, typed)
+}
+
+#[test]
+fn metrics_count_the_traffic_actually_sent() {
+    let s = Setup::with_config(SERVER, Topology::new(3), TempDir::new(), |t, d| {
+        config_with_health(t, d, "maglev", 3, PROBES).replacen(
+            "[agent]\n",
+            "[agent]\nmetrics_addr = \"127.0.0.1:9911\"\n",
+            1,
+        )
+    });
+    let inside = s.topo.client.enter();
+    for _ in 0..50 {
+        Flow::open(vip(VIP4, 5353)).ask();
+    }
+    for _ in 0..20 {
+        Conn::open(vip(VIP4, 80)).ask();
+    }
+    drop(inside);
+    std::thread::sleep(Duration::from_millis(200));
+
+    let _in_lb = s.topo.lb.enter();
+    let mut c = TcpStream::connect("127.0.0.1:9911").expect("metrics endpoint");
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: lb\r\n\r\n").expect("request");
+    let mut resp = String::new();
+    c.read_to_string(&mut resp).expect("response");
+    let (head, body) = resp.split_once("\r\n\r\n").expect("HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    let (m, typed) = parse(body);
+
+    let udp =
+        m[r#"lb_service_packets_total{service="udp-v4",vip="10.201.0.100:5353",protocol="udp"}"#];
+    assert_eq!(udp, 50.0, "one datagram per UDP flow");
+    let udp_flows =
+        m[r#"lb_service_new_flows_total{service="udp-v4",vip="10.201.0.100:5353",protocol="udp"}"#];
+    assert_eq!(udp_flows, 50.0);
+    let tcp_flows =
+        m[r#"lb_service_new_flows_total{service="tcp-v4",vip="10.201.0.100:80",protocol="tcp"}"#];
+    assert_eq!(tcp_flows, 20.0);
+    let per_backend: f64 = (1..=3)
+        .map(|i| {
+            m[&format!(
+                r#"lb_backend_new_flows_total{{service="udp-v4",backend="10.200.{i}.1:5353"}}"#
+            )]
+        })
+        .sum();
+    assert_eq!(per_backend, 50.0, "backend counters add up to the service's");
+    for i in 1..=3 {
+        assert_eq!(
+            m[&format!(r#"lb_backend_up{{service="tcp-v4",backend="10.200.{i}.1:80"}}"#)],
+            1.0
+        );
+    }
+    assert!(m.keys().any(|k| k.starts_with("lb_exceptions_total{reason=\"no_backend\"")));
+    let probes = m[r#"lb_probe_duration_seconds_count{service="tcp-v4"}"#];
+    assert!(probes > 0.0, "probes are timed");
+    assert_eq!(m[r#"lb_probe_duration_seconds_bucket{service="tcp-v4",le="+Inf"}"#], probes);
+    for name in [
+        "lb_service_packets_total",
+        "lb_backend_up",
+        "lb_exceptions_total",
+        "lb_probe_duration_seconds",
+    ] {
+        assert!(typed.iter().any(|t| t == name), "{name} has HELP/TYPE");
+    }
+    // Every dashboard query names a metric the endpoint serves.
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/grafana-dashboard.json"
+    ))
+    .expect("deploy/grafana-dashboard.json");
+    let served: Vec<&str> = typed.iter().map(String::as_str).collect();
+    for expr in dashboard.split("\"expr\": \"").skip(1) {
+        let expr = expr.split('"').next().unwrap_or_default();
+        assert!(
+            served.iter().any(|name| expr.contains(name)),
+            "dashboard query {expr:?} uses no metric the endpoint serves"
+        );
+    }
+}
