@@ -8,6 +8,7 @@ mod commands;
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{ArgAction, Parser, Subcommand, ValueEnum};
+use lb_userspace::control::Request;
 use tracing_subscriber::EnvFilter;
 
 /// A Layer-4 TCP/UDP load balancer: XDP fast path with Maglev hashing, or a
@@ -52,6 +53,14 @@ enum Command {
         control: PathBuf,
         #[command(subcommand)]
         action: BackendCmd,
+    },
+    /// Make the running balancer re-read its config file (as SIGHUP): added
+    /// or removed backends and weights apply at once; an invalid file is
+    /// refused and the running config stays.
+    Reload {
+        /// The agent's control socket (agent.control_socket of its config).
+        #[arg(long, env = "LB_CONTROL", default_value = "/run/lb/control.sock")]
+        control: PathBuf,
     },
     /// Show the running balancer: services, backends, counters.
     Status {
@@ -137,6 +146,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check { config } => commands::check::run(&config),
         Command::Status { control, json } => commands::status::run(&control, json),
+        Command::Reload { control } => commands::backend::request(&control, Request::Reload),
         Command::Backend { control, action } => {
             use lb_userspace::control::protocol::BackendAction as A;
             let (service, backend, action) = match action {

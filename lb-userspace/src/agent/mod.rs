@@ -35,6 +35,8 @@ use crate::{
 pub struct XdpAgent {
     interfaces: Vec<InterfaceStatus>,
     state: Mutex<State>,
+    /// Woken after each successful reload, so the probes are respawned.
+    reloaded: tokio::sync::Notify,
 }
 
 /// Everything a change replaces, under one lock so readers never see a
@@ -89,7 +91,7 @@ impl XdpAgent {
         let mut plan = plan;
         plan.compact();
         let state = State { config, plan, runtimes, datapath, probe_durations: BTreeMap::new() };
-        Self { interfaces, state: Mutex::new(state) }
+        Self { interfaces, state: Mutex::new(state), reloaded: tokio::sync::Notify::new() }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -242,7 +244,15 @@ impl XdpAgent {
         st.config = config;
         st.plan = plan;
         st.runtimes = runtimes;
+        drop(st);
+        self.reloaded.notify_one();
+        tracing::info!("config reloaded");
         Ok(())
+    }
+
+    /// Completes after the next successful reload.
+    pub async fn reloaded(&self) {
+        self.reloaded.notified().await;
     }
 
     /// Services, backends, health and counters now.
@@ -284,6 +294,15 @@ impl Handler for XdpAgent {
             Request::Status => match self.status() {
                 Ok(report) => Response::Status(report),
                 Err(e) => Response::Error { message: e.to_string() },
+            },
+            Request::Reload => match self.reload() {
+                Ok(()) => Response::Done { message: "config reloaded".into() },
+                Err(e) => {
+                    tracing::error!("reload refused, the running config stays: {e}");
+                    Response::Error {
+                        message: format!("reload refused, the running config stays: {e}"),
+                    }
+                }
             },
             Request::Backend { service, backend, action } => {
                 match self.backend(&service, &backend, action) {

@@ -116,7 +116,7 @@ pub fn for_config(cfg: &Config, mut old: Runtimes) -> Runtimes {
     for svc in &cfg.services {
         for b in &svc.backends {
             let key = (svc.name.clone(), b.addr);
-            let rt = old.remove(&key).unwrap_or_else(|| Runtime {
+            let mut rt = old.remove(&key).unwrap_or_else(|| Runtime {
                 tracker: Tracker::new(svc.health.rise, svc.health.fall),
                 admin: Admin::Enabled,
                 weight: None,
@@ -125,6 +125,7 @@ pub fn for_config(cfg: &Config, mut old: Runtimes) -> Runtimes {
                 passive_hold_until: None,
                 passive_hold: PASSIVE_HOLD,
             });
+            rt.tracker.set_thresholds(svc.health.rise, svc.health.fall);
             out.insert(key, rt);
         }
     }

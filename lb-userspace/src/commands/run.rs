@@ -98,13 +98,16 @@ pub fn run(
                 tokio::select! {
                     _ = term.recv() => return tracing::info!("SIGTERM: shutting down"),
                     _ = int.recv() => return tracing::info!("SIGINT: shutting down"),
-                    _ = hup.recv() => match reloader.reload() {
-                        Ok(()) => {
-                            probes = health::scheduler::spawn(reloader.targets(), tx.clone());
-                            tracing::info!("SIGHUP: config reloaded");
+                    _ = hup.recv() => {
+                        if let Err(e) = reloader.reload() {
+                            tracing::error!("SIGHUP: reload refused, the running config stays: {e}");
                         }
-                        Err(e) => tracing::error!("SIGHUP: reload refused, the running config stays: {e}"),
-                    },
+                    }
+                    // Any reload (SIGHUP or `lb reload`): backends or their
+                    // probe settings may have changed.
+                    _ = reloader.reloaded() => {
+                        probes = health::scheduler::spawn(reloader.targets(), tx.clone());
+                    }
                 }
                 let _ = &probes;
             }

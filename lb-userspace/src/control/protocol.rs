@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 pub enum Request {
     /// Services, backends, counters.
     Status,
+    /// Re-read and apply the config file (as SIGHUP).
+    Reload,
     /// Change one backend.
     Backend {
         /// The service's name.

@@ -52,6 +52,13 @@ impl Tracker {
         }
     }
 
+    /// New thresholds (a reload changed them); the current state and streak
+    /// carry over.
+    pub fn set_thresholds(&mut self, rise: u32, fall: u32) {
+        self.rise = rise.max(1);
+        self.fall = fall.max(1);
+    }
+
     /// The current state.
     pub fn health(&self) -> Health {
         self.health

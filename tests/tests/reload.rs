@@ -1,0 +1,97 @@
+//! Reloads of a running balancer (`lb reload`): invalid files are refused
+//! with the running config untouched; valid ones apply under load without
+//! breaking established flows to the backends they keep. Needs root.
+
+use std::process::Command;
+
+use lb_tests::{
+    agent::{config, lb_binary},
+    client::{Conn, Setup, count, vip},
+    topology::VIP4,
+};
+
+const SERVER: &str = env!("CARGO_BIN_EXE_lbt-server");
+
+fn lb_reload(s: &Setup) -> (bool, String) {
+    let out = Command::new(lb_binary())
+        .args(["reload", "--control"])
+        .arg(s.dir.0.join("control.sock"))
+        .output()
+        .expect("lb reload");
+    (
+        out.status.success(),
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+    )
+}
+
+#[test]
+fn an_invalid_reload_is_refused_and_the_running_config_stays() {
+    let s = Setup::new(SERVER, 3, 3, "maglev");
+    let before = s.lb.status();
+    let path = s.dir.0.join("lb.toml");
+    let good = std::fs::read_to_string(&path).expect("config");
+    std::fs::write(
+        &path,
+        good.replacen("addr = \"10.200.1.1:80\"", "addr = \"10.200.1.1:80\"\nweight = 0", 1),
+    )
+    .expect("write");
+    let (ok, text) = lb_reload(&s);
+    assert!(!ok, "an invalid file must be refused");
+    assert!(text.contains("weight = 0") && text.contains("running config stays"), "{text}");
+    // Same services, backends and slots; traffic still reaches every backend.
+    let slots = |st: &str| {
+        st.lines().filter(|l| l.contains(" w1 ")).map(str::to_owned).collect::<Vec<_>>().len()
+    };
+    assert_eq!(slots(&s.lb.status()), slots(&before));
+    let _in = s.topo.client.enter();
+    let names: Vec<String> = (0..60).map(|_| Conn::open(vip(VIP4, 80)).ask()).collect();
+    assert_eq!(count(&names).len(), 3);
+}
+
+#[test]
+fn a_reload_under_load_breaks_no_established_flow_to_a_retained_backend() {
+    let s = Setup::new(SERVER, 3, 3, "maglev");
+    let inside = s.topo.client.enter();
+    let mut conns: Vec<Conn> = (0..90).map(|_| Conn::open(vip(VIP4, 80))).collect();
+    let first: Vec<String> = conns.iter_mut().map(Conn::ask).collect();
+    drop(inside);
+
+    // Keep opening connections while the config loses backend 3.
+    let ns = s.topo.client.name().to_owned();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let load = std::thread::spawn(move || {
+        let own = std::fs::File::open("/proc/thread-self/ns/net").expect("own ns");
+        let target = std::fs::File::open(format!("/run/netns/{ns}")).expect("ns");
+        nix::sched::setns(&target, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let mut served = 0;
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            if std::net::TcpStream::connect_timeout(
+                &vip(VIP4, 80),
+                std::time::Duration::from_secs(1),
+            )
+            .is_ok()
+            {
+                served += 1;
+            }
+        }
+        let _ = nix::sched::setns(&own, nix::sched::CloneFlags::CLONE_NEWNET);
+        served
+    });
+    std::fs::write(s.dir.0.join("lb.toml"), config(&s.topo, &s.dir.0, "maglev", 2))
+        .expect("config");
+    let (ok, text) = lb_reload(&s);
+    assert!(ok, "{text}");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(load.join().expect("load") > 0);
+
+    let _in = s.topo.client.enter();
+    for (c, name) in conns.iter_mut().zip(&first) {
+        if name != "b3" {
+            assert_eq!(&c.ask(), name, "a flow to a retained backend keeps it");
+        }
+    }
+    let fresh: Vec<String> = (0..100).map(|_| Conn::open(vip(VIP4, 80)).ask()).collect();
+    assert!(!fresh.iter().any(|n| n == "b3"), "the removed backend takes no new flows");
+}
