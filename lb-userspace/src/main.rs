@@ -62,6 +62,22 @@ enum Command {
         #[arg(long, env = "LB_CONTROL", default_value = "/run/lb/control.sock")]
         control: PathBuf,
     },
+    /// Which backend a flow gets, and why: its flow-table entry, or the
+    /// Maglev slot its hash picks (e.g. `lb flow 10.0.0.2:40000 10.0.0.100:80 tcp`).
+    Flow {
+        /// Client address, ip:port.
+        src: String,
+        /// VIP, ip:port.
+        dst: String,
+        /// tcp or udp.
+        protocol: String,
+        /// The agent's control socket (agent.control_socket of its config).
+        #[arg(long, env = "LB_CONTROL", default_value = "/run/lb/control.sock")]
+        control: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the running balancer: services, backends, counters.
     Status {
         /// The agent's control socket (agent.control_socket of its config).
@@ -146,6 +162,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check { config } => commands::check::run(&config),
         Command::Status { control, json } => commands::status::run(&control, json),
+        Command::Flow { src, dst, protocol, control, json } => {
+            commands::flow::run(&control, &src, &dst, &protocol, json)
+        }
         Command::Reload { control } => commands::backend::request(&control, Request::Reload),
         Command::Backend { control, action } => {
             use lb_userspace::control::protocol::BackendAction as A;

@@ -102,7 +102,8 @@ impl Conn {
 /// One UDP flow (one client socket) to a VIP.
 #[derive(Debug)]
 pub struct Flow {
-    sock: UdpSocket,
+    /// The client socket.
+    pub sock: UdpSocket,
     vip: SocketAddr,
 }
 

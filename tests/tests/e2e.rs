@@ -141,3 +141,41 @@ fn sigterm_detaches_xdp_and_removes_the_control_socket() {
     }
     assert!(!s.dir.0.join("control.sock").exists(), "control socket left behind");
 }
+
+#[test]
+fn lb_flow_names_the_backend_a_flow_gets_and_why() {
+    let s = Setup::new(SERVER, 3, 3, "maglev");
+    let flow_cmd = |src: &str, dst: &str| -> String {
+        let out = std::process::Command::new(lb_tests::agent::lb_binary())
+            .args(["flow", src, dst, "udp", "--json", "--control"])
+            .arg(s.dir.0.join("control.sock"))
+            .output()
+            .expect("lb flow");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let backend_name = |json: &str| -> String {
+        let addr =
+            json.split("\"backend\": \"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("");
+        format!("b{}", addr.split('.').nth(2).unwrap_or("?"))
+    };
+    let vip = vip(VIP4, 5353);
+    // An established flow: a flow-table hit on the backend that answered.
+    let inside = s.topo.client.enter();
+    let f = Flow::open(vip);
+    let got = f.ask();
+    let src = f.sock.local_addr().expect("local").port();
+    drop(inside);
+    let json = flow_cmd(&format!("10.200.0.2:{src}"), &vip.to_string());
+    assert!(json.contains("\"source\": \"flow-table\""), "{json}");
+    assert_eq!(backend_name(&json), got);
+    // A flow not seen yet: the Maglev prediction is where it then goes.
+    let inside = s.topo.client.enter();
+    let next = Flow::open(vip);
+    let port = next.sock.local_addr().expect("local").port();
+    drop(inside);
+    let json = flow_cmd(&format!("10.200.0.2:{port}"), &vip.to_string());
+    assert!(json.contains("\"source\": \"maglev\""), "{json}");
+    let _in = s.topo.client.enter();
+    assert_eq!(next.ask(), backend_name(&json), "{json}");
+}

@@ -5,6 +5,7 @@
 //! way: compute the new plan from config + runtime state, write new tables
 //! beside the live ones, switch each service record atomically.
 
+mod flow;
 mod runtime;
 mod status;
 
@@ -295,6 +296,12 @@ impl Handler for XdpAgent {
                 Ok(report) => Response::Status(report),
                 Err(e) => Response::Error { message: e.to_string() },
             },
+            Request::Flow { src, dst, protocol } => {
+                match flow::explain(&self.lock(), &src, &dst, &protocol) {
+                    Ok(report) => Response::Flow(report),
+                    Err(message) => Response::Error { message },
+                }
+            }
             Request::Reload => match self.reload() {
                 Ok(()) => Response::Done { message: "config reloaded".into() },
                 Err(e) => {

@@ -21,6 +21,6 @@ pub fn request(control: &Path, req: Request) -> Result<()> {
             Ok(())
         }
         Response::Error { message } => bail!("{message}"),
-        Response::Status(_) => bail!("the agent answered a status instead"),
+        Response::Status(_) | Response::Flow(_) => bail!("the agent answered something else"),
     }
 }

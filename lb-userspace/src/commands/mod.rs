@@ -1,5 +1,6 @@
 //! One module per `lb` subcommand.
 pub mod backend;
 pub mod check;
+pub mod flow;
 pub mod run;
 pub mod status;

@@ -12,7 +12,9 @@ pub fn run(control: &Path, json: bool) -> Result<()> {
     let report = match client::request(control, &Request::Status)? {
         Response::Status(report) => report,
         Response::Error { message } => bail!("the agent could not report its status: {message}"),
-        Response::Done { .. } => bail!("the agent answered something other than a status"),
+        Response::Done { .. } | Response::Flow(_) => {
+            bail!("the agent answered something other than a status")
+        }
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);

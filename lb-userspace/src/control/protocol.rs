@@ -10,6 +10,15 @@ pub enum Request {
     Status,
     /// Re-read and apply the config file (as SIGHUP).
     Reload,
+    /// Which backend a flow gets, and why.
+    Flow {
+        /// Client "ip:port".
+        src: String,
+        /// VIP "ip:port".
+        dst: String,
+        /// "tcp" or "udp".
+        protocol: String,
+    },
     /// Change one backend.
     Backend {
         /// The service's name.
@@ -44,6 +53,8 @@ pub enum BackendAction {
 pub enum Response {
     /// Answer to [`Request::Status`].
     Status(StatusReport),
+    /// Answer to [`Request::Flow`].
+    Flow(FlowReport),
     /// The request was carried out.
     Done {
         /// What was done.
@@ -136,4 +147,23 @@ pub struct ExceptionStatus {
     pub action: String,
     /// Packets counted.
     pub packets: u64,
+}
+
+/// Where a flow goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowReport {
+    /// The service the destination belongs to.
+    pub service: String,
+    /// The backend, "ip:port", or empty if none can take it.
+    pub backend: String,
+    /// "flow-table" (pinned) or "maglev" (a new flow).
+    pub source: String,
+    /// The flow hash, for a Maglev pick.
+    pub hash: u32,
+    /// The slot of the service's table it hashes to.
+    pub slot: u32,
+    /// The table's size.
+    pub table_size: u32,
+    /// One-line explanation.
+    pub why: String,
 }

@@ -1,0 +1,103 @@
+//! `lb flow`: which backend a flow gets and why, read from the live maps.
+
+use std::net::SocketAddr;
+
+use aya::maps::{Array, HashMap, MapData};
+use lb_common::{
+    abi::{
+        Addr, BACKEND_DOWN, BackendRecord, FlowKey, FlowValue, MAP_BACKENDS, MAP_FLOWS, MAP_MAGLEV,
+        NO_BACKEND, SERVICE_HASH_CLIENT_IP, family_of,
+    },
+    hash::{client_hash, flow_hash, slot_for},
+};
+
+use super::State;
+use crate::{config::Protocol, control::protocol::FlowReport, datapath::plan::service_key};
+
+/// Explains where the flow `src` -> `dst` (`protocol`) goes.
+pub(super) fn explain(
+    st: &State,
+    src: &str,
+    dst: &str,
+    protocol: &str,
+) -> Result<FlowReport, String> {
+    let src: SocketAddr = src.parse().map_err(|_| format!("{src:?} is not ip:port"))?;
+    let dst: SocketAddr = dst.parse().map_err(|_| format!("{dst:?} is not ip:port"))?;
+    let proto = match protocol {
+        "tcp" => Protocol::Tcp,
+        "udp" => Protocol::Udp,
+        _ => return Err(format!("protocol {protocol:?}: use tcp or udp")),
+    };
+    if src.is_ipv4() != dst.is_ipv4() {
+        return Err("source and destination are of different address families".into());
+    }
+    let (svc, planned) = st
+        .config
+        .services
+        .iter()
+        .zip(&st.plan.services)
+        .find(|(s, _)| s.vip == dst && s.protocol == proto)
+        .ok_or_else(|| {
+            format!("{dst} ({protocol}) is no VIP of this balancer: its packets pass untouched")
+        })?;
+    let key = service_key(svc);
+    let flow = FlowKey {
+        src: Addr::from(src.ip()),
+        dst: Addr::from(dst.ip()),
+        src_port_be: src.port().to_be(),
+        dst_port_be: dst.port().to_be(),
+        proto: key.proto,
+        family: family_of(src.ip()),
+        _pad: [0; 2],
+    };
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let backends: Array<&MapData, BackendRecord> =
+        st.datapath.map(MAP_BACKENDS).map_err(|e| err(&e))?;
+    let addr_of = |id: u32| -> Option<(String, BackendRecord)> {
+        let r = backends.get(&id, 0).ok()?;
+        Some((SocketAddr::new(r.addr.to_ip(r.family), u16::from_be(r.port_be)).to_string(), r))
+    };
+    let rec = planned.record;
+    let hash = if rec.flags & SERVICE_HASH_CLIENT_IP != 0 {
+        client_hash(&flow.src)
+    } else {
+        flow_hash(&flow)
+    };
+    let slot = slot_for(hash, rec.table_size).unwrap_or(0);
+    let mut report = FlowReport {
+        service: svc.name.clone(),
+        backend: String::new(),
+        source: "maglev".into(),
+        hash,
+        slot,
+        table_size: rec.table_size,
+        why: String::new(),
+    };
+    let flows: HashMap<&MapData, FlowKey, FlowValue> =
+        st.datapath.map(MAP_FLOWS).map_err(|e| err(&e))?;
+    if let Ok(pinned) = flows.get(&flow, 0) {
+        if let Some((addr, r)) = addr_of(pinned.backend_id) {
+            if r.state != BACKEND_DOWN {
+                report.source = "flow-table".into();
+                report.why = format!("flow-table hit: the flow is pinned to {addr}");
+                report.backend = addr;
+                return Ok(report);
+            }
+            report.why = format!("pinned to {addr}, which is down: the next packet is re-hashed; ");
+        }
+    }
+    let maglev: Array<&MapData, u32> = st.datapath.map(MAP_MAGLEV).map_err(|e| err(&e))?;
+    let id = maglev.get(&(rec.table_base + slot), 0).map_err(|e| err(&e))?;
+    let by = if rec.flags & SERVICE_HASH_CLIENT_IP != 0 { "client address" } else { "5-tuple" };
+    match addr_of(id).filter(|_| id != NO_BACKEND) {
+        Some((addr, _)) => {
+            report.why += &format!(
+                "new flow: hash of the {by} {hash:#010x} -> slot {slot} of {} -> {addr}",
+                rec.table_size
+            );
+            report.backend = addr;
+        }
+        None => report.why += "new flow: no backend can take it (it would be dropped)",
+    }
+    Ok(report)
+}
