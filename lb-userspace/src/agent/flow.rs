@@ -75,16 +75,16 @@ pub(super) fn explain(
     };
     let flows: HashMap<&MapData, FlowKey, FlowValue> =
         st.datapath.map(MAP_FLOWS).map_err(|e| err(&e))?;
-    if let Ok(pinned) = flows.get(&flow, 0) {
-        if let Some((addr, r)) = addr_of(pinned.backend_id) {
-            if r.state != BACKEND_DOWN {
-                report.source = "flow-table".into();
-                report.why = format!("flow-table hit: the flow is pinned to {addr}");
-                report.backend = addr;
-                return Ok(report);
-            }
-            report.why = format!("pinned to {addr}, which is down: the next packet is re-hashed; ");
+    if let Ok(pinned) = flows.get(&flow, 0)
+        && let Some((addr, r)) = addr_of(pinned.backend_id)
+    {
+        if r.state != BACKEND_DOWN {
+            report.source = "flow-table".into();
+            report.why = format!("flow-table hit: the flow is pinned to {addr}");
+            report.backend = addr;
+            return Ok(report);
         }
+        report.why = format!("pinned to {addr}, which is down: the next packet is re-hashed; ");
     }
     let maglev: Array<&MapData, u32> = st.datapath.map(MAP_MAGLEV).map_err(|e| err(&e))?;
     let id = maglev.get(&(rec.table_base + slot), 0).map_err(|e| err(&e))?;
