@@ -95,3 +95,33 @@ fn a_reload_under_load_breaks_no_established_flow_to_a_retained_backend() {
     let fresh: Vec<String> = (0..100).map(|_| Conn::open(vip(VIP4, 80)).ask()).collect();
     assert!(!fresh.iter().any(|n| n == "b3"), "the removed backend takes no new flows");
 }
+
+#[test]
+fn a_reload_adds_and_removes_a_vip() {
+    let s = Setup::new(SERVER, 3, 3, "maglev");
+    let path = s.dir.0.join("lb.toml");
+    let base = std::fs::read_to_string(&path).expect("config");
+    let extra = "\n[[service]]\nname = \"alt\"\nvip = \"10.201.0.100:8080\"\n[service.health]\nkind = \"none\"\n\
+                 [[service.backend]]\naddr = \"10.200.2.1:80\"\n";
+    std::fs::write(&path, format!("{base}{extra}")).expect("write");
+    let (ok, text) = lb_reload(&s);
+    assert!(ok, "{text}");
+    let inside = s.topo.client.enter();
+    let names: Vec<String> = (0..20).map(|_| Conn::open(vip(VIP4, 8080)).ask()).collect();
+    assert!(names.iter().all(|n| n == "b2"), "the added VIP serves at once: {names:?}");
+    drop(inside);
+
+    std::fs::write(&path, base).expect("write");
+    let (ok, text) = lb_reload(&s);
+    assert!(ok, "{text}");
+    assert!(!s.lb.status().contains("alt"), "removed from status");
+    let _in = s.topo.client.enter();
+    let gone = std::net::TcpStream::connect_timeout(
+        &vip(VIP4, 8080),
+        std::time::Duration::from_millis(500),
+    );
+    assert!(gone.is_err(), "a removed VIP is no longer balanced");
+    // The others never stopped.
+    let names: Vec<String> = (0..30).map(|_| Conn::open(vip(VIP4, 80)).ask()).collect();
+    assert_eq!(count(&names).len(), 3);
+}

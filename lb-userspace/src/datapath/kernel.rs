@@ -10,7 +10,10 @@ use lb_common::abi::{
     MAP_SERVICES, ServiceKey, ServiceRecord,
 };
 
-use super::{plan::Plan, window::SlotWindow};
+use super::{
+    plan::{Plan, PlannedService},
+    window::SlotWindow,
+};
 use crate::object::BpfObject;
 
 /// Name of the XDP entry point in the object.
@@ -129,8 +132,10 @@ impl Datapath {
                 backends.set(id as u32, b, 0).map_err(map_err(MAP_BACKENDS))?;
             }
         }
-        for (i, svc) in new.services.iter().enumerate() {
-            let prev = old.and_then(|o| o.services.get(i));
+        let prev_of =
+            |svc: &PlannedService| old.and_then(|o| o.services.iter().find(|p| p.key == svc.key));
+        for svc in &new.services {
+            let prev = prev_of(svc);
             // A new table always comes with a new record (it goes to the
             // idle half); an empty one means "unchanged, already in place".
             if !svc.table.is_empty() && prev.is_none_or(|p| p.record != svc.record) {
@@ -142,12 +147,16 @@ impl Datapath {
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
         let mut services: HashMap<&mut MapData, ServiceKey, ServiceRecord> =
             self.map_mut(MAP_SERVICES)?;
-        for (i, svc) in new.services.iter().enumerate() {
-            if old
-                .and_then(|o| o.services.get(i))
-                .is_none_or(|p| p.key != svc.key || p.record != svc.record)
-            {
+        for svc in &new.services {
+            if prev_of(svc).is_none_or(|p| p.record != svc.record) {
                 services.insert(svc.key, svc.record, 0).map_err(map_err(MAP_SERVICES))?;
+            }
+        }
+        // Services no longer configured: their VIPs pass to the kernel from
+        // now on. Their regions are free for later services.
+        for gone in old.iter().flat_map(|o| &o.services) {
+            if !new.services.iter().any(|s| s.key == gone.key) {
+                services.remove(&gone.key).map_err(map_err(MAP_SERVICES))?;
             }
         }
         Ok(())

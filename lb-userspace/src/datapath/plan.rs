@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 
 use lb_common::{
     abi::{
-        Addr, BACKEND_ACTIVE, BackendRecord, FAMILY_V4, FAMILY_V6, MAX_BACKENDS, MAX_SERVICES,
-        PROTO_TCP, PROTO_UDP, SERVICE_HASH_CLIENT_IP, ServiceKey, ServiceRecord,
+        Addr, BACKEND_ACTIVE, BackendRecord, DEFAULT_TABLE_SIZE, FAMILY_V4, FAMILY_V6,
+        MAX_BACKENDS, MAX_SERVICES, PROTO_TCP, PROTO_UDP, SERVICE_HASH_CLIENT_IP, ServiceKey,
+        ServiceRecord,
     },
     maglev::{self, MaglevError, Member},
 };
@@ -20,10 +21,19 @@ pub struct Plan {
     pub services: Vec<PlannedService>,
     /// Backend records; the index is the backend id.
     pub backends: Vec<BackendRecord>,
-    /// Slots the Maglev map needs: every service's table twice (one region
-    /// live, one to write the next table into, for an atomic swap).
+    /// Slots of the Maglev map: every service's table twice (one region
+    /// live, one to write the next table into, for an atomic swap), plus
+    /// [`HEADROOM_SLOTS`] for services a reload adds.
     pub maglev_slots: u32,
+    /// The id the next added service gets; ids are not reused while the
+    /// agent runs, so a new service never inherits another's counters.
+    pub next_service_id: u32,
 }
+
+/// Room in the Maglev map for services added by reloads: eight services of
+/// the default table size (8 MB of kernel memory). Regions of removed
+/// services are reused; beyond that, adding a service needs a restart.
+pub const HEADROOM_SLOTS: u64 = 8 * 2 * DEFAULT_TABLE_SIZE as u64;
 
 /// One service's map entries.
 #[derive(Debug, Clone, PartialEq)]
@@ -144,91 +154,160 @@ pub fn plan(cfg: &Config) -> Result<Plan, PlanError> {
             table,
         });
     }
-    let maglev_slots = u32::try_from(next_base.max(1))
-        .map_err(|_| PlanError::TablesTooLarge { slots: next_base })?;
-    Ok(Plan { services, backends, maglev_slots })
+    let total = next_base + HEADROOM_SLOTS;
+    let maglev_slots =
+        u32::try_from(total).map_err(|_| PlanError::TablesTooLarge { slots: total })?;
+    let next_service_id = services.len() as u32;
+    Ok(Plan { services, backends, maglev_slots, next_service_id })
 }
 
-/// The plan for `cfg` replacing `old` in a running datapath: services keep
-/// their ids and table regions, backends keep their ids (matched by service
-/// and address), new backends get ids never used before (a flow still pinned
-/// to a removed backend's id must not land on a newcomer), and each changed
-/// table moves to the other half of its region, so it can be written while
-/// packets read the live half.
+/// The plan for `cfg` replacing `old` in a running datapath:
+/// - services are matched by name; one whose VIP, protocol, scheduler or
+///   table size changed counts as removed and added;
+/// - kept services keep their ids and table regions; a changed table moves
+///   to the other half of its region, so it can be written while packets
+///   read the live half;
+/// - added services get a never-used id and a free region of the Maglev map
+///   (removed services' regions are reused; the map has headroom, see
+///   [`HEADROOM_SLOTS`]);
+/// - backends keep their ids (matched by service and address); new backends
+///   get ids never used before (a flow still pinned to a removed backend's
+///   id must not land on a newcomer).
 ///
-/// Only backend and weight changes are supported here: a service added,
-/// removed or changed is refused with [`PlanError::NeedsRestart`].
+/// `effective` gives each backend's state and Maglev weight (health,
+/// operator settings).
 pub fn replan(
     old: &Plan,
     cfg: &Config,
     effective: &dyn Fn(&str, &Backend) -> Effective,
 ) -> Result<Plan, PlanError> {
-    if cfg.services.len() != old.services.len() {
-        return Err(PlanError::NeedsRestart { what: "the set of services changed".into() });
-    }
+    check_limit("services", cfg.services.len(), MAX_SERVICES)?;
+    let same = |svc: &Service, prev: &PlannedService| {
+        svc.name == prev.name
+            && service_key(svc) == prev.key
+            && service_flags(svc) == prev.record.flags
+            && svc.table_size == prev.record.table_size
+    };
+    let kept: Vec<Option<&PlannedService>> =
+        cfg.services.iter().map(|svc| old.services.iter().find(|prev| same(svc, prev))).collect();
+    // Every old region is in use during this change, removed services'
+    // included: their records are deleted only after the new ones are in,
+    // and packets may read their tables until then. They are free from the
+    // next change on.
+    let mut free = free_regions(
+        old.maglev_slots,
+        old.services.iter().map(|p| (p.region_base, 2 * p.record.table_size)),
+    );
+    let mut next_id = old.next_service_id;
     let mut backends = old.backends.clone();
-    let mut services = Vec::with_capacity(old.services.len());
-    for (svc, prev) in cfg.services.iter().zip(&old.services) {
-        if svc.name != prev.name
-            || service_key(svc) != prev.key
-            || service_flags(svc) != prev.record.flags
-            || svc.table_size != prev.record.table_size
-        {
-            return Err(PlanError::NeedsRestart {
-                what: format!(
-                    "service {:?} changed (only backends and weights can change live)",
-                    svc.name
-                ),
-            });
-        }
+    let mut services = Vec::with_capacity(cfg.services.len());
+    for (svc, prev) in cfg.services.iter().zip(kept) {
+        let (id, region_base, live) = match prev {
+            Some(p) => (p.record.id, p.region_base, Some(p)),
+            None => {
+                let id = next_id;
+                if id >= MAX_SERVICES {
+                    return Err(PlanError::NeedsRestart {
+                        what: format!("no service id left for {:?}", svc.name),
+                    });
+                }
+                next_id += 1;
+                let base = take_region(&mut free, 2 * svc.table_size).ok_or_else(|| {
+                    PlanError::NeedsRestart {
+                        what: format!("no room left in the Maglev map for service {:?}", svc.name),
+                    }
+                })?;
+                (id, base, None)
+            }
+        };
         let mut backend_ids = Vec::with_capacity(svc.backends.len());
         let mut weights = Vec::with_capacity(svc.backends.len());
         for b in &svc.backends {
-            let record = backend_record(b.addr, prev.record.id);
-            let existing = prev.backend_ids.iter().copied().find(|&id| {
-                old.backends
-                    .get(id as usize)
-                    .is_some_and(|r| r.addr == record.addr && r.port_be == record.port_be)
+            let record = backend_record(b.addr, id);
+            let existing = live.and_then(|p| {
+                p.backend_ids.iter().copied().find(|&bid| {
+                    old.backends
+                        .get(bid as usize)
+                        .is_some_and(|r| r.addr == record.addr && r.port_be == record.port_be)
+                })
             });
-            let id = match existing {
-                Some(id) => id,
+            let bid = match existing {
+                Some(bid) => bid,
                 None => {
                     backends.push(record);
                     backends.len() as u32 - 1
                 }
             };
             let eff = effective(&svc.name, b);
-            if let Some(r) = backends.get_mut(id as usize) {
+            if let Some(r) = backends.get_mut(bid as usize) {
                 r.state = eff.state;
             }
-            backend_ids.push(id);
+            backend_ids.push(bid);
             weights.push(eff.weight);
         }
         check_limit("backends", backends.len(), MAX_BACKENDS)?;
-        // Same members, same weights: the same table, already in place;
-        // nothing to rebuild or write. Otherwise the new table goes to the
-        // idle half of the region.
-        let mut record = prev.record;
-        let (table, slots) = if backend_ids == prev.backend_ids && weights == prev.weights {
-            (Vec::new(), prev.slots.clone())
-        } else {
-            record.table_base = other_half(prev.region_base, record);
-            let table = maglev_table(svc, &backend_ids, &weights)?;
-            let slots = slot_counts(&table, &backend_ids);
-            (table, slots)
+        let (record, table, slots) = match live {
+            // Same members, same weights: the same table, already in place.
+            Some(p) if backend_ids == p.backend_ids && weights == p.weights => {
+                (p.record, Vec::new(), p.slots.clone())
+            }
+            Some(p) => {
+                let record =
+                    ServiceRecord { table_base: other_half(p.region_base, p.record), ..p.record };
+                let table = maglev_table(svc, &backend_ids, &weights)?;
+                let slots = slot_counts(&table, &backend_ids);
+                (record, table, slots)
+            }
+            None => {
+                let record = ServiceRecord {
+                    id,
+                    flags: service_flags(svc),
+                    table_size: svc.table_size,
+                    table_base: region_base,
+                };
+                let table = maglev_table(svc, &backend_ids, &weights)?;
+                let slots = slot_counts(&table, &backend_ids);
+                (record, table, slots)
+            }
         };
         services.push(PlannedService {
             name: svc.name.clone(),
-            key: prev.key,
+            key: service_key(svc),
             record,
-            region_base: prev.region_base,
+            region_base,
             backend_ids,
             weights,
             slots,
             table,
         });
     }
-    Ok(Plan { services, backends, maglev_slots: old.maglev_slots })
+    Ok(Plan { services, backends, maglev_slots: old.maglev_slots, next_service_id: next_id })
+}
+
+/// The gaps of `0..slots` not covered by `used` (base, length) regions.
+fn free_regions(slots: u32, used: impl Iterator<Item = (u32, u32)>) -> Vec<(u32, u32)> {
+    let mut used: Vec<(u32, u32)> = used.collect();
+    used.sort_unstable();
+    let mut free = Vec::new();
+    let mut at = 0u32;
+    for (base, len) in used {
+        if base > at {
+            free.push((at, base - at));
+        }
+        at = at.max(base.saturating_add(len));
+    }
+    if slots > at {
+        free.push((at, slots - at));
+    }
+    free
+}
+
+/// Takes `len` slots from the first free region large enough.
+fn take_region(free: &mut [(u32, u32)], len: u32) -> Option<u32> {
+    let region = free.iter_mut().find(|(_, l)| *l >= len)?;
+    let base = region.0;
+    *region = (base + len, region.1 - len);
+    Some(base)
 }
 
 /// What a backend is right now, as the datapath must see it: its state and
@@ -351,7 +430,8 @@ mod tests {
         assert_eq!(web.record.table_base, 0);
         // Each service owns two regions of its table size.
         assert_eq!(dns.record.table_base, 2 * 251);
-        assert_eq!(p.maglev_slots, 2 * 251 + 2 * 101);
+        assert_eq!(p.maglev_slots as u64, 2 * 251 + 2 * 101 + HEADROOM_SLOTS);
+        assert_eq!(p.next_service_id, 2);
         assert_eq!(web.backend_ids, vec![0, 1]);
         assert_eq!(dns.backend_ids, vec![2]);
         assert_eq!(p.backends[2].service_id, 1);
@@ -406,13 +486,41 @@ mod tests {
     }
 
     #[test]
-    fn replan_refuses_service_changes() {
+    fn replan_adds_removes_and_moves_services() {
+        let configured = |_: &str, b: &Backend| Effective::configured(b);
         let old = plan(&cfg(TWO)).unwrap();
-        let err = replan(&old, &cfg(&TWO.replace("10.0.0.100:80", "10.0.0.101:80")), &|_, b| {
-            Effective::configured(b)
-        })
-        .unwrap_err();
-        assert!(err.to_string().contains("restart lb"), "{err}");
+        // A new VIP for "web": removed and added, with a fresh id and a
+        // region from the headroom; "dns" is untouched.
+        let moved = replan(&old, &cfg(&TWO.replace("10.0.0.100:80", "10.0.0.101:80")), &configured)
+            .unwrap();
+        let web = &moved.services[0];
+        assert_eq!(web.record.id, 2);
+        assert_eq!(web.region_base, 2 * 251 + 2 * 101);
+        assert_eq!(web.record.table_base, web.region_base);
+        assert!(!web.table.is_empty());
+        assert_eq!(web.backend_ids, vec![3, 4], "new backends of a new service get fresh ids");
+        assert_eq!(moved.services[1].record, old.services[1].record);
+        assert_eq!(moved.next_service_id, 3);
+        // Drop "web" entirely: its region is free again, and a new service
+        // of the same size takes it.
+        let dns_only = TWO.split("[[service]]").nth(2).map(|s| format!("[[service]]{s}")).unwrap();
+        let without = replan(&moved, &cfg(&dns_only), &configured).unwrap();
+        assert_eq!(without.services.len(), 1);
+        let again = format!(
+            "{dns_only}\n[[service]]\nname = \"new\"\nvip = \"10.0.0.102:80\"\ntable_size = 251\n[[service.backend]]\naddr = \"10.0.1.9:80\"\n"
+        );
+        let added = replan(&without, &cfg(&again), &configured).unwrap();
+        assert_eq!(added.services[1].region_base, 0, "the freed region is reused");
+        assert_eq!(added.services[1].record.id, 3);
+    }
+
+    #[test]
+    fn regions_fill_first_fit_and_refuse_when_full() {
+        let mut free = free_regions(100, [(10, 20), (50, 10)].into_iter());
+        assert_eq!(free, vec![(0, 10), (30, 20), (60, 40)]);
+        assert_eq!(take_region(&mut free, 15), Some(30));
+        assert_eq!(take_region(&mut free, 40), Some(60));
+        assert_eq!(take_region(&mut free, 41), None);
     }
 
     #[test]
