@@ -28,7 +28,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the balancer in the foreground until SIGINT or SIGTERM.
+    /// Run the balancer in the foreground until SIGINT, SIGTERM or `lb stop`
+    /// (after a signal the datapath keeps forwarding; the next `lb run`
+    /// takes it over without interruption).
     Run {
         /// The config file.
         #[arg(short, long, env = "LB_CONFIG", default_value = "/etc/lb/lb.toml")]
@@ -77,6 +79,14 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Remove the datapath everywhere (XDP program, pins, saved state) and
+    /// stop the agent if one runs. A plain SIGTERM leaves the datapath
+    /// forwarding for the next `lb run` to take over.
+    Stop {
+        /// The config file (for the control socket and the pin directory).
+        #[arg(short, long, env = "LB_CONFIG", default_value = "/etc/lb/lb.toml")]
+        config: PathBuf,
     },
     /// Show the running balancer: services, backends, counters.
     Status {
@@ -165,6 +175,7 @@ fn main() -> ExitCode {
         Command::Flow { src, dst, protocol, control, json } => {
             commands::flow::run(&control, &src, &dst, &protocol, json)
         }
+        Command::Stop { config } => commands::stop::run(&config),
         Command::Reload { control } => commands::backend::request(&control, Request::Reload),
         Command::Backend { control, action } => {
             use lb_userspace::control::protocol::BackendAction as A;

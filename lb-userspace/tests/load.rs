@@ -11,9 +11,12 @@ fn demo_config_loads_and_applies() {
         .expect("demo config");
     let plan = datapath::plan(&cfg).expect("plan");
     let obj = object::resolve(None).expect("embedded object: run `cargo xtask build-ebpf` first");
-    let mut dp =
-        datapath::Datapath::load(&obj, &plan, datapath::LoadOptions { flow_capacity: 1024 })
-            .expect("load");
+    let mut dp = datapath::Datapath::load(
+        &obj,
+        &plan,
+        datapath::LoadOptions { flow_capacity: 1024, pins: None },
+    )
+    .expect("load");
     dp.apply(&plan).expect("apply");
     let totals = datapath::stats::read(&dp, plan.services.len() as u32, plan.backends.len() as u32)
         .expect("counters");

@@ -55,9 +55,10 @@ pub fn config_with_health(
     health: &str,
 ) -> String {
     let mut s = format!(
-        "[agent]\ninterfaces = {:?}\nmode = \"xdp\"\ncontrol_socket = \"{}\"\n",
+        "[agent]\ninterfaces = {:?}\nmode = \"xdp\"\ncontrol_socket = \"{}\"\npin_dir = \"{}\"\n",
         topo.lb_interfaces(),
-        dir.join("control.sock").display()
+        dir.join("control.sock").display(),
+        pin_dir(dir).display()
     );
     for (name, vip, backend) in [
         ("v4", crate::topology::VIP4, crate::topology::backend4 as fn(usize) -> std::net::IpAddr),
@@ -144,7 +145,7 @@ impl Drop for Lb {
 }
 
 /// Starts `lb run` in the balancer namespace (log in `dir/lb.log`) and waits
-/// (at most 10 s) for its control socket `dir/control.sock`.
+/// (at most 10 s) until it answers on its control socket `dir/control.sock`.
 pub fn start_lb(topo: &Topology, config: &Path, dir: &Path) -> Lb {
     let lb = lb_binary();
     let log = dir.join("lb.log");
@@ -164,15 +165,48 @@ pub fn start_lb(topo: &Topology, config: &Path, dir: &Path) -> Lb {
         .spawn()
         .expect("spawn lb");
     let lb = Lb { proc: Proc(child), control, log };
+    // Ready when it answers: the socket exists from the start, but the agent
+    // serves it only once the datapath is loaded and attached.
     let start = Instant::now();
-    while !lb.control.exists() {
+    loop {
+        let ready = lb.control.exists()
+            && matches!(
+                lb_userspace::control::client::request(
+                    &lb.control,
+                    &lb_userspace::control::Request::Status
+                ),
+                Ok(lb_userspace::control::Response::Status(_))
+            );
+        if ready {
+            break;
+        }
         assert!(start.elapsed() < Duration::from_secs(10), "lb did not start within 10 s");
         std::thread::sleep(Duration::from_millis(20));
     }
     lb
 }
 
-/// A scratch directory, removed on drop.
+/// Where tests pin: a BPF file system mounted on the host, outside /sys
+/// (which `ip netns exec` replaces), so an agent's pins outlive it and its
+/// successor sees them.
+pub const TEST_BPFFS: &str = "/run/lbt-bpffs";
+
+/// The pin directory of the agent whose scratch directory is `dir` (one per
+/// test: the file system is shared), mounting [`TEST_BPFFS`] if needed.
+pub fn pin_dir(dir: &Path) -> PathBuf {
+    static MOUNT: std::sync::Once = std::sync::Once::new();
+    MOUNT.call_once(|| {
+        if !lb_userspace::datapath::pins::is_bpffs(Path::new(TEST_BPFFS)) {
+            std::fs::create_dir_all(TEST_BPFFS).expect("create the test bpffs mount point");
+            crate::netns::run(
+                std::process::Command::new("mount").args(["-t", "bpf", "bpf", TEST_BPFFS]),
+            );
+        }
+    });
+    Path::new(TEST_BPFFS).join(dir.file_name().unwrap_or_default())
+}
+
+/// A scratch directory, removed on drop (with its agent's pins).
 #[derive(Debug)]
 pub struct TempDir(pub PathBuf);
 
@@ -195,6 +229,7 @@ impl Default for TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(pin_dir(&self.0));
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }

@@ -82,6 +82,21 @@ impl Conn {
     }
 
     /// The backend's name; asserts the backend saw the client's own address.
+    /// Wraps a connected stream (no peer check).
+    pub fn from_stream(stream: TcpStream) -> Self {
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        let reader = BufReader::new(stream.try_clone().expect("clone"));
+        Self { stream, reader }
+    }
+
+    /// Sends a line; the answering backend's name, or None on any failure.
+    pub fn try_ask(&mut self) -> Option<String> {
+        self.stream.write_all(b"hello\n").ok()?;
+        let mut line = String::new();
+        self.reader.read_line(&mut line).ok()?;
+        line.split_whitespace().next().map(str::to_owned)
+    }
+
     /// Sends a line; returns the answering backend's name.
     pub fn ask(&mut self) -> String {
         self.stream.write_all(b"hello\n").expect("write");

@@ -96,6 +96,10 @@ impl Golden {
     /// Builds the namespace, enters it and loads the program (flow tables of
     /// `flow_capacity` entries).
     pub fn new(flow_capacity: u32) -> Self {
+        Self::build(flow_capacity)
+    }
+
+    fn build(flow_capacity: u32) -> Self {
         let ns = NetNs::new();
         ns.sysctl("net.ipv4.ip_forward", "1");
         ns.sysctl("net.ipv6.conf.all.forwarding", "1");
@@ -127,8 +131,12 @@ impl Golden {
         let plan = datapath::plan(&cfg).expect("plan");
         let obj =
             object::resolve(None).expect("embedded eBPF object: run `cargo xtask build-ebpf`");
-        let mut dp = datapath::Datapath::load(&obj, &plan, datapath::LoadOptions { flow_capacity })
-            .expect("load");
+        let mut dp = datapath::Datapath::load(
+            &obj,
+            &plan,
+            datapath::LoadOptions { flow_capacity, pins: None },
+        )
+        .expect("load");
         dp.apply(&plan).expect("apply");
         Self { dp, plan, gin, gout, _inside: inside, _ns: ns }
     }

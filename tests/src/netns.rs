@@ -145,9 +145,20 @@ pub fn run(cmd: &mut Command) -> Output {
     out
 }
 
-/// Deletes namespaces a killed test run left behind (names with [`PREFIX`]
-/// whose creating process is gone).
+/// Deletes namespaces, and BPF pin directories, a killed test run left
+/// behind (names with [`PREFIX`] whose creating process is gone).
 pub fn remove_stale() {
+    for dir in [crate::agent::TEST_BPFFS, &std::env::temp_dir().to_string_lossy()] {
+        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(rest) = name.strip_prefix(PREFIX) else { continue };
+            let pid = rest.split('-').next().unwrap_or("");
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
     let Ok(entries) = std::fs::read_dir("/run/netns") else {
         return;
     };

@@ -118,13 +118,35 @@ fn adding_a_backend_moves_a_quarter_of_new_flows_and_no_established_one() {
 }
 
 #[test]
-fn sigterm_detaches_xdp_and_removes_the_control_socket() {
-    let mut s = Setup::new(SERVER, 1, 1, "maglev");
-    let attached = s.topo.lb.exec(&["ip", "link", "show", "lb-cli"]);
-    assert!(
-        String::from_utf8_lossy(&attached.stdout).contains("xdp"),
-        "XDP attached while running"
-    );
+fn sigterm_leaves_the_datapath_forwarding_and_lb_stop_removes_it() {
+    let mut s = Setup::new(SERVER, 3, 3, "maglev");
+    let has_xdp = |s: &Setup, iface: &str| {
+        let link = s.topo.lb.exec(&["ip", "link", "show", iface]);
+        String::from_utf8_lossy(&link.stdout).contains("xdp")
+    };
+    assert!(has_xdp(&s, "lb-cli"), "XDP attached while running");
+    stop_agent(&mut s);
+    assert!(!s.dir.0.join("control.sock").exists(), "control socket left behind");
+    // No agent, and traffic still flows: the pinned datapath forwards.
+    let inside = s.topo.client.enter();
+    let names: Vec<String> = (0..30).map(|_| Flow::open(vip(VIP4, 5353)).ask()).collect();
+    assert_eq!(count(&names).len(), 3);
+    drop(inside);
+    // `lb stop` removes it all.
+    let out = std::process::Command::new(lb_tests::agent::lb_binary())
+        .args(["stop", "--config"])
+        .arg(s.dir.0.join("lb.toml"))
+        .output()
+        .expect("lb stop");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for iface in s.topo.lb_interfaces() {
+        assert!(!has_xdp(&s, &iface), "{iface} still has XDP after lb stop");
+    }
+    assert!(!lb_tests::agent::pin_dir(&s.dir.0).exists(), "pins left behind");
+}
+
+/// SIGTERM to the agent, waiting (at most 5 s) for it to exit.
+fn stop_agent(s: &mut Setup) {
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(s.lb.pid() as i32),
         nix::sys::signal::SIGTERM,
@@ -135,11 +157,50 @@ fn sigterm_detaches_xdp_and_removes_the_control_socket() {
         assert!(start.elapsed() < Duration::from_secs(5), "lb did not exit on SIGTERM");
         std::thread::sleep(Duration::from_millis(20));
     }
-    for iface in s.topo.lb_interfaces() {
-        let link = s.topo.lb.exec(&["ip", "link", "show", &iface]);
-        assert!(!String::from_utf8_lossy(&link.stdout).contains("xdp"), "{iface} still has XDP");
-    }
-    assert!(!s.dir.0.join("control.sock").exists(), "control socket left behind");
+}
+
+#[test]
+fn a_restart_under_load_drops_nothing() {
+    let mut s = Setup::new(SERVER, 3, 3, "maglev");
+    let inside = s.topo.client.enter();
+    let mut established: Vec<Conn> = (0..30).map(|_| Conn::open(vip(VIP4, 80))).collect();
+    let first: Vec<String> = established.iter_mut().map(Conn::ask).collect();
+    drop(inside);
+
+    // Requests in a row, each a new connection (2 s timeout), through the
+    // whole restart: Cilium's test asks for 50 in a row without a failure.
+    let ns = s.topo.client.name().to_owned();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let load = std::thread::spawn(move || {
+        let target = std::fs::File::open(format!("/run/netns/{ns}")).expect("ns");
+        nix::sched::setns(&target, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let (mut ok, mut failed) = (0, 0);
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            match std::net::TcpStream::connect_timeout(&vip(VIP4, 80), Duration::from_secs(2)) {
+                Ok(c) => {
+                    let mut conn = lb_tests::client::Conn::from_stream(c);
+                    if conn.try_ask().is_some() { ok += 1 } else { failed += 1 }
+                }
+                Err(_) => failed += 1,
+            }
+        }
+        (ok, failed)
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    stop_agent(&mut s);
+    std::thread::sleep(Duration::from_millis(200)); // no agent at all for a while
+    s.lb = lb_tests::agent::start_lb(&s.topo, &s.dir.0.join("lb.toml"), &s.dir.0);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = load.join().expect("load");
+    assert_eq!(failed, 0, "{failed} of {} requests failed during the restart", ok + failed);
+    assert!(ok >= 50, "only {ok} requests ran during the restart");
+    assert!(s.lb.status().contains("taken over"), "{}", s.lb.status());
+
+    let _in = s.topo.client.enter();
+    let after: Vec<String> = established.iter_mut().map(Conn::ask).collect();
+    assert_eq!(after, first, "established flows survive the restart");
 }
 
 #[test]

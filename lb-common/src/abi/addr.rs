@@ -16,6 +16,7 @@ pub const PROTO_UDP: u8 = 17;
 /// IPv4 occupies the first word and the other three are zero, so one key type
 /// serves both families. The family itself is stored next to the address in
 /// every key, since `0.0.0.0` and `::` would otherwise collide.
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Addr {

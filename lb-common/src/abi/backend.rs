@@ -10,6 +10,7 @@ pub const BACKEND_DOWN: u8 = 2;
 /// Value of the backends array, indexed by backend id.
 ///
 /// The Maglev tables hold backend ids; this record says where an id forwards to.
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BackendRecord {

@@ -5,6 +5,7 @@ use super::{Addr, abi_type};
 pub const SERVICE_HASH_CLIENT_IP: u32 = 1 << 0;
 
 /// Key of the services map: a virtual service is (VIP, port, protocol).
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ServiceKey {
@@ -26,6 +27,7 @@ abi_type!(ServiceKey, size = 20, align = 4);
 /// written to a region no packet reads, then published by replacing this whole
 /// record, which a hash map does atomically for readers: no packet ever sees
 /// a half-written table.
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ServiceRecord {

@@ -9,7 +9,7 @@ mod flow;
 mod runtime;
 mod status;
 
-use std::{collections::BTreeMap, net::SocketAddr, sync::Mutex, time::Instant};
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, sync::Mutex, time::Instant};
 
 use lb_common::abi::{EVENT_REFUSED, PassiveEvent};
 
@@ -23,7 +23,12 @@ use crate::{
         protocol::{BackendAction, InterfaceStatus, StatusReport},
         server::Handler,
     },
-    datapath::{Datapath, DatapathError, Plan, PlanError, plan::replan},
+    datapath::{
+        Datapath, DatapathError, Plan, PlanError,
+        pins::{self, Pins},
+        plan::replan,
+        saved,
+    },
     health::{
         Health,
         scheduler::{Outcome, Target},
@@ -38,6 +43,12 @@ pub struct XdpAgent {
     state: Mutex<State>,
     /// Woken after each successful reload, so the probes are respawned.
     reloaded: tokio::sync::Notify,
+    /// Woken by `lb stop`.
+    stopping: tokio::sync::Notify,
+    /// Where the datapath is pinned.
+    pins: Pins,
+    /// Where the plan is saved for the next agent.
+    state_file: PathBuf,
 }
 
 /// Everything a change replaces, under one lock so readers never see a
@@ -92,7 +103,16 @@ impl XdpAgent {
         let mut plan = plan;
         plan.compact();
         let state = State { config, plan, runtimes, datapath, probe_durations: BTreeMap::new() };
-        Self { interfaces, state: Mutex::new(state), reloaded: tokio::sync::Notify::new() }
+        let pins = Pins::new(&state.config.agent.pin_dir);
+        let state_file = pins::state_file(&state.config.agent.control_socket);
+        Self {
+            interfaces,
+            state: Mutex::new(state),
+            reloaded: tokio::sync::Notify::new(),
+            stopping: tokio::sync::Notify::new(),
+            pins,
+            state_file,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -133,7 +153,7 @@ impl XdpAgent {
             Err(e) => e.clone(),
         };
         let started = Instant::now();
-        let applied = apply(&mut st);
+        let applied = apply(&mut st, &self.state_file);
         let to = if t.to == Health::Up { "up" } else { "down" };
         match applied {
             Ok(()) => tracing::warn!(
@@ -171,7 +191,7 @@ impl XdpAgent {
         let Some(_) = rt.tracker.force_down() else { return };
         rt.transitions += 1;
         let started = Instant::now();
-        match apply(&mut st) {
+        match apply(&mut st, &self.state_file) {
             Ok(()) => tracing::warn!(
                 service,
                 backend = %addr,
@@ -212,7 +232,7 @@ impl XdpAgent {
             BackendAction::Weight { weight } => return Err(ChangeError::Weight(weight)),
         }
         let now = (rt.admin, rt.weight);
-        if let Err(e) = apply(&mut st) {
+        if let Err(e) = apply(&mut st, &self.state_file) {
             if let Some(rt) = st.runtimes.get_mut(&(service.to_owned(), addr.ok_or_else(unknown)?))
             {
                 (rt.admin, rt.weight) = before;
@@ -242,6 +262,7 @@ impl XdpAgent {
         state.datapath.apply_change(&state.plan, &plan)?;
         let mut plan = plan;
         plan.compact();
+        self.save(&plan);
         st.config = config;
         st.plan = plan;
         st.runtimes = runtimes;
@@ -249,6 +270,32 @@ impl XdpAgent {
         self.reloaded.notify_one();
         tracing::info!("config reloaded");
         Ok(())
+    }
+
+    /// `lb stop`: removes the pins and the saved state, so that this agent's
+    /// exit (which follows) detaches the program everywhere and frees the
+    /// maps, instead of leaving the datapath running for a successor.
+    pub fn stop(&self) -> Result<(), String> {
+        self.pins.remove().map_err(|e| format!("removing {}: {e}", self.pins.dir().display()))?;
+        let _ = std::fs::remove_file(&self.state_file);
+        self.stopping.notify_one();
+        tracing::info!("lb stop: pins removed; exiting and detaching");
+        Ok(())
+    }
+
+    /// Completes when `lb stop` asks the agent to exit.
+    pub async fn stopped(&self) {
+        self.stopping.notified().await;
+    }
+
+    /// Saves the plan for the next agent; a failure only loses takeover.
+    fn save(&self, plan: &Plan) {
+        if let Err(e) = saved::save(&self.state_file, crate::object::EXPECTED_BUILD_ID, plan) {
+            tracing::warn!(
+                "saving {}: {e}; a restart will not take the datapath over",
+                self.state_file.display()
+            );
+        }
     }
 
     /// Completes after the next successful reload.
@@ -272,11 +319,17 @@ fn backend_of(st: &State, id: u32) -> Option<(String, SocketAddr, bool)> {
 }
 
 /// Recomputes the plan from config + runtime state and writes it.
-fn apply(st: &mut State) -> Result<(), ChangeError> {
+fn apply(st: &mut State, state_file: &std::path::Path) -> Result<(), ChangeError> {
     let mut plan =
         replan(&st.plan, &st.config, &runtime::effective_states(&st.config, &st.runtimes))?;
     st.datapath.apply_change(&st.plan, &plan)?;
     plan.compact();
+    if let Err(e) = saved::save(state_file, crate::object::EXPECTED_BUILD_ID, &plan) {
+        tracing::warn!(
+            "saving {}: {e}; a restart will not take the datapath over",
+            state_file.display()
+        );
+    }
     st.plan = plan;
     Ok(())
 }
@@ -302,6 +355,12 @@ impl Handler for XdpAgent {
                     Err(message) => Response::Error { message },
                 }
             }
+            Request::Stop => match self.stop() {
+                Ok(()) => {
+                    Response::Done { message: "stopping: the datapath is being removed".into() }
+                }
+                Err(message) => Response::Error { message },
+            },
             Request::Reload => match self.reload() {
                 Ok(()) => Response::Done { message: "config reloaded".into() },
                 Err(e) => {

@@ -4,3 +4,4 @@ pub mod check;
 pub mod flow;
 pub mod run;
 pub mod status;
+pub mod stop;

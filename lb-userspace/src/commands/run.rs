@@ -1,4 +1,8 @@
-//! `lb run`: serve the config until SIGINT or SIGTERM.
+//! `lb run`: serve the config until SIGINT, SIGTERM or `lb stop`.
+//!
+//! The datapath is pinned: when the agent exits on a signal, it keeps
+//! forwarding, and the next `lb run` takes it over without interruption.
+//! `lb stop` removes it.
 
 use std::{path::Path, sync::Arc};
 
@@ -9,7 +13,12 @@ use lb_userspace::{
     agent::XdpAgent,
     config::{self, Mode, XdpAttach},
     control::server::ControlSocket,
-    datapath::{self, Datapath, LoadOptions, attach},
+    datapath::{
+        self, Datapath, LoadOptions, attach,
+        pins::{self, Pins},
+        plan::{Effective, replan},
+        saved,
+    },
     health, metrics, object,
 };
 use tokio::{
@@ -35,26 +44,30 @@ pub fn run(
         );
     }
     let obj = object::resolve(bpf_object)?;
-    let plan = datapath::plan(&cfg).context("computing the map content")?;
-    let mut dp = Datapath::load(&obj, &plan, LoadOptions::default())?;
-    dp.apply(&plan).context("writing the maps")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    // First, so a running agent is found before anything of it is touched.
+    let socket = {
+        let _ctx = rt.enter();
+        ControlSocket::bind(&cfg.agent.control_socket)?
+    };
+    let pins = Pins::new(&cfg.agent.pin_dir);
+    pins.prepare()
+        .with_context(|| format!("preparing {} (agent.pin_dir)", pins.dir().display()))?;
+    let state = pins::state_file(&cfg.agent.control_socket);
+    let (plan, mut dp) = takeover_or_load(&cfg, &obj, &pins, &state)?;
     let events = dp.take_events()?;
     let attached = attach::attach_all(
         &mut dp,
         &cfg.agent.interfaces,
         xdp_mode.unwrap_or(cfg.agent.xdp_attach),
+        Some(&pins),
     )?;
     for a in &attached {
         tracing::info!(interface = %a.interface, mode = a.mode, "XDP attached");
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let socket = {
-        let _ctx = rt.enter();
-        ControlSocket::bind(&cfg.agent.control_socket)?
-    };
     let metrics_listener =
         match cfg.agent.metrics_addr {
             Some(addr) => Some(rt.block_on(metrics::bind(addr)).with_context(|| {
@@ -98,6 +111,7 @@ pub fn run(
                 tokio::select! {
                     _ = term.recv() => return tracing::info!("SIGTERM: shutting down"),
                     _ = int.recv() => return tracing::info!("SIGINT: shutting down"),
+                    _ = reloader.stopped() => return,
                     _ = hup.recv() => {
                         if let Err(e) = reloader.reload() {
                             tracing::error!("SIGHUP: reload refused, the running config stays: {e}");
@@ -120,9 +134,16 @@ pub fn run(
         }
         anyhow::Ok(())
     })?;
-    // The socket is gone; the last reference to the agent detaches XDP.
     drop(agent);
-    tracing::info!("XDP detached; bye");
+    if pins.exist() {
+        tracing::info!(
+            pins = %pins.dir().display(),
+            "agent stopped; the datapath keeps forwarding (the next `lb run` takes it over, \
+             `lb stop` removes it)"
+        );
+    } else {
+        tracing::info!("agent stopped; XDP detached and the datapath removed");
+    }
     Ok(())
 }
 
@@ -148,4 +169,48 @@ async fn read_events(events: RingBuf<MapData>, agent: Arc<XdpAgent>) {
         }
         ready.clear_ready();
     }
+}
+
+/// Loads the datapath: taking over the one pinned by a previous agent when
+/// there is one of this build (its flow table, ids and table regions carry
+/// over, so no established flow breaks), else a fresh one.
+fn takeover_or_load(
+    cfg: &config::Config,
+    obj: &object::BpfObject,
+    pins: &Pins,
+    state: &Path,
+) -> Result<(datapath::Plan, Datapath)> {
+    let opts = LoadOptions { pins: Some(pins.clone()), ..LoadOptions::default() };
+    if pins.exist() {
+        let taken = saved::load(state, object::EXPECTED_BUILD_ID).and_then(|old| {
+            let plan =
+                replan(&old, cfg, &|_, b| Effective::configured(b)).map_err(|e| e.to_string())?;
+            let mut dp = Datapath::load(obj, &plan, opts.clone()).map_err(|e| e.to_string())?;
+            dp.apply_change(&old, &plan).map_err(|e| e.to_string())?;
+            Ok((plan, dp))
+        });
+        match taken {
+            Ok((plan, dp)) => {
+                saved::save(state, object::EXPECTED_BUILD_ID, &plan)
+                    .with_context(|| format!("saving {}", state.display()))?;
+                tracing::info!(pins = %pins.dir().display(), "took over the running datapath");
+                return Ok((plan, dp));
+            }
+            Err(why) => {
+                tracing::warn!(
+                    pins = %pins.dir().display(),
+                    "a datapath is pinned here but cannot be taken over ({why}): replacing it, \
+                     established flows may break"
+                );
+                pins.remove().context("removing the old pins")?;
+                pins.prepare().context("re-creating the pin directory")?;
+            }
+        }
+    }
+    let plan = datapath::plan(cfg).context("computing the map content")?;
+    let mut dp = Datapath::load(obj, &plan, opts)?;
+    dp.apply(&plan).context("writing the maps")?;
+    saved::save(state, object::EXPECTED_BUILD_ID, &plan)
+        .with_context(|| format!("saving {}", state.display()))?;
+    Ok((plan, dp))
 }

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 /// Unix socket of the control interface.
 pub const CONTROL_SOCKET: &str = "/run/lb/control.sock";
+/// Where the datapath is pinned (a directory of the BPF file system).
+pub const PIN_DIR: &str = "/sys/fs/bpf/lb";
 /// Maglev table size per service; prime, and large enough for good balance up
 /// to several hundred backends.
 pub const TABLE_SIZE: u32 = lb_common::abi::DEFAULT_TABLE_SIZE;

@@ -40,6 +40,9 @@ pub struct Agent {
     pub metrics_addr: Option<SocketAddr>,
     /// Unix socket the `lb` CLI talks to the running agent through.
     pub control_socket: PathBuf,
+    /// Directory in bpffs where the datapath is pinned, so a restarted agent
+    /// takes it over without interrupting traffic.
+    pub pin_dir: PathBuf,
 }
 
 /// Which datapath the agent runs.

@@ -30,6 +30,7 @@ pub(crate) struct RawAgent {
     pub(crate) xdp_attach: Option<String>,
     pub(crate) metrics_addr: Option<String>,
     pub(crate) control_socket: Option<String>,
+    pub(crate) pin_dir: Option<String>,
 }
 
 /// One `[[service]]`.

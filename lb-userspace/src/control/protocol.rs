@@ -10,6 +10,8 @@ pub enum Request {
     Status,
     /// Re-read and apply the config file (as SIGHUP).
     Reload,
+    /// Remove the datapath (program, pins, state) and exit.
+    Stop,
     /// Which backend a flow gets, and why.
     Flow {
         /// Client "ip:port".

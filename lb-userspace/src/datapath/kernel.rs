@@ -6,11 +6,12 @@ use aya::{
     programs::{ProgramError, Xdp},
 };
 use lb_common::abi::{
-    BackendRecord, DEFAULT_FLOW_CAPACITY, MAP_BACKENDS, MAP_EVENTS, MAP_FLOWS, MAP_MAGLEV, MAP_NAT,
-    MAP_SERVICES, ServiceKey, ServiceRecord,
+    ALL_MAPS, BackendRecord, DEFAULT_FLOW_CAPACITY, MAP_BACKENDS, MAP_EVENTS, MAP_FLOWS,
+    MAP_MAGLEV, MAP_NAT, MAP_SERVICES, ServiceKey, ServiceRecord,
 };
 
 use super::{
+    pins::Pins,
     plan::{Plan, PlannedService},
     window::SlotWindow,
 };
@@ -64,16 +65,18 @@ pub enum DatapathError {
     },
 }
 
-/// Sizes fixed at load time.
-#[derive(Debug, Clone, Copy)]
+/// Settings fixed at load time.
+#[derive(Debug, Clone)]
 pub struct LoadOptions {
     /// Entries of the flow table and of the NAT table.
     pub flow_capacity: u32,
+    /// Pin the maps there, or reuse the ones pinned there already.
+    pub pins: Option<Pins>,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { flow_capacity: DEFAULT_FLOW_CAPACITY }
+        Self { flow_capacity: DEFAULT_FLOW_CAPACITY, pins: None }
     }
 }
 
@@ -89,15 +92,25 @@ impl Datapath {
     /// Loads `object` into the kernel (maps sized for `plan`), verified but
     /// not yet attached.
     pub fn load(object: &BpfObject, plan: &Plan, opts: LoadOptions) -> Result<Self, DatapathError> {
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .map_max_entries(MAP_MAGLEV, plan.maglev_slots)
             .map_max_entries(MAP_FLOWS, opts.flow_capacity)
-            .map_max_entries(MAP_NAT, opts.flow_capacity)
-            .load(&object.bytes)
-            .map_err(|source| DatapathError::Load {
-                origin: object.origin.to_string(),
-                source: Box::new(source),
-            })?;
+            .map_max_entries(MAP_NAT, opts.flow_capacity);
+        // Pinned maps are reused as they are (sizes included): the flow
+        // table of a datapath being taken over keeps its flows.
+        let paths: Vec<(&str, std::path::PathBuf)> = opts
+            .pins
+            .as_ref()
+            .map(|p| ALL_MAPS.iter().map(|&m| (m, p.map(m))).collect())
+            .unwrap_or_default();
+        for (name, path) in &paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(&object.bytes).map_err(|source| DatapathError::Load {
+            origin: object.origin.to_string(),
+            source: Box::new(source),
+        })?;
         let prog: &mut Xdp = ebpf
             .program_mut(PROGRAM)
             .ok_or(DatapathError::NoProgram)?

@@ -15,7 +15,7 @@ use lb_common::{
 use crate::config::{Backend, Config, Protocol, Scheduler, Service};
 
 /// The content of every map for one config.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Plan {
     /// One entry per service, in config order; its index is its id.
     pub services: Vec<PlannedService>,
@@ -36,7 +36,7 @@ pub struct Plan {
 pub const HEADROOM_SLOTS: u64 = 8 * 2 * DEFAULT_TABLE_SIZE as u64;
 
 /// One service's map entries.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PlannedService {
     /// The config name.
     pub name: String,

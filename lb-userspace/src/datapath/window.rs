@@ -79,7 +79,7 @@ impl SlotWindow {
             Map::Array(data) => data.fd().as_fd().try_clone_to_owned()?,
             _ => return Err(io::Error::other("the Maglev map is not an array")),
         };
-        let stride = calibrate(&fd, map)?;
+        let stride = calibrate(&fd, map, slots as usize)?;
         Ok(Self { fd, slots: slots as usize, stride })
     }
 
@@ -114,25 +114,35 @@ impl SlotWindow {
     }
 }
 
-/// Writes a marker to element 1 with a map-update syscall and returns how
-/// many u32s into the mapping it appeared (1 or 2).
-fn calibrate(fd: &OwnedFd, map: &mut Map) -> io::Result<usize> {
+/// Writes a marker to the map's last element (headroom, which no table
+/// uses: a datapath being taken over is live) with a map-update syscall,
+/// finds it in the mapping at 4- or 8-byte spacing, and restores the
+/// element. Returns the spacing in u32s (1 or 2).
+fn calibrate(fd: &OwnedFd, map: &mut Map, slots: usize) -> io::Result<usize> {
     const MARKER: u32 = 0x6c62_5f31;
+    let last = u32::try_from(slots.saturating_sub(1)).map_err(io::Error::other)?;
     let mut arr = Array::<&mut MapData, u32>::try_from(&mut *map)
         .map_err(|e| io::Error::other(e.to_string()))?;
-    arr.set(1, MARKER, 0).map_err(|e| io::Error::other(e.to_string()))?;
-    let found = {
-        let page = Pages::map(fd, 0, PAGE)?;
-        // SAFETY: one page is mapped; reading its u32s 1 and 2.
-        unsafe {
-            let p = page.ptr.as_ptr();
-            [(1, p.add(1).read_volatile()), (2, p.add(2).read_volatile())]
-        }
+    let before = arr.get(&last, 0).map_err(|e| io::Error::other(e.to_string()))?;
+    arr.set(last, MARKER, 0).map_err(|e| io::Error::other(e.to_string()))?;
+    let read = |stride: usize| -> io::Result<u32> {
+        let byte = last as usize * 4 * stride;
+        let page = Pages::map(fd, byte / PAGE * PAGE, PAGE)?;
+        // SAFETY: the page holding `byte` is mapped; reading one u32 of it.
+        Ok(unsafe { page.ptr.as_ptr().add((byte % PAGE) / 4).read_volatile() })
     };
-    arr.set(1, 0, 0).map_err(|e| io::Error::other(e.to_string()))?;
-    found
-        .iter()
-        .find(|(_, v)| *v == MARKER)
-        .map(|(stride, _)| *stride)
-        .ok_or_else(|| io::Error::other("cannot find the Maglev map's layout in its mapping"))
+    // The 8-byte layout is the larger: if the marker is not where packed
+    // elements would put it, the mapping at 8 bytes is in range.
+    let stride = if read(1)? == MARKER {
+        1
+    } else if read(2)? == MARKER {
+        2
+    } else {
+        0
+    };
+    arr.set(last, before, 0).map_err(|e| io::Error::other(e.to_string()))?;
+    match stride {
+        0 => Err(io::Error::other("cannot find the Maglev map's layout in its mapping")),
+        s => Ok(s),
+    }
 }

@@ -55,7 +55,8 @@ fn main() {
         println!("{name:<10} {t:>8} {u:>8}   ({:.1}% / {:.1}%)", pct(t), pct(u));
     }
     println!("\n`lb status`:\n{}", lb.status());
-    println!("tearing down (namespaces and processes are removed)");
+    println!("tearing down (namespaces, processes and the pinned datapath are removed)");
+    let _ = std::fs::remove_dir_all("/sys/fs/bpf/lb-demo");
 }
 
 fn pct(n: usize) -> f64 {

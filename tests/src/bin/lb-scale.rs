@@ -40,7 +40,8 @@ fn rebuild_and_swap() {
     let cfg = config::parse(&text, "scale.toml".as_ref()).expect("config");
     let mut plan = datapath::plan(&cfg).expect("plan");
     let obj = object::resolve(None).expect("embedded eBPF object");
-    let mut dp = Datapath::load(&obj, &plan, LoadOptions { flow_capacity: 1024 }).expect("load");
+    let mut dp =
+        Datapath::load(&obj, &plan, LoadOptions { flow_capacity: 1024, pins: None }).expect("load");
     dp.apply(&plan).expect("apply");
     let mut times = Vec::new();
     for round in 0..30 {
@@ -73,8 +74,9 @@ fn memory() {
     ns.ip("link set lb1 up");
     let dir = TempDir::new();
     let mut text = format!(
-        "[agent]\ninterfaces = [\"lb0\"]\nmode = \"xdp\"\ncontrol_socket = \"{}\"\n",
-        dir.0.join("control.sock").display()
+        "[agent]\ninterfaces = [\"lb0\"]\nmode = \"xdp\"\ncontrol_socket = \"{}\"\npin_dir = \"{}\"\n",
+        dir.0.join("control.sock").display(),
+        lb_tests::agent::pin_dir(&dir.0).display()
     );
     for s in 0..100 {
         let _ = write!(

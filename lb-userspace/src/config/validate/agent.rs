@@ -41,13 +41,29 @@ pub(super) fn check(raw: RawAgent, report: &mut Report) -> Option<Agent> {
         }
     };
     let control_socket = report.take(scope, control_socket(raw.control_socket.as_deref()));
+    let pin_dir = report.take(scope, pin_dir(raw.pin_dir.as_deref()));
     Some(Agent {
         interfaces: interfaces_ok.then_some(raw.interfaces)?,
         mode: mode?,
         xdp_attach: xdp_attach?,
         metrics_addr: metrics_addr?,
         control_socket: control_socket?,
+        pin_dir: pin_dir?,
     })
+}
+
+fn pin_dir(text: Option<&str>) -> Result<PathBuf, Issue> {
+    match text {
+        None => Ok(PathBuf::from(defaults::PIN_DIR)),
+        Some(path) if path.starts_with('/') && path.len() > 1 => Ok(PathBuf::from(path)),
+        Some(path) => Err(Issue::new(
+            format!("agent.pin_dir {path:?} is not an absolute path"),
+            format!(
+                "give a directory on a BPF file system, e.g. \"{}\", or leave it out",
+                defaults::PIN_DIR
+            ),
+        )),
+    }
 }
 
 /// Checks every name, and that none repeats (attaching twice fails at
@@ -117,6 +133,7 @@ mod tests {
                 xdp_attach: XdpAttach::Auto,
                 metrics_addr: None,
                 control_socket: PathBuf::from("/run/lb/control.sock"),
+                pin_dir: PathBuf::from("/sys/fs/bpf/lb"),
             }
         );
     }

@@ -1,0 +1,105 @@
+//! Where a running datapath lives between agents: pins in the BPF file
+//! system, so that a restarted or upgraded agent takes it over while
+//! packets keep flowing.
+//!
+//! ```text
+//! <pin_dir>/maps/LB_*        every map (flow table included: flows survive)
+//! <pin_dir>/links/<iface>    the XDP link of each interface
+//! ```
+//! The agent's own state (the plan the maps hold) cannot live in bpffs,
+//! which holds only BPF objects; it is a JSON file beside the control
+//! socket.
+
+use std::{
+    fs, io,
+    path::{Path, PathBuf},
+};
+
+/// The BPF file system's mount point and magic number.
+const BPFFS: &str = "/sys/fs/bpf";
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// The pin layout under one directory.
+#[derive(Debug, Clone)]
+pub struct Pins {
+    dir: PathBuf,
+}
+
+impl Pins {
+    /// Pins under `dir` (a directory of the BPF file system).
+    pub fn new(dir: &Path) -> Self {
+        Self { dir: dir.to_path_buf() }
+    }
+
+    /// Creates the pin directories, mounting the BPF file system at
+    /// /sys/fs/bpf first if the directory is under it and it is not there.
+    /// A directory elsewhere must already be on a BPF file system.
+    ///
+    /// Pins outlive the agent only if that file system outlives it: one
+    /// mounted in the agent's own mount namespace (a service with private
+    /// mounts, `ip netns exec`) goes away with it. systemd mounts
+    /// /sys/fs/bpf on the host at boot.
+    pub fn prepare(&self) -> io::Result<()> {
+        if self.dir.starts_with(BPFFS) && !is_bpffs(Path::new(BPFFS)) {
+            fs::create_dir_all(BPFFS)?;
+            nix::mount::mount(
+                Some("bpf"),
+                BPFFS,
+                Some("bpf"),
+                nix::mount::MsFlags::empty(),
+                None::<&str>,
+            )
+            .map_err(io::Error::from)?;
+            tracing::info!("mounted the BPF file system at {BPFFS}");
+        }
+        let parent = self.dir.parent().unwrap_or(&self.dir);
+        if !is_bpffs(parent) {
+            return Err(io::Error::other(format!(
+                "{} is not on a BPF file system; mount one (mount -t bpf bpf {}) or use {BPFFS}/...",
+                self.dir.display(),
+                parent.display()
+            )));
+        }
+        fs::create_dir_all(self.dir.join("maps"))?;
+        fs::create_dir_all(self.dir.join("links"))
+    }
+
+    /// Where map `name` is pinned.
+    pub fn map(&self, name: &str) -> PathBuf {
+        self.dir.join("maps").join(name)
+    }
+
+    /// Where the XDP link of `iface` is pinned.
+    pub fn link(&self, iface: &str) -> PathBuf {
+        self.dir.join("links").join(iface)
+    }
+
+    /// Whether a datapath is pinned here.
+    pub fn exist(&self) -> bool {
+        fs::read_dir(self.dir.join("maps")).is_ok_and(|mut d| d.next().is_some())
+    }
+
+    /// Removes every pin: links unpinned detach once no process holds them,
+    /// maps are freed once no program uses them.
+    pub fn remove(&self) -> io::Result<()> {
+        match fs::remove_dir_all(&self.dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// The agent's state file for a control socket path.
+pub fn state_file(control_socket: &Path) -> PathBuf {
+    control_socket.with_extension("state.json")
+}
+
+/// Whether `path` is on a BPF file system.
+pub fn is_bpffs(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
+}
