@@ -96,6 +96,9 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Also show per-second rates (samples twice, a second apart).
+        #[arg(long, conflicts_with = "json")]
+        rates: bool,
     },
     /// Validate a config file and print what it would run; changes nothing.
     Check {
@@ -171,7 +174,7 @@ fn main() -> ExitCode {
     init_logging(cli.verbose);
     let result = match cli.command {
         Command::Check { config } => commands::check::run(&config),
-        Command::Status { control, json } => commands::status::run(&control, json),
+        Command::Status { control, json, rates } => commands::status::run(&control, json, rates),
         Command::Flow { src, dst, protocol, control, json } => {
             commands::flow::run(&control, &src, &dst, &protocol, json)
         }

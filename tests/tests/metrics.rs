@@ -111,3 +111,31 @@ fn metrics_count_the_traffic_actually_sent() {
         );
     }
 }
+
+#[test]
+fn status_rates_show_traffic_per_second() {
+    let s = Setup::with_config(SERVER, Topology::new(3), TempDir::new(), |t, d| {
+        config_with_health(t, d, "maglev", 3, "kind = \"none\"")
+    });
+    let ns = s.topo.client.name().to_owned();
+    let sender = std::thread::spawn(move || {
+        let target = std::fs::File::open(format!("/run/netns/{ns}")).expect("ns");
+        nix::sched::setns(&target, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_millis(1800) {
+            Flow::open(vip(VIP4, 5353)).ask();
+        }
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let out = std::process::Command::new(lb_tests::agent::lb_binary())
+        .args(["status", "--rates", "--control"])
+        .arg(s.dir.0.join("control.sock"))
+        .output()
+        .expect("lb status --rates");
+    sender.join().expect("sender");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rates = text.split("RATES over").nth(1).expect("a rates table");
+    let udp = rates.lines().find(|l| l.starts_with("udp-v4")).expect("udp-v4 rates");
+    let pps: f64 = udp.split_whitespace().nth(3).and_then(|v| v.parse().ok()).expect("packets/s");
+    assert!(pps > 10.0, "{text}");
+}

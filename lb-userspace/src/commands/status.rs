@@ -1,6 +1,10 @@
 //! `lb status`: the running balancer as a terminal table, or JSON.
 
-use std::{fmt::Write as _, path::Path};
+use std::{
+    fmt::Write as _,
+    path::Path,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Result, bail};
 use lb_userspace::control::{
@@ -8,20 +12,71 @@ use lb_userspace::control::{
     protocol::{StatusReport, Traffic},
 };
 
-pub fn run(control: &Path, json: bool) -> Result<()> {
-    let report = match client::request(control, &Request::Status)? {
-        Response::Status(report) => report,
+pub fn run(control: &Path, json: bool, rates: bool) -> Result<()> {
+    let first = fetch(control)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&first)?);
+        return Ok(());
+    }
+    if !rates {
+        print!("{}", render(&first));
+        return Ok(());
+    }
+    // Rates: two samples a second apart.
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs(1));
+    let second = fetch(control)?;
+    print!("{}", render(&second));
+    print!("{}", render_rates(&first, &second, started.elapsed().as_secs_f64()));
+    Ok(())
+}
+
+fn fetch(control: &Path) -> Result<StatusReport> {
+    match client::request(control, &Request::Status)? {
+        Response::Status(report) => Ok(report),
         Response::Error { message } => bail!("the agent could not report its status: {message}"),
         Response::Done { .. } | Response::Flow(_) => {
             bail!("the agent answered something other than a status")
         }
-    };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", render(&report));
     }
-    Ok(())
+}
+
+/// Per-second rates between two reports of the same services.
+fn render_rates(a: &StatusReport, b: &StatusReport, secs: f64) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n{:<44} {:>12} {:>14} {:>12}",
+        format!("RATES over {secs:.1} s"),
+        "PACKETS/S",
+        "BITS/S",
+        "NEW FLOWS/S"
+    );
+    let rate = |x: u64, y: u64| y.saturating_sub(x) as f64 / secs;
+    let line = |out: &mut String, name: &str, x: &Traffic, y: &Traffic| {
+        let _ = writeln!(
+            out,
+            "{name:<44} {:>12.0} {:>14.0} {:>12.0}",
+            rate(x.packets, y.packets),
+            rate(x.bytes, y.bytes) * 8.0,
+            rate(x.new_flows, y.new_flows)
+        );
+    };
+    for sb in &b.services {
+        let Some(sa) = a.services.iter().find(|s| s.name == sb.name) else { continue };
+        line(
+            &mut out,
+            &format!("{} {} {}", sb.name, sb.vip, sb.protocol),
+            &sa.traffic,
+            &sb.traffic,
+        );
+        for bb in &sb.backends {
+            if let Some(ba) = sa.backends.iter().find(|x| x.addr == bb.addr) {
+                line(&mut out, &format!("  {}", bb.addr), &ba.traffic, &bb.traffic);
+            }
+        }
+    }
+    out
 }
 
 fn render(r: &StatusReport) -> String {
