@@ -78,6 +78,15 @@ fn metrics_count_the_traffic_actually_sent() {
         })
         .sum();
     assert_eq!(per_backend, 50.0, "backend counters add up to the service's");
+    let held = |svc: &str, port: u16| -> f64 {
+        (1..=3)
+            .map(|i| {
+                m[&format!(r#"lb_backend_flows{{service="{svc}",backend="10.200.{i}.1:{port}"}}"#)]
+            })
+            .sum()
+    };
+    assert_eq!(held("udp-v4", 5353), 50.0, "every UDP flow is in the flow table");
+    assert_eq!(held("tcp-v4", 80), 20.0, "every TCP flow is in the flow table");
     for i in 1..=3 {
         assert_eq!(
             m[&format!(r#"lb_backend_up{{service="tcp-v4",backend="10.200.{i}.1:80"}}"#)],
@@ -91,6 +100,7 @@ fn metrics_count_the_traffic_actually_sent() {
     for name in [
         "lb_service_packets_total",
         "lb_backend_up",
+        "lb_backend_flows",
         "lb_exceptions_total",
         "lb_probe_duration_seconds",
     ] {

@@ -49,6 +49,16 @@ pub struct XdpAgent {
     pins: Pins,
     /// Where the plan is saved for the next agent.
     state_file: PathBuf,
+    /// A handle on the flow table for counting flows (metrics).
+    flows: Option<
+        Mutex<
+            aya::maps::HashMap<
+                aya::maps::MapData,
+                lb_common::abi::FlowKey,
+                lb_common::abi::FlowValue,
+            >,
+        >,
+    >,
 }
 
 /// Everything a change replaces, under one lock so readers never see a
@@ -103,6 +113,13 @@ impl XdpAgent {
         let mut plan = plan;
         plan.compact();
         let state = State { config, plan, runtimes, datapath, probe_durations: BTreeMap::new() };
+        let flows = match state.datapath.flow_table() {
+            Ok(f) => Some(Mutex::new(f)),
+            Err(e) => {
+                tracing::warn!("flow counts are off: {e}");
+                None
+            }
+        };
         let pins = Pins::new(&state.config.agent.pin_dir);
         let state_file = pins::state_file(&state.config.agent.control_socket);
         Self {
@@ -112,6 +129,7 @@ impl XdpAgent {
             stopping: tokio::sync::Notify::new(),
             pins,
             state_file,
+            flows,
         }
     }
 
@@ -334,11 +352,38 @@ fn apply(st: &mut State, state_file: &std::path::Path) -> Result<(), ChangeError
     Ok(())
 }
 
+/// Most flow-table entries one scrape counts (a full default table is
+/// 262 144; counting costs two syscalls an entry).
+const FLOW_COUNT_CAP: usize = 1 << 20;
+
+impl XdpAgent {
+    /// Flow-table entries per backend id, counted through the agent's own
+    /// handle on the table, without the state lock.
+    fn count_flows(&self) -> std::collections::HashMap<u32, u64> {
+        let mut counts = std::collections::HashMap::new();
+        if let Some(flows) = &self.flows {
+            let flows = flows.lock().unwrap_or_else(|p| p.into_inner());
+            for (_, v) in flows.iter().take(FLOW_COUNT_CAP).flatten() {
+                *counts.entry(v.backend_id).or_insert(0) += 1;
+            }
+        }
+        counts
+    }
+}
+
 impl metrics::Source for XdpAgent {
     fn metrics(&self) -> Result<String, String> {
+        let per_id = self.count_flows();
         let st = self.lock();
         let report = status::report(&st, &self.interfaces).map_err(|e| e.to_string())?;
-        Ok(metrics::render::render(&report, &st.probe_durations))
+        let mut flows = BTreeMap::new();
+        for (svc, planned) in st.config.services.iter().zip(&st.plan.services) {
+            for (b, id) in svc.backends.iter().zip(&planned.backend_ids) {
+                let n = per_id.get(id).copied().unwrap_or(0);
+                flows.insert((svc.name.clone(), b.addr.to_string()), n);
+            }
+        }
+        Ok(metrics::render::render(&report, &st.probe_durations, &flows))
     }
 }
 

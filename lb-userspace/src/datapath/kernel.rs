@@ -1,13 +1,15 @@
 //! Loading the XDP program and writing a [`Plan`] into its maps.
 
+use std::os::fd::AsFd;
+
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
     maps::{Array, HashMap, MapData, MapError},
     programs::{ProgramError, Xdp},
 };
 use lb_common::abi::{
-    ALL_MAPS, BackendRecord, DEFAULT_FLOW_CAPACITY, MAP_BACKENDS, MAP_EVENTS, MAP_FLOWS,
-    MAP_MAGLEV, MAP_NAT, MAP_SERVICES, ServiceKey, ServiceRecord,
+    ALL_MAPS, BackendRecord, DEFAULT_FLOW_CAPACITY, FlowKey, FlowValue, MAP_BACKENDS, MAP_EVENTS,
+    MAP_FLOWS, MAP_MAGLEV, MAP_NAT, MAP_SERVICES, ServiceKey, ServiceRecord,
 };
 
 use super::{
@@ -180,6 +182,23 @@ impl Datapath {
     pub fn take_events(&mut self) -> Result<aya::maps::RingBuf<MapData>, DatapathError> {
         let map = self.ebpf.take_map(MAP_EVENTS).ok_or(DatapathError::NoMap(MAP_EVENTS))?;
         aya::maps::RingBuf::try_from(map).map_err(map_err(MAP_EVENTS))
+    }
+
+    /// A second handle on the flow table (its own fd), so flows can be counted
+    /// without holding whatever guards this datapath.
+    pub fn flow_table(
+        &self,
+    ) -> Result<aya::maps::HashMap<MapData, FlowKey, FlowValue>, DatapathError> {
+        let data = match self.ebpf.map(MAP_FLOWS) {
+            Some(aya::maps::Map::LruHashMap(d)) => d,
+            _ => return Err(DatapathError::NoMap(MAP_FLOWS)),
+        };
+        let fd =
+            data.fd().as_fd().try_clone_to_owned().map_err(|e| {
+                DatapathError::Window(format!("duplicating the flow table fd: {e}"))
+            })?;
+        let data = MapData::from_fd(fd).map_err(map_err(MAP_FLOWS))?;
+        aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(data)).map_err(map_err(MAP_FLOWS))
     }
 
     /// The XDP program, for attaching and test runs.

@@ -9,7 +9,11 @@ use super::histogram::{BOUNDS, Histogram};
 use crate::control::protocol::StatusReport;
 
 /// Renders `r` and the per-service probe histograms as exposition text.
-pub fn render(r: &StatusReport, probes: &BTreeMap<String, Histogram>) -> String {
+pub fn render(
+    r: &StatusReport,
+    probes: &BTreeMap<String, Histogram>,
+    flows: &BTreeMap<(String, String), u64>,
+) -> String {
     let mut out = String::new();
     let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, String)>| {
         let _ = writeln!(out, "# HELP {name} {help}");
@@ -99,6 +103,17 @@ pub fn render(r: &StatusReport, probes: &BTreeMap<String, Histogram>) -> String 
         "gauge",
         "Slots of the service's Maglev table the backend owns.",
         backends(&|b| b.slots.to_string()),
+    );
+    family(
+        "lb_backend_flows",
+        "gauge",
+        "Flows the flow table holds pinned to the backend (kept until evicted by newer flows).",
+        flows
+            .iter()
+            .map(|((s, b), n)| {
+                (format!("{{service=\"{}\",backend=\"{}\"}}", esc(s), esc(b)), n.to_string())
+            })
+            .collect(),
     );
     family(
         "lb_backend_health_changes_total",
