@@ -8,6 +8,7 @@
 //!   loading, attaching, counters.
 //! - [`health`]: active probes and consecutive-result health state.
 //! - [`metrics`]: the Prometheus endpoint.
+//! - [`splice`]: the userspace fallback datapath (splice(2) relay).
 //! - [`object`]: finds the eBPF object (embedded or `--bpf-object`) and refuses
 //!   a missing or stale one.
 pub mod agent;
@@ -17,3 +18,4 @@ pub mod datapath;
 pub mod health;
 pub mod metrics;
 pub mod object;
+pub mod splice;
