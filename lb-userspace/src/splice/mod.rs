@@ -1,4 +1,8 @@
 //! The userspace fallback datapath: a TCP/UDP proxy serving the same config
-//! where XDP cannot run. (Being built: the splice(2) relay first.)
+//! where XDP cannot run. Built so far: the splice(2) relay (`relay`), the
+//! backend choice shared with XDP (`pick`) and the TCP frontend (`tcp`); not
+//! yet wired into `lb run --mode splice`.
 
+pub mod pick;
 pub mod relay;
+pub mod tcp;

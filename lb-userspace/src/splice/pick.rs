@@ -1,0 +1,70 @@
+//! Which backend a connection goes to in splice mode: the same Maglev table
+//! and the same flow hash as the XDP datapath, so both modes send a flow to
+//! the same backend; then, if that backend refuses, the owners of the
+//! following slots, in table order.
+
+use std::net::SocketAddr;
+
+use lb_common::{
+    abi::{Addr, FlowKey, NO_BACKEND, family_of},
+    hash::{client_hash, flow_hash, slot_for},
+};
+
+/// The 5-tuple key the XDP datapath would build for this connection.
+pub fn flow_key(client: SocketAddr, vip: SocketAddr, proto: u8) -> FlowKey {
+    FlowKey {
+        src: Addr::from(client.ip()),
+        dst: Addr::from(vip.ip()),
+        src_port_be: client.port().to_be(),
+        dst_port_be: vip.port().to_be(),
+        proto,
+        family: family_of(client.ip()),
+        _pad: [0; 2],
+    }
+}
+
+/// The hash XDP uses for this flow: of the client address for affinity
+/// services, of the 5-tuple otherwise.
+pub fn hash(key: &FlowKey, client_affinity: bool) -> u32 {
+    if client_affinity { client_hash(&key.src) } else { flow_hash(key) }
+}
+
+/// Up to `budget` distinct backend ids to try, best first: the one at the
+/// flow's slot, then those of the next slots.
+pub fn candidates(table: &[u32], hash: u32, budget: usize) -> Vec<u32> {
+    let mut out = Vec::with_capacity(budget);
+    let Some(first) = slot_for(hash, table.len() as u32) else { return out };
+    for step in 0..table.len() {
+        if out.len() == budget {
+            break;
+        }
+        let id = table[(first as usize + step) % table.len()];
+        if id != NO_BACKEND && !out.contains(&id) {
+            out.push(id);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_candidate_is_the_slot_owner_then_new_ones_in_table_order() {
+        let table = [7, 7, 3, 7, 5, 3];
+        assert_eq!(candidates(&table, 0, 3), vec![7, 3, 5]);
+        assert_eq!(candidates(&table, 4, 2), vec![5, 3]);
+        assert_eq!(candidates(&table, 4, 9), vec![5, 3, 7], "no more than there are");
+        assert!(candidates(&[NO_BACKEND; 5], 1, 3).is_empty());
+        assert!(candidates(&[], 1, 3).is_empty());
+    }
+
+    #[test]
+    fn the_key_matches_what_the_datapath_parses() {
+        let k = flow_key("10.0.0.2:40000".parse().unwrap(), "10.0.0.100:80".parse().unwrap(), 6);
+        assert_eq!(k.src_port_be, 40000u16.to_be());
+        assert_eq!(k.dst.to_bytes()[..4], [10, 0, 0, 100]);
+        assert_eq!(k.family, lb_common::abi::FAMILY_V4);
+    }
+}
