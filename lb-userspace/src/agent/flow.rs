@@ -51,8 +51,11 @@ pub(super) fn explain(
         _pad: [0; 2],
     };
     let err = |e: &dyn std::fmt::Display| e.to_string();
-    let backends: Array<&MapData, BackendRecord> =
-        st.datapath.map(MAP_BACKENDS).map_err(|e| err(&e))?;
+    let dp = st
+        .datapath
+        .xdp()
+        .ok_or("flow queries need XDP mode; in splice mode a flow is placed when it connects")?;
+    let backends: Array<&MapData, BackendRecord> = dp.map(MAP_BACKENDS).map_err(|e| err(&e))?;
     let addr_of = |id: u32| -> Option<(String, BackendRecord)> {
         let r = backends.get(&id, 0).ok()?;
         Some((SocketAddr::new(r.addr.to_ip(r.family), u16::from_be(r.port_be)).to_string(), r))
@@ -73,8 +76,7 @@ pub(super) fn explain(
         table_size: rec.table_size,
         why: String::new(),
     };
-    let flows: HashMap<&MapData, FlowKey, FlowValue> =
-        st.datapath.map(MAP_FLOWS).map_err(|e| err(&e))?;
+    let flows: HashMap<&MapData, FlowKey, FlowValue> = dp.map(MAP_FLOWS).map_err(|e| err(&e))?;
     if let Ok(pinned) = flows.get(&flow, 0)
         && let Some((addr, r)) = addr_of(pinned.backend_id)
     {
@@ -86,7 +88,7 @@ pub(super) fn explain(
         }
         report.why = format!("pinned to {addr}, which is down: the next packet is re-hashed; ");
     }
-    let maglev: Array<&MapData, u32> = st.datapath.map(MAP_MAGLEV).map_err(|e| err(&e))?;
+    let maglev: Array<&MapData, u32> = dp.map(MAP_MAGLEV).map_err(|e| err(&e))?;
     let id = maglev.get(&(rec.table_base + slot), 0).map_err(|e| err(&e))?;
     let by = if rec.flags & SERVICE_HASH_CLIENT_IP != 0 { "client address" } else { "5-tuple" };
     match addr_of(id).filter(|_| id != NO_BACKEND) {

@@ -1,4 +1,5 @@
-//! The running XDP balancer: owns the loaded datapath, applies health and
+//! The running balancer: owns the datapath (XDP, or splice where XDP cannot
+//! run) through [`forwarder::Forwarder`], applies health and
 //! operator changes to it, and answers the control socket.
 //!
 //! Every change (a probe verdict, a drain, a weight, a reload) goes the same
@@ -6,11 +7,13 @@
 //! beside the live ones, switch each service record atomically.
 
 mod flow;
+pub mod forwarder;
 mod runtime;
 mod status;
 
 use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, sync::Mutex, time::Instant};
 
+use forwarder::Forwarder;
 use lb_common::abi::{EVENT_REFUSED, PassiveEvent};
 
 pub use runtime::Admin;
@@ -36,9 +39,9 @@ use crate::{
     metrics::{self, histogram::Histogram},
 };
 
-/// The XDP-mode agent. Dropping it detaches the program everywhere.
+/// The running balancer, over either datapath (see [`Forwarder`]).
 #[derive(Debug)]
-pub struct XdpAgent {
+pub struct Agent {
     interfaces: Vec<InterfaceStatus>,
     state: Mutex<State>,
     /// Woken after each successful reload, so the probes are respawned.
@@ -68,7 +71,7 @@ struct State {
     config: Config,
     plan: Plan,
     runtimes: Runtimes,
-    datapath: Datapath,
+    datapath: Box<dyn Forwarder>,
     /// Probe durations per service, for the metrics.
     probe_durations: BTreeMap<String, Histogram>,
 }
@@ -98,13 +101,13 @@ pub enum ChangeError {
     Weight(u32),
 }
 
-impl XdpAgent {
+impl Agent {
     /// An agent for a datapath already loaded with `plan` (the plan of
     /// `config`) and attached to `interfaces` (name, attach mode).
     pub fn new(
         config: Config,
         plan: Plan,
-        datapath: Datapath,
+        datapath: Box<dyn Forwarder>,
         interfaces: Vec<(String, String)>,
     ) -> Self {
         let interfaces =
@@ -113,8 +116,8 @@ impl XdpAgent {
         let mut plan = plan;
         plan.compact();
         let state = State { config, plan, runtimes, datapath, probe_durations: BTreeMap::new() };
-        let flows = match state.datapath.flow_table() {
-            Ok(f) => Some(Mutex::new(f)),
+        let flows = match state.datapath.xdp().map(Datapath::flow_table).transpose() {
+            Ok(f) => f.map(Mutex::new),
             Err(e) => {
                 tracing::warn!("flow counts are off: {e}");
                 None
@@ -356,7 +359,7 @@ fn apply(st: &mut State, state_file: &std::path::Path) -> Result<(), ChangeError
 /// 262 144; counting costs two syscalls an entry).
 const FLOW_COUNT_CAP: usize = 1 << 20;
 
-impl XdpAgent {
+impl Agent {
     /// Flow-table entries per backend id, counted through the agent's own
     /// handle on the table, without the state lock.
     fn count_flows(&self) -> std::collections::HashMap<u32, u64> {
@@ -371,7 +374,7 @@ impl XdpAgent {
     }
 }
 
-impl metrics::Source for XdpAgent {
+impl metrics::Source for Agent {
     fn metrics(&self) -> Result<String, String> {
         let per_id = self.count_flows();
         let st = self.lock();
@@ -387,7 +390,7 @@ impl metrics::Source for XdpAgent {
     }
 }
 
-impl Handler for XdpAgent {
+impl Handler for Agent {
     fn handle(&self, req: Request) -> Response {
         match req {
             Request::Status => match self.status() {

@@ -7,7 +7,7 @@ use crate::{
     control::protocol::{
         BackendStatus, ExceptionStatus, InterfaceStatus, ServiceStatus, StatusReport, Traffic,
     },
-    datapath::{DatapathError, stats},
+    datapath::DatapathError,
     health::Health,
 };
 
@@ -16,7 +16,7 @@ pub(super) fn report(
     interfaces: &[InterfaceStatus],
 ) -> Result<StatusReport, DatapathError> {
     let totals =
-        stats::read(&st.datapath, st.plan.services.len() as u32, st.plan.backends.len() as u32)?;
+        st.datapath.totals(st.plan.services.len() as u32, st.plan.backends.len() as u32)?;
     let services = st
         .config
         .services
@@ -68,7 +68,7 @@ pub(super) fn report(
         })
         .collect();
     Ok(StatusReport {
-        mode: "xdp".to_owned(),
+        mode: st.datapath.mode().to_owned(),
         interfaces: interfaces.to_vec(),
         services,
         exceptions,

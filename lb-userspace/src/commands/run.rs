@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use aya::maps::{MapData, RingBuf};
 use lb_common::abi::PassiveEvent;
 use lb_userspace::{
-    agent::XdpAgent,
+    agent::Agent,
     config::{self, Mode, XdpAttach},
     control::server::ControlSocket,
     datapath::{
@@ -84,7 +84,7 @@ pub fn run(
         "lb running"
     );
     let interfaces = attached.iter().map(|a| (a.interface.clone(), a.mode.to_owned())).collect();
-    let agent = Arc::new(XdpAgent::new(cfg, plan, dp, interfaces));
+    let agent = Arc::new(Agent::new(cfg, plan, Box::new(dp), interfaces));
 
     rt.block_on(async {
         let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -148,7 +148,7 @@ pub fn run(
 }
 
 /// Feeds the datapath's passive signals to the agent as they arrive.
-async fn read_events(events: RingBuf<MapData>, agent: Arc<XdpAgent>) {
+async fn read_events(events: RingBuf<MapData>, agent: Arc<Agent>) {
     // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged,
     // for as long as it lives, and the AsyncFd owns the ring buffer.
     let registered =

@@ -1,0 +1,39 @@
+//! What the agent drives: the XDP datapath, or the splice proxy where XDP
+//! cannot run. Both take the same plans (Maglev tables, backend states) and
+//! report the same counters, so health, operator actions, reloads and
+//! status work the same in either mode.
+
+use crate::datapath::{Datapath, DatapathError, Plan, stats::Totals};
+
+/// A datapath the agent can program.
+pub trait Forwarder: Send + std::fmt::Debug {
+    /// "xdp" or "splice".
+    fn mode(&self) -> &'static str;
+    /// Moves from `old` (what it holds) to `new`: new tables take effect
+    /// atomically per service; established flows keep their backends.
+    fn apply_change(&mut self, old: &Plan, new: &Plan) -> Result<(), DatapathError>;
+    /// Counters of the first `services` services and `backends` backends.
+    fn totals(&self, services: u32, backends: u32) -> Result<Totals, DatapathError>;
+    /// The XDP datapath, for what only it has (flow queries, flow counts).
+    fn xdp(&self) -> Option<&Datapath> {
+        None
+    }
+}
+
+impl Forwarder for Datapath {
+    fn mode(&self) -> &'static str {
+        "xdp"
+    }
+
+    fn apply_change(&mut self, old: &Plan, new: &Plan) -> Result<(), DatapathError> {
+        Datapath::apply_change(self, old, new)
+    }
+
+    fn totals(&self, services: u32, backends: u32) -> Result<Totals, DatapathError> {
+        crate::datapath::stats::read(self, services, backends)
+    }
+
+    fn xdp(&self) -> Option<&Datapath> {
+        Some(self)
+    }
+}
