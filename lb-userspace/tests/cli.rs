@@ -48,7 +48,9 @@ fn a_missing_object_or_agent_is_explained() {
     assert!(err.contains("is `lb run` running"), "{err}");
     let example = root().join("config/example.toml");
     let (code, _, err) =
-        lb(&["run", "--config", example.to_str().unwrap(), "--bpf-object", "/nonexistent/lb.o"]);
+        // `--mode xdp`: in auto mode a missing object means "serve in splice
+        // mode", which would not exit.
+        lb(&["run", "--config", example.to_str().unwrap(), "--mode", "xdp", "--bpf-object", "/nonexistent/lb.o"]);
     assert_eq!(code, 1);
     assert!(err.contains("/nonexistent/lb.o"), "{err}");
 }

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use aya::maps::{MapData, RingBuf};
 use lb_common::abi::PassiveEvent;
 use lb_userspace::{
-    agent::Agent,
+    agent::{Agent, forwarder::Forwarder},
     config::{self, Mode, XdpAttach},
     control::server::ControlSocket,
     datapath::{
@@ -20,6 +20,7 @@ use lb_userspace::{
         saved,
     },
     health, metrics, object,
+    splice::{forwarder::SpliceForwarder, tcp::Limits},
 };
 use tokio::{
     io::unix::AsyncFd,
@@ -34,17 +35,8 @@ pub fn run(
 ) -> Result<()> {
     let cfg = config::load(path)?;
     let mode = mode.unwrap_or(cfg.agent.mode);
-    if mode == Mode::Splice {
-        bail!("splice mode is not available in this build yet; use --mode xdp");
-    }
-    if cfg.agent.interfaces.is_empty() {
-        bail!(
-            "{}: agent.interfaces is empty, so XDP has nowhere to attach; list them, e.g. interfaces = [\"eth0\"]",
-            path.display()
-        );
-    }
-    let obj = object::resolve(bpf_object)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
+    // Several threads: in splice mode they move the bytes.
+    let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
@@ -53,21 +45,15 @@ pub fn run(
         let _ctx = rt.enter();
         ControlSocket::bind(&cfg.agent.control_socket)?
     };
-    let pins = Pins::new(&cfg.agent.pin_dir);
-    pins.prepare()
-        .with_context(|| format!("preparing {} (agent.pin_dir)", pins.dir().display()))?;
-    let state = pins::state_file(&cfg.agent.control_socket);
-    let (plan, mut dp) = takeover_or_load(&cfg, &obj, &pins, &state)?;
-    let events = dp.take_events()?;
-    let attached = attach::attach_all(
-        &mut dp,
-        &cfg.agent.interfaces,
-        xdp_mode.unwrap_or(cfg.agent.xdp_attach),
-        Some(&pins),
-    )?;
-    for a in &attached {
-        tracing::info!(interface = %a.interface, mode = a.mode, "XDP attached");
-    }
+    let started = match mode {
+        Mode::Xdp => start_xdp(&cfg, path, bpf_object, xdp_mode)?,
+        Mode::Splice => start_splice(&cfg, &rt, "--mode splice or agent.mode = \"splice\"")?,
+        Mode::Auto => match start_xdp(&cfg, path, bpf_object, xdp_mode) {
+            Ok(s) => s,
+            Err(e) => start_splice(&cfg, &rt, &format!("XDP is unavailable: {e:#}"))?,
+        },
+    };
+    let Started { plan, forwarder, events, interfaces, pins } = started;
     let metrics_listener =
         match cfg.agent.metrics_addr {
             Some(addr) => Some(rt.block_on(metrics::bind(addr)).with_context(|| {
@@ -76,15 +62,13 @@ pub fn run(
             None => None,
         };
     tracing::info!(
-        mode = "xdp",
-        object = %obj.origin,
+        mode = forwarder.mode(),
         services = plan.services.len(),
         backends = plan.backends.len(),
         control = %cfg.agent.control_socket.display(),
         "lb running"
     );
-    let interfaces = attached.iter().map(|a| (a.interface.clone(), a.mode.to_owned())).collect();
-    let agent = Arc::new(Agent::new(cfg, plan, Box::new(dp), interfaces));
+    let agent = Arc::new(Agent::new(cfg, plan, forwarder, interfaces));
 
     rt.block_on(async {
         let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -99,7 +83,7 @@ pub fn run(
                 consumer.on_probe(&o);
             }
         });
-        let passive = tokio::spawn(read_events(events, agent.clone()));
+        let passive = events.map(|ev| tokio::spawn(read_events(ev, agent.clone())));
         let metrics_task = metrics_listener.map(|l| {
             let source: Arc<dyn metrics::Source> = agent.clone();
             tokio::spawn(metrics::serve(l, source, std::future::pending()))
@@ -128,16 +112,18 @@ pub fn run(
         };
         socket.serve(agent.clone(), shutdown).await;
         feeding.abort();
-        passive.abort();
+        if let Some(p) = passive {
+            p.abort();
+        }
         if let Some(t) = metrics_task {
             t.abort();
         }
         anyhow::Ok(())
     })?;
     drop(agent);
-    if pins.exist() {
+    if pins.as_ref().is_some_and(Pins::exist) {
         tracing::info!(
-            pins = %pins.dir().display(),
+            pins = %pins.as_ref().map(|p| p.dir().display().to_string()).unwrap_or_default(),
             "agent stopped; the datapath keeps forwarding (the next `lb run` takes it over, \
              `lb stop` removes it)"
         );
@@ -213,4 +199,60 @@ fn takeover_or_load(
     saved::save(state, object::EXPECTED_BUILD_ID, &plan)
         .with_context(|| format!("saving {}", state.display()))?;
     Ok((plan, dp))
+}
+
+/// A started datapath, ready for the agent.
+struct Started {
+    plan: datapath::Plan,
+    forwarder: Box<dyn Forwarder>,
+    events: Option<RingBuf<MapData>>,
+    interfaces: Vec<(String, String)>,
+    pins: Option<Pins>,
+}
+
+/// The XDP datapath: loaded (or taken over), filled, attached.
+fn start_xdp(
+    cfg: &config::Config,
+    path: &Path,
+    bpf_object: Option<&Path>,
+    xdp_mode: Option<XdpAttach>,
+) -> Result<Started> {
+    if cfg.agent.interfaces.is_empty() {
+        bail!(
+            "{}: agent.interfaces is empty, so XDP has nowhere to attach; list them, e.g. interfaces = [\"eth0\"]",
+            path.display()
+        );
+    }
+    let obj = object::resolve(bpf_object)?;
+    let pins = Pins::new(&cfg.agent.pin_dir);
+    pins.prepare()
+        .with_context(|| format!("preparing {} (agent.pin_dir)", pins.dir().display()))?;
+    let state = pins::state_file(&cfg.agent.control_socket);
+    let (plan, mut dp) = takeover_or_load(cfg, &obj, &pins, &state)?;
+    let events = dp.take_events()?;
+    let attached = attach::attach_all(
+        &mut dp,
+        &cfg.agent.interfaces,
+        xdp_mode.unwrap_or(cfg.agent.xdp_attach),
+        Some(&pins),
+    )?;
+    for a in &attached {
+        tracing::info!(interface = %a.interface, mode = a.mode, object = %obj.origin, "XDP attached");
+    }
+    let interfaces = attached.iter().map(|a| (a.interface.clone(), a.mode.to_owned())).collect();
+    Ok(Started {
+        plan,
+        forwarder: Box::new(dp),
+        events: Some(events),
+        interfaces,
+        pins: Some(pins),
+    })
+}
+
+/// The userspace proxy, listening on every TCP VIP.
+fn start_splice(cfg: &config::Config, rt: &tokio::runtime::Runtime, why: &str) -> Result<Started> {
+    tracing::warn!("serving in splice mode (userspace proxy): {why}");
+    let plan = datapath::plan(cfg).context("computing the Maglev tables")?;
+    let fwd = SpliceForwarder::start(&plan, Limits::default(), rt.handle().clone())?;
+    Ok(Started { plan, forwarder: Box::new(fwd), events: None, interfaces: Vec::new(), pins: None })
 }

@@ -49,6 +49,14 @@ pub enum DatapathError {
     /// The Maglev map could not be memory-mapped.
     #[error("memory-mapping the Maglev map failed: {0}")]
     Window(String),
+    /// The splice proxy could not listen on a VIP.
+    #[error("cannot listen on {vip}: {reason}")]
+    Listen {
+        /// The VIP.
+        vip: std::net::SocketAddr,
+        /// Why.
+        reason: String,
+    },
     /// A table could not be written.
     #[error("service {service:?}: writing its Maglev table failed: {reason}")]
     Table {

@@ -3,6 +3,7 @@
 //! backend choice shared with XDP (`pick`) and the TCP frontend (`tcp`); not
 //! yet wired into `lb run --mode splice`.
 
+pub mod forwarder;
 pub mod pick;
 pub mod relay;
 pub mod tcp;
