@@ -9,7 +9,7 @@ use std::{
 };
 
 use lb_common::{
-    abi::{Addr, FAMILY_V4, FlowKey, PROTO_TCP},
+    abi::PROTO_TCP,
     hash::{flow_hash, slot_for},
 };
 use lb_tests::{
@@ -56,19 +56,42 @@ fn splice_mode_proxies_tcp_to_the_backend_xdp_would_pick() {
     let mut names = Vec::new();
     for port in 41000..41300u16 {
         let got = ask_from(port, target);
-        let key = FlowKey {
-            src: Addr::from(CLIENT4.parse::<std::net::IpAddr>().expect("ip")),
-            dst: Addr::from(target.ip()),
-            src_port_be: port.to_be(),
-            dst_port_be: 80u16.to_be(),
-            proto: PROTO_TCP,
-            family: FAMILY_V4,
-            _pad: [0; 2],
-        };
+        let client = SocketAddr::new(CLIENT4.parse().expect("ip"), port);
+        let key = lb_userspace::splice::pick::flow_key(client, target, PROTO_TCP);
         let slot = slot_for(flow_hash(&key), svc.record.table_size).expect("slot");
         let id = svc.table[slot as usize];
         let want = format!("b{}", plan.backends[id as usize].addr.to_bytes()[2]);
         assert_eq!(got, want, "client port {port}: splice and XDP pick the same backend");
+        names.push(got);
+    }
+    assert_eq!(count(&names).len(), 3, "{:?}", count(&names));
+}
+
+#[test]
+fn splice_mode_relays_udp_from_the_vip_to_the_backend_xdp_would_pick() {
+    let s = splice_setup();
+    let plan = datapath::plan(&s.config()).expect("plan");
+    let svc = plan.services.iter().find(|p| p.name == "udp-v4").expect("service");
+    let target = vip(VIP4, 5353);
+    let _in = s.topo.client.enter();
+    let mut names = Vec::new();
+    for port in 42000..42090u16 {
+        let sock = std::net::UdpSocket::bind((CLIENT4, port)).expect("bind");
+        sock.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+        let mut buf = [0u8; 256];
+        sock.send_to(b"hi", target).expect("send");
+        let (n, from) = sock
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("no UDP reply for client port {port}: {e}"));
+        assert_eq!(from, target, "replies come from the VIP");
+        let got =
+            String::from_utf8_lossy(&buf[..n]).split_whitespace().next().unwrap_or("").to_owned();
+        let client = SocketAddr::new(CLIENT4.parse().expect("ip"), port);
+        let key = lb_userspace::splice::pick::flow_key(client, target, lb_common::abi::PROTO_UDP);
+        let slot = slot_for(flow_hash(&key), svc.record.table_size).expect("slot");
+        let want =
+            format!("b{}", plan.backends[svc.table[slot as usize] as usize].addr.to_bytes()[2]);
+        assert_eq!(got, want, "client port {port}");
         names.push(got);
     }
     assert_eq!(count(&names).len(), 3, "{:?}", count(&names));

@@ -15,9 +15,16 @@ use std::{
 
 use lb_common::abi::{Counters, DropReason, PROTO_TCP, SERVICE_HASH_CLIENT_IP, ServiceKey};
 use socket2::{Domain, Socket, Type};
-use tokio::{net::TcpListener, runtime::Handle, sync::Notify};
+use tokio::{
+    net::{TcpListener, UdpSocket},
+    runtime::Handle,
+    sync::Notify,
+};
 
-use super::tcp::{Limits, Stats, View, serve};
+use super::{
+    tcp::{Limits, Stats, View, serve},
+    udp,
+};
 use crate::{
     agent::forwarder::Forwarder,
     datapath::{DatapathError, Plan, plan::PlannedService, stats::Totals},
@@ -51,12 +58,6 @@ impl SpliceForwarder {
 
     fn apply(&mut self, _old: Option<&Plan>, new: &Plan) -> Result<(), DatapathError> {
         for svc in &new.services {
-            if svc.key.proto != PROTO_TCP {
-                if !self.services.contains_key(&svc.key) {
-                    tracing::warn!(service = %svc.name, "UDP services are not served in splice mode yet");
-                }
-                continue;
-            }
             if !self.services.contains_key(&svc.key) {
                 let served = self.listen(svc)?;
                 self.services.insert(svc.key, served);
@@ -90,11 +91,7 @@ impl SpliceForwarder {
 
     fn listen(&self, svc: &PlannedService) -> Result<Served, DatapathError> {
         let vip = SocketAddr::new(svc.key.vip.to_ip(svc.key.family), u16::from_be(svc.key.port_be));
-        let listener =
-            bind(vip).map_err(|e| DatapathError::Listen { vip, reason: e.to_string() })?;
-        let _ctx = self.rt.enter();
-        let listener = TcpListener::from_std(listener)
-            .map_err(|e| DatapathError::Listen { vip, reason: e.to_string() })?;
+        let err = |e: io::Error| DatapathError::Listen { vip, reason: e.to_string() };
         let served = Served {
             id: svc.record.id,
             view: Arc::default(),
@@ -103,17 +100,34 @@ impl SpliceForwarder {
         };
         let (view, stats, stop) = (served.view.clone(), served.stats.clone(), served.stop.clone());
         let limits = self.limits;
-        self.rt.spawn(async move {
-            serve(listener, vip, view, limits, stats, async move { stop.notified().await }).await
-        });
+        let _ctx = self.rt.enter();
+        if svc.key.proto == PROTO_TCP {
+            let std: std::net::TcpListener = bind(vip, Type::STREAM).map_err(err)?.into();
+            let listener = TcpListener::from_std(std).map_err(err)?;
+            self.rt.spawn(async move {
+                serve(listener, vip, view, limits, stats, async move { stop.notified().await })
+                    .await
+            });
+        } else {
+            let std: std::net::UdpSocket = bind(vip, Type::DGRAM).map_err(err)?.into();
+            let sock = UdpSocket::from_std(std).map_err(err)?;
+            self.rt.spawn(async move {
+                udp::serve(sock, vip, view, UDP_IDLE, stats, async move { stop.notified().await })
+                    .await
+            });
+        }
         tracing::info!(service = %svc.name, %vip, "splice: listening");
         Ok(served)
     }
 }
 
-/// A listening socket on `vip`, which need not be a local address yet.
-fn bind(vip: SocketAddr) -> io::Result<std::net::TcpListener> {
-    let s = Socket::new(Domain::for_address(vip), Type::STREAM, None)?;
+/// UDP sessions idle this long are dropped (Katran's UDP flow timeout).
+const UDP_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A socket bound to `vip` (listening, for TCP), which need not be a local
+/// address yet.
+fn bind(vip: SocketAddr, ty: Type) -> io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(vip), ty, None)?;
     s.set_reuse_address(true)?;
     s.set_freebind(true)?;
     if vip.is_ipv6() {
@@ -121,8 +135,10 @@ fn bind(vip: SocketAddr) -> io::Result<std::net::TcpListener> {
     }
     s.set_nonblocking(true)?;
     s.bind(&vip.into())?;
-    s.listen(4096)?;
-    Ok(s.into())
+    if ty == Type::STREAM {
+        s.listen(4096)?;
+    }
+    Ok(s)
 }
 
 impl Forwarder for SpliceForwarder {

@@ -7,3 +7,4 @@ pub mod forwarder;
 pub mod pick;
 pub mod relay;
 pub mod tcp;
+pub mod udp;
