@@ -1,6 +1,6 @@
 //! Client -> VIP: pin the flow to a backend and send it there.
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::XdpContext};
+use aya_ebpf::programs::XdpContext;
 use lb_common::{
     abi::{
         BACKEND_DOWN, DropReason, FlowKey, FlowValue, NAT_ESTABLISHED, NO_BACKEND, NatValue,
@@ -60,7 +60,7 @@ pub fn to_backend(
         _pad: [0; 2],
     };
     if new_flow {
-        pin(pkt, &to, backend_id, svc.id);
+        pin(pkt, &to, backend_id);
     }
     rewrite::endpoint(frame, pkt, Side::Dst, &backend.addr, backend.port_be)?;
     let action = route::forward(ctx, frame, &to)?;
@@ -89,10 +89,8 @@ fn pick(pkt: &L4Packet, svc: &ServiceRecord) -> Result<u32, DropReason> {
 /// A full table is counted, not fatal: Maglev sends the next packet of the
 /// flow to the same backend as long as the table is unchanged.
 #[inline(always)]
-fn pin(pkt: &L4Packet, to: &FlowKey, backend_id: u32, service_id: u32) {
-    // SAFETY: a helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
-    let flow = FlowValue { backend_id, service_id, last_seen_ns: now };
+fn pin(pkt: &L4Packet, to: &FlowKey, backend_id: u32) {
+    let flow = FlowValue { backend_id };
     let reply = FlowKey {
         src: to.dst,
         dst: to.src,

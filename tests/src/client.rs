@@ -91,17 +91,20 @@ impl Conn {
 
     /// Sends a line; the answering backend's name, or None on any failure.
     pub fn try_ask(&mut self) -> Option<String> {
-        self.stream.write_all(b"hello\n").ok()?;
+        self.exchange().ok()?.split_whitespace().next().map(str::to_owned)
+    }
+
+    /// One line out, the answer line back.
+    fn exchange(&mut self) -> std::io::Result<String> {
+        self.stream.write_all(b"hello\n")?;
         let mut line = String::new();
-        self.reader.read_line(&mut line).ok()?;
-        line.split_whitespace().next().map(str::to_owned)
+        self.reader.read_line(&mut line)?;
+        Ok(line)
     }
 
     /// Sends a line; returns the answering backend's name.
     pub fn ask(&mut self) -> String {
-        self.stream.write_all(b"hello\n").expect("write");
-        let mut line = String::new();
-        self.reader.read_line(&mut line).expect("read");
+        let line = self.exchange().expect("an answer over the connection");
         let mut it = line.split_whitespace();
         let name = it.next().unwrap_or_default().to_owned();
         let seen = it.next().unwrap_or_default();

@@ -83,10 +83,7 @@ impl NetNs {
     /// Moves the calling thread into the namespace until the guard drops.
     /// (Namespaces are per thread, so parallel tests do not interfere.)
     pub fn enter(&self) -> Entered {
-        let original = File::open("/proc/thread-self/ns/net").expect("open own netns");
-        let target = File::open(format!("/run/netns/{}", self.name)).expect("open netns");
-        setns(target.as_fd(), CloneFlags::CLONE_NEWNET).expect("setns into test namespace");
-        Entered { original }
+        enter(&self.name)
     }
 
     /// The index of an interface inside the namespace.
@@ -108,6 +105,15 @@ impl Drop for NetNs {
         // `Proc` guards are dropped first by the tests that own both.
         let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
     }
+}
+
+/// Moves the calling thread into the namespace named `name` until the guard
+/// drops: for threads that hold the name, not the [`NetNs`].
+pub fn enter(name: &str) -> Entered {
+    let original = File::open("/proc/thread-self/ns/net").expect("open own netns");
+    let target = File::open(format!("/run/netns/{name}")).expect("open netns");
+    setns(target.as_fd(), CloneFlags::CLONE_NEWNET).expect("setns into test namespace");
+    Entered { original }
 }
 
 /// The calling thread is inside a test namespace until this drops.

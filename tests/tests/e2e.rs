@@ -173,8 +173,7 @@ fn a_restart_under_load_drops_nothing() {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop2 = stop.clone();
     let load = std::thread::spawn(move || {
-        let target = std::fs::File::open(format!("/run/netns/{ns}")).expect("ns");
-        nix::sched::setns(&target, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let _inside = lb_tests::netns::enter(&ns);
         let (mut ok, mut failed) = (0, 0);
         while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
             match std::net::TcpStream::connect_timeout(&vip(VIP4, 80), Duration::from_secs(2)) {

@@ -129,8 +129,7 @@ fn status_rates_show_traffic_per_second() {
     });
     let ns = s.topo.client.name().to_owned();
     let sender = std::thread::spawn(move || {
-        let target = std::fs::File::open(format!("/run/netns/{ns}")).expect("ns");
-        nix::sched::setns(&target, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let _inside = lb_tests::netns::enter(&ns);
         let start = std::time::Instant::now();
         while start.elapsed() < Duration::from_millis(1800) {
             Flow::open(vip(VIP4, 5353)).ask();

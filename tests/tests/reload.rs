@@ -61,9 +61,7 @@ fn a_reload_under_load_breaks_no_established_flow_to_a_retained_backend() {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop2 = stop.clone();
     let load = std::thread::spawn(move || {
-        let own = std::fs::File::open("/proc/thread-self/ns/net").expect("own ns");
-        let target = std::fs::File::open(format!("/run/netns/{ns}")).expect("ns");
-        nix::sched::setns(&target, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let _inside = lb_tests::netns::enter(&ns);
         let mut served = 0;
         while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
             if std::net::TcpStream::connect_timeout(
@@ -75,7 +73,6 @@ fn a_reload_under_load_breaks_no_established_flow_to_a_retained_backend() {
                 served += 1;
             }
         }
-        let _ = nix::sched::setns(&own, nix::sched::CloneFlags::CLONE_NEWNET);
         served
     });
     std::fs::write(s.dir.0.join("lb.toml"), config(&s.topo, &s.dir.0, "maglev", 2))

@@ -24,18 +24,17 @@ pub struct FlowKey {
 }
 abi_type!(FlowKey, size = 40, align = 4);
 
-/// Value of the flow table: the backend a flow is pinned to.
+/// Value of the flow table: the backend a flow is pinned to. Nothing else:
+/// the service follows from the key, and flows have no idle timeout (the
+/// LRU evicts the oldest), so a timestamp would cost a clock read per new
+/// flow for nothing.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowValue {
     /// Backend id the flow forwards to.
     pub backend_id: u32,
-    /// Service id the flow belongs to.
-    pub service_id: u32,
-    /// `bpf_ktime_get_ns()` of the last packet, for idle accounting.
-    pub last_seen_ns: u64,
 }
-abi_type!(FlowValue, size = 16, align = 8);
+abi_type!(FlowValue, size = 4, align = 4);
 
 /// Value of the NAT table: what a reply from a backend is rewritten to.
 #[repr(C)]

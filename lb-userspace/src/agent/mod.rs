@@ -278,15 +278,11 @@ impl Agent {
         let mut st = self.lock();
         let config = crate::config::load(&st.config.source)?;
         let runtimes = runtime::for_config(&config, st.runtimes.clone());
-        let plan = replan(&st.plan, &config, &runtime::effective_states(&config, &runtimes))?;
         let state = &mut *st;
-        state.datapath.apply_change(&state.plan, &plan)?;
-        let mut plan = plan;
-        plan.compact();
-        self.save(&plan);
-        st.config = config;
-        st.plan = plan;
-        st.runtimes = runtimes;
+        state.plan =
+            change(&mut *state.datapath, &state.plan, &config, &runtimes, &self.state_file)?;
+        state.config = config;
+        state.runtimes = runtimes;
         drop(st);
         self.reloaded.notify_one();
         tracing::info!("config reloaded");
@@ -309,16 +305,6 @@ impl Agent {
         self.stopping.notified().await;
     }
 
-    /// Saves the plan for the next agent; a failure only loses takeover.
-    fn save(&self, plan: &Plan) {
-        if let Err(e) = saved::save(&self.state_file, crate::object::EXPECTED_BUILD_ID, plan) {
-            tracing::warn!(
-                "saving {}: {e}; a restart will not take the datapath over",
-                self.state_file.display()
-            );
-        }
-    }
-
     /// Completes after the next successful reload.
     pub async fn reloaded(&self) {
         self.reloaded.notified().await;
@@ -339,11 +325,26 @@ fn backend_of(st: &State, id: u32) -> Option<(String, SocketAddr, bool)> {
     })
 }
 
-/// Recomputes the plan from config + runtime state and writes it.
+/// Recomputes the plan from the config and runtime state it holds and
+/// writes it.
 fn apply(st: &mut State, state_file: &std::path::Path) -> Result<(), ChangeError> {
-    let mut plan =
-        replan(&st.plan, &st.config, &runtime::effective_states(&st.config, &st.runtimes))?;
-    st.datapath.apply_change(&st.plan, &plan)?;
+    st.plan = change(&mut *st.datapath, &st.plan, &st.config, &st.runtimes, state_file)?;
+    Ok(())
+}
+
+/// Every change goes this way: plans `config` with `runtimes` from `old`
+/// (what `fwd` holds), writes the difference, saves the new plan for the
+/// next agent (a failure there only loses takeover) and returns it,
+/// compacted. On error nothing was written.
+fn change(
+    fwd: &mut dyn Forwarder,
+    old: &Plan,
+    config: &Config,
+    runtimes: &Runtimes,
+    state_file: &std::path::Path,
+) -> Result<Plan, ChangeError> {
+    let mut plan = replan(old, config, &runtime::effective_states(config, runtimes))?;
+    fwd.apply_change(old, &plan)?;
     plan.compact();
     if let Err(e) = saved::save(state_file, crate::object::EXPECTED_BUILD_ID, &plan) {
         tracing::warn!(
@@ -351,8 +352,7 @@ fn apply(st: &mut State, state_file: &std::path::Path) -> Result<(), ChangeError
             state_file.display()
         );
     }
-    st.plan = plan;
-    Ok(())
+    Ok(plan)
 }
 
 /// Most flow-table entries one scrape counts (a full default table is

@@ -67,6 +67,19 @@ pub const PASSIVE_HOLD_MAX: Duration = Duration::from_secs(60);
 pub type Runtimes = HashMap<(String, SocketAddr), Runtime>;
 
 impl Runtime {
+    /// A backend new to the agent: up, enabled, configured weight.
+    pub fn new(rise: u32, fall: u32) -> Self {
+        Self {
+            tracker: Tracker::new(rise, fall),
+            admin: Admin::Enabled,
+            weight: None,
+            transitions: 0,
+            passive_pending: false,
+            passive_hold_until: None,
+            passive_hold: PASSIVE_HOLD,
+        }
+    }
+
     /// Whether a passive signal at `now` may take the backend down; if so,
     /// the verdict awaits confirmation by the next probe.
     pub fn passive_allowed(&mut self, now: Instant) -> bool {
@@ -116,15 +129,8 @@ pub fn for_config(cfg: &Config, mut old: Runtimes) -> Runtimes {
     for svc in &cfg.services {
         for b in &svc.backends {
             let key = (svc.name.clone(), b.addr);
-            let mut rt = old.remove(&key).unwrap_or_else(|| Runtime {
-                tracker: Tracker::new(svc.health.rise, svc.health.fall),
-                admin: Admin::Enabled,
-                weight: None,
-                transitions: 0,
-                passive_pending: false,
-                passive_hold_until: None,
-                passive_hold: PASSIVE_HOLD,
-            });
+            let mut rt =
+                old.remove(&key).unwrap_or_else(|| Runtime::new(svc.health.rise, svc.health.fall));
             rt.tracker.set_thresholds(svc.health.rise, svc.health.fall);
             out.insert(key, rt);
         }
@@ -183,15 +189,7 @@ mod tests {
     use super::*;
 
     fn rt() -> Runtime {
-        Runtime {
-            tracker: Tracker::new(3, 2),
-            admin: Admin::Enabled,
-            weight: None,
-            transitions: 0,
-            passive_pending: false,
-            passive_hold_until: None,
-            passive_hold: PASSIVE_HOLD,
-        }
+        Runtime::new(3, 2)
     }
 
     #[test]

@@ -54,13 +54,14 @@ pub fn run(
         },
     };
     let Started { plan, forwarder, events, interfaces, pins } = started;
-    let metrics_listener =
-        match cfg.agent.metrics_addr {
-            Some(addr) => Some(rt.block_on(metrics::bind(addr)).with_context(|| {
+    let metrics_listener = match cfg.agent.metrics_addr {
+        Some(addr) => {
+            Some(rt.block_on(tokio::net::TcpListener::bind(addr)).with_context(|| {
                 format!("binding the metrics address {addr} (agent.metrics_addr)")
-            })?),
-            None => None,
-        };
+            })?)
+        }
+        None => None,
+    };
     tracing::info!(
         mode = forwarder.mode(),
         services = plan.services.len(),

@@ -7,7 +7,7 @@
 pub mod histogram;
 pub mod render;
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{future::Future, sync::Arc};
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -43,11 +43,6 @@ pub async fn serve(
             },
         }
     }
-}
-
-/// Binds the metrics address.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
 }
 
 async fn answer(mut stream: TcpStream, source: Arc<dyn Source>) -> std::io::Result<()> {

@@ -52,11 +52,11 @@ impl SpliceForwarder {
     /// filled). UDP services are not served by this build (logged).
     pub fn start(plan: &Plan, limits: Limits, rt: Handle) -> Result<Self, DatapathError> {
         let mut f = Self { services: HashMap::new(), limits, rt };
-        f.apply(None, plan)?;
+        f.apply(plan)?;
         Ok(f)
     }
 
-    fn apply(&mut self, _old: Option<&Plan>, new: &Plan) -> Result<(), DatapathError> {
+    fn apply(&mut self, new: &Plan) -> Result<(), DatapathError> {
         for svc in &new.services {
             if !self.services.contains_key(&svc.key) {
                 let served = self.listen(svc)?;
@@ -146,8 +146,9 @@ impl Forwarder for SpliceForwarder {
         "splice"
     }
 
-    fn apply_change(&mut self, old: &Plan, new: &Plan) -> Result<(), DatapathError> {
-        self.apply(Some(old), new)
+    /// Views are replaced whole, so what it held before does not matter.
+    fn apply_change(&mut self, _old: &Plan, new: &Plan) -> Result<(), DatapathError> {
+        self.apply(new)
     }
 
     fn totals(&self, services: u32, backends: u32) -> Result<Totals, DatapathError> {

@@ -14,7 +14,6 @@
 //! long-lived connections to *surviving* backends that broke (must be 0).
 
 use std::{
-    io::{BufRead, BufReader, Write},
     net::{SocketAddr, TcpStream},
     sync::{
         Arc, Mutex,
@@ -26,7 +25,7 @@ use std::{
 
 use lb_tests::{
     agent::{TempDir, config_with_health, start_backend},
-    client::{Setup, vip},
+    client::{Conn, Setup, vip},
     topology::{Topology, VIP4},
 };
 
@@ -153,31 +152,31 @@ fn trial(s: &mut Setup, server: &str, fault: Fault) -> Trial {
     let stop = Arc::new(AtomicBool::new(false));
     let inside = s.topo.client.enter();
     // Long-lived connections, each remembering its backend.
-    let long: Vec<(TcpStream, BufReader<TcpStream>, String)> = (0..LONG)
+    let long: Vec<(Conn, String)> = (0..LONG)
         .filter_map(|_| {
-            let mut c = TcpStream::connect_timeout(&target, Duration::from_secs(1)).ok()?;
-            c.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
-            let mut r = BufReader::new(c.try_clone().ok()?);
-            let name = ask(&mut c, &mut r)?;
-            Some((c, r, name))
+            let mut c = Conn::from_stream(
+                TcpStream::connect_timeout(&target, Duration::from_secs(1)).ok()?,
+            );
+            let name = c.try_ask()?;
+            Some((c, name))
         })
         .collect();
     drop(inside);
     let ns = s.topo.client.name().to_owned();
     let long_stop = stop.clone();
     let pinger = thread::spawn(move || {
-        let _inside = enter(&ns);
+        let _inside = lb_tests::netns::enter(&ns);
         let mut long = long;
         let mut broken = vec![false; long.len()];
         while !long_stop.load(Ordering::Relaxed) {
-            for (i, (c, r, name)) in long.iter_mut().enumerate() {
-                if !broken[i] && ask(c, r).as_deref() != Some(name.as_str()) {
+            for (i, (c, name)) in long.iter_mut().enumerate() {
+                if !broken[i] && c.try_ask().as_deref() != Some(name.as_str()) {
                     broken[i] = true;
                 }
             }
             thread::sleep(Duration::from_millis(10));
         }
-        long.iter().zip(broken).filter(|((_, _, name), b)| *b && name != "b1").count()
+        long.iter().zip(broken).filter(|((_, name), b)| *b && name != "b1").count()
     });
     // New connections at RATE/s: one async task each, on one thread inside
     // the client namespace, so a hung connection slows nothing and the
@@ -187,7 +186,7 @@ fn trial(s: &mut Setup, server: &str, fault: Fault) -> Trial {
     let gen_stop = stop.clone();
     let gen_results = results.clone();
     let generator = thread::spawn(move || {
-        let _inside = enter(&ns);
+        let _inside = lb_tests::netns::enter(&ns);
         let rt =
             tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         rt.block_on(async move {
@@ -244,27 +243,6 @@ fn signal(p: Option<&lb_tests::netns::Proc>, sig: nix::sys::signal::Signal) {
     if let Some(p) = p {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.0.id() as i32), sig);
     }
-}
-
-/// Enters a namespace by name on this thread.
-fn enter(ns: &str) -> impl Drop {
-    struct Back(std::fs::File);
-    impl Drop for Back {
-        fn drop(&mut self) {
-            let _ = nix::sched::setns(&self.0, nix::sched::CloneFlags::CLONE_NEWNET);
-        }
-    }
-    let own = std::fs::File::open("/proc/thread-self/ns/net").expect("own netns");
-    let target = std::fs::File::open(format!("/run/netns/{ns}")).expect("netns");
-    nix::sched::setns(&target, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-    Back(own)
-}
-
-fn ask(c: &mut TcpStream, r: &mut BufReader<TcpStream>) -> Option<String> {
-    c.write_all(b"hello\n").ok()?;
-    let mut line = String::new();
-    r.read_line(&mut line).ok()?;
-    line.split_whitespace().next().map(str::to_owned)
 }
 
 /// One short connection: connect, ask, read the answer (1 s each at most).
