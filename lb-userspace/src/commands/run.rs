@@ -36,21 +36,32 @@ pub fn run(
     let cfg = config::load(path)?;
     let mode = mode.unwrap_or(cfg.agent.mode);
     // Several threads: in splice mode they move the bytes.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
     // First, so a running agent is found before anything of it is touched.
-    let socket = {
-        let _ctx = rt.enter();
-        ControlSocket::bind(&cfg.agent.control_socket)?
+    let socket = ControlSocket::bind(&cfg.agent.control_socket)?;
+    let splice = |why: &str| -> Result<(tokio::runtime::Runtime, Started)> {
+        // Splice mode moves the bytes: one worker per core.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        let started = start_splice(&cfg, &rt, why)?;
+        Ok((rt, started))
     };
-    let started = match mode {
-        Mode::Xdp => start_xdp(&cfg, path, bpf_object, xdp_mode)?,
-        Mode::Splice => start_splice(&cfg, &rt, "--mode splice or agent.mode = \"splice\"")?,
-        Mode::Auto => match start_xdp(&cfg, path, bpf_object, xdp_mode) {
+    let xdp = || -> Result<(tokio::runtime::Runtime, Started)> {
+        let started = start_xdp(&cfg, path, bpf_object, xdp_mode)?;
+        // XDP mode only manages: one thread is plenty, and keeps memory low.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        Ok((rt, started))
+    };
+    let (rt, started) = match mode {
+        Mode::Xdp => xdp()?,
+        Mode::Splice => splice("--mode splice or agent.mode = \"splice\"")?,
+        Mode::Auto => match xdp() {
             Ok(s) => s,
-            Err(e) => start_splice(&cfg, &rt, &format!("XDP is unavailable: {e:#}"))?,
+            Err(e) => splice(&format!("XDP is unavailable: {e:#}"))?,
         },
     };
     let Started { plan, forwarder, events, interfaces, pins } = started;

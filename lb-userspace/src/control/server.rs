@@ -25,7 +25,9 @@ pub trait Handler: Send + Sync + 'static {
 /// A bound control socket, removed from the file system on drop.
 #[derive(Debug)]
 pub struct ControlSocket {
-    listener: UnixListener,
+    /// A std listener: binding needs no async runtime, so the socket can be
+    /// claimed before the agent knows which runtime its mode wants.
+    listener: std::os::unix::net::UnixListener,
     path: PathBuf,
 }
 
@@ -55,18 +57,23 @@ impl ControlSocket {
             }
             fs::remove_file(path).map_err(err)?;
         }
-        let listener = UnixListener::bind(path).map_err(err)?;
+        let listener = std::os::unix::net::UnixListener::bind(path).map_err(err)?;
+        listener.set_nonblocking(true).map_err(err)?;
         fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(err)?;
         Ok(Self { listener, path: path.into() })
     }
 
     /// Serves until `shutdown` completes.
     pub async fn serve(self, handler: Arc<dyn Handler>, shutdown: impl Future<Output = ()>) {
+        let listener = match self.listener.try_clone().and_then(UnixListener::from_std) {
+            Ok(l) => l,
+            Err(e) => return tracing::error!("the control socket cannot be served: {e}"),
+        };
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 _ = &mut shutdown => return,
-                accepted = self.listener.accept() => match accepted {
+                accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => {
                         let handler = Arc::clone(&handler);
                         tokio::spawn(async move {
