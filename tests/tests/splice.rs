@@ -13,8 +13,8 @@ use lb_common::{
     hash::{flow_hash, slot_for},
 };
 use lb_tests::{
-    agent::{TempDir, config},
-    client::{Setup, count, vip},
+    agent::{TempDir, config_with_health},
+    client::{Conn, Setup, count, vip},
     topology::{CLIENT4, Topology, VIP4},
 };
 use lb_userspace::datapath;
@@ -22,12 +22,58 @@ use lb_userspace::datapath;
 const SERVER: &str = env!("CARGO_BIN_EXE_lbt-server");
 
 fn splice_setup() -> Setup {
+    splice_setup_with("", "", "kind = \"none\"")
+}
+
+/// Splice mode over 3 backends, with `splice` added to the `[splice]` table,
+/// `tcp` to each TCP service and `health` as the TCP services' probes.
+fn splice_setup_with(splice: &'static str, tcp: &'static str, health: &'static str) -> Setup {
     let topo = Topology::new(3);
     // The VIP reaches the balancer as a local address.
     topo.lb.ip(&format!("route add local {VIP4}/32 dev lo"));
-    Setup::with_config(SERVER, topo, TempDir::new(), |t, d| {
-        config(t, d, "maglev", 3).replace("mode = \"xdp\"", "mode = \"splice\"")
+    Setup::with_config(SERVER, topo, TempDir::new(), move |t, d| {
+        let text = config_with_health(t, d, "maglev", 3, health)
+            .replace("mode = \"xdp\"", "mode = \"splice\"")
+            .replace("protocol = \"tcp\"\n", &format!("protocol = \"tcp\"\n{tcp}\n"));
+        format!("[splice]\n{splice}\n{text}")
     })
+}
+
+/// Waits (at most 10 s) for the agent to exit; its log.
+fn exited(s: &mut Setup) -> String {
+    for _ in 0..200 {
+        if s.lb.try_wait().is_some() {
+            return std::fs::read_to_string(s.dir.0.join("lb.log")).unwrap_or_default();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("lb did not exit");
+}
+
+/// True once a connection to `target` is refused (the listener is closed).
+fn refused(target: SocketAddr) -> bool {
+    (0..100).any(|_| {
+        let r = TcpStream::connect_timeout(&target, Duration::from_secs(1));
+        let gone = matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused);
+        if !gone {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        gone
+    })
+}
+
+/// The answering backend; in splice mode without PROXY protocol the backend
+/// sees the balancer's address, so unlike `Conn::ask` no client check.
+fn name(conn: &mut Conn) -> String {
+    conn.try_ask().expect("an answer over the connection")
+}
+
+fn sigterm(s: &Setup) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(s.lb.pid() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
 }
 
 fn ask_from(port: u16, target: SocketAddr) -> String {
@@ -95,4 +141,76 @@ fn splice_mode_relays_udp_from_the_vip_to_the_backend_xdp_would_pick() {
         names.push(got);
     }
     assert_eq!(count(&names).len(), 3, "{:?}", count(&names));
+}
+
+#[test]
+fn proxy_protocol_v2_tells_backends_the_client_address() {
+    // Probes on, so their LOCAL headers are exercised too.
+    let s = splice_setup_with("", "proxy_protocol = \"v2\"", "kind = \"http\"");
+    let target = vip(VIP4, 80);
+    let _in = s.topo.client.enter();
+    let mut names = Vec::new();
+    for _ in 0..30 {
+        // `ask` asserts the backend saw this client's own address and port.
+        names.push(Conn::open(target).ask());
+    }
+    assert_eq!(count(&names).len(), 3, "{:?}", count(&names));
+}
+
+#[test]
+fn shutdown_stops_accepting_and_lets_open_connections_finish() {
+    let mut s = splice_setup_with("shutdown_timeout = \"20s\"", "", "kind = \"none\"");
+    let target = vip(VIP4, 80);
+    let inside = s.topo.client.enter();
+    let mut open = Conn::open(target);
+    let first = name(&mut open);
+    sigterm(&s);
+    assert!(refused(target), "after SIGTERM new connections are refused");
+    for _ in 0..5 {
+        assert_eq!(name(&mut open), first, "the open connection goes on, on its backend");
+    }
+    drop(open);
+    drop(inside);
+    let log = exited(&mut s);
+    assert!(log.contains("every open connection finished"), "{log}");
+}
+
+#[test]
+fn shutdown_closes_what_is_still_open_at_the_timeout() {
+    let mut s = splice_setup_with("shutdown_timeout = \"1s\"", "", "kind = \"none\"");
+    let _in = s.topo.client.enter();
+    let mut open = Conn::open(vip(VIP4, 80));
+    name(&mut open);
+    sigterm(&s);
+    let log = exited(&mut s);
+    assert!(log.contains("splice.shutdown_timeout reached"), "{log}");
+    assert_eq!(open.try_ask(), None, "closed once the timeout passed");
+}
+
+#[test]
+fn a_reload_keeps_open_connections_even_to_a_removed_backend() {
+    let s = splice_setup();
+    let target = vip(VIP4, 80);
+    let inside = s.topo.client.enter();
+    let mut conns: Vec<Conn> = (0..30).map(|_| Conn::open(target)).collect();
+    let first: Vec<String> = conns.iter_mut().map(name).collect();
+    drop(inside);
+    assert!(first.iter().any(|n| n == "b3"), "{first:?}");
+    // Backend 3 leaves the TCP service on 10.201.0.100.
+    let path = s.dir.0.join("lb.toml");
+    let text = std::fs::read_to_string(&path).expect("config");
+    std::fs::write(&path, text.replacen("[[service.backend]]\naddr = \"10.200.3.1:80\"\n", "", 1))
+        .expect("write");
+    let out = std::process::Command::new(lb_tests::agent::lb_binary())
+        .args(["reload", "--control"])
+        .arg(s.dir.0.join("control.sock"))
+        .output()
+        .expect("lb reload");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let _in = s.topo.client.enter();
+    for (conn, was) in conns.iter_mut().zip(&first) {
+        assert_eq!(&name(conn), was, "an open connection keeps its backend across the reload");
+    }
+    let after: Vec<String> = (0..60).map(|_| name(&mut Conn::open(target))).collect();
+    assert!(!after.iter().any(|n| n == "b3"), "new connections avoid the removed one: {after:?}");
 }

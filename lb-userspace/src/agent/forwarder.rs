@@ -3,7 +3,12 @@
 //! report the same counters, so health, operator actions, reloads and
 //! status work the same in either mode.
 
-use crate::datapath::{Datapath, DatapathError, Plan, stats::Totals};
+use std::sync::Arc;
+
+use crate::{
+    datapath::{Datapath, DatapathError, Plan, stats::Totals},
+    splice::inflight::Inflight,
+};
 
 /// A datapath the agent can program.
 pub trait Forwarder: Send + std::fmt::Debug {
@@ -16,6 +21,11 @@ pub trait Forwarder: Send + std::fmt::Debug {
     fn totals(&self, services: u32, backends: u32) -> Result<Totals, DatapathError>;
     /// The XDP datapath, for what only it has (flow queries, flow counts).
     fn xdp(&self) -> Option<&Datapath> {
+        None
+    }
+    /// Shutdown, first step: stop taking new connections. Returns the count
+    /// of those still open, to wait on (splice mode; XDP holds none).
+    fn stop_accepting(&mut self) -> Option<Arc<Inflight>> {
         None
     }
 }

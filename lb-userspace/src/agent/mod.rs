@@ -11,7 +11,13 @@ pub mod forwarder;
 mod runtime;
 mod status;
 
-use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, sync::Mutex, time::Instant};
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
 
 use forwarder::Forwarder;
 use lb_common::abi::{EVENT_REFUSED, PassiveEvent};
@@ -20,7 +26,7 @@ pub use runtime::Admin;
 use runtime::Runtimes;
 
 use crate::{
-    config::Config,
+    config::{Config, ProxyProtocol},
     control::{
         Request, Response,
         protocol::{BackendAction, InterfaceStatus, StatusReport},
@@ -37,6 +43,7 @@ use crate::{
         scheduler::{Outcome, Target},
     },
     metrics::{self, histogram::Histogram},
+    splice::inflight::Inflight,
 };
 
 /// The running balancer, over either datapath (see [`Forwarder`]).
@@ -153,6 +160,7 @@ impl Agent {
                     kind: svc.health.kind.clone(),
                     interval: svc.health.interval,
                     timeout: svc.health.timeout,
+                    proxy_protocol: svc.proxy_protocol != ProxyProtocol::None,
                 })
             })
             .collect()
@@ -277,6 +285,7 @@ impl Agent {
     pub fn reload(&self) -> Result<(), ChangeError> {
         let mut st = self.lock();
         let config = crate::config::load(&st.config.source)?;
+        needs_no_restart(&st.config, &config, st.datapath.mode())?;
         let runtimes = runtime::for_config(&config, st.runtimes.clone());
         let state = &mut *st;
         state.plan =
@@ -298,6 +307,12 @@ impl Agent {
         self.stopping.notify_one();
         tracing::info!("lb stop: pins removed; exiting and detaching");
         Ok(())
+    }
+
+    /// Shutdown, first step: the datapath stops taking new connections.
+    /// Returns the count of those still open (splice mode) to wait on.
+    pub fn stop_accepting(&self) -> Option<Arc<Inflight>> {
+        self.lock().datapath.stop_accepting()
     }
 
     /// Completes when `lb stop` asks the agent to exit.
@@ -329,6 +344,26 @@ fn backend_of(st: &State, id: u32) -> Option<(String, SocketAddr, bool)> {
 /// writes it.
 fn apply(st: &mut State, state_file: &std::path::Path) -> Result<(), ChangeError> {
     st.plan = change(&mut *st.datapath, &st.plan, &st.config, &st.runtimes, state_file)?;
+    Ok(())
+}
+
+/// Settings only read at startup: a reload that changes them is refused
+/// rather than half-applied.
+fn needs_no_restart(old: &Config, new: &Config, mode: &str) -> Result<(), PlanError> {
+    let restart = |what: String| Err(PlanError::NeedsRestart { what });
+    if old.agent != new.agent {
+        return restart("the [agent] table changed".into());
+    }
+    if old.splice != new.splice {
+        return restart("the [splice] table changed".into());
+    }
+    let proxied = new.services.iter().find(|s| s.proxy_protocol != ProxyProtocol::None);
+    if let (Some(s), "xdp") = (proxied, mode) {
+        return restart(format!(
+            "service {:?} now asks for proxy_protocol, which only splice mode sends",
+            s.name
+        ));
+    }
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use aya::maps::{MapData, RingBuf};
 use lb_common::abi::PassiveEvent;
 use lb_userspace::{
     agent::{Agent, forwarder::Forwarder},
-    config::{self, Mode, XdpAttach},
+    config::{self, Mode, ProxyProtocol, XdpAttach},
     control::server::ControlSocket,
     datapath::{
         self, Datapath, LoadOptions, attach,
@@ -59,9 +59,15 @@ pub fn run(
     let (rt, started) = match mode {
         Mode::Xdp => xdp()?,
         Mode::Splice => splice("--mode splice or agent.mode = \"splice\"")?,
-        Mode::Auto => match xdp() {
-            Ok(s) => s,
-            Err(e) => splice(&format!("XDP is unavailable: {e:#}"))?,
+        Mode::Auto => match cfg.services.iter().find(|s| s.proxy_protocol != ProxyProtocol::None) {
+            Some(s) => splice(&format!(
+                "service {:?} sets proxy_protocol, which only splice mode sends",
+                s.name
+            ))?,
+            None => match xdp() {
+                Ok(s) => s,
+                Err(e) => splice(&format!("XDP is unavailable: {e:#}"))?,
+            },
         },
     };
     let Started { plan, forwarder, events, interfaces, pins } = started;
@@ -80,6 +86,7 @@ pub fn run(
         control = %cfg.agent.control_socket.display(),
         "lb running"
     );
+    let shutdown_timeout = cfg.splice.shutdown_timeout;
     let agent = Arc::new(Agent::new(cfg, plan, forwarder, interfaces));
 
     rt.block_on(async {
@@ -95,7 +102,17 @@ pub fn run(
                 consumer.on_probe(&o);
             }
         });
-        let passive = events.map(|ev| tokio::spawn(read_events(ev, agent.clone())));
+        let passive = match events {
+            Events::Ring(ring) => tokio::spawn(read_events(ring, agent.clone())),
+            Events::Channel(mut rx) => tokio::spawn({
+                let agent = agent.clone();
+                async move {
+                    while let Some(ev) = rx.recv().await {
+                        agent.on_event(ev);
+                    }
+                }
+            }),
+        };
         let metrics_task = metrics_listener.map(|l| {
             let source: Arc<dyn metrics::Source> = agent.clone();
             tokio::spawn(metrics::serve(l, source, std::future::pending()))
@@ -124,9 +141,8 @@ pub fn run(
         };
         socket.serve(agent.clone(), shutdown).await;
         feeding.abort();
-        if let Some(p) = passive {
-            p.abort();
-        }
+        passive.abort();
+        finish_connections(&agent, shutdown_timeout).await;
         if let Some(t) = metrics_task {
             t.abort();
         }
@@ -143,6 +159,25 @@ pub fn run(
         tracing::info!("agent stopped; XDP detached and the datapath removed");
     }
     Ok(())
+}
+
+/// Splice mode's graceful shutdown: listeners are closed, so no new
+/// connection comes; those open may finish within `timeout`, and whatever
+/// is left is closed when the runtime stops.
+async fn finish_connections(agent: &Agent, timeout: std::time::Duration) {
+    let Some(inflight) = agent.stop_accepting() else { return };
+    let open = inflight.count();
+    if open == 0 {
+        return;
+    }
+    tracing::info!(open, timeout = ?timeout, "no longer accepting; waiting for open connections");
+    match tokio::time::timeout(timeout, inflight.idle()).await {
+        Ok(()) => tracing::info!(open, "every open connection finished"),
+        Err(_) => tracing::warn!(
+            left = inflight.count(),
+            "splice.shutdown_timeout reached: closing the connections still open"
+        ),
+    }
 }
 
 /// Feeds the datapath's passive signals to the agent as they arrive.
@@ -213,11 +248,43 @@ fn takeover_or_load(
     Ok((plan, dp))
 }
 
+/// Each relayed TCP connection holds six descriptors (two sockets, two
+/// pipes): the soft limit (often 1024) is raised to the hard one, and a
+/// hard limit too low for `splice.max_connections` is reported up front
+/// rather than as failed accepts under load.
+fn raise_fd_limit(cfg: &config::Config) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else { return };
+    if soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::warn!("cannot raise the open-file limit from {soft} to {hard}: {e}");
+    }
+    let tcp = cfg.services.iter().filter(|s| s.protocol == config::Protocol::Tcp).count() as u64;
+    let want = tcp * u64::from(cfg.splice.max_connections) * 6 + 1024;
+    if hard < want {
+        tracing::warn!(
+            limit = hard,
+            needed = want,
+            "the open-file limit is below what splice.max_connections allows; connections beyond \
+             it will fail: raise it (LimitNOFILE= in the unit, ulimit -n) or lower max_connections"
+        );
+    }
+}
+
+/// Where passive failure signals come from.
+enum Events {
+    /// The XDP datapath's ring buffer.
+    Ring(RingBuf<MapData>),
+    /// The splice proxy's refused connects.
+    Channel(tokio::sync::mpsc::UnboundedReceiver<PassiveEvent>),
+}
+
 /// A started datapath, ready for the agent.
 struct Started {
     plan: datapath::Plan,
     forwarder: Box<dyn Forwarder>,
-    events: Option<RingBuf<MapData>>,
+    events: Events,
     interfaces: Vec<(String, String)>,
     pins: Option<Pins>,
 }
@@ -255,7 +322,7 @@ fn start_xdp(
     Ok(Started {
         plan,
         forwarder: Box::new(dp),
-        events: Some(events),
+        events: Events::Ring(events),
         interfaces,
         pins: Some(pins),
     })
@@ -264,7 +331,16 @@ fn start_xdp(
 /// The userspace proxy, listening on every TCP VIP.
 fn start_splice(cfg: &config::Config, rt: &tokio::runtime::Runtime, why: &str) -> Result<Started> {
     tracing::warn!("serving in splice mode (userspace proxy): {why}");
+    raise_fd_limit(cfg);
     let plan = datapath::plan(cfg).context("computing the Maglev tables")?;
-    let fwd = SpliceForwarder::start(&plan, Limits::default(), rt.handle().clone())?;
-    Ok(Started { plan, forwarder: Box::new(fwd), events: None, interfaces: Vec::new(), pins: None })
+    let limits = Limits::from_config(&cfg.splice);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let fwd = SpliceForwarder::start(&plan, limits, tx, rt.handle().clone())?;
+    Ok(Started {
+        plan,
+        forwarder: Box::new(fwd),
+        events: Events::Channel(rx),
+        interfaces: Vec::new(),
+        pins: None,
+    })
 }

@@ -42,3 +42,21 @@ pub const MAX_IFNAME_LEN: usize = 15;
 /// Balance is good when the table has at least this many slots per backend
 /// (the Maglev paper's guidance); smaller tables are allowed but noted.
 pub const SLOTS_PER_BACKEND: u64 = 100;
+
+/// Splice mode: connections relayed at once per TCP service. Each costs two
+/// sockets and two pipes (six descriptors); `lb run` raises its descriptor
+/// limit to fit.
+pub const MAX_CONNECTIONS: u32 = 16384;
+/// Splice mode: time to connect to one backend before trying the next.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Splice mode: backends tried per connection.
+pub const CONNECT_TRIES: u32 = 3;
+/// Splice mode: a TCP connection idle this long is closed (HAProxy's common
+/// `timeout client/server` setting is of this order).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Splice mode: a UDP session idle this long is dropped (Katran's UDP flow
+/// lifetime).
+pub const UDP_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Splice mode: how long open connections may finish on shutdown; below
+/// the unit file's TimeoutStopSec so systemd never has to kill lb.
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);

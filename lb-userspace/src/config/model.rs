@@ -15,6 +15,8 @@ pub struct Config {
     pub source: PathBuf,
     /// Agent-wide settings.
     pub agent: Agent,
+    /// How splice mode treats connections.
+    pub splice: Splice,
     /// The services to balance, in file order (at least one).
     pub services: Vec<Service>,
 }
@@ -43,6 +45,26 @@ pub struct Agent {
     /// Directory in bpffs where the datapath is pinned, so a restarted agent
     /// takes it over without interrupting traffic.
     pub pin_dir: PathBuf,
+}
+
+/// `[splice]`: bounds of the userspace proxy (splice mode only; the XDP
+/// datapath holds no connections).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Splice {
+    /// Connections relayed at once per TCP service; beyond it new ones are
+    /// closed at once rather than left waiting.
+    pub max_connections: u32,
+    /// Time to connect to one backend before trying the next.
+    pub connect_timeout: Duration,
+    /// Backends tried per connection, in Maglev order (at least 1).
+    pub connect_tries: u32,
+    /// A TCP connection with no byte moved either way for this long is closed.
+    pub idle_timeout: Duration,
+    /// A UDP session with no datagram either way for this long is dropped.
+    pub udp_idle_timeout: Duration,
+    /// On shutdown, how long open connections may take to finish before they
+    /// are closed.
+    pub shutdown_timeout: Duration,
 }
 
 /// Which datapath the agent runs.
@@ -80,6 +102,8 @@ pub struct Service {
     pub scheduler: Scheduler,
     /// Maglev lookup-table size: a prime at least the number of backends.
     pub table_size: u32,
+    /// What the backends are told about the client (splice mode).
+    pub proxy_protocol: ProxyProtocol,
     /// How backends are probed.
     pub health: Health,
     /// Backends, in file order (at least one, unique addresses).
@@ -93,6 +117,17 @@ pub enum Protocol {
     Tcp,
     /// UDP.
     Udp,
+}
+
+/// Whether splice mode tells the backends the client address with a PROXY
+/// protocol header (the XDP datapath keeps the client address as the
+/// packets' source, so it never needs one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProxyProtocol {
+    /// No header: the backend sees the balancer's address.
+    None,
+    /// A PROXY protocol version 2 header starts each backend connection.
+    V2,
 }
 
 /// How a flow is mapped to a Maglev slot.
@@ -178,6 +213,7 @@ macro_rules! config_names {
 config_names!(Mode { Auto => "auto", Xdp => "xdp", Splice => "splice" });
 config_names!(XdpAttach { Auto => "auto", Native => "native", Generic => "generic" });
 config_names!(Protocol { Tcp => "tcp", Udp => "udp" });
+config_names!(ProxyProtocol { None => "none", V2 => "v2" });
 config_names!(Scheduler { Maglev => "maglev", MaglevClientIp => "maglev-client-ip" });
 
 impl HealthKind {

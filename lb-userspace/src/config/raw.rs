@@ -17,7 +17,21 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub(crate) agent: RawAgent,
     #[serde(default)]
+    pub(crate) splice: RawSplice,
+    #[serde(default)]
     pub(crate) service: Vec<RawService>,
+}
+
+/// `[splice]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSplice {
+    pub(crate) max_connections: Option<i64>,
+    pub(crate) connect_timeout: Option<String>,
+    pub(crate) connect_tries: Option<i64>,
+    pub(crate) idle_timeout: Option<String>,
+    pub(crate) udp_idle_timeout: Option<String>,
+    pub(crate) shutdown_timeout: Option<String>,
 }
 
 /// `[agent]`.
@@ -42,6 +56,7 @@ pub(crate) struct RawService {
     pub(crate) protocol: Option<String>,
     pub(crate) scheduler: Option<String>,
     pub(crate) table_size: Option<i64>,
+    pub(crate) proxy_protocol: Option<String>,
     pub(crate) health: Option<RawHealth>,
     #[serde(default)]
     pub(crate) backend: Vec<RawBackend>,

@@ -12,7 +12,7 @@ use lb_common::{
     maglev::{self, MaglevError, Member},
 };
 
-use crate::config::{Backend, Config, Protocol, Scheduler, Service};
+use crate::config::{Backend, Config, Protocol, ProxyProtocol, Scheduler, Service};
 
 /// The content of every map for one config.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -59,6 +59,10 @@ pub struct PlannedService {
     /// [`Plan::compact`]ed (a plan is kept for months; 100 services' tables
     /// are 25 MB).
     pub table: Vec<u32>,
+    /// Splice mode starts each backend connection with a PROXY protocol v2
+    /// header (the XDP datapath ignores it: it keeps the client address).
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 impl Plan {
@@ -152,6 +156,7 @@ pub fn plan(cfg: &Config) -> Result<Plan, PlanError> {
             weights,
             slots,
             table,
+            proxy_protocol: svc.proxy_protocol == ProxyProtocol::V2,
         });
     }
     let total = next_base + HEADROOM_SLOTS;
@@ -279,6 +284,7 @@ pub fn replan(
             weights,
             slots,
             table,
+            proxy_protocol: svc.proxy_protocol == ProxyProtocol::V2,
         });
     }
     Ok(Plan { services, backends, maglev_slots: old.maglev_slots, next_service_id: next_id })

@@ -49,23 +49,53 @@ impl From<io::Error> for ProbeError {
 
 /// Probes `addr` once; `None` kind always succeeds.
 pub async fn probe(kind: &HealthKind, addr: SocketAddr, limit: Duration) -> Result<(), ProbeError> {
-    match timeout(limit, probe_inner(kind, addr)).await {
+    probe_backend(kind, addr, false, limit).await
+}
+
+/// [`probe`], for a backend that expects a PROXY protocol v2 header on
+/// every connection when `proxy_protocol` is set: TCP and HTTP probes then
+/// start with the header's LOCAL form (a connection of the balancer's own),
+/// which such backends accept.
+pub async fn probe_backend(
+    kind: &HealthKind,
+    addr: SocketAddr,
+    proxy_protocol: bool,
+    limit: Duration,
+) -> Result<(), ProbeError> {
+    let preamble: &[u8] = if proxy_protocol { &LOCAL } else { &[] };
+    match timeout(limit, probe_inner(kind, addr, preamble)).await {
         Ok(r) => r,
         Err(_) => Err(ProbeError::Timeout(limit)),
     }
 }
 
-async fn probe_inner(kind: &HealthKind, addr: SocketAddr) -> Result<(), ProbeError> {
+/// The LOCAL PROXY v2 header.
+static LOCAL: [u8; 16] = crate::splice::proxy_v2::LOCAL_HEADER;
+
+async fn probe_inner(
+    kind: &HealthKind,
+    addr: SocketAddr,
+    preamble: &[u8],
+) -> Result<(), ProbeError> {
     match kind {
         HealthKind::None => Ok(()),
-        HealthKind::Tcp => TcpStream::connect(addr).await.map(drop).map_err(ProbeError::from),
-        HealthKind::Http { path, expect_status } => http(addr, path, *expect_status).await,
+        HealthKind::Tcp => {
+            let mut s = TcpStream::connect(addr).await?;
+            if !preamble.is_empty() {
+                s.write_all(preamble).await?;
+            }
+            Ok(())
+        }
+        HealthKind::Http { path, expect_status } => {
+            http(addr, preamble, path, *expect_status).await
+        }
         HealthKind::Udp { send, expect } => udp(addr, send, expect.as_deref()).await,
     }
 }
 
-async fn http(addr: SocketAddr, path: &str, want: u16) -> Result<(), ProbeError> {
+async fn http(addr: SocketAddr, preamble: &[u8], path: &str, want: u16) -> Result<(), ProbeError> {
     let mut s = TcpStream::connect(addr).await?;
+    s.write_all(preamble).await?;
     let req = format!(
         "GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: lb-health\r\nConnection: close\r\n\r\n"
     );
@@ -177,6 +207,30 @@ mod tests {
             let kind = HealthKind::Udp { send: b"ping".to_vec(), expect: None };
             let err = probe(&kind, server.local_addr().unwrap(), Duration::from_millis(50)).await;
             assert!(matches!(err, Err(ProbeError::Timeout(_))));
+        });
+    }
+
+    #[test]
+    fn probes_of_a_proxy_protocol_backend_start_with_the_local_header() {
+        rt().block_on(async {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            let seen = tokio::spawn(async move {
+                let mut firsts = Vec::new();
+                for _ in 0..2 {
+                    let (mut s, _) = l.accept().await.unwrap();
+                    let mut head = [0u8; 16];
+                    s.read_exact(&mut head).await.unwrap();
+                    firsts.push(head);
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await;
+                }
+                firsts
+            });
+            let http = HealthKind::Http { path: "/".into(), expect_status: 200 };
+            probe_backend(&HealthKind::Tcp, addr, true, LIMIT).await.unwrap();
+            probe_backend(&http, addr, true, LIMIT).await.unwrap();
+            let firsts = seen.await.unwrap();
+            assert!(firsts.iter().all(|h| *h == LOCAL), "{firsts:?}");
         });
     }
 }

@@ -9,7 +9,7 @@ use std::{
 
 use tokio::{sync::mpsc, task::JoinHandle};
 
-use super::probe::probe;
+use super::probe::probe_backend;
 use crate::config::HealthKind;
 
 /// What to probe, and how often.
@@ -25,6 +25,8 @@ pub struct Target {
     pub interval: Duration,
     /// Time a probe may take.
     pub timeout: Duration,
+    /// The backend expects a PROXY protocol v2 header first.
+    pub proxy_protocol: bool,
 }
 
 /// One probe's result.
@@ -73,7 +75,9 @@ async fn run(t: Target, tx: mpsc::UnboundedSender<Outcome>) {
     tokio::time::sleep(rng.fraction_of(t.interval)).await;
     loop {
         let start = Instant::now();
-        let result = probe(&t.kind, t.backend, t.timeout).await.map_err(|e| e.to_string());
+        let result = probe_backend(&t.kind, t.backend, t.proxy_protocol, t.timeout)
+            .await
+            .map_err(|e| e.to_string());
         let at = Instant::now();
         let outcome = Outcome {
             service: t.service.clone(),
@@ -136,6 +140,7 @@ mod tests {
                 kind: HealthKind::Tcp,
                 interval: Duration::from_millis(20),
                 timeout: Duration::from_millis(15),
+                proxy_protocol: false,
             };
             let (tx, mut rx) = mpsc::unbounded_channel();
             let _probes = spawn(vec![target(up), target(down)], tx);

@@ -1,10 +1,15 @@
 //! The userspace fallback datapath: a TCP/UDP proxy serving the same config
-//! where XDP cannot run. Built so far: the splice(2) relay (`relay`), the
-//! backend choice shared with XDP (`pick`) and the TCP frontend (`tcp`); not
-//! yet wired into `lb run --mode splice`.
+//! where XDP cannot run, programmed by the agent like the XDP datapath
+//! (`forwarder`). TCP bytes move with splice(2) (`relay`); backends are
+//! chosen exactly as XDP would (`pick`); PROXY protocol v2 tells backends
+//! the client (`proxy_v2`); open connections are counted for graceful
+//! shutdown (`inflight`); UDP moves in batches (`mmsg`).
 
 pub mod forwarder;
+pub mod inflight;
+pub mod mmsg;
 pub mod pick;
+pub mod proxy_v2;
 pub mod relay;
 pub mod tcp;
 pub mod udp;

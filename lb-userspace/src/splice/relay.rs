@@ -33,14 +33,24 @@ pub struct Moved {
 /// Largest chunk per splice call: a pipe holds 64 KiB by default.
 const CHUNK: usize = 1 << 16;
 
+/// Called as bytes move, with (up, down) increments, so counters grow
+/// while a long connection lasts rather than when it ends.
+pub type Tally<'a> = &'a (dyn Fn(u64, u64) + Sync);
+
 /// Relays until both directions have ended, either side fails, or nothing
 /// moved for `idle`.
-pub async fn relay(client: &TcpStream, backend: &TcpStream, idle: Duration) -> io::Result<Moved> {
+pub async fn relay(
+    client: &TcpStream,
+    backend: &TcpStream,
+    idle: Duration,
+    tally: Tally<'_>,
+) -> io::Result<Moved> {
     let start = Instant::now();
     let last = AtomicU64::new(0);
+    let (tally_up, tally_down) = (|n| tally(n, 0), |n| tally(0, n));
     let (up, down) = tokio::try_join!(
-        pump(client, backend, idle, start, &last),
-        pump(backend, client, idle, start, &last)
+        pump(client, backend, idle, start, &last, &tally_up),
+        pump(backend, client, idle, start, &last, &tally_down)
     )?;
     Ok(Moved { up, down })
 }
@@ -52,6 +62,7 @@ async fn pump(
     idle: Duration,
     start: Instant,
     last: &AtomicU64,
+    tally: &(dyn Fn(u64) + Sync),
 ) -> io::Result<u64> {
     let (pipe_r, pipe_w) = pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
     let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
@@ -68,6 +79,7 @@ async fn pump(
         }
         drain(&pipe_r, to, n, flags, idle, start, last).await?;
         total += n as u64;
+        tally(n as u64);
         last.store(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
     }
 }
@@ -157,7 +169,7 @@ mod tests {
                 let b = TcpStream::connect(server).await.unwrap();
                 let tx = tx.clone();
                 tokio::spawn(async move {
-                    let _ = tx.send(relay(&c, &b, idle).await);
+                    let _ = tx.send(relay(&c, &b, idle, &|_, _| ()).await);
                 });
             }
         });

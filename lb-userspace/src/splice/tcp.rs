@@ -14,13 +14,34 @@ use std::{
     time::Duration,
 };
 
-use lb_common::abi::PROTO_TCP;
+use lb_common::abi::{EVENT_REFUSED, PROTO_TCP, PassiveEvent};
 use tokio::{
+    io::AsyncWriteExt,
     net::{TcpListener, TcpStream},
-    sync::Semaphore,
+    sync::{Semaphore, mpsc::UnboundedSender},
 };
 
-use super::{pick, relay::relay};
+use super::{inflight::Inflight, pick, proxy_v2, relay::relay};
+use crate::config::defaults;
+
+/// One backend as a service's view holds it.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its counters, kept by the forwarder across view changes.
+    pub stats: Arc<BackendStats>,
+}
+
+/// Counters of one backend: connections (TCP) or sessions (UDP) given to
+/// it, and bytes both ways.
+#[derive(Debug, Default)]
+pub struct BackendStats {
+    /// Connections or sessions opened to it.
+    pub opened: AtomicU64,
+    /// Bytes relayed to and from it.
+    pub bytes: AtomicU64,
+}
 
 /// What a service balances over; replaced whole when health or the config
 /// changes (connections in flight keep their backend).
@@ -28,10 +49,30 @@ use super::{pick, relay::relay};
 pub struct View {
     /// The Maglev table: backend ids.
     pub table: Vec<u32>,
-    /// Where each backend id is.
-    pub backends: HashMap<u32, SocketAddr>,
+    /// Each backend id's address and counters.
+    pub backends: HashMap<u32, Backend>,
     /// Hash the client address only.
     pub client_affinity: bool,
+    /// Start each backend connection with a PROXY protocol v2 header.
+    pub proxy_protocol: bool,
+}
+
+impl View {
+    /// The backends to try for a flow, best first: the one XDP would pick,
+    /// then the owners of the following slots, at most `tries` of them.
+    pub fn candidates(
+        &self,
+        client: SocketAddr,
+        vip: SocketAddr,
+        proto: u8,
+        tries: usize,
+    ) -> Vec<(u32, Backend)> {
+        let key = pick::flow_key(client, vip, proto);
+        pick::candidates(&self.table, pick::hash(&key, self.client_affinity), tries)
+            .into_iter()
+            .filter_map(|id| Some((id, self.backends.get(&id)?.clone())))
+            .collect()
+    }
 }
 
 /// Bounds of one service.
@@ -45,16 +86,33 @@ pub struct Limits {
     pub tries: usize,
     /// Closes a connection idle this long.
     pub idle: Duration,
+    /// Drops a UDP session idle this long.
+    pub udp_idle: Duration,
+}
+
+impl Limits {
+    /// The limits the config's `[splice]` table sets.
+    pub fn from_config(s: &crate::config::Splice) -> Self {
+        Self {
+            max_connections: s.max_connections as usize,
+            connect_timeout: s.connect_timeout,
+            tries: s.connect_tries as usize,
+            idle: s.idle_timeout,
+            udp_idle: s.udp_idle_timeout,
+        }
+    }
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            max_connections: 65536,
-            connect_timeout: Duration::from_secs(2),
-            tries: 3,
-            idle: Duration::from_secs(300),
-        }
+        Self::from_config(&crate::config::Splice {
+            max_connections: defaults::MAX_CONNECTIONS,
+            connect_timeout: defaults::CONNECT_TIMEOUT,
+            connect_tries: defaults::CONNECT_TRIES,
+            idle_timeout: defaults::IDLE_TIMEOUT,
+            udp_idle_timeout: defaults::UDP_IDLE_TIMEOUT,
+            shutdown_timeout: defaults::SHUTDOWN_TIMEOUT,
+        })
     }
 }
 
@@ -75,18 +133,43 @@ pub struct Stats {
     pub bytes_down: AtomicU64,
 }
 
+/// Everything a served service's tasks share.
+#[derive(Debug)]
+pub struct Shared {
+    /// The VIP.
+    pub vip: SocketAddr,
+    /// What it balances over.
+    pub view: RwLock<View>,
+    /// Its bounds.
+    pub limits: Limits,
+    /// Its counters.
+    pub stats: Stats,
+    /// Connections open across the whole proxy, for graceful shutdown.
+    pub inflight: Arc<Inflight>,
+    /// Passive failure signals (a backend refusing a connection) for the
+    /// agent, which acts on them as on the XDP datapath's.
+    pub events: Option<UnboundedSender<PassiveEvent>>,
+}
+
+impl Shared {
+    /// The current view (cheap: the table is shared until replaced).
+    pub fn view(&self) -> std::sync::RwLockReadGuard<'_, View> {
+        self.view.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Tells the agent `id` refused a connection.
+    pub fn refused(&self, id: u32) {
+        if let Some(tx) = &self.events {
+            let _ = tx.send(PassiveEvent { backend_id: id, kind: EVENT_REFUSED });
+        }
+    }
+}
+
 /// Serves `listener` (bound to the VIP) until `shutdown` completes; then
 /// stops accepting and returns (connections in flight finish on their own
-/// tasks).
-pub async fn serve(
-    listener: TcpListener,
-    vip: SocketAddr,
-    view: Arc<RwLock<View>>,
-    limits: Limits,
-    stats: Arc<Stats>,
-    shutdown: impl Future<Output = ()>,
-) {
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
+/// tasks, counted in `shared.inflight`).
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
+    let permits = Arc::new(Semaphore::new(shared.limits.max_connections));
     tokio::pin!(shutdown);
     loop {
         let (client, peer) = tokio::select! {
@@ -94,56 +177,69 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    tracing::warn!(%vip, error = %e, "accept failed");
+                    tracing::warn!(vip = %shared.vip, error = %e, "accept failed");
+                    // Out of descriptors, say: do not spin on it.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }
             },
         };
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
             // Refuse cleanly: close at once instead of letting it hang.
-            stats.refused_at_limit.fetch_add(1, Ordering::Relaxed);
+            shared.stats.refused_at_limit.fetch_add(1, Ordering::Relaxed);
             drop(client);
             continue;
         };
-        let (view, stats) = (Arc::clone(&view), Arc::clone(&stats));
+        let shared = Arc::clone(&shared);
+        let open = shared.inflight.enter();
         tokio::spawn(async move {
-            let _permit = permit;
-            if let Err(e) = handle(client, peer, vip, &view, limits, &stats).await {
+            let _held = (permit, open);
+            if let Err(e) = handle(client, peer, &shared).await {
                 tracing::debug!(%peer, error = %e, "connection ended");
             }
         });
     }
 }
 
-async fn handle(
-    client: TcpStream,
-    peer: SocketAddr,
-    vip: SocketAddr,
-    view: &RwLock<View>,
-    limits: Limits,
-    stats: &Stats,
-) -> io::Result<()> {
-    let targets: Vec<SocketAddr> = {
-        let v = view.read().unwrap_or_else(|p| p.into_inner());
-        let key = pick::flow_key(peer, vip, PROTO_TCP);
-        pick::candidates(&v.table, pick::hash(&key, v.client_affinity), limits.tries)
-            .iter()
-            .filter_map(|id| v.backends.get(id).copied())
-            .collect()
+async fn handle(client: TcpStream, peer: SocketAddr, shared: &Shared) -> io::Result<()> {
+    let (targets, proxy_protocol) = {
+        let v = shared.view();
+        (v.candidates(peer, shared.vip, PROTO_TCP, shared.limits.tries), v.proxy_protocol)
     };
-    for addr in targets {
-        match tokio::time::timeout(limits.connect_timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(backend)) => {
-                stats.relayed.fetch_add(1, Ordering::Relaxed);
-                let moved = relay(&client, &backend, limits.idle).await?;
-                stats.bytes_up.fetch_add(moved.up, Ordering::Relaxed);
-                stats.bytes_down.fetch_add(moved.down, Ordering::Relaxed);
-                return Ok(());
-            }
-            _ => {
+    let stats = &shared.stats;
+    for (id, target) in targets {
+        let mut backend = match tokio::time::timeout(
+            shared.limits.connect_timeout,
+            TcpStream::connect(target.addr),
+        )
+        .await
+        {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
                 stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+                if e.kind() == io::ErrorKind::ConnectionRefused {
+                    shared.refused(id);
+                }
+                continue;
             }
+            Err(_) => {
+                stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+        };
+        stats.relayed.fetch_add(1, Ordering::Relaxed);
+        target.stats.opened.fetch_add(1, Ordering::Relaxed);
+        let _ = backend.set_nodelay(true);
+        if proxy_protocol {
+            backend.write_all(&proxy_v2::header(peer, shared.vip)).await?;
         }
+        let tally = |up: u64, down: u64| {
+            stats.bytes_up.fetch_add(up, Ordering::Relaxed);
+            stats.bytes_down.fetch_add(down, Ordering::Relaxed);
+            target.stats.bytes.fetch_add(up + down, Ordering::Relaxed);
+        };
+        relay(&client, &backend, shared.limits.idle, &tally).await?;
+        return Ok(());
     }
     stats.no_backend.fetch_add(1, Ordering::Relaxed);
     Ok(())
@@ -171,6 +267,31 @@ mod tests {
         addr
     }
 
+    fn backend(addr: SocketAddr) -> Backend {
+        Backend { addr, stats: Arc::default() }
+    }
+
+    /// Serves `view` on a fresh loopback port; returns the VIP and the
+    /// service's shared state.
+    async fn start(
+        view: View,
+        limits: Limits,
+        events: Option<UnboundedSender<PassiveEvent>>,
+    ) -> (SocketAddr, Arc<Shared>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let vip = l.local_addr().unwrap();
+        let shared = Arc::new(Shared {
+            vip,
+            view: RwLock::new(view),
+            limits,
+            stats: Stats::default(),
+            inflight: Arc::default(),
+            events,
+        });
+        tokio::spawn(serve(l, Arc::clone(&shared), std::future::pending()));
+        (vip, shared)
+    }
+
     async fn ask(vip: SocketAddr) -> String {
         let mut c = TcpStream::connect(vip).await.unwrap();
         let mut s = String::new();
@@ -191,25 +312,22 @@ mod tests {
             table[100] = 2;
             let view = View {
                 table,
-                backends: HashMap::from([(1, dead), (2, up)]),
-                client_affinity: false,
+                backends: HashMap::from([(1, backend(dead)), (2, backend(up))]),
+                ..View::default()
             };
-            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let vip = l.local_addr().unwrap();
-            let stats = Arc::new(Stats::default());
-            tokio::spawn(serve(
-                l,
-                vip,
-                Arc::new(RwLock::new(view)),
-                Limits::default(),
-                Arc::clone(&stats),
-                std::future::pending(),
-            ));
+            let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+            let (vip, shared) = start(view, Limits::default(), Some(tx)).await;
+            let stats = &shared.stats;
             for _ in 0..5 {
                 assert_eq!(ask(vip).await, "up");
             }
             assert!(stats.connect_failures.load(Ordering::Relaxed) >= 4);
             assert_eq!(stats.relayed.load(Ordering::Relaxed), 5);
+            let ev = events.try_recv().expect("the refusal reaches the agent");
+            assert_eq!(ev, PassiveEvent { backend_id: 1, kind: EVENT_REFUSED });
+            let up_stats = &shared.view().backends[&2].stats;
+            assert_eq!(up_stats.opened.load(Ordering::Relaxed), 5, "counted per backend");
+            assert_eq!(up_stats.bytes.load(Ordering::Relaxed), 10);
         });
     }
 
@@ -228,21 +346,12 @@ mod tests {
             });
             let view = View {
                 table: vec![1; 7],
-                backends: HashMap::from([(1, slow)]),
-                client_affinity: false,
+                backends: HashMap::from([(1, backend(slow))]),
+                ..View::default()
             };
-            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let vip = l.local_addr().unwrap();
-            let stats = Arc::new(Stats::default());
             let limits = Limits { max_connections: 2, ..Limits::default() };
-            tokio::spawn(serve(
-                l,
-                vip,
-                Arc::new(RwLock::new(view)),
-                limits,
-                Arc::clone(&stats),
-                std::future::pending(),
-            ));
+            let (vip, shared) = start(view, limits, None).await;
+            let stats = &shared.stats;
             let _a = TcpStream::connect(vip).await.unwrap();
             let _b = TcpStream::connect(vip).await.unwrap();
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -255,6 +364,70 @@ mod tests {
                 "refused cleanly, not left hanging: {n:?}"
             );
             assert_eq!(stats.refused_at_limit.load(Ordering::Relaxed), 1);
+        });
+    }
+
+    #[test]
+    fn backends_get_a_proxy_v2_header_naming_the_client() {
+        rt().block_on(async {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            let got = tokio::spawn(async move {
+                let (mut s, peer) = l.accept().await.unwrap();
+                let mut buf = Vec::new();
+                s.read_to_end(&mut buf).await.unwrap();
+                (peer, buf)
+            });
+            let view = View {
+                table: vec![1; 7],
+                backends: HashMap::from([(1, backend(addr))]),
+                proxy_protocol: true,
+                ..View::default()
+            };
+            let (vip, _shared) = start(view, Limits::default(), None).await;
+            let mut c = TcpStream::connect(vip).await.unwrap();
+            let me = c.local_addr().unwrap();
+            c.write_all(b"payload").await.unwrap();
+            c.shutdown().await.unwrap();
+            let (_, buf) = got.await.unwrap();
+            let (client, to, len) = proxy_v2::parse(&buf).expect("a v2 header first");
+            assert_eq!((client, to), (me, vip));
+            assert_eq!(&buf[len..], b"payload", "then the client's bytes, untouched");
+        });
+    }
+
+    #[test]
+    fn inflight_counts_open_connections_until_they_end() {
+        rt().block_on(async {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            // Echoes until the client closes.
+            tokio::spawn(async move {
+                loop {
+                    let (mut s, _) = l.accept().await.unwrap();
+                    tokio::spawn(async move {
+                        let (mut r, mut w) = s.split();
+                        let _ = tokio::io::copy(&mut r, &mut w).await;
+                    });
+                }
+            });
+            let view = View {
+                table: vec![1; 7],
+                backends: HashMap::from([(1, backend(addr))]),
+                ..View::default()
+            };
+            let (vip, shared) = start(view, Limits::default(), None).await;
+            let mut c = TcpStream::connect(vip).await.unwrap();
+            c.write_all(b"x").await.unwrap();
+            let mut one = [0u8; 1];
+            c.read_exact(&mut one).await.unwrap();
+            assert_eq!(shared.inflight.count(), 1);
+            let idle = tokio::spawn({
+                let i = Arc::clone(&shared.inflight);
+                async move { i.idle().await }
+            });
+            drop(c);
+            tokio::time::timeout(Duration::from_secs(2), idle).await.unwrap().unwrap();
         });
     }
 }

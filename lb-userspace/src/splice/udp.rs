@@ -1,83 +1,130 @@
 //! A UDP service in splice mode: one session per client address, each with
 //! its own socket connected to the backend the XDP datapath would pick for
 //! that flow. Replies go back to the client from the VIP socket, so the
-//! client only ever sees the VIP. Sessions idle for `idle` are dropped.
+//! client only ever sees the VIP. Sessions idle for `limits.udp_idle` are
+//! dropped.
+//!
+//! I/O is batched both ways: the VIP socket is drained with recvmmsg and
+//! each session's datagrams leave in one sendmmsg; replies likewise.
 
 use std::{
     collections::HashMap,
     future::Future,
+    io,
     net::SocketAddr,
-    sync::{Arc, Mutex, RwLock},
+    os::fd::AsFd,
+    sync::{Arc, Mutex, atomic::Ordering::Relaxed},
     time::{Duration, Instant},
 };
 
-use lb_common::abi::PROTO_UDP;
-use tokio::net::UdpSocket;
+use lb_common::abi::{EVENT_REFUSED, PROTO_UDP};
+use tokio::{io::Interest, net::UdpSocket};
 
 use super::{
-    pick,
-    tcp::{Stats, View},
+    mmsg::{self, RecvBatch},
+    tcp::{BackendStats, Shared},
 };
 
-/// Largest datagram relayed.
-const MAX_DATAGRAM: usize = 65536;
+/// Datagrams taken from the VIP socket per call.
+const BATCH: usize = 32;
+/// Replies taken from a session's socket per call: smaller, since sessions
+/// are many and each reply batch holds its buffers only while in use.
+const REPLY_BATCH: usize = 8;
 
 struct Session {
     backend: Arc<UdpSocket>,
     last: Instant,
 }
 
+type Sessions = Arc<Mutex<HashMap<SocketAddr, Session>>>;
+
+/// Reply buffers, lent to a session's reply task for one batch at a time,
+/// so idle sessions hold none.
+type Pool = Arc<Mutex<Vec<RecvBatch>>>;
+
 /// Serves `sock` (bound to the VIP) until `shutdown` completes.
-pub async fn serve(
-    sock: UdpSocket,
-    vip: SocketAddr,
-    view: Arc<RwLock<View>>,
-    idle: Duration,
-    stats: Arc<Stats>,
-    shutdown: impl Future<Output = ()>,
-) {
+pub async fn serve(sock: UdpSocket, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
     let sock = Arc::new(sock);
-    let sessions: Arc<Mutex<HashMap<SocketAddr, Session>>> = Arc::default();
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let sessions: Sessions = Arc::default();
+    let pool: Pool = Arc::default();
+    let idle = shared.limits.udp_idle;
+    let mut batch = RecvBatch::new(BATCH);
     let mut reap = tokio::time::interval(idle.min(Duration::from_secs(1)));
     tokio::pin!(shutdown);
     loop {
-        let (n, client) = tokio::select! {
+        tokio::select! {
             _ = &mut shutdown => return,
             _ = reap.tick() => {
                 let now = Instant::now();
-                sessions.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, s| now - s.last < idle);
+                lock(&sessions).retain(|_, s| now - s.last < idle);
                 continue;
             }
-            r = sock.recv_from(&mut buf) => match r {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::debug!(%vip, error = %e, "UDP receive failed");
+            ready = sock.readable() => {
+                if let Err(e) = ready {
+                    tracing::debug!(vip = %shared.vip, error = %e, "UDP socket failed");
                     continue;
                 }
-            },
-        };
-        let backend = {
-            let mut table = sessions.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(s) = table.get_mut(&client) {
-                s.last = Instant::now();
-                Some(Arc::clone(&s.backend))
-            } else {
-                None
             }
-        };
-        let backend = match backend {
+        }
+        match sock.try_io(Interest::READABLE, || batch.recv(sock.as_fd())) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => {
+                tracing::debug!(vip = %shared.vip, error = %e, "UDP receive failed");
+                continue;
+            }
+        }
+        forward(&batch, &sock, &shared, &sessions, &pool).await;
+    }
+}
+
+/// Sends each received datagram on its client's session (opening those that
+/// are new), one sendmmsg per session.
+async fn forward(
+    batch: &RecvBatch,
+    sock: &Arc<UdpSocket>,
+    shared: &Arc<Shared>,
+    sessions: &Sessions,
+    pool: &Pool,
+) {
+    let mut groups: Vec<(SocketAddr, Vec<&[u8]>)> = Vec::new();
+    for i in 0..batch.len() {
+        let Some((data, Some(client))) = batch.get(i) else { continue };
+        match groups.iter_mut().find(|(c, _)| *c == client) {
+            Some((_, g)) => g.push(data),
+            None => groups.push((client, vec![data])),
+        }
+    }
+    for (client, datagrams) in groups {
+        let existing = lock(sessions).get_mut(&client).map(|s| {
+            s.last = Instant::now();
+            Arc::clone(&s.backend)
+        });
+        let backend = match existing {
             Some(b) => b,
-            None => match open(client, vip, &view, &sock, &sessions, &stats, idle).await {
+            None => match open(client, sock, shared, sessions, pool).await {
                 Some(b) => b,
                 None => {
-                    stats.no_backend.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    shared.stats.no_backend.fetch_add(datagrams.len() as u64, Relaxed);
                     continue;
                 }
             },
         };
-        if backend.send(&buf[..n]).await.is_ok() {
-            stats.bytes_up.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        let mut rest = datagrams.as_slice();
+        while !rest.is_empty() {
+            match backend
+                .async_io(Interest::WRITABLE, || mmsg::send(backend.as_fd(), rest, None))
+                .await
+            {
+                Ok(n) => {
+                    let bytes: usize = rest.iter().take(n).map(|d| d.len()).sum();
+                    shared.stats.bytes_up.fetch_add(bytes as u64, Relaxed);
+                    rest = rest.get(n.max(1)..).unwrap_or_default();
+                }
+                // ICMP errors from the backend surface here and on receive;
+                // the datagram is lost, as it would be on the wire.
+                Err(_) => rest = rest.get(1..).unwrap_or_default(),
+            }
         }
     }
 }
@@ -85,53 +132,115 @@ pub async fn serve(
 /// A new session: its backend socket, and a task relaying replies back.
 async fn open(
     client: SocketAddr,
-    vip: SocketAddr,
-    view: &RwLock<View>,
     sock: &Arc<UdpSocket>,
-    sessions: &Arc<Mutex<HashMap<SocketAddr, Session>>>,
-    stats: &Arc<Stats>,
-    idle: Duration,
+    shared: &Arc<Shared>,
+    sessions: &Sessions,
+    pool: &Pool,
 ) -> Option<Arc<UdpSocket>> {
-    let target = {
-        let v = view.read().unwrap_or_else(|p| p.into_inner());
-        let key = pick::flow_key(client, vip, PROTO_UDP);
-        let id = *pick::candidates(&v.table, pick::hash(&key, v.client_affinity), 1).first()?;
-        *v.backends.get(&id)?
-    };
+    let (id, target) = shared.view().candidates(client, shared.vip, PROTO_UDP, 1).pop()?;
     let bind: SocketAddr =
-        if target.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
+        if target.addr.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
     let backend = Arc::new(UdpSocket::bind(bind).await.ok()?);
-    backend.connect(target).await.ok()?;
-    sessions
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(client, Session { backend: Arc::clone(&backend), last: Instant::now() });
-    stats.relayed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let (reply_from, to_client, stats2, sessions2) =
-        (Arc::clone(&backend), Arc::clone(sock), Arc::clone(stats), Arc::clone(sessions));
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; MAX_DATAGRAM];
-        // Ends once the session is reaped (checked at least every `idle`)
-        // or the backend socket fails.
+    backend.connect(target.addr).await.ok()?;
+    lock(sessions).insert(client, Session { backend: Arc::clone(&backend), last: Instant::now() });
+    shared.stats.relayed.fetch_add(1, Relaxed);
+    target.stats.opened.fetch_add(1, Relaxed);
+    let replies = Replies {
+        client,
+        id,
+        from: Arc::clone(&backend),
+        to: Arc::clone(sock),
+        shared: Arc::clone(shared),
+        sessions: Arc::clone(sessions),
+        pool: Arc::clone(pool),
+        stats: target.stats,
+    };
+    tokio::spawn(replies.run());
+    Some(backend)
+}
+
+/// One session's way back: backend socket -> VIP socket -> client.
+struct Replies {
+    client: SocketAddr,
+    id: u32,
+    from: Arc<UdpSocket>,
+    to: Arc<UdpSocket>,
+    shared: Arc<Shared>,
+    sessions: Sessions,
+    pool: Pool,
+    stats: Arc<BackendStats>,
+}
+
+impl Replies {
+    /// Ends once the session is reaped (checked at least every idle period)
+    /// or the backend socket fails.
+    async fn run(self) {
+        let idle = self.shared.limits.udp_idle;
         loop {
-            let n = match tokio::time::timeout(idle, reply_from.recv(&mut buf)).await {
-                Ok(Ok(n)) => n,
+            match tokio::time::timeout(idle, self.from.readable()).await {
+                Ok(Ok(())) => {}
                 Ok(Err(_)) => return,
-                Err(_) => {
-                    if sessions2.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&client) {
-                        continue;
-                    }
-                    return;
-                }
-            };
-            if to_client.send_to(&buf[..n], client).await.is_ok() {
-                stats2.bytes_down.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                Err(_) if self.alive() => continue,
+                Err(_) => return,
             }
-            match sessions2.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&client) {
-                Some(s) => s.last = Instant::now(),
-                None => return,
+            let mut batch = lock(&self.pool).pop().unwrap_or_else(|| RecvBatch::new(REPLY_BATCH));
+            let got = self.from.try_io(Interest::READABLE, || batch.recv(self.from.as_fd()));
+            let result = match got {
+                Ok(_) => self.send_back(&batch).await,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+                Err(e) => Err(e),
+            };
+            lock(&self.pool).push(batch);
+            match result {
+                Ok(()) if self.touch() => {}
+                Ok(()) => return,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    // ICMP port unreachable: the backend's port is closed,
+                    // the same signal as a TCP reset to a SYN.
+                    self.shared.refused(self.id);
+                    debug_assert_eq!(EVENT_REFUSED, 1);
+                }
+                Err(_) => return,
             }
         }
-    });
-    Some(backend)
+    }
+
+    async fn send_back(&self, batch: &RecvBatch) -> io::Result<()> {
+        let datagrams: Vec<&[u8]> =
+            (0..batch.len()).filter_map(|i| Some(batch.get(i)?.0)).collect();
+        let mut rest = datagrams.as_slice();
+        while !rest.is_empty() {
+            let n = self
+                .to
+                .async_io(Interest::WRITABLE, || {
+                    mmsg::send(self.to.as_fd(), rest, Some(self.client))
+                })
+                .await
+                .unwrap_or(1);
+            let bytes: u64 = rest.iter().take(n).map(|d| d.len() as u64).sum();
+            self.shared.stats.bytes_down.fetch_add(bytes, Relaxed);
+            self.stats.bytes.fetch_add(bytes, Relaxed);
+            rest = rest.get(n.max(1)..).unwrap_or_default();
+        }
+        Ok(())
+    }
+
+    fn alive(&self) -> bool {
+        lock(&self.sessions).contains_key(&self.client)
+    }
+
+    /// Marks the session used; false once it was reaped.
+    fn touch(&self) -> bool {
+        match lock(&self.sessions).get_mut(&self.client) {
+            Some(s) => {
+                s.last = Instant::now();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

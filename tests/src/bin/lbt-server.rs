@@ -3,11 +3,14 @@
 //! what client address the backend saw.
 //!
 //! A line starting with `GET ` is answered `HTTP/1.0 200 OK` (health
-//! probes). Usage: lbt-server NAME PORT...  (each port served over TCP and UDP,
-//! IPv4 and IPv6).
+//! probes). A PROXY protocol v2 header, if a connection starts with one, is
+//! read and the client it names reported as the peer.
+//!
+//! Usage: lbt-server NAME PORT...  (each port served over TCP and UDP, IPv4
+//! and IPv6).
 
 use std::{
-    io::{BufRead, BufReader, Write},
+    io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
     thread,
 };
@@ -61,11 +64,19 @@ fn serve_tcp(listener: TcpListener, name: String) {
 }
 
 fn answer(stream: TcpStream, name: &str) {
-    let Ok(peer) = stream.peer_addr() else { return };
+    let Ok(mut peer) = stream.peer_addr() else { return };
     let Ok(mut out) = stream.try_clone() else {
         return;
     };
-    for line in BufReader::new(stream).lines() {
+    let mut reader = BufReader::new(stream);
+    // Behind a splice-mode lb with proxy_protocol = "v2", the client is the
+    // one the header names (LOCAL headers, from probes, name none).
+    match proxy_header(&mut reader) {
+        Some(Some(client)) => peer = client,
+        Some(None) => {}
+        None => return,
+    }
+    for line in reader.lines() {
         // An HTTP health probe: answer 200 and close.
         if line.as_deref().is_ok_and(|l| l.starts_with("GET ")) {
             let _ = out.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n");
@@ -76,6 +87,23 @@ fn answer(stream: TcpStream, name: &str) {
             return;
         }
     }
+}
+
+/// Consumes a PROXY protocol v2 header if the stream starts with one:
+/// `Some(Some(client))` for a PROXY header, `Some(None)` for none or a LOCAL
+/// one, `None` if the stream failed.
+fn proxy_header(reader: &mut BufReader<TcpStream>) -> Option<Option<SocketAddr>> {
+    use lb_userspace::splice::proxy_v2::{SIGNATURE, parse};
+    let head = reader.fill_buf().ok()?;
+    if !head.starts_with(&SIGNATURE[..head.len().min(SIGNATURE.len())]) || head.is_empty() {
+        return Some(None);
+    }
+    let mut fixed = [0u8; 16];
+    reader.read_exact(&mut fixed).ok()?;
+    let mut body = vec![0u8; usize::from(u16::from_be_bytes([fixed[14], fixed[15]]))];
+    reader.read_exact(&mut body).ok()?;
+    let whole = [fixed.as_slice(), &body].concat();
+    Some(parse(&whole).map(|(client, _, _)| client))
 }
 
 fn serve_udp(sock: UdpSocket, name: String) {

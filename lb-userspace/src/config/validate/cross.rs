@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use super::report::{Issue, Report, Scope};
 use super::service::Checked;
 use super::values::identity;
+use crate::config::model::{Mode, ProxyProtocol};
 use lb_common::abi::{MAX_BACKENDS, MAX_SERVICES};
 
 /// Checks the services as a whole, after each was checked on its own.
@@ -26,6 +27,28 @@ pub(super) fn check(services: &[Checked], report: &mut Report) {
     unique_names(services, report);
     let vips = unique_vips(services, report);
     backends_are_not_vips(services, &vips, report);
+}
+
+/// Only splice mode can send PROXY protocol headers: XDP rewrites packets
+/// and cannot insert bytes into a stream. Backends set up to expect the
+/// header would reject every XDP-forwarded connection, so `mode = "xdp"` is
+/// refused here (and `auto` runs in splice mode, saying why).
+pub(super) fn proxy_protocol_needs_splice(mode: Mode, services: &[Checked], report: &mut Report) {
+    if mode != Mode::Xdp {
+        return;
+    }
+    for service in services {
+        if service.service.as_ref().is_some_and(|s| s.proxy_protocol != ProxyProtocol::None) {
+            report.add(
+                &service.scope,
+                Issue::new(
+                    "proxy_protocol is set, which only splice mode sends, but agent.mode = \"xdp\"",
+                    "set agent.mode = \"splice\" (or \"auto\", which then runs in splice mode), \
+                     or remove proxy_protocol: XDP keeps the client address as the packets' source",
+                ),
+            );
+        }
+    }
 }
 
 /// The datapath's maps are sized at load for these maxima; beyond them the

@@ -12,6 +12,7 @@ mod cross;
 mod health;
 mod report;
 mod service;
+mod splice;
 mod values;
 
 use std::path::Path;
@@ -25,6 +26,7 @@ use report::Report;
 pub(super) fn validate(raw: RawConfig, file: &Path) -> Result<Config, Vec<Problem>> {
     let mut report = Report::new(file);
     let agent = agent::check(raw.agent, &mut report);
+    let splice = splice::check(raw.splice, &mut report);
     let checked: Vec<service::Checked> = raw
         .service
         .into_iter()
@@ -32,10 +34,13 @@ pub(super) fn validate(raw: RawConfig, file: &Path) -> Result<Config, Vec<Proble
         .map(|(index, raw)| service::check(index, raw, &mut report))
         .collect();
     cross::check(&checked, &mut report);
+    if let Some(agent) = &agent {
+        cross::proxy_protocol_needs_splice(agent.mode, &checked, &mut report);
+    }
     let services: Option<Vec<_>> = checked.into_iter().map(|s| s.service).collect();
-    match (agent, services) {
-        (Some(agent), Some(services)) if report.count() == 0 => {
-            Ok(Config { source: file.to_owned(), agent, services })
+    match (agent, splice, services) {
+        (Some(agent), Some(splice), Some(services)) if report.count() == 0 => {
+            Ok(Config { source: file.to_owned(), agent, splice, services })
         }
         _ => Err(report.into_problems()),
     }

@@ -9,7 +9,7 @@ use super::report::{Issue, Report, Scope};
 use super::values::{choice, identity, nonzero_port, service_name, socket_addr};
 use crate::config::defaults;
 use crate::config::error::Subject;
-use crate::config::model::{Protocol, Scheduler, Service};
+use crate::config::model::{Protocol, ProxyProtocol, Scheduler, Service};
 use crate::config::raw::RawService;
 use lb_common::maglev::{is_prime, next_prime};
 
@@ -51,6 +51,8 @@ pub(super) fn check(index: usize, raw: RawService, report: &mut Report) -> Check
             Scheduler::name,
         ),
     );
+    let proxy_protocol =
+        report.take(&scope, proxy_protocol(raw.proxy_protocol.as_deref(), protocol));
     let health = health::check(raw.health, protocol, &scope, report);
     let backend_count = raw.backend.len();
     let backends: Vec<backend::Checked> = raw
@@ -74,21 +76,39 @@ pub(super) fn check(index: usize, raw: RawService, report: &mut Report) -> Check
     let all_backends: Option<Vec<_>> = backends.iter().map(|b| b.backend.clone()).collect();
     // A part can parse while a rule between parts fails (say, a duplicate
     // backend), so the service is built only if it added no problem.
-    let service = match (name.clone(), vip, protocol, scheduler, table_size, health, all_backends) {
-        (
-            Some(name),
-            Some(vip),
-            Some(protocol),
-            Some(scheduler),
-            Some(table_size),
-            Some(health),
-            Some(backends),
-        ) if report.count() == before => {
-            Some(Service { name, vip, protocol, scheduler, table_size, health, backends })
-        }
-        _ => None,
+    let built = || {
+        Some(Service {
+            name: name.clone()?,
+            vip: vip?,
+            protocol: protocol?,
+            scheduler: scheduler?,
+            table_size: table_size?,
+            proxy_protocol: proxy_protocol?,
+            health: health?,
+            backends: all_backends?,
+        })
     };
+    let service = if report.count() == before { built() } else { None };
     Checked { scope, name, vip: vip.zip(protocol), backends, service }
+}
+
+/// PROXY protocol headers start a TCP stream; there is no stream to start
+/// in UDP, and HAProxy, nginx and most backends only parse it on TCP.
+fn proxy_protocol(text: Option<&str>, protocol: Option<Protocol>) -> Result<ProxyProtocol, Issue> {
+    let value = choice(
+        "proxy_protocol",
+        text,
+        ProxyProtocol::None,
+        ProxyProtocol::ALL,
+        ProxyProtocol::name,
+    )?;
+    if value == ProxyProtocol::V2 && protocol == Some(Protocol::Udp) {
+        return Err(Issue::new(
+            "proxy_protocol = \"v2\" is set on a UDP service; it applies to TCP only",
+            "remove proxy_protocol from this service",
+        ));
+    }
+    Ok(value)
 }
 
 fn vip(text: Option<&str>) -> Result<SocketAddr, Issue> {
@@ -286,5 +306,21 @@ mod tests {
                     [[service.backend]]\naddr = \"nope\"\n";
         let problems = problems(text);
         assert_eq!(problems.len(), 5, "{problems:#?}");
+    }
+
+    #[test]
+    fn proxy_protocol_is_tcp_only_and_splice_only() {
+        let tcp = "[[service]]\nname = \"web\"\nproxy_protocol = \"v2\"\nvip = \"10.0.0.100:80\"\n\
+                   [[service.backend]]\naddr = \"10.0.1.1:80\"\n";
+        assert_eq!(accepted(tcp).services[0].proxy_protocol, ProxyProtocol::V2);
+        let default = accepted(&service("web", "10.0.0.100:80", "10.0.1.1:80"));
+        assert_eq!(default.services[0].proxy_protocol, ProxyProtocol::None);
+        refused(&tcp.replace("\"v2\"", "\"v1\""), &["proxy_protocol", "\"v1\"", "none"]);
+        let udp = tcp.replacen("vip = ", "protocol = \"udp\"\nvip = ", 1);
+        refused(&udp, &["proxy_protocol = \"v2\"", "UDP", "TCP only"]);
+        let xdp = format!("[agent]\nmode = \"xdp\"\ninterfaces = [\"eth0\"]\n{tcp}");
+        refused(&xdp, &["service \"web\"", "only splice mode sends", "agent.mode = \"splice\""]);
+        let auto = format!("[agent]\nmode = \"auto\"\n{tcp}");
+        accepted(&auto);
     }
 }
