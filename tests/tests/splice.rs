@@ -31,6 +31,15 @@ fn splice_setup_with(splice: &'static str, tcp: &'static str, health: &'static s
     let topo = Topology::new(3);
     // The VIP reaches the balancer as a local address.
     topo.lb.ip(&format!("route add local {VIP4}/32 dev lo"));
+    splice_on(topo, splice, tcp, health)
+}
+
+fn splice_on(
+    topo: Topology,
+    splice: &'static str,
+    tcp: &'static str,
+    health: &'static str,
+) -> Setup {
     Setup::with_config(SERVER, topo, TempDir::new(), move |t, d| {
         let text = config_with_health(t, d, "maglev", 3, health)
             .replace("mode = \"xdp\"", "mode = \"splice\"")
@@ -213,4 +222,19 @@ fn a_reload_keeps_open_connections_even_to_a_removed_backend() {
     }
     let after: Vec<String> = (0..60).map(|_| name(&mut Conn::open(target))).collect();
     assert!(!after.iter().any(|n| n == "b3"), "new connections avoid the removed one: {after:?}");
+}
+
+#[test]
+fn a_vip_that_is_not_a_local_address_is_served_with_ip_transparent() {
+    let topo = Topology::new(3);
+    // Policy routing delivers the VIP's traffic locally without making it a
+    // local address (the main local table does not have it).
+    topo.lb.ip(&format!("rule add to {VIP4}/32 lookup 100"));
+    topo.lb.ip(&format!("route add local {VIP4}/32 dev lo table 100"));
+    let s = splice_on(topo, "", "", "kind = \"none\"");
+    let log = std::fs::read_to_string(s.dir.0.join("lb.log")).unwrap_or_default();
+    assert!(log.contains("listening with IP_TRANSPARENT"), "{log}");
+    let _in = s.topo.client.enter();
+    let names: Vec<String> = (0..30).map(|_| name(&mut Conn::open(vip(VIP4, 80)))).collect();
+    assert_eq!(count(&names).len(), 3, "{:?}", count(&names));
 }

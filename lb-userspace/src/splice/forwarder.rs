@@ -139,14 +139,27 @@ impl SpliceForwarder {
     }
 }
 
-/// A socket bound to `vip` (listening, for TCP), which need not be a local
-/// address yet.
+/// A socket bound to `vip` (listening, for TCP). A VIP that is a local
+/// address (assigned, or `ip route add local VIP/32 dev lo`) is bound with
+/// IP_FREEBIND, so it may appear after lb starts. One that is not (its
+/// traffic steered here by a TPROXY rule or policy routing) is bound with
+/// IP_TRANSPARENT, which accepts connections to a foreign address.
 fn bind(vip: SocketAddr, ty: Type) -> io::Result<Socket> {
     let s = Socket::new(Domain::for_address(vip), ty, None)?;
     s.set_reuse_address(true)?;
-    s.set_freebind(true)?;
     if vip.is_ipv6() {
         s.set_only_v6(true)?;
+    }
+    if is_local(vip) {
+        s.set_freebind(true)?;
+    } else {
+        transparent(&s, vip)?;
+        tracing::info!(
+            %vip,
+            "the VIP is not a local address: listening with IP_TRANSPARENT (its traffic must reach \
+             this host through a TPROXY rule or policy routing, e.g. `ip rule add to VIP lookup \
+             100` + `ip route add local VIP dev lo table 100`)"
+        );
     }
     s.set_nonblocking(true)?;
     s.bind(&vip.into())?;
@@ -154,6 +167,56 @@ fn bind(vip: SocketAddr, ty: Type) -> io::Result<Socket> {
         s.listen(4096)?;
     }
     Ok(s)
+}
+
+/// Whether `vip`'s address is local: a plain bind to it works.
+fn is_local(vip: SocketAddr) -> bool {
+    let Ok(s) = Socket::new(Domain::for_address(vip), Type::DGRAM, None) else { return true };
+    match s.bind(&SocketAddr::new(vip.ip(), 0).into()) {
+        Err(e) => e.raw_os_error() != Some(nix::libc::EADDRNOTAVAIL),
+        Ok(()) => true,
+    }
+}
+
+/// IP_TRANSPARENT (IPV6_TRANSPARENT for IPv6), which needs CAP_NET_ADMIN.
+fn transparent(s: &Socket, vip: SocketAddr) -> io::Result<()> {
+    use nix::sys::socket::{setsockopt, sockopt::IpTransparent};
+    let done = if vip.is_ipv4() {
+        setsockopt(s, IpTransparent, &true)
+    } else {
+        setsockopt(s, Ipv6Transparent, &true)
+    };
+    done.map_err(|e| {
+        io::Error::other(format!(
+            "{vip} is not a local address and IP_TRANSPARENT failed ({e}): add it to an \
+             interface or `ip route add local {}/{} dev lo`, or give lb CAP_NET_ADMIN",
+            vip.ip(),
+            if vip.is_ipv4() { 32 } else { 128 }
+        ))
+    })
+}
+
+/// IPV6_TRANSPARENT, which nix does not name.
+#[derive(Debug, Clone, Copy)]
+struct Ipv6Transparent;
+
+impl nix::sys::socket::SetSockOpt for Ipv6Transparent {
+    type Val = bool;
+
+    fn set<F: std::os::fd::AsFd>(&self, fd: &F, val: &bool) -> nix::Result<()> {
+        let on: nix::libc::c_int = (*val).into();
+        // SAFETY: `on` outlives the call and its size is passed with it.
+        let r = unsafe {
+            nix::libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&fd.as_fd()),
+                nix::libc::SOL_IPV6,
+                nix::libc::IPV6_TRANSPARENT,
+                (&raw const on).cast(),
+                std::mem::size_of_val(&on) as nix::libc::socklen_t,
+            )
+        };
+        nix::errno::Errno::result(r).map(drop)
+    }
 }
 
 impl Forwarder for SpliceForwarder {
