@@ -103,7 +103,9 @@ fn ask_from(port: u16, target: SocketAddr) -> String {
 #[test]
 fn splice_mode_proxies_tcp_to_the_backend_xdp_would_pick() {
     let s = splice_setup();
-    assert!(s.lb.status().starts_with("mode splice"), "{}", s.lb.status());
+    let status = s.lb.status();
+    assert!(status.starts_with("mode splice"), "{status}");
+    assert!(status.contains("(splice: --mode splice or agent.mode = \"splice\")"), "{status}");
     let plan = datapath::plan(&s.config()).expect("plan");
     let svc = plan.services.iter().find(|p| p.name == "tcp-v4").expect("service");
     let target = vip(VIP4, 80);

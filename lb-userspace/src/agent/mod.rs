@@ -55,6 +55,8 @@ pub struct Agent {
     reloaded: tokio::sync::Notify,
     /// Woken by `lb stop`.
     stopping: tokio::sync::Notify,
+    /// Why the datapath is the one it is, for `lb status`.
+    mode_reason: Option<String>,
     /// Where the datapath is pinned.
     pins: Pins,
     /// Where the plan is saved for the next agent.
@@ -134,6 +136,7 @@ impl Agent {
         let state_file = pins::state_file(&state.config.agent.control_socket);
         Self {
             interfaces,
+            mode_reason: None,
             state: Mutex::new(state),
             reloaded: tokio::sync::Notify::new(),
             stopping: tokio::sync::Notify::new(),
@@ -141,6 +144,12 @@ impl Agent {
             state_file,
             flows,
         }
+    }
+
+    /// Records why the datapath is the one it is (shown by `lb status`).
+    pub fn with_mode_reason(mut self, why: impl Into<String>) -> Self {
+        self.mode_reason = Some(why.into());
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -327,7 +336,7 @@ impl Agent {
 
     /// Services, backends, health and counters now.
     pub fn status(&self) -> Result<StatusReport, DatapathError> {
-        status::report(&self.lock(), &self.interfaces)
+        status::report(&self.lock(), &self.interfaces, self.mode_reason.as_deref())
     }
 }
 
@@ -413,7 +422,8 @@ impl metrics::Source for Agent {
     fn metrics(&self) -> Result<String, String> {
         let per_id = self.count_flows();
         let st = self.lock();
-        let report = status::report(&st, &self.interfaces).map_err(|e| e.to_string())?;
+        let report = status::report(&st, &self.interfaces, self.mode_reason.as_deref())
+            .map_err(|e| e.to_string())?;
         let mut flows = BTreeMap::new();
         for (svc, planned) in st.config.services.iter().zip(&st.plan.services) {
             for (b, id) in svc.backends.iter().zip(&planned.backend_ids) {

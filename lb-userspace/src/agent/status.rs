@@ -14,6 +14,7 @@ use crate::{
 pub(super) fn report(
     st: &State,
     interfaces: &[InterfaceStatus],
+    mode_reason: Option<&str>,
 ) -> Result<StatusReport, DatapathError> {
     let totals =
         st.datapath.totals(st.plan.services.len() as u32, st.plan.backends.len() as u32)?;
@@ -69,6 +70,7 @@ pub(super) fn report(
         .collect();
     Ok(StatusReport {
         mode: st.datapath.mode().to_owned(),
+        mode_reason: mode_reason.map(str::to_owned),
         interfaces: interfaces.to_vec(),
         services,
         exceptions,

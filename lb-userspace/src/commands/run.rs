@@ -70,7 +70,7 @@ pub fn run(
             },
         },
     };
-    let Started { plan, forwarder, events, interfaces, pins } = started;
+    let Started { plan, forwarder, events, interfaces, pins, why } = started;
     let metrics_listener = match cfg.agent.metrics_addr {
         Some(addr) => {
             Some(rt.block_on(tokio::net::TcpListener::bind(addr)).with_context(|| {
@@ -87,7 +87,11 @@ pub fn run(
         "lb running"
     );
     let shutdown_timeout = cfg.splice.shutdown_timeout;
-    let agent = Arc::new(Agent::new(cfg, plan, forwarder, interfaces));
+    let mut agent = Agent::new(cfg, plan, forwarder, interfaces);
+    if let Some(why) = why {
+        agent = agent.with_mode_reason(why);
+    }
+    let agent = Arc::new(agent);
 
     rt.block_on(async {
         let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -285,6 +289,8 @@ struct Started {
     plan: datapath::Plan,
     forwarder: Box<dyn Forwarder>,
     events: Events,
+    /// Why splice mode, when it is.
+    why: Option<String>,
     interfaces: Vec<(String, String)>,
     pins: Option<Pins>,
 }
@@ -323,6 +329,7 @@ fn start_xdp(
         plan,
         forwarder: Box::new(dp),
         events: Events::Ring(events),
+        why: None,
         interfaces,
         pins: Some(pins),
     })
@@ -340,6 +347,7 @@ fn start_splice(cfg: &config::Config, rt: &tokio::runtime::Runtime, why: &str) -
         plan,
         forwarder: Box::new(fwd),
         events: Events::Channel(rx),
+        why: Some(format!("splice: {why}")),
         interfaces: Vec::new(),
         pins: None,
     })

@@ -84,6 +84,9 @@ fn render(r: &StatusReport) -> String {
     let ifaces: Vec<String> =
         r.interfaces.iter().map(|i| format!("{} ({})", i.name, i.attach)).collect();
     let _ = writeln!(out, "mode {}   interfaces {}", r.mode, ifaces.join(", "));
+    if let Some(why) = &r.mode_reason {
+        let _ = writeln!(out, "  ({why})");
+    }
     let _ = writeln!(
         out,
         "\n{:<28} {:<9} {:<6} {:<9} {:>6} {:>12} {:>14} {:>10}",

@@ -74,6 +74,9 @@ pub enum Response {
 pub struct StatusReport {
     /// "xdp" or "splice".
     pub mode: String,
+    /// Why this mode (splice: forced by the config, or why XDP could not run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode_reason: Option<String>,
     /// Interfaces and how the program is attached to each.
     pub interfaces: Vec<InterfaceStatus>,
     /// Services in config order.
