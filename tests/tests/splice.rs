@@ -122,6 +122,17 @@ fn splice_mode_proxies_tcp_to_the_backend_xdp_would_pick() {
         names.push(got);
     }
     assert_eq!(count(&names).len(), 3, "{:?}", count(&names));
+    // Per-backend counters: one connection each, as the names say.
+    let status = s.lb.status();
+    for (i, n) in (1..=3).map(|i| (i, count(&names).get(&format!("b{i}")).copied())) {
+        let row = status
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("10.200.{i}.1:80 ")))
+            .unwrap_or_else(|| panic!("no row for backend {i}: {status}"));
+        let flows = row.split_whitespace().last().unwrap_or_default();
+        assert_eq!(flows, n.unwrap_or(0).to_string(), "backend {i} connections: {row}");
+    }
+    assert!(status.contains("splice_connection_limit"), "{status}");
 }
 
 #[test]

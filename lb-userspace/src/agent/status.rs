@@ -59,15 +59,19 @@ pub(super) fn report(
                 .collect(),
         })
         .collect();
-    let exceptions = DropReason::ALL
-        .iter()
-        .zip(&totals.exceptions)
-        .map(|(r, &packets)| ExceptionStatus {
-            reason: r.name().to_owned(),
-            action: if r.drops() { "drop" } else { "pass" }.to_owned(),
-            packets,
-        })
-        .collect();
+    let exceptions =
+        DropReason::ALL
+            .iter()
+            .zip(&totals.exceptions)
+            .map(|(r, &packets)| ExceptionStatus {
+                reason: r.name().to_owned(),
+                action: if r.drops() { "drop" } else { "pass" }.to_owned(),
+                packets,
+            })
+            .chain(totals.proxy_exceptions.iter().map(|&(reason, action, packets)| {
+                ExceptionStatus { reason: reason.to_owned(), action: action.to_owned(), packets }
+            }))
+            .collect();
     Ok(StatusReport {
         mode: st.datapath.mode().to_owned(),
         mode_reason: mode_reason.map(str::to_owned),

@@ -102,9 +102,10 @@ fn render(r: &StatusReport) -> String {
             let _ = writeln!(out, "{}", row(&name, cols, &b.traffic));
         }
     }
-    let _ = writeln!(out, "\n{:<24} {:<8} {:>12}", "EXCEPTION", "ACTION", "PACKETS");
+    // Packets in XDP mode; connections for the splice proxy's own reasons.
+    let _ = writeln!(out, "\n{:<30} {:<12} {:>12}", "EXCEPTION", "ACTION", "COUNT");
     for e in &r.exceptions {
-        let _ = writeln!(out, "{:<24} {:<8} {:>12}", e.reason, e.action, e.packets);
+        let _ = writeln!(out, "{:<30} {:<12} {:>12}", e.reason, e.action, e.packets);
     }
     out
 }

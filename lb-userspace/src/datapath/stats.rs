@@ -14,6 +14,8 @@ pub struct Totals {
     pub backends: Vec<Counters>,
     /// Per `DropReason`, in `DropReason::ALL` order.
     pub exceptions: Vec<u64>,
+    /// Exceptions only the splice proxy has: (reason, action, connections).
+    pub proxy_exceptions: Vec<(&'static str, &'static str, u64)>,
 }
 
 /// Reads the counters of the first `services` services and `backends`
@@ -37,5 +39,6 @@ pub fn read(dp: &Datapath, services: u32, backends: u32) -> Result<Totals, Datap
             .iter()
             .map(|r| drops.get(&(*r as u32), 0).map(|v| v.iter().sum()).map_err(err(MAP_DROPS)))
             .collect::<Result<_, _>>()?,
+        proxy_exceptions: Vec::new(),
     })
 }

@@ -234,7 +234,9 @@ impl Forwarder for SpliceForwarder {
             services: vec![Counters::default(); services as usize],
             backends: vec![Counters::default(); backends as usize],
             exceptions: vec![0; DropReason::ALL.len()],
+            proxy_exceptions: Vec::new(),
         };
+        let (mut at_limit, mut connect_failed) = (0, 0);
         // Connections (TCP) or sessions (UDP) count as flows; a proxy sees
         // streams, not packets, so `packets` stays 0.
         for served in self.services.values() {
@@ -246,7 +248,13 @@ impl Forwarder for SpliceForwarder {
             if let Some(n) = out.exceptions.get_mut(DropReason::NoBackend as usize) {
                 *n += s.no_backend.load(Relaxed);
             }
+            at_limit += s.refused_at_limit.load(Relaxed);
+            connect_failed += s.connect_failures.load(Relaxed);
         }
+        out.proxy_exceptions = vec![
+            ("splice_connection_limit", "refuse", at_limit),
+            ("splice_backend_connect_failed", "next_backend", connect_failed),
+        ];
         for (&id, b) in &self.backends {
             if let Some(c) = out.backends.get_mut(id as usize) {
                 c.new_flows = b.opened.load(Relaxed);
