@@ -229,7 +229,10 @@ async fn handle(client: TcpStream, peer: SocketAddr, shared: &Shared) -> io::Res
         };
         stats.relayed.fetch_add(1, Ordering::Relaxed);
         target.stats.opened.fetch_add(1, Ordering::Relaxed);
+        // Bytes leave as they arrive: the endpoints already chose their
+        // segment sizes, and Nagle here would add latency to every request.
         let _ = backend.set_nodelay(true);
+        let _ = client.set_nodelay(true);
         if proxy_protocol {
             backend.write_all(&proxy_v2::header(peer, shared.vip)).await?;
         }
