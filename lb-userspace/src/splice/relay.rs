@@ -37,20 +37,36 @@ const CHUNK: usize = 1 << 16;
 /// while a long connection lasts rather than when it ends.
 pub type Tally<'a> = &'a (dyn Fn(u64, u64) + Sync);
 
+/// The two pipes a relay moves bytes through, one per direction; made
+/// before the backend connect, so a shortage of descriptors is met before
+/// anything is promised to the backend.
+#[derive(Debug)]
+pub struct Pipes([(OwnedFd, OwnedFd); 2]);
+
+impl Pipes {
+    /// Two non-blocking pipes (read end, write end).
+    pub fn new() -> io::Result<Self> {
+        let flags = OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+        Ok(Self([pipe2(flags)?, pipe2(flags)?]))
+    }
+}
+
 /// Relays until both directions have ended, either side fails, or nothing
 /// moved for `idle`.
 pub async fn relay(
     client: &TcpStream,
     backend: &TcpStream,
+    pipes: Pipes,
     idle: Duration,
     tally: Tally<'_>,
 ) -> io::Result<Moved> {
     let start = Instant::now();
     let last = AtomicU64::new(0);
     let (tally_up, tally_down) = (|n| tally(n, 0), |n| tally(0, n));
+    let [up_pipe, down_pipe] = pipes.0;
     let (up, down) = tokio::try_join!(
-        pump(client, backend, idle, start, &last, &tally_up),
-        pump(backend, client, idle, start, &last, &tally_down)
+        pump(client, backend, up_pipe, idle, start, &last, &tally_up),
+        pump(backend, client, down_pipe, idle, start, &last, &tally_down)
     )?;
     Ok(Moved { up, down })
 }
@@ -59,12 +75,12 @@ pub async fn relay(
 async fn pump(
     from: &TcpStream,
     to: &TcpStream,
+    (pipe_r, pipe_w): (OwnedFd, OwnedFd),
     idle: Duration,
     start: Instant,
     last: &AtomicU64,
     tally: &(dyn Fn(u64) + Sync),
 ) -> io::Result<u64> {
-    let (pipe_r, pipe_w) = pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
     let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
     let mut total = 0u64;
     loop {
@@ -169,7 +185,7 @@ mod tests {
                 let b = TcpStream::connect(server).await.unwrap();
                 let tx = tx.clone();
                 tokio::spawn(async move {
-                    let _ = tx.send(relay(&c, &b, idle, &|_, _| ()).await);
+                    let _ = tx.send(relay(&c, &b, Pipes::new().unwrap(), idle, &|_, _| ()).await);
                 });
             }
         });

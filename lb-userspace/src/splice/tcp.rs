@@ -21,7 +21,11 @@ use tokio::{
     sync::{Semaphore, mpsc::UnboundedSender},
 };
 
-use super::{inflight::Inflight, pick, proxy_v2, relay::relay};
+use super::{
+    inflight::Inflight,
+    pick, proxy_v2,
+    relay::{Pipes, relay},
+};
 use crate::config::defaults;
 
 /// One backend as a service's view holds it.
@@ -207,23 +211,25 @@ async fn handle(client: TcpStream, peer: SocketAddr, shared: &Shared) -> io::Res
         (v.candidates(peer, shared.vip, PROTO_TCP, shared.limits.tries), v.proxy_protocol)
     };
     let stats = &shared.stats;
+    // Out of descriptors, the connection waits for others to close (up to
+    // the idle timeout) rather than being dropped unanswered.
+    let patience = shared.limits.idle;
+    let pipes = for_descriptors(patience, || std::future::ready(Pipes::new())).await?;
     for (id, target) in targets {
-        let mut backend = match tokio::time::timeout(
-            shared.limits.connect_timeout,
-            TcpStream::connect(target.addr),
-        )
-        .await
-        {
-            Ok(Ok(b)) => b,
-            Ok(Err(e)) => {
+        let limit = shared.limits.connect_timeout;
+        let connect = || async move {
+            tokio::time::timeout(limit, TcpStream::connect(target.addr))
+                .await
+                .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+        };
+        let mut backend = match for_descriptors(patience, connect).await {
+            Ok(b) => b,
+            Err(e) if out_of_descriptors(&e) => return Err(e),
+            Err(e) => {
                 stats.connect_failures.fetch_add(1, Ordering::Relaxed);
                 if e.kind() == io::ErrorKind::ConnectionRefused {
                     shared.refused(id);
                 }
-                continue;
-            }
-            Err(_) => {
-                stats.connect_failures.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
         };
@@ -241,11 +247,34 @@ async fn handle(client: TcpStream, peer: SocketAddr, shared: &Shared) -> io::Res
             stats.bytes_down.fetch_add(down, Ordering::Relaxed);
             target.stats.bytes.fetch_add(up + down, Ordering::Relaxed);
         };
-        relay(&client, &backend, shared.limits.idle, &tally).await?;
+        relay(&client, &backend, pipes, shared.limits.idle, &tally).await?;
         return Ok(());
     }
     stats.no_backend.fetch_add(1, Ordering::Relaxed);
     Ok(())
+}
+
+/// The process (EMFILE) or the system (ENFILE) is out of descriptors: a
+/// local shortage that passes as connections close, not a backend fault.
+fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(nix::libc::EMFILE | nix::libc::ENFILE))
+}
+
+/// Runs `op` until it stops failing for want of descriptors, retrying every
+/// 10 ms for up to `patience`.
+async fn for_descriptors<T, F: Future<Output = io::Result<T>>>(
+    patience: Duration,
+    mut op: impl FnMut() -> F,
+) -> io::Result<T> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        match op().await {
+            Err(e) if out_of_descriptors(&e) && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            done => return done,
+        }
+    }
 }
 
 #[cfg(test)]
