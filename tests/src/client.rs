@@ -13,6 +13,7 @@ use lb_userspace::config as lbconfig;
 
 use crate::{
     agent::{Lb, TempDir, config, start_backends, start_lb},
+    mode::Mode,
     netns::Proc,
     topology::{Topology, sock},
 };
@@ -28,15 +29,33 @@ pub struct Setup {
     pub dir: TempDir,
     /// The namespaces.
     pub topo: Topology,
+    /// The mode `lb` serves in (from its status).
+    pub mode: Mode,
 }
 
 impl Setup {
     /// `backends` backend namespaces running `server` (lbt-server), `lb`
     /// serving the first `serving` with `tcp_scheduler`, no probes.
     pub fn new(server: &str, backends: usize, serving: usize, tcp_scheduler: &str) -> Self {
+        Self::in_mode(Mode::Xdp, server, backends, serving, tcp_scheduler)
+    }
+
+    /// As [`Setup::new`], with `lb` serving in `mode` (asserted from its
+    /// status).
+    pub fn in_mode(
+        mode: Mode,
+        server: &str,
+        backends: usize,
+        serving: usize,
+        tcp_scheduler: &str,
+    ) -> Self {
         let topo = Topology::new(backends);
-        let dir = TempDir::new();
-        Self::with_config(server, topo, dir, |t, d| config(t, d, tcp_scheduler, serving))
+        mode.prepare(&topo);
+        let s = Self::with_config(server, topo, TempDir::new(), |t, d| {
+            mode.config(&config(t, d, tcp_scheduler, serving))
+        });
+        assert_eq!(s.mode, mode, "lb serves in the mode asked for:\n{}", s.lb.status());
+        s
     }
 
     /// As [`Setup::new`], with the config written by `cfg`.
@@ -49,7 +68,15 @@ impl Setup {
         std::fs::write(dir.0.join("lb.toml"), cfg(&topo, &dir.0)).expect("write config");
         let backends = start_backends(&topo, Path::new(server));
         let lb = start_lb(&topo, &dir.0.join("lb.toml"), &dir.0);
-        Self { lb, backends, dir, topo }
+        let status = lb.status();
+        let mode = Mode::of_status(&status)
+            .unwrap_or_else(|| panic!("lb status names no known mode:\n{status}"));
+        Self { lb, backends, dir, topo, mode }
+    }
+
+    /// A TCP connection to `vip` through this setup's datapath.
+    pub fn conn(&self, vip: SocketAddr) -> Conn {
+        Conn::open_via(vip, self.mode)
     }
 
     /// The config `lb` was started with (or last given).
@@ -68,25 +95,33 @@ pub fn vip(ip: &str, port: u16) -> SocketAddr {
 pub struct Conn {
     stream: TcpStream,
     reader: BufReader<TcpStream>,
+    /// Decides which peer address the backend must report.
+    mode: Mode,
 }
 
 impl Conn {
-    /// Connects (2 s timeout), asserting the peer is the VIP.
+    /// Connects (2 s timeout) through the XDP datapath, asserting the peer
+    /// is the VIP.
     pub fn open(vip: SocketAddr) -> Self {
+        Self::open_via(vip, Mode::Xdp)
+    }
+
+    /// Connects (2 s timeout) through `mode`'s datapath, asserting the peer
+    /// is the VIP.
+    pub fn open_via(vip: SocketAddr, mode: Mode) -> Self {
         let stream = TcpStream::connect_timeout(&vip, Duration::from_secs(2))
             .unwrap_or_else(|e| panic!("connect to {vip}: {e}"));
         stream.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
         assert_eq!(stream.peer_addr().expect("peer"), vip, "the client must only ever see the VIP");
         let reader = BufReader::new(stream.try_clone().expect("clone"));
-        Self { stream, reader }
+        Self { stream, reader, mode }
     }
 
-    /// The backend's name; asserts the backend saw the client's own address.
-    /// Wraps a connected stream (no peer check).
+    /// Wraps a stream connected through the XDP datapath (no peer check).
     pub fn from_stream(stream: TcpStream) -> Self {
         let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
         let reader = BufReader::new(stream.try_clone().expect("clone"));
-        Self { stream, reader }
+        Self { stream, reader, mode: Mode::Xdp }
     }
 
     /// Sends a line; the answering backend's name, or None on any failure.
@@ -102,17 +137,28 @@ impl Conn {
         Ok(line)
     }
 
-    /// Sends a line; returns the answering backend's name.
+    /// Sends a line; returns the answering backend's name (`b<i>`). Asserts
+    /// the backend saw the peer the mode gives it: the client's own address
+    /// and port in XDP mode, the balancer's address in splice mode.
     pub fn ask(&mut self) -> String {
         let line = self.exchange().expect("an answer over the connection");
         let mut it = line.split_whitespace();
         let name = it.next().unwrap_or_default().to_owned();
         let seen = it.next().unwrap_or_default();
-        assert_eq!(
-            seen,
-            self.stream.local_addr().expect("local").to_string(),
-            "client address preserved"
-        );
+        let local = self.stream.local_addr().expect("local");
+        match self.mode {
+            Mode::Xdp => assert_eq!(seen, local.to_string(), "client address preserved"),
+            Mode::Splice => {
+                let i = name.strip_prefix('b').and_then(|i| i.parse().ok()).unwrap_or(0);
+                let seen: SocketAddr =
+                    seen.parse().unwrap_or_else(|_| panic!("backend answer {line:?}"));
+                assert_eq!(
+                    seen.ip(),
+                    Mode::Splice.peer_at_backend(local, i),
+                    "in splice mode the backend sees the proxy, not the client {local}"
+                );
+            }
+        }
         name
     }
 }
