@@ -12,7 +12,7 @@ use lb_common::abi::{Addr, FAMILY_V4, FlowKey, PROTO_UDP};
 use lb_userspace::config as lbconfig;
 
 use crate::{
-    agent::{Lb, TempDir, config, start_backends, start_lb},
+    agent::{Lb, TempDir, config, start_backends, start_lb_via},
     mode::Mode,
     netns::Proc,
     topology::{Topology, sock},
@@ -65,9 +65,41 @@ impl Setup {
         dir: TempDir,
         cfg: impl Fn(&Topology, &Path) -> String,
     ) -> Self {
+        Self::launch(Some(server), topo, dir, &[], cfg)
+    }
+
+    /// `lb` with `agent.mode = agent_mode` over `backends` backend
+    /// namespaces (all served), the VIPs routed local as splice mode needs,
+    /// started through `wrapper`; `server` (lbt-server) in every backend
+    /// namespace, or none where the test serves them itself.
+    pub fn splice(
+        server: Option<&str>,
+        backends: usize,
+        wrapper: &[&str],
+        agent_mode: &str,
+    ) -> Self {
+        let topo = Topology::new(backends);
+        Mode::Splice.prepare(&topo);
+        Self::launch(server, topo, TempDir::new(), wrapper, |t, d| {
+            config(t, d, "maglev", backends)
+                .replace("mode = \"xdp\"", &format!("mode = \"{agent_mode}\""))
+        })
+    }
+
+    /// The general form: `server` (lbt-server) in every backend namespace,
+    /// or none where the test serves the backends itself; `lb run` started
+    /// through `wrapper` (see [`start_lb_via`]); the config written by `cfg`.
+    pub fn launch(
+        server: Option<&str>,
+        topo: Topology,
+        dir: TempDir,
+        wrapper: &[&str],
+        cfg: impl Fn(&Topology, &Path) -> String,
+    ) -> Self {
         std::fs::write(dir.0.join("lb.toml"), cfg(&topo, &dir.0)).expect("write config");
-        let backends = start_backends(&topo, Path::new(server));
-        let lb = start_lb(&topo, &dir.0.join("lb.toml"), &dir.0);
+        let backends =
+            server.map(|server| start_backends(&topo, Path::new(server))).unwrap_or_default();
+        let lb = start_lb_via(&topo, &dir.0.join("lb.toml"), &dir.0, wrapper);
         let status = lb.status();
         let mode = Mode::of_status(&status)
             .unwrap_or_else(|| panic!("lb status names no known mode:\n{status}"));
@@ -113,6 +145,23 @@ impl Conn {
             .unwrap_or_else(|e| panic!("connect to {vip}: {e}"));
         stream.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
         assert_eq!(stream.peer_addr().expect("peer"), vip, "the client must only ever see the VIP");
+        let reader = BufReader::new(stream.try_clone().expect("clone"));
+        Self { stream, reader, mode }
+    }
+
+    /// As [`Conn::open_via`], from the client's IPv4 address and port
+    /// `port`: a test that predicts the backend knows the whole 5-tuple.
+    pub fn open_from(port: u16, vip: SocketAddr, mode: Mode) -> Self {
+        let client = SocketAddr::new(crate::topology::CLIENT4.parse().expect("client"), port);
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        // A port reused within TIME_WAIT of an earlier run.
+        sock.set_reuse_address(true).expect("SO_REUSEADDR");
+        sock.bind(&client.into()).unwrap_or_else(|e| panic!("bind {client}: {e}"));
+        sock.connect_timeout(&vip.into(), Duration::from_secs(2))
+            .unwrap_or_else(|e| panic!("connect {client} to {vip}: {e}"));
+        let stream: TcpStream = sock.into();
+        stream.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
         let reader = BufReader::new(stream.try_clone().expect("clone"));
         Self { stream, reader, mode }
     }
