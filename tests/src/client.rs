@@ -191,6 +191,7 @@ impl Conn {
     /// and port in XDP mode, the balancer's address in splice mode.
     pub fn ask(&mut self) -> String {
         let line = self.exchange().expect("an answer over the connection");
+        assert!(!line.is_empty(), "the connection closed without an answer");
         let mut it = line.split_whitespace();
         let name = it.next().unwrap_or_default().to_owned();
         let seen = it.next().unwrap_or_default();
