@@ -123,3 +123,28 @@ fn the_counters_show_which_backend_refused_and_where_connections_went() {
         "nothing in lb status says b2 refused connections:\n{text}"
     );
 }
+
+#[test]
+#[ignore = "bug: at an open-file limit lb cannot raise, splice's accept loop retries EMFILE \
+            at once, logging a warning each time (thousands in 100 ms): a busy loop on one core \
+            flooding the log; and connections accepted just before are closed unanswered"]
+fn at_its_open_file_limit_lb_neither_spins_nor_stops_serving() {
+    // A hard limit of 1024, which lb cannot raise: room for about 167
+    // relayed connections (six descriptors each).
+    allow_open_files(4096);
+    let s = Setup::splice(Some(SERVER), 3, &["prlimit", "--nofile=1024:1024"], "splice");
+    let inside = s.topo.client.enter();
+    // Connects complete in the kernel's backlog, accepted or not.
+    let mut held: Vec<Conn> = (0..300).map(|_| s.conn(vip(VIP4, 80))).collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let spins = s.lb.log().matches("accept failed").count();
+    assert!(spins <= 20, "{spins} accept failures logged in 300 ms at the limit: a busy loop");
+    // Every connection is served, if only once others have closed.
+    let mut served = 0;
+    while let Some(mut c) = held.pop() {
+        assert!(c.try_ask().is_some(), "connection {} closed unanswered", held.len());
+        served += 1;
+    }
+    assert_eq!(served, 300);
+    drop(inside);
+}
