@@ -192,15 +192,12 @@ fn main() -> ExitCode {
             };
             commands::backend::run(&control, &service, &backend, action)
         }
-        Command::Run { config, mode, xdp_mode, bpf_object } => {
-            commands::limits::raise_open_files();
-            commands::run::run(
-                &config,
-                mode.map(Into::into),
-                xdp_mode.map(Into::into),
-                bpf_object.as_deref(),
-            )
-        }
+        Command::Run { config, mode, xdp_mode, bpf_object } => commands::run::run(
+            &config,
+            mode.map(Into::into),
+            xdp_mode.map(Into::into),
+            bpf_object.as_deref(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,7 +2,6 @@
 pub mod backend;
 pub mod check;
 pub mod flow;
-pub mod limits;
 pub mod run;
 pub mod status;
 pub mod stop;
