@@ -28,9 +28,10 @@ fn allow_open_files(n: u64) {
 }
 
 #[test]
-#[ignore = "bug: lb keeps the soft RLIMIT_NOFILE it is started with; at systemd's default \
-            1024 it runs out near 170 splice connections (6 descriptors each), closes accepted \
-            ones unanswered and spins on accept logging a warning per EMFILE"]
+#[ignore = "bug on this branch, fixed on main by db831a2 (raise_fd_limit in commands/run.rs): \
+            lb keeps the soft RLIMIT_NOFILE it is started with; at systemd's default 1024 it \
+            serves 167 splice connections (6 descriptors each), closes the next ones unanswered \
+            and spins on accept logging a warning per EMFILE"]
 fn a_thousand_concurrent_connections_are_all_served() {
     const N: usize = 1000;
     // The client's sockets here, and lb's six descriptors a connection.
@@ -99,8 +100,9 @@ fn connections_a_backend_refuses_go_to_the_next_backend_in_maglev_order() {
 }
 
 #[test]
-#[ignore = "bug: in splice mode lb status shows no per-backend counters (all zero) and never \
-            the refused connects (tcp::Stats::connect_failures is counted but not reported)"]
+#[ignore = "bug on this branch, fixed on main by ecd0fc6: in splice mode lb status shows no \
+            per-backend counters (all zero) and never the refused connects \
+            (tcp::Stats::connect_failures is counted but not reported)"]
 fn the_counters_show_which_backend_refused_and_where_connections_went() {
     let mut s = Setup::splice(Some(SERVER), 3, &[], "splice");
     drop(s.backends.remove(1));
@@ -126,27 +128,40 @@ fn the_counters_show_which_backend_refused_and_where_connections_went() {
     );
 }
 
-#[test]
-#[ignore = "bug: at an open-file limit lb cannot raise, splice's accept loop retries EMFILE \
-            at once, logging a warning each time (thousands in 100 ms): a busy loop on one core \
-            flooding the log; and connections accepted just before are closed unanswered"]
-fn at_its_open_file_limit_lb_neither_spins_nor_stops_serving() {
-    // A hard limit of 1024, which lb cannot raise: room for about 167
-    // relayed connections (six descriptors each).
+/// lb under a hard open-file limit of 1024, which it cannot raise (room for
+/// about 167 relayed connections at six descriptors each), and 300 client
+/// connections to it, all completed by the kernel, accepted or not.
+fn beyond_the_open_file_limit() -> (Setup, Vec<Conn>) {
     allow_open_files(4096);
     let s = Setup::splice(Some(SERVER), 3, &["prlimit", "--nofile=1024:1024"], "splice");
     let inside = s.topo.client.enter();
-    // Connects complete in the kernel's backlog, accepted or not.
-    let mut held: Vec<Conn> = (0..300).map(|_| s.conn(vip(VIP4, 80))).collect();
+    let held: Vec<Conn> = (0..300).map(|_| s.conn(vip(VIP4, 80))).collect();
+    drop(inside);
+    (s, held)
+}
+
+#[test]
+#[ignore = "bug on this branch, fixed on main by db831a2 (accept sleeps 10 ms after an error): \
+            at an open-file limit lb cannot raise, splice's accept loop retries EMFILE at once, \
+            logging a warning each time (400 to 3000 within 300 ms here), a busy loop on one core"]
+fn at_its_open_file_limit_lb_does_not_spin_on_accept() {
+    let (s, _held) = beyond_the_open_file_limit();
     std::thread::sleep(std::time::Duration::from_millis(300));
+    // A retry every few milliseconds logs a few dozen; a busy loop thousands.
     let spins = s.lb.log().matches("accept failed").count();
-    assert!(spins <= 20, "{spins} accept failures logged in 300 ms at the limit: a busy loop");
-    // Every connection is served, if only once others have closed.
-    let mut served = 0;
+    assert!(spins <= 100, "{spins} accept failures logged in 300 ms at the limit: a busy loop");
+}
+
+#[test]
+#[ignore = "bug (on main too): at its open-file limit lb accepts connections it then cannot \
+            serve (pipe2 or the backend connect fails with EMFILE) and closes them unanswered, \
+            instead of leaving them in the listen backlog until a descriptor is free; on main \
+            each such EMFILE is also counted as splice_backend_connect_failed, blaming backends"]
+fn at_its_open_file_limit_lb_serves_every_connection_once_others_close() {
+    let (s, mut held) = beyond_the_open_file_limit();
+    let _inside = s.topo.client.enter();
+    // Answered in turn, each one closing after its answer frees descriptors.
     while let Some(mut c) = held.pop() {
         assert!(c.try_ask().is_some(), "connection {} closed unanswered", held.len());
-        served += 1;
     }
-    assert_eq!(served, 300);
-    drop(inside);
 }
