@@ -173,6 +173,11 @@ impl Conn {
         Self { stream, reader, mode: Mode::Xdp }
     }
 
+    /// The connection itself, for a test that speaks to it directly.
+    pub fn into_stream(self) -> TcpStream {
+        self.stream
+    }
+
     /// Sends a line; the answering backend's name, or None on any failure.
     pub fn try_ask(&mut self) -> Option<String> {
         self.exchange().ok()?.split_whitespace().next().map(str::to_owned)
