@@ -111,6 +111,20 @@ impl Lb {
         self.proc.0.try_wait().ok().flatten()
     }
 
+    /// Everything the agent has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The agent's status report, as `lb status --json` has it.
+    pub fn report(&self) -> lb_userspace::control::protocol::StatusReport {
+        use lb_userspace::control::{Request, Response, client};
+        match client::request(&self.control, &Request::Status) {
+            Ok(Response::Status(r)) => r,
+            other => panic!("lb status: {other:?}"),
+        }
+    }
+
     /// `lb status` output (table), or why there is none.
     pub fn status(&self) -> String {
         let out = std::process::Command::new(lb_binary())
@@ -132,8 +146,7 @@ impl Drop for Lb {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!("--- lb status at failure ---\n{}", self.status());
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            eprintln!("--- lb log ---\n{log}");
+            eprintln!("--- lb log ---\n{}", self.log());
             // LBT_HOLD=<seconds> keeps a failing topology up for inspection.
             if let Some(secs) = std::env::var("LBT_HOLD").ok().and_then(|s| s.parse().ok()) {
                 eprintln!("holding the topology for {secs} s (LBT_HOLD)");
@@ -147,18 +160,23 @@ impl Drop for Lb {
 /// Starts `lb run` in the balancer namespace (log in `dir/lb.log`) and waits
 /// (at most 10 s) until it answers on its control socket `dir/control.sock`.
 pub fn start_lb(topo: &Topology, config: &Path, dir: &Path) -> Lb {
+    start_lb_via(topo, config, dir, &[])
+}
+
+/// [`start_lb`] with `lb run` started through `wrapper`, a command that sets
+/// something up and execs the rest of its arguments in place (`prlimit`,
+/// `setpriv`), so the guard's process id stays lb's.
+pub fn start_lb_via(topo: &Topology, config: &Path, dir: &Path, wrapper: &[&str]) -> Lb {
     let lb = lb_binary();
     let log = dir.join("lb.log");
     let control = dir.join("control.sock");
     let file = std::fs::File::create(&log).expect("log file");
+    let run =
+        [lb.to_str().expect("utf-8 path"), "run", "--config", config.to_str().expect("utf-8 path")];
+    let cmd: Vec<&str> = wrapper.iter().copied().chain(run).collect();
     let child = topo
         .lb
-        .command(&[
-            lb.to_str().expect("utf-8 path"),
-            "run",
-            "--config",
-            config.to_str().expect("utf-8 path"),
-        ])
+        .command(&cmd)
         .stdin(std::process::Stdio::null())
         .stdout(file.try_clone().expect("log file"))
         .stderr(file)

@@ -12,7 +12,8 @@ use lb_common::abi::{Addr, FAMILY_V4, FlowKey, PROTO_UDP};
 use lb_userspace::config as lbconfig;
 
 use crate::{
-    agent::{Lb, TempDir, config, start_backends, start_lb},
+    agent::{Lb, TempDir, config, start_backends, start_lb_via},
+    mode::Mode,
     netns::Proc,
     topology::{Topology, sock},
 };
@@ -28,15 +29,33 @@ pub struct Setup {
     pub dir: TempDir,
     /// The namespaces.
     pub topo: Topology,
+    /// The mode `lb` serves in (from its status).
+    pub mode: Mode,
 }
 
 impl Setup {
     /// `backends` backend namespaces running `server` (lbt-server), `lb`
     /// serving the first `serving` with `tcp_scheduler`, no probes.
     pub fn new(server: &str, backends: usize, serving: usize, tcp_scheduler: &str) -> Self {
+        Self::in_mode(Mode::Xdp, server, backends, serving, tcp_scheduler)
+    }
+
+    /// As [`Setup::new`], with `lb` serving in `mode` (asserted from its
+    /// status).
+    pub fn in_mode(
+        mode: Mode,
+        server: &str,
+        backends: usize,
+        serving: usize,
+        tcp_scheduler: &str,
+    ) -> Self {
         let topo = Topology::new(backends);
-        let dir = TempDir::new();
-        Self::with_config(server, topo, dir, |t, d| config(t, d, tcp_scheduler, serving))
+        mode.prepare(&topo);
+        let s = Self::with_config(server, topo, TempDir::new(), |t, d| {
+            mode.config(&config(t, d, tcp_scheduler, serving))
+        });
+        assert_eq!(s.mode, mode, "lb serves in the mode asked for:\n{}", s.lb.status());
+        s
     }
 
     /// As [`Setup::new`], with the config written by `cfg`.
@@ -46,10 +65,50 @@ impl Setup {
         dir: TempDir,
         cfg: impl Fn(&Topology, &Path) -> String,
     ) -> Self {
+        Self::launch(Some(server), topo, dir, &[], cfg)
+    }
+
+    /// `lb` with `agent.mode = agent_mode` over `backends` backend
+    /// namespaces (all served), the VIPs routed local as splice mode needs,
+    /// started through `wrapper`; `server` (lbt-server) in every backend
+    /// namespace, or none where the test serves them itself.
+    pub fn splice(
+        server: Option<&str>,
+        backends: usize,
+        wrapper: &[&str],
+        agent_mode: &str,
+    ) -> Self {
+        let topo = Topology::new(backends);
+        Mode::Splice.prepare(&topo);
+        Self::launch(server, topo, TempDir::new(), wrapper, |t, d| {
+            config(t, d, "maglev", backends)
+                .replace("mode = \"xdp\"", &format!("mode = \"{agent_mode}\""))
+        })
+    }
+
+    /// The general form: `server` (lbt-server) in every backend namespace,
+    /// or none where the test serves the backends itself; `lb run` started
+    /// through `wrapper` (see [`start_lb_via`]); the config written by `cfg`.
+    pub fn launch(
+        server: Option<&str>,
+        topo: Topology,
+        dir: TempDir,
+        wrapper: &[&str],
+        cfg: impl Fn(&Topology, &Path) -> String,
+    ) -> Self {
         std::fs::write(dir.0.join("lb.toml"), cfg(&topo, &dir.0)).expect("write config");
-        let backends = start_backends(&topo, Path::new(server));
-        let lb = start_lb(&topo, &dir.0.join("lb.toml"), &dir.0);
-        Self { lb, backends, dir, topo }
+        let backends =
+            server.map(|server| start_backends(&topo, Path::new(server))).unwrap_or_default();
+        let lb = start_lb_via(&topo, &dir.0.join("lb.toml"), &dir.0, wrapper);
+        let status = lb.status();
+        let mode = Mode::of_status(&status)
+            .unwrap_or_else(|| panic!("lb status names no known mode:\n{status}"));
+        Self { lb, backends, dir, topo, mode }
+    }
+
+    /// A TCP connection to `vip` through this setup's datapath.
+    pub fn conn(&self, vip: SocketAddr) -> Conn {
+        Conn::open_via(vip, self.mode)
     }
 
     /// The config `lb` was started with (or last given).
@@ -68,25 +127,55 @@ pub fn vip(ip: &str, port: u16) -> SocketAddr {
 pub struct Conn {
     stream: TcpStream,
     reader: BufReader<TcpStream>,
+    /// Decides which peer address the backend must report.
+    mode: Mode,
 }
 
 impl Conn {
-    /// Connects (2 s timeout), asserting the peer is the VIP.
+    /// Connects (2 s timeout) through the XDP datapath, asserting the peer
+    /// is the VIP.
     pub fn open(vip: SocketAddr) -> Self {
+        Self::open_via(vip, Mode::Xdp)
+    }
+
+    /// Connects (2 s timeout) through `mode`'s datapath, asserting the peer
+    /// is the VIP.
+    pub fn open_via(vip: SocketAddr, mode: Mode) -> Self {
         let stream = TcpStream::connect_timeout(&vip, Duration::from_secs(2))
             .unwrap_or_else(|e| panic!("connect to {vip}: {e}"));
         stream.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
         assert_eq!(stream.peer_addr().expect("peer"), vip, "the client must only ever see the VIP");
         let reader = BufReader::new(stream.try_clone().expect("clone"));
-        Self { stream, reader }
+        Self { stream, reader, mode }
     }
 
-    /// The backend's name; asserts the backend saw the client's own address.
-    /// Wraps a connected stream (no peer check).
+    /// As [`Conn::open_via`], from the client's IPv4 address and port
+    /// `port`: a test that predicts the backend knows the whole 5-tuple.
+    pub fn open_from(port: u16, vip: SocketAddr, mode: Mode) -> Self {
+        let client = SocketAddr::new(crate::topology::CLIENT4.parse().expect("client"), port);
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        // A port reused within TIME_WAIT of an earlier run.
+        sock.set_reuse_address(true).expect("SO_REUSEADDR");
+        sock.bind(&client.into()).unwrap_or_else(|e| panic!("bind {client}: {e}"));
+        sock.connect_timeout(&vip.into(), Duration::from_secs(2))
+            .unwrap_or_else(|e| panic!("connect {client} to {vip}: {e}"));
+        let stream: TcpStream = sock.into();
+        stream.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+        let reader = BufReader::new(stream.try_clone().expect("clone"));
+        Self { stream, reader, mode }
+    }
+
+    /// Wraps a stream connected through the XDP datapath (no peer check).
     pub fn from_stream(stream: TcpStream) -> Self {
         let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
         let reader = BufReader::new(stream.try_clone().expect("clone"));
-        Self { stream, reader }
+        Self { stream, reader, mode: Mode::Xdp }
+    }
+
+    /// The connection itself, for a test that speaks to it directly.
+    pub fn into_stream(self) -> TcpStream {
+        self.stream
     }
 
     /// Sends a line; the answering backend's name, or None on any failure.
@@ -102,17 +191,29 @@ impl Conn {
         Ok(line)
     }
 
-    /// Sends a line; returns the answering backend's name.
+    /// Sends a line; returns the answering backend's name (`b<i>`). Asserts
+    /// the backend saw the peer the mode gives it: the client's own address
+    /// and port in XDP mode, the balancer's address in splice mode.
     pub fn ask(&mut self) -> String {
         let line = self.exchange().expect("an answer over the connection");
+        assert!(!line.is_empty(), "the connection closed without an answer");
         let mut it = line.split_whitespace();
         let name = it.next().unwrap_or_default().to_owned();
         let seen = it.next().unwrap_or_default();
-        assert_eq!(
-            seen,
-            self.stream.local_addr().expect("local").to_string(),
-            "client address preserved"
-        );
+        let local = self.stream.local_addr().expect("local");
+        match self.mode {
+            Mode::Xdp => assert_eq!(seen, local.to_string(), "client address preserved"),
+            Mode::Splice => {
+                let i = name.strip_prefix('b').and_then(|i| i.parse().ok()).unwrap_or(0);
+                let seen: SocketAddr =
+                    seen.parse().unwrap_or_else(|_| panic!("backend answer {line:?}"));
+                assert_eq!(
+                    seen.ip(),
+                    Mode::Splice.peer_at_backend(local, i),
+                    "in splice mode the backend sees the proxy, not the client {local}"
+                );
+            }
+        }
         name
     }
 }

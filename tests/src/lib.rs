@@ -4,10 +4,16 @@
 //!   scratch, so golden expectations never reuse the datapath's own code.
 //! - [`fixture`]: the golden-packet namespace and BPF_PROG_TEST_RUN.
 //! - [`netns`]: network namespaces with unique names, removed on drop.
+//! - [`inproc`]: backend servers on the test's own threads.
+//! - [`stream`]: digests and block streams for transfers checked end to end.
+//! - [`mode`]: XDP or splice, and what differs between them end to end.
 //! - [`topology`]: client, balancer and backend namespaces for end-to-end tests.
 pub mod agent;
 pub mod client;
 pub mod fixture;
+pub mod inproc;
+pub mod mode;
 pub mod netns;
 pub mod packet;
+pub mod stream;
 pub mod topology;

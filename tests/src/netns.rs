@@ -159,8 +159,7 @@ pub fn remove_stale() {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let Some(rest) = name.strip_prefix(PREFIX) else { continue };
-            let pid = rest.split('-').next().unwrap_or("");
-            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            if left_by_dead_process(rest) {
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }
@@ -173,9 +172,17 @@ pub fn remove_stale() {
         let Some(rest) = name.strip_prefix(PREFIX) else {
             continue;
         };
-        let pid = rest.split('-').next().unwrap_or("");
-        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        if left_by_dead_process(rest) {
             let _ = Command::new("ip").args(["netns", "del", &name]).status();
         }
     }
+}
+
+/// Whether `rest` (a name after [`PREFIX`]) is `<pid>-<n>` of a process that
+/// is gone. Only that shape: other things in the temp dir may start with the
+/// prefix too (a `lbt-merged` scratch tree was deleted before this check).
+fn left_by_dead_process(rest: &str) -> bool {
+    let Some((pid, n)) = rest.split_once('-') else { return false };
+    let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    numeric(pid) && numeric(n) && !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }

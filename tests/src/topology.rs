@@ -37,6 +37,16 @@ pub fn backend6(i: usize) -> IpAddr {
     format!("fd00:200:{i}::1").parse().expect("backend address")
 }
 
+/// IPv4 address of the balancer on backend `i`'s link.
+pub fn lb_side4(i: usize) -> IpAddr {
+    format!("10.200.{i}.254").parse().expect("balancer address")
+}
+
+/// IPv6 address of the balancer on backend `i`'s link.
+pub fn lb_side6(i: usize) -> IpAddr {
+    format!("fd00:200:{i}::fe").parse().expect("balancer address")
+}
+
 /// Client, balancer and backend namespaces. Dropping it removes them all
 /// (backends first; the veths die with their namespaces).
 #[derive(Debug)]

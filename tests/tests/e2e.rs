@@ -1,6 +1,8 @@
-//! End to end through the XDP datapath: a client namespace, the balancer
-//! namespace running `lb run`, and backend namespaces running `lbt-server`.
-//! Needs root.
+//! End to end through both datapaths: a client namespace, the balancer
+//! namespace running `lb run` (XDP or splice mode), and backend namespaces
+//! running `lbt-server`. Each case is a function of the mode, run as
+//! `<case>::xdp` and `<case>::splice`; where the modes genuinely differ, the
+//! case says so with a `match mode`. Needs root.
 
 use std::time::{Duration, Instant};
 
@@ -13,27 +15,36 @@ use lb_common::{
 use lb_tests::{
     agent::config,
     client::{Conn, Flow, Setup, count, vip},
+    in_both_modes,
+    mode::Mode,
     topology::{VIP4, VIP6},
 };
 use lb_userspace::datapath;
 
-#[test]
-fn tcp_and_udp_over_v4_and_v6_reach_every_backend() {
-    let s = Setup::new(SERVER, 3, 3, "maglev");
+in_both_modes!(
+    tcp_and_udp_over_v4_and_v6_reach_every_backend,
+    three_thousand_flows_spread_evenly_and_stick_to_their_backend,
+    client_ip_affinity_sends_every_connection_of_a_client_to_one_backend,
+    adding_a_backend_moves_a_quarter_of_new_flows_and_no_established_one,
+    sigterm_stops_the_agent_and_leaves_only_what_the_mode_should,
+    lb_flow_names_the_backend_a_flow_gets_and_why,
+);
+
+fn tcp_and_udp_over_v4_and_v6_reach_every_backend(mode: Mode) {
+    let s = Setup::in_mode(mode, SERVER, 3, 3, "maglev");
     let _in_client = s.topo.client.enter();
     for ip in [VIP4, VIP6] {
-        let names: Vec<String> = (0..60).map(|_| Conn::open(vip(ip, 80)).ask()).collect();
+        let names: Vec<String> = (0..60).map(|_| s.conn(vip(ip, 80)).ask()).collect();
         assert_eq!(count(&names).len(), 3, "TCP via {ip}: {:?}", count(&names));
         let names: Vec<String> = (0..60).map(|_| Flow::open(vip(ip, 5353)).ask()).collect();
         assert_eq!(count(&names).len(), 3, "UDP via {ip}: {:?}", count(&names));
     }
 }
 
-#[test]
-fn three_thousand_flows_spread_evenly_and_stick_to_their_backend() {
-    let s = Setup::new(SERVER, 3, 3, "maglev");
+fn three_thousand_flows_spread_evenly_and_stick_to_their_backend(mode: Mode) {
+    let s = Setup::in_mode(mode, SERVER, 3, 3, "maglev");
     let _in_client = s.topo.client.enter();
-    let names: Vec<String> = (0..3000).map(|_| Conn::open(vip(VIP4, 80)).ask()).collect();
+    let names: Vec<String> = (0..3000).map(|_| s.conn(vip(VIP4, 80)).ask()).collect();
     let spread = count(&names);
     eprintln!("3000 TCP flows over 3 backends: {spread:?}");
     assert_eq!(spread.len(), 3, "{spread:?}");
@@ -41,7 +52,7 @@ fn three_thousand_flows_spread_evenly_and_stick_to_their_backend() {
         assert!((900..=1100).contains(n), "{name} got {n} of 3000 flows: {spread:?}");
     }
     // Every packet of a flow reaches the backend its first one did.
-    let mut conns: Vec<Conn> = (0..30).map(|_| Conn::open(vip(VIP4, 80))).collect();
+    let mut conns: Vec<Conn> = (0..30).map(|_| s.conn(vip(VIP4, 80))).collect();
     let flows: Vec<Flow> = (0..30).map(|_| Flow::open(vip(VIP4, 5353))).collect();
     let first: Vec<String> =
         conns.iter_mut().map(Conn::ask).chain(flows.iter().map(Flow::ask)).collect();
@@ -52,11 +63,10 @@ fn three_thousand_flows_spread_evenly_and_stick_to_their_backend() {
     }
 }
 
-#[test]
-fn client_ip_affinity_sends_every_connection_of_a_client_to_one_backend() {
-    let s = Setup::new(SERVER, 3, 3, "maglev-client-ip");
+fn client_ip_affinity_sends_every_connection_of_a_client_to_one_backend(mode: Mode) {
+    let s = Setup::in_mode(mode, SERVER, 3, 3, "maglev-client-ip");
     let _in_client = s.topo.client.enter();
-    let names: Vec<String> = (0..50).map(|_| Conn::open(vip(VIP4, 80)).ask()).collect();
+    let names: Vec<String> = (0..50).map(|_| s.conn(vip(VIP4, 80)).ask()).collect();
     assert_eq!(count(&names).len(), 1, "{:?}", count(&names));
 }
 
@@ -69,18 +79,17 @@ fn predicted(plan: &datapath::Plan, service: &str, key: &FlowKey) -> String {
     format!("b{}", addr[2])
 }
 
-#[test]
-fn adding_a_backend_moves_a_quarter_of_new_flows_and_no_established_one() {
+fn adding_a_backend_moves_a_quarter_of_new_flows_and_no_established_one(mode: Mode) {
     // Four backend namespaces (lb attached to all four links), three served.
-    let s = Setup::new(SERVER, 4, 3, "maglev");
+    let s = Setup::in_mode(mode, SERVER, 4, 3, "maglev");
     let old_plan = datapath::plan(&s.config()).expect("plan");
     let inside = s.topo.client.enter();
-    let mut established: Vec<Conn> = (0..60).map(|_| Conn::open(vip(VIP4, 80))).collect();
+    let mut established: Vec<Conn> = (0..60).map(|_| s.conn(vip(VIP4, 80))).collect();
     let before: Vec<String> = established.iter_mut().map(Conn::ask).collect();
     drop(inside);
 
     // Add backend 4 and reload.
-    std::fs::write(s.dir.0.join("lb.toml"), config(&s.topo, &s.dir.0, "maglev", 4))
+    std::fs::write(s.dir.0.join("lb.toml"), mode.config(&config(&s.topo, &s.dir.0, "maglev", 4)))
         .expect("config");
     let new_plan = datapath::plan(&s.config()).expect("plan");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(s.lb.pid() as i32), nix::sys::signal::SIGHUP)
@@ -117,30 +126,55 @@ fn adding_a_backend_moves_a_quarter_of_new_flows_and_no_established_one() {
     assert!((675..=825).contains(&on_new), "{on_new} of 3000 new flows on the new backend");
 }
 
-#[test]
-fn sigterm_leaves_the_datapath_forwarding_and_lb_stop_removes_it() {
-    let mut s = Setup::new(SERVER, 3, 3, "maglev");
+fn sigterm_stops_the_agent_and_leaves_only_what_the_mode_should(mode: Mode) {
+    let mut s = Setup::in_mode(mode, SERVER, 3, 3, "maglev");
     let has_xdp = |s: &Setup, iface: &str| {
         let link = s.topo.lb.exec(&["ip", "link", "show", iface]);
         String::from_utf8_lossy(&link.stdout).contains("xdp")
     };
-    assert!(has_xdp(&s, "lb-cli"), "XDP attached while running");
+    let answers_udp = |s: &Setup| {
+        let _inside = s.topo.client.enter();
+        let f = Flow::open(vip(VIP4, 5353));
+        f.sock.set_read_timeout(Some(Duration::from_millis(300))).expect("timeout");
+        f.sock.send_to(b"hi", vip(VIP4, 5353)).expect("send");
+        f.sock.recv_from(&mut [0u8; 256]).is_ok()
+    };
+    let lb_stop = |s: &Setup| {
+        let out = std::process::Command::new(lb_tests::agent::lb_binary())
+            .args(["stop", "--config"])
+            .arg(s.dir.0.join("lb.toml"))
+            .output()
+            .expect("lb stop");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    assert_eq!(has_xdp(&s, "lb-cli"), mode == Mode::Xdp, "XDP attached only in XDP mode");
     stop_agent(&mut s);
     assert!(!s.dir.0.join("control.sock").exists(), "control socket left behind");
-    // No agent, and traffic still flows: the pinned datapath forwards.
-    let inside = s.topo.client.enter();
-    let names: Vec<String> = (0..30).map(|_| Flow::open(vip(VIP4, 5353)).ask()).collect();
-    assert_eq!(count(&names).len(), 3);
-    drop(inside);
-    // `lb stop` removes it all.
-    let out = std::process::Command::new(lb_tests::agent::lb_binary())
-        .args(["stop", "--config"])
-        .arg(s.dir.0.join("lb.toml"))
-        .output()
-        .expect("lb stop");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    for iface in s.topo.lb_interfaces() {
-        assert!(!has_xdp(&s, &iface), "{iface} still has XDP after lb stop");
+    match mode {
+        Mode::Xdp => {
+            // No agent, and traffic still flows: the pinned datapath forwards.
+            let inside = s.topo.client.enter();
+            let names: Vec<String> = (0..30).map(|_| Flow::open(vip(VIP4, 5353)).ask()).collect();
+            assert_eq!(count(&names).len(), 3);
+            drop(inside);
+            // `lb stop` removes it all.
+            lb_stop(&s);
+            for iface in s.topo.lb_interfaces() {
+                assert!(!has_xdp(&s, &iface), "{iface} still has XDP after lb stop");
+            }
+        }
+        Mode::Splice => {
+            // The proxy is the datapath: with the agent gone nothing serves
+            // the VIP (the kernel refuses TCP, UDP goes unanswered), and
+            // `lb stop` has nothing to remove.
+            let inside = s.topo.client.enter();
+            let refused =
+                std::net::TcpStream::connect_timeout(&vip(VIP4, 80), Duration::from_secs(2));
+            assert!(refused.is_err(), "nothing may serve the VIP after SIGTERM in splice mode");
+            drop(inside);
+            assert!(!answers_udp(&s), "nothing may answer UDP after SIGTERM in splice mode");
+            lb_stop(&s);
+        }
     }
     assert!(!lb_tests::agent::pin_dir(&s.dir.0).exists(), "pins left behind");
 }
@@ -159,6 +193,10 @@ fn stop_agent(s: &mut Setup) {
     }
 }
 
+/// XDP mode only: a restart hands the pinned datapath from one agent to the
+/// next. In splice mode the agent *is* the datapath, with no hand-over of
+/// its listening or established sockets, so a restart necessarily refuses
+/// connections while no agent runs and ends those in flight.
 #[test]
 fn a_restart_under_load_drops_nothing() {
     let mut s = Setup::new(SERVER, 3, 3, "maglev");
@@ -202,17 +240,20 @@ fn a_restart_under_load_drops_nothing() {
     assert_eq!(after, first, "established flows survive the restart");
 }
 
-#[test]
-fn lb_flow_names_the_backend_a_flow_gets_and_why() {
-    let s = Setup::new(SERVER, 3, 3, "maglev");
-    let flow_cmd = |src: &str, dst: &str| -> String {
+fn lb_flow_names_the_backend_a_flow_gets_and_why(mode: Mode) {
+    let s = Setup::in_mode(mode, SERVER, 3, 3, "maglev");
+    let flow_cmd = |src: &str, dst: &str| -> (bool, String) {
         let out = std::process::Command::new(lb_tests::agent::lb_binary())
             .args(["flow", src, dst, "udp", "--json", "--control"])
             .arg(s.dir.0.join("control.sock"))
             .output()
             .expect("lb flow");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
     };
     let backend_name = |json: &str| -> String {
         let addr =
@@ -226,7 +267,14 @@ fn lb_flow_names_the_backend_a_flow_gets_and_why() {
     let got = f.ask();
     let src = f.sock.local_addr().expect("local").port();
     drop(inside);
-    let json = flow_cmd(&format!("10.200.0.2:{src}"), &vip.to_string());
+    let (ok, json) = flow_cmd(&format!("10.200.0.2:{src}"), &vip.to_string());
+    if mode == Mode::Splice {
+        // Splice mode keeps no flow table to query: a flow is placed when it
+        // connects. The query is refused, saying so.
+        assert!(!ok && json.contains("need XDP mode"), "{json}");
+        return;
+    }
+    assert!(ok, "{json}");
     assert!(json.contains("\"source\": \"flow-table\""), "{json}");
     assert_eq!(backend_name(&json), got);
     // A flow not seen yet: the Maglev prediction is where it then goes.
@@ -234,8 +282,8 @@ fn lb_flow_names_the_backend_a_flow_gets_and_why() {
     let next = Flow::open(vip);
     let port = next.sock.local_addr().expect("local").port();
     drop(inside);
-    let json = flow_cmd(&format!("10.200.0.2:{port}"), &vip.to_string());
-    assert!(json.contains("\"source\": \"maglev\""), "{json}");
+    let (ok, json) = flow_cmd(&format!("10.200.0.2:{port}"), &vip.to_string());
+    assert!(ok && json.contains("\"source\": \"maglev\""), "{json}");
     let _in = s.topo.client.enter();
     assert_eq!(next.ask(), backend_name(&json), "{json}");
 }
