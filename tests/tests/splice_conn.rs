@@ -32,10 +32,6 @@ fn allow_open_files(n: u64) {
 }
 
 #[test]
-#[ignore = "bug on this branch, fixed on main by db831a2 (raise_fd_limit in commands/run.rs): \
-            lb keeps the soft RLIMIT_NOFILE it is started with; at systemd's default 1024 it \
-            serves 167 splice connections (6 descriptors each), closes the next ones unanswered \
-            and spins on accept logging a warning per EMFILE"]
 fn a_thousand_concurrent_connections_are_all_served() {
     const N: usize = 1000;
     // The client's sockets here, and lb's six descriptors a connection.
@@ -104,9 +100,6 @@ fn connections_a_backend_refuses_go_to_the_next_backend_in_maglev_order() {
 }
 
 #[test]
-#[ignore = "bug on this branch, fixed on main by ecd0fc6: in splice mode lb status shows no \
-            per-backend counters (all zero) and never the refused connects \
-            (tcp::Stats::connect_failures is counted but not reported)"]
 fn the_counters_show_which_backend_refused_and_where_connections_went() {
     let mut s = Setup::splice(Some(SERVER), 3, &[], "splice");
     drop(s.backends.remove(1));
@@ -145,9 +138,6 @@ fn beyond_the_open_file_limit() -> (Setup, Vec<Conn>) {
 }
 
 #[test]
-#[ignore = "bug on this branch, fixed on main by db831a2 (accept sleeps 10 ms after an error): \
-            at an open-file limit lb cannot raise, splice's accept loop retries EMFILE at once, \
-            logging a warning each time (400 to 3000 within 300 ms here), a busy loop on one core"]
 fn at_its_open_file_limit_lb_does_not_spin_on_accept() {
     let (s, _held) = beyond_the_open_file_limit();
     std::thread::sleep(std::time::Duration::from_millis(300));
@@ -157,9 +147,6 @@ fn at_its_open_file_limit_lb_does_not_spin_on_accept() {
 }
 
 #[test]
-#[ignore = "bug on this branch, fixed on main by f6f4c38: at its open-file limit lb accepts \
-            connections it then cannot serve (pipe2 or the backend connect fails with EMFILE) \
-            and closes them unanswered, counting each as a failed backend connect"]
 fn at_its_open_file_limit_lb_serves_every_connection_once_others_close() {
     let (s, held) = beyond_the_open_file_limit();
     let _inside = s.topo.client.enter();

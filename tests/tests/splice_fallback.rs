@@ -66,9 +66,6 @@ fn without_bpf_capabilities_auto_mode_serves_in_splice_mode_and_logs_why_once() 
 }
 
 #[test]
-#[ignore = "bug on this branch, fixed on main by 358727c: lb status (table and --json) reports \
-            `mode splice` but not why; the reason (XDP unavailable, permission denied) is only \
-            in the log"]
 fn lb_status_says_why_auto_mode_fell_back_to_splice() {
     let s = Setup::splice(Some(SERVER), 1, WITHOUT_BPF, "auto");
     let status = s.lb.status();
