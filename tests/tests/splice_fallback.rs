@@ -53,10 +53,14 @@ fn without_bpf_capabilities_auto_mode_serves_in_splice_mode_and_logs_why_once() 
     let said: Vec<&str> = log.lines().filter(|l| l.contains("splice mode")).collect();
     assert_eq!(said.len(), 1, "one log line says splice mode, and why:\n{log}");
     assert!(
-        said[0].contains("XDP is unavailable") && said[0].contains("Operation not permitted"),
+        said[0].contains("XDP is unavailable")
+            && said[0].contains("Operation not permitted")
+            && said[0].contains("CAP_BPF"),
         "the line gives the reason (XDP unavailable: permission denied): {}",
         said[0]
     );
+    let pins = lb_tests::agent::pin_dir(&s.dir.0);
+    assert!(!pins.exists(), "the failed XDP start leaves no empty pin directory: {pins:?}");
     // And it serves.
     let _in = s.topo.client.enter();
     for ip in [VIP4, VIP6] {

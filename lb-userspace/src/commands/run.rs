@@ -66,7 +66,10 @@ pub fn run(
             ))?,
             None => match xdp() {
                 Ok(s) => s,
-                Err(e) => splice(&format!("XDP is unavailable: {e:#}"))?,
+                Err(e) => {
+                    Pins::new(&cfg.agent.pin_dir).remove_if_empty();
+                    splice(&format!("XDP is unavailable: {}", xdp_unavailable(&e)))?
+                }
             },
         },
     };
@@ -163,6 +166,22 @@ pub fn run(
         tracing::info!("agent stopped; XDP detached and the datapath removed");
     }
     Ok(())
+}
+
+/// Why XDP could not start, in one clause: the first cause and, when the
+/// kernel said "not permitted", the capabilities it wants.
+fn xdp_unavailable(e: &anyhow::Error) -> String {
+    let root = e.root_cause().to_string();
+    let denied = e.chain().any(|c| {
+        c.to_string().contains("Operation not permitted")
+            || c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+    });
+    if denied {
+        format!("{e} ({root}: lb needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN, or root)")
+    } else {
+        format!("{e:#}")
+    }
 }
 
 /// Splice mode's graceful shutdown: listeners are closed, so no new

@@ -88,6 +88,16 @@ impl Pins {
         }
     }
 
+    /// Removes the directories `prepare` made if nothing was pinned in
+    /// them (a start that failed before pinning); a pinned datapath, even
+    /// one left by another agent, is never touched.
+    pub fn remove_if_empty(&self) {
+        for sub in ["links", "maps"] {
+            let _ = fs::remove_dir(self.dir.join(sub));
+        }
+        let _ = fs::remove_dir(&self.dir);
+    }
+
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.dir
