@@ -25,6 +25,7 @@ use tokio::{
 
 use super::{
     inflight::Inflight,
+    pick,
     tcp::{Backend, BackendStats, Limits, Shared, serve},
     udp,
 };
@@ -94,6 +95,7 @@ impl SpliceForwarder {
             let mut view = served.shared.view.write().unwrap_or_else(|p| p.into_inner());
             if !svc.table.is_empty() {
                 view.table = svc.table.clone();
+                view.owners = pick::owners(&view.table);
             }
             view.client_affinity = svc.record.flags & SERVICE_HASH_CLIENT_IP != 0;
             view.proxy_protocol = svc.proxy_protocol;

@@ -46,6 +46,14 @@ pub fn candidates(table: &[u32], hash: u32, budget: usize) -> Vec<u32> {
     out
 }
 
+/// How many distinct backends own slots of `table`.
+pub fn owners(table: &[u32]) -> usize {
+    let mut ids: Vec<u32> = table.iter().copied().filter(|&id| id != NO_BACKEND).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,6 +66,8 @@ mod tests {
         assert_eq!(candidates(&table, 4, 9), vec![5, 3, 7], "no more than there are");
         assert!(candidates(&[NO_BACKEND; 5], 1, 3).is_empty());
         assert!(candidates(&[], 1, 3).is_empty());
+        assert_eq!(owners(&table), 3);
+        assert_eq!(owners(&[NO_BACKEND, 4, 4]), 1);
     }
 
     #[test]

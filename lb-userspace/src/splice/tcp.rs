@@ -53,6 +53,9 @@ pub struct BackendStats {
 pub struct View {
     /// The Maglev table: backend ids.
     pub table: Vec<u32>,
+    /// Distinct backends owning slots of `table`: no more candidates than
+    /// that exist, and asking for more would scan the whole table.
+    pub owners: usize,
     /// Each backend id's address and counters.
     pub backends: HashMap<u32, Backend>,
     /// Hash the client address only.
@@ -72,7 +75,8 @@ impl View {
         tries: usize,
     ) -> Vec<(u32, Backend)> {
         let key = pick::flow_key(client, vip, proto);
-        pick::candidates(&self.table, pick::hash(&key, self.client_affinity), tries)
+        let budget = tries.min(self.owners);
+        pick::candidates(&self.table, pick::hash(&key, self.client_affinity), budget)
             .into_iter()
             .filter_map(|id| Some((id, self.backends.get(&id)?.clone())))
             .collect()
@@ -343,6 +347,7 @@ mod tests {
             let mut table = vec![1u32; 101];
             table[100] = 2;
             let view = View {
+                owners: pick::owners(&table),
                 table,
                 backends: HashMap::from([(1, backend(dead)), (2, backend(up))]),
                 ..View::default()
@@ -378,6 +383,7 @@ mod tests {
             });
             let view = View {
                 table: vec![1; 7],
+                owners: 1,
                 backends: HashMap::from([(1, backend(slow))]),
                 ..View::default()
             };
@@ -412,6 +418,7 @@ mod tests {
             });
             let view = View {
                 table: vec![1; 7],
+                owners: 1,
                 backends: HashMap::from([(1, backend(addr))]),
                 proxy_protocol: true,
                 ..View::default()
@@ -445,6 +452,7 @@ mod tests {
             });
             let view = View {
                 table: vec![1; 7],
+                owners: 1,
                 backends: HashMap::from([(1, backend(addr))]),
                 ..View::default()
             };
