@@ -62,13 +62,31 @@ pub async fn relay(
 ) -> io::Result<Moved> {
     let start = Instant::now();
     let last = AtomicU64::new(0);
+    let mark = || last.store(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
     let (tally_up, tally_down) = (|n| tally(n, 0), |n| tally(0, n));
     let [up_pipe, down_pipe] = pipes.0;
-    let (up, down) = tokio::try_join!(
-        pump(client, backend, up_pipe, idle, start, &last, &tally_up),
-        pump(backend, client, down_pipe, idle, start, &last, &tally_down)
-    )?;
-    Ok(Moved { up, down })
+    let moving = async {
+        tokio::try_join!(
+            pump(client, backend, up_pipe, &mark, &tally_up),
+            pump(backend, client, down_pipe, &mark, &tally_down)
+        )
+    };
+    // One timer per connection, not one per wait: it wakes once per idle
+    // period and ends the relay if nothing moved during it.
+    let watchdog = async {
+        loop {
+            let quiet =
+                start.elapsed().saturating_sub(Duration::from_nanos(last.load(Ordering::Relaxed)));
+            if quiet >= idle {
+                return io::Error::new(io::ErrorKind::TimedOut, "connection idle");
+            }
+            tokio::time::sleep(idle - quiet).await;
+        }
+    };
+    tokio::select! {
+        moved = moving => moved.map(|(up, down)| Moved { up, down }),
+        idle = watchdog => Err(idle),
+    }
 }
 
 /// One direction: `from` -> pipe -> `to`, until EOF on `from`.
@@ -76,15 +94,13 @@ async fn pump(
     from: &TcpStream,
     to: &TcpStream,
     (pipe_r, pipe_w): (OwnedFd, OwnedFd),
-    idle: Duration,
-    start: Instant,
-    last: &AtomicU64,
+    mark: &(dyn Fn() + Sync),
     tally: &(dyn Fn(u64) + Sync),
 ) -> io::Result<u64> {
     let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
     let mut total = 0u64;
     loop {
-        let n = wait_and(from, Interest::READABLE, idle, start, last, || {
+        let n = wait_and(from, Interest::READABLE, || {
             splice(from.as_fd(), None, pipe_w.as_fd(), None, CHUNK, flags).map_err(io::Error::from)
         })
         .await?;
@@ -93,10 +109,10 @@ async fn pump(
             socket2::SockRef::from(to).shutdown(Shutdown::Write).or_else(not_connected_ok)?;
             return Ok(total);
         }
-        drain(&pipe_r, to, n, flags, idle, start, last).await?;
+        drain(&pipe_r, to, n, flags, mark).await?;
         total += n as u64;
         tally(n as u64);
-        last.store(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        mark();
     }
 }
 
@@ -106,49 +122,33 @@ async fn drain(
     to: &TcpStream,
     mut n: usize,
     flags: SpliceFFlags,
-    idle: Duration,
-    start: Instant,
-    last: &AtomicU64,
+    mark: &(dyn Fn() + Sync),
 ) -> io::Result<()> {
     while n > 0 {
-        let m = wait_and(to, Interest::WRITABLE, idle, start, last, || {
+        let m = wait_and(to, Interest::WRITABLE, || {
             splice(pipe_r.as_fd(), None, to.as_fd(), None, n, flags).map_err(io::Error::from)
         })
         .await?;
         n -= m;
+        // A slow reader still counts as moving while its bytes trickle out.
+        mark();
     }
     Ok(())
 }
 
 /// Waits until `s` is ready for `interest` and runs `op`, retrying on
-/// spurious readiness. Fails with `TimedOut` once neither direction has
-/// moved anything for `idle`.
+/// spurious readiness.
 async fn wait_and(
     s: &TcpStream,
     interest: Interest,
-    idle: Duration,
-    start: Instant,
-    last: &AtomicU64,
     mut op: impl FnMut() -> io::Result<usize>,
 ) -> io::Result<usize> {
     loop {
-        match tokio::time::timeout(idle, s.ready(interest)).await {
-            Ok(ready) => {
-                ready?;
-                match s.try_io(interest, &mut op) {
-                    Ok(n) => return Ok(n),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(e) => return Err(e),
-                }
-            }
-            Err(_) => {
-                let quiet = start
-                    .elapsed()
-                    .saturating_sub(Duration::from_nanos(last.load(Ordering::Relaxed)));
-                if quiet >= idle {
-                    return Err(io::Error::new(io::ErrorKind::TimedOut, "connection idle"));
-                }
-            }
+        s.ready(interest).await?;
+        match s.try_io(interest, &mut op) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
         }
     }
 }
