@@ -78,11 +78,6 @@ fn tree_ticks(pid: u32) -> u64 {
     stats.iter().filter(|(p, _, _)| tree.contains(p)).map(|(_, _, t)| t).sum()
 }
 
-/// `pid` and every process below it, parents first.
-pub fn tree(pid: u32) -> Vec<u32> {
-    descendants(&processes(), pid)
-}
-
 /// (pid, parent pid, utime + stime ticks) of every process.
 fn processes() -> Vec<(u32, u32, u64)> {
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };

@@ -48,7 +48,7 @@ fn main() -> Result<()> {
         .and_then(|i| args.get(i + 1))
         .cloned()
         .unwrap_or_else(|| "peers".into());
-    // LB_PEERS_ONLY=<path name>: that path alone (for debugging a peer).
+    // LB_PEERS_ONLY=<path>[,<path>...]: those paths alone (debugging a peer).
     let only = std::env::var("LB_PEERS_ONLY").ok();
     let (reps, iperf_secs, secs) = if quick { (1, 3, 2.0) } else { (3, 5, 4.0) };
     let root = std::env::current_dir()?;
@@ -63,7 +63,7 @@ fn main() -> Result<()> {
     for rep in 0..reps {
         for path in Path::ALL {
             signals::check()?;
-            if only.as_ref().is_some_and(|o| o != path.name()) {
+            if only.as_ref().is_some_and(|o| !o.split(',').any(|o| o == path.name())) {
                 continue;
             }
             eprintln!("repetition {}/{reps}: {}", rep + 1, path.name());

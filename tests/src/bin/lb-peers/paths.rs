@@ -130,7 +130,15 @@ pub fn start(path: Path, bed: &Bed) -> Result<Running> {
     if let Some(d) = &run.daemon {
         run.pid = Some(d.0.id());
     }
-    if let Err(e) = wait_serving(path, bed) {
+    let served = wait_serving(path, bed).and_then(|()| {
+        let exited = match run.daemon.as_mut() {
+            Some(d) => d.0.try_wait()?.is_some(),
+            None => false,
+        };
+        // Whatever answered, it is not this path.
+        if exited { bail!("{} exited", path.name()) } else { Ok(()) }
+    });
+    if let Err(e) = served {
         let log = std::fs::read_to_string(run.dir.0.join("daemon.log")).unwrap_or_default();
         bail!("{e:#}; its log: {log}");
     }
@@ -174,16 +182,7 @@ fn wait_serving(path: Path, bed: &Bed) -> Result<()> {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        if let Some(d) = self.daemon.take() {
-            // nginx's workers outlive a killed master: kill the whole tree.
-            for pid in crate::cpu::tree(d.0.id()).into_iter().skip(1) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::SIGKILL,
-                );
-            }
-            drop(d);
-        }
+        self.daemon.take();
         if let Some(lb) = self.lb.take() {
             drop(lb);
             // A killed agent leaves its datapath forwarding (restarts keep
@@ -203,6 +202,9 @@ impl Drop for Running {
         if self.path.local_vip() {
             ip(&format!("route del local {VIP4}/32 dev lo"));
         }
+        // Whatever is left in the lb namespace (nginx's workers outlive a
+        // killed master) would keep serving the VIP under the next path's name.
+        lb_tests::netns::kill_all(&self.lb_ns);
         if self.path == Path::Nft {
             let _ = std::process::Command::new("ip")
                 .args(["netns", "exec", &self.lb_ns, "nft", "delete", "table", "ip", "lbbench"])
