@@ -29,6 +29,22 @@ pub struct Context {
     pub datapath: String,
 }
 
+const HOW: &str = "\
+- TCP: iperf3 3.12 from the client to the VIP (direct: to the backend), 1 and 4 \
+  streams, Gbit/s received by the backend's iperf3 server.
+- UDP: one flow of 64-byte frames (60 without FCS) sent by BPF_PROG_TEST_RUN in \
+  live-frames mode out of the client's veth (a tiny XDP program rewrites and XDP_TXes \
+  the frame each run); counted as frames arriving at the backend's veth, where an XDP \
+  program drops them. The generator, the path and the sink run in softirq on the \
+  generator's CPU, so a path's rate is 1 / (its per-packet cost + a fixed cost of \
+  generator and sink); a proxy runs on the other CPU and drops what it cannot take. \
+  HAProxy 2.6 does not proxy UDP.
+- Short connections: lb-rr (connect, 64-byte request, 128-byte response, close); \
+  8 client threads for the rate, 1 for latency (p50/p99 of the whole exchange). \
+  Added latency: the path's median minus direct's; p99 differences are within the \
+  run-to-run noise of this shared 2-vCPU machine and can come out negative.
+- CPU: /proc/stat and /proc/PID/stat deltas across each run.";
+
 fn cell(s: Option<Spread>, digits: usize) -> String {
     s.map_or("n/a".into(), |s| {
         format!("{:.d$} ({:.d$}–{:.d$})", s.median, s.min, s.max, d = digits)
@@ -153,6 +169,7 @@ pub fn markdown(r: &Results, c: &Context) -> String {
         let met = met.map_or("—", |m| if m { "yes" } else { "no" });
         let _ = writeln!(s, "| {what} | {} | {goal} | {met} |", opt(v, 2));
     }
+    let _ = writeln!(s, "\n## How each figure is measured\n\n{HOW}");
     let _ = writeln!(s, "\n## Settings\n");
     for (k, v) in c.settings.iter().chain(&c.machine) {
         let _ = writeln!(s, "- {k}: {v}");
