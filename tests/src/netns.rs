@@ -173,7 +173,28 @@ pub fn remove_stale() {
             continue;
         };
         if left_by_dead_process(rest) {
-            let _ = Command::new("ip").args(["netns", "del", &name]).status();
+            kill_and_delete(&name);
+        }
+    }
+}
+
+/// Kills the processes still inside namespace `name` (daemons a killed run
+/// left would otherwise keep it alive, unnamed) and deletes it.
+pub fn kill_and_delete(name: &str) {
+    kill_all(name);
+    let _ = Command::new("ip").args(["netns", "del", name]).status();
+}
+
+/// Kills (SIGKILL) every process inside namespace `name`.
+pub fn kill_all(name: &str) {
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            if let Ok(pid) = pid.parse::<i32>() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::SIGKILL,
+                );
+            }
         }
     }
 }

@@ -19,20 +19,48 @@ pub enum Which {
     Failover,
     /// Maglev rebuild + swap for 1000 backends; agent memory at 100x100 (root).
     Agent,
+    /// lb (XDP, splice) against direct routing, nftables DNAT, HAProxy and
+    /// nginx: TCP throughput, UDP rate, connections, latency, CPU, plus the
+    /// datapath ns/packet; writes bench-results/peers.{md,json,svg} (root).
+    Peers,
 }
 
-/// Runs the chosen benchmarks.
-pub fn run(root: &Path, which: Which) -> Result<()> {
+/// Runs the chosen benchmarks; `quick`: fewer repetitions where a
+/// benchmark offers it (peers).
+pub fn run(root: &Path, which: Which, quick: bool) -> Result<()> {
     match which {
         Which::Maglev => maglev(root),
         Which::Datapath => datapath(root),
         Which::Failover => release_bin(root, "lb-failover"),
         Which::Agent => release_bin(root, "lb-scale"),
+        Which::Peers => peers(root, quick),
+        // peers runs the datapath benchmark too (its report includes it).
         Which::All => maglev(root)
-            .and_then(|()| datapath(root))
             .and_then(|()| release_bin(root, "lb-failover"))
-            .and_then(|()| release_bin(root, "lb-scale")),
+            .and_then(|()| release_bin(root, "lb-scale"))
+            .and_then(|()| peers(root, quick)),
     }
+}
+
+/// The peers' Debian packages: iperf3 3.12, HAProxy 2.6, nginx 1.22 with its
+/// stream module, nftables; ethtool for the offloads.
+pub const PEER_PACKAGES: &[&str] =
+    &["iperf3", "haproxy", "nginx", "libnginx-mod-stream", "nftables", "ethtool"];
+
+/// Installs the peers (idempotently) and runs lb-peers, which also runs
+/// lb-bench for the ns/packet table.
+fn peers(root: &Path, quick: bool) -> Result<()> {
+    if !crate::prereqs::is_root() {
+        anyhow::bail!("this benchmark creates namespaces and loads XDP programs: run it as root");
+    }
+    crate::prereqs::ensure_packages(PEER_PACKAGES, "")?;
+    crate::ebpf::build_with_binaries(root)?;
+    let mut c = Command::new(root.join("target/release/lb-peers"));
+    c.current_dir(root);
+    if quick {
+        c.arg("--quick");
+    }
+    cmd::run(&mut c)
 }
 
 fn datapath(root: &Path) -> Result<()> {

@@ -43,6 +43,9 @@ enum Command {
         /// Which benchmark to run.
         #[arg(value_enum, default_value = "all")]
         which: bench::Which,
+        /// Fewer repetitions of shorter runs (also LB_BENCH_QUICK=1).
+        #[arg(long, env = "LB_BENCH_QUICK")]
+        quick: bool,
     },
     /// Install the eBPF toolchain prerequisites and nothing else.
     Deps,
@@ -61,7 +64,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Test => test::run(&root),
-        Command::Bench { which } => bench::run(&root, which),
+        Command::Bench { which, quick } => bench::run(&root, which, quick),
         Command::Demo => demo::run(&root),
         Command::Deps => toolchain::ensure(&root).map(|tc| println!("{tc}")),
     }

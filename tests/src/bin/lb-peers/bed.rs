@@ -1,0 +1,144 @@
+//! The test bed: the harness's topology with one backend (iperf3 needs all
+//! of a test's connections on one backend, and one backend keeps every peer
+//! comparable), the backend's servers, and the settings every figure uses.
+//!
+//! ```text
+//!  client ns  c0 10.200.0.2 ── lb-cli | lb ns | lb-b1 ── b0 10.200.1.1  backend ns
+//!  VIP 10.201.0.100 routed to the lb ns (kernel paths, XDP) or local there (proxies)
+//! ```
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use lb_tests::{
+    netns::{NetNs, Proc},
+    topology::{Topology, VIP4, backend4},
+};
+
+/// Ports: iperf3, short connections (lb-rr), UDP sink.
+pub const IPERF_PORT: u16 = 5201;
+/// lb-rr's port.
+pub const RR_PORT: u16 = 8080;
+/// The UDP sink's port (nothing listens: the backend's kernel drops them).
+pub const SINK_PORT: u16 = 9;
+
+/// Interfaces whose offloads the report lists, with their namespace role.
+pub const IFACES: [(&str, &str); 4] =
+    [("client", "c0"), ("lb", "lb-cli"), ("lb", "lb-b1"), ("backend", "b0")];
+
+/// The running bed; drops servers before namespaces.
+#[derive(Debug)]
+pub struct Bed {
+    /// iperf3 -s and lb-rr serve in the backend, killed on drop.
+    _servers: Vec<Proc>,
+    /// The namespaces.
+    pub topo: Topology,
+    /// Where the workspace is (scripts/bench, target/release).
+    pub root: PathBuf,
+}
+
+impl Bed {
+    /// Builds the topology and starts the backend's servers.
+    pub fn new(root: PathBuf) -> Result<Self> {
+        let topo = Topology::new(1);
+        // Wire-like: every frame on a veth at most MTU (1500) bytes, as on a
+        // real link. Endpoints: TX checksum off (from the harness: a NIC
+        // puts full checksums on the wire, veth would leave them partial),
+        // TSO off (GSO stays on: the stack still sends 64 KB buffers, cut
+        // into MTU frames in software, where a NIC would do it in hardware),
+        // GRO on. The balancer's interfaces: TSO off for the same reason,
+        // GRO on as a router's NIC has it, which also gives them the NAPI
+        // context that frames sent into a veth by XDP need.
+        topo.client.exec(&["ethtool", "-K", "c0", "tso", "off"]);
+        topo.backends[0].exec(&["ethtool", "-K", "b0", "tso", "off"]);
+        for iface in ["lb-cli", "lb-b1"] {
+            topo.lb.exec(&["ethtool", "-K", iface, "tso", "off", "gro", "on"]);
+        }
+        // Proxies open a backend connection per client connection and close
+        // it first: widen their port range and reuse TIME_WAIT ports, as the
+        // harness does for the client.
+        topo.lb.sysctl("net.ipv4.ip_local_port_range", "1024 65535");
+        topo.lb.sysctl("net.ipv4.tcp_tw_reuse", "1");
+        let backend = &topo.backends[0];
+        let rr = root.join("target/release/lb-rr");
+        let servers = vec![
+            quiet(backend, &["iperf3", "-s", "-p", &IPERF_PORT.to_string()])?,
+            quiet(backend, &[rr.to_str().context("utf-8 path")?, "serve", &RR_PORT.to_string()])?,
+        ];
+        Ok(Self { _servers: servers, topo, root })
+    }
+
+    /// The backend namespace.
+    pub fn backend(&self) -> &NetNs {
+        &self.topo.backends[0]
+    }
+
+    /// The backend's address.
+    pub fn backend_ip(&self) -> String {
+        backend4(1).to_string()
+    }
+
+    /// Reads a counter file of an interface inside its namespace.
+    pub fn iface_stat(ns: &NetNs, iface: &str, stat: &str) -> u64 {
+        let out = ns.exec(&["cat", &format!("/sys/class/net/{iface}/statistics/{stat}")]);
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+    }
+
+    /// Fills a template from scripts/bench: @VIP@, @BACKEND@ and `extra`.
+    pub fn template(&self, name: &str, extra: &[(&str, &str)]) -> Result<String> {
+        let path = self.root.join("scripts/bench").join(name);
+        let mut s = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .replace("@VIP@", VIP4)
+            .replace("@BACKEND@", &self.backend_ip());
+        for (k, v) in extra {
+            s = s.replace(k, v);
+        }
+        Ok(s)
+    }
+
+    /// MTU and the offloads that matter, per interface, as `ethtool -k`
+    /// reports them now.
+    pub fn settings(&self) -> Vec<(String, String)> {
+        IFACES
+            .iter()
+            .map(|(role, iface)| {
+                let ns = match *role {
+                    "client" => &self.topo.client,
+                    "lb" => &self.topo.lb,
+                    _ => self.backend(),
+                };
+                let k = ns.exec(&["ethtool", "-k", iface]);
+                let k = String::from_utf8_lossy(&k.stdout);
+                let feature = |name: &str| {
+                    k.lines()
+                        .find_map(|l| l.trim().strip_prefix(&format!("{name}: ")))
+                        .map_or("?", |v| v.split_whitespace().next().unwrap_or("?"))
+                        .to_owned()
+                };
+                let mtu = ns.exec(&["cat", &format!("/sys/class/net/{iface}/mtu")]);
+                let text = format!(
+                    "mtu {}, tx-checksum {}, tso {}, gso {}, gro {}",
+                    String::from_utf8_lossy(&mtu.stdout).trim(),
+                    feature("tx-checksumming"),
+                    feature("tcp-segmentation-offload"),
+                    feature("generic-segmentation-offload"),
+                    feature("generic-receive-offload"),
+                );
+                (format!("{role} {iface}"), text)
+            })
+            .collect()
+    }
+}
+
+/// Starts a server in `ns` with its output discarded (iperf3 reports every
+/// test).
+fn quiet(ns: &NetNs, cmd: &[&str]) -> Result<Proc> {
+    let child = ns
+        .command(cmd)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .with_context(|| format!("spawning {cmd:?}"))?;
+    Ok(Proc(child))
+}

@@ -1,0 +1,238 @@
+//! The report: a markdown file for people, a JSON file for tools, from the
+//! same figures.
+
+use std::fmt::Write;
+
+use serde_json::{Value, json};
+
+use crate::{
+    paths::Path,
+    results::{Metric, Results, Spread},
+};
+
+/// What the run was, for both files.
+#[derive(Debug)]
+pub struct Context {
+    /// The command that reproduces it.
+    pub command: String,
+    /// Repetitions per figure.
+    pub reps: usize,
+    /// iperf3 seconds per run.
+    pub iperf_secs: u32,
+    /// UDP and short-connection seconds per run.
+    pub secs: f64,
+    /// Per interface: MTU and offloads.
+    pub settings: Vec<(String, String)>,
+    /// Kernel, CPUs, peer versions.
+    pub machine: Vec<(String, String)>,
+    /// lb-bench's table (BPF_PROG_TEST_RUN), verbatim.
+    pub datapath: String,
+}
+
+const HOW: &str = "\
+- TCP: iperf3 3.12 from the client to the VIP (direct: to the backend), 1 and 4 \
+  streams, Gbit/s received by the backend's iperf3 server.
+- UDP: one flow of 64-byte frames (60 without FCS) sent by BPF_PROG_TEST_RUN in \
+  live-frames mode out of the client's veth (a tiny XDP program rewrites and XDP_TXes \
+  the frame each run); counted as frames arriving at the backend's veth, where an XDP \
+  program drops them. The generator, the path and the sink run in softirq on the \
+  generator's CPU, so a path's rate is 1 / (its per-packet cost + a fixed cost of \
+  generator and sink); a proxy runs on the other CPU and drops what it cannot take. \
+  HAProxy 2.6 does not proxy UDP.
+- Short connections: lb-rr (connect, 64-byte request, 128-byte response, close); \
+  8 client threads for the rate, 1 for latency (p50/p99 of the whole exchange). \
+  Added latency: the path's median minus direct's; p99 differences are within the \
+  run-to-run noise of this shared 2-vCPU machine and can come out negative.
+- CPU: /proc/stat and /proc/PID/stat deltas across each run.";
+
+fn cell(s: Option<Spread>, digits: usize) -> String {
+    s.map_or("n/a".into(), |s| {
+        format!("{:.d$} ({:.d$}–{:.d$})", s.median, s.min, s.max, d = digits)
+    })
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or("n/a".into(), |v| format!("{v:.digits$}"))
+}
+
+/// A goal ratio line: (what, measured, goal, met).
+pub fn goals(r: &Results) -> Vec<(String, Option<f64>, String, Option<bool>)> {
+    let ratio = |a, b, m, what: &str, goal: f64| {
+        let v = r.ratio(a, b, m);
+        (what.to_owned(), v, format!("≥ {goal:.1}x"), v.map(|v| v >= goal))
+    };
+    let added = |p, p99, what: &str, goal: Option<f64>| {
+        let v = r.added_latency(p, p99);
+        let g = goal.map_or("report".into(), |g| format!("≤ {g:.0} µs"));
+        (what.to_owned(), v, g, goal.and_then(|g| Some(v? <= g)))
+    };
+    vec![
+        ratio(Path::LbXdp, Path::Nft, Metric::Tcp1, "lb-xdp / nft-dnat, TCP 1 stream", 1.2),
+        ratio(Path::LbXdp, Path::Nft, Metric::Tcp4, "lb-xdp / nft-dnat, TCP 4 streams", 1.2),
+        ratio(Path::LbXdp, Path::Haproxy, Metric::Tcp1, "lb-xdp / haproxy, TCP 1 stream", 1.2),
+        ratio(Path::LbXdp, Path::Haproxy, Metric::Tcp4, "lb-xdp / haproxy, TCP 4 streams", 1.2),
+        ratio(Path::LbXdp, Path::Nft, Metric::Udp, "lb-xdp / nft-dnat, UDP 64 B rate", 3.0),
+        added(Path::LbXdp, false, "lb-xdp added latency p50 (µs)", Some(10.0)),
+        added(Path::LbXdp, true, "lb-xdp added latency p99 (µs)", None),
+        ratio(
+            Path::LbSplice,
+            Path::Haproxy,
+            Metric::Tcp1,
+            "lb-splice / haproxy, TCP 1 stream",
+            1.0,
+        ),
+        ratio(
+            Path::LbSplice,
+            Path::Haproxy,
+            Metric::Tcp4,
+            "lb-splice / haproxy, TCP 4 streams",
+            1.0,
+        ),
+        ratio(
+            Path::LbSplice,
+            Path::Haproxy,
+            Metric::Conn,
+            "lb-splice / haproxy, connections/s",
+            1.0,
+        ),
+        added(Path::LbSplice, false, "lb-splice added latency p50 (µs)", None),
+        added(Path::LbSplice, true, "lb-splice added latency p99 (µs)", None),
+        added(Path::Haproxy, false, "haproxy added latency p50 (µs)", None),
+        added(Path::Haproxy, true, "haproxy added latency p99 (µs)", None),
+    ]
+}
+
+/// The markdown report.
+pub fn markdown(r: &Results, c: &Context) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# lb against its peers\n\nCommand: `{}`\n", c.command);
+    let _ = writeln!(
+        s,
+        "Every cell: median (min–max) of {} repetitions. iperf3 runs {} s each; UDP and \
+         short-connection runs {} s each. One backend; client, balancer and backend in \
+         their own network namespaces on one machine, sharing its CPUs.\n",
+        c.reps, c.iperf_secs, c.secs
+    );
+    let _ = writeln!(s, "## Throughput, packet rate, connections\n");
+    let _ = writeln!(
+        s,
+        "| path | TCP 1 stream Gbit/s | TCP 4 streams Gbit/s | UDP 64 B Mpps at backend | \
+         connections/s (8 clients) | latency p50 µs (1 client) | p99 µs | added p50 / p99 µs |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+    for p in Path::ALL {
+        let udp = if p.udp() { cell(r.value(p, Metric::Udp), 3) } else { "n/a (no UDP)".into() };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} / {} |",
+            p.name(),
+            cell(r.value(p, Metric::Tcp1), 2),
+            cell(r.value(p, Metric::Tcp4), 2),
+            udp,
+            cell(r.value(p, Metric::Conn), 0),
+            cell(r.latency(p, false), 1),
+            cell(r.latency(p, true), 1),
+            opt(r.added_latency(p, false), 1),
+            opt(r.added_latency(p, true), 1),
+        );
+    }
+    let _ = writeln!(s, "\n## CPU cost\n");
+    let _ = writeln!(
+        s,
+        "Machine: busy CPU seconds of the whole machine (/proc/stat: client, balancer and \
+         backend together) per unit of work; its excess over `direct` is what the path \
+         added. Process: the balancer process tree's user+system seconds (/proc/PID/stat), \
+         which leaves out the softirq work done for its sockets; kernel paths have none, \
+         their work runs in softirq.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| path | machine s/Gbit (TCP 4) | process s/Gbit (TCP 4) | machine s/Mpacket (UDP) | \
+         process s/Mpacket (UDP) | machine s/1000 conns | process s/1000 conns |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+    for p in Path::ALL {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            p.name(),
+            opt(r.machine_cpu_per_unit(p, Metric::Tcp4), 3),
+            opt(r.proc_cpu_per_unit(p, Metric::Tcp4), 3),
+            opt(r.machine_cpu_per_unit(p, Metric::Udp), 3),
+            opt(r.proc_cpu_per_unit(p, Metric::Udp), 3),
+            opt(r.machine_cpu_per_unit(p, Metric::Conn), 3),
+            opt(r.proc_cpu_per_unit(p, Metric::Conn), 3),
+        );
+    }
+    let _ = writeln!(s, "\n## Goals\n\n| figure | measured | goal | met |\n|---|---|---|---|");
+    for (what, v, goal, met) in goals(r) {
+        let met = met.map_or("—", |m| if m { "yes" } else { "no" });
+        let _ = writeln!(s, "| {what} | {} | {goal} | {met} |", opt(v, 2));
+    }
+    let _ = writeln!(s, "\n## How each figure is measured\n\n{HOW}");
+    let _ = writeln!(s, "\n## Settings\n");
+    for (k, v) in c.settings.iter().chain(&c.machine) {
+        let _ = writeln!(s, "- {k}: {v}");
+    }
+    let _ = writeln!(s, "\n## Datapath: ns/packet under BPF_PROG_TEST_RUN (lb-bench)\n");
+    let _ = writeln!(s, "{}", c.datapath.trim());
+    s
+}
+
+fn spread_json(s: Option<Spread>) -> Value {
+    s.map_or(Value::Null, |s| json!({"median": s.median, "min": s.min, "max": s.max}))
+}
+
+/// The JSON report.
+pub fn json(r: &Results, c: &Context) -> Value {
+    let mut paths = serde_json::Map::new();
+    for p in Path::ALL {
+        let mut m = serde_json::Map::new();
+        for metric in Metric::ALL {
+            let samples: Vec<Value> = r
+                .samples(p, metric)
+                .iter()
+                .map(|s| {
+                    json!({"value": s.value, "p50_us": s.p50_us, "p99_us": s.p99_us,
+                           "work": s.work, "wall_s": s.cpu.wall_s, "machine_busy_s": s.cpu.busy_s,
+                           "machine_kernel_s": s.cpu.kernel_s, "process_s": s.cpu.proc_s})
+                })
+                .collect();
+            m.insert(
+                metric.key().into(),
+                json!({
+                    "value": spread_json(r.value(p, metric)),
+                    "machine_cpu_per_unit": r.machine_cpu_per_unit(p, metric),
+                    "process_cpu_per_unit": r.proc_cpu_per_unit(p, metric),
+                    "samples": samples,
+                }),
+            );
+        }
+        m.insert("latency_p50_us".into(), spread_json(r.latency(p, false)));
+        m.insert("latency_p99_us".into(), spread_json(r.latency(p, true)));
+        paths.insert(p.name().into(), Value::Object(m));
+    }
+    let goals: Vec<Value> = goals(r)
+        .into_iter()
+        .map(
+            |(what, v, goal, met)| json!({"figure": what, "measured": v, "goal": goal, "met": met}),
+        )
+        .collect();
+    let kv = |v: &[(String, String)]| -> Value {
+        v.iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    };
+    json!({
+        "command": c.command,
+        "repetitions": c.reps,
+        "iperf_seconds": c.iperf_secs,
+        "run_seconds": c.secs,
+        "interfaces": kv(&c.settings),
+        "machine": kv(&c.machine),
+        "paths": paths,
+        "goals": goals,
+        "datapath_bpf_prog_test_run": c.datapath,
+    })
+}
