@@ -251,7 +251,8 @@ async fn handle(client: TcpStream, peer: SocketAddr, shared: &Shared) -> io::Res
             stats.bytes_down.fetch_add(down, Ordering::Relaxed);
             target.stats.bytes.fetch_add(up + down, Ordering::Relaxed);
         };
-        relay(&client, &backend, pipes, shared.limits.idle, &tally).await?;
+        relay(&client, &backend, &pipes, shared.limits.idle, &tally).await?;
+        pipes.recycle();
         return Ok(());
     }
     stats.no_backend.fetch_add(1, Ordering::Relaxed);
