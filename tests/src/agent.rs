@@ -106,6 +106,20 @@ impl Lb {
         self.proc.0.id()
     }
 
+    /// Sends SIGTERM and waits (at most 5 s) for the agent to exit.
+    pub fn terminate(&mut self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid() as i32),
+            nix::sys::signal::SIGTERM,
+        )
+        .expect("SIGTERM");
+        let start = std::time::Instant::now();
+        while self.try_wait().is_none() {
+            assert!(start.elapsed() < Duration::from_secs(5), "lb did not exit on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The exit status, if the agent has exited.
     pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
         self.proc.0.try_wait().ok().flatten()

@@ -181,16 +181,7 @@ fn sigterm_stops_the_agent_and_leaves_only_what_the_mode_should(mode: Mode) {
 
 /// SIGTERM to the agent, waiting (at most 5 s) for it to exit.
 fn stop_agent(s: &mut Setup) {
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(s.lb.pid() as i32),
-        nix::sys::signal::SIGTERM,
-    )
-    .expect("SIGTERM");
-    let start = Instant::now();
-    while s.lb.try_wait().is_none() {
-        assert!(start.elapsed() < Duration::from_secs(5), "lb did not exit on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    s.lb.terminate();
 }
 
 /// XDP mode only: a restart hands the pinned datapath from one agent to the

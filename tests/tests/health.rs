@@ -173,3 +173,33 @@ fn a_refused_connection_takes_the_backend_out_before_its_next_probe() {
     let log = std::fs::read_to_string(s.dir.0.join("lb.log")).unwrap_or_default();
     assert!(log.contains("refused a forwarded connection"), "{log}");
 }
+
+#[test]
+fn a_restart_keeps_what_the_operator_set_and_what_the_checks_found() {
+    let mut s = with_probes(3);
+    lb_backend(&s, &["disable", "tcp-v4", "10.200.2.1:80"]);
+    lb_backend(&s, &["weight", "tcp-v6", "[fd00:200:2::1]:80", "3"]);
+    drop(s.backends.remove(2)); // backend 3's server: its ports close
+    wait_row(&s, "10.200.3.1:80 ", "down");
+    wait_row(&s, "[fd00:200:3::1]:80 ", "down");
+    wait_row(&s, "10.200.2.1:80 ", "disabled");
+
+    // A new agent takes the pinned datapath over.
+    s.lb.terminate();
+    s.lb = lb_tests::agent::start_lb(&s.topo, &s.dir.0.join("lb.toml"), &s.dir.0);
+    // Restored at takeover, not re-found by probes: the log says how many
+    // backends came back out of service (one disabled, two down).
+    let log = std::fs::read_to_string(s.dir.0.join("lb.log")).unwrap_or_default();
+    assert!(log.contains("backends_not_in_service=3"), "{log}");
+    let status = s.lb.status();
+    let row = |b: &str| {
+        status.lines().find(|l| l.trim_start().starts_with(b)).unwrap_or_default().to_owned()
+    };
+    assert!(row("10.200.2.1:80 ").contains("disabled"), "{status}");
+    assert!(row("[fd00:200:2::1]:80 w3").contains("enabled"), "{status}");
+    assert!(row("10.200.3.1:80 ").contains("down"), "{status}");
+    // New flows avoid both: only backend 1 answers on the v4 service.
+    let _in = s.topo.client.enter();
+    let names: Vec<String> = (0..60).map(|_| Conn::open(vip(VIP4, 80)).ask()).collect();
+    assert_eq!(count(&names).keys().collect::<Vec<_>>(), vec!["b1"], "{names:?}");
+}

@@ -113,15 +113,19 @@ pub enum ChangeError {
 impl Agent {
     /// An agent for a datapath already loaded with `plan` (the plan of
     /// `config`) and attached to `interfaces` (name, attach mode).
+    ///
+    /// `saved`: backend states a previous agent left (see
+    /// [`saved::SavedBackend`]); `plan` must already reflect them.
     pub fn new(
         config: Config,
         plan: Plan,
         datapath: Box<dyn Forwarder>,
         interfaces: Vec<(String, String)>,
+        saved: &[saved::SavedBackend],
     ) -> Self {
         let interfaces =
             interfaces.into_iter().map(|(name, attach)| InterfaceStatus { name, attach }).collect();
-        let runtimes = runtime::for_config(&config, Runtimes::new());
+        let runtimes = runtime::restored(&config, saved);
         let mut plan = plan;
         plan.compact();
         let state = State { config, plan, runtimes, datapath, probe_durations: BTreeMap::new() };
@@ -356,6 +360,17 @@ fn apply(st: &mut State, state_file: &std::path::Path) -> Result<(), ChangeError
     Ok(())
 }
 
+/// The plan for `cfg` taking over from `old`, with the backend states a
+/// previous agent saved applied (see [`Agent::new`]).
+pub fn replan_restored(
+    old: &Plan,
+    cfg: &Config,
+    saved: &[saved::SavedBackend],
+) -> Result<Plan, PlanError> {
+    let runtimes = runtime::restored(cfg, saved);
+    replan(old, cfg, &runtime::effective_states(cfg, &runtimes))
+}
+
 /// Settings only read at startup: a reload that changes them is refused
 /// rather than half-applied.
 fn needs_no_restart(old: &Config, new: &Config, mode: &str) -> Result<(), PlanError> {
@@ -390,7 +405,8 @@ fn change(
     let mut plan = replan(old, config, &runtime::effective_states(config, runtimes))?;
     fwd.apply_change(old, &plan)?;
     plan.compact();
-    if let Err(e) = saved::save(state_file, crate::object::EXPECTED_BUILD_ID, &plan) {
+    let backends = runtime::to_saved(runtimes);
+    if let Err(e) = saved::save(state_file, crate::object::EXPECTED_BUILD_ID, &plan, backends) {
         tracing::warn!(
             "saving {}: {e}; a restart will not take the datapath over",
             state_file.display()

@@ -11,7 +11,7 @@ use lb_common::abi::{BACKEND_ACTIVE, BACKEND_DOWN, BACKEND_DRAINING};
 
 use crate::{
     config::{Backend, Config},
-    datapath::plan::Effective,
+    datapath::{plan::Effective, saved::SavedBackend},
     health::{Health, Tracker},
 };
 
@@ -119,6 +119,46 @@ impl Runtime {
             }
         }
     }
+}
+
+/// What a restarted agent should know of each backend: operator state,
+/// runtime weight and health, as saved beside the plan.
+pub fn to_saved(runtimes: &Runtimes) -> Vec<SavedBackend> {
+    let mut out: Vec<SavedBackend> = runtimes
+        .iter()
+        .map(|((service, addr), rt)| SavedBackend {
+            service: service.clone(),
+            addr: *addr,
+            admin: rt.admin.name().to_owned(),
+            weight: rt.weight,
+            down: rt.tracker.health() == Health::Down,
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.service, a.addr).cmp(&(&b.service, b.addr)));
+    out
+}
+
+/// Runtimes for `cfg` starting from what a previous agent saved: a backend
+/// it had disabled, drained or re-weighted stays so, and one it had down
+/// stays down until `rise` probes pass. Backends it did not know start
+/// fresh; saved entries the config no longer has are dropped.
+pub fn restored(cfg: &Config, saved: &[SavedBackend]) -> Runtimes {
+    let mut old = Runtimes::new();
+    for s in saved {
+        let Some(svc) = cfg.services.iter().find(|svc| svc.name == s.service) else { continue };
+        let mut rt = Runtime::new(svc.health.rise, svc.health.fall);
+        rt.admin = match s.admin.as_str() {
+            "draining" => Admin::Draining,
+            "disabled" => Admin::Disabled,
+            _ => Admin::Enabled,
+        };
+        rt.weight = s.weight;
+        if s.down {
+            let _ = rt.tracker.force_down();
+        }
+        old.insert((s.service.clone(), s.addr), rt);
+    }
+    for_config(cfg, old)
 }
 
 /// The runtimes for `cfg`: kept from `old` for backends it already had
@@ -241,5 +281,36 @@ mod tests {
         r.probe_after_passive(true, t0 + PASSIVE_HOLD);
         assert!(!r.passive_allowed(t0 + PASSIVE_HOLD * 2), "the hold doubled");
         assert!(r.passive_allowed(t0 + PASSIVE_HOLD * 3));
+    }
+
+    #[test]
+    fn saved_states_round_trip_and_unknown_backends_start_fresh() {
+        let text = "[[service]]\nname = \"s\"\nvip = \"10.0.0.1:80\"\n\
+             [[service.backend]]\naddr = \"10.0.1.1:80\"\n[[service.backend]]\naddr = \"10.0.1.2:80\"\n\
+             [[service.backend]]\naddr = \"10.0.1.3:80\"\n";
+        let cfg = crate::config::parse(text, std::path::Path::new("t.toml")).unwrap();
+        let key = |i: usize| ("s".to_owned(), cfg.services[0].backends[i].addr);
+        let mut rts = for_config(&cfg, Runtimes::new());
+        rts.get_mut(&key(0)).unwrap().admin = Admin::Disabled;
+        rts.get_mut(&key(1)).unwrap().weight = Some(7);
+        rts.get_mut(&key(1)).unwrap().tracker.force_down();
+        let mut saved = to_saved(&rts);
+        // One the config no longer has, and backend 3 unknown to the file.
+        saved.retain(|b| b.addr != key(2).1);
+        saved.push(SavedBackend {
+            service: "gone".into(),
+            addr: key(0).1,
+            admin: "disabled".into(),
+            weight: None,
+            down: true,
+        });
+        let back = restored(&cfg, &saved);
+        assert_eq!(back.len(), 3, "exactly the config's backends");
+        assert_eq!(back[&key(0)].admin, Admin::Disabled);
+        assert_eq!(back[&key(1)].weight, Some(7));
+        assert_eq!(back[&key(1)].tracker.health(), Health::Down, "down until rise probes pass");
+        assert_eq!(back[&key(2)].admin, Admin::Enabled);
+        assert_eq!(back[&key(2)].tracker.health(), Health::Up);
+        assert_eq!(to_saved(&back), to_saved(&rts), "what was saved comes back");
     }
 }

@@ -10,14 +10,13 @@ use anyhow::{Context, Result, bail};
 use aya::maps::{MapData, RingBuf};
 use lb_common::abi::PassiveEvent;
 use lb_userspace::{
-    agent::{Agent, forwarder::Forwarder},
+    agent::{self, Agent, forwarder::Forwarder},
     config::{self, Mode, ProxyProtocol, XdpAttach},
     control::server::ControlSocket,
     datapath::{
         self, Datapath, LoadOptions, attach,
         pins::{self, Pins},
-        plan::{Effective, replan},
-        saved,
+        saved::{self, SavedBackend},
     },
     health, metrics, object,
     splice::{forwarder::SpliceForwarder, tcp::Limits},
@@ -73,7 +72,7 @@ pub fn run(
             },
         },
     };
-    let Started { plan, forwarder, events, interfaces, pins, why } = started;
+    let Started { plan, forwarder, events, interfaces, pins, why, restored } = started;
     let metrics_listener = match cfg.agent.metrics_addr {
         Some(addr) => {
             Some(rt.block_on(tokio::net::TcpListener::bind(addr)).with_context(|| {
@@ -90,7 +89,7 @@ pub fn run(
         "lb running"
     );
     let shutdown_timeout = cfg.splice.shutdown_timeout;
-    let mut agent = Agent::new(cfg, plan, forwarder, interfaces);
+    let mut agent = Agent::new(cfg, plan, forwarder, interfaces, &restored);
     if let Some(why) = why {
         agent = agent.with_mode_reason(why);
     }
@@ -229,28 +228,34 @@ async fn read_events(events: RingBuf<MapData>, agent: Arc<Agent>) {
 
 /// Loads the datapath: taking over the one pinned by a previous agent when
 /// there is one of this build (its flow table, ids and table regions carry
-/// over, so no established flow breaks), else a fresh one.
+/// over, so no established flow breaks, and so do the backends' operator
+/// states and health), else a fresh one.
 fn takeover_or_load(
     cfg: &config::Config,
     obj: &object::BpfObject,
     pins: &Pins,
     state: &Path,
-) -> Result<(datapath::Plan, Datapath)> {
+) -> Result<(datapath::Plan, Datapath, Vec<SavedBackend>)> {
     let opts = LoadOptions { pins: Some(pins.clone()), ..LoadOptions::default() };
     if pins.exist() {
         let taken = saved::load(state, object::EXPECTED_BUILD_ID).and_then(|old| {
             let plan =
-                replan(&old, cfg, &|_, b| Effective::configured(b)).map_err(|e| e.to_string())?;
+                agent::replan_restored(&old.plan, cfg, &old.backends).map_err(|e| e.to_string())?;
             let mut dp = Datapath::load(obj, &plan, opts.clone()).map_err(|e| e.to_string())?;
-            dp.apply_change(&old, &plan).map_err(|e| e.to_string())?;
-            Ok((plan, dp))
+            dp.apply_change(&old.plan, &plan).map_err(|e| e.to_string())?;
+            Ok((plan, dp, old.backends))
         });
         match taken {
-            Ok((plan, dp)) => {
-                saved::save(state, object::EXPECTED_BUILD_ID, &plan)
+            Ok((plan, dp, backends)) => {
+                saved::save(state, object::EXPECTED_BUILD_ID, &plan, backends.clone())
                     .with_context(|| format!("saving {}", state.display()))?;
-                tracing::info!(pins = %pins.dir().display(), "took over the running datapath");
-                return Ok((plan, dp));
+                let kept = backends.iter().filter(|b| b.down || b.admin != "enabled").count();
+                tracing::info!(
+                    pins = %pins.dir().display(),
+                    backends_not_in_service = kept,
+                    "took over the running datapath (with its backends' operator states and health)"
+                );
+                return Ok((plan, dp, backends));
             }
             Err(why) => {
                 tracing::warn!(
@@ -266,9 +271,9 @@ fn takeover_or_load(
     let plan = datapath::plan(cfg).context("computing the map content")?;
     let mut dp = Datapath::load(obj, &plan, opts)?;
     dp.apply(&plan).context("writing the maps")?;
-    saved::save(state, object::EXPECTED_BUILD_ID, &plan)
+    saved::save(state, object::EXPECTED_BUILD_ID, &plan, Vec::new())
         .with_context(|| format!("saving {}", state.display()))?;
-    Ok((plan, dp))
+    Ok((plan, dp, Vec::new()))
 }
 
 /// Each relayed TCP connection holds six descriptors (two sockets, two
@@ -310,6 +315,8 @@ struct Started {
     events: Events,
     /// Why splice mode, when it is.
     why: Option<String>,
+    /// Backend states the previous agent saved (XDP takeover).
+    restored: Vec<SavedBackend>,
     interfaces: Vec<(String, String)>,
     pins: Option<Pins>,
 }
@@ -332,7 +339,7 @@ fn start_xdp(
     pins.prepare()
         .with_context(|| format!("preparing {} (agent.pin_dir)", pins.dir().display()))?;
     let state = pins::state_file(&cfg.agent.control_socket);
-    let (plan, mut dp) = takeover_or_load(cfg, &obj, &pins, &state)?;
+    let (plan, mut dp, restored) = takeover_or_load(cfg, &obj, &pins, &state)?;
     let events = dp.take_events()?;
     let attached = attach::attach_all(
         &mut dp,
@@ -349,6 +356,7 @@ fn start_xdp(
         forwarder: Box::new(dp),
         events: Events::Ring(events),
         why: None,
+        restored,
         interfaces,
         pins: Some(pins),
     })
@@ -367,6 +375,7 @@ fn start_splice(cfg: &config::Config, rt: &tokio::runtime::Runtime, why: &str) -
         forwarder: Box::new(fwd),
         events: Events::Channel(rx),
         why: Some(format!("splice: {why}")),
+        restored: Vec::new(),
         interfaces: Vec::new(),
         pins: None,
     })

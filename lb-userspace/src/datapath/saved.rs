@@ -1,9 +1,11 @@
 //! The plan the pinned maps hold, saved beside the control socket so the
 //! next agent can take the datapath over: it plans its config *from* this
 //! one, keeping every service's id and table region and every backend's id,
-//! which the flows in the pinned flow table refer to.
+//! which the flows in the pinned flow table refer to. Beside the plan, each
+//! backend's operator state and health, so a restart neither re-enables a
+//! backend an operator disabled nor sends flows to one known to be down.
 
-use std::{fs, io, path::Path};
+use std::{fs, io, net::SocketAddr, path::Path};
 
 use serde::{Deserialize, Serialize};
 
@@ -15,12 +17,46 @@ struct Saved {
     /// lay them out differently, and then nothing can be taken over.
     build_id: String,
     plan: Plan,
+    /// Absent in files from before it existed: then every backend starts
+    /// enabled and up, as a fresh start would.
+    #[serde(default)]
+    backends: Vec<SavedBackend>,
 }
 
-/// Writes `plan` (atomically: a reader never sees half a file).
-pub fn save(path: &Path, build_id: &str, plan: &Plan) -> io::Result<()> {
-    let text = serde_json::to_string(&Saved { build_id: build_id.to_owned(), plan: plan.clone() })
-        .map_err(io::Error::other)?;
+/// One backend's state as the agent last knew it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedBackend {
+    /// Its service's name.
+    pub service: String,
+    /// Its address.
+    pub addr: SocketAddr,
+    /// "enabled", "draining" or "disabled".
+    pub admin: String,
+    /// A weight set at runtime (`lb backend weight`), if any.
+    pub weight: Option<u32>,
+    /// Its checks had it down.
+    pub down: bool,
+}
+
+/// What a saved file holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct State {
+    /// The plan the maps hold.
+    pub plan: Plan,
+    /// Backend states.
+    pub backends: Vec<SavedBackend>,
+}
+
+/// Writes `plan` and `backends` (atomically: a reader never sees half a
+/// file).
+pub fn save(
+    path: &Path,
+    build_id: &str,
+    plan: &Plan,
+    backends: Vec<SavedBackend>,
+) -> io::Result<()> {
+    let saved = Saved { build_id: build_id.to_owned(), plan: plan.clone(), backends };
+    let text = serde_json::to_string(&saved).map_err(io::Error::other)?;
     let tmp = path.with_extension("tmp");
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir)?;
@@ -29,8 +65,8 @@ pub fn save(path: &Path, build_id: &str, plan: &Plan) -> io::Result<()> {
     fs::rename(&tmp, path)
 }
 
-/// The saved plan, if it is there, readable and from the same build.
-pub fn load(path: &Path, build_id: &str) -> Result<Plan, String> {
+/// The saved state, if it is there, readable and from the same build.
+pub fn load(path: &Path, build_id: &str) -> Result<State, String> {
     let text =
         fs::read_to_string(path).map_err(|e| format!("no state at {}: {e}", path.display()))?;
     let saved: Saved = serde_json::from_str(&text).map_err(|e| format!("unreadable state: {e}"))?;
@@ -40,5 +76,31 @@ pub fn load(path: &Path, build_id: &str) -> Result<Plan, String> {
             saved.build_id
         ));
     }
-    Ok(saved.plan)
+    Ok(State { plan: saved.plan, backends: saved.backends })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_from_before_backend_states_loads_with_none() {
+        let dir = std::env::temp_dir().join(format!("lb-saved-{}", std::process::id()));
+        let path = dir.join("state.json");
+        let plan = Plan {
+            services: Vec::new(),
+            backends: Vec::new(),
+            maglev_slots: 0,
+            next_service_id: 0,
+        };
+        save(&path, "b1", &plan, Vec::new()).unwrap();
+        let text = fs::read_to_string(&path).unwrap().replace(",\"backends\":[]}", "}");
+        assert_eq!(text.matches("\"backends\"").count(), 1, "only the plan's: {text}");
+        fs::write(&path, text).unwrap();
+        let state = load(&path, "b1").unwrap();
+        assert_eq!(state.plan, plan);
+        assert!(state.backends.is_empty());
+        assert!(load(&path, "b2").unwrap_err().contains("another build"));
+        let _ = fs::remove_dir_all(dir);
+    }
 }
