@@ -19,6 +19,7 @@ fn check_prints_the_summary_of_a_valid_config() {
     assert_eq!(code, 0);
     assert!(out.contains("config OK: 3 services, 6 backends"), "{out}");
     assert!(out.contains("65537"), "the table size is shown: {out}");
+    assert!(out.contains("16384 per service, connect 2s x3"), "the splice bounds: {out}");
 }
 
 #[test]

@@ -4,7 +4,7 @@ use std::fmt;
 
 use super::defaults::SLOTS_PER_BACKEND;
 use super::duration::Written;
-use super::model::{Config, Health, HealthKind};
+use super::model::{Config, Health, HealthKind, ProxyProtocol};
 
 impl Config {
     /// A printable summary: agent settings, then one row per service with its
@@ -39,6 +39,18 @@ impl fmt::Display for Summary {
         writeln!(f, "  interfaces      {interfaces}")?;
         writeln!(f, "  metrics         {metrics}")?;
         writeln!(f, "  control socket  {}", agent.control_socket.display())?;
+        let sp = &config.splice;
+        writeln!(
+            f,
+            "splice (when it runs)\n  connections     {} per service, connect {} x{}, idle {}, UDP idle {}, \
+             shutdown {}",
+            sp.max_connections,
+            Written(sp.connect_timeout),
+            sp.connect_tries,
+            Written(sp.idle_timeout),
+            Written(sp.udp_idle_timeout),
+            Written(sp.shutdown_timeout)
+        )?;
         writeln!(f)?;
 
         let rows: Vec<[String; 6]> = config
@@ -64,6 +76,9 @@ impl fmt::Display for Summary {
         write_row(f, &HEADERS.map(str::to_owned), &widths)?;
         for (row, service) in rows.iter().zip(&config.services) {
             write_row(f, row, &widths)?;
+            if service.proxy_protocol != ProxyProtocol::None {
+                writeln!(f, "    proxy_protocol {} (splice mode only)", service.proxy_protocol)?;
+            }
             for backend in &service.backends {
                 writeln!(
                     f,
@@ -130,4 +145,16 @@ fn health(health: &Health) -> String {
 
 fn plural(count: usize) -> &'static str {
     if count == 1 { "" } else { "s" }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_proxy_protocol_service_says_so() {
+        let text = "[[service]]\nname = \"web\"\nproxy_protocol = \"v2\"\nvip = \"10.0.0.1:80\"\n\
+                    [[service.backend]]\naddr = \"10.0.1.1:80\"\n";
+        let cfg = crate::config::parse(text, std::path::Path::new("lb.toml")).unwrap();
+        let out = cfg.summary().to_string();
+        assert!(out.contains("    proxy_protocol v2 (splice mode only)"), "{out}");
+    }
 }
