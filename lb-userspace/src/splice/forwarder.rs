@@ -115,7 +115,7 @@ impl SpliceForwarder {
 
     fn listen(&self, svc: &PlannedService) -> Result<Served, DatapathError> {
         let vip = SocketAddr::new(svc.key.vip.to_ip(svc.key.family), u16::from_be(svc.key.port_be));
-        let err = |e: io::Error| DatapathError::Listen { vip, reason: e.to_string() };
+        let err = |e: io::Error| DatapathError::Listen { vip, reason: listen_failure(&e) };
         let shared = Arc::new(Shared {
             vip,
             view: RwLock::default(),
@@ -169,6 +169,20 @@ fn bind(vip: SocketAddr, ty: Type) -> io::Result<Socket> {
         s.listen(4096)?;
     }
     Ok(s)
+}
+
+/// Why a listen failed, with the fix for the usual causes.
+fn listen_failure(e: &io::Error) -> String {
+    let fix = match e.raw_os_error() {
+        Some(nix::libc::EACCES) => {
+            "; ports below 1024 need CAP_NET_BIND_SERVICE: run lb as root or grant it"
+        }
+        Some(nix::libc::EADDRINUSE) => {
+            "; another process holds it (see `ss -ltnup`): stop it or move the VIP's port"
+        }
+        _ => "",
+    };
+    format!("{e}{fix}")
 }
 
 /// Whether `vip`'s address is local: a plain bind to it works.
