@@ -104,10 +104,8 @@ async fn forward(
             Some(b) => b,
             None => match open(client, sock, shared, sessions, pool).await {
                 Some(b) => b,
-                None => {
-                    shared.stats.no_backend.fetch_add(datagrams.len() as u64, Relaxed);
-                    continue;
-                }
+                // Counted where it failed: at the limit, or no backend.
+                None => continue,
             },
         };
         let mut rest = datagrams.as_slice();
@@ -137,7 +135,17 @@ async fn open(
     sessions: &Sessions,
     pool: &Pool,
 ) -> Option<Arc<UdpSocket>> {
-    let (id, target) = shared.view().candidates(client, shared.vip, PROTO_UDP, 1).pop()?;
+    // Sessions are bounded like TCP connections: a flood of new source
+    // addresses must not take every descriptor.
+    if lock(sessions).len() >= shared.limits.max_connections {
+        shared.stats.refused_at_limit.fetch_add(1, Relaxed);
+        return None;
+    }
+    let Some((id, target)) = shared.view().candidates(client, shared.vip, PROTO_UDP, 1).pop()
+    else {
+        shared.stats.no_backend.fetch_add(1, Relaxed);
+        return None;
+    };
     let bind: SocketAddr =
         if target.addr.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
     let backend = Arc::new(UdpSocket::bind(bind).await.ok()?);
@@ -243,4 +251,57 @@ impl Replies {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::splice::tcp::{Backend, Limits, Stats, View};
+
+    #[test]
+    fn sessions_are_bounded_like_connections() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            // A backend echoing every datagram.
+            let echo = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let backend = echo.local_addr().unwrap();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 64];
+                while let Ok((n, from)) = echo.recv_from(&mut buf).await {
+                    let _ = echo.send_to(&buf[..n], from).await;
+                }
+            });
+            let vip_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let vip = vip_sock.local_addr().unwrap();
+            let view = View {
+                table: vec![1; 7],
+                owners: 1,
+                backends: HashMap::from([(1, Backend { addr: backend, stats: Arc::default() })]),
+                ..View::default()
+            };
+            let shared = Arc::new(Shared {
+                vip,
+                view: std::sync::RwLock::new(view),
+                limits: Limits { max_connections: 2, ..Limits::default() },
+                stats: Stats::default(),
+                inflight: Arc::default(),
+                events: None,
+            });
+            tokio::spawn(serve(vip_sock, Arc::clone(&shared), std::future::pending()));
+            let mut answered = 0;
+            for _ in 0..3 {
+                let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                c.send_to(b"hi", vip).await.unwrap();
+                let mut buf = [0u8; 8];
+                let got = tokio::time::timeout(Duration::from_millis(300), c.recv_from(&mut buf));
+                if let Ok(Ok((n, from))) = got.await {
+                    assert_eq!((&buf[..n], from), (&b"hi"[..], vip), "echoed, from the VIP");
+                    answered += 1;
+                }
+            }
+            assert_eq!(answered, 2, "the third client is over the limit");
+            assert_eq!(shared.stats.refused_at_limit.load(Relaxed), 1);
+            assert_eq!(shared.stats.relayed.load(Relaxed), 2);
+        });
+    }
 }
