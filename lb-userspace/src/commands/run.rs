@@ -19,7 +19,7 @@ use lb_userspace::{
         saved::{self, SavedBackend},
     },
     health, metrics, object,
-    splice::{forwarder::SpliceForwarder, tcp::Limits},
+    splice::forwarder::SpliceForwarder,
 };
 use tokio::{
     io::unix::AsyncFd,
@@ -367,9 +367,8 @@ fn start_splice(cfg: &config::Config, rt: &tokio::runtime::Runtime, why: &str) -
     tracing::warn!("serving in splice mode (userspace proxy): {why}");
     raise_fd_limit(cfg);
     let plan = datapath::plan(cfg).context("computing the Maglev tables")?;
-    let limits = Limits::from_config(&cfg.splice);
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let fwd = SpliceForwarder::start(&plan, limits, tx, rt.handle().clone())?;
+    let fwd = SpliceForwarder::start(&plan, cfg.splice, tx, rt.handle().clone())?;
     Ok(Started {
         plan,
         forwarder: Box::new(fwd),

@@ -67,6 +67,21 @@ pub struct Splice {
     pub shutdown_timeout: Duration,
 }
 
+impl Default for Splice {
+    /// What an absent `[splice]` table means.
+    fn default() -> Self {
+        use super::defaults as d;
+        Self {
+            max_connections: d::MAX_CONNECTIONS,
+            connect_timeout: d::CONNECT_TIMEOUT,
+            connect_tries: d::CONNECT_TRIES,
+            idle_timeout: d::IDLE_TIMEOUT,
+            udp_idle_timeout: d::UDP_IDLE_TIMEOUT,
+            shutdown_timeout: d::SHUTDOWN_TIMEOUT,
+        }
+    }
+}
+
 /// Which datapath the agent runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Mode {

@@ -26,11 +26,12 @@ use tokio::{
 use super::{
     inflight::Inflight,
     pick,
-    tcp::{Backend, BackendStats, Limits, Shared, serve},
+    tcp::{Backend, BackendStats, Shared, serve},
     udp,
 };
 use crate::{
     agent::forwarder::Forwarder,
+    config::Splice,
     datapath::{DatapathError, Plan, plan::PlannedService, stats::Totals},
 };
 
@@ -48,7 +49,7 @@ pub struct SpliceForwarder {
     services: HashMap<ServiceKey, Served>,
     /// Per backend id; kept across changes so counters never go back.
     backends: HashMap<u32, Arc<BackendStats>>,
-    limits: Limits,
+    limits: Splice,
     inflight: Arc<Inflight>,
     events: UnboundedSender<PassiveEvent>,
     rt: Handle,
@@ -59,7 +60,7 @@ impl SpliceForwarder {
     /// Backends refusing connections are reported on `events`.
     pub fn start(
         plan: &Plan,
-        limits: Limits,
+        limits: Splice,
         events: UnboundedSender<PassiveEvent>,
         rt: Handle,
     ) -> Result<Self, DatapathError> {

@@ -26,7 +26,7 @@ use super::{
     pick, proxy_v2,
     relay::{Pipes, relay},
 };
-use crate::config::defaults;
+use crate::config::Splice;
 
 /// One backend as a service's view holds it.
 #[derive(Debug, Clone)]
@@ -83,47 +83,6 @@ impl View {
     }
 }
 
-/// Bounds of one service.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Connections relayed at once; beyond, new ones are closed at once.
-    pub max_connections: usize,
-    /// Time to connect to one backend.
-    pub connect_timeout: Duration,
-    /// Backends tried per connection.
-    pub tries: usize,
-    /// Closes a connection idle this long.
-    pub idle: Duration,
-    /// Drops a UDP session idle this long.
-    pub udp_idle: Duration,
-}
-
-impl Limits {
-    /// The limits the config's `[splice]` table sets.
-    pub fn from_config(s: &crate::config::Splice) -> Self {
-        Self {
-            max_connections: s.max_connections as usize,
-            connect_timeout: s.connect_timeout,
-            tries: s.connect_tries as usize,
-            idle: s.idle_timeout,
-            udp_idle: s.udp_idle_timeout,
-        }
-    }
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self::from_config(&crate::config::Splice {
-            max_connections: defaults::MAX_CONNECTIONS,
-            connect_timeout: defaults::CONNECT_TIMEOUT,
-            connect_tries: defaults::CONNECT_TRIES,
-            idle_timeout: defaults::IDLE_TIMEOUT,
-            udp_idle_timeout: defaults::UDP_IDLE_TIMEOUT,
-            shutdown_timeout: defaults::SHUTDOWN_TIMEOUT,
-        })
-    }
-}
-
 /// Counters of one service.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -148,8 +107,8 @@ pub struct Shared {
     pub vip: SocketAddr,
     /// What it balances over.
     pub view: RwLock<View>,
-    /// Its bounds.
-    pub limits: Limits,
+    /// Its bounds (the config's `[splice]` table).
+    pub limits: Splice,
     /// Its counters.
     pub stats: Stats,
     /// Connections open across the whole proxy, for graceful shutdown.
@@ -177,7 +136,7 @@ impl Shared {
 /// stops accepting and returns (connections in flight finish on their own
 /// tasks, counted in `shared.inflight`).
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
-    let permits = Arc::new(Semaphore::new(shared.limits.max_connections));
+    let permits = Arc::new(Semaphore::new(shared.limits.max_connections as usize));
     tokio::pin!(shutdown);
     loop {
         let (client, peer) = tokio::select! {
@@ -212,12 +171,15 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Fu
 async fn handle(client: TcpStream, peer: SocketAddr, shared: &Shared) -> io::Result<()> {
     let (targets, proxy_protocol) = {
         let v = shared.view();
-        (v.candidates(peer, shared.vip, PROTO_TCP, shared.limits.tries), v.proxy_protocol)
+        (
+            v.candidates(peer, shared.vip, PROTO_TCP, shared.limits.connect_tries as usize),
+            v.proxy_protocol,
+        )
     };
     let stats = &shared.stats;
     // Out of descriptors, the connection waits for others to close (up to
     // the idle timeout) rather than being dropped unanswered.
-    let patience = shared.limits.idle;
+    let patience = shared.limits.idle_timeout;
     let pipes = for_descriptors(patience, || std::future::ready(Pipes::new())).await?;
     for (id, target) in targets {
         let limit = shared.limits.connect_timeout;
@@ -251,7 +213,7 @@ async fn handle(client: TcpStream, peer: SocketAddr, shared: &Shared) -> io::Res
             stats.bytes_down.fetch_add(down, Ordering::Relaxed);
             target.stats.bytes.fetch_add(up + down, Ordering::Relaxed);
         };
-        relay(&client, &backend, &pipes, shared.limits.idle, &tally).await?;
+        relay(&client, &backend, &pipes, shared.limits.idle_timeout, &tally).await?;
         pipes.recycle();
         return Ok(());
     }
@@ -312,7 +274,7 @@ mod tests {
     /// service's shared state.
     async fn start(
         view: View,
-        limits: Limits,
+        limits: Splice,
         events: Option<UnboundedSender<PassiveEvent>>,
     ) -> (SocketAddr, Arc<Shared>) {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -354,7 +316,7 @@ mod tests {
                 ..View::default()
             };
             let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
-            let (vip, shared) = start(view, Limits::default(), Some(tx)).await;
+            let (vip, shared) = start(view, Splice::default(), Some(tx)).await;
             let stats = &shared.stats;
             for _ in 0..5 {
                 assert_eq!(ask(vip).await, "up");
@@ -388,7 +350,7 @@ mod tests {
                 backends: HashMap::from([(1, backend(slow))]),
                 ..View::default()
             };
-            let limits = Limits { max_connections: 2, ..Limits::default() };
+            let limits = Splice { max_connections: 2, ..Splice::default() };
             let (vip, shared) = start(view, limits, None).await;
             let stats = &shared.stats;
             let _a = TcpStream::connect(vip).await.unwrap();
@@ -424,7 +386,7 @@ mod tests {
                 proxy_protocol: true,
                 ..View::default()
             };
-            let (vip, _shared) = start(view, Limits::default(), None).await;
+            let (vip, _shared) = start(view, Splice::default(), None).await;
             let mut c = TcpStream::connect(vip).await.unwrap();
             let me = c.local_addr().unwrap();
             c.write_all(b"payload").await.unwrap();
@@ -457,7 +419,7 @@ mod tests {
                 backends: HashMap::from([(1, backend(addr))]),
                 ..View::default()
             };
-            let (vip, shared) = start(view, Limits::default(), None).await;
+            let (vip, shared) = start(view, Splice::default(), None).await;
             let mut c = TcpStream::connect(vip).await.unwrap();
             c.write_all(b"x").await.unwrap();
             let mut one = [0u8; 1];

@@ -1,7 +1,7 @@
 //! A UDP service in splice mode: one session per client address, each with
 //! its own socket connected to the backend the XDP datapath would pick for
 //! that flow. Replies go back to the client from the VIP socket, so the
-//! client only ever sees the VIP. Sessions idle for `limits.udp_idle` are
+//! client only ever sees the VIP. Sessions idle for `splice.udp_idle_timeout` are
 //! dropped.
 //!
 //! I/O is batched both ways: the VIP socket is drained with recvmmsg and
@@ -17,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_common::abi::{EVENT_REFUSED, PROTO_UDP};
+use lb_common::abi::PROTO_UDP;
 use tokio::{io::Interest, net::UdpSocket};
 
 use super::{
@@ -47,7 +47,7 @@ pub async fn serve(sock: UdpSocket, shared: Arc<Shared>, shutdown: impl Future<O
     let sock = Arc::new(sock);
     let sessions: Sessions = Arc::default();
     let pool: Pool = Arc::default();
-    let idle = shared.limits.udp_idle;
+    let idle = shared.limits.udp_idle_timeout;
     let mut batch = RecvBatch::new(BATCH);
     let mut reap = tokio::time::interval(idle.min(Duration::from_secs(1)));
     tokio::pin!(shutdown);
@@ -137,7 +137,7 @@ async fn open(
 ) -> Option<Arc<UdpSocket>> {
     // Sessions are bounded like TCP connections: a flood of new source
     // addresses must not take every descriptor.
-    if lock(sessions).len() >= shared.limits.max_connections {
+    if lock(sessions).len() >= shared.limits.max_connections as usize {
         shared.stats.refused_at_limit.fetch_add(1, Relaxed);
         return None;
     }
@@ -183,7 +183,7 @@ impl Replies {
     /// Ends once the session is reaped (checked at least every idle period)
     /// or the backend socket fails.
     async fn run(self) {
-        let idle = self.shared.limits.udp_idle;
+        let idle = self.shared.limits.udp_idle_timeout;
         loop {
             match tokio::time::timeout(idle, self.from.readable()).await {
                 Ok(Ok(())) => {}
@@ -206,7 +206,6 @@ impl Replies {
                     // ICMP port unreachable: the backend's port is closed,
                     // the same signal as a TCP reset to a SYN.
                     self.shared.refused(self.id);
-                    debug_assert_eq!(EVENT_REFUSED, 1);
                 }
                 Err(_) => return,
             }
@@ -256,7 +255,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::splice::tcp::{Backend, Limits, Stats, View};
+    use crate::{
+        config::Splice,
+        splice::tcp::{Backend, Stats, View},
+    };
 
     #[test]
     fn sessions_are_bounded_like_connections() {
@@ -282,7 +284,7 @@ mod tests {
             let shared = Arc::new(Shared {
                 vip,
                 view: std::sync::RwLock::new(view),
-                limits: Limits { max_connections: 2, ..Limits::default() },
+                limits: Splice { max_connections: 2, ..Splice::default() },
                 stats: Stats::default(),
                 inflight: Arc::default(),
                 events: None,

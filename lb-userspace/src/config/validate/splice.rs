@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use super::report::{Issue, Report, Scope};
 use super::values::{bounded, duration};
-use crate::config::defaults;
 use crate::config::duration::Written;
 use crate::config::model::Splice;
 use crate::config::raw::RawSplice;
@@ -16,27 +15,23 @@ const MAX_CONNECTIONS: u32 = 1 << 17;
 /// Validates the splice table (absent = all defaults).
 pub(super) fn check(raw: RawSplice, report: &mut Report) -> Option<Splice> {
     let scope = &Scope::FILE;
+    let d = Splice::default();
     let max_connections = report.take(
         scope,
         bounded(
             "splice.max_connections",
-            raw.max_connections.unwrap_or(defaults::MAX_CONNECTIONS.into()),
+            raw.max_connections.unwrap_or(d.max_connections.into()),
             1,
             MAX_CONNECTIONS,
         ),
     );
     let connect_tries = report.take(
         scope,
-        bounded(
-            "splice.connect_tries",
-            raw.connect_tries.unwrap_or(defaults::CONNECT_TRIES.into()),
-            1,
-            64,
-        ),
+        bounded("splice.connect_tries", raw.connect_tries.unwrap_or(d.connect_tries.into()), 1, 64),
     );
     let mut timeout = |field: &str, text: Option<&str>, default: Duration, zero_ok: bool| {
-        let d = report.take(scope, duration(field, text, default))?;
-        if d.is_zero() && !zero_ok {
+        let value = report.take(scope, duration(field, text, default))?;
+        if value.is_zero() && !zero_ok {
             report.add(
                 scope,
                 Issue::new(
@@ -46,27 +41,23 @@ pub(super) fn check(raw: RawSplice, report: &mut Report) -> Option<Splice> {
             );
             return None;
         }
-        Some(d)
+        Some(value)
     };
-    let connect_timeout = timeout(
-        "splice.connect_timeout",
-        raw.connect_timeout.as_deref(),
-        defaults::CONNECT_TIMEOUT,
-        false,
-    );
+    let connect_timeout =
+        timeout("splice.connect_timeout", raw.connect_timeout.as_deref(), d.connect_timeout, false);
     let idle_timeout =
-        timeout("splice.idle_timeout", raw.idle_timeout.as_deref(), defaults::IDLE_TIMEOUT, false);
+        timeout("splice.idle_timeout", raw.idle_timeout.as_deref(), d.idle_timeout, false);
     let udp_idle_timeout = timeout(
         "splice.udp_idle_timeout",
         raw.udp_idle_timeout.as_deref(),
-        defaults::UDP_IDLE_TIMEOUT,
+        d.udp_idle_timeout,
         false,
     );
     // Zero is meaningful here: close everything at once on shutdown.
     let shutdown_timeout = timeout(
         "splice.shutdown_timeout",
         raw.shutdown_timeout.as_deref(),
-        defaults::SHUTDOWN_TIMEOUT,
+        d.shutdown_timeout,
         true,
     );
     Some(Splice {
@@ -83,6 +74,7 @@ pub(super) fn check(raw: RawSplice, report: &mut Report) -> Option<Splice> {
 mod tests {
     use super::super::testing::{accepted, refused, service};
     use super::*;
+    use crate::config::defaults;
 
     fn with(splice: &str) -> String {
         format!("[splice]\n{splice}\n{}", service("web", "10.0.0.100:80", "10.0.1.1:80"))
@@ -91,11 +83,8 @@ mod tests {
     #[test]
     fn defaults_apply_when_absent() {
         let s = accepted(&service("web", "10.0.0.100:80", "10.0.1.1:80")).splice;
+        assert_eq!(s, Splice::default());
         assert_eq!(s.max_connections, defaults::MAX_CONNECTIONS);
-        assert_eq!(s.connect_timeout, defaults::CONNECT_TIMEOUT);
-        assert_eq!(s.connect_tries, defaults::CONNECT_TRIES);
-        assert_eq!(s.idle_timeout, defaults::IDLE_TIMEOUT);
-        assert_eq!(s.udp_idle_timeout, defaults::UDP_IDLE_TIMEOUT);
         assert_eq!(s.shutdown_timeout, defaults::SHUTDOWN_TIMEOUT);
     }
 
