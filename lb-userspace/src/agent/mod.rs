@@ -9,6 +9,7 @@
 mod flow;
 pub mod forwarder;
 mod runtime;
+pub mod saved;
 mod status;
 
 use std::{
@@ -36,7 +37,6 @@ use crate::{
         Datapath, DatapathError, Plan, PlanError,
         pins::{self, Pins},
         plan::replan,
-        saved,
     },
     health::{
         Health,

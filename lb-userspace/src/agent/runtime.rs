@@ -10,13 +10,15 @@ use std::{
 use lb_common::abi::{BACKEND_ACTIVE, BACKEND_DOWN, BACKEND_DRAINING};
 
 use crate::{
+    agent::saved::SavedBackend,
     config::{Backend, Config},
-    datapath::{plan::Effective, saved::SavedBackend},
+    datapath::plan::Effective,
     health::{Health, Tracker},
 };
 
 /// The operator's say over a backend, from the control socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Admin {
     /// Follows its health checks.
     Enabled,
@@ -129,7 +131,7 @@ pub fn to_saved(runtimes: &Runtimes) -> Vec<SavedBackend> {
         .map(|((service, addr), rt)| SavedBackend {
             service: service.clone(),
             addr: *addr,
-            admin: rt.admin.name().to_owned(),
+            admin: rt.admin,
             weight: rt.weight,
             down: rt.tracker.health() == Health::Down,
         })
@@ -147,11 +149,7 @@ pub fn restored(cfg: &Config, saved: &[SavedBackend]) -> Runtimes {
     for s in saved {
         let Some(svc) = cfg.services.iter().find(|svc| svc.name == s.service) else { continue };
         let mut rt = Runtime::new(svc.health.rise, svc.health.fall);
-        rt.admin = match s.admin.as_str() {
-            "draining" => Admin::Draining,
-            "disabled" => Admin::Disabled,
-            _ => Admin::Enabled,
-        };
+        rt.admin = s.admin;
         rt.weight = s.weight;
         if s.down {
             let _ = rt.tracker.force_down();
@@ -300,7 +298,7 @@ mod tests {
         saved.push(SavedBackend {
             service: "gone".into(),
             addr: key(0).1,
-            admin: "disabled".into(),
+            admin: Admin::Disabled,
             weight: None,
             down: true,
         });

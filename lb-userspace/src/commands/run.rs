@@ -10,13 +10,16 @@ use anyhow::{Context, Result, bail};
 use aya::maps::{MapData, RingBuf};
 use lb_common::abi::PassiveEvent;
 use lb_userspace::{
-    agent::{self, Agent, forwarder::Forwarder},
+    agent::{
+        self, Admin, Agent,
+        forwarder::Forwarder,
+        saved::{self, SavedBackend},
+    },
     config::{self, Mode, ProxyProtocol, XdpAttach},
     control::server::ControlSocket,
     datapath::{
         self, Datapath, LoadOptions, attach,
         pins::{self, Pins},
-        saved::{self, SavedBackend},
     },
     health, metrics, object,
     splice::forwarder::SpliceForwarder,
@@ -249,7 +252,7 @@ fn takeover_or_load(
             Ok((plan, dp, backends)) => {
                 saved::save(state, object::EXPECTED_BUILD_ID, &plan, backends.clone())
                     .with_context(|| format!("saving {}", state.display()))?;
-                let kept = backends.iter().filter(|b| b.down || b.admin != "enabled").count();
+                let kept = backends.iter().filter(|b| b.down || b.admin != Admin::Enabled).count();
                 tracing::info!(
                     pins = %pins.dir().display(),
                     backends_not_in_service = kept,

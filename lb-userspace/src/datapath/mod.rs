@@ -6,7 +6,6 @@ pub mod attach;
 pub mod kernel;
 pub mod pins;
 pub mod plan;
-pub mod saved;
 pub mod stats;
 pub mod window;
 

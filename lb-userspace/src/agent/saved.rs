@@ -9,7 +9,8 @@ use std::{fs, io, net::SocketAddr, path::Path};
 
 use serde::{Deserialize, Serialize};
 
-use super::plan::Plan;
+use super::runtime::Admin;
+use crate::datapath::Plan;
 
 #[derive(Serialize, Deserialize)]
 struct Saved {
@@ -30,8 +31,8 @@ pub struct SavedBackend {
     pub service: String,
     /// Its address.
     pub addr: SocketAddr,
-    /// "enabled", "draining" or "disabled".
-    pub admin: String,
+    /// What the operator set.
+    pub admin: Admin,
     /// A weight set at runtime (`lb backend weight`), if any.
     pub weight: Option<u32>,
     /// Its checks had it down.
