@@ -271,3 +271,39 @@ pub fn count<'a>(names: impl IntoIterator<Item = &'a String>) -> HashMap<String,
     }
     m
 }
+
+/// New connections to a VIP, one after another from the client namespace,
+/// each asked once, until stopped: traffic running through a change.
+#[derive(Debug)]
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(u64, u64)>,
+}
+
+impl Load {
+    /// Starts it in namespace `ns`; each connect may take `timeout`.
+    pub fn start(ns: &str, vip: SocketAddr, timeout: Duration) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (stopped, ns) = (stop.clone(), ns.to_owned());
+        let thread = std::thread::spawn(move || {
+            let _inside = crate::netns::enter(&ns);
+            let (mut ok, mut failed) = (0, 0);
+            while !stopped.load(Relaxed) {
+                let answered = TcpStream::connect_timeout(&vip, timeout)
+                    .ok()
+                    .and_then(|c| Conn::from_stream(c).try_ask())
+                    .is_some();
+                if answered { ok += 1 } else { failed += 1 }
+            }
+            (ok, failed)
+        });
+        Self { stop, thread }
+    }
+
+    /// Stops it: (answered, failed) connections.
+    pub fn stop(self) -> (u64, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("load thread")
+    }
+}

@@ -198,30 +198,14 @@ fn a_restart_under_load_drops_nothing() {
 
     // Requests in a row, each a new connection (2 s timeout), through the
     // whole restart: Cilium's test asks for 50 in a row without a failure.
-    let ns = s.topo.client.name().to_owned();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop2 = stop.clone();
-    let load = std::thread::spawn(move || {
-        let _inside = lb_tests::netns::enter(&ns);
-        let (mut ok, mut failed) = (0, 0);
-        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
-            match std::net::TcpStream::connect_timeout(&vip(VIP4, 80), Duration::from_secs(2)) {
-                Ok(c) => {
-                    let mut conn = lb_tests::client::Conn::from_stream(c);
-                    if conn.try_ask().is_some() { ok += 1 } else { failed += 1 }
-                }
-                Err(_) => failed += 1,
-            }
-        }
-        (ok, failed)
-    });
+    let load =
+        lb_tests::client::Load::start(s.topo.client.name(), vip(VIP4, 80), Duration::from_secs(2));
     std::thread::sleep(Duration::from_millis(200));
     stop_agent(&mut s);
     std::thread::sleep(Duration::from_millis(200)); // no agent at all for a while
     s.lb = lb_tests::agent::start_lb(&s.topo, &s.dir.0.join("lb.toml"), &s.dir.0);
     std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (ok, failed) = load.join().expect("load");
+    let (ok, failed) = load.stop();
     assert_eq!(failed, 0, "{failed} of {} requests failed during the restart", ok + failed);
     assert!(ok >= 50, "only {ok} requests ran during the restart");
     assert!(s.lb.status().contains("taken over"), "{}", s.lb.status());

@@ -2,11 +2,11 @@
 //! with the running config untouched; valid ones apply under load without
 //! breaking established flows to the backends they keep. Needs root.
 
-use std::process::Command;
+use std::{process::Command, time::Duration};
 
 use lb_tests::{
     agent::{config, lb_binary},
-    client::{Conn, Setup, count, vip},
+    client::{Conn, Load, Setup, count, vip},
     topology::VIP4,
 };
 
@@ -57,31 +57,15 @@ fn a_reload_under_load_breaks_no_established_flow_to_a_retained_backend() {
     drop(inside);
 
     // Keep opening connections while the config loses backend 3.
-    let ns = s.topo.client.name().to_owned();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop2 = stop.clone();
-    let load = std::thread::spawn(move || {
-        let _inside = lb_tests::netns::enter(&ns);
-        let mut served = 0;
-        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
-            if std::net::TcpStream::connect_timeout(
-                &vip(VIP4, 80),
-                std::time::Duration::from_secs(1),
-            )
-            .is_ok()
-            {
-                served += 1;
-            }
-        }
-        served
-    });
+    let load = Load::start(s.topo.client.name(), vip(VIP4, 80), Duration::from_secs(1));
     std::fs::write(s.dir.0.join("lb.toml"), config(&s.topo, &s.dir.0, "maglev", 2))
         .expect("config");
     let (ok, text) = lb_reload(&s);
     assert!(ok, "{text}");
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    assert!(load.join().expect("load") > 0);
+    std::thread::sleep(Duration::from_millis(200));
+    let (ok, failed) = load.stop();
+    assert!(ok > 0, "no connection ran during the reload");
+    assert_eq!(failed, 0, "{failed} of {} new connections failed during the reload", ok + failed);
 
     let _in = s.topo.client.enter();
     for (c, name) in conns.iter_mut().zip(&first) {
