@@ -108,14 +108,24 @@ impl Lb {
 
     /// Sends SIGTERM and waits (at most 5 s) for the agent to exit.
     pub fn terminate(&mut self) {
+        self.sigterm();
+        self.wait_exit(Duration::from_secs(5));
+    }
+
+    /// Sends SIGTERM, without waiting.
+    pub fn sigterm(&self) {
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.pid() as i32),
             nix::sys::signal::SIGTERM,
         )
         .expect("SIGTERM");
+    }
+
+    /// Waits (at most `limit`) for the agent to exit.
+    pub fn wait_exit(&mut self, limit: Duration) {
         let start = std::time::Instant::now();
         while self.try_wait().is_none() {
-            assert!(start.elapsed() < Duration::from_secs(5), "lb did not exit on SIGTERM");
+            assert!(start.elapsed() < limit, "lb did not exit within {limit:?}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -7,6 +7,7 @@
 //! - [`inproc`]: backend servers on the test's own threads.
 //! - [`stream`]: digests and block streams for transfers checked end to end.
 //! - [`mode`]: XDP or splice, and what differs between them end to end.
+//! - [`predict`]: the backend a flow must reach, from the userspace plan.
 //! - [`topology`]: client, balancer and backend namespaces for end-to-end tests.
 pub mod agent;
 pub mod client;
@@ -15,5 +16,6 @@ pub mod inproc;
 pub mod mode;
 pub mod netns;
 pub mod packet;
+pub mod predict;
 pub mod stream;
 pub mod topology;

@@ -8,10 +8,6 @@ use std::time::{Duration, Instant};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_lbt-server");
 
-use lb_common::{
-    abi::FlowKey,
-    hash::{flow_hash, slot_for},
-};
 use lb_tests::{
     agent::config,
     client::{Conn, Flow, Setup, count, vip},
@@ -70,15 +66,6 @@ fn client_ip_affinity_sends_every_connection_of_a_client_to_one_backend(mode: Mo
     assert_eq!(count(&names).len(), 1, "{:?}", count(&names));
 }
 
-/// The backend (by `b<i>` name) a Maglev plan gives a flow.
-fn predicted(plan: &datapath::Plan, service: &str, key: &FlowKey) -> String {
-    let svc = plan.services.iter().find(|s| s.name == service).expect("service");
-    let slot = slot_for(flow_hash(key), svc.record.table_size).expect("table");
-    let id = svc.table[slot as usize];
-    let addr = plan.backends[id as usize].addr.to_bytes();
-    format!("b{}", addr[2])
-}
-
 fn adding_a_backend_moves_a_quarter_of_new_flows_and_no_established_one(mode: Mode) {
     // Four backend namespaces (lb attached to all four links), three served.
     let s = Setup::in_mode(mode, SERVER, 4, 3, "maglev");
@@ -111,8 +98,8 @@ fn adding_a_backend_moves_a_quarter_of_new_flows_and_no_established_one(mode: Mo
         let got = f.ask();
         let key = f.key();
         // The kernel picks exactly what the userspace Maglev table says.
-        assert_eq!(got, predicted(&new_plan, "udp-v4", &key), "flow {:?}", key);
-        moved += usize::from(got != predicted(&old_plan, "udp-v4", &key));
+        assert_eq!(got, lb_tests::predict::backend(&new_plan, "udp-v4", &key), "flow {:?}", key);
+        moved += usize::from(got != lb_tests::predict::backend(&old_plan, "udp-v4", &key));
         on_new += usize::from(got == "b4");
     }
     let frac = moved as f64 / flows.len() as f64;

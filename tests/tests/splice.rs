@@ -3,18 +3,15 @@
 //! datapath would (same Maglev table, same flow hash). Needs root.
 
 use std::{
-    io::{BufRead, BufReader, Write},
     net::{SocketAddr, TcpStream},
     time::Duration,
 };
 
-use lb_common::{
-    abi::PROTO_TCP,
-    hash::{flow_hash, slot_for},
-};
+use lb_common::abi::{PROTO_TCP, PROTO_UDP};
 use lb_tests::{
     agent::{TempDir, config_with_health},
     client::{Conn, Setup, count, vip},
+    mode::Mode,
     topology::{CLIENT4, Topology, VIP4},
 };
 use lb_userspace::datapath;
@@ -29,8 +26,7 @@ fn splice_setup() -> Setup {
 /// `tcp` to each TCP service and `health` as the TCP services' probes.
 fn splice_setup_with(splice: &'static str, tcp: &'static str, health: &'static str) -> Setup {
     let topo = Topology::new(3);
-    // The VIP reaches the balancer as a local address.
-    topo.lb.ip(&format!("route add local {VIP4}/32 dev lo"));
+    Mode::Splice.prepare(&topo);
     splice_on(topo, splice, tcp, health)
 }
 
@@ -41,22 +37,11 @@ fn splice_on(
     health: &'static str,
 ) -> Setup {
     Setup::with_config(SERVER, topo, TempDir::new(), move |t, d| {
-        let text = config_with_health(t, d, "maglev", 3, health)
-            .replace("mode = \"xdp\"", "mode = \"splice\"")
+        let text = Mode::Splice
+            .config(&config_with_health(t, d, "maglev", 3, health))
             .replace("protocol = \"tcp\"\n", &format!("protocol = \"tcp\"\n{tcp}\n"));
         format!("[splice]\n{splice}\n{text}")
     })
-}
-
-/// Waits (at most 10 s) for the agent to exit; its log.
-fn exited(s: &mut Setup) -> String {
-    for _ in 0..200 {
-        if s.lb.try_wait().is_some() {
-            return std::fs::read_to_string(s.dir.0.join("lb.log")).unwrap_or_default();
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("lb did not exit");
 }
 
 /// True once a connection to `target` is refused (the listener is closed).
@@ -71,33 +56,18 @@ fn refused(target: SocketAddr) -> bool {
     })
 }
 
-/// The answering backend; in splice mode without PROXY protocol the backend
-/// sees the balancer's address, so unlike `Conn::ask` no client check.
-fn name(conn: &mut Conn) -> String {
-    conn.try_ask().expect("an answer over the connection")
-}
-
-fn sigterm(s: &Setup) {
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(s.lb.pid() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .expect("SIGTERM");
-}
-
-fn ask_from(port: u16, target: SocketAddr) -> String {
-    let sock =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    sock.set_reuse_address(true).expect("reuse");
-    sock.bind(&SocketAddr::new(CLIENT4.parse().expect("client"), port).into()).expect("bind");
-    sock.connect_timeout(&target.into(), Duration::from_secs(2))
-        .expect("connect through the proxy");
-    let mut s: TcpStream = sock.into();
-    s.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
-    s.write_all(b"hello\n").expect("write");
-    let mut line = String::new();
-    BufReader::new(&s).read_line(&mut line).expect("read");
-    line.split_whitespace().next().unwrap_or_default().to_owned()
+/// The backend the XDP datapath would give the flow from `client` to
+/// `target`.
+fn predicted(
+    s: &Setup,
+    service: &str,
+    client: SocketAddr,
+    target: SocketAddr,
+    proto: u8,
+) -> String {
+    let plan = datapath::plan(&s.config()).expect("plan");
+    let key = lb_userspace::splice::pick::flow_key(client, target, proto);
+    lb_tests::predict::backend(&plan, service, &key)
 }
 
 #[test]
@@ -106,18 +76,13 @@ fn splice_mode_proxies_tcp_to_the_backend_xdp_would_pick() {
     let status = s.lb.status();
     assert!(status.starts_with("mode splice"), "{status}");
     assert!(status.contains("(splice: --mode splice or agent.mode = \"splice\")"), "{status}");
-    let plan = datapath::plan(&s.config()).expect("plan");
-    let svc = plan.services.iter().find(|p| p.name == "tcp-v4").expect("service");
     let target = vip(VIP4, 80);
     let _in = s.topo.client.enter();
     let mut names = Vec::new();
     for port in 41000..41300u16 {
-        let got = ask_from(port, target);
+        let got = Conn::open_from(port, target, Mode::Splice).ask();
         let client = SocketAddr::new(CLIENT4.parse().expect("ip"), port);
-        let key = lb_userspace::splice::pick::flow_key(client, target, PROTO_TCP);
-        let slot = slot_for(flow_hash(&key), svc.record.table_size).expect("slot");
-        let id = svc.table[slot as usize];
-        let want = format!("b{}", plan.backends[id as usize].addr.to_bytes()[2]);
+        let want = predicted(&s, "tcp-v4", client, target, PROTO_TCP);
         assert_eq!(got, want, "client port {port}: splice and XDP pick the same backend");
         names.push(got);
     }
@@ -132,14 +97,13 @@ fn splice_mode_proxies_tcp_to_the_backend_xdp_would_pick() {
         let flows = row.split_whitespace().last().unwrap_or_default();
         assert_eq!(flows, n.unwrap_or(0).to_string(), "backend {i} connections: {row}");
     }
-    assert!(status.contains("splice_connection_limit"), "{status}");
+    let at_limit = status.lines().find(|l| l.starts_with("splice_connection_limit"));
+    assert_eq!(at_limit.and_then(|l| l.split_whitespace().last()), Some("0"), "{status}");
 }
 
 #[test]
 fn splice_mode_relays_udp_from_the_vip_to_the_backend_xdp_would_pick() {
     let s = splice_setup();
-    let plan = datapath::plan(&s.config()).expect("plan");
-    let svc = plan.services.iter().find(|p| p.name == "udp-v4").expect("service");
     let target = vip(VIP4, 5353);
     let _in = s.topo.client.enter();
     let mut names = Vec::new();
@@ -155,10 +119,7 @@ fn splice_mode_relays_udp_from_the_vip_to_the_backend_xdp_would_pick() {
         let got =
             String::from_utf8_lossy(&buf[..n]).split_whitespace().next().unwrap_or("").to_owned();
         let client = SocketAddr::new(CLIENT4.parse().expect("ip"), port);
-        let key = lb_userspace::splice::pick::flow_key(client, target, lb_common::abi::PROTO_UDP);
-        let slot = slot_for(flow_hash(&key), svc.record.table_size).expect("slot");
-        let want =
-            format!("b{}", plan.backends[svc.table[slot as usize] as usize].addr.to_bytes()[2]);
+        let want = predicted(&s, "udp-v4", client, target, PROTO_UDP);
         assert_eq!(got, want, "client port {port}");
         names.push(got);
     }
@@ -184,16 +145,17 @@ fn shutdown_stops_accepting_and_lets_open_connections_finish() {
     let mut s = splice_setup_with("shutdown_timeout = \"20s\"", "", "kind = \"none\"");
     let target = vip(VIP4, 80);
     let inside = s.topo.client.enter();
-    let mut open = Conn::open(target);
-    let first = name(&mut open);
-    sigterm(&s);
+    let mut open = s.conn(target);
+    let first = open.ask();
+    s.lb.sigterm();
     assert!(refused(target), "after SIGTERM new connections are refused");
     for _ in 0..5 {
-        assert_eq!(name(&mut open), first, "the open connection goes on, on its backend");
+        assert_eq!(open.ask(), first, "the open connection goes on, on its backend");
     }
     drop(open);
     drop(inside);
-    let log = exited(&mut s);
+    s.lb.wait_exit(Duration::from_secs(10));
+    let log = s.lb.log();
     assert!(log.contains("every open connection finished"), "{log}");
 }
 
@@ -201,10 +163,11 @@ fn shutdown_stops_accepting_and_lets_open_connections_finish() {
 fn shutdown_closes_what_is_still_open_at_the_timeout() {
     let mut s = splice_setup_with("shutdown_timeout = \"1s\"", "", "kind = \"none\"");
     let _in = s.topo.client.enter();
-    let mut open = Conn::open(vip(VIP4, 80));
-    name(&mut open);
-    sigterm(&s);
-    let log = exited(&mut s);
+    let mut open = s.conn(vip(VIP4, 80));
+    open.ask();
+    s.lb.sigterm();
+    s.lb.wait_exit(Duration::from_secs(10));
+    let log = s.lb.log();
     assert!(log.contains("splice.shutdown_timeout reached"), "{log}");
     assert_eq!(open.try_ask(), None, "closed once the timeout passed");
 }
@@ -214,8 +177,8 @@ fn a_reload_keeps_open_connections_even_to_a_removed_backend() {
     let s = splice_setup();
     let target = vip(VIP4, 80);
     let inside = s.topo.client.enter();
-    let mut conns: Vec<Conn> = (0..30).map(|_| Conn::open(target)).collect();
-    let first: Vec<String> = conns.iter_mut().map(name).collect();
+    let mut conns: Vec<Conn> = (0..30).map(|_| s.conn(target)).collect();
+    let first: Vec<String> = conns.iter_mut().map(Conn::ask).collect();
     drop(inside);
     assert!(first.iter().any(|n| n == "b3"), "{first:?}");
     // Backend 3 leaves the TCP service on 10.201.0.100.
@@ -231,9 +194,9 @@ fn a_reload_keeps_open_connections_even_to_a_removed_backend() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let _in = s.topo.client.enter();
     for (conn, was) in conns.iter_mut().zip(&first) {
-        assert_eq!(&name(conn), was, "an open connection keeps its backend across the reload");
+        assert_eq!(&conn.ask(), was, "an open connection keeps its backend across the reload");
     }
-    let after: Vec<String> = (0..60).map(|_| name(&mut Conn::open(target))).collect();
+    let after: Vec<String> = (0..60).map(|_| s.conn(target).ask()).collect();
     assert!(!after.iter().any(|n| n == "b3"), "new connections avoid the removed one: {after:?}");
 }
 
@@ -248,6 +211,6 @@ fn a_vip_that_is_not_a_local_address_is_served_with_ip_transparent() {
     let log = std::fs::read_to_string(s.dir.0.join("lb.log")).unwrap_or_default();
     assert!(log.contains("listening with IP_TRANSPARENT"), "{log}");
     let _in = s.topo.client.enter();
-    let names: Vec<String> = (0..30).map(|_| name(&mut Conn::open(vip(VIP4, 80)))).collect();
+    let names: Vec<String> = (0..30).map(|_| s.conn(vip(VIP4, 80)).ask()).collect();
     assert_eq!(count(&names).len(), 3, "{:?}", count(&names));
 }

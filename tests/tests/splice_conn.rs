@@ -63,11 +63,6 @@ fn tries(plan: &datapath::Plan, port: u16) -> Vec<u32> {
     candidates(&svc.table, hash(&key, false), plan.backends.len())
 }
 
-/// The name (`b<i>`) of backend `id` of `plan`.
-fn name(plan: &datapath::Plan, id: u32) -> String {
-    format!("b{}", plan.backends[id as usize].addr.to_bytes()[2])
-}
-
 #[test]
 fn connections_a_backend_refuses_go_to_the_next_backend_in_maglev_order() {
     let mut s = Setup::splice(Some(SERVER), 3, &[], "splice");
@@ -79,7 +74,8 @@ fn connections_a_backend_refuses_go_to_the_next_backend_in_maglev_order() {
     let mut got = Vec::new();
     let inside = s.topo.client.enter();
     for port in 43000..43300u16 {
-        let order: Vec<String> = tries(&plan, port).iter().map(|&id| name(&plan, id)).collect();
+        let order: Vec<String> =
+            tries(&plan, port).iter().map(|&id| lb_tests::predict::name(&plan, id)).collect();
         let want = order.iter().find(|n| *n != "b2").expect("a live backend");
         rerouted += usize::from(order[0] == "b2");
         let answer = Conn::open_from(port, vip(VIP4, 80), Mode::Splice).ask();

@@ -1,0 +1,22 @@
+//! Which backend a flow must reach, computed from the userspace Maglev plan
+//! the way the datapath computes it, so a test can check every flow landed
+//! exactly there.
+
+use lb_common::{
+    abi::FlowKey,
+    hash::{flow_hash, slot_for},
+};
+use lb_userspace::datapath::Plan;
+
+/// The name (`b<i>`, as lbt-server answers) of backend `id` of `plan`.
+pub fn name(plan: &Plan, id: u32) -> String {
+    format!("b{}", plan.backends[id as usize].addr.to_bytes()[2])
+}
+
+/// The name of the backend `service` of `plan` gives the flow `key` (hash
+/// of the 5-tuple).
+pub fn backend(plan: &Plan, service: &str, key: &FlowKey) -> String {
+    let svc = plan.services.iter().find(|s| s.name == service).expect("service");
+    let slot = slot_for(flow_hash(key), svc.record.table_size).expect("table");
+    name(plan, svc.table[slot as usize])
+}
