@@ -11,6 +11,7 @@
 //! - [`splice`]: the userspace fallback datapath (splice(2) relay).
 //! - [`object`]: finds the eBPF object (embedded or `--bpf-object`) and refuses
 //!   a missing or stale one.
+pub mod accept;
 pub mod agent;
 pub mod config;
 pub mod control;

@@ -69,23 +69,15 @@ impl ControlSocket {
             Ok(l) => l,
             Err(e) => return tracing::error!("the control socket cannot be served: {e}"),
         };
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => return,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => {
-                        let handler = Arc::clone(&handler);
-                        tokio::spawn(async move {
-                            if let Err(e) = answer(stream, handler).await {
-                                tracing::debug!(error = %e, "control connection failed");
-                            }
-                        });
-                    }
-                    Err(e) => tracing::warn!(error = %e, "control socket accept failed"),
-                },
-            }
-        }
+        let handle = |(stream, _)| {
+            let handler = Arc::clone(&handler);
+            tokio::spawn(async move {
+                if let Err(e) = answer(stream, handler).await {
+                    tracing::debug!(error = %e, "control connection failed");
+                }
+            });
+        };
+        crate::accept::each("control socket", || listener.accept(), shutdown, handle).await;
     }
 }
 

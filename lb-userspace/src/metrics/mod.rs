@@ -26,23 +26,15 @@ pub async fn serve(
     source: Arc<dyn Source>,
     shutdown: impl Future<Output = ()>,
 ) {
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let source = Arc::clone(&source);
-                    tokio::spawn(async move {
-                        if let Err(e) = answer(stream, source).await {
-                            tracing::debug!(error = %e, "metrics connection failed");
-                        }
-                    });
-                }
-                Err(e) => tracing::warn!(error = %e, "metrics accept failed"),
-            },
-        }
-    }
+    let handle = |(stream, _)| {
+        let source = Arc::clone(&source);
+        tokio::spawn(async move {
+            if let Err(e) = answer(stream, source).await {
+                tracing::debug!(error = %e, "metrics connection failed");
+            }
+        });
+    };
+    crate::accept::each("metrics", || listener.accept(), shutdown, handle).await;
 }
 
 async fn answer(mut stream: TcpStream, source: Arc<dyn Source>) -> std::io::Result<()> {

@@ -137,25 +137,11 @@ impl Shared {
 /// tasks, counted in `shared.inflight`).
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
     let permits = Arc::new(Semaphore::new(shared.limits.max_connections as usize));
-    tokio::pin!(shutdown);
-    loop {
-        let (client, peer) = tokio::select! {
-            _ = &mut shutdown => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(vip = %shared.vip, error = %e, "accept failed");
-                    // Out of descriptors, say: do not spin on it.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-        };
+    let each = |(client, peer): (TcpStream, SocketAddr)| {
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
             // Refuse cleanly: close at once instead of letting it hang.
             shared.stats.refused_at_limit.fetch_add(1, Ordering::Relaxed);
-            drop(client);
-            continue;
+            return drop(client);
         };
         let shared = Arc::clone(&shared);
         let open = shared.inflight.enter();
@@ -165,7 +151,9 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Fu
                 tracing::debug!(%peer, error = %e, "connection ended");
             }
         });
-    }
+    };
+    let what = format!("splice {}", shared.vip);
+    crate::accept::each(&what, || listener.accept(), shutdown, each).await;
 }
 
 async fn handle(client: TcpStream, peer: SocketAddr, shared: &Shared) -> io::Result<()> {
