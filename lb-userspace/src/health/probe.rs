@@ -2,6 +2,7 @@
 //! request/reply, bounded by the configured timeout. Probes start from the
 //! balancer host with its own address, which the backend can answer.
 
+use crate::splice::proxy_v2::LOCAL_HEADER;
 use std::{io, net::SocketAddr, time::Duration};
 
 use tokio::{
@@ -47,30 +48,23 @@ impl From<io::Error> for ProbeError {
     }
 }
 
-/// Probes `addr` once; `None` kind always succeeds.
-pub async fn probe(kind: &HealthKind, addr: SocketAddr, limit: Duration) -> Result<(), ProbeError> {
-    probe_backend(kind, addr, false, limit).await
-}
-
-/// [`probe`], for a backend that expects a PROXY protocol v2 header on
-/// every connection when `proxy_protocol` is set: TCP and HTTP probes then
+/// Probes `addr` once; `None` kind always succeeds. A backend that expects
+/// a PROXY protocol v2 header on every connection (`proxy_protocol`) gets
+/// one: TCP and HTTP probes then
 /// start with the header's LOCAL form (a connection of the balancer's own),
 /// which such backends accept.
-pub async fn probe_backend(
+pub async fn probe(
     kind: &HealthKind,
     addr: SocketAddr,
     proxy_protocol: bool,
     limit: Duration,
 ) -> Result<(), ProbeError> {
-    let preamble: &[u8] = if proxy_protocol { &LOCAL } else { &[] };
+    let preamble: &[u8] = if proxy_protocol { &LOCAL_HEADER } else { &[] };
     match timeout(limit, probe_inner(kind, addr, preamble)).await {
         Ok(r) => r,
         Err(_) => Err(ProbeError::Timeout(limit)),
     }
 }
-
-/// The LOCAL PROXY v2 header.
-static LOCAL: [u8; 16] = crate::splice::proxy_v2::LOCAL_HEADER;
 
 async fn probe_inner(
     kind: &HealthKind,
@@ -150,9 +144,12 @@ mod tests {
         rt().block_on(async {
             let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = l.local_addr().unwrap();
-            probe(&HealthKind::Tcp, addr, LIMIT).await.unwrap();
+            probe(&HealthKind::Tcp, addr, false, LIMIT).await.unwrap();
             drop(l);
-            assert!(matches!(probe(&HealthKind::Tcp, addr, LIMIT).await, Err(ProbeError::Refused)));
+            assert!(matches!(
+                probe(&HealthKind::Tcp, addr, false, LIMIT).await,
+                Err(ProbeError::Refused)
+            ));
         });
     }
 
@@ -170,8 +167,8 @@ mod tests {
                 }
             });
             let kind = HealthKind::Http { path: "/healthz".into(), expect_status: 200 };
-            probe(&kind, addr, LIMIT).await.unwrap();
-            let err = probe(&kind, addr, LIMIT).await.unwrap_err();
+            probe(&kind, addr, false, LIMIT).await.unwrap();
+            let err = probe(&kind, addr, false, LIMIT).await.unwrap_err();
             assert!(matches!(err, ProbeError::Status { got: 503, want: 200 }), "{err}");
             server.await.unwrap();
         });
@@ -190,12 +187,12 @@ mod tests {
                 }
             });
             let kind = HealthKind::Udp { send: b"ping".to_vec(), expect: Some(b"pong".to_vec()) };
-            probe(&kind, addr, LIMIT).await.unwrap();
-            assert!(matches!(probe(&kind, addr, LIMIT).await, Err(ProbeError::Reply)));
+            probe(&kind, addr, false, LIMIT).await.unwrap();
+            assert!(matches!(probe(&kind, addr, false, LIMIT).await, Err(ProbeError::Reply)));
             echo.await.unwrap();
             // Nothing listens now: the ICMP error arrives well before the timeout.
             let t = std::time::Instant::now();
-            assert!(matches!(probe(&kind, addr, LIMIT).await, Err(ProbeError::Refused)));
+            assert!(matches!(probe(&kind, addr, false, LIMIT).await, Err(ProbeError::Refused)));
             assert!(t.elapsed() < LIMIT);
         });
     }
@@ -205,7 +202,8 @@ mod tests {
         rt().block_on(async {
             let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
             let kind = HealthKind::Udp { send: b"ping".to_vec(), expect: None };
-            let err = probe(&kind, server.local_addr().unwrap(), Duration::from_millis(50)).await;
+            let err =
+                probe(&kind, server.local_addr().unwrap(), false, Duration::from_millis(50)).await;
             assert!(matches!(err, Err(ProbeError::Timeout(_))));
         });
     }
@@ -227,10 +225,10 @@ mod tests {
                 firsts
             });
             let http = HealthKind::Http { path: "/".into(), expect_status: 200 };
-            probe_backend(&HealthKind::Tcp, addr, true, LIMIT).await.unwrap();
-            probe_backend(&http, addr, true, LIMIT).await.unwrap();
+            probe(&HealthKind::Tcp, addr, true, LIMIT).await.unwrap();
+            probe(&http, addr, true, LIMIT).await.unwrap();
             let firsts = seen.await.unwrap();
-            assert!(firsts.iter().all(|h| *h == LOCAL), "{firsts:?}");
+            assert!(firsts.iter().all(|h| *h == LOCAL_HEADER), "{firsts:?}");
         });
     }
 }

@@ -9,7 +9,7 @@ use std::{
 
 use tokio::{sync::mpsc, task::JoinHandle};
 
-use super::probe::probe_backend;
+use super::probe::probe;
 use crate::config::HealthKind;
 
 /// What to probe, and how often.
@@ -75,9 +75,8 @@ async fn run(t: Target, tx: mpsc::UnboundedSender<Outcome>) {
     tokio::time::sleep(rng.fraction_of(t.interval)).await;
     loop {
         let start = Instant::now();
-        let result = probe_backend(&t.kind, t.backend, t.proxy_protocol, t.timeout)
-            .await
-            .map_err(|e| e.to_string());
+        let result =
+            probe(&t.kind, t.backend, t.proxy_protocol, t.timeout).await.map_err(|e| e.to_string());
         let at = Instant::now();
         let outcome = Outcome {
             service: t.service.clone(),
