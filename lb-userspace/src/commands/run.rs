@@ -291,8 +291,14 @@ fn raise_fd_limit(cfg: &config::Config) {
     {
         tracing::warn!("cannot raise the open-file limit from {soft} to {hard}: {e}");
     }
-    let tcp = cfg.services.iter().filter(|s| s.protocol == config::Protocol::Tcp).count() as u64;
-    let want = tcp * u64::from(cfg.splice.max_connections) * 6 + 1024;
+    // Six a TCP connection (two sockets, two pipes), one a UDP session.
+    let per_service = |s: &config::Service| match s.protocol {
+        config::Protocol::Tcp => 6,
+        config::Protocol::Udp => 1,
+    };
+    let want = cfg.services.iter().map(per_service).sum::<u64>()
+        * u64::from(cfg.splice.max_connections)
+        + 1024;
     if hard < want {
         tracing::warn!(
             limit = hard,
