@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use lb_common::abi::{Addr, FAMILY_V4, FlowKey, PROTO_UDP};
+use lb_common::abi::{FlowKey, PROTO_UDP};
 use lb_userspace::config as lbconfig;
 
 use crate::{
@@ -251,15 +251,7 @@ impl Flow {
     pub fn key(&self) -> FlowKey {
         let local = self.sock.local_addr().expect("local");
         let client: IpAddr = crate::topology::CLIENT4.parse().expect("client");
-        FlowKey {
-            src: Addr::from(client),
-            dst: Addr::from(self.vip.ip()),
-            src_port_be: local.port().to_be(),
-            dst_port_be: self.vip.port().to_be(),
-            proto: PROTO_UDP,
-            family: FAMILY_V4,
-            _pad: [0; 2],
-        }
+        FlowKey::between(SocketAddr::new(client, local.port()), self.vip, PROTO_UDP)
     }
 }
 

@@ -29,15 +29,7 @@ fn l4(frame: &Frame) -> L4Packet {
 
 /// The flow key `frame` describes, built field by field from its endpoints.
 fn expected_key(frame: &Frame) -> FlowKey {
-    FlowKey {
-        src: Addr::from(frame.src.ip()),
-        dst: Addr::from(frame.dst.ip()),
-        src_port_be: frame.src.port().to_be(),
-        dst_port_be: frame.dst.port().to_be(),
-        proto: frame.proto,
-        family: if frame.is_ipv4() { FAMILY_V4 } else { FAMILY_V6 },
-        _pad: [0; 2],
-    }
+    FlowKey::between(frame.src, frame.dst, frame.proto)
 }
 
 /// Asserts that `frame` parses as L4 with the offsets and key it describes.

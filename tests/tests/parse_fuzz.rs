@@ -3,7 +3,7 @@
 //! reports is consistent with the bytes. (The same invariants drive the
 //! cargo-fuzz target in `fuzz/`.)
 
-use lb_common::abi::{Addr, FAMILY_V4, FAMILY_V6, FlowKey, PROTO_TCP, PROTO_UDP};
+use lb_common::abi::{FAMILY_V4, FAMILY_V6, FlowKey, PROTO_TCP, PROTO_UDP};
 use lb_common::parse::{MAX_IPV6_EXT_HEADERS, ParseError, Parsed, parse};
 use lb_tests::packet::{EXT_DEST_OPTS, EXT_HOP_BY_HOP, EXT_ROUTING, Frame, Ipv6Ext, PROTO_ICMP};
 use proptest::prelude::*;
@@ -111,15 +111,7 @@ fn oracle(f: &Frame) -> Parsed {
     Parsed::L4(lb_common::parse::L4Packet {
         l3_off: f.l3_offset(),
         l4_off: f.l4_offset(),
-        key: FlowKey {
-            src: Addr::from(f.src.ip()),
-            dst: Addr::from(f.dst.ip()),
-            src_port_be: f.src.port().to_be(),
-            dst_port_be: f.dst.port().to_be(),
-            proto: f.proto,
-            family: if f.is_ipv4() { FAMILY_V4 } else { FAMILY_V6 },
-            _pad: [0; 2],
-        },
+        key: FlowKey::between(f.src, f.dst, f.proto),
         tcp_flags: if f.proto == PROTO_TCP { f.tcp_flags } else { 0 },
     })
 }

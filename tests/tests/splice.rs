@@ -66,7 +66,7 @@ fn predicted(
     proto: u8,
 ) -> String {
     let plan = datapath::plan(&s.config()).expect("plan");
-    let key = lb_userspace::splice::pick::flow_key(client, target, proto);
+    let key = lb_common::abi::FlowKey::between(client, target, proto);
     lb_tests::predict::backend(&plan, service, &key)
 }
 

@@ -15,7 +15,7 @@ use lb_tests::{
 };
 use lb_userspace::{
     datapath,
-    splice::pick::{candidates, flow_key, hash},
+    splice::pick::{candidates, hash},
 };
 
 const SERVER: &str = env!("CARGO_BIN_EXE_lbt-server");
@@ -59,7 +59,7 @@ fn a_thousand_concurrent_connections_are_all_served() {
 fn tries(plan: &datapath::Plan, port: u16) -> Vec<u32> {
     let svc = plan.services.iter().find(|p| p.name == "tcp-v4").expect("service");
     let client = std::net::SocketAddr::new(lb_tests::topology::CLIENT4.parse().expect("ip"), port);
-    let key = flow_key(client, vip(VIP4, 80), lb_common::abi::PROTO_TCP);
+    let key = lb_common::abi::FlowKey::between(client, vip(VIP4, 80), lb_common::abi::PROTO_TCP);
     candidates(&svc.table, hash(&key, false), plan.backends.len())
 }
 

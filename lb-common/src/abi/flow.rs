@@ -1,4 +1,6 @@
-use super::{Addr, abi_type};
+use core::net::SocketAddr;
+
+use super::{Addr, abi_type, family_of};
 
 /// A connection's 5-tuple as seen in one direction.
 ///
@@ -23,6 +25,23 @@ pub struct FlowKey {
     pub _pad: [u8; 2],
 }
 abi_type!(FlowKey, size = 40, align = 4);
+
+impl FlowKey {
+    /// The key of the flow from `src` to `dst` over `proto` (`PROTO_*`):
+    /// what the parser builds from the packet's headers. Both addresses are
+    /// of one family (the source's is used).
+    pub fn between(src: SocketAddr, dst: SocketAddr, proto: u8) -> Self {
+        Self {
+            src: Addr::from(src.ip()),
+            dst: Addr::from(dst.ip()),
+            src_port_be: src.port().to_be(),
+            dst_port_be: dst.port().to_be(),
+            proto,
+            family: family_of(src.ip()),
+            _pad: [0; 2],
+        }
+    }
+}
 
 /// Value of the flow table: the backend a flow is pinned to. Nothing else:
 /// the service follows from the key, and flows have no idle timeout (the

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use aya::maps::{Array, HashMap, MapData};
 use lb_common::{
     abi::{
-        Addr, BACKEND_DOWN, BackendRecord, FlowKey, FlowValue, MAP_BACKENDS, MAP_FLOWS, MAP_MAGLEV,
-        NO_BACKEND, SERVICE_HASH_CLIENT_IP, family_of,
+        BACKEND_DOWN, BackendRecord, FlowKey, FlowValue, MAP_BACKENDS, MAP_FLOWS, MAP_MAGLEV,
+        NO_BACKEND, SERVICE_HASH_CLIENT_IP,
     },
     hash::{client_hash, flow_hash, slot_for},
 };
@@ -41,15 +41,7 @@ pub(super) fn explain(
             format!("{dst} ({protocol}) is no VIP of this balancer: its packets pass untouched")
         })?;
     let key = service_key(svc);
-    let flow = FlowKey {
-        src: Addr::from(src.ip()),
-        dst: Addr::from(dst.ip()),
-        src_port_be: src.port().to_be(),
-        dst_port_be: dst.port().to_be(),
-        proto: key.proto,
-        family: family_of(src.ip()),
-        _pad: [0; 2],
-    };
+    let flow = FlowKey::between(src, dst, key.proto);
     let err = |e: &dyn std::fmt::Display| e.to_string();
     let dp = st
         .datapath

@@ -3,25 +3,10 @@
 //! the same backend; then, if that backend refuses, the owners of the
 //! following slots, in table order.
 
-use std::net::SocketAddr;
-
 use lb_common::{
-    abi::{Addr, FlowKey, NO_BACKEND, family_of},
+    abi::{FlowKey, NO_BACKEND},
     hash::{client_hash, flow_hash, slot_for},
 };
-
-/// The 5-tuple key the XDP datapath would build for this connection.
-pub fn flow_key(client: SocketAddr, vip: SocketAddr, proto: u8) -> FlowKey {
-    FlowKey {
-        src: Addr::from(client.ip()),
-        dst: Addr::from(vip.ip()),
-        src_port_be: client.port().to_be(),
-        dst_port_be: vip.port().to_be(),
-        proto,
-        family: family_of(client.ip()),
-        _pad: [0; 2],
-    }
-}
 
 /// The hash XDP uses for this flow: of the client address for affinity
 /// services, of the 5-tuple otherwise.
@@ -68,13 +53,5 @@ mod tests {
         assert!(candidates(&[], 1, 3).is_empty());
         assert_eq!(owners(&table), 3);
         assert_eq!(owners(&[NO_BACKEND, 4, 4]), 1);
-    }
-
-    #[test]
-    fn the_key_matches_what_the_datapath_parses() {
-        let k = flow_key("10.0.0.2:40000".parse().unwrap(), "10.0.0.100:80".parse().unwrap(), 6);
-        assert_eq!(k.src_port_be, 40000u16.to_be());
-        assert_eq!(k.dst.to_bytes()[..4], [10, 0, 0, 100]);
-        assert_eq!(k.family, lb_common::abi::FAMILY_V4);
     }
 }

@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use lb_common::abi::{EVENT_REFUSED, PROTO_TCP, PassiveEvent};
+use lb_common::abi::{EVENT_REFUSED, FlowKey, PROTO_TCP, PassiveEvent};
 use tokio::{
     io::AsyncWriteExt,
     net::{TcpListener, TcpStream},
@@ -74,7 +74,7 @@ impl View {
         proto: u8,
         tries: usize,
     ) -> Vec<(u32, Backend)> {
-        let key = pick::flow_key(client, vip, proto);
+        let key = FlowKey::between(client, vip, proto);
         let budget = tries.min(self.owners);
         pick::candidates(&self.table, pick::hash(&key, self.client_affinity), budget)
             .into_iter()
