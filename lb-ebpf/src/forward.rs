@@ -3,25 +3,30 @@
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
     abi::{
-        BACKEND_DOWN, DropReason, FlowKey, FlowValue, NAT_ESTABLISHED, NO_BACKEND, NatValue,
-        PROTO_TCP, SERVICE_HASH_CLIENT_IP, ServiceRecord,
+        BACKEND_DOWN, BackendRecord, DropReason, FLOW_CLOSING, FLOW_ESTABLISHED, FLOW_OPENING,
+        FlowKey, FlowValue, NO_BACKEND, PROTO_TCP, SERVICE_HASH_CLIENT_IP, ServiceRecord,
     },
     hash::{client_hash, flow_hash, slot_for},
     parse::{L4Packet, headers::TcpHdr},
 };
 
 use crate::{
+    clock,
     frame::Frame,
-    maps::{LB_BACKENDS, LB_FLOWS, LB_MAGLEV, LB_NAT},
+    maps::{LB_BACKENDS, LB_FLOWS, LB_MAGLEV},
+    passive,
     rewrite::{self, Side},
     route, stats,
 };
 
 /// Forwards a packet addressed to the service `svc`.
 ///
-/// An established flow keeps the backend recorded in the flow table, even if
-/// the service's table has changed since; a new flow takes the backend of its
-/// Maglev slot and is recorded, together with the NAT entry its replies need.
+/// A TCP SYN is a new connection, whatever the table holds for its 5-tuple
+/// (clients reuse ports): it takes the service's current Maglev choice and
+/// re-pins the flow, so drains and removals hold for reused ports too and a
+/// refusal is seen on every connection. Any other packet of a live flow
+/// keeps the backend recorded, even if the service's table has changed; a
+/// packet of no live flow takes the Maglev choice and pins it.
 #[inline(always)]
 pub fn to_backend(
     ctx: &XdpContext,
@@ -29,43 +34,73 @@ pub fn to_backend(
     pkt: &L4Packet,
     svc: &ServiceRecord,
 ) -> Result<u32, DropReason> {
-    // SAFETY: the value is copied out at once; a concurrent update replaces
-    // the element rather than writing into it.
-    let pinned = unsafe { LB_FLOWS.get(pkt.key) }.map(|f| f.backend_id);
+    let now = clock::now();
+    let tcp = pkt.key.proto == PROTO_TCP;
+    let syn = tcp && pkt.tcp_flags & (TcpHdr::SYN | TcpHdr::ACK) == TcpHdr::SYN;
+    let closing = tcp && pkt.tcp_flags & (TcpHdr::FIN | TcpHdr::RST) != 0;
+    let entry = LB_FLOWS.get_ptr_mut(pkt.key);
+    // SAFETY: a pointer to a live map value, read once.
+    let current = entry
+        .map(|p| unsafe { *p })
+        .filter(|f| !f.expired(pkt.key.proto, now, &clock::timeouts()));
     // A flow pinned to a backend that is down is re-hashed like a new one:
     // UDP flows move on at once, and an established TCP flow gets a reset
     // from its new backend rather than silence until it times out.
-    let live = pinned
-        .and_then(|id| LB_BACKENDS.get(id).filter(|b| b.state != BACKEND_DOWN).map(|b| (id, *b)));
-    let new_flow = live.is_none();
-    let (backend_id, backend) = match live {
-        Some(found) => found,
-        None => {
+    let kept = current.filter(|_| !syn).and_then(|f| live(f.backend_id).map(|b| (f, b)));
+    let (backend_id, backend, new_flow) = match (kept, entry) {
+        (Some((flow, backend)), Some(entry)) => {
+            refresh(entry, flow, closing, now);
+            (flow.backend_id, backend, false)
+        }
+        _ => {
             let id = pick(pkt, svc)?;
-            (id, *LB_BACKENDS.get(id).ok_or(DropReason::BadTableEntry)?)
+            let backend = *LB_BACKENDS.get(id).ok_or(DropReason::BadTableEntry)?;
+            // A retransmitted SYN of a connection already waiting on this
+            // backend is the same connection, not a new one.
+            let again = syn
+                && current.is_some_and(|f| f.state == FLOW_OPENING && f.backend_id == id);
+            let state = if syn {
+                FLOW_OPENING
+            } else if closing {
+                FLOW_CLOSING
+            } else {
+                FLOW_ESTABLISHED
+            };
+            pin(pkt, FlowValue { backend_id: id, last_seen: now, state, _pad: [0; 3] });
+            if syn && !again {
+                passive::opened(id);
+            }
+            (id, backend, !again)
         }
     };
     if backend.family != pkt.key.family {
         return Err(DropReason::BadTableEntry);
     }
     rewrite::check_ttl(frame, pkt)?;
-
-    let to = FlowKey {
-        src: pkt.key.src,
-        dst: backend.addr,
-        src_port_be: pkt.key.src_port_be,
-        dst_port_be: backend.port_be,
-        proto: pkt.key.proto,
-        family: pkt.key.family,
-        _pad: [0; 2],
-    };
-    if new_flow {
-        pin(pkt, &to, backend_id);
-    }
+    let to = FlowKey { dst: backend.addr, dst_port_be: backend.port_be, ..pkt.key };
     rewrite::endpoint(frame, pkt, Side::Dst, &backend.addr, backend.port_be)?;
     let action = route::forward(ctx, frame, &to)?;
     stats::forwarded(svc.id, backend_id, frame.len(), new_flow);
     Ok(action)
+}
+
+/// The record of backend `id` if it may keep its flows (it is not down).
+#[inline(always)]
+fn live(id: u32) -> Option<BackendRecord> {
+    LB_BACKENDS.get(id).filter(|b| b.state != BACKEND_DOWN).copied()
+}
+
+/// Notes a packet of a kept flow: FIN or RST starts closing, and the
+/// entry's time is rewritten only when stale, so a busy flow does not
+/// write its entry on every packet.
+#[inline(always)]
+fn refresh(entry: *mut FlowValue, flow: FlowValue, closing: bool, now: u32) {
+    let state = if closing { FLOW_CLOSING } else { flow.state };
+    if state != flow.state || flow.stale(now) {
+        // SAFETY: a pointer to a live map value; a concurrent writer of the
+        // same flow can only make the entry one refresh older or newer.
+        unsafe { *entry = FlowValue { state, last_seen: now, ..flow } };
+    }
 }
 
 /// The backend of the flow's Maglev slot.
@@ -85,34 +120,13 @@ fn pick(pkt: &L4Packet, svc: &ServiceRecord) -> Result<u32, DropReason> {
     }
 }
 
-/// Records a new flow and the NAT entry its replies (backend -> client) match.
-/// A full table is counted, not fatal: Maglev sends the next packet of the
-/// flow to the same backend as long as the table is unchanged.
+/// Records the flow (replacing whatever the 5-tuple held). A full table is
+/// counted, not fatal: Maglev sends the next packet of the flow to the same
+/// backend as long as the service's table is unchanged, and a reply finds
+/// no flow and passes to the kernel.
 #[inline(always)]
-fn pin(pkt: &L4Packet, to: &FlowKey, backend_id: u32) {
-    let flow = FlowValue { backend_id };
-    let reply = FlowKey {
-        src: to.dst,
-        dst: to.src,
-        src_port_be: to.dst_port_be,
-        dst_port_be: to.src_port_be,
-        proto: to.proto,
-        family: to.family,
-        _pad: [0; 2],
-    };
-    // Only a flow opened by a SYN can be refused: a flow re-hashed away
-    // from a dead backend mid-connection draws a reset from its new backend,
-    // which says nothing about that backend's health.
-    let syn =
-        pkt.key.proto == PROTO_TCP && pkt.tcp_flags & (TcpHdr::SYN | TcpHdr::ACK) == TcpHdr::SYN;
-    let nat = NatValue {
-        vip: pkt.key.dst,
-        vip_port_be: pkt.key.dst_port_be,
-        flags: if syn { 0 } else { NAT_ESTABLISHED },
-        _pad: 0,
-        backend_id,
-    };
-    if LB_FLOWS.insert(pkt.key, flow, 0).is_err() || LB_NAT.insert(reply, nat, 0).is_err() {
+fn pin(pkt: &L4Packet, flow: FlowValue) {
+    if LB_FLOWS.insert(pkt.key, flow, 0).is_err() {
         stats::exception(DropReason::FlowTableFull);
     }
 }

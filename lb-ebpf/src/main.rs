@@ -11,9 +11,11 @@
 #![no_std]
 #![no_main]
 
+mod clock;
 mod forward;
 mod frame;
 mod maps;
+mod passive;
 mod reverse;
 mod rewrite;
 mod route;
@@ -25,7 +27,7 @@ use lb_common::{
     parse::{Parsed, parse},
 };
 
-use crate::{frame::Frame, maps::LB_NAT, maps::LB_SERVICES};
+use crate::{frame::Frame, maps::LB_SERVICES};
 
 /// The fingerprint of the sources this object was built from, found by the
 /// agent by its `LB_BUILD_ID=` prefix. `#[used]` keeps it through linking.
@@ -69,26 +71,26 @@ fn try_lb(ctx: &XdpContext) -> Result<u32, DropReason> {
     let pkt = match parse(&frame) {
         Ok(Parsed::L4(pkt)) => pkt,
         Ok(Parsed::Fragment) => return Err(DropReason::Fragment),
+        Ok(Parsed::Unreachable(quoted)) => {
+            passive::unreachable(&quoted.key);
+            return Ok(xdp_action::XDP_PASS);
+        }
         Ok(Parsed::NotIp | Parsed::OtherProtocol) => return Ok(xdp_action::XDP_PASS),
         Err(e) => return Err(e.reason()),
     };
     let service = ServiceKey {
-        vip: pkt.key.dst,
+        addr: pkt.key.dst,
         port_be: pkt.key.dst_port_be,
         proto: pkt.key.proto,
         family: pkt.key.family,
     };
-    // SAFETY (both lookups): values are copied out before use; the agent
-    // replaces elements rather than writing into them.
+    // SAFETY: the value is copied out before use; the agent replaces
+    // elements rather than writing into them.
     if let Some(svc) = unsafe { LB_SERVICES.get(service) } {
         let svc = *svc;
         return forward::to_backend(ctx, &frame, &pkt, &svc);
     }
-    if let Some(nat) = unsafe { LB_NAT.get(pkt.key) } {
-        let nat = *nat;
-        return reverse::to_client(ctx, &frame, &pkt, &nat);
-    }
-    Ok(xdp_action::XDP_PASS)
+    reverse::to_client(ctx, &frame, &pkt)
 }
 
 #[cfg(not(test))]

@@ -1,13 +1,17 @@
 //! The program's maps. Layouts live in `lb_common::abi`; names must match
 //! `lb_common::abi::MAP_*` (a userspace test checks the built object).
 //!
-//! Flow and NAT tables are shared LRU hashes rather than per-CPU ones: the
+//! The flow table is one shared LRU hash rather than per-CPU tables: the
 //! reply of a flow usually arrives on another CPU than its request (another
-//! NIC queue, often another NIC), and a flow must keep its backend if RSS
-//! moves it to another queue. The kernel's LRU keeps per-CPU free lists, so
-//! a shared table costs little on insert. `BPF_F_NO_COMMON_LRU` gives each
-//! CPU its own LRU list (the table stays shared), so inserting a new flow
-//! takes no lock other CPUs contend for.
+//! NIC queue, often another NIC) and must find the same entry, and a flow
+//! must keep its backend if RSS moves it to another queue. The kernel's LRU
+//! keeps per-CPU free lists, so a shared table costs little on insert.
+//! `BPF_F_NO_COMMON_LRU` gives each CPU its own LRU list (the table stays
+//! shared), so inserting a new flow takes no lock other CPUs contend for.
+//!
+//! There is no second, reverse-direction table: replies find their flow
+//! through `LB_REPLIES` (see `reverse`), so the two directions of a flow
+//! share one entry and cannot be evicted apart.
 
 use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_F_NO_COMMON_LRU},
@@ -16,7 +20,8 @@ use aya_ebpf::{
 };
 use lb_common::abi::{
     BackendRecord, Counters, DEFAULT_FLOW_CAPACITY, DEFAULT_MAGLEV_SLOTS, DropReason, EVENTS_BYTES,
-    FlowKey, FlowValue, MAX_BACKENDS, MAX_SERVICES, NatValue, ServiceKey, ServiceRecord,
+    Endpoint, FlowKey, FlowTimeouts, FlowValue, MAX_BACKEND_ENDPOINTS, MAX_BACKENDS, MAX_SERVICES,
+    Replies, ServiceKey, ServiceRecord, SynCounters,
 };
 
 #[map]
@@ -34,8 +39,14 @@ pub static LB_FLOWS: LruHashMap<FlowKey, FlowValue> =
     LruHashMap::with_max_entries(DEFAULT_FLOW_CAPACITY, BPF_F_NO_COMMON_LRU);
 
 #[map]
-pub static LB_NAT: LruHashMap<FlowKey, NatValue> =
-    LruHashMap::with_max_entries(DEFAULT_FLOW_CAPACITY, BPF_F_NO_COMMON_LRU);
+pub static LB_REPLIES: HashMap<Endpoint, Replies> =
+    HashMap::with_max_entries(MAX_BACKEND_ENDPOINTS, 0);
+
+#[map]
+pub static LB_SETTINGS: Array<FlowTimeouts> = Array::with_max_entries(1, 0);
+
+#[map]
+pub static LB_SYNS: Array<SynCounters> = Array::with_max_entries(MAX_BACKENDS, BPF_F_MMAPABLE);
 
 #[map]
 pub static LB_SERVICE_COUNTERS: PerCpuArray<Counters> =

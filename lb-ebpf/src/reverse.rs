@@ -1,49 +1,128 @@
 //! Backend -> client: give the reply the VIP back as its source, so the
-//! client only ever sees the address it connected to. The first answer of a
-//! backend to a TCP flow is also watched: a reset before anything else means
-//! the backend refused a connection the balancer sent it.
+//! client only ever sees the address it connected to.
+//!
+//! A reply finds its flow without a table of its own: `LB_REPLIES` maps the
+//! backend's endpoint to the services it serves, and each gives a forward
+//! key (client -> VIP) to look up in the flow table. The backend's first
+//! answer to a SYN is watched too: a reset before anything else means it
+//! refused a connection the balancer sent it.
 
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{
-    abi::{DropReason, EVENT_REFUSED, FlowKey, NAT_ESTABLISHED, NatValue, PROTO_TCP, PassiveEvent},
+    abi::{
+        Addr, DropReason, EVENT_REFUSED, Endpoint, FLOW_CLOSING, FLOW_ESTABLISHED, FLOW_OPENING,
+        FlowKey, FlowValue, MAX_REPLY_TARGETS, PROTO_TCP,
+    },
     parse::{L4Packet, headers::TcpHdr},
 };
 
 use crate::{
+    clock,
     frame::Frame,
-    maps::{LB_EVENTS, LB_NAT},
+    maps::{LB_BACKENDS, LB_FLOWS, LB_REPLIES},
+    passive,
     rewrite::{self, Side},
     route,
 };
 
-/// Forwards a reply that matched the NAT entry `nat`.
+/// A live flow found from its backend's side.
+pub struct Found {
+    /// Its entry in the flow table.
+    pub entry: *mut FlowValue,
+    /// The entry's value when found.
+    pub flow: FlowValue,
+    /// The VIP it was addressed to.
+    pub vip: Endpoint,
+}
+
+/// The live (unexpired) flow between the client `client`:`client_port_be`
+/// and the backend `backend`, whichever of the backend's services it came
+/// through. `None`: the packet belongs to no balanced flow (direct traffic
+/// between the two, or a flow already over).
 #[inline(always)]
-pub fn to_client(
-    ctx: &XdpContext,
-    frame: &Frame,
-    pkt: &L4Packet,
-    nat: &NatValue,
-) -> Result<u32, DropReason> {
-    if pkt.key.proto == PROTO_TCP && nat.flags & NAT_ESTABLISHED == 0 {
-        first_answer(pkt, nat);
+pub fn find_flow(backend: &Endpoint, client: Addr, client_port_be: u16, now: u32) -> Option<Found> {
+    // SAFETY: the agent replaces elements whole (a hash-map update), so
+    // this element stays as it is while the program runs; not copied, to
+    // keep it off the 512-byte stack.
+    let replies = unsafe { LB_REPLIES.get(backend) }?;
+    let timeouts = clock::timeouts();
+    for i in 0..MAX_REPLY_TARGETS {
+        if i as u32 >= replies.count {
+            break;
+        }
+        let Some(vip) = replies.vips.get(i) else { break };
+        let key = FlowKey {
+            src: client,
+            dst: vip.addr,
+            src_port_be: client_port_be,
+            dst_port_be: vip.port_be,
+            proto: backend.proto,
+            family: backend.family,
+            _pad: [0; 2],
+        };
+        let Some(entry) = LB_FLOWS.get_ptr_mut(key) else { continue };
+        // SAFETY: a pointer to a live map value, read once.
+        let flow = unsafe { *entry };
+        if flow.expired(backend.proto, now, &timeouts) {
+            continue;
+        }
+        // The flow must be pinned to this very backend: the same client
+        // port may talk to another backend of the service directly.
+        let pinned_here = LB_BACKENDS
+            .get(flow.backend_id)
+            .is_some_and(|b| b.addr == backend.addr && b.port_be == backend.port_be);
+        if pinned_here {
+            return Some(Found { entry, flow, vip: *vip });
+        }
     }
+    None
+}
+
+/// Forwards a packet from a backend to its client if it belongs to a
+/// balanced flow; anything else passes to the kernel untouched.
+#[inline(always)]
+pub fn to_client(ctx: &XdpContext, frame: &Frame, pkt: &L4Packet) -> Result<u32, DropReason> {
+    let backend = Endpoint {
+        addr: pkt.key.src,
+        port_be: pkt.key.src_port_be,
+        proto: pkt.key.proto,
+        family: pkt.key.family,
+    };
+    let now = clock::now();
+    let Some(found) = find_flow(&backend, pkt.key.dst, pkt.key.dst_port_be, now) else {
+        return Ok(xdp_action::XDP_PASS);
+    };
     rewrite::check_ttl(frame, pkt)?;
-    rewrite::endpoint(frame, pkt, Side::Src, &nat.vip, nat.vip_port_be)?;
-    let to = FlowKey { src: nat.vip, src_port_be: nat.vip_port_be, ..pkt.key };
+    observe(pkt, &found, now);
+    let vip = found.vip;
+    rewrite::endpoint(frame, pkt, Side::Src, &vip.addr, vip.port_be)?;
+    let to = FlowKey { src: vip.addr, src_port_be: vip.port_be, ..pkt.key };
     route::forward(ctx, frame, &to)
 }
 
-/// A backend's first answer on a flow: a reset is reported to the agent (a
-/// full ring buffer only loses the signal; probes still catch the failure),
-/// anything else marks the flow answered so later resets are not refusals.
+/// Moves the flow's state on for a reply: the first answer to a SYN is
+/// counted (and a reset reported as a refusal), FIN and RST start closing,
+/// and the entry's time is refreshed when stale.
 #[inline(always)]
-fn first_answer(pkt: &L4Packet, nat: &NatValue) {
-    if pkt.tcp_flags & TcpHdr::RST != 0 {
-        let event = PassiveEvent { backend_id: nat.backend_id, kind: EVENT_REFUSED };
-        let _ = LB_EVENTS.output::<PassiveEvent>(&event, 0);
-    } else if let Some(v) = LB_NAT.get_ptr_mut(pkt.key) {
-        // SAFETY: a pointer to a live map value; setting a flag bit races
-        // only with other writers of the same bit.
-        unsafe { (*v).flags |= NAT_ESTABLISHED };
+fn observe(pkt: &L4Packet, found: &Found, now: u32) {
+    let old = found.flow;
+    let mut new = FlowValue { last_seen: now, ..old };
+    if pkt.key.proto == PROTO_TCP {
+        let rst = pkt.tcp_flags & TcpHdr::RST != 0;
+        if old.state == FLOW_OPENING {
+            passive::answered(old.backend_id);
+            if rst {
+                passive::report(old.backend_id, EVENT_REFUSED);
+            }
+            new.state = FLOW_ESTABLISHED;
+        }
+        if rst || pkt.tcp_flags & TcpHdr::FIN != 0 {
+            new.state = FLOW_CLOSING;
+        }
+    }
+    if new.state != old.state || old.stale(now) {
+        // SAFETY: a pointer to a live map value; a concurrent writer of the
+        // same flow can only make the entry one refresh older or newer.
+        unsafe { *found.entry = new };
     }
 }

@@ -11,8 +11,13 @@ pub const MAP_BACKENDS: &str = "LB_BACKENDS";
 pub const MAP_MAGLEV: &str = "LB_MAGLEV";
 /// Flow table: forward `FlowKey` -> `FlowValue` (LRU hash).
 pub const MAP_FLOWS: &str = "LB_FLOWS";
-/// NAT table: return-direction `FlowKey` -> `NatValue` (LRU hash).
-pub const MAP_NAT: &str = "LB_NAT";
+/// Replies: backend `Endpoint` -> `Replies`, the VIPs it answers for (hash).
+pub const MAP_REPLIES: &str = "LB_REPLIES";
+/// Settings: index 0 -> `FlowTimeouts` (array of one).
+pub const MAP_SETTINGS: &str = "LB_SETTINGS";
+/// Connections opened and answered per backend id: `SynCounters` (array,
+/// memory-mappable, updated with atomic adds).
+pub const MAP_SYNS: &str = "LB_SYNS";
 /// Per-service counters: service id -> `Counters` (per-CPU array).
 pub const MAP_SERVICE_COUNTERS: &str = "LB_SERVICE_COUNTERS";
 /// Per-backend counters: backend id -> `Counters` (per-CPU array).
@@ -25,12 +30,14 @@ pub const MAP_EVENTS: &str = "LB_EVENTS";
 pub const EVENTS_BYTES: u32 = 256 * 1024;
 
 /// Every map the agent expects in the object.
-pub const ALL_MAPS: [&str; 9] = [
+pub const ALL_MAPS: [&str; 11] = [
     MAP_SERVICES,
     MAP_BACKENDS,
     MAP_MAGLEV,
     MAP_FLOWS,
-    MAP_NAT,
+    MAP_REPLIES,
+    MAP_SETTINGS,
+    MAP_SYNS,
     MAP_SERVICE_COUNTERS,
     MAP_BACKEND_COUNTERS,
     MAP_DROPS,
@@ -48,3 +55,5 @@ pub const DEFAULT_TABLE_SIZE: u32 = 65537;
 pub const DEFAULT_MAGLEV_SLOTS: u32 = 2 * 4 * DEFAULT_TABLE_SIZE;
 /// Default flow-table capacity.
 pub const DEFAULT_FLOW_CAPACITY: u32 = 1 << 18;
+/// Most distinct backend endpoints (address, port, protocol).
+pub const MAX_BACKEND_ENDPOINTS: u32 = MAX_BACKENDS;

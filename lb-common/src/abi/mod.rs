@@ -20,9 +20,13 @@ mod service;
 pub use addr::{Addr, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, family_of};
 pub use backend::{BACKEND_ACTIVE, BACKEND_DOWN, BACKEND_DRAINING, BackendRecord, NO_BACKEND};
 pub use counters::{Counters, DropReason};
-pub use flow::{EVENT_REFUSED, FlowKey, FlowValue, NAT_ESTABLISHED, NatValue, PassiveEvent};
+pub use flow::{
+    EVENT_REFUSED, EVENT_UNREACHABLE, FLOW_CLOSING, FLOW_ESTABLISHED, FLOW_OPENING, FlowKey,
+    FlowTimeouts, FlowValue, MAX_REPLY_TARGETS, PassiveEvent, REFRESH_TICKS, Replies,
+    SynCounters, TICK_SHIFT, ticks,
+};
 pub use maps::*;
-pub use service::{SERVICE_HASH_CLIENT_IP, ServiceKey, ServiceRecord};
+pub use service::{Endpoint, SERVICE_HASH_CLIENT_IP, ServiceKey, ServiceRecord};
 
 /// Asserts a map type's size and alignment at compile time and, with the
 /// `user` feature, marks it plain-old-data for aya.

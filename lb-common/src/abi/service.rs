@@ -4,21 +4,27 @@ use super::{Addr, abi_type};
 /// every connection of one client reaches the same backend.
 pub const SERVICE_HASH_CLIENT_IP: u32 = 1 << 0;
 
-/// Key of the services map: a virtual service is (VIP, port, protocol).
+/// One end of a TCP or UDP conversation: (address, port, protocol).
+///
+/// Key of the services map (a virtual service is its VIP endpoint) and of
+/// the replies map (a backend is its own endpoint).
 #[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct ServiceKey {
-    /// The virtual IP.
-    pub vip: Addr,
-    /// The virtual port, network order.
+pub struct Endpoint {
+    /// The address (a VIP, or a backend's).
+    pub addr: Addr,
+    /// The port, network order.
     pub port_be: u16,
     /// `PROTO_TCP` or `PROTO_UDP`.
     pub proto: u8,
     /// `FAMILY_V4` or `FAMILY_V6`.
     pub family: u8,
 }
-abi_type!(ServiceKey, size = 20, align = 4);
+abi_type!(Endpoint, size = 20, align = 4);
+
+/// Key of the services map: a virtual service is its VIP endpoint.
+pub type ServiceKey = Endpoint;
 
 /// Value of the services map.
 ///

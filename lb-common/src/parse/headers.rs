@@ -190,6 +190,34 @@ impl UdpHdr {
     pub const CHECK_OFF: usize = 6;
 }
 
+/// ICMP and ICMPv6 header: type, code, checksum and four bytes whose meaning
+/// depends on the type. An error message quotes the offending packet's IP
+/// header and at least the first 8 bytes of its payload right after it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct IcmpHdr {
+    /// Message type.
+    pub kind: u8,
+    /// Code within the type.
+    pub code: u8,
+    /// Checksum.
+    pub check: [u8; 2],
+    /// Type-specific (unused, or the next-hop MTU for "too big").
+    pub rest: [u8; 4],
+}
+
+/// IP protocol number of ICMP.
+pub const PROTO_ICMP: u8 = 1;
+/// IPv6 next-header value of ICMPv6.
+pub const PROTO_ICMPV6: u8 = 58;
+/// ICMP type "destination unreachable".
+pub const ICMP_DEST_UNREACH: u8 = 3;
+/// ICMP destination-unreachable code "fragmentation needed" (a path MTU
+/// signal, not a failure).
+pub const ICMP_FRAG_NEEDED: u8 = 4;
+/// ICMPv6 type "destination unreachable".
+pub const ICMPV6_DEST_UNREACH: u8 = 1;
+
 /// Offset of the source port in TCP and UDP headers.
 pub const L4_SRC_PORT_OFF: usize = 0;
 /// Offset of the destination port in TCP and UDP headers.
@@ -213,4 +241,5 @@ headers!(
     PortsHdr = 4,
     TcpHdr = 20,
     UdpHdr = 8,
+    IcmpHdr = 8,
 );

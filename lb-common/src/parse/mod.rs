@@ -51,6 +51,17 @@ pub enum Parsed {
     OtherProtocol,
     /// A fragment of a larger datagram: only the first carries the ports.
     Fragment,
+    /// An ICMP or ICMPv6 "destination unreachable" (other than IPv4's
+    /// "fragmentation needed") quoting a TCP or UDP packet.
+    Unreachable(Quoted),
+}
+
+/// The packet an ICMP error quotes, as it was sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quoted {
+    /// Its 5-tuple (source: who sent it, destination: who could not be
+    /// reached).
+    pub key: FlowKey,
 }
 
 /// Frames too short or inconsistent to classify.
@@ -189,6 +200,8 @@ fn parse_l4<P: PacketView + ?Sized>(
             pkt.header::<UdpHdr>(l4_off).ok_or(ParseError::TruncatedL4)?;
             (0, core::mem::size_of::<UdpHdr>())
         }
+        PROTO_ICMP if family == FAMILY_V4 => return Ok(parse_icmp(pkt, l4_off, family)),
+        PROTO_ICMPV6 if family == FAMILY_V6 => return Ok(parse_icmp(pkt, l4_off, family)),
         _ => return Ok(Parsed::OtherProtocol),
     };
     if l4_off + hdr_len > end {
@@ -209,4 +222,75 @@ fn parse_l4<P: PacketView + ?Sized>(
         },
         tcp_flags,
     }))
+}
+
+/// An ICMP(v6) message at `off`: a destination unreachable quoting TCP or
+/// UDP becomes [`Parsed::Unreachable`], anything else (echo, too big, time
+/// exceeded, a quote cut short) is just another protocol. The quote is read
+/// only as far as the ports: its own lengths describe the original packet,
+/// not what the error carries, so they are not checked against the frame.
+#[inline(always)]
+fn parse_icmp<P: PacketView + ?Sized>(pkt: &P, off: usize, family: u8) -> Parsed {
+    let Some(icmp) = pkt.header::<IcmpHdr>(off) else { return Parsed::OtherProtocol };
+    let unreachable = if family == FAMILY_V4 {
+        icmp.kind == ICMP_DEST_UNREACH && icmp.code != ICMP_FRAG_NEEDED
+    } else {
+        icmp.kind == ICMPV6_DEST_UNREACH
+    };
+    let inner = off + core::mem::size_of::<IcmpHdr>();
+    let quoted = if !unreachable {
+        None
+    } else if family == FAMILY_V4 {
+        quoted_v4(pkt, inner)
+    } else {
+        quoted_v6(pkt, inner)
+    };
+    quoted.map_or(Parsed::OtherProtocol, |key| Parsed::Unreachable(Quoted { key }))
+}
+
+#[inline(always)]
+fn quoted_v4<P: PacketView + ?Sized>(pkt: &P, off: usize) -> Option<FlowKey> {
+    let ip: &Ipv4Hdr = pkt.header(off)?;
+    let ihl = usize::from(ip.version_ihl & 0x0f) * 4;
+    // Only a first fragment (offset 0) quotes the ports.
+    if ip.version_ihl >> 4 != 4 || ihl < 20 || be16(ip.frag) & Ipv4Hdr::OFFSET_MASK != 0 {
+        return None;
+    }
+    let (src, dst) = (Addr::from_v4_bytes(ip.src), Addr::from_v4_bytes(ip.dst));
+    quoted_ports(pkt, off + ihl, ip.proto, FAMILY_V4, src, dst)
+}
+
+#[inline(always)]
+fn quoted_v6<P: PacketView + ?Sized>(pkt: &P, off: usize) -> Option<FlowKey> {
+    let ip: &Ipv6Hdr = pkt.header(off)?;
+    if ip.vtc_flow[0] >> 4 != 6 {
+        return None;
+    }
+    let (src, dst) = (Addr::from_v6_bytes(ip.src), Addr::from_v6_bytes(ip.dst));
+    // Quotes with extension headers are left alone: balanced traffic has none.
+    quoted_ports(pkt, off + core::mem::size_of::<Ipv6Hdr>(), ip.next_header, FAMILY_V6, src, dst)
+}
+
+#[inline(always)]
+fn quoted_ports<P: PacketView + ?Sized>(
+    pkt: &P,
+    off: usize,
+    proto: u8,
+    family: u8,
+    src: Addr,
+    dst: Addr,
+) -> Option<FlowKey> {
+    if proto != PROTO_TCP && proto != PROTO_UDP {
+        return None;
+    }
+    let ports: &PortsHdr = pkt.header(off)?;
+    Some(FlowKey {
+        src,
+        dst,
+        src_port_be: u16::from_ne_bytes(ports.src),
+        dst_port_be: u16::from_ne_bytes(ports.dst),
+        proto,
+        family,
+        _pad: [0; 2],
+    })
 }
