@@ -8,13 +8,16 @@ use aya::{
     programs::{ProgramError, Xdp},
 };
 use lb_common::abi::{
-    ALL_MAPS, BackendRecord, DEFAULT_FLOW_CAPACITY, FlowKey, FlowValue, MAP_BACKENDS, MAP_EVENTS,
-    MAP_FLOWS, MAP_MAGLEV, MAP_NAT, MAP_SERVICES, ServiceKey, ServiceRecord,
+    ALL_MAPS, BackendRecord, DEFAULT_FLOW_CAPACITY, Endpoint, FlowKey, FlowTimeouts, FlowValue,
+    MAP_BACKENDS, MAP_EVENTS, MAP_FLOWS, MAP_MAGLEV, MAP_REPLIES, MAP_SERVICES, MAP_SETTINGS,
+    MAP_SYNS, Replies, ServiceKey, ServiceRecord,
 };
 
 use super::{
     pins::Pins,
     plan::{Plan, PlannedService},
+    replies::replies,
+    syns::SynView,
     window::SlotWindow,
 };
 use crate::object::BpfObject;
@@ -78,7 +81,7 @@ pub enum DatapathError {
 /// Settings fixed at load time.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
-    /// Entries of the flow table and of the NAT table.
+    /// Entries of the flow table.
     pub flow_capacity: u32,
     /// Pin the maps there, or reuse the ones pinned there already.
     pub pins: Option<Pins>,
@@ -105,8 +108,7 @@ impl Datapath {
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries(MAP_MAGLEV, plan.maglev_slots)
-            .map_max_entries(MAP_FLOWS, opts.flow_capacity)
-            .map_max_entries(MAP_NAT, opts.flow_capacity);
+            .map_max_entries(MAP_FLOWS, opts.flow_capacity);
         // Pinned maps are reused as they are (sizes included): the flow
         // table of a datapath being taken over keeps its flows.
         let paths: Vec<(&str, std::path::PathBuf)> = opts
@@ -155,6 +157,7 @@ impl Datapath {
                 backends.set(id as u32, b, 0).map_err(map_err(MAP_BACKENDS))?;
             }
         }
+        self.write_replies(old, new)?;
         let prev_of =
             |svc: &PlannedService| old.and_then(|o| o.services.iter().find(|p| p.key == svc.key));
         for svc in &new.services {
@@ -183,6 +186,44 @@ impl Datapath {
             }
         }
         Ok(())
+    }
+
+    /// Writes the replies map `new` calls for, before any service record
+    /// can send a flow to a backend it lists (entries no backend needs any
+    /// more are removed too: their VIP is gone). Entries that did not change
+    /// are not rewritten.
+    fn write_replies(&mut self, old: Option<&Plan>, new: &Plan) -> Result<(), DatapathError> {
+        let (want, over) = replies(new);
+        for e in over {
+            tracing::warn!(
+                "backend {}:{} serves more services than the datapath translates replies for;                  restart lb to drop backends that reloads removed",
+                e.addr.to_ip(e.family),
+                u16::from_be(e.port_be)
+            );
+        }
+        let had = old.map(|o| replies(o).0).unwrap_or_default();
+        let mut map: HashMap<&mut MapData, Endpoint, Replies> = self.map_mut(MAP_REPLIES)?;
+        for (k, v) in &want {
+            if old.is_none() || had.get(k) != Some(v) {
+                map.insert(k, v, 0).map_err(map_err(MAP_REPLIES))?;
+            }
+        }
+        for k in had.keys().filter(|k| !want.contains_key(k)) {
+            map.remove(k).map_err(map_err(MAP_REPLIES))?;
+        }
+        Ok(())
+    }
+
+    /// Sets the flow table's idle timeouts.
+    pub fn set_timeouts(&mut self, t: FlowTimeouts) -> Result<(), DatapathError> {
+        let mut settings: Array<&mut MapData, FlowTimeouts> = self.map_mut(MAP_SETTINGS)?;
+        settings.set(0, t, 0).map_err(map_err(MAP_SETTINGS))
+    }
+
+    /// A read-only view of the per-backend SYN counters.
+    pub fn syn_view(&self) -> Result<SynView, DatapathError> {
+        let map = self.ebpf.map(MAP_SYNS).ok_or(DatapathError::NoMap(MAP_SYNS))?;
+        SynView::new(map).map_err(|e| DatapathError::Window(format!("LB_SYNS: {e}")))
     }
 
     /// The passive-event ring buffer, taken out of the object so its reader

@@ -6,7 +6,9 @@ pub mod attach;
 pub mod kernel;
 pub mod pins;
 pub mod plan;
+pub mod replies;
 pub mod stats;
+pub mod syns;
 pub mod window;
 
 pub use kernel::{Datapath, DatapathError, LoadOptions};

@@ -362,7 +362,7 @@ fn check_limit(what: &'static str, count: usize, limit: u32) -> Result<(), PlanE
 /// The services-map key of a service.
 pub fn service_key(svc: &Service) -> ServiceKey {
     ServiceKey {
-        vip: Addr::from(svc.vip.ip()),
+        addr: Addr::from(svc.vip.ip()),
         port_be: svc.vip.port().to_be(),
         proto: match svc.protocol {
             Protocol::Tcp => PROTO_TCP,

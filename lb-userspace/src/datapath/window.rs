@@ -20,7 +20,7 @@ use std::{
 use aya::maps::{Array, Map, MapData};
 use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
 
-const PAGE: usize = 4096;
+pub(super) const PAGE: usize = 4096;
 
 /// Writes slots of the Maglev map through short-lived mappings.
 ///
@@ -37,14 +37,14 @@ pub struct SlotWindow {
 }
 
 /// A mapping of some pages of the map, unmapped on drop.
-struct Pages {
-    ptr: NonNull<u32>,
+pub(super) struct Pages {
+    pub(super) ptr: NonNull<u32>,
     len: usize,
 }
 
 impl Pages {
     /// Maps `len` bytes (a page multiple) from byte `offset` (page aligned).
-    fn map(fd: &OwnedFd, offset: usize, len: usize) -> io::Result<Self> {
+    pub(super) fn map(fd: &OwnedFd, offset: usize, len: usize) -> io::Result<Self> {
         let size = NonZeroUsize::new(len).ok_or_else(|| io::Error::other("empty mapping"))?;
         let offset = i64::try_from(offset).map_err(io::Error::other)?;
         // SAFETY: a fresh shared mapping of the map's fd, inside the area the

@@ -115,7 +115,7 @@ impl SpliceForwarder {
     }
 
     fn listen(&self, svc: &PlannedService) -> Result<Served, DatapathError> {
-        let vip = SocketAddr::new(svc.key.vip.to_ip(svc.key.family), u16::from_be(svc.key.port_be));
+        let vip = SocketAddr::new(svc.key.addr.to_ip(svc.key.family), u16::from_be(svc.key.port_be));
         let err = |e: io::Error| DatapathError::Listen { vip, reason: listen_failure(&e) };
         let shared = Arc::new(Shared {
             vip,
