@@ -40,9 +40,8 @@ pub fn to_backend(
     let closing = tcp && pkt.tcp_flags & (TcpHdr::FIN | TcpHdr::RST) != 0;
     let entry = LB_FLOWS.get_ptr_mut(pkt.key);
     // SAFETY: a pointer to a live map value, read once.
-    let current = entry
-        .map(|p| unsafe { *p })
-        .filter(|f| !f.expired(pkt.key.proto, now, &clock::timeouts()));
+    let current =
+        entry.map(|p| unsafe { *p }).filter(|f| !f.expired(pkt.key.proto, now, &clock::timeouts()));
     // A flow pinned to a backend that is down is re-hashed like a new one:
     // UDP flows move on at once, and an established TCP flow gets a reset
     // from its new backend rather than silence until it times out.
@@ -57,8 +56,8 @@ pub fn to_backend(
             let backend = *LB_BACKENDS.get(id).ok_or(DropReason::BadTableEntry)?;
             // A retransmitted SYN of a connection already waiting on this
             // backend is the same connection, not a new one.
-            let again = syn
-                && current.is_some_and(|f| f.state == FLOW_OPENING && f.backend_id == id);
+            let again =
+                syn && current.is_some_and(|f| f.state == FLOW_OPENING && f.backend_id == id);
             let state = if syn {
                 FLOW_OPENING
             } else if closing {

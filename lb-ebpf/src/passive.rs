@@ -2,9 +2,7 @@
 //! the agent (SYNs opened and answered per backend, read through a memory
 //! mapping) or sent to it as events (refusals, ICMP unreachables).
 
-use lb_common::abi::{
-    EVENT_UNREACHABLE, Endpoint, FLOW_OPENING, FlowKey, PROTO_UDP, PassiveEvent,
-};
+use lb_common::abi::{EVENT_UNREACHABLE, Endpoint, FLOW_OPENING, FlowKey, PROTO_UDP, PassiveEvent};
 
 use crate::{
     clock,

@@ -117,6 +117,12 @@ enum BackendCmd {
         service: String,
         /// Backend address, as in the config ("10.0.1.1:80").
         backend: String,
+        /// Then wait until the backend has no active flows (at most this
+        /// long, e.g. "10m"; 5m if no time is given). Exits non-zero, saying
+        /// how many remain, if time runs out.
+        #[arg(long, num_args = 0..=1, default_missing_value = "5m", value_name = "TIMEOUT",
+              value_parser = lb_userspace::config::parse_duration_arg)]
+        wait: Option<std::time::Duration>,
     },
     /// Send it nothing; its flows are re-hashed to the other backends.
     Disable {
@@ -182,15 +188,20 @@ fn main() -> ExitCode {
         Command::Reload { control } => commands::backend::request(&control, Request::Reload),
         Command::Backend { control, action } => {
             use lb_userspace::control::protocol::BackendAction as A;
-            let (service, backend, action) = match action {
-                BackendCmd::Drain { service, backend } => (service, backend, A::Drain),
-                BackendCmd::Disable { service, backend } => (service, backend, A::Disable),
-                BackendCmd::Enable { service, backend } => (service, backend, A::Enable),
+            let (service, backend, action, wait) = match action {
+                BackendCmd::Drain { service, backend, wait } => (service, backend, A::Drain, wait),
+                BackendCmd::Disable { service, backend } => (service, backend, A::Disable, None),
+                BackendCmd::Enable { service, backend } => (service, backend, A::Enable, None),
                 BackendCmd::Weight { service, backend, weight } => {
-                    (service, backend, A::Weight { weight })
+                    (service, backend, A::Weight { weight }, None)
                 }
             };
-            commands::backend::run(&control, &service, &backend, action)
+            match wait {
+                Some(limit) => {
+                    commands::backend::drain_and_wait(&control, &service, &backend, limit)
+                }
+                None => commands::backend::run(&control, &service, &backend, action),
+            }
         }
         Command::Run { config, mode, xdp_mode, bpf_object } => commands::run::run(
             &config,

@@ -31,7 +31,6 @@ fn the_object_has_exactly_the_maps_lb_common_names() {
     let obj = object::resolve(None).expect("embedded object: run `cargo xtask build-ebpf` first");
     let ebpf = aya::EbpfLoader::new()
         .map_max_entries(lb_common::abi::MAP_FLOWS, 16)
-        .map_max_entries(lb_common::abi::MAP_NAT, 16)
         .load(&obj.bytes)
         .expect("load");
     let mut in_object: Vec<&str> = ebpf.maps().map(|(name, _)| name).collect();

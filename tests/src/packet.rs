@@ -360,6 +360,29 @@ impl Frame {
         Frame::checked(proto, src, dst)
     }
 
+    /// An ICMP "port unreachable" (ICMPv6 for IPv6) from `from` to `to`
+    /// quoting `quoted`'s IP header and the first 8 bytes after it, as a
+    /// host answering a datagram to a closed port does. The ICMPv4 checksum
+    /// is computed; ICMPv6's (over a pseudo-header) is left 0, which the
+    /// datapath never reads.
+    ///
+    /// # Panics
+    /// On a malformed literal or if the families differ.
+    pub fn icmp_port_unreachable(from: &str, to: &str, quoted: &Frame) -> Frame {
+        let bytes = quoted.bytes();
+        let l3 = quoted.l3_offset();
+        let quote = &bytes[l3..(quoted.l4_offset() + 8).min(bytes.len())];
+        let v4 = quoted.is_ipv4();
+        let (proto, kind, code) = if v4 { (1, 3, 3) } else { (58, 1, 4) };
+        let mut msg = vec![kind, code, 0, 0, 0, 0, 0, 0];
+        msg.extend_from_slice(quote);
+        if v4 {
+            let sum = internet_checksum(&[&msg]);
+            msg[2..4].copy_from_slice(&sum.to_be_bytes());
+        }
+        Frame::ip(proto, from, to).payload(&msg)
+    }
+
     /// Whether the frame is IPv4 (by its source address).
     pub fn is_ipv4(&self) -> bool {
         self.src.is_ipv4()

@@ -235,7 +235,11 @@ fn established_flow_keeps_its_backend_when_the_table_changes() {
     let none = g.run(&Frame::tcp("10.0.0.2:45002", "10.100.0.3:80").bytes(), g.gin);
     assert_eq!(none.0, XDP_DROP);
     assert_eq!(g.exceptions(DropReason::NoBackend), before + 1);
-    assert_eq!(g.run(&flow.bytes(), g.gin).1[30..34], first, "still pinned");
+    let ack = flow.clone().tcp_flags(0x10).bytes();
+    assert_eq!(g.run(&ack, g.gin).1[30..34], first, "still pinned");
+    // A SYN on the same 5-tuple is a new connection: no backend takes it.
+    assert_eq!(g.run(&flow.bytes(), g.gin).0, XDP_DROP, "a reused port's SYN follows the table");
+    assert_eq!(g.exceptions(DropReason::NoBackend), before + 2);
 }
 
 #[test]

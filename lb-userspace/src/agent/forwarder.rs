@@ -5,8 +5,10 @@
 
 use std::sync::Arc;
 
+use lb_common::abi::FlowTimeouts;
+
 use crate::{
-    datapath::{Datapath, DatapathError, Plan, stats::Totals},
+    datapath::{Datapath, DatapathError, Plan, flows::FlowCounts, stats::Totals},
     splice::inflight::Inflight,
 };
 
@@ -21,6 +23,16 @@ pub trait Forwarder: Send + std::fmt::Debug {
     fn totals(&self, services: u32, backends: u32) -> Result<Totals, DatapathError>;
     /// The XDP datapath, for what only it has (flow queries, flow counts).
     fn xdp(&self) -> Option<&Datapath> {
+        None
+    }
+    /// Sets the flow table's idle timeouts (XDP; the splice proxy has its
+    /// own, fixed at start).
+    fn set_flow_timeouts(&mut self, _t: FlowTimeouts) -> Result<(), DatapathError> {
+        Ok(())
+    }
+    /// Live flows per backend id where the forwarder keeps them itself
+    /// (splice mode); `None` where the flow table must be swept (XDP).
+    fn flow_counts(&self) -> Option<FlowCounts> {
         None
     }
     /// Shutdown, first step: stop taking new connections. Returns the count
@@ -45,5 +57,9 @@ impl Forwarder for Datapath {
 
     fn xdp(&self) -> Option<&Datapath> {
         Some(self)
+    }
+
+    fn set_flow_timeouts(&mut self, t: FlowTimeouts) -> Result<(), DatapathError> {
+        self.set_timeouts(t)
     }
 }

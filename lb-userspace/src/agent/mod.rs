@@ -8,6 +8,7 @@
 
 mod flow;
 pub mod forwarder;
+pub mod passive;
 mod runtime;
 pub mod saved;
 mod status;
@@ -21,7 +22,7 @@ use std::{
 };
 
 use forwarder::Forwarder;
-use lb_common::abi::{EVENT_REFUSED, PassiveEvent};
+use lb_common::abi::FlowTimeouts;
 
 pub use runtime::Admin;
 use runtime::Runtimes;
@@ -35,6 +36,7 @@ use crate::{
     },
     datapath::{
         Datapath, DatapathError, Plan, PlanError,
+        flows::{self, FlowCounts},
         pins::{self, Pins},
         plan::replan,
     },
@@ -61,8 +63,8 @@ pub struct Agent {
     pins: Pins,
     /// Where the plan is saved for the next agent.
     state_file: PathBuf,
-    /// A handle on the flow table for counting flows (metrics).
-    flows: Option<
+    /// A handle on the flow table for counting live flows (XDP mode).
+    flow_table: Option<
         Mutex<
             aya::maps::HashMap<
                 aya::maps::MapData,
@@ -71,6 +73,9 @@ pub struct Agent {
             >,
         >,
     >,
+    /// Live flows per backend id from the last sweep of the flow table,
+    /// and when it was taken.
+    flow_counts: Mutex<Option<(Arc<FlowCounts>, Instant)>>,
 }
 
 /// Everything a change replaces, under one lock so readers never see a
@@ -129,7 +134,7 @@ impl Agent {
         let mut plan = plan;
         plan.compact();
         let state = State { config, plan, runtimes, datapath, probe_durations: BTreeMap::new() };
-        let flows = match state.datapath.xdp().map(Datapath::flow_table).transpose() {
+        let flow_table = match state.datapath.xdp().map(Datapath::flow_table).transpose() {
             Ok(f) => f.map(Mutex::new),
             Err(e) => {
                 tracing::warn!("flow counts are off: {e}");
@@ -146,7 +151,8 @@ impl Agent {
             stopping: tokio::sync::Notify::new(),
             pins,
             state_file,
-            flows,
+            flow_table,
+            flow_counts: Mutex::default(),
         }
     }
 
@@ -202,6 +208,7 @@ impl Agent {
                 service = %o.service,
                 backend = %o.backend,
                 to,
+                signal = passive::Signal::Probe.name(),
                 reason,
                 consecutive = t.streak,
                 detection_ms = t.detection.as_secs_f64() * 1e3,
@@ -210,40 +217,6 @@ impl Agent {
             ),
             Err(e) => {
                 tracing::error!(service = %o.service, backend = %o.backend, to, "applying a health change failed: {e}")
-            }
-        }
-    }
-
-    /// Acts on a passive signal from the datapath: a backend that refused a
-    /// connection the balancer forwarded is taken down at once, before its
-    /// next probe, unless the signal is damped (see
-    /// `Runtime::probe_after_passive`)
-    /// or the service has no probes (nothing would bring it back).
-    pub fn on_event(&self, ev: PassiveEvent) {
-        let mut st = self.lock();
-        let Some((service, addr, probed)) = backend_of(&st, ev.backend_id) else { return };
-        if !probed || ev.kind != EVENT_REFUSED {
-            return;
-        }
-        let key = (service.clone(), addr);
-        let Some(rt) = st.runtimes.get_mut(&key) else { return };
-        if rt.tracker.health() == Health::Down || !rt.passive_allowed(Instant::now()) {
-            return;
-        }
-        let Some(_) = rt.tracker.force_down() else { return };
-        rt.transitions += 1;
-        let started = Instant::now();
-        match apply(&mut st, &self.state_file) {
-            Ok(()) => tracing::warn!(
-                service,
-                backend = %addr,
-                to = "down",
-                reason = "refused a forwarded connection (TCP reset to a SYN)",
-                apply_us = started.elapsed().as_micros() as u64,
-                "backend health changed"
-            ),
-            Err(e) => {
-                tracing::error!(service, backend = %addr, "applying a passive signal failed: {e}")
             }
         }
     }
@@ -303,6 +276,9 @@ impl Agent {
         let state = &mut *st;
         state.plan =
             change(&mut *state.datapath, &state.plan, &config, &runtimes, &self.state_file)?;
+        if let Err(e) = state.datapath.set_flow_timeouts(flow_timeouts(&config)) {
+            tracing::error!("reload: the flow timeouts stay as they were: {e}");
+        }
         state.config = config;
         state.runtimes = runtimes;
         drop(st);
@@ -340,7 +316,9 @@ impl Agent {
 
     /// Services, backends, health and counters now.
     pub fn status(&self) -> Result<StatusReport, DatapathError> {
-        status::report(&self.lock(), &self.interfaces, self.mode_reason.as_deref())
+        let st = self.lock();
+        let counts = self.flow_counts(&st);
+        status::report(&st, &self.interfaces, self.mode_reason.as_deref(), &counts)
     }
 }
 
@@ -415,39 +393,47 @@ fn change(
     Ok(plan)
 }
 
-/// Most flow-table entries one scrape counts (a full default table is
-/// 262 144; counting costs two syscalls an entry).
-const FLOW_COUNT_CAP: usize = 1 << 20;
-
 impl Agent {
-    /// Flow-table entries per backend id, counted through the agent's own
-    /// handle on the table, without the state lock.
-    fn count_flows(&self) -> std::collections::HashMap<u32, u64> {
-        let mut counts = std::collections::HashMap::new();
-        if let Some(flows) = &self.flows {
-            let flows = flows.lock().unwrap_or_else(|p| p.into_inner());
-            for (_, v) in flows.iter().take(FLOW_COUNT_CAP).flatten() {
-                *counts.entry(v.backend_id).or_insert(0) += 1;
-            }
-        }
-        counts
+    /// Counts the live flows per backend (a sweep of the flow table in XDP
+    /// mode; blocking, two syscalls an entry) for status and metrics.
+    pub fn sweep_flows(&self) {
+        let Some(table) = &self.flow_table else { return };
+        let timeouts = flow_timeouts(&self.lock().config);
+        let counts = {
+            let table = table.lock().unwrap_or_else(|p| p.into_inner());
+            flows::sweep(&table, &timeouts, flows::now_ticks())
+        };
+        *self.flow_counts.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((Arc::new(counts), Instant::now()));
     }
+
+    /// Live flows per backend id and their age in ms: the proxy's own
+    /// gauges in splice mode (age 0), else the last sweep (`u64::MAX`
+    /// before the first).
+    fn flow_counts(&self, st: &State) -> (Arc<FlowCounts>, u64) {
+        if let Some(c) = st.datapath.flow_counts() {
+            return (Arc::new(c), 0);
+        }
+        match &*self.flow_counts.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some((c, at)) => (c.clone(), at.elapsed().as_millis() as u64),
+            None => (Arc::default(), u64::MAX),
+        }
+    }
+}
+
+/// The flow table's idle timeouts `cfg` asks for, in datapath ticks.
+pub fn flow_timeouts(_cfg: &Config) -> FlowTimeouts {
+    // MERGE: from cfg.flows once the config has it.
+    FlowTimeouts::DEFAULT
 }
 
 impl metrics::Source for Agent {
     fn metrics(&self) -> Result<String, String> {
-        let per_id = self.count_flows();
         let st = self.lock();
-        let report = status::report(&st, &self.interfaces, self.mode_reason.as_deref())
+        let counts = self.flow_counts(&st);
+        let report = status::report(&st, &self.interfaces, self.mode_reason.as_deref(), &counts)
             .map_err(|e| e.to_string())?;
-        let mut flows = BTreeMap::new();
-        for (svc, planned) in st.config.services.iter().zip(&st.plan.services) {
-            for (b, id) in svc.backends.iter().zip(&planned.backend_ids) {
-                let n = per_id.get(id).copied().unwrap_or(0);
-                flows.insert((svc.name.clone(), b.addr.to_string()), n);
-            }
-        }
-        Ok(metrics::render::render(&report, &st.probe_durations, &flows))
+        Ok(metrics::render::render(&report, &st.probe_durations))
     }
 }
 

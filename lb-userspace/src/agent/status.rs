@@ -7,7 +7,7 @@ use crate::{
     control::protocol::{
         BackendStatus, ExceptionStatus, InterfaceStatus, ServiceStatus, StatusReport, Traffic,
     },
-    datapath::DatapathError,
+    datapath::{DatapathError, flows::FlowCounts},
     health::Health,
 };
 
@@ -15,6 +15,7 @@ pub(super) fn report(
     st: &State,
     interfaces: &[InterfaceStatus],
     mode_reason: Option<&str>,
+    (flows, flows_age_ms): &(std::sync::Arc<FlowCounts>, u64),
 ) -> Result<StatusReport, DatapathError> {
     let totals =
         st.datapath.totals(st.plan.services.len() as u32, st.plan.backends.len() as u32)?;
@@ -54,6 +55,8 @@ pub(super) fn report(
                         transitions: rt.map_or(0, |r| r.transitions),
                         slots: planned.slots.get(i).copied().unwrap_or(0),
                         traffic: traffic(totals.backends.get(id as usize)),
+                        active_flows: flows.get(&id).map_or(0, |l| l.active),
+                        closing_flows: flows.get(&id).map_or(0, |l| l.closing),
                     }
                 })
                 .collect(),
@@ -78,6 +81,7 @@ pub(super) fn report(
         interfaces: interfaces.to_vec(),
         services,
         exceptions,
+        flows_age_ms: *flows_age_ms,
     })
 }
 

@@ -13,6 +13,7 @@ use lb_userspace::{
     agent::{
         self, Admin, Agent,
         forwarder::Forwarder,
+        passive::Watches,
         saved::{self, SavedBackend},
     },
     config::{self, Mode, ProxyProtocol, XdpAttach},
@@ -20,6 +21,7 @@ use lb_userspace::{
     datapath::{
         self, Datapath, LoadOptions, attach,
         pins::{self, Pins},
+        syns::SynView,
     },
     health, metrics, object,
     splice::forwarder::SpliceForwarder,
@@ -75,7 +77,7 @@ pub fn run(
             },
         },
     };
-    let Started { plan, forwarder, events, interfaces, pins, why, restored } = started;
+    let Started { plan, forwarder, events, syns, interfaces, pins, why, restored } = started;
     let metrics_listener = match cfg.agent.metrics_addr {
         Some(addr) => {
             Some(rt.block_on(tokio::net::TcpListener::bind(addr)).with_context(|| {
@@ -122,6 +124,10 @@ pub fn run(
                 }
             }),
         };
+        // XDP mode: the flow table is swept for live flows per backend,
+        // and the SYN counters sampled for backends that stopped answering.
+        let sweeping = tokio::spawn(sweep_flows(agent.clone()));
+        let watching = syns.map(|view| tokio::spawn(watch_syns(view, agent.clone())));
         let metrics_task = metrics_listener.map(|l| {
             let source: Arc<dyn metrics::Source> = agent.clone();
             tokio::spawn(metrics::serve(l, source, std::future::pending()))
@@ -151,6 +157,10 @@ pub fn run(
         socket.serve(agent.clone(), shutdown).await;
         feeding.abort();
         passive.abort();
+        sweeping.abort();
+        if let Some(w) = watching {
+            w.abort();
+        }
         finish_connections(&agent, shutdown_timeout).await;
         if let Some(t) = metrics_task {
             t.abort();
@@ -226,6 +236,38 @@ async fn read_events(events: RingBuf<MapData>, agent: Arc<Agent>) {
             }
         }
         ready.clear_ready();
+    }
+}
+
+/// How often the SYN counters are sampled: the unanswered-SYN signal fires
+/// at most this long after its condition holds.
+const SYN_SAMPLE: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Feeds the agent samples of the datapath's SYN counters.
+async fn watch_syns(view: SynView, agent: Arc<Agent>) {
+    let mut watches = Watches::default();
+    let mut tick = tokio::time::interval(SYN_SAMPLE);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        agent.check_unanswered(&view, &mut watches);
+    }
+}
+
+/// Least time between two sweeps of the flow table.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Sweeps the flow table for live flows per backend, at most every
+/// [`SWEEP_EVERY`] and never more than a fifth of the time (a full table
+/// takes a good part of a second to read).
+async fn sweep_flows(agent: Arc<Agent>) {
+    loop {
+        let started = std::time::Instant::now();
+        let a = agent.clone();
+        if tokio::task::spawn_blocking(move || a.sweep_flows()).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(SWEEP_EVERY.max(started.elapsed() * 5)).await;
     }
 }
 
@@ -322,6 +364,8 @@ struct Started {
     plan: datapath::Plan,
     forwarder: Box<dyn Forwarder>,
     events: Events,
+    /// The SYN counters (XDP mode).
+    syns: Option<SynView>,
     /// Why splice mode, when it is.
     why: Option<String>,
     /// Backend states the previous agent saved (XDP takeover).
@@ -349,7 +393,9 @@ fn start_xdp(
         .with_context(|| format!("preparing {} (agent.pin_dir)", pins.dir().display()))?;
     let state = pins::state_file(&cfg.agent.control_socket);
     let (plan, mut dp, restored) = takeover_or_load(cfg, &obj, &pins, &state)?;
+    dp.set_timeouts(agent::flow_timeouts(cfg)).context("writing the flow timeouts")?;
     let events = dp.take_events()?;
+    let syns = dp.syn_view()?;
     let attached = attach::attach_all(
         &mut dp,
         &cfg.agent.interfaces,
@@ -364,6 +410,7 @@ fn start_xdp(
         plan,
         forwarder: Box::new(dp),
         events: Events::Ring(events),
+        syns: Some(syns),
         why: None,
         restored,
         interfaces,
@@ -382,6 +429,7 @@ fn start_splice(cfg: &config::Config, rt: &tokio::runtime::Runtime, why: &str) -
         plan,
         forwarder: Box::new(fwd),
         events: Events::Channel(rx),
+        syns: None,
         why: Some(format!("splice: {why}")),
         restored: Vec::new(),
         interfaces: Vec::new(),

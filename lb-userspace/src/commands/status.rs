@@ -89,18 +89,36 @@ fn render(r: &StatusReport) -> String {
     }
     let _ = writeln!(
         out,
-        "\n{:<28} {:<9} {:<6} {:<9} {:>6} {:>12} {:>14} {:>10}",
-        "SERVICE / BACKEND", "STATE", "HEALTH", "ADMIN", "SLOTS", "PACKETS", "BYTES", "NEW FLOWS"
+        "\n{:<28} {:<9} {:<6} {:<9} {:>6} {:>12} {:>14} {:>10} {:>8} {:>8}",
+        "SERVICE / BACKEND",
+        "STATE",
+        "HEALTH",
+        "ADMIN",
+        "SLOTS",
+        "PACKETS",
+        "BYTES",
+        "NEW FLOWS",
+        "ACTIVE",
+        "CLOSING"
     );
     for s in &r.services {
         let name = format!("{} {} {}", s.name, s.vip, s.protocol);
-        let _ = writeln!(out, "{}", row(&name, ["", "", "", ""], &s.traffic));
+        let _ = writeln!(out, "{}", row(&name, ["", "", "", "", "", ""], &s.traffic));
         for b in &s.backends {
             let name = format!("  {} w{}", b.addr, b.weight);
-            let cols =
-                [b.state.as_str(), b.health.as_str(), b.admin.as_str(), &b.slots.to_string()];
+            let cols = [
+                b.state.as_str(),
+                b.health.as_str(),
+                b.admin.as_str(),
+                &b.slots.to_string(),
+                &b.active_flows.to_string(),
+                &b.closing_flows.to_string(),
+            ];
             let _ = writeln!(out, "{}", row(&name, cols, &b.traffic));
         }
+    }
+    if r.mode == "xdp" && r.flows_age_ms != u64::MAX {
+        let _ = writeln!(out, "(active and closing flows as of {} ms ago)", r.flows_age_ms);
     }
     // Packets in XDP mode; connections for the splice proxy's own reasons.
     let _ = writeln!(out, "\n{:<30} {:<12} {:>12}", "EXCEPTION", "ACTION", "COUNT");
@@ -110,11 +128,13 @@ fn render(r: &StatusReport) -> String {
     out
 }
 
-/// One table row: name, [state, health, admin, slots], traffic.
-fn row(name: &str, cols: [&str; 4], t: &Traffic) -> String {
-    let [state, health, admin, slots] = cols;
+/// One table row: name, [state, health, admin, slots, active, closing],
+/// traffic.
+fn row(name: &str, cols: [&str; 6], t: &Traffic) -> String {
+    let [state, health, admin, slots, active, closing] = cols;
     format!(
-        "{name:<28} {state:<9} {health:<6} {admin:<9} {slots:>6} {:>12} {:>14} {:>10}",
+        "{name:<28} {state:<9} {health:<6} {admin:<9} {slots:>6} {:>12} {:>14} {:>10} \
+         {active:>8} {closing:>8}",
         t.packets, t.bytes, t.new_flows
     )
 }

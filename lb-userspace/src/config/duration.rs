@@ -29,6 +29,12 @@ pub(crate) enum DurationError {
     TooLarge,
 }
 
+/// Parses a duration given on the command line, as the config writes them.
+pub fn parse_arg(text: &str) -> Result<Duration, String> {
+    parse(text)
+        .map_err(|e| format!("{text:?} is not a duration ({e}); write e.g. \"30s\" or \"5m\""))
+}
+
 /// Parses `<integer><unit>` with unit one of ns, us, ms, s, m.
 pub(crate) fn parse(text: &str) -> Result<Duration, DurationError> {
     let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());

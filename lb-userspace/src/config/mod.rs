@@ -9,6 +9,7 @@
 
 pub mod defaults;
 mod duration;
+pub use duration::parse_arg as parse_duration_arg;
 mod error;
 mod model;
 mod raw;

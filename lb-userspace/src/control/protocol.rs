@@ -83,6 +83,11 @@ pub struct StatusReport {
     pub services: Vec<ServiceStatus>,
     /// Exception counters, one per reason.
     pub exceptions: Vec<ExceptionStatus>,
+    /// How old the backends' flow counts are, in milliseconds: XDP mode
+    /// counts them by sweeping the flow table (about every second); 0 where
+    /// they are live (splice mode).
+    #[serde(default)]
+    pub flows_age_ms: u64,
 }
 
 /// One interface.
@@ -141,6 +146,13 @@ pub struct BackendStatus {
     pub slots: u32,
     /// Traffic forwarded to it.
     pub traffic: Traffic,
+    /// Flows pinned to it that are opening or established and not idle
+    /// past their timeout (splice mode: open connections and sessions).
+    #[serde(default)]
+    pub active_flows: u64,
+    /// Its flows after a FIN or RST, until the closing timeout.
+    #[serde(default)]
+    pub closing_flows: u64,
 }
 
 /// One exception counter.

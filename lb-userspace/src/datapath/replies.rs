@@ -43,7 +43,9 @@ pub fn replies(plan: &Plan) -> (HashMap<Endpoint, Replies>, Vec<Endpoint>) {
 
 #[cfg(test)]
 mod tests {
-    use lb_common::abi::{Addr, BackendRecord, FAMILY_V4, MAX_REPLY_TARGETS, PROTO_TCP, ServiceRecord};
+    use lb_common::abi::{
+        Addr, BackendRecord, FAMILY_V4, MAX_REPLY_TARGETS, PROTO_TCP, ServiceRecord,
+    };
 
     use super::*;
     use crate::datapath::plan::PlannedService;

@@ -5,5 +5,6 @@
 pub mod probe;
 pub mod scheduler;
 pub mod tracker;
+pub mod unanswered;
 
 pub use tracker::{Health, Tracker, Transition};

@@ -9,11 +9,7 @@ use super::histogram::{BOUNDS, Histogram};
 use crate::control::protocol::StatusReport;
 
 /// Renders `r` and the per-service probe histograms as exposition text.
-pub fn render(
-    r: &StatusReport,
-    probes: &BTreeMap<String, Histogram>,
-    flows: &BTreeMap<(String, String), u64>,
-) -> String {
+pub fn render(r: &StatusReport, probes: &BTreeMap<String, Histogram>) -> String {
     let mut out = String::new();
     let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, String)>| {
         let _ = writeln!(out, "# HELP {name} {help}");
@@ -107,13 +103,15 @@ pub fn render(
     family(
         "lb_backend_flows",
         "gauge",
-        "Flows the flow table holds pinned to the backend (kept until evicted by newer flows).",
-        flows
-            .iter()
-            .map(|((s, b), n)| {
-                (format!("{{service=\"{}\",backend=\"{}\"}}", esc(s), esc(b)), n.to_string())
-            })
-            .collect(),
+        "Live flows pinned to the backend, opening or established (idle ones expire; splice mode: \
+         open connections and sessions).",
+        backends(&|b| b.active_flows.to_string()),
+    );
+    family(
+        "lb_backend_closing_flows",
+        "gauge",
+        "Flows of the backend after a FIN or RST, until flows.tcp_closing_timeout.",
+        backends(&|b| b.closing_flows.to_string()),
     );
     family(
         "lb_backend_health_changes_total",

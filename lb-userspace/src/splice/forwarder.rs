@@ -32,7 +32,12 @@ use super::{
 use crate::{
     agent::forwarder::Forwarder,
     config::Splice,
-    datapath::{DatapathError, Plan, plan::PlannedService, stats::Totals},
+    datapath::{
+        DatapathError, Plan,
+        flows::{FlowCounts, Live},
+        plan::PlannedService,
+        stats::Totals,
+    },
 };
 
 /// One served service.
@@ -115,7 +120,8 @@ impl SpliceForwarder {
     }
 
     fn listen(&self, svc: &PlannedService) -> Result<Served, DatapathError> {
-        let vip = SocketAddr::new(svc.key.addr.to_ip(svc.key.family), u16::from_be(svc.key.port_be));
+        let vip =
+            SocketAddr::new(svc.key.addr.to_ip(svc.key.family), u16::from_be(svc.key.port_be));
         let err = |e: io::Error| DatapathError::Listen { vip, reason: listen_failure(&e) };
         let shared = Arc::new(Shared {
             vip,
@@ -279,6 +285,15 @@ impl Forwarder for SpliceForwarder {
             }
         }
         Ok(out)
+    }
+
+    fn flow_counts(&self) -> Option<FlowCounts> {
+        Some(
+            self.backends
+                .iter()
+                .map(|(&id, b)| (id, Live { active: b.open.load(Relaxed), closing: 0 }))
+                .collect(),
+        )
     }
 
     fn stop_accepting(&mut self) -> Option<Arc<Inflight>> {

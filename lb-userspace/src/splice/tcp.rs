@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use lb_common::abi::{EVENT_REFUSED, FlowKey, PROTO_TCP, PassiveEvent};
+use lb_common::abi::{EVENT_REFUSED, EVENT_UNREACHABLE, FlowKey, PROTO_TCP, PassiveEvent};
 use tokio::{
     io::AsyncWriteExt,
     net::{TcpListener, TcpStream},
@@ -45,6 +45,27 @@ pub struct BackendStats {
     pub opened: AtomicU64,
     /// Bytes relayed to and from it.
     pub bytes: AtomicU64,
+    /// Connections or sessions open now (see [`OpenGuard`]).
+    pub open: AtomicU64,
+}
+
+/// Counts one connection or session as open for as long as it lives.
+#[derive(Debug)]
+pub struct OpenGuard(Arc<BackendStats>);
+
+impl OpenGuard {
+    /// Opens (counts opened and open) one connection or session to `stats`.
+    pub fn new(stats: &Arc<BackendStats>) -> Self {
+        stats.opened.fetch_add(1, Ordering::Relaxed);
+        stats.open.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(stats))
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// What a service balances over; replaced whole when health or the config
@@ -126,8 +147,18 @@ impl Shared {
 
     /// Tells the agent `id` refused a connection.
     pub fn refused(&self, id: u32) {
+        self.report(id, EVENT_REFUSED);
+    }
+
+    /// Reports that backend `id` answered with an ICMP port unreachable
+    /// (a UDP session's socket saw ECONNREFUSED).
+    pub fn unreachable(&self, id: u32) {
+        self.report(id, EVENT_UNREACHABLE);
+    }
+
+    fn report(&self, id: u32, kind: u32) {
         if let Some(tx) = &self.events {
-            let _ = tx.send(PassiveEvent { backend_id: id, kind: EVENT_REFUSED });
+            let _ = tx.send(PassiveEvent { backend_id: id, kind });
         }
     }
 }
@@ -188,7 +219,7 @@ async fn handle(client: TcpStream, peer: SocketAddr, shared: &Shared) -> io::Res
             }
         };
         stats.relayed.fetch_add(1, Ordering::Relaxed);
-        target.stats.opened.fetch_add(1, Ordering::Relaxed);
+        let _open = OpenGuard::new(&target.stats);
         // Bytes leave as they arrive: the endpoints already chose their
         // segment sizes, and Nagle here would add latency to every request.
         let _ = backend.set_nodelay(true);

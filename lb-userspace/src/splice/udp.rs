@@ -22,7 +22,7 @@ use tokio::{io::Interest, net::UdpSocket};
 
 use super::{
     mmsg::{self, RecvBatch},
-    tcp::{BackendStats, Shared},
+    tcp::{BackendStats, OpenGuard, Shared},
 };
 
 /// Datagrams taken from the VIP socket per call.
@@ -152,7 +152,7 @@ async fn open(
     backend.connect(target.addr).await.ok()?;
     lock(sessions).insert(client, Session { backend: Arc::clone(&backend), last: Instant::now() });
     shared.stats.relayed.fetch_add(1, Relaxed);
-    target.stats.opened.fetch_add(1, Relaxed);
+    let open = OpenGuard::new(&target.stats);
     let replies = Replies {
         client,
         id,
@@ -162,6 +162,7 @@ async fn open(
         sessions: Arc::clone(sessions),
         pool: Arc::clone(pool),
         stats: target.stats,
+        _open: open,
     };
     tokio::spawn(replies.run());
     Some(backend)
@@ -177,6 +178,8 @@ struct Replies {
     sessions: Sessions,
     pool: Pool,
     stats: Arc<BackendStats>,
+    /// The session counts as open until its reply task ends.
+    _open: OpenGuard,
 }
 
 impl Replies {
@@ -205,7 +208,7 @@ impl Replies {
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                     // ICMP port unreachable: the backend's port is closed,
                     // the same signal as a TCP reset to a SYN.
-                    self.shared.refused(self.id);
+                    self.shared.unreachable(self.id);
                 }
                 Err(_) => return,
             }
