@@ -5,7 +5,11 @@
 
 use std::path::{Path, PathBuf};
 
-use lb_userspace::config::{self, ConfigError, HealthKind, Mode, Protocol, Scheduler, defaults};
+use std::time::Duration;
+
+use lb_userspace::config::{
+    self, ConfigError, Flows, HealthKind, Mode, Protocol, Scheduler, defaults,
+};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config").join(name)
@@ -150,6 +154,61 @@ const INVALID: &[(&str, &[&str])] = &[
         &["service \"web\"", "health.path \"healthz\" does not start with '/'", "\"/healthz\""],
     ),
     ("udp_without_send.toml", &["service \"dns\"", "no send payload", "add send = \"ping\""]),
+    (
+        "flows_timeout_too_short.toml",
+        &[
+            "flows.tcp_closing_timeout 500ms is below the minimum 2s",
+            "set flows.tcp_closing_timeout = \"2s\" or more",
+            "busy flows",
+        ],
+    ),
+    (
+        "flows_timeout_too_long.toml",
+        &[
+            "flows.tcp_idle_timeout 20000m is above the maximum 10080m",
+            "set flows.tcp_idle_timeout = \"10080m\" or less",
+            "at most 7 days",
+        ],
+    ),
+    ("flows_timeout_zero.toml", &["flows.udp_idle_timeout is zero", "\"2s\" or more"]),
+    (
+        "syn_timeout_on_udp.toml",
+        &["service \"dns\"", "health.syn_timeout applies to TCP services only", "remove it"],
+    ),
+    (
+        "syn_timeout_too_long.toml",
+        &["service \"web\"", "health.syn_timeout 1m is above the maximum 10s", "or less"],
+    ),
+    (
+        "syn_timeout_zero.toml",
+        &["service \"web\"", "health.syn_timeout is zero", "positive duration"],
+    ),
+    (
+        "syn_unanswered_too_large.toml",
+        &[
+            "service \"web\"",
+            "health.syn_unanswered = 1001 is above the maximum 1000",
+            "set health.syn_unanswered = 1000 or less",
+        ],
+    ),
+    (
+        "syn_unanswered_without_probes.toml",
+        &[
+            "service \"web\"",
+            "health.syn_unanswered = 3",
+            "kind = \"none\" runs no probe",
+            "set it to 0",
+        ],
+    ),
+    (
+        "backend_in_five_services.toml",
+        &[
+            "service \"web5\" backend \"10.0.1.1:80\"",
+            "is a backend of 5 services (service \"web1\" (#1),",
+            "service \"web5\" (#5)), more than the 4",
+            "let at most 4 services use 10.0.1.1:80",
+        ],
+    ),
 ];
 
 #[test]
@@ -243,6 +302,12 @@ fn valid_fixtures_load() {
     let minimal = config::load(&fixture("valid_minimal.toml")).expect("valid_minimal");
     assert_eq!(minimal.agent.mode, Mode::Auto);
     assert_eq!(minimal.services[0].health.kind, HealthKind::Tcp);
+    assert_eq!(minimal.flows, Flows::default());
+    assert_eq!(minimal.flows.tcp_idle_timeout, Duration::from_secs(300));
+    assert_eq!(minimal.flows.tcp_closing_timeout, Duration::from_secs(10));
+    assert_eq!(minimal.flows.udp_idle_timeout, Duration::from_secs(30));
+    assert_eq!(minimal.services[0].health.syn_timeout, Duration::from_millis(25));
+    assert_eq!(minimal.services[0].health.syn_unanswered, 3);
 
     let full = config::load(&fixture("valid_full.toml")).expect("valid_full");
     assert_eq!(full.source, fixture("valid_full.toml"));
@@ -253,6 +318,17 @@ fn valid_fixtures_load() {
     assert_eq!(full.services[1].protocol, Protocol::Udp);
     assert!(full.services[1].vip.is_ipv6());
     assert_eq!(full.services[2].health.kind, HealthKind::None);
+    assert_eq!(full.services[2].health.syn_unanswered, 0);
+    assert_eq!(full.services[0].health.syn_timeout, Duration::from_secs(10));
+    assert_eq!(full.services[0].health.syn_unanswered, 1000);
+    assert_eq!(
+        full.flows,
+        Flows {
+            tcp_idle_timeout: Duration::from_secs(60),
+            tcp_closing_timeout: Duration::from_secs(2),
+            udp_idle_timeout: Duration::from_secs(7 * 24 * 3600),
+        }
+    );
 
     let small = config::load(&fixture("valid_small_table.toml")).expect("valid_small_table");
     assert_eq!(small.services[0].table_size, 7);
@@ -287,6 +363,9 @@ fn example_states_the_real_defaults() {
     assert_eq!(web.health.rise, defaults::RISE);
     assert_eq!(web.health.fall, defaults::FALL);
     assert_eq!(web.backends[0].weight, defaults::WEIGHT);
+    assert_eq!(web.health.syn_timeout, defaults::SYN_TIMEOUT);
+    assert_eq!(web.health.syn_unanswered, defaults::SYN_UNANSWERED);
+    assert_eq!(example.flows, Flows::default());
     assert_eq!(example.agent.control_socket, Path::new(defaults::CONTROL_SOCKET));
     assert_eq!(example.agent.mode, Mode::Auto);
     assert_eq!(web.protocol, Protocol::Tcp);
@@ -298,10 +377,15 @@ fn example_states_the_real_defaults() {
         format!("Default: {}.", defaults::RISE),
         format!("Default: {}.", defaults::FALL),
         format!("Default: {}.", defaults::WEIGHT),
+        format!("Default: {}.", defaults::SYN_UNANSWERED),
         format!("Default: {}.", defaults::HTTP_EXPECT_STATUS),
         format!("Default: \"{}\".", defaults::HTTP_PATH),
         "Default: \"50ms\".".to_owned(),
         "Default: \"40ms\".".to_owned(),
+        "Default: \"25ms\".".to_owned(),
+        "Default: \"300s\".".to_owned(),
+        "Default: \"10s\".".to_owned(),
+        "Default: \"30s\".".to_owned(),
     ] {
         assert!(text.contains(&stated), "example.toml does not say {stated:?}");
     }
@@ -316,6 +400,8 @@ fn summary_lists_agent_services_and_backends() {
         "interfaces      eth0",
         "metrics         127.0.0.1:9100",
         "control socket  /run/lb/control.sock",
+        "flows (XDP)\n  idle timeouts   TCP 5m, TCP closing 10s, UDP 30s",
+        "passive: RST to SYN; 3 unanswered SYNs after 25ms",
         "SERVICE",
         "web ",
         "10.0.0.100:80",

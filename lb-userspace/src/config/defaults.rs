@@ -31,6 +31,13 @@ pub const HTTP_PATH: &str = "/";
 pub const HTTP_EXPECT_STATUS: u16 = 200;
 /// Backend weight.
 pub const WEIGHT: u32 = 1;
+/// Passive signal: a forwarded SYN the backend has not answered after this
+/// long counts as unanswered. A few round trips of a LAN, well below the
+/// client's own SYN retransmission (1 s).
+pub const SYN_TIMEOUT: Duration = Duration::from_millis(25);
+/// Passive signal: this many unanswered SYNs in a row take the backend down
+/// before its next probe; more than one so a single lost SYN does not.
+pub const SYN_UNANSWERED: u32 = 3;
 
 /// Largest backend weight. Weights only set relative shares of the Maglev
 /// table, so a bigger range buys nothing and risks overflow when summed.
@@ -60,3 +67,14 @@ pub const UDP_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Splice mode: how long open connections may finish on shutdown; below
 /// the unit file's TimeoutStopSec so systemd never has to kill lb.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// XDP flow table: an established TCP flow idle this long is forgotten
+/// (the same order as the splice proxy's `IDLE_TIMEOUT`).
+pub const FLOW_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// XDP flow table: a TCP flow after FIN or RST, or whose SYN was never
+/// answered, is forgotten after this much idle time (long enough for the
+/// last ACKs and retransmissions, short enough to free the entry soon).
+pub const FLOW_TCP_CLOSING_TIMEOUT: Duration = Duration::from_secs(10);
+/// XDP flow table: a UDP flow idle this long is over (Katran's UDP flow
+/// lifetime, as `UDP_IDLE_TIMEOUT` is for splice mode).
+pub const FLOW_UDP_IDLE_TIMEOUT: Duration = Duration::from_secs(30);

@@ -17,6 +17,8 @@ pub struct Config {
     pub agent: Agent,
     /// How splice mode treats connections.
     pub splice: Splice,
+    /// How long the XDP datapath remembers idle flows.
+    pub flows: Flows,
     /// The services to balance, in file order (at least one).
     pub services: Vec<Service>,
 }
@@ -78,6 +80,33 @@ impl Default for Splice {
             idle_timeout: d::IDLE_TIMEOUT,
             udp_idle_timeout: d::UDP_IDLE_TIMEOUT,
             shutdown_timeout: d::SHUTDOWN_TIMEOUT,
+        }
+    }
+}
+
+/// `[flows]`: idle timeouts of the XDP datapath's flow table (splice mode
+/// has its own in [`Splice`]). A reload that changes them applies them live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flows {
+    /// An established TCP flow idle this long is forgotten; its next packet
+    /// is balanced like a new flow (the same backend unless the service's
+    /// table changed).
+    pub tcp_idle_timeout: Duration,
+    /// A TCP flow after a FIN or RST, or whose SYN was never answered, is
+    /// forgotten after this much idle time.
+    pub tcp_closing_timeout: Duration,
+    /// A UDP flow idle this long is over.
+    pub udp_idle_timeout: Duration,
+}
+
+impl Default for Flows {
+    /// What an absent `[flows]` table means.
+    fn default() -> Self {
+        use super::defaults as d;
+        Self {
+            tcp_idle_timeout: d::FLOW_TCP_IDLE_TIMEOUT,
+            tcp_closing_timeout: d::FLOW_TCP_CLOSING_TIMEOUT,
+            udp_idle_timeout: d::FLOW_UDP_IDLE_TIMEOUT,
         }
     }
 }
@@ -167,6 +196,17 @@ pub struct Health {
     pub rise: u32,
     /// Consecutive failures that take an up backend down (at least 1).
     pub fall: u32,
+    /// A SYN the datapath forwarded that the backend has not answered (no
+    /// SYN-ACK, no RST) after this long counts as unanswered (positive, at
+    /// most 10 s). TCP services only; a UDP service holds the default.
+    pub syn_timeout: Duration,
+    /// This many unanswered SYNs, with no answer from the backend since the
+    /// first of them, take the backend down at once, before its next probe;
+    /// 0 turns the signal off (at most 1000). Like the RST-to-SYN signal it
+    /// only acts on TCP services whose `kind` is not `None`, since only
+    /// probes bring a backend back; validation refuses a non-zero value set
+    /// explicitly where it could not act, but a default stays here as is.
+    pub syn_unanswered: u32,
 }
 
 /// What a health probe does.

@@ -19,6 +19,8 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub(crate) splice: RawSplice,
     #[serde(default)]
+    pub(crate) flows: RawFlows,
+    #[serde(default)]
     pub(crate) service: Vec<RawService>,
 }
 
@@ -32,6 +34,15 @@ pub(crate) struct RawSplice {
     pub(crate) idle_timeout: Option<String>,
     pub(crate) udp_idle_timeout: Option<String>,
     pub(crate) shutdown_timeout: Option<String>,
+}
+
+/// `[flows]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFlows {
+    pub(crate) tcp_idle_timeout: Option<String>,
+    pub(crate) tcp_closing_timeout: Option<String>,
+    pub(crate) udp_idle_timeout: Option<String>,
 }
 
 /// `[agent]`.
@@ -76,6 +87,8 @@ pub(crate) struct RawHealth {
     pub(crate) expect_status: Option<i64>,
     pub(crate) send: Option<String>,
     pub(crate) expect: Option<String>,
+    pub(crate) syn_timeout: Option<String>,
+    pub(crate) syn_unanswered: Option<i64>,
 }
 
 /// One `[[service.backend]]`.

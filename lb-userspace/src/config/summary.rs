@@ -4,7 +4,7 @@ use std::fmt;
 
 use super::defaults::SLOTS_PER_BACKEND;
 use super::duration::Written;
-use super::model::{Config, Health, HealthKind, ProxyProtocol};
+use super::model::{Config, Health, HealthKind, Protocol, ProxyProtocol, Service};
 
 impl Config {
     /// A printable summary: agent settings, then one row per service with its
@@ -51,6 +51,14 @@ impl fmt::Display for Summary {
             Written(sp.udp_idle_timeout),
             Written(sp.shutdown_timeout)
         )?;
+        let fl = &config.flows;
+        writeln!(
+            f,
+            "flows (XDP)\n  idle timeouts   TCP {}, TCP closing {}, UDP {}",
+            Written(fl.tcp_idle_timeout),
+            Written(fl.tcp_closing_timeout),
+            Written(fl.udp_idle_timeout)
+        )?;
         writeln!(f)?;
 
         let rows: Vec<[String; 6]> = config
@@ -76,6 +84,9 @@ impl fmt::Display for Summary {
         write_row(f, &HEADERS.map(str::to_owned), &widths)?;
         for (row, service) in rows.iter().zip(&config.services) {
             write_row(f, row, &widths)?;
+            if let Some(passive) = passive(service) {
+                writeln!(f, "    passive: {passive}")?;
+            }
             if service.proxy_protocol != ProxyProtocol::None {
                 writeln!(f, "    proxy_protocol {} (splice mode only)", service.proxy_protocol)?;
             }
@@ -143,6 +154,25 @@ fn health(health: &Health) -> String {
     )
 }
 
+/// The passive signals of a TCP service (UDP services have none): a RST to
+/// a forwarded SYN, and SYNs left unanswered. Both need probes to bring a
+/// backend back, so without probes they are off.
+fn passive(service: &Service) -> Option<String> {
+    if service.protocol != Protocol::Tcp {
+        return None;
+    }
+    let health = &service.health;
+    Some(match (&health.kind, health.syn_unanswered) {
+        (HealthKind::None, _) => "off (no probes)".to_owned(),
+        (_, 0) => "RST to SYN; unanswered SYNs off".to_owned(),
+        (_, count) => format!(
+            "RST to SYN; {count} unanswered SYN{} after {}",
+            plural(count as usize),
+            Written(health.syn_timeout)
+        ),
+    })
+}
+
 fn plural(count: usize) -> &'static str {
     if count == 1 { "" } else { "s" }
 }
@@ -156,5 +186,35 @@ mod tests {
         let cfg = crate::config::parse(text, std::path::Path::new("lb.toml")).unwrap();
         let out = cfg.summary().to_string();
         assert!(out.contains("    proxy_protocol v2 (splice mode only)"), "{out}");
+    }
+
+    #[test]
+    fn flows_and_the_syn_signal_are_shown() {
+        let service = |health: &str| {
+            format!(
+                "[[service]]\nname = \"web\"\nvip = \"10.0.0.1:80\"\n[service.health]\n{health}\n\
+                 [[service.backend]]\naddr = \"10.0.1.1:80\"\n"
+            )
+        };
+        let summary = |text: &str| {
+            crate::config::parse(text, std::path::Path::new("lb.toml"))
+                .unwrap()
+                .summary()
+                .to_string()
+        };
+        let out = summary(&service(""));
+        assert!(
+            out.contains("flows (XDP)\n  idle timeouts   TCP 5m, TCP closing 10s, UDP 30s"),
+            "{out}"
+        );
+        assert!(out.contains("    passive: RST to SYN; 3 unanswered SYNs after 25ms\n"), "{out}");
+        let out = summary(&service("syn_unanswered = 1\nsyn_timeout = \"1s\""));
+        assert!(out.contains("    passive: RST to SYN; 1 unanswered SYN after 1s\n"), "{out}");
+        let out = summary(&service("syn_unanswered = 0"));
+        assert!(out.contains("    passive: RST to SYN; unanswered SYNs off\n"), "{out}");
+        let out = summary(&service("kind = \"none\""));
+        assert!(out.contains("    passive: off (no probes)\n"), "{out}");
+        let udp = service("").replacen("vip", "protocol = \"udp\"\nvip", 1);
+        assert!(!summary(&udp).contains("passive"));
     }
 }

@@ -1,14 +1,15 @@
 //! Rules between services: uniqueness of names and VIPs, backends that point
-//! back at a VIP, and the datapath's capacity.
+//! back at a VIP, backends shared by too many services, and the datapath's
+//! capacity.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use super::report::{Issue, Report, Scope};
 use super::service::Checked;
 use super::values::identity;
-use crate::config::model::{Mode, ProxyProtocol};
-use lb_common::abi::{MAX_BACKENDS, MAX_SERVICES};
+use crate::config::model::{Mode, Protocol, ProxyProtocol};
+use lb_common::abi::{MAX_BACKENDS, MAX_REPLY_TARGETS, MAX_SERVICES};
 
 /// Checks the services as a whole, after each was checked on its own.
 pub(super) fn check(services: &[Checked], report: &mut Report) {
@@ -27,6 +28,7 @@ pub(super) fn check(services: &[Checked], report: &mut Report) {
     unique_names(services, report);
     let vips = unique_vips(services, report);
     backends_are_not_vips(services, &vips, report);
+    shared_backends(services, report);
 }
 
 /// Only splice mode can send PROXY protocol headers: XDP rewrites packets
@@ -148,6 +150,64 @@ fn backends_are_not_vips(
     }
 }
 
+/// A reply from a backend is matched to its flow by trying each VIP the
+/// backend serves, and the datapath records at most [`MAX_REPLY_TARGETS`]
+/// of them per endpoint: beyond that, replies to some services would not be
+/// translated back. Reported once per endpoint, at its backend in the first
+/// service over the limit.
+fn shared_backends(services: &[Checked], report: &mut Report) {
+    /// One backend endpoint and the services using it, each with the
+    /// backend's scope there.
+    struct Endpoint<'a> {
+        addr: SocketAddr,
+        protocol: Protocol,
+        users: Vec<(usize, &'a Scope)>,
+    }
+    // In file order, so problems come out in a stable order.
+    let mut endpoints: Vec<Endpoint> = Vec::new();
+    let mut position: HashMap<((IpAddr, u16), Protocol), usize> = HashMap::new();
+    for (index, service) in services.iter().enumerate() {
+        let Some((_, protocol)) = service.vip else { continue };
+        for backend in &service.backends {
+            let Some(addr) = backend.addr else { continue };
+            let at = *position.entry((identity(addr), protocol)).or_insert_with(|| {
+                endpoints.push(Endpoint { addr, protocol, users: Vec::new() });
+                endpoints.len() - 1
+            });
+            let users = &mut endpoints[at].users;
+            // A backend listed twice in one service is reported there.
+            if users.last().is_none_or(|&(last, _)| last != index) {
+                users.push((index, &backend.scope));
+            }
+        }
+    }
+    for Endpoint { addr, protocol, users } in endpoints {
+        let Some(&(_, scope)) = users.get(MAX_REPLY_TARGETS) else { continue };
+        // Enough names to find them in the file; a long list would bury the fix.
+        let shown = MAX_REPLY_TARGETS + 1;
+        let mut named: Vec<String> =
+            users.iter().take(shown).map(|&(index, _)| other(services, index)).collect();
+        if users.len() > shown {
+            named.push(format!("and {} more", users.len() - shown));
+        }
+        report.add(
+            scope,
+            Issue::new(
+                format!(
+                    "{addr} ({protocol}) is a backend of {} services ({}), more than the \
+                     {MAX_REPLY_TARGETS} whose replies the datapath can translate",
+                    users.len(),
+                    named.join(", ")
+                ),
+                format!(
+                    "let at most {MAX_REPLY_TARGETS} services use {addr}; give the others another \
+                     port or address of that server"
+                ),
+            ),
+        );
+    }
+}
+
 /// Another service as a message refers to it: by name and position, since
 /// the name alone is ambiguous when names are duplicated too.
 fn other(services: &[Checked], index: usize) -> String {
@@ -214,14 +274,39 @@ mod tests {
     }
 
     #[test]
+    fn a_backend_serves_at_most_four_services() {
+        let services = |count: u8| -> String {
+            (1..=count)
+                .map(|i| service(&format!("s{i}"), &format!("10.0.0.{i}:80"), "10.0.1.1:80"))
+                .collect()
+        };
+        assert_eq!(accepted(&services(4)).services.len(), 4);
+        refused(
+            &services(6),
+            &[
+                "service \"s5\" backend \"10.0.1.1:80\": 10.0.1.1:80 (tcp) is a backend of 6 \
+                 services (service \"s1\" (#1), service \"s2\" (#2)",
+                "service \"s5\" (#5), and 1 more), more than the 4",
+                "let at most 4 services use 10.0.1.1:80",
+            ],
+        );
+        // Another port or protocol is another endpoint.
+        let text = services(4) + &service("s5", "10.0.0.5:80", "10.0.1.1:81");
+        accepted(&text);
+        let udp = service("u", "10.0.0.1:80", "10.0.1.1:80").replacen(
+            "vip",
+            "protocol = \"udp\"\nvip",
+            1,
+        );
+        accepted(&(services(4) + &udp));
+    }
+
+    #[test]
     fn too_many_services() {
         let text: String = (0..=lb_common::abi::MAX_SERVICES)
             .map(|i| {
-                service(
-                    &format!("s{i}"),
-                    &format!("10.1.{}.{}:80", i / 256, i % 256),
-                    "10.0.1.1:80",
-                )
+                let addr = |net: u8| format!("10.{net}.{}.{}:80", i / 256, i % 256);
+                service(&format!("s{i}"), &addr(1), &addr(2))
             })
             .collect();
         let problems = problems(&text);

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::report::{Issue, Report, Scope};
-use super::values::{bounded, duration, one_of};
+use super::values::{Span, bounded, duration, one_of, within};
 use crate::config::defaults;
 use crate::config::duration::Written;
 use crate::config::model::{Health, HealthKind, Protocol};
@@ -11,6 +11,20 @@ use crate::config::raw::RawHealth;
 
 /// Accepted `kind` values, in the order messages list them (default first).
 const KINDS: [&str; 4] = ["tcp", "http", "udp", "none"];
+
+/// Limits of `syn_timeout`.
+const SYN_SPAN: Span = Span {
+    min: Duration::ZERO,
+    below: "with no wait at all every forwarded SYN would count as unanswered",
+    max: Duration::from_secs(10),
+    above: "a longer wait would leave clients resending their SYNs (after 1s, 3s, 7s) to a \
+            dead backend before it is taken out",
+};
+
+/// Most unanswered SYNs `syn_unanswered` may ask for: a bound that catches
+/// typos, since a backend that leaves this many SYNs unanswered has long
+/// been caught by its probes.
+const MAX_SYN_UNANSWERED: u32 = 1000;
 
 /// Validates the health table of one service (absent = all defaults).
 pub(super) fn check(
@@ -33,8 +47,71 @@ pub(super) fn check(
         scope,
         bounded("health.fall", raw.fall.unwrap_or(defaults::FALL.into()), 1, u32::MAX),
     );
+    let (syn_timeout, syn_unanswered) = syn_signal(&raw, protocol, kind.as_ref(), scope, report);
     let (interval, timeout) = report.take(scope, timings(interval?, timeout?))?;
-    Some(Health { kind: kind?, interval, timeout, rise: rise?, fall: fall? })
+    Some(Health {
+        kind: kind?,
+        interval,
+        timeout,
+        rise: rise?,
+        fall: fall?,
+        syn_timeout: syn_timeout?,
+        syn_unanswered: syn_unanswered?,
+    })
+}
+
+/// The unanswered-SYN signal: `syn_timeout` and `syn_unanswered`. It
+/// watches TCP handshakes, so on a UDP service either key is a mistake; and
+/// like the RST-to-SYN signal it only acts where probes run, since only a
+/// probe brings a backend back up: asking for it with `kind = "none"` would
+/// silently do nothing. A UDP service keeps the defaults, which never act.
+fn syn_signal(
+    raw: &RawHealth,
+    protocol: Option<Protocol>,
+    kind: Option<&HealthKind>,
+    scope: &Scope,
+    report: &mut Report,
+) -> (Option<Duration>, Option<u32>) {
+    if protocol == Some(Protocol::Udp) {
+        let keys = [
+            ("syn_timeout", raw.syn_timeout.is_some()),
+            ("syn_unanswered", raw.syn_unanswered.is_some()),
+        ];
+        for (key, _) in keys.iter().filter(|(_, present)| *present) {
+            report.add(
+                scope,
+                Issue::new(
+                    format!("health.{key} applies to TCP services only"),
+                    "remove it: a UDP service has no SYN to wait for",
+                ),
+            );
+        }
+        return (Some(defaults::SYN_TIMEOUT), Some(defaults::SYN_UNANSWERED));
+    }
+    let field = "health.syn_timeout";
+    let syn_timeout = report.take(
+        scope,
+        duration(field, raw.syn_timeout.as_deref(), defaults::SYN_TIMEOUT)
+            .and_then(|value| within(field, value, &SYN_SPAN)),
+    );
+    let count = raw.syn_unanswered.unwrap_or(defaults::SYN_UNANSWERED.into());
+    let syn_unanswered =
+        report.take(scope, bounded("health.syn_unanswered", count, 0, MAX_SYN_UNANSWERED));
+    let asked = raw.syn_unanswered.is_some() && syn_unanswered.is_some_and(|n| n > 0);
+    if asked && kind == Some(&HealthKind::None) {
+        report.add(
+            scope,
+            Issue::new(
+                format!(
+                    "health.syn_unanswered = {count} would take backends down, but kind = \"none\" \
+                     runs no probe to bring them back up"
+                ),
+                "remove syn_unanswered (or set it to 0), or set a probe kind such as kind = \"tcp\"",
+            ),
+        );
+        return (syn_timeout, None);
+    }
+    (syn_timeout, syn_unanswered)
 }
 
 /// Probes start every `interval` and must finish before the next one starts,
@@ -349,6 +426,72 @@ mod tests {
         );
         let raw = RawHealth { kind: some("http"), send: some("x"), ..RawHealth::default() };
         refused(raw, &["health.send only applies to kind = \"udp\""]);
+    }
+
+    #[test]
+    fn syn_signal_defaults_and_values() {
+        let health = check_raw(RawHealth::default()).expect("defaults are valid");
+        assert_eq!(health.syn_timeout, Duration::from_millis(25));
+        assert_eq!(health.syn_unanswered, 3);
+        let raw =
+            RawHealth { syn_timeout: some("10s"), syn_unanswered: Some(0), ..RawHealth::default() };
+        let health = check_raw(raw).expect("valid");
+        assert_eq!((health.syn_timeout, health.syn_unanswered), (Duration::from_secs(10), 0));
+        let raw = RawHealth { syn_unanswered: Some(1000), ..RawHealth::default() };
+        assert_eq!(check_raw(raw).expect("valid").syn_unanswered, 1000);
+    }
+
+    #[test]
+    fn syn_signal_bounds() {
+        refused(
+            RawHealth { syn_timeout: some("0ms"), ..RawHealth::default() },
+            &["health.syn_timeout is zero", "positive duration of at most \"10s\""],
+        );
+        refused(
+            RawHealth { syn_timeout: some("11s"), ..RawHealth::default() },
+            &["health.syn_timeout 11s is above the maximum 10s", "resending"],
+        );
+        refused(
+            RawHealth { syn_timeout: some("25"), ..RawHealth::default() },
+            &["health.syn_timeout \"25\" is not a duration"],
+        );
+        refused(
+            RawHealth { syn_unanswered: Some(-1), ..RawHealth::default() },
+            &["health.syn_unanswered = -1 is below the minimum 0"],
+        );
+        refused(
+            RawHealth { syn_unanswered: Some(1001), ..RawHealth::default() },
+            &["health.syn_unanswered = 1001 is above the maximum 1000"],
+        );
+    }
+
+    #[test]
+    fn syn_signal_is_for_tcp_services_only() {
+        let udp = |raw: RawHealth| check_for(raw, Protocol::Udp);
+        let health = udp(RawHealth::default()).expect("defaults are valid for UDP");
+        assert_eq!(health.syn_unanswered, defaults::SYN_UNANSWERED);
+        for (raw, key) in [
+            (RawHealth { syn_timeout: some("25ms"), ..RawHealth::default() }, "syn_timeout"),
+            (RawHealth { syn_unanswered: Some(0), ..RawHealth::default() }, "syn_unanswered"),
+        ] {
+            let problems = udp(raw).expect_err("refused");
+            assert_eq!(problems.len(), 1, "{}", text(&problems));
+            let line = problems[0].to_string();
+            assert!(line.contains(&format!("health.{key} applies to TCP services only")), "{line}");
+            assert!(line.contains("remove it"), "{line}");
+        }
+    }
+
+    #[test]
+    fn syn_signal_needs_probes() {
+        let none = || RawHealth { kind: some("none"), ..RawHealth::default() };
+        assert_eq!(check_raw(none()).expect("default is fine").kind, HealthKind::None);
+        let off = RawHealth { syn_unanswered: Some(0), ..none() };
+        assert_eq!(check_raw(off).expect("0 is off").syn_unanswered, 0);
+        refused(
+            RawHealth { syn_unanswered: Some(3), ..none() },
+            &["health.syn_unanswered = 3", "kind = \"none\"", "no probe", "set it to 0"],
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 mod agent;
 mod backend;
 mod cross;
+mod flows;
 mod health;
 mod report;
 mod service;
@@ -27,6 +28,7 @@ pub(super) fn validate(raw: RawConfig, file: &Path) -> Result<Config, Vec<Proble
     let mut report = Report::new(file);
     let agent = agent::check(raw.agent, &mut report);
     let splice = splice::check(raw.splice, &mut report);
+    let flows = flows::check(raw.flows, &mut report);
     let checked: Vec<service::Checked> = raw
         .service
         .into_iter()
@@ -38,9 +40,9 @@ pub(super) fn validate(raw: RawConfig, file: &Path) -> Result<Config, Vec<Proble
         cross::proxy_protocol_needs_splice(agent.mode, &checked, &mut report);
     }
     let services: Option<Vec<_>> = checked.into_iter().map(|s| s.service).collect();
-    match (agent, splice, services) {
-        (Some(agent), Some(splice), Some(services)) if report.count() == 0 => {
-            Ok(Config { source: file.to_owned(), agent, splice, services })
+    match (agent, splice, flows, services) {
+        (Some(agent), Some(splice), Some(flows), Some(services)) if report.count() == 0 => {
+            Ok(Config { source: file.to_owned(), agent, splice, flows, services })
         }
         _ => Err(report.into_problems()),
     }
@@ -60,6 +62,12 @@ pub(super) mod testing {
             "[[service]]\nname = \"{name}\"\nvip = \"{vip}\"\n\
              [[service.backend]]\naddr = \"{backend}\"\n"
         )
+    }
+
+    /// A file with the top-level table `[name]` holding `keys`, and one
+    /// valid service.
+    pub(crate) fn with_table(name: &str, keys: &str) -> String {
+        format!("[{name}]\n{keys}\n{}", service("web", "10.0.0.100:80", "10.0.1.1:80"))
     }
 
     pub(crate) fn accepted(text: &str) -> Config {

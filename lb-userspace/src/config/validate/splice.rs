@@ -72,12 +72,12 @@ pub(super) fn check(raw: RawSplice, report: &mut Report) -> Option<Splice> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{accepted, refused, service};
+    use super::super::testing::{accepted, refused, service, with_table};
     use super::*;
     use crate::config::defaults;
 
-    fn with(splice: &str) -> String {
-        format!("[splice]\n{splice}\n{}", service("web", "10.0.0.100:80", "10.0.1.1:80"))
+    fn with(keys: &str) -> String {
+        with_table("splice", keys)
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::report::Issue;
 use crate::config::defaults::{MAX_IFNAME_LEN, MAX_NAME_LEN};
-use crate::config::duration;
+use crate::config::duration::{self, Written};
 
 /// Parses `text` as `ip:port`; `example` is shown in the fix so it matches the
 /// field (a VIP, a backend, a listener).
@@ -98,6 +98,45 @@ pub(super) fn duration(
             "write a whole number followed by ns, us, ms, s or m, e.g. \"50ms\"",
         )
     })
+}
+
+/// The range a duration key must lie in, with the reason for each bound
+/// (shown in the fix, so the user learns why rather than just a number).
+pub(super) struct Span {
+    /// Smallest value; `Duration::ZERO` means any positive value.
+    pub(super) min: Duration,
+    /// Why a smaller value (or zero) would not work.
+    pub(super) below: &'static str,
+    /// Largest value.
+    pub(super) max: Duration,
+    /// Why a larger value would not work.
+    pub(super) above: &'static str,
+}
+
+/// A duration within `span`; zero is always refused, being no timeout at all.
+pub(super) fn within(field: &str, value: Duration, span: &Span) -> Result<Duration, Issue> {
+    let max = Written(span.max);
+    if value.is_zero() || value < span.min {
+        let what = if value.is_zero() {
+            format!("{field} is zero")
+        } else {
+            format!("{field} {} is below the minimum {}", Written(value), Written(span.min))
+        };
+        let fix = if span.min.is_zero() {
+            format!("set {field} to a positive duration of at most \"{max}\"")
+        } else {
+            format!("set {field} = \"{}\" or more", Written(span.min))
+        };
+        return Err(Issue::new(what, fix).also(span.below));
+    }
+    if value > span.max {
+        return Err(Issue::new(
+            format!("{field} {} is above the maximum {max}", Written(value)),
+            format!("set {field} = \"{max}\" or less"),
+        )
+        .also(span.above));
+    }
+    Ok(value)
 }
 
 /// Service names appear in CLI commands and metric labels, so they are kept
@@ -215,6 +254,33 @@ mod tests {
             duration("health.interval", Some("1.5s"), Duration::ZERO).expect_err("fraction");
         assert!(issue.what.starts_with("health.interval \"1.5s\" is not a duration"), "{issue:?}");
         assert!(issue.fix.contains("\"50ms\""), "{issue:?}");
+    }
+
+    #[test]
+    fn within_names_the_bound_and_its_reason() {
+        let span = Span {
+            min: Duration::from_secs(1),
+            below: "low",
+            max: Duration::from_secs(60),
+            above: "high",
+        };
+        let secs = Duration::from_secs;
+        assert_eq!(within("f", secs(1), &span), Ok(secs(1)));
+        assert_eq!(within("f", secs(60), &span), Ok(secs(60)));
+        let zero = within("f", Duration::ZERO, &span).expect_err("zero");
+        assert_eq!(
+            (zero.what.as_str(), zero.fix.as_str()),
+            ("f is zero", "set f = \"1s\" or more (low)")
+        );
+        let low = within("f", Duration::from_millis(500), &span).expect_err("low");
+        assert_eq!(low.what, "f 500ms is below the minimum 1s");
+        let high = within("f", secs(61), &span).expect_err("high");
+        assert_eq!(high.what, "f 61s is above the maximum 1m");
+        assert_eq!(high.fix, "set f = \"1m\" or less (high)");
+        let positive = Span { min: Duration::ZERO, ..span };
+        assert_eq!(within("f", Duration::from_nanos(1), &positive), Ok(Duration::from_nanos(1)));
+        let zero = within("f", Duration::ZERO, &positive).expect_err("zero");
+        assert_eq!(zero.fix, "set f to a positive duration of at most \"1m\" (low)");
     }
 
     #[test]

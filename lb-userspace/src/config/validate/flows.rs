@@ -1,0 +1,120 @@
+//! `[flows]`: idle timeouts of the XDP datapath's flow table.
+
+use std::time::Duration;
+
+use lb_common::abi::{REFRESH_TICKS, TICK_SHIFT};
+
+use super::report::{Report, Scope};
+use super::values::{Span, duration, within};
+use crate::config::model::Flows;
+use crate::config::raw::RawFlows;
+
+/// How often, at most, the datapath rewrites a busy flow's time (about
+/// 1.07 s), in nanoseconds.
+const REFRESH_NANOS: u64 = (REFRESH_TICKS as u64) << TICK_SHIFT;
+
+/// The datapath checks a flow's age before it refreshes the flow's time, so
+/// a timeout not above the refresh period would expire flows that carry
+/// packets all along: the smallest whole second above that period (2 s).
+const MIN_TIMEOUT: Duration = Duration::from_secs(REFRESH_NANOS / 1_000_000_000 + 1);
+
+/// Seven days: times are a 32-bit count of ~1.05 ms ticks that wraps after
+/// about 52 days, and ages are only meaningful well below half of that.
+const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+const SPAN: Span = Span {
+    min: MIN_TIMEOUT,
+    below: "the datapath refreshes a flow's time only about once a second, so a shorter \
+            timeout would expire busy flows",
+    max: MAX_TIMEOUT,
+    above: "at most 7 days: the datapath keeps a flow's time as a 32-bit count of ~1.05 ms \
+            ticks",
+};
+
+/// Validates the flows table (absent = all defaults).
+pub(super) fn check(raw: RawFlows, report: &mut Report) -> Option<Flows> {
+    let d = Flows::default();
+    let mut timeout = |field: &str, text: Option<String>, default: Duration| {
+        let checked =
+            duration(field, text.as_deref(), default).and_then(|value| within(field, value, &SPAN));
+        report.take(&Scope::FILE, checked)
+    };
+    let tcp_idle_timeout =
+        timeout("flows.tcp_idle_timeout", raw.tcp_idle_timeout, d.tcp_idle_timeout);
+    let tcp_closing_timeout =
+        timeout("flows.tcp_closing_timeout", raw.tcp_closing_timeout, d.tcp_closing_timeout);
+    let udp_idle_timeout =
+        timeout("flows.udp_idle_timeout", raw.udp_idle_timeout, d.udp_idle_timeout);
+    Some(Flows {
+        tcp_idle_timeout: tcp_idle_timeout?,
+        tcp_closing_timeout: tcp_closing_timeout?,
+        udp_idle_timeout: udp_idle_timeout?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use lb_common::abi::{FlowTimeouts, ticks};
+
+    use super::super::testing::{accepted, refused, service, with_table};
+    use super::*;
+
+    fn with(keys: &str) -> String {
+        with_table("flows", keys)
+    }
+
+    fn in_ticks(duration: Duration) -> u32 {
+        ticks(u64::try_from(duration.as_nanos()).expect("fits"))
+    }
+
+    #[test]
+    fn defaults_apply_when_absent_and_match_the_datapath() {
+        let flows = accepted(&service("web", "10.0.0.100:80", "10.0.1.1:80")).flows;
+        assert_eq!(flows, Flows::default());
+        assert_eq!(flows.tcp_idle_timeout, Duration::from_secs(300));
+        assert_eq!(flows.tcp_closing_timeout, Duration::from_secs(10));
+        assert_eq!(flows.udp_idle_timeout, Duration::from_secs(30));
+        // The datapath falls back to its own defaults until the agent writes
+        // these; the two must agree, or a restart would change the timeouts.
+        let datapath = FlowTimeouts::DEFAULT;
+        assert_eq!(in_ticks(flows.tcp_idle_timeout), datapath.tcp);
+        assert_eq!(in_ticks(flows.tcp_closing_timeout), datapath.tcp_closing);
+        assert_eq!(in_ticks(flows.udp_idle_timeout), datapath.udp);
+    }
+
+    #[test]
+    fn bounds_fit_the_datapath_clock() {
+        assert!(MIN_TIMEOUT.as_nanos() > u128::from(REFRESH_NANOS));
+        assert_eq!(MIN_TIMEOUT, Duration::from_secs(2));
+        assert!(in_ticks(MAX_TIMEOUT) < u32::MAX / 4);
+    }
+
+    #[test]
+    fn values_are_read() {
+        let flows = accepted(&with(
+            "tcp_idle_timeout = \"1m\"\ntcp_closing_timeout = \"2s\"\n\
+             udp_idle_timeout = \"10080m\"",
+        ))
+        .flows;
+        assert_eq!(flows.tcp_idle_timeout, Duration::from_secs(60));
+        assert_eq!(flows.tcp_closing_timeout, MIN_TIMEOUT);
+        assert_eq!(flows.udp_idle_timeout, MAX_TIMEOUT);
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_the_fix() {
+        refused(
+            &with("tcp_idle_timeout = \"0s\""),
+            &["lb.toml: flows.tcp_idle_timeout is zero", "= \"2s\" or more", "busy flows"],
+        );
+        refused(
+            &with("tcp_closing_timeout = \"1s\""),
+            &["flows.tcp_closing_timeout 1s is below the minimum 2s", "about once a second"],
+        );
+        refused(
+            &with("udp_idle_timeout = \"10081m\""),
+            &["flows.udp_idle_timeout 10081m is above the maximum 10080m", "7 days", "32-bit"],
+        );
+        refused(&with("udp_idle_timeout = \"30\""), &["flows.udp_idle_timeout \"30\"", "no unit"]);
+    }
+}
