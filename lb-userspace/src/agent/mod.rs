@@ -422,9 +422,14 @@ impl Agent {
 }
 
 /// The flow table's idle timeouts `cfg` asks for, in datapath ticks.
-pub fn flow_timeouts(_cfg: &Config) -> FlowTimeouts {
-    // MERGE: from cfg.flows once the config has it.
-    FlowTimeouts::DEFAULT
+pub fn flow_timeouts(cfg: &Config) -> FlowTimeouts {
+    let t = |d: std::time::Duration| lb_common::abi::ticks(d.as_nanos() as u64);
+    FlowTimeouts {
+        tcp: t(cfg.flows.tcp_idle_timeout),
+        tcp_closing: t(cfg.flows.tcp_closing_timeout),
+        udp: t(cfg.flows.udp_idle_timeout),
+        _pad: 0,
+    }
 }
 
 impl metrics::Source for Agent {

@@ -49,9 +49,8 @@ impl Signal {
 
 /// How the unanswered-SYN signal is set for a service: the time after which
 /// a SYN counts as unanswered and how many it takes (0: off).
-pub fn syn_settings(_svc: &Service) -> (Duration, u32) {
-    // MERGE: from svc.health.syn_timeout / syn_unanswered once the config has them.
-    (Duration::from_millis(25), 3)
+pub fn syn_settings(svc: &Service) -> (Duration, u32) {
+    (svc.health.syn_timeout, svc.health.syn_unanswered)
 }
 
 /// The SYN watch of every backend the unanswered-SYN signal covers.
