@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use lb_common::abi::{Addr, FAMILY_V4, FAMILY_V6, FlowKey, PROTO_TCP, PROTO_UDP};
-use lb_common::parse::{L4Packet, MAX_IPV6_EXT_HEADERS, ParseError, Parsed, parse};
+use lb_common::parse::{L4Packet, MAX_IPV6_EXT_HEADERS, ParseError, Parsed, Quoted, parse};
 use lb_tests::packet::{
     DEFAULT_DST_MAC, DEFAULT_SRC_MAC, ETHERTYPE_ARP, ETHERTYPE_VLAN, EXT_DEST_OPTS, EXT_HOP_BY_HOP,
     EXT_ROUTING, Frame, PROTO_ICMP, PROTO_ICMPV6, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN,
@@ -270,6 +270,59 @@ fn not_ip() {
     tagged.extend_from_slice(&[0; 28]);
     let f = ethernet(DEFAULT_SRC_MAC, DEFAULT_DST_MAC, ETHERTYPE_VLAN, &tagged);
     assert_eq!(parse(f.as_slice()), Ok(Parsed::NotIp));
+}
+
+/// An ICMP destination unreachable from `from` quoting `quoted`.
+fn unreachable(from: &str, quoted: &Frame) -> Frame {
+    let to = quoted.src.ip().to_string();
+    Frame::icmp_port_unreachable(from, &to, quoted)
+}
+
+#[test]
+fn icmp_unreachable_reports_the_quoted_flow() {
+    for quoted in [
+        Frame::udp("10.0.0.2:40000", "10.1.0.11:5300"),
+        Frame::tcp("10.0.0.2:40001", "10.1.0.12:80").ip_options(&[1, 1, 1, 0]),
+        Frame::udp("[fd00::2]:40002", "[fd01::11]:5300"),
+        Frame::tcp("[fd00::2]:40003", "[fd01::12]:80"),
+    ] {
+        let from = if quoted.is_ipv4() { "10.1.0.11" } else { "fd01::11" };
+        let want = Ok(Parsed::Unreachable(Quoted { key: expected_key(&quoted) }));
+        assert_eq!(parsed(&unreachable(from, &quoted)), want, "{quoted:?}");
+        // Ethernet padding after the datagram changes nothing.
+        assert_eq!(parsed(&unreachable(from, &quoted).pad_to(200)), want, "{quoted:?}");
+    }
+}
+
+#[test]
+fn icmp_messages_that_say_nothing_about_a_flow_are_other_protocols() {
+    let udp = Frame::udp("10.0.0.2:40000", "10.1.0.11:5300");
+    let quote = &udp.bytes()[udp.l3_offset()..udp.l4_offset() + 8];
+    let with = |kind: u8, code: u8, body: &[u8]| {
+        let mut msg = vec![kind, code, 0, 0, 0, 0, 0, 0];
+        msg.extend_from_slice(body);
+        Frame::ip(PROTO_ICMP, "10.1.0.11", "10.0.0.2").payload(&msg)
+    };
+    let mut later_fragment = quote.to_vec();
+    later_fragment[6..8].copy_from_slice(&8u16.to_be_bytes());
+    let mut icmp_quote = quote.to_vec();
+    icmp_quote[9] = PROTO_ICMP;
+    for (name, frame) in [
+        ("fragmentation needed (a path MTU signal)", with(3, 4, quote)),
+        ("time exceeded", with(11, 0, quote)),
+        ("echo reply", with(0, 0, quote)),
+        ("quote cut inside the ports", with(3, 3, &quote[..22])),
+        ("quote of a later fragment", with(3, 3, &later_fragment)),
+        ("quote of ICMP", with(3, 3, &icmp_quote)),
+        ("quote cut by the datagram, padding after", with(3, 3, &quote[..20]).pad_to(200)),
+        ("ICMPv6 number over IPv4", {
+            let mut f = with(3, 3, quote);
+            f.proto = PROTO_ICMPV6;
+            f
+        }),
+    ] {
+        assert_eq!(parsed(&frame), Ok(Parsed::OtherProtocol), "{name}");
+    }
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! cargo-fuzz target in `fuzz/`.)
 
 use lb_common::abi::{FAMILY_V4, FAMILY_V6, FlowKey, PROTO_TCP, PROTO_UDP};
-use lb_common::parse::{MAX_IPV6_EXT_HEADERS, ParseError, Parsed, parse};
+use lb_common::parse::{MAX_IPV6_EXT_HEADERS, ParseError, Parsed, Quoted, parse};
 use lb_tests::packet::{EXT_DEST_OPTS, EXT_HOP_BY_HOP, EXT_ROUTING, Frame, Ipv6Ext, PROTO_ICMP};
 use proptest::prelude::*;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -36,6 +36,11 @@ fn check(bytes: &[u8]) -> Result<Parsed, ParseError> {
         assert_eq!(p.key.src_port_be.to_ne_bytes(), [ports[0], ports[1]]);
         assert_eq!(p.key.dst_port_be.to_ne_bytes(), [ports[2], ports[3]]);
         assert_eq!(p.key._pad, [0, 0]);
+    }
+    if let Ok(Parsed::Unreachable(q)) = first {
+        assert!(q.key.proto == PROTO_TCP || q.key.proto == PROTO_UDP, "{q:?}");
+        assert!(q.key.family == FAMILY_V4 || q.key.family == FAMILY_V6, "{q:?}");
+        assert_eq!(q.key._pad, [0, 0]);
     }
     if let Ok(outcome) = first {
         // Every check is "does it fit": trailing bytes (Ethernet padding)
@@ -105,6 +110,9 @@ fn oracle(f: &Frame) -> Parsed {
             return Parsed::OtherProtocol;
         }
     }
+    if f.proto == PROTO_ICMP && f.is_ipv4() {
+        return icmp_v4_oracle(&f.payload);
+    }
     if f.proto != PROTO_TCP && f.proto != PROTO_UDP {
         return Parsed::OtherProtocol;
     }
@@ -113,6 +121,50 @@ fn oracle(f: &Frame) -> Parsed {
         l4_off: f.l4_offset(),
         key: FlowKey::between(f.src, f.dst, f.proto),
         tcp_flags: if f.proto == PROTO_TCP { f.tcp_flags } else { 0 },
+    })
+}
+
+/// What an ICMPv4 message `msg` (the whole IP payload) says, read by hand
+/// from RFC 792's layout: a destination unreachable other than
+/// "fragmentation needed", quoting an IPv4 header with offset 0 and TCP or
+/// UDP ports inside the message, names the quoted flow.
+fn icmp_v4_oracle(msg: &[u8]) -> Parsed {
+    let other = Parsed::OtherProtocol;
+    let (Some(&[kind, code]), Some(q)) =
+        (msg.get(..2).map(|h| [h[0], h[1]]).as_ref(), msg.get(8..))
+    else {
+        return other;
+    };
+    if kind != 3 || code == 4 || q.len() < 20 || q[0] >> 4 != 4 || q[0] & 0xf < 5 {
+        return other;
+    }
+    let ihl = usize::from(q[0] & 0xf) * 4;
+    let offset = u16::from_be_bytes([q[6], q[7]]) & 0x1fff;
+    let proto = q[9];
+    if offset != 0 || (proto != PROTO_TCP && proto != PROTO_UDP) || q.len() < ihl + 4 {
+        return other;
+    }
+    let ip = |b: &[u8]| IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]));
+    let port = |b: &[u8]| u16::from_be_bytes([b[0], b[1]]);
+    let src = SocketAddr::new(ip(&q[12..16]), port(&q[ihl..]));
+    let dst = SocketAddr::new(ip(&q[16..20]), port(&q[ihl + 2..]));
+    Parsed::Unreachable(Quoted { key: FlowKey::between(src, dst, proto) })
+}
+
+/// An ICMP(v6) port unreachable quoting a random TCP or UDP packet.
+fn unreachable_frame() -> impl Strategy<Value = (Frame, FlowKey)> {
+    (frame(), any::<bool>()).prop_map(|(quoted, tcp)| {
+        // Quotes are of unfragmented packets without extension headers.
+        let quoted = Frame {
+            proto: if tcp { PROTO_TCP } else { PROTO_UDP },
+            ipv4_fragment: None,
+            ipv6_ext: Vec::new(),
+            ..quoted
+        };
+        let from = quoted.dst.ip().to_string();
+        let to = quoted.src.ip().to_string();
+        let key = FlowKey::between(quoted.src, quoted.dst, quoted.proto);
+        (Frame::icmp_port_unreachable(&from, &to, &quoted), key)
     })
 }
 
@@ -189,6 +241,11 @@ proptest! {
     fn builder_frames_parse_as_described(f in frame()) {
         let bytes = f.bytes();
         prop_assert_eq!(check(&bytes), Ok(oracle(&f)), "{:?}", f);
+    }
+
+    #[test]
+    fn icmp_unreachables_name_the_quoted_flow((f, key) in unreachable_frame()) {
+        prop_assert_eq!(check(&f.bytes()), Ok(Parsed::Unreachable(Quoted { key })), "{:?}", f);
     }
 
     #[test]

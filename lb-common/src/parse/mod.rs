@@ -200,8 +200,8 @@ fn parse_l4<P: PacketView + ?Sized>(
             pkt.header::<UdpHdr>(l4_off).ok_or(ParseError::TruncatedL4)?;
             (0, core::mem::size_of::<UdpHdr>())
         }
-        PROTO_ICMP if family == FAMILY_V4 => return Ok(parse_icmp(pkt, l4_off, family)),
-        PROTO_ICMPV6 if family == FAMILY_V6 => return Ok(parse_icmp(pkt, l4_off, family)),
+        PROTO_ICMP if family == FAMILY_V4 => return Ok(parse_icmp(pkt, l4_off, end, family)),
+        PROTO_ICMPV6 if family == FAMILY_V6 => return Ok(parse_icmp(pkt, l4_off, end, family)),
         _ => return Ok(Parsed::OtherProtocol),
     };
     if l4_off + hdr_len > end {
@@ -224,13 +224,15 @@ fn parse_l4<P: PacketView + ?Sized>(
     }))
 }
 
-/// An ICMP(v6) message at `off`: a destination unreachable quoting TCP or
-/// UDP becomes [`Parsed::Unreachable`], anything else (echo, too big, time
-/// exceeded, a quote cut short) is just another protocol. The quote is read
-/// only as far as the ports: its own lengths describe the original packet,
-/// not what the error carries, so they are not checked against the frame.
+/// An ICMP(v6) message at `off`, in a datagram ending at `end`: a
+/// destination unreachable quoting TCP or UDP becomes
+/// [`Parsed::Unreachable`], anything else (echo, too big, time exceeded, a
+/// quote cut short) is just another protocol. The quote is read only as far
+/// as the ports, and only inside the datagram (never Ethernet padding); its
+/// own length fields describe the original packet, not what the error
+/// carries, so they are not checked.
 #[inline(always)]
-fn parse_icmp<P: PacketView + ?Sized>(pkt: &P, off: usize, family: u8) -> Parsed {
+fn parse_icmp<P: PacketView + ?Sized>(pkt: &P, off: usize, end: usize, family: u8) -> Parsed {
     let Some(icmp) = pkt.header::<IcmpHdr>(off) else { return Parsed::OtherProtocol };
     let unreachable = if family == FAMILY_V4 {
         icmp.kind == ICMP_DEST_UNREACH && icmp.code != ICMP_FRAG_NEEDED
@@ -241,15 +243,15 @@ fn parse_icmp<P: PacketView + ?Sized>(pkt: &P, off: usize, family: u8) -> Parsed
     let quoted = if !unreachable {
         None
     } else if family == FAMILY_V4 {
-        quoted_v4(pkt, inner)
+        quoted_v4(pkt, inner, end)
     } else {
-        quoted_v6(pkt, inner)
+        quoted_v6(pkt, inner, end)
     };
     quoted.map_or(Parsed::OtherProtocol, |key| Parsed::Unreachable(Quoted { key }))
 }
 
 #[inline(always)]
-fn quoted_v4<P: PacketView + ?Sized>(pkt: &P, off: usize) -> Option<FlowKey> {
+fn quoted_v4<P: PacketView + ?Sized>(pkt: &P, off: usize, end: usize) -> Option<FlowKey> {
     let ip: &Ipv4Hdr = pkt.header(off)?;
     let ihl = usize::from(ip.version_ihl & 0x0f) * 4;
     // Only a first fragment (offset 0) quotes the ports.
@@ -257,24 +259,26 @@ fn quoted_v4<P: PacketView + ?Sized>(pkt: &P, off: usize) -> Option<FlowKey> {
         return None;
     }
     let (src, dst) = (Addr::from_v4_bytes(ip.src), Addr::from_v4_bytes(ip.dst));
-    quoted_ports(pkt, off + ihl, ip.proto, FAMILY_V4, src, dst)
+    quoted_ports(pkt, off + ihl, end, ip.proto, FAMILY_V4, src, dst)
 }
 
 #[inline(always)]
-fn quoted_v6<P: PacketView + ?Sized>(pkt: &P, off: usize) -> Option<FlowKey> {
+fn quoted_v6<P: PacketView + ?Sized>(pkt: &P, off: usize, end: usize) -> Option<FlowKey> {
     let ip: &Ipv6Hdr = pkt.header(off)?;
     if ip.vtc_flow[0] >> 4 != 6 {
         return None;
     }
     let (src, dst) = (Addr::from_v6_bytes(ip.src), Addr::from_v6_bytes(ip.dst));
     // Quotes with extension headers are left alone: balanced traffic has none.
-    quoted_ports(pkt, off + core::mem::size_of::<Ipv6Hdr>(), ip.next_header, FAMILY_V6, src, dst)
+    let l4 = off + core::mem::size_of::<Ipv6Hdr>();
+    quoted_ports(pkt, l4, end, ip.next_header, FAMILY_V6, src, dst)
 }
 
 #[inline(always)]
 fn quoted_ports<P: PacketView + ?Sized>(
     pkt: &P,
     off: usize,
+    end: usize,
     proto: u8,
     family: u8,
     src: Addr,
@@ -283,7 +287,11 @@ fn quoted_ports<P: PacketView + ?Sized>(
     if proto != PROTO_TCP && proto != PROTO_UDP {
         return None;
     }
+    // Packet bounds first, datagram second (see `parse_l4`).
     let ports: &PortsHdr = pkt.header(off)?;
+    if off + core::mem::size_of::<PortsHdr>() > end {
+        return None;
+    }
     Some(FlowKey {
         src,
         dst,
