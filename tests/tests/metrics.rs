@@ -32,6 +32,18 @@ fn parse(page: &str) -> (HashMap<String, f64>, Vec<String>) {
     (samples, typed)
 }
 
+/// One scrape of the test's metrics endpoint, parsed.
+fn scrape() -> (HashMap<String, f64>, Vec<String>) {
+    let mut c = TcpStream::connect("127.0.0.1:9911").expect("metrics endpoint");
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: lb\r\n\r\n").expect("request");
+    let mut resp = String::new();
+    c.read_to_string(&mut resp).expect("response");
+    let (head, body) = resp.split_once("\r\n\r\n").expect("HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    parse(body)
+}
+
 #[test]
 fn metrics_count_the_traffic_actually_sent() {
     let s = Setup::with_config(SERVER, Topology::new(3), TempDir::new(), |t, d| {
@@ -52,14 +64,24 @@ fn metrics_count_the_traffic_actually_sent() {
     std::thread::sleep(Duration::from_millis(200));
 
     let _in_lb = s.topo.lb.enter();
-    let mut c = TcpStream::connect("127.0.0.1:9911").expect("metrics endpoint");
-    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: lb\r\n\r\n").expect("request");
-    let mut resp = String::new();
-    c.read_to_string(&mut resp).expect("response");
-    let (head, body) = resp.split_once("\r\n\r\n").expect("HTTP response");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
-    let (m, typed) = parse(body);
+    // Flows are counted by a sweep of the flow table about every second:
+    // scrape until one taken after the traffic has seen it all.
+    let held = |m: &HashMap<String, f64>, metric: &str, svc: &str, port: u16| -> f64 {
+        (1..=3)
+            .map(|i| m[&format!(r#"{metric}{{service="{svc}",backend="10.200.{i}.1:{port}"}}"#)])
+            .sum()
+    };
+    let started = std::time::Instant::now();
+    let (m, typed) = loop {
+        let (m, typed) = scrape();
+        let seen = held(&m, "lb_backend_flows", "udp-v4", 5353) == 50.0
+            && held(&m, "lb_backend_closing_flows", "tcp-v4", 80) == 20.0;
+        if seen || started.elapsed() > Duration::from_secs(10)
+        {
+            break (m, typed);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
 
     let udp =
         m[r#"lb_service_packets_total{service="udp-v4",vip="10.201.0.100:5353",protocol="udp"}"#];
@@ -78,15 +100,10 @@ fn metrics_count_the_traffic_actually_sent() {
         })
         .sum();
     assert_eq!(per_backend, 50.0, "backend counters add up to the service's");
-    let held = |svc: &str, port: u16| -> f64 {
-        (1..=3)
-            .map(|i| {
-                m[&format!(r#"lb_backend_flows{{service="{svc}",backend="10.200.{i}.1:{port}"}}"#)]
-            })
-            .sum()
-    };
-    assert_eq!(held("udp-v4", 5353), 50.0, "every UDP flow is in the flow table");
-    assert_eq!(held("tcp-v4", 80), 20.0, "every TCP flow is in the flow table");
+    assert_eq!(held(&m, "lb_backend_flows", "udp-v4", 5353), 50.0, "every UDP flow is live");
+    // The TCP connections were closed: closing, not active.
+    assert_eq!(held(&m, "lb_backend_flows", "tcp-v4", 80), 0.0, "closed connections are active");
+    assert_eq!(held(&m, "lb_backend_closing_flows", "tcp-v4", 80), 20.0, "every closed one");
     for i in 1..=3 {
         assert_eq!(
             m[&format!(r#"lb_backend_up{{service="tcp-v4",backend="10.200.{i}.1:80"}}"#)],
