@@ -76,8 +76,7 @@ fn metrics_count_the_traffic_actually_sent() {
         let (m, typed) = scrape();
         let seen = held(&m, "lb_backend_flows", "udp-v4", 5353) == 50.0
             && held(&m, "lb_backend_closing_flows", "tcp-v4", 80) == 20.0;
-        if seen || started.elapsed() > Duration::from_secs(10)
-        {
+        if seen || started.elapsed() > Duration::from_secs(10) {
             break (m, typed);
         }
         std::thread::sleep(Duration::from_millis(100));

@@ -5,15 +5,23 @@
 //!
 //! Two regimes, each repeated `ROUNDS` times (median and min-max reported):
 //! - kernel loop: one packet, `REPEAT` runs inside one syscall (the
-//!   kernel's own per-packet mean). A flow-table hit, after the first run.
+//!   kernel's own per-packet mean): a flow-table hit (an ACK of a known
+//!   flow), a SYN on a known 5-tuple (a new connection on a reused port:
+//!   Maglev pick and re-pin), and a reply from the backend.
 //! - per packet: `DISTINCT` different flows, one syscall each (the kernel
 //!   times each run; its timer calls are included, equally for every
-//!   program). First pass: every packet misses the flow table (Maglev pick
-//!   and two table inserts); second pass: the same packets hit.
+//!   program), in passes over the same flows: SYNs of new flows (Maglev
+//!   pick, one insert), ACKs that hit, the backend's replies, SYNs again
+//!   (reused ports), and, after the flows have been idle past the refresh
+//!   period, ACKs that hit and rewrite the flow's last-seen time (the cost
+//!   of expiry bookkeeping, paid at most about once a second per flow).
 //!
-//! The packets are 64-byte TCP SYNs to a VIP, rewritten and sent to
-//! XDP_REDIRECT (not executed by the test harness).
+//! The packets are 64-byte TCP segments, rewritten and sent to XDP_REDIRECT
+//! (not executed by the test harness).
 
+use std::time::Duration;
+
+use lb_common::abi::{REFRESH_TICKS, TICK_SHIFT};
 use lb_tests::{
     fixture::{Golden, XDP_PASS, XDP_REDIRECT, test_run},
     packet::Frame,
@@ -22,60 +30,111 @@ use lb_tests::{
 const REPEAT: u32 = 1_000_000;
 const DISTINCT: usize = 100_000;
 const ROUNDS: usize = 5;
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+
+/// The client address and port of flow `i`.
+fn client(i: usize) -> String {
+    format!("10.0.{}.{}:{}", 2 + i / 60000 % 200, 2 + i / 300 % 200, 1024 + i % 60000)
+}
+
+/// 64-byte segments with `flags` from `src` to `dst`, one per flow.
+fn segments(n: usize, flags: u8, fwd: bool) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| {
+            let (src, dst) = if fwd {
+                (client(i), "10.100.0.1:80".to_owned())
+            } else {
+                ("10.1.0.10:8080".to_owned(), client(i))
+            };
+            Frame::tcp(&src, &dst).tcp_flags(flags).pad_to(64).bytes()
+        })
+        .collect()
+}
+
+/// Named series of ns/packet, one value per round.
+#[derive(Default)]
+struct Series(Vec<(&'static str, &'static str, Vec<f64>)>);
+
+impl Series {
+    fn push(&mut self, regime: &'static str, name: &'static str, v: f64) {
+        match self.0.iter_mut().find(|(r, n, _)| *r == regime && *n == name) {
+            Some((_, _, vs)) => vs.push(v),
+            None => self.0.push((regime, name, vec![v])),
+        }
+    }
+}
 
 fn main() {
     println!(
-        "datapath benchmark: BPF_PROG_TEST_RUN, 64-byte TCP SYN to a VIP (1 backend), {ROUNDS} rounds"
+        "datapath benchmark: BPF_PROG_TEST_RUN, 64-byte TCP segments to a VIP (1 backend), \
+         {ROUNDS} rounds"
     );
-    let mut kernel_noop = Vec::new();
-    let mut kernel_hit = Vec::new();
-    let mut noop = Vec::new();
-    let mut miss = Vec::new();
-    let mut hit = Vec::new();
+    let refresh = Duration::from_nanos(u64::from(REFRESH_TICKS) << TICK_SHIFT);
+    let mut series = Series::default();
     for round in 0..ROUNDS {
-        // A fresh datapath each round: the miss pass must find an empty table.
+        // A fresh datapath each round: the first pass must find an empty table.
         let mut g = Golden::new(1 << 18);
-        let gin = g.gin;
-        let one = Frame::tcp("10.0.0.2:40000", "10.100.0.1:80").pad_to(64).bytes();
-        let flows: Vec<Vec<u8>> = (0..DISTINCT)
-            .map(|i| {
-                let src = format!(
-                    "10.0.{}.{}:{}",
-                    2 + i / 60000 % 200,
-                    2 + i / 300 % 200,
-                    1024 + i % 60000
-                );
-                Frame::tcp(&src, "10.100.0.1:80").pad_to(64).bytes()
-            })
-            .collect();
+        let (gin, gout) = (g.gin, g.gout);
+        let one = |flags| Frame::tcp(&client(0), "10.100.0.1:80").tcp_flags(flags).pad_to(64);
+        let reply_one = Frame::tcp("10.1.0.10:8080", &client(0)).tcp_flags(ACK).pad_to(64).bytes();
+        let (syns, acks) = (segments(DISTINCT, SYN, true), segments(DISTINCT, ACK, true));
+        let replies = segments(DISTINCT, ACK, false);
 
         let base = g.dp.baseline_program().expect("baseline program");
-        kernel_noop.push(test_run(base, &one, gin, REPEAT).2 as f64);
-        noop.push(per_packet(base, &flows, gin, XDP_PASS));
+        series.push(
+            "kernel loop",
+            "no-op XDP",
+            test_run(base, &one(SYN).bytes(), gin, REPEAT).2 as f64,
+        );
+        series.push("per packet", "no-op XDP", per_packet(base, &syns, gin, XDP_PASS));
 
         let prog = g.dp.program_mut().expect("program");
-        assert_eq!(
-            test_run(prog, &one, gin, 1).0,
-            XDP_REDIRECT,
-            "the VIP packet must be forwarded"
+        let (syn1, ack1) = (one(SYN).bytes(), one(ACK).bytes());
+        assert_eq!(test_run(prog, &syn1, gin, 1).0, XDP_REDIRECT, "the VIP packet is forwarded");
+        let kernel = |name, input: &[u8], ifindex| (name, test_run(prog, input, ifindex, REPEAT).2);
+        for (name, ns) in [
+            kernel("lb, flow-table hit (ACK)", &ack1, gin),
+            kernel("lb, SYN on a known 5-tuple (re-pin)", &syn1, gin),
+            kernel("lb, reply from the backend", &reply_one, gout),
+        ] {
+            series.push("kernel loop", name, ns as f64);
+        }
+        series.push(
+            "per packet",
+            "lb, new flow (SYN: Maglev + insert)",
+            per_packet(prog, &syns, gin, XDP_REDIRECT),
         );
-        kernel_hit.push(test_run(prog, &one, gin, REPEAT).2 as f64);
-        miss.push(per_packet(prog, &flows, gin, XDP_REDIRECT));
-        hit.push(per_packet(prog, &flows, gin, XDP_REDIRECT));
+        series.push(
+            "per packet",
+            "lb, flow-table hit (ACK)",
+            per_packet(prog, &acks, gin, XDP_REDIRECT),
+        );
+        series.push(
+            "per packet",
+            "lb, reply from the backend",
+            per_packet(prog, &replies, gout, XDP_REDIRECT),
+        );
+        series.push(
+            "per packet",
+            "lb, SYN on a known 5-tuple (re-pin)",
+            per_packet(prog, &syns, gin, XDP_REDIRECT),
+        );
+        std::thread::sleep(refresh + Duration::from_millis(50));
+        series.push(
+            "per packet",
+            "lb, hit that refreshes last-seen (idle > 1.07 s)",
+            per_packet(prog, &acks, gin, XDP_REDIRECT),
+        );
         eprintln!("round {}/{ROUNDS} done", round + 1);
     }
-    let rows = [
-        ("kernel loop", "no-op XDP", &kernel_noop, &kernel_noop),
-        ("kernel loop", "lb, flow-table hit", &kernel_hit, &kernel_noop),
-        ("per packet", "no-op XDP", &noop, &noop),
-        ("per packet", "lb, flow-table miss (Maglev)", &miss, &noop),
-        ("per packet", "lb, flow-table hit", &hit, &noop),
-    ];
     println!("\n| regime | program | ns/packet (median) | min-max | x no-op |");
     println!("|---|---|---|---|---|");
-    for (regime, name, v, base) in rows {
+    for (regime, name, v) in &series.0 {
+        let base = series.0.iter().find(|(r, n, _)| r == regime && *n == "no-op XDP");
+        let base = base.map_or(f64::NAN, |(_, _, b)| stats(b).0);
         let (m, lo, hi) = stats(v);
-        println!("| {regime} | {name} | {m:.1} | {lo:.1}-{hi:.1} | {:.2} |", m / stats(base).0);
+        println!("| {regime} | {name} | {m:.1} | {lo:.1}-{hi:.1} | {:.2} |", m / base);
     }
 }
 
