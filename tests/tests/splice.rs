@@ -88,15 +88,24 @@ fn splice_mode_proxies_tcp_to_the_backend_xdp_would_pick() {
     }
     assert_eq!(count(&names).len(), 3, "{:?}", count(&names));
     // Per-backend counters: one connection each, as the names say.
-    let status = s.lb.status();
+    let report = s.lb.report();
+    let svc = report.services.iter().find(|x| x.name == "tcp-v4").expect("tcp-v4");
     for (i, n) in (1..=3).map(|i| (i, count(&names).get(&format!("b{i}")).copied())) {
-        let row = status
-            .lines()
-            .find(|l| l.trim_start().starts_with(&format!("10.200.{i}.1:80 ")))
-            .unwrap_or_else(|| panic!("no row for backend {i}: {status}"));
-        let flows = row.split_whitespace().last().unwrap_or_default();
-        assert_eq!(flows, n.unwrap_or(0).to_string(), "backend {i} connections: {row}");
+        let b = svc.backends.iter().find(|b| b.addr == format!("10.200.{i}.1:80"));
+        let b = b.unwrap_or_else(|| panic!("no backend {i}: {report:?}"));
+        assert_eq!(b.traffic.new_flows, n.unwrap_or(0) as u64, "backend {i} connections: {b:?}");
     }
+    // Every connection is closed: the open-connection gauges fall back to 0.
+    let open = || -> u64 {
+        let r = s.lb.report();
+        r.services.iter().flat_map(|x| &x.backends).map(|b| b.active_flows).sum()
+    };
+    let started = std::time::Instant::now();
+    while open() != 0 && started.elapsed() < std::time::Duration::from_secs(5) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(open(), 0, "connections still counted open after they all closed");
+    let status = s.lb.status();
     let at_limit = status.lines().find(|l| l.starts_with("splice_connection_limit"));
     assert_eq!(at_limit.and_then(|l| l.split_whitespace().last()), Some("0"), "{status}");
 }
