@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use aya::maps::{Array, HashMap, MapData};
 use lb_common::{
     abi::{
-        BACKEND_DOWN, BackendRecord, FlowKey, FlowValue, MAP_BACKENDS, MAP_FLOWS, MAP_MAGLEV,
-        NO_BACKEND, SERVICE_HASH_CLIENT_IP,
+        BACKEND_DOWN, BackendRecord, FLOW_CLOSING, FLOW_OPENING, FlowKey, FlowValue, MAP_BACKENDS,
+        MAP_FLOWS, MAP_MAGLEV, NO_BACKEND, PROTO_TCP, SERVICE_HASH_CLIENT_IP, TICK_SHIFT,
     },
     hash::{client_hash, flow_hash, slot_for},
 };
@@ -69,16 +69,38 @@ pub(super) fn explain(
         why: String::new(),
     };
     let flows: HashMap<&MapData, FlowKey, FlowValue> = dp.map(MAP_FLOWS).map_err(|e| err(&e))?;
+    let timeouts = super::flow_timeouts(&st.config);
+    let now = crate::datapath::flows::now_ticks();
     if let Ok(pinned) = flows.get(&flow, 0)
         && let Some((addr, r)) = addr_of(pinned.backend_id)
     {
-        if r.state != BACKEND_DOWN {
+        let idle =
+            f64::from(now.wrapping_sub(pinned.last_seen)) * (1u64 << TICK_SHIFT) as f64 / 1e9;
+        let state = match pinned.state {
+            FLOW_OPENING => "opening",
+            FLOW_CLOSING => "closing",
+            _ => "established",
+        };
+        if pinned.expired(flow.proto, now, &timeouts) {
+            report.why = format!(
+                "pinned to {addr} until it expired ({state}, idle {idle:.0} s): the next packet \
+                 is a new flow; "
+            );
+        } else if r.state == BACKEND_DOWN {
+            report.why = format!("pinned to {addr}, which is down: the next packet is re-hashed; ");
+        } else {
             report.source = "flow-table".into();
-            report.why = format!("flow-table hit: the flow is pinned to {addr}");
+            let syn = if flow.proto == PROTO_TCP {
+                "; a new connection from this port (a SYN) is balanced anew"
+            } else {
+                ""
+            };
+            report.why = format!(
+                "flow-table hit: the flow is pinned to {addr} ({state}, idle {idle:.0} s{syn})"
+            );
             report.backend = addr;
             return Ok(report);
         }
-        report.why = format!("pinned to {addr}, which is down: the next packet is re-hashed; ");
     }
     let maglev: Array<&MapData, u32> = dp.map(MAP_MAGLEV).map_err(|e| err(&e))?;
     let id = maglev.get(&(rec.table_base + slot), 0).map_err(|e| err(&e))?;
