@@ -327,6 +327,7 @@ fn valid_fixtures_load() {
             tcp_idle_timeout: Duration::from_secs(60),
             tcp_closing_timeout: Duration::from_secs(2),
             udp_idle_timeout: Duration::from_secs(7 * 24 * 3600),
+            capacity: 1 << 20,
         }
     );
 

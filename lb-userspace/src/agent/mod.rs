@@ -359,6 +359,14 @@ fn needs_no_restart(old: &Config, new: &Config, mode: &str) -> Result<(), PlanEr
     if old.splice != new.splice {
         return restart("the [splice] table changed".into());
     }
+    if old.flows.capacity != new.flows.capacity {
+        return restart(
+            "flows.capacity changed (the flow table is sized when the datapath is created: \
+             `lb stop`, then start lb, which breaks established flows; a plain restart keeps \
+             the running table)"
+                .into(),
+        );
+    }
     let proxied = new.services.iter().find(|s| s.proxy_protocol != ProxyProtocol::None);
     if let (Some(s), "xdp") = (proxied, mode) {
         return restart(format!(

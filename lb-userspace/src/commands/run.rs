@@ -281,7 +281,8 @@ fn takeover_or_load(
     pins: &Pins,
     state: &Path,
 ) -> Result<(datapath::Plan, Datapath, Vec<SavedBackend>)> {
-    let opts = LoadOptions { pins: Some(pins.clone()), ..LoadOptions::default() };
+    // A datapath taken over keeps its flow table, capacity included.
+    let opts = LoadOptions { pins: Some(pins.clone()), flow_capacity: cfg.flows.capacity };
     if pins.exist() {
         let taken = saved::load(state, object::EXPECTED_BUILD_ID).and_then(|old| {
             let plan =

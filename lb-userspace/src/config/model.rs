@@ -97,6 +97,9 @@ pub struct Flows {
     pub tcp_closing_timeout: Duration,
     /// A UDP flow idle this long is over.
     pub udp_idle_timeout: Duration,
+    /// Entries of the flow table (fixed when the datapath is created: a
+    /// taken-over datapath keeps its table, and a reload cannot change it).
+    pub capacity: u32,
 }
 
 impl Default for Flows {
@@ -107,6 +110,7 @@ impl Default for Flows {
             tcp_idle_timeout: d::FLOW_TCP_IDLE_TIMEOUT,
             tcp_closing_timeout: d::FLOW_TCP_CLOSING_TIMEOUT,
             udp_idle_timeout: d::FLOW_UDP_IDLE_TIMEOUT,
+            capacity: lb_common::abi::DEFAULT_FLOW_CAPACITY,
         }
     }
 }

@@ -43,6 +43,7 @@ pub(crate) struct RawFlows {
     pub(crate) tcp_idle_timeout: Option<String>,
     pub(crate) tcp_closing_timeout: Option<String>,
     pub(crate) udp_idle_timeout: Option<String>,
+    pub(crate) capacity: Option<i64>,
 }
 
 /// `[agent]`.

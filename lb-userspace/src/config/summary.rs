@@ -54,10 +54,11 @@ impl fmt::Display for Summary {
         let fl = &config.flows;
         writeln!(
             f,
-            "flows (XDP)\n  idle timeouts   TCP {}, TCP closing {}, UDP {}",
+            "flows (XDP)\n  idle timeouts   TCP {}, TCP closing {}, UDP {}\n  capacity        {} flows",
             Written(fl.tcp_idle_timeout),
             Written(fl.tcp_closing_timeout),
-            Written(fl.udp_idle_timeout)
+            Written(fl.udp_idle_timeout),
+            fl.capacity
         )?;
         writeln!(f)?;
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 use lb_common::abi::{REFRESH_TICKS, TICK_SHIFT};
 
 use super::report::{Report, Scope};
-use super::values::{Span, duration, within};
+use super::values::{Span, bounded, duration, within};
 use crate::config::model::Flows;
 use crate::config::raw::RawFlows;
 
@@ -31,6 +31,12 @@ const SPAN: Span = Span {
             ticks",
 };
 
+/// Fewest flow-table entries: below this a handful of clients evicts each
+/// other's flows.
+const MIN_CAPACITY: u32 = 1024;
+/// Most flow-table entries: 2^25 entries take several GB of kernel memory.
+const MAX_CAPACITY: u32 = 1 << 25;
+
 /// Validates the flows table (absent = all defaults).
 pub(super) fn check(raw: RawFlows, report: &mut Report) -> Option<Flows> {
     let d = Flows::default();
@@ -45,10 +51,20 @@ pub(super) fn check(raw: RawFlows, report: &mut Report) -> Option<Flows> {
         timeout("flows.tcp_closing_timeout", raw.tcp_closing_timeout, d.tcp_closing_timeout);
     let udp_idle_timeout =
         timeout("flows.udp_idle_timeout", raw.udp_idle_timeout, d.udp_idle_timeout);
+    let capacity = report.take(
+        &Scope::FILE,
+        bounded(
+            "flows.capacity",
+            raw.capacity.unwrap_or(d.capacity.into()),
+            MIN_CAPACITY,
+            MAX_CAPACITY,
+        ),
+    );
     Some(Flows {
         tcp_idle_timeout: tcp_idle_timeout?,
         tcp_closing_timeout: tcp_closing_timeout?,
         udp_idle_timeout: udp_idle_timeout?,
+        capacity: capacity?,
     })
 }
 
@@ -116,5 +132,8 @@ mod tests {
             &["flows.udp_idle_timeout 10081m is above the maximum 10080m", "7 days", "32-bit"],
         );
         refused(&with("udp_idle_timeout = \"30\""), &["flows.udp_idle_timeout \"30\"", "no unit"]);
+        refused(&with("capacity = 100"), &["flows.capacity = 100 is below the minimum 1024"]);
+        refused(&with("capacity = 1000000000"), &["flows.capacity", "above the maximum 33554432"]);
+        assert_eq!(accepted(&with("capacity = 4096")).flows.capacity, 4096);
     }
 }
