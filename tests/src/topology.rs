@@ -95,10 +95,25 @@ impl Topology {
         addr(&ns, "b0", &format!("10.200.{i}.1/24"), &format!("fd00:200:{i}::1/64"));
         addr(&self.lb, &lb_if, &format!("10.200.{i}.254/24"), &format!("fd00:200:{i}::fe/64"));
         endpoint(&ns, "b0");
-        ns.ip(&format!("route add default via 10.200.{i}.254"));
-        ns.ip(&format!("-6 route add default via fd00:200:{i}::fe"));
+        default_routes(&ns, i);
         self.backends.push(ns);
         i
+    }
+
+    /// Takes backend `i`'s link down (1-based): it can neither send nor
+    /// receive, as if unplugged.
+    pub fn backend_link_down(&self, i: usize) {
+        self.backends[i - 1].ip("link set b0 down");
+    }
+
+    /// Brings backend `i`'s link back up. Taking it down removed its IPv6
+    /// address and both default routes, without which it would pass the
+    /// balancer's probes (same subnet) yet never answer a client.
+    pub fn backend_link_up(&self, i: usize) {
+        let ns = &self.backends[i - 1];
+        ns.ip("link set b0 up");
+        ns.ip(&format!("-6 addr replace fd00:200:{i}::1/64 dev b0 nodad"));
+        default_routes(ns, i);
     }
 
     /// The balancer's interfaces: the client side first, then one per backend.
@@ -107,6 +122,12 @@ impl Topology {
         v.extend((1..=self.backends.len()).map(|i| format!("lb-b{i}")));
         v
     }
+}
+
+/// Backend `i`'s default routes, through the balancer.
+fn default_routes(ns: &NetNs, i: usize) {
+    ns.ip(&format!("route replace default via 10.200.{i}.254"));
+    ns.ip(&format!("-6 route replace default via fd00:200:{i}::fe"));
 }
 
 /// A veth pair with one end in each namespace, both up.
