@@ -211,17 +211,23 @@ fn parse_l4<P: PacketView + ?Sized>(
     Ok(Parsed::L4(L4Packet {
         l3_off,
         l4_off,
-        key: FlowKey {
-            src,
-            dst,
-            src_port_be: u16::from_ne_bytes(ports.src),
-            dst_port_be: u16::from_ne_bytes(ports.dst),
-            proto,
-            family,
-            _pad: [0; 2],
-        },
+        key: key_of(ports, src, dst, proto, family),
         tcp_flags,
     }))
+}
+
+/// The 5-tuple of a TCP or UDP header's `ports` between `src` and `dst`.
+#[inline(always)]
+fn key_of(ports: &PortsHdr, src: Addr, dst: Addr, proto: u8, family: u8) -> FlowKey {
+    FlowKey {
+        src,
+        dst,
+        src_port_be: u16::from_ne_bytes(ports.src),
+        dst_port_be: u16::from_ne_bytes(ports.dst),
+        proto,
+        family,
+        _pad: [0; 2],
+    }
 }
 
 /// An ICMP(v6) message at `off`, in a datagram ending at `end`: a
@@ -292,13 +298,5 @@ fn quoted_ports<P: PacketView + ?Sized>(
     if off + core::mem::size_of::<PortsHdr>() > end {
         return None;
     }
-    Some(FlowKey {
-        src,
-        dst,
-        src_port_be: u16::from_ne_bytes(ports.src),
-        dst_port_be: u16::from_ne_bytes(ports.dst),
-        proto,
-        family,
-        _pad: [0; 2],
-    })
+    Some(key_of(ports, src, dst, proto, family))
 }

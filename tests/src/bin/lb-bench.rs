@@ -100,26 +100,14 @@ fn main() {
         ] {
             series.push("kernel loop", name, ns as f64);
         }
-        series.push(
-            "per packet",
-            "lb, new flow (SYN: Maglev + insert)",
-            per_packet(prog, &syns, gin, XDP_REDIRECT),
-        );
-        series.push(
-            "per packet",
-            "lb, flow-table hit (ACK)",
-            per_packet(prog, &acks, gin, XDP_REDIRECT),
-        );
-        series.push(
-            "per packet",
-            "lb, reply from the backend",
-            per_packet(prog, &replies, gout, XDP_REDIRECT),
-        );
-        series.push(
-            "per packet",
-            "lb, SYN on a known 5-tuple (re-pin)",
-            per_packet(prog, &syns, gin, XDP_REDIRECT),
-        );
+        for (name, packets, ifindex) in [
+            ("lb, new flow (SYN: Maglev + insert)", &syns, gin),
+            ("lb, flow-table hit (ACK)", &acks, gin),
+            ("lb, reply from the backend", &replies, gout),
+            ("lb, SYN on a known 5-tuple (re-pin)", &syns, gin),
+        ] {
+            series.push("per packet", name, per_packet(prog, packets, ifindex, XDP_REDIRECT));
+        }
         std::thread::sleep(refresh + Duration::from_millis(50));
         series.push(
             "per packet",
