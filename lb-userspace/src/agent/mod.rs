@@ -64,15 +64,7 @@ pub struct Agent {
     /// Where the plan is saved for the next agent.
     state_file: PathBuf,
     /// A handle on the flow table for counting live flows (XDP mode).
-    flow_table: Option<
-        Mutex<
-            aya::maps::HashMap<
-                aya::maps::MapData,
-                lb_common::abi::FlowKey,
-                lb_common::abi::FlowValue,
-            >,
-        >,
-    >,
+    flow_table: Option<std::os::fd::OwnedFd>,
     /// Live flows per backend id from the last sweep of the flow table,
     /// and when it was taken.
     flow_counts: Mutex<Option<(Arc<FlowCounts>, Instant)>>,
@@ -135,7 +127,7 @@ impl Agent {
         plan.compact();
         let state = State { config, plan, runtimes, datapath, probe_durations: BTreeMap::new() };
         let flow_table = match state.datapath.xdp().map(Datapath::flow_table).transpose() {
-            Ok(f) => f.map(Mutex::new),
+            Ok(f) => f,
             Err(e) => {
                 tracing::warn!("flow counts are off: {e}");
                 None
@@ -405,11 +397,12 @@ impl Agent {
     /// Counts the live flows per backend (a sweep of the flow table in XDP
     /// mode; blocking, two syscalls an entry) for status and metrics.
     pub fn sweep_flows(&self) {
+        use std::os::fd::AsFd;
         let Some(table) = &self.flow_table else { return };
         let timeouts = flow_timeouts(&self.lock().config);
-        let counts = {
-            let table = table.lock().unwrap_or_else(|p| p.into_inner());
-            flows::sweep(&table, &timeouts, flows::now_ticks())
+        let counts = match flows::sweep(table.as_fd(), &timeouts, flows::now_ticks()) {
+            Ok(c) => c,
+            Err(e) => return tracing::warn!("counting flows failed: {e}"),
         };
         *self.flow_counts.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((Arc::new(counts), Instant::now()));

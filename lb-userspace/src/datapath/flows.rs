@@ -8,10 +8,11 @@
 //! treats them as gone, and the LRU recycles them first, whereas a delete
 //! could race with a packet that just revived the flow.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, io, os::fd::BorrowedFd, time::Duration};
 
-use aya::maps::{HashMap as BpfHashMap, MapData};
 use lb_common::abi::{FLOW_CLOSING, FlowKey, FlowTimeouts, FlowValue, ticks};
+
+use super::batch;
 
 /// Live flows of one backend.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -25,9 +26,8 @@ pub struct Live {
 /// Live flows per backend id.
 pub type FlowCounts = HashMap<u32, Live>;
 
-/// Most entries one sweep reads (a full default table is 262 144; reading
-/// costs two syscalls an entry).
-const SWEEP_CAP: usize = 1 << 20;
+/// Entries read per syscall.
+const CHUNK: u32 = 8192;
 
 /// Now on the datapath's clock (`bpf_ktime_get_coarse_ns` is
 /// `CLOCK_MONOTONIC_COARSE`), in ticks.
@@ -37,33 +37,26 @@ pub fn now_ticks() -> u32 {
         .unwrap_or(0)
 }
 
-/// Counts the live flows of `table` per backend at `now` (ticks).
-pub fn sweep(
-    table: &BpfHashMap<MapData, FlowKey, FlowValue>,
-    timeouts: &FlowTimeouts,
-    now: u32,
-) -> FlowCounts {
-    count(table.iter().take(SWEEP_CAP).flatten(), timeouts, now)
+/// Counts the live flows of the flow table `table` per backend at `now`
+/// (ticks).
+pub fn sweep(table: BorrowedFd<'_>, timeouts: &FlowTimeouts, now: u32) -> io::Result<FlowCounts> {
+    let mut counts = FlowCounts::new();
+    batch::for_each(table, CHUNK, |k: &FlowKey, v: &FlowValue| {
+        tally(&mut counts, k, v, timeouts, now)
+    })?;
+    Ok(counts)
 }
 
-fn count(
-    flows: impl Iterator<Item = (FlowKey, FlowValue)>,
-    timeouts: &FlowTimeouts,
-    now: u32,
-) -> FlowCounts {
-    let mut counts = FlowCounts::new();
-    for (k, v) in flows {
-        if v.expired(k.proto, now, timeouts) {
-            continue;
-        }
-        let live = counts.entry(v.backend_id).or_default();
-        if v.state == FLOW_CLOSING {
-            live.closing += 1;
-        } else {
-            live.active += 1;
-        }
+fn tally(counts: &mut FlowCounts, k: &FlowKey, v: &FlowValue, t: &FlowTimeouts, now: u32) {
+    if v.expired(k.proto, now, t) {
+        return;
     }
-    counts
+    let live = counts.entry(v.backend_id).or_default();
+    if v.state == FLOW_CLOSING {
+        live.closing += 1;
+    } else {
+        live.active += 1;
+    }
 }
 
 #[cfg(test)]
@@ -71,6 +64,18 @@ mod tests {
     use lb_common::abi::{FLOW_ESTABLISHED, FLOW_OPENING, PROTO_TCP, PROTO_UDP};
 
     use super::*;
+
+    fn count(
+        flows: impl Iterator<Item = (FlowKey, FlowValue)>,
+        t: &FlowTimeouts,
+        now: u32,
+    ) -> FlowCounts {
+        let mut counts = FlowCounts::new();
+        for (k, v) in flows {
+            tally(&mut counts, &k, &v, t, now);
+        }
+        counts
+    }
 
     fn flow(proto: u8, backend_id: u32, state: u8, last_seen: u32) -> (FlowKey, FlowValue) {
         (

@@ -8,9 +8,9 @@ use aya::{
     programs::{ProgramError, Xdp},
 };
 use lb_common::abi::{
-    ALL_MAPS, BackendRecord, DEFAULT_FLOW_CAPACITY, Endpoint, FlowKey, FlowTimeouts, FlowValue,
-    MAP_BACKENDS, MAP_EVENTS, MAP_FLOWS, MAP_MAGLEV, MAP_REPLIES, MAP_SERVICES, MAP_SETTINGS,
-    MAP_SYNS, Replies, ServiceKey, ServiceRecord,
+    ALL_MAPS, BackendRecord, DEFAULT_FLOW_CAPACITY, Endpoint, FlowTimeouts, MAP_BACKENDS,
+    MAP_EVENTS, MAP_FLOWS, MAP_MAGLEV, MAP_REPLIES, MAP_SERVICES, MAP_SETTINGS, MAP_SYNS, Replies,
+    ServiceKey, ServiceRecord,
 };
 
 use super::{
@@ -233,21 +233,17 @@ impl Datapath {
         aya::maps::RingBuf::try_from(map).map_err(map_err(MAP_EVENTS))
     }
 
-    /// A second handle on the flow table (its own fd), so flows can be counted
-    /// without holding whatever guards this datapath.
-    pub fn flow_table(
-        &self,
-    ) -> Result<aya::maps::HashMap<MapData, FlowKey, FlowValue>, DatapathError> {
+    /// A second handle on the flow table (its own fd), so flows can be
+    /// counted without holding whatever guards this datapath.
+    pub fn flow_table(&self) -> Result<std::os::fd::OwnedFd, DatapathError> {
         let data = match self.ebpf.map(MAP_FLOWS) {
             Some(aya::maps::Map::LruHashMap(d)) => d,
             _ => return Err(DatapathError::NoMap(MAP_FLOWS)),
         };
-        let fd =
-            data.fd().as_fd().try_clone_to_owned().map_err(|e| {
-                DatapathError::Window(format!("duplicating the flow table fd: {e}"))
-            })?;
-        let data = MapData::from_fd(fd).map_err(map_err(MAP_FLOWS))?;
-        aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(data)).map_err(map_err(MAP_FLOWS))
+        data.fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| DatapathError::Window(format!("duplicating the flow table fd: {e}")))
     }
 
     /// The XDP program, for attaching and test runs.

@@ -3,6 +3,7 @@
 //! attaching it ([`attach`]) and reading its counters ([`stats`]).
 
 pub mod attach;
+pub mod batch;
 pub mod flows;
 pub mod kernel;
 pub mod pins;
