@@ -152,18 +152,22 @@ impl Lb {
     /// Runs `lb <args> --control <its socket>`: whether it succeeded, and
     /// what it printed (stdout, then stderr).
     pub fn cli(&self, args: &[&str]) -> (bool, String) {
+        self.try_cli(args).unwrap_or_else(|e| panic!("lb {args:?}: {e}"))
+    }
+
+    /// As [`Lb::cli`], or why `lb` could not be run.
+    fn try_cli(&self, args: &[&str]) -> std::io::Result<(bool, String)> {
         let out = std::process::Command::new(lb_binary())
             .args(args)
             .arg("--control")
             .arg(&self.control)
-            .output()
-            .unwrap_or_else(|e| panic!("lb {args:?}: {e}"));
+            .output()?;
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        (out.status.success(), text)
+        Ok((out.status.success(), text))
     }
 
     /// As [`Lb::cli`], panicking with its output if it fails.
@@ -218,16 +222,8 @@ impl Lb {
 
     /// `lb status` output (table), or why there is none.
     pub fn status(&self) -> String {
-        let out = std::process::Command::new(lb_binary())
-            .args(["status", "--control"])
-            .arg(&self.control)
-            .output();
-        match out {
-            Ok(o) => format!(
-                "{}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            ),
+        match self.try_cli(&["status"]) {
+            Ok((_, text)) => text,
             Err(e) => format!("lb status failed: {e}"),
         }
     }
