@@ -30,9 +30,12 @@ const CLOSING_KEPT: &str = "tcp_closing_timeout = \"60s\"";
 
 /// Three backends, no probes, the first `serving` of them in the config.
 fn three_backends(serving: usize, flows: &str) -> Setup {
-    Setup::with_config(SERVER, Topology::new(3), TempDir::new(), |t, d| {
+    let s = Setup::with_config(SERVER, Topology::new(3), TempDir::new(), |t, d| {
         with_flows(&config(t, d, "maglev", serving), flows)
-    })
+    });
+    // The tests connect from the same ports again, moments later.
+    s.topo.reuse_time_wait();
+    s
 }
 
 /// One connection from each port of `ports` to the IPv4 TCP VIP, asked once
@@ -148,9 +151,8 @@ fn udp_backend(name: &str) -> String {
 }
 
 /// Asks over `flow` every 500 ms until `lb status` counts it as an active
-/// flow of `backend` (a count made after an answer), for at most 10 s; the
-/// time just before the last datagram went out.
-fn ask_until_counted(s: &Setup, flow: &Flow, backend: &str) -> Instant {
+/// flow of `backend` (in a count made after an answer), for at most 10 s.
+fn ask_until_counted(s: &Setup, flow: &Flow, backend: &str) {
     wait_for(Duration::from_secs(10), "the UDP flow counted in lb status", || {
         let sent = Instant::now();
         let _in = s.topo.client.enter();
@@ -158,7 +160,7 @@ fn ask_until_counted(s: &Setup, flow: &Flow, backend: &str) -> Instant {
         drop(_in);
         std::thread::sleep(Duration::from_millis(500));
         let (b, age) = s.lb.backend("udp-v4", backend);
-        (Duration::from_millis(age) < sent.elapsed() && b.active_flows >= 1).then_some(sent)
+        (Duration::from_millis(age) < sent.elapsed() && b.active_flows >= 1).then_some(())
     })
 }
 
@@ -169,7 +171,14 @@ fn an_idle_udp_flow_expires_and_then_a_drain_waits_for_nothing() {
     let flow = Flow::open(vip(VIP4, 5353));
     let backend = udp_backend(&flow.ask());
     drop(inside);
-    let last_sent = ask_until_counted(&s, &flow, &backend);
+    ask_until_counted(&s, &flow, &backend);
+    // The datapath rewrites a flow's time only when it is older than about
+    // 1.07 s: after this pause the next datagram surely sets it.
+    std::thread::sleep(Duration::from_millis(1200));
+    let last_sent = Instant::now();
+    let inside = s.topo.client.enter();
+    assert_eq!(udp_backend(&flow.ask()), backend, "the flow keeps its backend");
+    drop(inside);
 
     // Idle from now: within a few seconds no count holds it, and no count
     // made before its 2 s were up dropped it.
@@ -204,7 +213,9 @@ fn drain_wait_gives_up_naming_the_flow_kept_alive() {
     let backend = udp_backend(&name);
     ask_until_counted(&s, &flow, &backend);
 
-    // Kept alive, every 500 ms, through the drain: it stays on its backend.
+    // Kept alive through the drain (every 250 ms: the datapath notes a
+    // flow's time only once it is ~1.07 s old, so the 2 s timeout leaves
+    // ample room), it stays on its backend.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let keep_alive = {
         let (stop, ns, sock) =
@@ -215,7 +226,7 @@ fn drain_wait_gives_up_naming_the_flow_kept_alive() {
             let mut names = Vec::new();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 names.push(flow.ask());
-                std::thread::sleep(Duration::from_millis(500));
+                std::thread::sleep(Duration::from_millis(250));
             }
             names
         })
