@@ -149,18 +149,81 @@ impl Lb {
         }
     }
 
+    /// Runs `lb <args> --control <its socket>`: whether it succeeded, and
+    /// what it printed (stdout, then stderr).
+    pub fn cli(&self, args: &[&str]) -> (bool, String) {
+        self.try_cli(args).unwrap_or_else(|e| panic!("lb {args:?}: {e}"))
+    }
+
+    /// As [`Lb::cli`], or why `lb` could not be run.
+    fn try_cli(&self, args: &[&str]) -> std::io::Result<(bool, String)> {
+        let out = std::process::Command::new(lb_binary())
+            .args(args)
+            .arg("--control")
+            .arg(&self.control)
+            .output()?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok((out.status.success(), text))
+    }
+
+    /// As [`Lb::cli`], panicking with its output if it fails.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let (ok, text) = self.cli(args);
+        assert!(ok, "lb {args:?} failed: {text}");
+        text
+    }
+
+    /// The status of backend `addr` (as `lb status` writes it) of
+    /// `service`, and how old its flow counts are (ms).
+    pub fn backend(
+        &self,
+        service: &str,
+        addr: &str,
+    ) -> (lb_userspace::control::protocol::BackendStatus, u64) {
+        let report = self.report();
+        let age = report.flows_age_ms;
+        let b = report
+            .services
+            .into_iter()
+            .find(|s| s.name == service)
+            .and_then(|s| s.backends.into_iter().find(|b| b.addr == addr))
+            .unwrap_or_else(|| panic!("no backend {addr} in service {service}"));
+        (b, age)
+    }
+
+    /// What `lb flow` says of the flow `src` -> `dst` (`"tcp"` or `"udp"`):
+    /// its backend and whether the flow table pins it there.
+    pub fn flow(
+        &self,
+        src: std::net::SocketAddr,
+        dst: std::net::SocketAddr,
+        protocol: &str,
+    ) -> lb_userspace::control::protocol::FlowReport {
+        use lb_userspace::control::{Request, Response, client};
+        let req = Request::Flow {
+            src: src.to_string(),
+            dst: dst.to_string(),
+            protocol: protocol.to_owned(),
+        };
+        match client::request(&self.control, &req) {
+            Ok(Response::Flow(r)) => r,
+            other => panic!("lb flow {src} {dst} {protocol}: {other:?}"),
+        }
+    }
+
+    /// The health changes the agent has logged so far, oldest first.
+    pub fn health_changes(&self) -> Vec<HealthChange> {
+        self.log().lines().filter_map(HealthChange::parse).collect()
+    }
+
     /// `lb status` output (table), or why there is none.
     pub fn status(&self) -> String {
-        let out = std::process::Command::new(lb_binary())
-            .args(["status", "--control"])
-            .arg(&self.control)
-            .output();
-        match out {
-            Ok(o) => format!(
-                "{}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            ),
+        match self.try_cli(&["status"]) {
+            Ok((_, text)) => text,
             Err(e) => format!("lb status failed: {e}"),
         }
     }
@@ -179,6 +242,61 @@ impl Drop for Lb {
         }
         let _ = &self.proc;
     }
+}
+
+/// One `backend health changed` line of the agent's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthChange {
+    /// The service's name.
+    pub service: String,
+    /// The backend, `ip:port`.
+    pub backend: String,
+    /// `up` or `down`.
+    pub to: String,
+    /// What found it: `probe`, `refused`, `unreachable` or `unanswered`.
+    pub signal: String,
+    /// The whole line.
+    pub line: String,
+}
+
+impl HealthChange {
+    /// Reads a log line; `None` if it is not a health change.
+    pub fn parse(line: &str) -> Option<Self> {
+        if !line.contains("backend health changed") {
+            return None;
+        }
+        // Fields are ` key=value`, strings quoted; these four hold no spaces.
+        let field = |key: &str| -> Option<String> {
+            let rest = line.split(&format!(" {key}=")).nth(1)?;
+            Some(rest.split_whitespace().next()?.trim_matches('"').to_owned())
+        };
+        Some(Self {
+            service: field("service")?,
+            backend: field("backend")?,
+            to: field("to")?,
+            signal: field("signal")?,
+            line: line.to_owned(),
+        })
+    }
+}
+
+/// Calls `f` every 20 ms until it gives something, for at most `limit`;
+/// panics saying it never saw `what`.
+pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(t) = f() {
+            return t;
+        }
+        assert!(start.elapsed() < limit, "{what}: not seen within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `cfg` (a config file as [`config`] writes it) with a `[flows]` table
+/// holding `settings` (`key = value` lines).
+pub fn with_flows(cfg: &str, settings: &str) -> String {
+    format!("{cfg}\n[flows]\n{settings}\n")
 }
 
 /// Starts `lb run` in the balancer namespace (log in `dir/lb.log`) and waits

@@ -173,6 +173,11 @@ impl Conn {
         Self { stream, reader, mode: Mode::Xdp }
     }
 
+    /// The client's end of the connection.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.stream.local_addr().expect("local address")
+    }
+
     /// The connection itself, for a test that speaks to it directly.
     pub fn into_stream(self) -> TcpStream {
         self.stream
@@ -235,6 +240,12 @@ impl Flow {
         Self { sock, vip }
     }
 
+    /// A flow over an existing socket (a clone of another flow's, to ask
+    /// from another thread).
+    pub fn from_socket(sock: UdpSocket, vip: SocketAddr) -> Self {
+        Self { sock, vip }
+    }
+
     /// Sends a datagram; returns the answering backend's name.
     pub fn ask(&self) -> String {
         self.sock.send_to(b"hi", self.vip).expect("send");
@@ -265,15 +276,17 @@ pub fn count<'a>(names: impl IntoIterator<Item = &'a String>) -> HashMap<String,
 }
 
 /// New connections to a VIP, one after another from the client namespace,
-/// each asked once, until stopped: traffic running through a change.
+/// each asked once, until stopped (or dropped, as when a test fails):
+/// traffic running through a change.
 #[derive(Debug)]
 pub struct Load {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: std::thread::JoinHandle<(u64, u64)>,
+    thread: Option<std::thread::JoinHandle<(u64, u64)>>,
 }
 
 impl Load {
-    /// Starts it in namespace `ns`; each connect may take `timeout`.
+    /// Starts it in namespace `ns`; each connect may take `timeout`, and
+    /// so may its answer.
     pub fn start(ns: &str, vip: SocketAddr, timeout: Duration) -> Self {
         use std::sync::atomic::Ordering::Relaxed;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -284,18 +297,29 @@ impl Load {
             while !stopped.load(Relaxed) {
                 let answered = TcpStream::connect_timeout(&vip, timeout)
                     .ok()
-                    .and_then(|c| Conn::from_stream(c).try_ask())
+                    .and_then(|c| {
+                        let mut c = Conn::from_stream(c);
+                        c.stream.set_read_timeout(Some(timeout)).ok()?;
+                        c.try_ask()
+                    })
                     .is_some();
                 if answered { ok += 1 } else { failed += 1 }
             }
             (ok, failed)
         });
-        Self { stop, thread }
+        Self { stop, thread: Some(thread) }
     }
 
     /// Stops it: (answered, failed) connections.
-    pub fn stop(self) -> (u64, u64) {
+    pub fn stop(mut self) -> (u64, u64) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.thread.join().expect("load thread")
+        self.thread.take().map(|t| t.join().expect("load thread")).unwrap_or_default()
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        // The thread ends after its current connection.
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }

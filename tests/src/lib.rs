@@ -4,6 +4,7 @@
 //!   scratch, so golden expectations never reuse the datapath's own code.
 //! - [`fixture`]: the golden-packet namespace and BPF_PROG_TEST_RUN.
 //! - [`netns`]: network namespaces with unique names, removed on drop.
+//! - [`flood`]: a bounded flood of new flows from a raw socket.
 //! - [`inproc`]: backend servers on the test's own threads.
 //! - [`stream`]: digests and block streams for transfers checked end to end.
 //! - [`mode`]: XDP or splice, and what differs between them end to end.
@@ -12,6 +13,7 @@
 pub mod agent;
 pub mod client;
 pub mod fixture;
+pub mod flood;
 pub mod inproc;
 pub mod mode;
 pub mod netns;

@@ -116,6 +116,29 @@ impl Topology {
         default_routes(ns, i);
     }
 
+    /// Makes the client reuse its ports as a busy one does: connections
+    /// take ephemeral ports from `lo..=hi` only, and reuse them at once (see
+    /// [`Topology::reuse_time_wait`]), so the balancer meets the same
+    /// 5-tuples again within moments, while their flows are still in its
+    /// table.
+    pub fn reuse_client_ports(&self, lo: u16, hi: u16) {
+        self.client.sysctl("net.ipv4.ip_local_port_range", &format!("{lo} {hi}"));
+        self.reuse_time_wait();
+    }
+
+    /// Lets the client connect again at once from a port whose last
+    /// connection to the same place is in TIME_WAIT (`tcp_tw_reuse`, with
+    /// no delay where the kernel has `tcp_tw_reuse_delay`).
+    pub fn reuse_time_wait(&self) {
+        self.client.sysctl("net.ipv4.tcp_tw_reuse", "1");
+        // Kernels before 6.13 wait a fixed second; the test still reuses.
+        let _ = self
+            .client
+            .command(&["sysctl", "-qw", "net.ipv4.tcp_tw_reuse_delay=1"])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+
     /// The balancer's interfaces: the client side first, then one per backend.
     pub fn lb_interfaces(&self) -> Vec<String> {
         let mut v = vec!["lb-cli".to_owned()];

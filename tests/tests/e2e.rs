@@ -204,19 +204,7 @@ fn a_restart_under_load_drops_nothing() {
 
 fn lb_flow_names_the_backend_a_flow_gets_and_why(mode: Mode) {
     let s = Setup::in_mode(mode, SERVER, 3, 3, "maglev");
-    let flow_cmd = |src: &str, dst: &str| -> (bool, String) {
-        let out = std::process::Command::new(lb_tests::agent::lb_binary())
-            .args(["flow", src, dst, "udp", "--json", "--control"])
-            .arg(s.dir.0.join("control.sock"))
-            .output()
-            .expect("lb flow");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
-    };
+    let flow_cmd = |src: &str, dst: &str| s.lb.cli(&["flow", src, dst, "udp", "--json"]);
     let backend_name = |json: &str| -> String {
         let addr =
             json.split("\"backend\": \"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("");

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use lb_tests::{
-    agent::{TempDir, config_with_health, lb_binary, start_backend},
+    agent::{TempDir, config_with_health, start_backend},
     client::{Conn, Flow, Setup, count, vip},
     topology::{Topology, VIP4},
 };
@@ -37,15 +37,7 @@ fn wait_row(s: &Setup, backend: &str, needle: &str) {
 }
 
 fn lb_backend(s: &Setup, args: &[&str]) {
-    let control = s.dir.0.join("control.sock");
-    let out = std::process::Command::new(lb_binary())
-        .arg("backend")
-        .args(args)
-        .arg("--control")
-        .arg(&control)
-        .output()
-        .expect("lb backend");
-    assert!(out.status.success(), "lb backend {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    s.lb.cli_ok(&[&["backend"], args].concat());
 }
 
 #[test]

@@ -152,13 +152,8 @@ fn status_rates_show_traffic_per_second() {
         }
     });
     std::thread::sleep(Duration::from_millis(200));
-    let out = std::process::Command::new(lb_tests::agent::lb_binary())
-        .args(["status", "--rates", "--control"])
-        .arg(s.dir.0.join("control.sock"))
-        .output()
-        .expect("lb status --rates");
+    let text = s.lb.cli_ok(&["status", "--rates"]);
     sender.join().expect("sender");
-    let text = String::from_utf8_lossy(&out.stdout);
     let rates = text.split("RATES over").nth(1).expect("a rates table");
     let udp = rates.lines().find(|l| l.starts_with("udp-v4")).expect("udp-v4 rates");
     let pps: f64 = udp.split_whitespace().nth(3).and_then(|v| v.parse().ok()).expect("packets/s");

@@ -2,10 +2,10 @@
 //! with the running config untouched; valid ones apply under load without
 //! breaking established flows to the backends they keep. Needs root.
 
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
 use lb_tests::{
-    agent::{config, lb_binary},
+    agent::config,
     client::{Conn, Load, Setup, count, vip},
     topology::VIP4,
 };
@@ -13,15 +13,7 @@ use lb_tests::{
 const SERVER: &str = env!("CARGO_BIN_EXE_lbt-server");
 
 fn lb_reload(s: &Setup) -> (bool, String) {
-    let out = Command::new(lb_binary())
-        .args(["reload", "--control"])
-        .arg(s.dir.0.join("control.sock"))
-        .output()
-        .expect("lb reload");
-    (
-        out.status.success(),
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
-    )
+    s.lb.cli(&["reload"])
 }
 
 #[test]

@@ -195,12 +195,7 @@ fn a_reload_keeps_open_connections_even_to_a_removed_backend() {
     let text = std::fs::read_to_string(&path).expect("config");
     std::fs::write(&path, text.replacen("[[service.backend]]\naddr = \"10.200.3.1:80\"\n", "", 1))
         .expect("write");
-    let out = std::process::Command::new(lb_tests::agent::lb_binary())
-        .args(["reload", "--control"])
-        .arg(s.dir.0.join("control.sock"))
-        .output()
-        .expect("lb reload");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    s.lb.cli_ok(&["reload"]);
     let _in = s.topo.client.enter();
     for (conn, was) in conns.iter_mut().zip(&first) {
         assert_eq!(&conn.ask(), was, "an open connection keeps its backend across the reload");
