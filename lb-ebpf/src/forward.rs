@@ -54,10 +54,13 @@ pub fn to_backend(
         _ => {
             let id = pick(pkt, svc)?;
             let backend = *LB_BACKENDS.get(id).ok_or(DropReason::BadTableEntry)?;
-            // A retransmitted SYN of a connection already waiting on this
-            // backend is the same connection, not a new one.
-            let again =
-                syn && current.is_some_and(|f| f.state == FLOW_OPENING && f.backend_id == id);
+            // A retransmitted SYN (same sequence number) of a connection
+            // already waiting on this backend is the same connection; a new
+            // one on a reused port has another sequence number.
+            let again = syn
+                && current.is_some_and(|f| {
+                    f.state == FLOW_OPENING && f.backend_id == id && f.syn_seq == pkt.tcp_seq
+                });
             let state = if syn {
                 FLOW_OPENING
             } else if closing {
@@ -65,7 +68,8 @@ pub fn to_backend(
             } else {
                 FLOW_ESTABLISHED
             };
-            pin(pkt, FlowValue { backend_id: id, last_seen: now, state, _pad: [0; 3] });
+            let syn_seq = if syn { pkt.tcp_seq } else { 0 };
+            pin(pkt, FlowValue { backend_id: id, last_seen: now, syn_seq, state, _pad: [0; 3] });
             if syn && !again {
                 passive::opened(id);
             }

@@ -159,7 +159,7 @@ const INVALID: &[(&str, &[&str])] = &[
         &[
             "flows.tcp_closing_timeout 500ms is below the minimum 2s",
             "set flows.tcp_closing_timeout = \"2s\" or more",
-            "busy flows",
+            "no finer than",
         ],
     ),
     (

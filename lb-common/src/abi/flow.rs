@@ -59,12 +59,15 @@ pub struct FlowValue {
     /// at most every [`REFRESH_TICKS`] so a busy flow does not write its
     /// entry on every packet.
     pub last_seen: u32,
+    /// The sequence number of the SYN that opened the flow (0 if none): a
+    /// SYN with the same one is a retransmission, not a new connection.
+    pub syn_seq: u32,
     /// `FLOW_*`.
     pub state: u8,
     /// Always zero.
     pub _pad: [u8; 3],
 }
-abi_type!(FlowValue, size = 12, align = 4);
+abi_type!(FlowValue, size = 16, align = 4);
 
 /// `FlowValue::state`: a TCP SYN was forwarded and the backend has not
 /// answered yet. A reset now means the backend refused the connection.
@@ -143,10 +146,12 @@ impl FlowValue {
 
     /// Whether the flow has been idle longer than its timeout at `now`
     /// (ticks). An expired flow is gone: its next packet is a new flow, and
-    /// replies no longer match it.
+    /// replies no longer match it. `last_seen` lags the last packet by up
+    /// to [`REFRESH_TICKS`], which is added to the limit: a flow expires
+    /// between its timeout and about a second after it, never before.
     #[inline(always)]
     pub const fn expired(&self, proto: u8, now: u32, t: &FlowTimeouts) -> bool {
-        now.wrapping_sub(self.last_seen) > self.idle_limit(proto, t)
+        now.wrapping_sub(self.last_seen) > self.idle_limit(proto, t).saturating_add(REFRESH_TICKS)
     }
 
     /// Whether `last_seen` is old enough to be rewritten at `now`.

@@ -80,23 +80,25 @@ mod tests {
     fn flow(proto: u8, backend_id: u32, state: u8, last_seen: u32) -> (FlowKey, FlowValue) {
         (
             FlowKey { proto, ..Default::default() },
-            FlowValue { backend_id, last_seen, state, _pad: [0; 3] },
+            FlowValue { backend_id, last_seen, syn_seq: 0, state, _pad: [0; 3] },
         )
     }
 
     #[test]
     fn counts_live_flows_by_state_and_skips_expired_ones() {
         let t = FlowTimeouts { tcp: 1000, tcp_closing: 100, udp: 300, _pad: 0 };
-        let now = 5000;
+        let now = 50_000;
+        // A flow expires REFRESH_TICKS after its limit (last_seen lags).
+        let seen = |idle: u32| now - idle - lb_common::abi::REFRESH_TICKS;
         let flows = [
-            flow(PROTO_TCP, 1, FLOW_ESTABLISHED, now - 999),
-            flow(PROTO_TCP, 1, FLOW_ESTABLISHED, now - 1001), // idle too long
-            flow(PROTO_TCP, 1, FLOW_OPENING, now - 50),
-            flow(PROTO_TCP, 1, FLOW_OPENING, now - 150), // SYN never answered
-            flow(PROTO_TCP, 1, FLOW_CLOSING, now - 99),
-            flow(PROTO_TCP, 2, FLOW_CLOSING, now - 101),
-            flow(PROTO_UDP, 2, FLOW_ESTABLISHED, now - 299),
-            flow(PROTO_UDP, 3, FLOW_ESTABLISHED, now - 301),
+            flow(PROTO_TCP, 1, FLOW_ESTABLISHED, seen(1000)),
+            flow(PROTO_TCP, 1, FLOW_ESTABLISHED, seen(1001)), // idle too long
+            flow(PROTO_TCP, 1, FLOW_OPENING, seen(50)),
+            flow(PROTO_TCP, 1, FLOW_OPENING, seen(101)), // SYN never answered
+            flow(PROTO_TCP, 1, FLOW_CLOSING, seen(100)),
+            flow(PROTO_TCP, 2, FLOW_CLOSING, seen(101)),
+            flow(PROTO_UDP, 2, FLOW_ESTABLISHED, seen(300)),
+            flow(PROTO_UDP, 3, FLOW_ESTABLISHED, seen(301)),
         ];
         let c = count(flows.into_iter(), &t, now);
         assert_eq!(c[&1], Live { active: 2, closing: 1 });

@@ -5,9 +5,12 @@
 //!
 //! A backend is reported when at least `needed` connections were opened
 //! towards it more than `timeout` ago and it has answered none since the
-//! first of them. One answer (a SYN-ACK or a reset) from it to anything
-//! starts the count again, so a single lost packet, a slow connection among
-//! answered ones, or a backend that is merely busy never trips it.
+//! first of them. An answer (a SYN-ACK or a reset) from it starts the count
+//! again from the connections opened since the sample before the answer was
+//! seen (those could not all have been answered yet), so a single lost
+//! packet, a slow connection among answered ones, or a backend that is
+//! merely busy never trips it, while connections sent just before a backend
+//! died still count.
 
 use std::{
     collections::VecDeque,
@@ -23,6 +26,8 @@ pub struct SynWatch {
     baseline: u64,
     /// The answered count last seen.
     answered: u64,
+    /// The opened count of the previous sample.
+    last_opened: u64,
     /// Samples of the opened count newer than `timeout`, plus the newest
     /// one older than it (the count as of `timeout` ago), oldest first.
     history: VecDeque<(Instant, u64)>,
@@ -38,7 +43,12 @@ pub struct Unanswered {
 impl SynWatch {
     /// Starts watching from counters `now`: what came before is not judged.
     pub fn new(now: SynCounters) -> Self {
-        Self { baseline: now.opened, answered: now.answered, history: VecDeque::new() }
+        Self {
+            baseline: now.opened,
+            answered: now.answered,
+            last_opened: now.opened,
+            history: VecDeque::new(),
+        }
     }
 
     /// Takes a sample `c` at `at`; reports when at least `needed` (> 0)
@@ -51,10 +61,17 @@ impl SynWatch {
         timeout: Duration,
         needed: u32,
     ) -> Option<Unanswered> {
-        if c.answered != self.answered || c.opened < self.baseline {
-            // An answer (or counters that went back: a new datapath).
+        if c.opened < self.baseline {
+            // Counters that went back: a new datapath.
             *self = Self::new(c);
+        } else if c.answered != self.answered {
+            // Connections opened since the previous sample may be unanswered
+            // yet, even by a live backend: they keep counting.
+            self.baseline = self.last_opened.max(self.baseline);
+            self.answered = c.answered;
+            self.history.clear();
         }
+        self.last_opened = c.opened;
         self.history.push_back((at, c.opened));
         let cutoff = at.checked_sub(timeout)?;
         // Keep only the newest sample at or before the cutoff.
@@ -110,6 +127,15 @@ mod tests {
         // An answer at 20 ms (to anything): the three are forgiven.
         s.extend([(20, 3, 1), (30, 3, 1), (40, 3, 1), (60, 3, 1)]);
         assert_eq!(run(&s), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn connections_sent_just_before_the_last_answer_still_count() {
+        // Samples every 5 ms. At 10 ms three connections have gone out since
+        // the last sample, and one earlier connection's answer arrives with
+        // them; then the backend dies and no client opens anything more.
+        let s = [(0, 1, 0), (5, 1, 0), (10, 4, 1), (15, 4, 1), (30, 4, 1), (40, 4, 1)];
+        assert_eq!(run(&s), vec![40]);
     }
 
     #[test]

@@ -13,9 +13,9 @@ use crate::config::raw::RawFlows;
 /// 1.07 s), in nanoseconds.
 const REFRESH_NANOS: u64 = (REFRESH_TICKS as u64) << TICK_SHIFT;
 
-/// The datapath checks a flow's age before it refreshes the flow's time, so
-/// a timeout not above the refresh period would expire flows that carry
-/// packets all along: the smallest whole second above that period (2 s).
+/// A flow's time is refreshed only that often, so a flow expires between
+/// its timeout and one refresh period later: a timeout not above the period
+/// would be mostly slack. The smallest whole second above it (2 s).
 const MIN_TIMEOUT: Duration = Duration::from_secs(REFRESH_NANOS / 1_000_000_000 + 1);
 
 /// Seven days: times are a 32-bit count of ~1.05 ms ticks that wraps after
@@ -24,8 +24,8 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
 const SPAN: Span = Span {
     min: MIN_TIMEOUT,
-    below: "the datapath refreshes a flow's time only about once a second, so a shorter \
-            timeout would expire busy flows",
+    below: "the datapath refreshes a flow's time only about once a second, so expiry is no \
+            finer than that",
     max: MAX_TIMEOUT,
     above: "at most 7 days: the datapath keeps a flow's time as a 32-bit count of ~1.05 ms \
             ticks",
@@ -121,7 +121,7 @@ mod tests {
     fn bad_values_name_the_key_and_the_fix() {
         refused(
             &with("tcp_idle_timeout = \"0s\""),
-            &["lb.toml: flows.tcp_idle_timeout is zero", "= \"2s\" or more", "busy flows"],
+            &["lb.toml: flows.tcp_idle_timeout is zero", "= \"2s\" or more", "no finer"],
         );
         refused(
             &with("tcp_closing_timeout = \"1s\""),
