@@ -57,9 +57,12 @@ pub fn to_backend(
             // A retransmitted SYN (same sequence number) of a connection
             // already waiting on this backend is the same connection; a new
             // one on a reused port has another sequence number.
+            // Read here, for SYNs only: the parser's result stays small, as
+            // the BPF stack must.
+            let seq = if syn { syn_seq(frame, pkt)? } else { 0 };
             let again = syn
                 && current.is_some_and(|f| {
-                    f.state == FLOW_OPENING && f.backend_id == id && f.syn_seq == pkt.tcp_seq
+                    f.state == FLOW_OPENING && f.backend_id == id && f.syn_seq == seq
                 });
             let state = if syn {
                 FLOW_OPENING
@@ -68,8 +71,10 @@ pub fn to_backend(
             } else {
                 FLOW_ESTABLISHED
             };
-            let syn_seq = if syn { pkt.tcp_seq } else { 0 };
-            pin(pkt, FlowValue { backend_id: id, last_seen: now, syn_seq, state, _pad: [0; 3] });
+            pin(
+                pkt,
+                FlowValue { backend_id: id, last_seen: now, syn_seq: seq, state, _pad: [0; 3] },
+            );
             if syn && !again {
                 passive::opened(id);
             }
@@ -85,6 +90,13 @@ pub fn to_backend(
     let action = route::forward(ctx, frame, &to)?;
     stats::forwarded(svc.id, backend_id, frame.len(), new_flow);
     Ok(action)
+}
+
+/// The sequence number of a TCP segment.
+#[inline(always)]
+fn syn_seq(frame: &Frame, pkt: &L4Packet) -> Result<u32, DropReason> {
+    let seq = frame.load::<4>(pkt.l4_off + TcpHdr::SEQ_OFF).ok_or(DropReason::TruncatedL4)?;
+    Ok(u32::from_be_bytes(seq))
 }
 
 /// The record of backend `id` if it may keep its flows (it is not down).

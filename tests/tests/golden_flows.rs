@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use lb_common::abi::{
-    EVENT_REFUSED, EVENT_UNREACHABLE, FlowTimeouts, PROTO_UDP, PassiveEvent, SynCounters,
+    EVENT_REFUSED, EVENT_UNREACHABLE, FlowTimeouts, PROTO_UDP, PassiveEvent, REFRESH_TICKS,
+    SynCounters, TICK_SHIFT,
 };
 use lb_tests::{
     fixture::{Golden, XDP_PASS, XDP_REDIRECT},
@@ -57,6 +58,12 @@ fn events(ring: &mut aya::maps::RingBuf<aya::maps::MapData>) -> Vec<PassiveEvent
     out
 }
 
+/// Longer than a flow's time may lag its last packet (the refresh period,
+/// which expiry adds to every timeout).
+fn past_refresh() -> Duration {
+    Duration::from_nanos(u64::from(REFRESH_TICKS) << TICK_SHIFT) + Duration::from_millis(30)
+}
+
 #[test]
 fn a_syn_on_a_reused_port_takes_the_current_table_and_re_pins_the_flow() {
     let mut g = Golden::new(4096);
@@ -93,16 +100,23 @@ fn syn_counters_count_connections_once_and_first_answers_once() {
     let backend = sent_to(&g.run(&syn, g.gin).1);
     let id = id_of(&g, &backend);
     assert_eq!(view.get(id), SynCounters { opened: 1, answered: 0 });
-    // A retransmitted SYN is the same connection.
+    // A retransmitted SYN is the same connection...
     g.run(&syn, g.gin);
     assert_eq!(view.get(id), SynCounters { opened: 1, answered: 0 });
+    // ...a new one from the same port (another sequence number) is not,
+    // even while the first still waits.
+    let other = Frame::tcp(client, VIP3).tcp_flags(SYN).seq(777).bytes();
+    g.run(&other, g.gin);
+    assert_eq!(view.get(id), SynCounters { opened: 2, answered: 0 });
+    g.run(&syn, g.gin);
+    assert_eq!(view.get(id).opened, 3, "the first again, now a new connection too");
     g.run(&reply(&backend, client, SYN_ACK), g.gout);
     g.run(&reply(&backend, client, SYN_ACK), g.gout);
-    assert_eq!(view.get(id), SynCounters { opened: 1, answered: 1 });
+    assert_eq!(view.get(id), SynCounters { opened: 3, answered: 1 });
     // The port reused by a new connection counts again.
     g.run(&Frame::tcp(client, VIP3).tcp_flags(RST).bytes(), g.gin);
     g.run(&syn, g.gin);
-    assert_eq!(view.get(id).opened, 2);
+    assert_eq!(view.get(id).opened, 4);
 }
 
 #[test]
@@ -170,7 +184,7 @@ fn idle_flows_expire_and_closing_ones_sooner() {
     g.dp.set_timeouts(tiny).expect("timeouts");
     let udp = Frame::udp("10.0.0.2:47400", "10.100.0.1:53");
     assert_eq!(g.run(&udp.bytes(), g.gin).0, XDP_REDIRECT);
-    std::thread::sleep(Duration::from_millis(30));
+    std::thread::sleep(past_refresh());
     let late = Frame::udp("10.1.0.11:5300", "10.0.0.2:47400").bytes();
     assert_eq!(g.run(&late, g.gout), (XDP_PASS, late.clone()), "a reply to an expired flow");
 
@@ -181,11 +195,11 @@ fn idle_flows_expire_and_closing_ones_sooner() {
     let first = sent_to(&g.run(&Frame::tcp(client, VIP3).tcp_flags(SYN).bytes(), g.gin).1);
     g.run(&reply(&first, client, SYN_ACK), g.gout);
     g.fill_table(THREE, other_than(&g, &first));
-    std::thread::sleep(Duration::from_millis(30));
+    std::thread::sleep(past_refresh());
     let ack = Frame::tcp(client, VIP3).tcp_flags(ACK).bytes();
     assert_eq!(sent_to(&g.run(&ack, g.gin).1), first, "established and not idle long");
     g.run(&Frame::tcp(client, VIP3).tcp_flags(FIN_ACK).bytes(), g.gin);
-    std::thread::sleep(Duration::from_millis(30));
+    std::thread::sleep(past_refresh());
     assert_ne!(sent_to(&g.run(&ack, g.gin).1), first, "closed, idle, expired: a new flow");
 }
 

@@ -121,7 +121,6 @@ fn oracle(f: &Frame) -> Parsed {
         l4_off: f.l4_offset(),
         key: FlowKey::between(f.src, f.dst, f.proto),
         tcp_flags: if f.proto == PROTO_TCP { f.tcp_flags } else { 0 },
-        tcp_seq: if f.proto == PROTO_TCP { f.seq } else { 0 },
     })
 }
 

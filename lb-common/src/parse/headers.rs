@@ -161,6 +161,8 @@ pub struct TcpHdr {
 impl TcpHdr {
     /// Offset of the checksum in the header.
     pub const CHECK_OFF: usize = 16;
+    /// Offset of the sequence number in the header.
+    pub const SEQ_OFF: usize = 4;
     /// FIN flag.
     pub const FIN: u8 = 0x01;
     /// SYN flag.

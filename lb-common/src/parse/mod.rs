@@ -37,9 +37,6 @@ pub struct L4Packet {
     pub key: FlowKey,
     /// TCP flags; 0 for UDP.
     pub tcp_flags: u8,
-    /// TCP sequence number (host order); 0 for UDP. A retransmitted SYN
-    /// carries the same one, a new connection on the same ports another.
-    pub tcp_seq: u32,
 }
 
 /// What a frame is, as far as the balancer cares.
@@ -194,14 +191,14 @@ fn parse_l4<P: PacketView + ?Sized>(
     // the other way round the compiler proves the packet check redundant
     // (the datagram lies inside the packet) and drops it, and the verifier,
     // which cannot follow that proof, rejects the read.
-    let (tcp_flags, tcp_seq, hdr_len) = match proto {
+    let (tcp_flags, hdr_len) = match proto {
         PROTO_TCP => {
             let tcp: &TcpHdr = pkt.header(l4_off).ok_or(ParseError::TruncatedL4)?;
-            (tcp.flags, u32::from_be_bytes(tcp.seq), core::mem::size_of::<TcpHdr>())
+            (tcp.flags, core::mem::size_of::<TcpHdr>())
         }
         PROTO_UDP => {
             pkt.header::<UdpHdr>(l4_off).ok_or(ParseError::TruncatedL4)?;
-            (0, 0, core::mem::size_of::<UdpHdr>())
+            (0, core::mem::size_of::<UdpHdr>())
         }
         PROTO_ICMP if family == FAMILY_V4 => return Ok(parse_icmp(pkt, l4_off, end, family)),
         PROTO_ICMPV6 if family == FAMILY_V6 => return Ok(parse_icmp(pkt, l4_off, end, family)),
@@ -216,7 +213,6 @@ fn parse_l4<P: PacketView + ?Sized>(
         l4_off,
         key: key_of(ports, src, dst, proto, family),
         tcp_flags,
-        tcp_seq,
     }))
 }
 
