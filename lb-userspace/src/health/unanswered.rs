@@ -6,11 +6,11 @@
 //! A backend is reported when at least `needed` connections were opened
 //! towards it more than `timeout` ago and it has answered none since the
 //! first of them. An answer (a SYN-ACK or a reset) from it starts the count
-//! again from the connections opened since the sample before the answer was
-//! seen (those could not all have been answered yet), so a single lost
-//! packet, a slow connection among answered ones, or a backend that is
-//! merely busy never trips it, while connections sent just before a backend
-//! died still count.
+//! again, keeping only the connections opened since the previous sample
+//! that the answers seen since then cannot cover (so a backend that dies
+//! right after answering an older connection is not forgiven the ones just
+//! sent to it). A single lost packet, a slow connection among answered
+//! ones, or a backend that is merely busy never trips it.
 
 use std::{
     collections::VecDeque,
@@ -65,9 +65,13 @@ impl SynWatch {
             // Counters that went back: a new datapath.
             *self = Self::new(c);
         } else if c.answered != self.answered {
-            // Connections opened since the previous sample may be unanswered
-            // yet, even by a live backend: they keep counting.
-            self.baseline = self.last_opened.max(self.baseline);
+            // Of the connections opened since the previous sample, as many
+            // as the new answers do not cover may still wait (answers come
+            // roughly in order): they keep counting.
+            let opened = c.opened.saturating_sub(self.last_opened);
+            let answers = c.answered.wrapping_sub(self.answered);
+            let waiting = opened.saturating_sub(answers);
+            self.baseline = c.opened.saturating_sub(waiting).max(self.baseline);
             self.answered = c.answered;
             self.history.clear();
         }
@@ -134,8 +138,17 @@ mod tests {
         // Samples every 5 ms. At 10 ms three connections have gone out since
         // the last sample, and one earlier connection's answer arrives with
         // them; then the backend dies and no client opens anything more.
-        let s = [(0, 1, 0), (5, 1, 0), (10, 4, 1), (15, 4, 1), (30, 4, 1), (40, 4, 1)];
+        // Two of the three still wait; one more connection makes three.
+        let s = [(0, 1, 0), (5, 1, 0), (10, 4, 1), (15, 5, 1), (30, 5, 1), (40, 5, 1)];
         assert_eq!(run(&s), vec![40]);
+    }
+
+    #[test]
+    fn connections_answered_with_the_answer_seen_are_forgiven() {
+        // Three connections between two samples, all three answered by the
+        // second; then the backend gets no more connections (it lives).
+        let s = [(0, 1, 1), (5, 4, 4), (10, 4, 4), (40, 4, 4), (100, 4, 4)];
+        assert_eq!(run(&s), Vec::<u64>::new());
     }
 
     #[test]

@@ -33,9 +33,11 @@ const ROUNDS: usize = 5;
 const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
 
-/// The client address and port of flow `i`.
+/// The client address and port of flow `i`: two addresses the fixture has
+/// neighbours for (replies must route back), 50 000 ports each.
 fn client(i: usize) -> String {
-    format!("10.0.{}.{}:{}", 2 + i / 60000 % 200, 2 + i / 300 % 200, 1024 + i % 60000)
+    let ip = if i / 50_000 % 2 == 0 { "10.0.0.2" } else { "10.0.0.50" };
+    format!("{ip}:{}", 1024 + i % 50_000)
 }
 
 /// 64-byte segments with `flags` from `src` to `dst`, one per flow.
