@@ -1,7 +1,7 @@
 //! The flow table's clock and idle timeouts.
 
 use aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns;
-use lb_common::abi::{FlowTimeouts, ticks};
+use lb_common::abi::{FlowTimeouts, FlowValue, ticks};
 
 use crate::maps::LB_SETTINGS;
 
@@ -15,6 +15,14 @@ pub fn now() -> u32 {
 
 /// The idle timeouts the agent configured (the defaults until it has).
 #[inline(always)]
-pub fn timeouts() -> FlowTimeouts {
+fn timeouts() -> FlowTimeouts {
     LB_SETTINGS.get(0).copied().unwrap_or_default().or_defaults()
+}
+
+/// Whether `flow` (of protocol `proto`) is over at `now`. A flow seen within
+/// the refresh period cannot be (every timeout is longer), so the busy
+/// flows of the hot path skip reading the settings.
+#[inline(always)]
+pub fn expired(flow: &FlowValue, proto: u8, now: u32) -> bool {
+    !flow.fresh(now) && flow.expired(proto, now, &timeouts())
 }

@@ -40,8 +40,7 @@ pub fn to_backend(
     let closing = tcp && pkt.tcp_flags & (TcpHdr::FIN | TcpHdr::RST) != 0;
     let entry = LB_FLOWS.get_ptr_mut(pkt.key);
     // SAFETY: a pointer to a live map value, read once.
-    let current =
-        entry.map(|p| unsafe { *p }).filter(|f| !f.expired(pkt.key.proto, now, &clock::timeouts()));
+    let current = entry.map(|p| unsafe { *p }).filter(|f| !clock::expired(f, pkt.key.proto, now));
     // A flow pinned to a backend that is down is re-hashed like a new one:
     // UDP flows move on at once, and an established TCP flow gets a reset
     // from its new backend rather than silence until it times out.

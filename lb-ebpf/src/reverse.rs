@@ -45,7 +45,6 @@ pub fn find_flow(backend: &Endpoint, client: Addr, client_port_be: u16, now: u32
     // this element stays as it is while the program runs; not copied, to
     // keep it off the 512-byte stack.
     let replies = unsafe { LB_REPLIES.get(backend) }?;
-    let timeouts = clock::timeouts();
     for i in 0..MAX_REPLY_TARGETS {
         if i as u32 >= replies.count {
             break;
@@ -63,7 +62,7 @@ pub fn find_flow(backend: &Endpoint, client: Addr, client_port_be: u16, now: u32
         let Some(entry) = LB_FLOWS.get_ptr_mut(key) else { continue };
         // SAFETY: a pointer to a live map value, read once.
         let flow = unsafe { *entry };
-        if flow.expired(backend.proto, now, &timeouts) {
+        if clock::expired(&flow, backend.proto, now) {
             continue;
         }
         // The flow must be pinned to this very backend: the same client

@@ -159,6 +159,13 @@ impl FlowValue {
     pub const fn stale(&self, now: u32) -> bool {
         now.wrapping_sub(self.last_seen) >= REFRESH_TICKS
     }
+
+    /// Whether the flow was seen within the refresh period: then it cannot
+    /// have expired, whatever the timeouts (see [`FlowValue::expired`]).
+    #[inline(always)]
+    pub const fn fresh(&self, now: u32) -> bool {
+        !self.stale(now)
+    }
 }
 
 /// Most services one backend endpoint (address, port, protocol) may serve
