@@ -84,8 +84,9 @@ pub struct StatusReport {
     /// Exception counters, one per reason.
     pub exceptions: Vec<ExceptionStatus>,
     /// How old the backends' flow counts are, in milliseconds: XDP mode
-    /// counts them by sweeping the flow table (about every second); 0 where
-    /// they are live (splice mode).
+    /// counts them by sweeping the flow table (about every second; the
+    /// largest u64 before the first sweep); 0 where they are live (splice
+    /// mode).
     #[serde(default)]
     pub flows_age_ms: u64,
 }
