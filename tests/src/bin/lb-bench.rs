@@ -36,7 +36,7 @@ const ACK: u8 = 0x10;
 /// The client address and port of flow `i`: two addresses the fixture has
 /// neighbours for (replies must route back), 50 000 ports each.
 fn client(i: usize) -> String {
-    let ip = if i / 50_000 % 2 == 0 { "10.0.0.2" } else { "10.0.0.50" };
+    let ip = if (i / 50_000).is_multiple_of(2) { "10.0.0.2" } else { "10.0.0.50" };
     format!("{ip}:{}", 1024 + i % 50_000)
 }
 
