@@ -270,6 +270,23 @@ fn a_plan_change_swaps_the_table_and_re_hashes_flows_of_a_down_backend() {
             g.run(&Frame::tcp(&format!("10.0.0.2:{port}"), "10.100.0.3:80").bytes(), g.gin);
         assert_ne!(out[30..34], pinned[..], "a new flow must not reach the down backend");
     }
-    let (_, out) = g.run(&flow.clone().tcp_flags(0x10).bytes(), g.gin);
-    assert_ne!(out[30..34], pinned[..], "a flow pinned to a down backend is re-hashed");
+    // The pinned flow's next packet: forwarded (not dropped or passed), to a
+    // surviving backend of the service, and counted as a new flow there.
+    let svc_id = g.plan.services[svc].record.id;
+    let new_flows = |g: &Golden| {
+        let n = g.plan.services.len() as u32;
+        let t = lb_userspace::datapath::stats::read(&g.dp, n, 0).expect("counters");
+        t.services[svc_id as usize].new_flows
+    };
+    let before = new_flows(&g);
+    let (action, out) = g.run(&flow.clone().tcp_flags(0x10).bytes(), g.gin);
+    assert_eq!(action, XDP_REDIRECT, "a flow pinned to a down backend is re-hashed, not dropped");
+    let survivors: Vec<[u8; 4]> =
+        (12..=14).map(|last| [10, 1, 0, last]).filter(|a| a[..] != pinned[..]).collect();
+    assert!(
+        survivors.iter().any(|a| out[30..34] == a[..]),
+        "re-hashed to {:?}, not a surviving backend of the service",
+        &out[30..34]
+    );
+    assert_eq!(new_flows(&g), before + 1, "the re-hash is counted as a new flow");
 }

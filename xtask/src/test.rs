@@ -21,7 +21,8 @@ pub fn run(root: &Path) -> Result<()> {
     ebpf::build(root, &tc, Profile::Release)?;
     ebpf::clippy(root, &tc)?;
     cmd::run(cargo(root).args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
-    cmd::run(cargo(root).args(["test", "--all-targets"]))?;
+    // The object was just built: a test that finds none must fail.
+    cmd::run(cargo(root).args(["test", "--all-targets"]).env("LB_REQUIRE_EBPF_OBJECT", "1"))?;
     cmd::run(cargo(root).args(["test", "--doc"]))?;
     eprintln!("xtask test: all checks passed");
     Ok(())

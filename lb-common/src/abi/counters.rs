@@ -117,4 +117,39 @@ mod tests {
             assert_eq!(*r as usize, i, "{}", r.name());
         }
     }
+
+    /// Every variant is in `ALL` (and so counted and shown): the match is
+    /// exhaustive, so a new variant does not compile until it is listed
+    /// here, and the loop then fails until it is in `ALL` too.
+    #[test]
+    fn every_reason_is_in_all() {
+        let listed = |r: DropReason| match r {
+            DropReason::TruncatedEthernet
+            | DropReason::MalformedIp
+            | DropReason::Fragment
+            | DropReason::TruncatedL4
+            | DropReason::NoBackend
+            | DropReason::BadTableEntry
+            | DropReason::NoRoute
+            | DropReason::FlowTableFull
+            | DropReason::TtlExpired => DropReason::ALL.contains(&r),
+        };
+        let every = [
+            DropReason::TruncatedEthernet,
+            DropReason::MalformedIp,
+            DropReason::Fragment,
+            DropReason::TruncatedL4,
+            DropReason::NoBackend,
+            DropReason::BadTableEntry,
+            DropReason::NoRoute,
+            DropReason::FlowTableFull,
+            DropReason::TtlExpired,
+        ];
+        for r in every {
+            assert!(listed(r), "{} is missing from DropReason::ALL", r.name());
+        }
+        let mut names: [&str; DropReason::COUNT as usize] = DropReason::ALL.map(DropReason::name);
+        names.sort_unstable();
+        assert!(names.windows(2).all(|w| w[0] != w[1]), "a name or a reason twice: {names:?}");
+    }
 }
