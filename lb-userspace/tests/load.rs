@@ -18,9 +18,34 @@ fn demo_config_loads_and_applies() {
     )
     .expect("load");
     dp.apply(&plan).expect("apply");
-    let totals = datapath::stats::read(&dp, plan.services.len() as u32, plan.backends.len() as u32)
-        .expect("counters");
-    assert!(totals.services.iter().all(|c| c.packets == 0));
+    // What the maps hold is the plan: every service record, backend
+    // record, table slot and reply entry.
+    use aya::maps::{Array, HashMap, MapData};
+    use lb_common::abi::{
+        BackendRecord, Endpoint, MAP_BACKENDS, MAP_MAGLEV, MAP_REPLIES, MAP_SERVICES, Replies,
+        ServiceKey, ServiceRecord,
+    };
+    let services: HashMap<&MapData, ServiceKey, ServiceRecord> = dp.map(MAP_SERVICES).unwrap();
+    let backends: Array<&MapData, BackendRecord> = dp.map(MAP_BACKENDS).unwrap();
+    let maglev: Array<&MapData, u32> = dp.map(MAP_MAGLEV).unwrap();
+    assert!(!plan.services.is_empty());
+    for svc in &plan.services {
+        assert_eq!(services.get(&svc.key, 0).expect("service record"), svc.record, "{}", svc.name);
+        for (slot, &id) in svc.table.iter().enumerate() {
+            let at = svc.record.table_base + slot as u32;
+            assert_eq!(maglev.get(&at, 0).expect("slot"), id, "{} slot {slot}", svc.name);
+        }
+    }
+    for (id, b) in plan.backends.iter().enumerate() {
+        assert_eq!(backends.get(&(id as u32), 0).expect("backend"), *b);
+    }
+    let replies: HashMap<&MapData, Endpoint, Replies> = dp.map(MAP_REPLIES).unwrap();
+    let (want, over) = datapath::replies::replies(&plan);
+    assert!(over.is_empty());
+    assert_eq!(replies.keys().count(), want.len());
+    for (k, v) in &want {
+        assert_eq!(replies.get(k, 0).expect("reply entry"), *v);
+    }
 }
 
 /// The map names lb-common declares are exactly the object's: pinning and

@@ -123,8 +123,19 @@ impl Jitter {
 mod tests {
     use super::*;
 
+    fn target(backend: SocketAddr, kind: HealthKind, interval: u64, timeout: u64) -> Target {
+        Target {
+            service: "s".into(),
+            backend,
+            kind,
+            interval: Duration::from_millis(interval),
+            timeout: Duration::from_millis(timeout),
+            proxy_protocol: false,
+        }
+    }
+
     #[test]
-    fn probes_run_concurrently_and_report() {
+    fn probes_report_up_and_down() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -133,33 +144,78 @@ mod tests {
                 let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
                 l.local_addr().unwrap()
             };
-            let target = |backend| Target {
-                service: "s".into(),
-                backend,
-                kind: HealthKind::Tcp,
-                interval: Duration::from_millis(20),
-                timeout: Duration::from_millis(15),
-                proxy_protocol: false,
-            };
             let (tx, mut rx) = mpsc::unbounded_channel();
-            let _probes = spawn(vec![target(up), target(down)], tx);
+            let targets =
+                vec![target(up, HealthKind::Tcp, 20, 15), target(down, HealthKind::Tcp, 20, 15)];
+            let _probes = spawn(targets, tx);
             let (mut ok, mut failed) = (0, 0);
-            while ok < 3 || failed < 3 {
-                let o = rx.recv().await.unwrap();
-                match (o.backend == up, o.result.is_ok()) {
-                    (true, true) => ok += 1,
-                    (false, false) => failed += 1,
-                    other => panic!("unexpected {other:?}: {o:?}"),
+            let counted = async {
+                while ok < 3 || failed < 3 {
+                    let o = rx.recv().await.expect("probes report");
+                    match (o.backend == up, o.result.is_ok()) {
+                        (true, true) => ok += 1,
+                        (false, false) => failed += 1,
+                        other => panic!("unexpected {other:?}: {o:?}"),
+                    }
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(10), counted)
+                .await
+                .expect("three results of each within 10 s");
+        });
+    }
+
+    /// A probe waiting on a backend that never answers holds up no other.
+    #[test]
+    fn a_hanging_probe_does_not_delay_the_others() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let fast = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            // Accepts (the kernel does), never answers the HTTP request.
+            let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let http = HealthKind::Http { path: "/".into(), expect_status: 200 };
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let _probes = spawn(
+                vec![
+                    // Starts within 100 ms (its jitter), then waits 4 s.
+                    target(silent.local_addr().unwrap(), http, 100, 4000),
+                    target(fast.local_addr().unwrap(), HealthKind::Tcp, 20, 15),
+                ],
+                tx,
+            );
+            // Meanwhile the fast backend is probed every 20 ms.
+            let mut fast_results = 0;
+            let window = tokio::time::sleep(Duration::from_millis(1500));
+            tokio::pin!(window);
+            loop {
+                tokio::select! {
+                    _ = &mut window => break,
+                    o = rx.recv() => {
+                        let o = o.expect("probes report");
+                        assert_eq!(o.backend, fast.local_addr().unwrap(), "the silent one cannot report yet");
+                        fast_results += 1;
+                    }
                 }
             }
+            assert!(fast_results >= 10, "{fast_results} fast results in 1.5 s");
         });
     }
 
     #[test]
-    fn jitter_stays_within_its_span() {
+    fn jitter_spreads_over_its_whole_span() {
+        let span = Duration::from_millis(100);
         let mut j = Jitter::seeded(&"10.0.0.1:80".parse().unwrap());
-        for _ in 0..1000 {
-            assert!(j.fraction_of(Duration::from_millis(100)) < Duration::from_millis(100));
+        let draws: Vec<Duration> = (0..1000).map(|_| j.fraction_of(span)).collect();
+        assert!(draws.iter().all(|&d| d < span));
+        // Uniform over the span: 1000 draws reach both ends and every tenth.
+        let mut tenths = [0; 10];
+        for d in &draws {
+            tenths[(d.as_secs_f64() / span.as_secs_f64() * 10.0) as usize] += 1;
         }
+        assert!(tenths.iter().all(|&n| n > 40), "uneven: {tenths:?}");
+        // Two backends do not start in step.
+        let mut other = Jitter::seeded(&"10.0.0.2:80".parse().unwrap());
+        let theirs: Vec<Duration> = (0..10).map(|_| other.fraction_of(span)).collect();
+        assert_ne!(theirs, draws[..10]);
     }
 }
