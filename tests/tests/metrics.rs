@@ -109,7 +109,14 @@ fn metrics_count_the_traffic_actually_sent() {
             1.0
         );
     }
-    assert!(m.keys().any(|k| k.starts_with("lb_exceptions_total{reason=\"no_backend\"")));
+    // Every packet was forwarded: every exception row is there, at 0.
+    for reason in lb_common::abi::DropReason::ALL {
+        let row = m.iter().find(|(k, _)| {
+            k.starts_with(&format!("lb_exceptions_total{{reason=\"{}\"", reason.name()))
+        });
+        let (_, &value) = row.unwrap_or_else(|| panic!("no exception row {}", reason.name()));
+        assert_eq!(value, 0.0, "{}", reason.name());
+    }
     let probes = m[r#"lb_probe_duration_seconds_count{service="tcp-v4"}"#];
     assert!(probes > 0.0, "probes are timed");
     assert_eq!(m[r#"lb_probe_duration_seconds_bucket{service="tcp-v4",le="+Inf"}"#], probes);
@@ -122,20 +129,47 @@ fn metrics_count_the_traffic_actually_sent() {
     ] {
         assert!(typed.iter().any(|t| t == name), "{name} has HELP/TYPE");
     }
-    // Every dashboard query names a metric the endpoint serves.
+    // Every metric every dashboard query names is one the endpoint serves.
     let dashboard = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../deploy/grafana-dashboard.json"
     ))
     .expect("deploy/grafana-dashboard.json");
     let served: Vec<&str> = typed.iter().map(String::as_str).collect();
+    let mut queries = 0;
     for expr in dashboard.split("\"expr\": \"").skip(1) {
         let expr = expr.split('"').next().unwrap_or_default();
-        assert!(
-            served.iter().any(|name| expr.contains(name)),
-            "dashboard query {expr:?} uses no metric the endpoint serves"
-        );
+        queries += 1;
+        let names = metric_names(expr);
+        assert!(!names.is_empty(), "dashboard query {expr:?} names no lb metric");
+        for name in names {
+            let family = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .filter(|base| served.contains(base))
+                .unwrap_or(&name);
+            assert!(served.contains(&family), "dashboard query {expr:?}: {name} is not served");
+        }
     }
+    assert!(queries > 0, "the dashboard has no queries");
+}
+
+/// The `lb_*` metric names in a PromQL expression.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(at) = rest.find("lb_") {
+        let word = &rest[at..];
+        let end =
+            word.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(word.len());
+        // Not part of a longer identifier (a label such as `...lb_x`).
+        let before = rest[..at].chars().last();
+        if !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+            names.push(word[..end].to_owned());
+        }
+        rest = &word[end..];
+    }
+    names
 }
 
 #[test]
