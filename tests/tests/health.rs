@@ -12,7 +12,9 @@ use lb_tests::{
 };
 
 const SERVER: &str = env!("CARGO_BIN_EXE_lbt-server");
-const PROBES: &str = "kind = \"tcp\"\ninterval = \"20ms\"\ntimeout = \"15ms\"\nrise = 3\nfall = 2";
+/// Fast enough for the tests to see changes within a second, relaxed enough
+/// (timeout 90 ms) that a loaded CI machine does not fail a healthy backend.
+const PROBES: &str = "kind = \"tcp\"\ninterval = \"100ms\"\ntimeout = \"90ms\"\nrise = 3\nfall = 2";
 
 fn with_probes(n: usize) -> Setup {
     Setup::with_config(SERVER, Topology::new(n), TempDir::new(), |t, d| {
@@ -142,28 +144,36 @@ fn a_refused_connection_takes_the_backend_out_before_its_next_probe() {
     drop(s.backends.remove(0));
     let start = Instant::now();
     let inside = s.topo.client.enter();
-    let mut refused = 0;
-    let mut last_refusal = Duration::ZERO;
-    let mut served = 0;
-    while start.elapsed() < Duration::from_millis(1500) && served < 1000 {
+    // Connect until one refusal has been seen and b1 is out (status polled
+    // between connections), at most 10 s: no rate or time threshold, the
+    // log says what found it.
+    let (mut refused, mut served) = (0, 0);
+    let b1_down = |s: &Setup| {
+        s.lb.health_changes().iter().any(|c| c.backend == "10.200.1.1:80" && c.to == "down")
+    };
+    while start.elapsed() < Duration::from_secs(10) && !(refused > 0 && b1_down(&s)) {
         match std::net::TcpStream::connect_timeout(&vip(VIP4, 80), Duration::from_secs(1)) {
             Ok(_) => served += 1,
-            Err(_) => {
-                refused += 1;
-                last_refusal = start.elapsed();
-            }
+            Err(_) => refused += 1,
         }
     }
     drop(inside);
-    eprintln!("passive: {refused} refused, the last after {last_refusal:?}; {served} served");
-    let row = s.lb.status();
-    let b1 = row.lines().find(|l| l.trim_start().starts_with("10.200.1.1:80 ")).unwrap_or_default();
-    assert!(b1.contains("down"), "b1 must be down without waiting for probes:\n{row}");
-    // Probes (2 s apart, 2 failures) could not have acted before ~2 s.
-    assert!(last_refusal < Duration::from_millis(500), "refusals went on for {last_refusal:?}");
-    assert!(served >= 500, "only {served} connections served");
-    let log = std::fs::read_to_string(s.dir.0.join("lb.log")).unwrap_or_default();
+    eprintln!("passive: {refused} refused, {served} served");
+    let change = s.lb.health_changes().into_iter().find(|c| c.backend == "10.200.1.1:80");
+    let change = change.unwrap_or_else(|| panic!("b1 never changed health:\n{}", s.lb.log()));
+    assert_eq!(
+        (change.to.as_str(), change.signal.as_str()),
+        ("down", "refused"),
+        "{}",
+        change.line
+    );
+    let log = s.lb.log();
     assert!(log.contains("refused a forwarded connection"), "{log}");
+    // From now on every new connection is served by b2 or b3.
+    let _in = s.topo.client.enter();
+    for _ in 0..50 {
+        assert_ne!(s.conn(vip(VIP4, 80)).ask(), "b1");
+    }
 }
 
 #[test]

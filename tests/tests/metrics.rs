@@ -15,7 +15,9 @@ use lb_tests::{
 };
 
 const SERVER: &str = env!("CARGO_BIN_EXE_lbt-server");
-const PROBES: &str = "kind = \"tcp\"\ninterval = \"20ms\"\ntimeout = \"15ms\"";
+/// Relaxed probes: a loaded CI machine must not fail a healthy backend (the
+/// test asserts every backend up).
+const PROBES: &str = "kind = \"tcp\"\ninterval = \"100ms\"\ntimeout = \"90ms\"";
 
 /// `name{labels}` -> value, and the names that had HELP and TYPE lines.
 fn parse(page: &str) -> (HashMap<String, f64>, Vec<String>) {
