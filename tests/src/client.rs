@@ -153,6 +153,12 @@ impl Conn {
     /// `port`: a test that predicts the backend knows the whole 5-tuple.
     pub fn open_from(port: u16, vip: SocketAddr, mode: Mode) -> Self {
         let client = SocketAddr::new(crate::topology::CLIENT4.parse().expect("client"), port);
+        Self::open_bound(client, vip, mode)
+    }
+
+    /// As [`Conn::open_via`], from the client address and port `client`
+    /// (port 0: any), which the client namespace must have.
+    pub fn open_bound(client: SocketAddr, vip: SocketAddr, mode: Mode) -> Self {
         let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
             .expect("socket");
         // A port reused within TIME_WAIT of an earlier run.

@@ -3,8 +3,8 @@
 //! exactly there.
 
 use lb_common::{
-    abi::FlowKey,
-    hash::{flow_hash, slot_for},
+    abi::{Addr, FlowKey},
+    hash::{client_hash, flow_hash, slot_for},
 };
 use lb_userspace::datapath::Plan;
 
@@ -18,5 +18,13 @@ pub fn name(plan: &Plan, id: u32) -> String {
 pub fn backend(plan: &Plan, service: &str, key: &FlowKey) -> String {
     let svc = plan.services.iter().find(|s| s.name == service).expect("service");
     let slot = slot_for(flow_hash(key), svc.record.table_size).expect("table");
+    name(plan, svc.table[slot as usize])
+}
+
+/// The name of the backend a client-affinity `service` of `plan` gives
+/// every connection from `client` (hash of the client address only).
+pub fn backend_for_client(plan: &Plan, service: &str, client: std::net::IpAddr) -> String {
+    let svc = plan.services.iter().find(|s| s.name == service).expect("service");
+    let slot = slot_for(client_hash(&Addr::from(client)), svc.record.table_size).expect("table");
     name(plan, svc.table[slot as usize])
 }

@@ -86,6 +86,17 @@ impl Topology {
         topo
     }
 
+    /// Gives the client `n` more IPv4 addresses (10.200.0.10 on) and returns
+    /// them: clients that differ by address, not only by port.
+    pub fn more_client_addresses(&self, n: u8) -> Vec<std::net::IpAddr> {
+        (10..10 + n)
+            .map(|last| {
+                self.client.ip(&format!("addr add 10.200.0.{last}/24 dev c0"));
+                std::net::IpAddr::from([10, 200, 0, last])
+            })
+            .collect()
+    }
+
     /// Adds one more backend namespace and returns its 1-based index.
     pub fn add_backend(&mut self) -> usize {
         let i = self.backends.len() + 1;

@@ -61,9 +61,22 @@ fn three_thousand_flows_spread_evenly_and_stick_to_their_backend(mode: Mode) {
 
 fn client_ip_affinity_sends_every_connection_of_a_client_to_one_backend(mode: Mode) {
     let s = Setup::in_mode(mode, SERVER, 3, 3, "maglev-client-ip");
+    let clients = s.topo.more_client_addresses(20);
+    let plan = datapath::plan(&s.config()).expect("plan");
     let _in_client = s.topo.client.enter();
-    let names: Vec<String> = (0..50).map(|_| s.conn(vip(VIP4, 80)).ask()).collect();
-    assert_eq!(count(&names).len(), 1, "{:?}", count(&names));
+    let mut used = Vec::new();
+    for ip in clients {
+        // Each client's connections (new ports each time) all go to the
+        // backend its address hashes to.
+        let want = lb_tests::predict::backend_for_client(&plan, "tcp-v4", ip);
+        for _ in 0..5 {
+            let from = std::net::SocketAddr::new(ip, 0);
+            assert_eq!(Conn::open_bound(from, vip(VIP4, 80), mode).ask(), want, "client {ip}");
+        }
+        used.push(want);
+    }
+    // 20 clients over 3 backends: not one constant mapping.
+    assert!(count(&used).len() >= 2, "{:?}", count(&used));
 }
 
 fn adding_a_backend_moves_a_quarter_of_new_flows_and_no_established_one(mode: Mode) {
