@@ -238,10 +238,26 @@ pub struct Flow {
 }
 
 impl Flow {
-    /// A fresh socket (new source port, so a new flow).
+    /// A fresh socket on a source port this process has not used yet, so
+    /// a new flow: the kernel's own choice may repeat a port a moment later,
+    /// which the balancer rightly takes for the same, still live, UDP flow.
     pub fn open(vip: SocketAddr) -> Self {
-        let sock =
-            UdpSocket::bind(if vip.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).expect("bind");
+        use std::sync::atomic::{AtomicU16, Ordering::Relaxed};
+        /// The next port to try; cycles through `FIRST..LAST` (12 000
+        /// ports, more than any test opens flows).
+        const FIRST: u16 = 20_000;
+        const LAST: u16 = 32_000;
+        static NEXT: AtomicU16 = AtomicU16::new(FIRST);
+        let any: std::net::IpAddr = if vip.is_ipv4() { [0u8; 4].into() } else { [0u16; 8].into() };
+        let sock = (0..100)
+            .find_map(|_| {
+                let port = NEXT.fetch_add(1, Relaxed);
+                if port >= LAST {
+                    NEXT.store(FIRST, Relaxed);
+                }
+                UdpSocket::bind(SocketAddr::new(any, port)).ok()
+            })
+            .expect("a free UDP port");
         sock.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
         Self { sock, vip }
     }
