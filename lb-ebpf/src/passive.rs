@@ -5,7 +5,6 @@
 use lb_common::abi::{EVENT_UNREACHABLE, Endpoint, FLOW_OPENING, FlowKey, PROTO_UDP, PassiveEvent};
 
 use crate::{
-    clock,
     maps::{LB_EVENTS, LB_SYNS},
     reverse,
 };
@@ -54,7 +53,7 @@ pub fn unreachable(quoted: &FlowKey) {
         proto: quoted.proto,
         family: quoted.family,
     };
-    if let Some(found) = reverse::find_flow(&backend, quoted.src, quoted.src_port_be, clock::now())
+    if let Some(found) = reverse::find_flow(&backend, quoted.src, quoted.src_port_be)
         && (quoted.proto == PROTO_UDP || found.flow.state == FLOW_OPENING)
     {
         report(found.flow.backend_id, EVENT_UNREACHABLE);

@@ -33,6 +33,8 @@ pub struct Found {
     pub flow: FlowValue,
     /// The VIP it was addressed to.
     pub vip: Endpoint,
+    /// The clock when it was found.
+    pub now: u32,
 }
 
 /// The live (unexpired) flow between the client `client`:`client_port_be`
@@ -40,11 +42,14 @@ pub struct Found {
 /// through. `None`: the packet belongs to no balanced flow (direct traffic
 /// between the two, or a flow already over).
 #[inline(always)]
-pub fn find_flow(backend: &Endpoint, client: Addr, client_port_be: u16, now: u32) -> Option<Found> {
+pub fn find_flow(backend: &Endpoint, client: Addr, client_port_be: u16) -> Option<Found> {
     // SAFETY: the agent replaces elements whole (a hash-map update), so
     // this element stays as it is while the program runs; not copied, to
     // keep it off the 512-byte stack.
     let replies = unsafe { LB_REPLIES.get(backend) }?;
+    // Only now: traffic from non-backends (most of what a gateway passes)
+    // pays one small-map lookup and no clock read.
+    let now = clock::now();
     for i in 0..MAX_REPLY_TARGETS {
         if i as u32 >= replies.count {
             break;
@@ -71,7 +76,7 @@ pub fn find_flow(backend: &Endpoint, client: Addr, client_port_be: u16, now: u32
             .get(flow.backend_id)
             .is_some_and(|b| b.addr == backend.addr && b.port_be == backend.port_be);
         if pinned_here {
-            return Some(Found { entry, flow, vip: *vip });
+            return Some(Found { entry, flow, vip: *vip, now });
         }
     }
     None
@@ -87,12 +92,11 @@ pub fn to_client(ctx: &XdpContext, frame: &Frame, pkt: &L4Packet) -> Result<u32,
         proto: pkt.key.proto,
         family: pkt.key.family,
     };
-    let now = clock::now();
-    let Some(found) = find_flow(&backend, pkt.key.dst, pkt.key.dst_port_be, now) else {
+    let Some(found) = find_flow(&backend, pkt.key.dst, pkt.key.dst_port_be) else {
         return Ok(xdp_action::XDP_PASS);
     };
     rewrite::check_ttl(frame, pkt)?;
-    observe(pkt, &found, now);
+    observe(pkt, &found);
     let vip = found.vip;
     rewrite::endpoint(frame, pkt, Side::Src, &vip.addr, vip.port_be)?;
     let to = FlowKey { src: vip.addr, src_port_be: vip.port_be, ..pkt.key };
@@ -103,8 +107,8 @@ pub fn to_client(ctx: &XdpContext, frame: &Frame, pkt: &L4Packet) -> Result<u32,
 /// counted (and a reset reported as a refusal), FIN and RST start closing,
 /// and the entry's time is refreshed when stale.
 #[inline(always)]
-fn observe(pkt: &L4Packet, found: &Found, now: u32) {
-    let old = found.flow;
+fn observe(pkt: &L4Packet, found: &Found) {
+    let (old, now) = (found.flow, found.now);
     let mut new = FlowValue { last_seen: now, ..old };
     if pkt.key.proto == PROTO_TCP {
         let rst = pkt.tcp_flags & TcpHdr::RST != 0;

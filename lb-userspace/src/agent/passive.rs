@@ -53,10 +53,12 @@ pub fn syn_settings(svc: &Service) -> (Duration, u32) {
     (svc.health.syn_timeout, svc.health.syn_unanswered)
 }
 
-/// The SYN watch of every backend the unanswered-SYN signal covers.
+/// The SYN watch of every backend the unanswered-SYN signal covers, by
+/// backend id (stable across reloads), with the sample it was last seen in.
 #[derive(Debug, Default)]
 pub struct Watches {
-    by_backend: HashMap<(String, SocketAddr), SynWatch>,
+    by_id: HashMap<u32, (SynWatch, u64)>,
+    sample: u64,
 }
 
 impl Agent {
@@ -84,34 +86,36 @@ impl Agent {
     /// covers (up, in a probed TCP service that has the signal on) and takes
     /// down those that stopped answering.
     pub fn check_unanswered(&self, view: &SynView, watches: &mut Watches) {
+        // Runs every few milliseconds over every backend: nothing here
+        // allocates unless a backend is reported.
         let now = Instant::now();
         let mut st = self.lock();
         let mut down = Vec::new();
-        let mut watched = HashMap::with_capacity(watches.by_backend.len());
+        watches.sample += 1;
+        let sample = watches.sample;
         for (svc, planned) in st.config.services.iter().zip(&st.plan.services) {
             let (timeout, needed) = syn_settings(svc);
             if svc.protocol != Protocol::Tcp || svc.health.kind == HealthKind::None || needed == 0 {
                 continue;
             }
             for (b, &id) in svc.backends.iter().zip(&planned.backend_ids) {
-                let key = (svc.name.clone(), b.addr);
-                let up = st.runtimes.get(&key).is_some_and(|r| r.tracker.health() == Health::Up)
-                    && st.plan.backends.get(id as usize).is_some_and(|r| r.state != BACKEND_DOWN);
-                if !up {
+                // The plan's state already says whether its checks (and the
+                // operator) let it take flows: down covers both.
+                if st.plan.backends.get(id as usize).is_none_or(|r| r.state == BACKEND_DOWN) {
                     continue;
                 }
                 let counters = view.get(id);
-                let mut w =
-                    watches.by_backend.remove(&key).unwrap_or_else(|| SynWatch::new(counters));
+                let (w, seen) =
+                    watches.by_id.entry(id).or_insert_with(|| (SynWatch::new(counters), sample));
+                *seen = sample;
                 if let Some(Unanswered { connections }) = w.observe(now, counters, timeout, needed)
                 {
-                    down.push((key.clone(), connections, timeout));
+                    down.push(((svc.name.clone(), b.addr), connections, timeout));
                 }
-                watched.insert(key, w);
             }
         }
         // Backends no longer watched start afresh when they are again.
-        watches.by_backend = watched;
+        watches.by_id.retain(|_, (_, seen)| *seen == sample);
         for ((service, addr), n, timeout) in down {
             let reason = format!(
                 "{n} forwarded SYNs unanswered for over {} ms",

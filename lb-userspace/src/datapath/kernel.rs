@@ -49,8 +49,9 @@ pub enum DatapathError {
     /// A map the agent needs is missing from the object.
     #[error("the eBPF object has no map {0}; rebuild it with `cargo xtask build-ebpf --release`")]
     NoMap(&'static str),
-    /// The Maglev map could not be memory-mapped.
-    #[error("memory-mapping the Maglev map failed: {0}")]
+    /// A map could not be memory-mapped or its descriptor duplicated (the
+    /// text names the map and the step).
+    #[error("{0}")]
     Window(String),
     /// The splice proxy could not listen on a VIP.
     #[error("cannot listen on {vip}: {reason}")]
@@ -131,7 +132,7 @@ impl Datapath {
         prog.load().map_err(DatapathError::Program)?;
         let map = ebpf.map_mut(MAP_MAGLEV).ok_or(DatapathError::NoMap(MAP_MAGLEV))?;
         let window = SlotWindow::new(map, plan.maglev_slots)
-            .map_err(|e| DatapathError::Window(e.to_string()))?;
+            .map_err(|e| DatapathError::Window(format!("memory-mapping {MAP_MAGLEV}: {e}")))?;
         Ok(Self { window, ebpf })
     }
 
@@ -223,7 +224,8 @@ impl Datapath {
     /// A read-only view of the per-backend SYN counters.
     pub fn syn_view(&self) -> Result<SynView, DatapathError> {
         let map = self.ebpf.map(MAP_SYNS).ok_or(DatapathError::NoMap(MAP_SYNS))?;
-        SynView::new(map).map_err(|e| DatapathError::Window(format!("LB_SYNS: {e}")))
+        SynView::new(map)
+            .map_err(|e| DatapathError::Window(format!("memory-mapping {MAP_SYNS}: {e}")))
     }
 
     /// The passive-event ring buffer, taken out of the object so its reader
@@ -240,10 +242,9 @@ impl Datapath {
             Some(aya::maps::Map::LruHashMap(d)) => d,
             _ => return Err(DatapathError::NoMap(MAP_FLOWS)),
         };
-        data.fd()
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|e| DatapathError::Window(format!("duplicating the flow table fd: {e}")))
+        data.fd().as_fd().try_clone_to_owned().map_err(|e| {
+            DatapathError::Window(format!("duplicating the descriptor of {MAP_FLOWS}: {e}"))
+        })
     }
 
     /// The XDP program, for attaching and test runs.
