@@ -395,7 +395,8 @@ fn change(
 
 impl Agent {
     /// Counts the live flows per backend (a sweep of the flow table in XDP
-    /// mode; blocking, two syscalls an entry) for status and metrics.
+    /// mode; blocking, one batch syscall per 8192 entries) for status and
+    /// metrics.
     pub fn sweep_flows(&self) {
         use std::os::fd::AsFd;
         let Some(table) = &self.flow_table else { return };
