@@ -1,6 +1,5 @@
 //! Client -> VIP: pin the flow to a backend and send it there.
 
-use aya_ebpf::programs::XdpContext;
 use lb_common::{
     abi::{
         BACKEND_DOWN, BackendRecord, DropReason, FLOW_CLOSING, FLOW_ESTABLISHED, FLOW_OPENING,
@@ -12,7 +11,7 @@ use lb_common::{
 
 use crate::{
     clock,
-    frame::Frame,
+    hook::Hook,
     maps::{LB_BACKENDS, LB_FLOWS, LB_MAGLEV},
     passive,
     rewrite::{self, Side},
@@ -28,12 +27,7 @@ use crate::{
 /// keeps the backend recorded, even if the service's table has changed; a
 /// packet of no live flow takes the Maglev choice and pins it.
 #[inline(always)]
-pub fn to_backend(
-    ctx: &XdpContext,
-    frame: &Frame,
-    pkt: &L4Packet,
-    svc: &ServiceRecord,
-) -> Result<u32, DropReason> {
+pub fn to_backend<H: Hook>(h: &H, pkt: &L4Packet, svc: &ServiceRecord) -> Result<u32, DropReason> {
     let now = clock::now();
     let tcp = pkt.key.proto == PROTO_TCP;
     let syn = tcp && pkt.tcp_flags & (TcpHdr::SYN | TcpHdr::ACK) == TcpHdr::SYN;
@@ -58,7 +52,7 @@ pub fn to_backend(
             // one on a reused port has another sequence number.
             // Read here, for SYNs only: the parser's result stays small, as
             // the BPF stack must.
-            let seq = if syn { syn_seq(frame, pkt)? } else { 0 };
+            let seq = if syn { syn_seq(h, pkt)? } else { 0 };
             let again = syn
                 && current.is_some_and(|f| {
                     f.state == FLOW_OPENING && f.backend_id == id && f.syn_seq == seq
@@ -83,18 +77,18 @@ pub fn to_backend(
     if backend.family != pkt.key.family {
         return Err(DropReason::BadTableEntry);
     }
-    rewrite::check_ttl(frame, pkt)?;
+    rewrite::check_ttl(h, pkt)?;
     let to = FlowKey { dst: backend.addr, dst_port_be: backend.port_be, ..pkt.key };
-    rewrite::endpoint(frame, pkt, Side::Dst, &backend.addr, backend.port_be)?;
-    let action = route::forward(ctx, frame, &to)?;
-    stats::forwarded(svc.id, backend_id, frame.len(), new_flow);
+    rewrite::endpoint(h, pkt, Side::Dst, &backend.addr, backend.port_be)?;
+    let action = route::forward(h, &to)?;
+    stats::forwarded(svc.id, backend_id, h.len(), new_flow);
     Ok(action)
 }
 
 /// The sequence number of a TCP segment.
 #[inline(always)]
-fn syn_seq(frame: &Frame, pkt: &L4Packet) -> Result<u32, DropReason> {
-    let seq = frame.load::<4>(pkt.l4_off + TcpHdr::SEQ_OFF).ok_or(DropReason::TruncatedL4)?;
+fn syn_seq<H: Hook>(h: &H, pkt: &L4Packet) -> Result<u32, DropReason> {
+    let seq = h.load::<4>(pkt.l4_off + TcpHdr::SEQ_OFF).ok_or(DropReason::TruncatedL4)?;
     Ok(u32::from_be_bytes(seq))
 }
 

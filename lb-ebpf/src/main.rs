@@ -1,19 +1,18 @@
-//! The lb XDP datapath: NAT load balancing of TCP and UDP flows.
+//! The lb datapath: NAT load balancing of TCP and UDP flows, built for two
+//! hooks from one logic ([`datapath`]): XDP (`lb_xdp`) and tc ingress
+//! (`lb_tc`). What differs between the hooks (packet access, checksum
+//! updates, sending, action numbers) is the small layer in [`hook`].
 //!
-//! Every packet is parsed (`lb_common::parse`) and then:
-//! - addressed to a VIP: forwarded to its flow's backend ([`forward`]);
-//! - a reply from a backend of a known flow: given the VIP back ([`reverse`]);
-//! - anything else: passed to the kernel untouched.
-//!
-//! [`try_lb`] returns the action, or the `DropReason` that decides it: each
-//! reason has one fixed action (drop, or pass to the kernel) and is counted
-//! in `LB_DROPS`. The hot path never logs.
+//! `datapath::try_lb` returns the action, or the `DropReason` that decides
+//! it: each reason has one fixed action (drop, or pass to the kernel) and is
+//! counted in `LB_DROPS`. The hot path never logs.
 #![no_std]
 #![no_main]
 
 mod clock;
+mod datapath;
 mod forward;
-mod frame;
+mod hook;
 mod maps;
 mod passive;
 mod reverse;
@@ -21,13 +20,13 @@ mod rewrite;
 mod route;
 mod stats;
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use lb_common::{
-    abi::{DropReason, ServiceKey},
-    parse::{Parsed, parse},
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
 };
 
-use crate::{frame::Frame, maps::LB_SERVICES};
+use crate::hook::{tc::TcSkb, xdp::XdpFrame};
 
 /// The fingerprint of the sources this object was built from, found by the
 /// agent by its `LB_BUILD_ID=` prefix. `#[used]` keeps it through linking.
@@ -47,15 +46,17 @@ const fn build_id() -> [u8; 44] {
     out
 }
 
+/// The datapath at the XDP hook (physical NICs).
 #[xdp]
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
-    match try_lb(&ctx) {
-        Ok(action) => action,
-        Err(reason) => {
-            stats::exception(reason);
-            if reason.drops() { xdp_action::XDP_DROP } else { xdp_action::XDP_PASS }
-        }
-    }
+    datapath::run(&XdpFrame::new(&ctx))
+}
+
+/// The datapath at the tc hook (ingress; veth and other virtual
+/// interfaces, and drivers without native XDP).
+#[classifier]
+pub fn lb_tc(ctx: TcContext) -> i32 {
+    datapath::run(&TcSkb::new(&ctx)) as i32
 }
 
 /// Does nothing: the baseline `cargo xtask bench datapath` measures `lb_xdp`
@@ -63,34 +64,6 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn lb_bench_noop(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
-}
-
-#[inline(always)]
-fn try_lb(ctx: &XdpContext) -> Result<u32, DropReason> {
-    let frame = Frame::new(ctx);
-    let pkt = match parse(&frame) {
-        Ok(Parsed::L4(pkt)) => pkt,
-        Ok(Parsed::Fragment) => return Err(DropReason::Fragment),
-        Ok(Parsed::Unreachable(quoted)) => {
-            passive::unreachable(&quoted.key);
-            return Ok(xdp_action::XDP_PASS);
-        }
-        Ok(Parsed::NotIp | Parsed::OtherProtocol) => return Ok(xdp_action::XDP_PASS),
-        Err(e) => return Err(e.reason()),
-    };
-    let service = ServiceKey {
-        addr: pkt.key.dst,
-        port_be: pkt.key.dst_port_be,
-        proto: pkt.key.proto,
-        family: pkt.key.family,
-    };
-    // SAFETY: the value is copied out before use; the agent replaces
-    // elements rather than writing into them.
-    if let Some(svc) = unsafe { LB_SERVICES.get(service) } {
-        let svc = *svc;
-        return forward::to_backend(ctx, &frame, &pkt, &svc);
-    }
-    reverse::to_client(ctx, &frame, &pkt)
 }
 
 #[cfg(not(test))]

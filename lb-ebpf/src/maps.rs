@@ -20,8 +20,8 @@ use aya_ebpf::{
 };
 use lb_common::abi::{
     BackendRecord, Counters, DEFAULT_FLOW_CAPACITY, DEFAULT_MAGLEV_SLOTS, DropReason, EVENTS_BYTES,
-    Endpoint, FlowKey, FlowTimeouts, FlowValue, MAX_BACKEND_ENDPOINTS, MAX_BACKENDS, MAX_SERVICES,
-    Replies, ServiceKey, ServiceRecord, SynCounters,
+    Endpoint, FlowKey, FlowTimeouts, FlowValue, MAX_BACKEND_ENDPOINTS, MAX_BACKENDS,
+    MAX_PEER_DEVICES, MAX_SERVICES, Replies, ServiceKey, ServiceRecord, SynCounters,
 };
 
 #[map]
@@ -61,3 +61,6 @@ pub static LB_EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
 #[map]
 pub static LB_DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DropReason::COUNT, 0);
+
+#[map]
+pub static LB_PEER_DEVICES: HashMap<u32, u32> = HashMap::with_max_entries(MAX_PEER_DEVICES, 0);

@@ -7,7 +7,6 @@
 //! answer to a SYN is watched too: a reset before anything else means it
 //! refused a connection the balancer sent it.
 
-use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{
     abi::{
         Addr, DropReason, EVENT_REFUSED, Endpoint, FLOW_CLOSING, FLOW_ESTABLISHED, FLOW_OPENING,
@@ -18,7 +17,7 @@ use lb_common::{
 
 use crate::{
     clock,
-    frame::Frame,
+    hook::Hook,
     maps::{LB_BACKENDS, LB_FLOWS, LB_REPLIES},
     passive,
     rewrite::{self, Side},
@@ -85,7 +84,7 @@ pub fn find_flow(backend: &Endpoint, client: Addr, client_port_be: u16) -> Optio
 /// Forwards a packet from a backend to its client if it belongs to a
 /// balanced flow; anything else passes to the kernel untouched.
 #[inline(always)]
-pub fn to_client(ctx: &XdpContext, frame: &Frame, pkt: &L4Packet) -> Result<u32, DropReason> {
+pub fn to_client<H: Hook>(h: &H, pkt: &L4Packet) -> Result<u32, DropReason> {
     let backend = Endpoint {
         addr: pkt.key.src,
         port_be: pkt.key.src_port_be,
@@ -93,14 +92,14 @@ pub fn to_client(ctx: &XdpContext, frame: &Frame, pkt: &L4Packet) -> Result<u32,
         family: pkt.key.family,
     };
     let Some(found) = find_flow(&backend, pkt.key.dst, pkt.key.dst_port_be) else {
-        return Ok(xdp_action::XDP_PASS);
+        return Ok(H::PASS);
     };
-    rewrite::check_ttl(frame, pkt)?;
+    rewrite::check_ttl(h, pkt)?;
     observe(pkt, &found);
     let vip = found.vip;
-    rewrite::endpoint(frame, pkt, Side::Src, &vip.addr, vip.port_be)?;
+    rewrite::endpoint(h, pkt, Side::Src, &vip.addr, vip.port_be)?;
     let to = FlowKey { src: vip.addr, src_port_be: vip.port_be, ..pkt.key };
-    route::forward(ctx, frame, &to)
+    route::forward(h, &to)
 }
 
 /// Moves the flow's state on for a reply: the first answer to a SYN is

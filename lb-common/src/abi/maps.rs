@@ -26,11 +26,15 @@ pub const MAP_BACKEND_COUNTERS: &str = "LB_BACKEND_COUNTERS";
 pub const MAP_DROPS: &str = "LB_DROPS";
 /// Passive failure signals: `PassiveEvent` records (ring buffer).
 pub const MAP_EVENTS: &str = "LB_EVENTS";
+/// Interfaces with a peer device (veth, netkit): ifindex (`u32`) -> `u32`
+/// (1), so the tc hook forwards into them with `bpf_redirect_peer` (hash;
+/// the agent fills it from the interfaces of its namespace).
+pub const MAP_PEER_DEVICES: &str = "LB_PEER_DEVICES";
 /// Size of the events ring buffer: 32768 events.
 pub const EVENTS_BYTES: u32 = 256 * 1024;
 
 /// Every map the agent expects in the object.
-pub const ALL_MAPS: [&str; 11] = [
+pub const ALL_MAPS: [&str; 12] = [
     MAP_SERVICES,
     MAP_BACKENDS,
     MAP_MAGLEV,
@@ -42,6 +46,7 @@ pub const ALL_MAPS: [&str; 11] = [
     MAP_BACKEND_COUNTERS,
     MAP_DROPS,
     MAP_EVENTS,
+    MAP_PEER_DEVICES,
 ];
 
 /// Most services one program serves.
@@ -57,3 +62,5 @@ pub const DEFAULT_MAGLEV_SLOTS: u32 = 2 * 4 * DEFAULT_TABLE_SIZE;
 pub const DEFAULT_FLOW_CAPACITY: u32 = 1 << 18;
 /// Most distinct backend endpoints (address, port, protocol).
 pub const MAX_BACKEND_ENDPOINTS: u32 = MAX_BACKENDS;
+/// Most interfaces recorded in `LB_PEER_DEVICES`.
+pub const MAX_PEER_DEVICES: u32 = 4096;

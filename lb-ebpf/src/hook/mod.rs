@@ -1,0 +1,58 @@
+//! The per-hook layer: everything that differs between the XDP hook and the
+//! tc hook, behind one trait the datapath is written against once.
+//!
+//! - packet access: XDP sees one linear frame; tc sees an skb whose headers
+//!   are pulled into its linear part and whose length may be far beyond it
+//!   (a GSO/GRO super-packet);
+//! - checksum updates: XDP applies them itself; tc must use the kernel's
+//!   helpers, which alone know whether the skb's L4 checksum is complete or
+//!   left partial for offload (CHECKSUM_PARTIAL), and keep `skb->csum` true;
+//! - sending: XDP_TX / XDP_REDIRECT, or `bpf_redirect_peer` /
+//!   `bpf_redirect_neigh` at tc;
+//! - the numbers of the actions.
+
+pub mod tc;
+pub mod xdp;
+
+use aya_ebpf::bindings::bpf_fib_lookup;
+use lb_common::{abi::DropReason, parse::PacketView};
+
+/// One hook's access to the packet it runs on.
+pub trait Hook: PacketView {
+    /// The action that hands the packet to the kernel's stack.
+    const PASS: u32;
+    /// The action that drops it.
+    const DROP: u32;
+
+    /// Reads `N` bytes at `off`.
+    fn load<const N: usize>(&self, off: usize) -> Option<[u8; N]>;
+
+    /// Writes `bytes` at `off`, or returns false if they do not fit. A plain
+    /// write: the checksums covering it are updated separately.
+    fn store<const N: usize>(&self, off: usize, bytes: [u8; N]) -> bool;
+
+    /// The whole packet's length in bytes (a super-packet's included), for
+    /// byte counters.
+    fn len(&self) -> u64;
+
+    /// The interface it arrived on.
+    fn ifindex(&self) -> u32;
+
+    /// The program context, for helpers that take either kind.
+    fn ctx(&self) -> *mut core::ffi::c_void;
+
+    /// Adds `diff` (`lb_common::csum::diff*`) to the IPv4 header checksum
+    /// at `off`.
+    fn l3_csum(&self, off: usize, diff: u32) -> bool;
+
+    /// Adds `diff` to the TCP/UDP checksum at `off`. `pseudo`: the change is
+    /// to the pseudo-header (an address), which a partial checksum must
+    /// also take; a port change it must not. `udp`: a zero checksum means
+    /// "none" and stays so, and a computed zero is sent as 0xffff. `v6`:
+    /// the packet is IPv6 (it has no header checksum to balance an address
+    /// change in `skb->csum`).
+    fn l4_csum(&self, off: usize, diff: u32, pseudo: bool, udp: bool, v6: bool) -> bool;
+
+    /// Sends the rewritten packet by the FIB's answer (`rc`, `fib`).
+    fn send(&self, fib: &bpf_fib_lookup, rc: u32) -> Result<u32, DropReason>;
+}
