@@ -39,11 +39,12 @@ enum Command {
         /// `auto` (XDP where possible). Overrides `agent.mode` of the config.
         #[arg(long, value_enum)]
         mode: Option<ModeArg>,
-        /// How XDP attaches: `native` (driver), `generic` (any interface,
-        /// slower) or `auto` (native, falling back to generic with a
-        /// warning). Overrides `agent.xdp_attach` of the config.
-        #[arg(long, value_enum)]
-        xdp_mode: Option<XdpModeArg>,
+        /// The hook: `tc` (tc ingress; veth and virtual interfaces),
+        /// `native` (driver XDP), `generic` (skb XDP, any interface, slowest)
+        /// or `auto` (tc on veth and netkit, native XDP elsewhere, tc where
+        /// the driver has no native XDP). Overrides `agent.attach`.
+        #[arg(long, value_enum, alias = "xdp-mode")]
+        attach: Option<AttachArg>,
         /// Load the eBPF object from this file instead of the embedded one.
         #[arg(long, value_name = "PATH")]
         bpf_object: Option<PathBuf>,
@@ -149,20 +150,22 @@ enum BackendCmd {
     },
 }
 
-/// The `--xdp-mode` values.
+/// The `--attach` values.
 #[derive(Debug, Clone, Copy, ValueEnum)]
-enum XdpModeArg {
+enum AttachArg {
     Auto,
     Native,
     Generic,
+    Tc,
 }
 
-impl From<XdpModeArg> for lb_userspace::config::XdpAttach {
-    fn from(m: XdpModeArg) -> Self {
+impl From<AttachArg> for lb_userspace::config::Attach {
+    fn from(m: AttachArg) -> Self {
         match m {
-            XdpModeArg::Auto => Self::Auto,
-            XdpModeArg::Native => Self::Native,
-            XdpModeArg::Generic => Self::Generic,
+            AttachArg::Auto => Self::Auto,
+            AttachArg::Native => Self::Native,
+            AttachArg::Generic => Self::Generic,
+            AttachArg::Tc => Self::Tc,
         }
     }
 }
@@ -203,10 +206,10 @@ fn main() -> ExitCode {
                 None => commands::backend::run(&control, &service, &backend, action),
             }
         }
-        Command::Run { config, mode, xdp_mode, bpf_object } => commands::run::run(
+        Command::Run { config, mode, attach, bpf_object } => commands::run::run(
             &config,
             mode.map(Into::into),
-            xdp_mode.map(Into::into),
+            attach.map(Into::into),
             bpf_object.as_deref(),
         ),
     };

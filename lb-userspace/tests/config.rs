@@ -397,7 +397,7 @@ fn summary_lists_agent_services_and_backends() {
     let config = config::load(&shipped("example.toml")).expect("example");
     let summary = config.summary().to_string();
     for words in [
-        "mode            auto (xdp_attach auto)",
+        "mode            auto (attach auto)",
         "interfaces      eth0",
         "metrics         127.0.0.1:9100",
         "control socket  /run/lb/control.sock",

@@ -55,7 +55,7 @@ pub fn config_with_health(
     health: &str,
 ) -> String {
     let mut s = format!(
-        "[agent]\ninterfaces = {:?}\nmode = \"xdp\"\ncontrol_socket = \"{}\"\npin_dir = \"{}\"\n",
+        "[agent]\ninterfaces = {:?}\nmode = \"xdp\"\nattach = \"native\"\ncontrol_socket = \"{}\"\npin_dir = \"{}\"\n",
         topo.lb_interfaces(),
         dir.join("control.sock").display(),
         pin_dir(dir).display()

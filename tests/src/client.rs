@@ -213,7 +213,9 @@ impl Conn {
         let seen = it.next().unwrap_or_default();
         let local = self.stream.local_addr().expect("local");
         match self.mode {
-            Mode::Xdp => assert_eq!(seen, local.to_string(), "client address preserved"),
+            Mode::Xdp | Mode::Tc => {
+                assert_eq!(seen, local.to_string(), "client address preserved")
+            }
             Mode::Splice => {
                 let i = name.strip_prefix('b').and_then(|i| i.parse().ok()).unwrap_or(0);
                 let seen: SocketAddr =

@@ -1,7 +1,10 @@
-//! The two datapaths one end-to-end suite runs against, and what genuinely
+//! The datapaths one end-to-end suite runs against, and what genuinely
 //! differs between them as a client or a backend sees it.
 //!
-//! - XDP rewrites packets: the backend sees the client's own address.
+//! - XDP and tc (the same datapath at two hooks) rewrite packets: the
+//!   backend sees the client's own address. tc runs at default veth
+//!   settings (TX checksum offload and TSO on, GRO off: no NAPI), as a new
+//!   veth has them; XDP at the topology's wire-like ones.
 //! - Splice is a proxy: the backend sees the balancer's address on its link
 //!   (the client's address would need the PROXY protocol), and the VIP must be
 //!   a local address of the balancer namespace so the proxy can accept on it.
@@ -13,24 +16,36 @@ use crate::topology::{Topology, VIP4, VIP6, lb_side4, lb_side6};
 /// Which datapath `lb run` serves with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// The XDP program.
+    /// The kernel datapath at the XDP hook (native).
     Xdp,
+    /// The kernel datapath at the tc hook.
+    Tc,
     /// The userspace proxy (`--mode splice`).
     Splice,
 }
 
 impl Mode {
-    /// The name `agent.mode` and `lb status` use.
+    /// The name `agent.mode` and `lb status` use (both hooks are the kernel
+    /// datapath, `xdp`).
     pub fn name(self) -> &'static str {
         match self {
-            Self::Xdp => "xdp",
+            Self::Xdp | Self::Tc => "xdp",
             Self::Splice => "splice",
         }
     }
 
-    /// The mode `lb status` reports (its first line is `mode <name>`).
+    /// Whether this is the kernel datapath (at either hook).
+    pub fn kernel(self) -> bool {
+        self != Self::Splice
+    }
+
+    /// The mode `lb status` reports (its first line is `mode <name>
+    /// interfaces <name> (<hook>), ...`); the kernel datapath is `Tc` when
+    /// its interfaces are all at the tc hook.
     pub fn of_status(status: &str) -> Option<Self> {
-        match status.lines().next()?.split_whitespace().nth(1)? {
+        let first = status.lines().next()?;
+        match first.split_whitespace().nth(1)? {
+            "xdp" if first.contains("(tc)") && !first.contains("(native)") => Some(Self::Tc),
             "xdp" => Some(Self::Xdp),
             "splice" => Some(Self::Splice),
             _ => None,
@@ -40,15 +55,24 @@ impl Mode {
     /// Readies the balancer namespace: a proxy accepts only on local
     /// addresses, so splice mode routes both VIPs to the loopback.
     pub fn prepare(self, topo: &Topology) {
-        if self == Self::Splice {
-            topo.lb.ip(&format!("route add local {VIP4}/32 dev lo"));
-            topo.lb.ip(&format!("-6 route add local {VIP6}/128 dev lo"));
+        match self {
+            Self::Splice => {
+                topo.lb.ip(&format!("route add local {VIP4}/32 dev lo"));
+                topo.lb.ip(&format!("-6 route add local {VIP6}/128 dev lo"));
+            }
+            Self::Tc => topo.default_offloads(),
+            Self::Xdp => {}
         }
     }
 
-    /// `cfg` (as [`crate::agent::config`] writes it) with `agent.mode` set.
+    /// `cfg` (as [`crate::agent::config`] writes it) with `agent.mode` and
+    /// `agent.attach` set.
     pub fn config(self, cfg: &str) -> String {
-        cfg.replace("mode = \"xdp\"", &format!("mode = \"{}\"", self.name()))
+        match self {
+            Self::Xdp => cfg.to_owned(),
+            Self::Tc => cfg.replace("attach = \"native\"", "attach = \"tc\""),
+            Self::Splice => cfg.replace("mode = \"xdp\"", "mode = \"splice\""),
+        }
     }
 
     /// The peer address backend `i` sees for a TCP connection a client made
@@ -56,7 +80,7 @@ impl Mode {
     /// on the backend's link in splice mode.
     pub fn peer_at_backend(self, client: SocketAddr, i: usize) -> IpAddr {
         match (self, client.ip()) {
-            (Self::Xdp, ip) => ip,
+            (Self::Xdp | Self::Tc, ip) => ip,
             (Self::Splice, IpAddr::V4(_)) => lb_side4(i),
             (Self::Splice, IpAddr::V6(_)) => lb_side6(i),
         }
@@ -64,8 +88,8 @@ impl Mode {
 }
 
 /// Generates, for each named case `fn case(mode: Mode)`, the tests
-/// `case::xdp` and `case::splice`, so one suite runs against both modes and
-/// `cargo test splice` (or `xdp`) selects one of them.
+/// `case::xdp`, `case::tc` and `case::splice`, so one suite runs against
+/// every mode and `cargo test splice` (or `xdp`, `tc`) selects one of them.
 #[macro_export]
 macro_rules! in_both_modes {
     ($($case:ident),* $(,)?) => {
@@ -74,6 +98,10 @@ macro_rules! in_both_modes {
                 #[test]
                 fn xdp() {
                     super::$case($crate::mode::Mode::Xdp);
+                }
+                #[test]
+                fn tc() {
+                    super::$case($crate::mode::Mode::Tc);
                 }
                 #[test]
                 fn splice() {

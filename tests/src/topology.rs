@@ -150,6 +150,19 @@ impl Topology {
             .status();
     }
 
+    /// Gives every endpoint back the settings a new veth has (TX checksum
+    /// offload and TSO on, GRO off): partial checksums and super-packets
+    /// reach the balancer, and no endpoint has NAPI.
+    pub fn default_offloads(&self) {
+        let default = |ns: &NetNs, iface: &str| {
+            ns.exec(&["ethtool", "-K", iface, "tx", "on", "tso", "on", "gro", "off"]);
+        };
+        default(&self.client, "c0");
+        for ns in &self.backends {
+            default(ns, "b0");
+        }
+    }
+
     /// The balancer's interfaces: the client side first, then one per backend.
     pub fn lb_interfaces(&self) -> Vec<String> {
         let mut v = vec!["lb-cli".to_owned()];

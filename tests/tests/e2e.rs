@@ -132,6 +132,13 @@ fn sigterm_stops_the_agent_and_leaves_only_what_the_mode_should(mode: Mode) {
         let link = s.topo.lb.exec(&["ip", "link", "show", iface]);
         String::from_utf8_lossy(&link.stdout).contains("xdp")
     };
+    let has_tc = |s: &Setup, iface: &str| {
+        let _inside = s.topo.lb.enter();
+        let (_, progs) =
+            aya::programs::SchedClassifier::query_tcx(iface, aya::programs::TcAttachType::Ingress)
+                .expect("query the tcx programs");
+        !progs.is_empty()
+    };
     let answers_udp = |s: &Setup| {
         let _inside = s.topo.client.enter();
         let f = Flow::open(vip(VIP4, 5353));
@@ -148,10 +155,11 @@ fn sigterm_stops_the_agent_and_leaves_only_what_the_mode_should(mode: Mode) {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     };
     assert_eq!(has_xdp(&s, "lb-cli"), mode == Mode::Xdp, "XDP attached only in XDP mode");
+    assert_eq!(has_tc(&s, "lb-cli"), mode == Mode::Tc, "tc attached only in tc mode");
     stop_agent(&mut s);
     assert!(!s.dir.0.join("control.sock").exists(), "control socket left behind");
     match mode {
-        Mode::Xdp => {
+        Mode::Xdp | Mode::Tc => {
             // No agent, and traffic still flows: the pinned datapath forwards.
             let inside = s.topo.client.enter();
             let names: Vec<String> = (0..30).map(|_| Flow::open(vip(VIP4, 5353)).ask()).collect();
@@ -161,6 +169,7 @@ fn sigterm_stops_the_agent_and_leaves_only_what_the_mode_should(mode: Mode) {
             lb_stop(&s);
             for iface in s.topo.lb_interfaces() {
                 assert!(!has_xdp(&s, &iface), "{iface} still has XDP after lb stop");
+                assert!(!has_tc(&s, &iface), "{iface} still has a tc program after lb stop");
             }
         }
         Mode::Splice => {

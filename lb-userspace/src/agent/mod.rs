@@ -109,7 +109,7 @@ pub enum ChangeError {
 
 impl Agent {
     /// An agent for a datapath already loaded with `plan` (the plan of
-    /// `config`) and attached to `interfaces` (name, attach mode).
+    /// `config`) and attached to `interfaces`.
     ///
     /// `saved`: backend states a previous agent left (see
     /// [`saved::SavedBackend`]); `plan` must already reflect them.
@@ -117,11 +117,9 @@ impl Agent {
         config: Config,
         plan: Plan,
         datapath: Box<dyn Forwarder>,
-        interfaces: Vec<(String, String)>,
+        interfaces: Vec<InterfaceStatus>,
         saved: &[saved::SavedBackend],
     ) -> Self {
-        let interfaces =
-            interfaces.into_iter().map(|(name, attach)| InterfaceStatus { name, attach }).collect();
         let runtimes = runtime::restored(&config, saved);
         let mut plan = plan;
         plan.compact();

@@ -16,8 +16,8 @@ use lb_userspace::{
         passive::Watches,
         saved::{self, SavedBackend},
     },
-    config::{self, Mode, ProxyProtocol, XdpAttach},
-    control::server::ControlSocket,
+    config::{self, Attach, Mode, ProxyProtocol},
+    control::{protocol::InterfaceStatus, server::ControlSocket},
     datapath::{
         self, Datapath, LoadOptions, attach,
         pins::{self, Pins},
@@ -34,7 +34,7 @@ use tokio::{
 pub fn run(
     path: &Path,
     mode: Option<Mode>,
-    xdp_mode: Option<XdpAttach>,
+    attach: Option<Attach>,
     bpf_object: Option<&Path>,
 ) -> Result<()> {
     let cfg = config::load(path)?;
@@ -52,7 +52,7 @@ pub fn run(
         Ok((rt, started))
     };
     let xdp = || -> Result<(tokio::runtime::Runtime, Started)> {
-        let started = start_xdp(&cfg, path, bpf_object, xdp_mode)?;
+        let started = start_xdp(&cfg, path, bpf_object, attach)?;
         // XDP mode only manages: one thread is plenty, and keeps memory low.
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -371,7 +371,7 @@ struct Started {
     why: Option<String>,
     /// Backend states the previous agent saved (XDP takeover).
     restored: Vec<SavedBackend>,
-    interfaces: Vec<(String, String)>,
+    interfaces: Vec<InterfaceStatus>,
     pins: Option<Pins>,
 }
 
@@ -380,7 +380,7 @@ fn start_xdp(
     cfg: &config::Config,
     path: &Path,
     bpf_object: Option<&Path>,
-    xdp_mode: Option<XdpAttach>,
+    attach: Option<Attach>,
 ) -> Result<Started> {
     if cfg.agent.interfaces.is_empty() {
         bail!(
@@ -400,13 +400,26 @@ fn start_xdp(
     let attached = attach::attach_all(
         &mut dp,
         &cfg.agent.interfaces,
-        xdp_mode.unwrap_or(cfg.agent.xdp_attach),
+        attach.unwrap_or(cfg.agent.attach),
         Some(&pins),
     )?;
     for a in &attached {
-        tracing::info!(interface = %a.interface, mode = a.mode, object = %obj.origin, "XDP attached");
+        tracing::info!(
+            interface = %a.interface,
+            hook = a.hook.name(),
+            why = %a.why,
+            object = %obj.origin,
+            "datapath attached"
+        );
     }
-    let interfaces = attached.iter().map(|a| (a.interface.clone(), a.mode.to_owned())).collect();
+    let interfaces = attached
+        .into_iter()
+        .map(|a| InterfaceStatus {
+            name: a.interface,
+            attach: a.hook.name().to_owned(),
+            why: a.why,
+        })
+        .collect();
     Ok(Started {
         plan,
         forwarder: Box::new(dp),

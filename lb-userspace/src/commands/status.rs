@@ -87,6 +87,9 @@ fn render(r: &StatusReport) -> String {
     if let Some(why) = &r.mode_reason {
         let _ = writeln!(out, "  ({why})");
     }
+    for i in r.interfaces.iter().filter(|i| !i.why.is_empty()) {
+        let _ = writeln!(out, "  {} at {}: {}", i.name, i.attach, i.why);
+    }
     let _ = writeln!(
         out,
         "\n{:<28} {:<9} {:<6} {:<9} {:>6} {:>12} {:>14} {:>10} {:>8} {:>8}",

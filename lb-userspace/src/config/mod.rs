@@ -21,8 +21,8 @@ use std::path::Path;
 
 pub use error::{ConfigError, Problem, Subject};
 pub use model::{
-    Agent, Backend, Config, Flows, Health, HealthKind, Mode, Protocol, ProxyProtocol, Scheduler,
-    Service, Splice, XdpAttach,
+    Agent, Attach, Backend, Config, Flows, Health, HealthKind, Mode, Protocol, ProxyProtocol,
+    Scheduler, Service, Splice,
 };
 pub use summary::Summary;
 

@@ -38,8 +38,8 @@ pub struct Agent {
     pub interfaces: Vec<String>,
     /// Which datapath to run.
     pub mode: Mode,
-    /// How the XDP program is attached.
-    pub xdp_attach: XdpAttach,
+    /// Which hook the datapath is attached at (`agent.attach`).
+    pub attach: Attach,
     /// Address of the metrics endpoint; `None` disables it.
     pub metrics_addr: Option<SocketAddr>,
     /// Unix socket the `lb` CLI talks to the running agent through.
@@ -126,15 +126,19 @@ pub enum Mode {
     Splice,
 }
 
-/// How the XDP program is attached to an interface.
+/// Which hook the datapath is attached at on an interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum XdpAttach {
-    /// Native (driver) mode, falling back to generic where the driver lacks XDP.
+pub enum Attach {
+    /// Per interface: tc on veth and netkit (no copy, no offload changes,
+    /// `bpf_redirect_peer`), native XDP elsewhere, tc where the driver has
+    /// no native XDP.
     Auto,
-    /// Native (driver) mode only.
+    /// Native (driver) XDP only.
     Native,
-    /// Generic (skb) mode: works everywhere, slower.
+    /// Generic (skb) XDP: works everywhere, slowest.
     Generic,
+    /// The tc ingress hook (a tcx link).
+    Tc,
 }
 
 /// One virtual service: a VIP and the backends behind it.
@@ -270,7 +274,7 @@ macro_rules! config_names {
 }
 
 config_names!(Mode { Auto => "auto", Xdp => "xdp", Splice => "splice" });
-config_names!(XdpAttach { Auto => "auto", Native => "native", Generic => "generic" });
+config_names!(Attach { Auto => "auto", Native => "native", Generic => "generic", Tc => "tc" });
 config_names!(Protocol { Tcp => "tcp", Udp => "udp" });
 config_names!(ProxyProtocol { None => "none", V2 => "v2" });
 config_names!(Scheduler { Maglev => "maglev", MaglevClientIp => "maglev-client-ip" });

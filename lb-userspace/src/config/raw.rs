@@ -53,6 +53,8 @@ pub(crate) struct RawAgent {
     #[serde(default)]
     pub(crate) interfaces: Vec<String>,
     pub(crate) mode: Option<String>,
+    pub(crate) attach: Option<String>,
+    /// The old name of `attach`, still accepted.
     pub(crate) xdp_attach: Option<String>,
     pub(crate) metrics_addr: Option<String>,
     pub(crate) control_socket: Option<String>,

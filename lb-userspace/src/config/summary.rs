@@ -35,7 +35,7 @@ impl fmt::Display for Summary {
         let metrics = agent.metrics_addr.map_or("off".to_owned(), |addr| addr.to_string());
         writeln!(f, "{}", config.source.display())?;
         writeln!(f, "agent")?;
-        writeln!(f, "  mode            {} (xdp_attach {})", agent.mode, agent.xdp_attach)?;
+        writeln!(f, "  mode            {} (attach {})", agent.mode, agent.attach)?;
         writeln!(f, "  interfaces      {interfaces}")?;
         writeln!(f, "  metrics         {metrics}")?;
         writeln!(f, "  control socket  {}", agent.control_socket.display())?;

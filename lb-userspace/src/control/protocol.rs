@@ -96,8 +96,12 @@ pub struct StatusReport {
 pub struct InterfaceStatus {
     /// Its name.
     pub name: String,
-    /// "native" or "generic".
+    /// The hook: "tc", "native" or "generic".
     pub attach: String,
+    /// Why that hook (the driver, or the config), and whether it was taken
+    /// over from a previous agent.
+    #[serde(default)]
+    pub why: String,
 }
 
 /// Traffic counters.

@@ -1,24 +1,66 @@
-//! Attaching the program to interfaces, natively where the driver can.
+//! Attaching the datapath to interfaces, at the hook that is fastest for
+//! each: tc ingress on veth and netkit (the skb arrives with no copy, GSO
+//! and partial checksums intact, and leaves by `bpf_redirect_peer`), native
+//! XDP on drivers that have it, tc again on drivers that do not (generic
+//! XDP only when asked for).
+//!
+//! Links are pinned, so the next agent takes them over (the new program
+//! swapped in atomically): `<pin_dir>/links/<iface>` for XDP (the name
+//! earlier agents used) and `<pin_dir>/links/tc-<iface>` for tc. When an
+//! interface moves to the other hook, the new link is attached before the
+//! old one is removed, so the interface is never without the datapath.
+
+use std::path::PathBuf;
 
 use aya::programs::{
-    ProgramError, XdpMode,
+    LinkOrder, ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
     links::{FdLink, PinnedLink},
+    tc::{SchedClassifierLink, TcAttachOptions},
     xdp::XdpLink,
 };
 
 use super::{
+    ifaces,
     kernel::{Datapath, DatapathError},
     pins::Pins,
 };
-use crate::config::XdpAttach;
+use crate::config::Attach;
 
-/// How the program ended up attached to one interface.
+/// The hook the datapath runs at on one interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    /// Driver (native) XDP.
+    Native,
+    /// Generic (skb) XDP.
+    Generic,
+    /// tc ingress (a tcx link).
+    Tc,
+}
+
+impl Hook {
+    /// As `lb status` and `agent.attach` name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Native => "native",
+            Self::Generic => "generic",
+            Self::Tc => "tc",
+        }
+    }
+
+    fn is_xdp(self) -> bool {
+        self != Self::Tc
+    }
+}
+
+/// How the datapath ended up attached to one interface.
 #[derive(Debug)]
 pub struct Attached {
     /// The interface.
     pub interface: String,
-    /// "native", "generic" or "taken over" (from a previous agent).
-    pub mode: &'static str,
+    /// The hook.
+    pub hook: Hook,
+    /// Why that hook, and whether it was taken over from a previous agent.
+    pub why: String,
 }
 
 /// Why attaching failed.
@@ -28,12 +70,12 @@ pub enum AttachError {
     #[error(transparent)]
     Datapath(#[from] DatapathError),
     /// The kernel refused the attachment.
-    #[error("attaching XDP to {interface} in {mode} mode failed: {source}{hint}")]
+    #[error("attaching the datapath to {interface} at the {hook} hook failed: {source}{hint}")]
     Refused {
         /// The interface.
         interface: String,
-        /// The mode tried last.
-        mode: &'static str,
+        /// The hook tried last.
+        hook: &'static str,
         /// The error (boxed: it is large).
         source: Box<ProgramError>,
         /// What to try instead.
@@ -41,19 +83,27 @@ pub enum AttachError {
     },
 }
 
-/// Attaches to every interface. `Auto` tries native (driver) mode and falls
-/// back to generic with a warning, since generic works on any interface.
+/// Attaches to every interface, each at the hook `how` selects for it.
 /// With `pins`, links are pinned, and links pinned by a previous agent are
-/// taken over (the new program replaces the old one atomically).
+/// taken over. Interfaces with a peer device are recorded for the tc hook.
 pub fn attach_all(
     dp: &mut Datapath,
     interfaces: &[String],
-    how: XdpAttach,
+    how: Attach,
     pins: Option<&Pins>,
 ) -> Result<Vec<Attached>, AttachError> {
     let mut done = Vec::with_capacity(interfaces.len());
     for iface in interfaces {
         done.push(attach_one(dp, iface, how, pins)?);
+    }
+    if done.iter().any(|a| a.hook == Hook::Tc) {
+        match ifaces::peer_devices() {
+            Ok(peers) => dp.set_peer_devices(&peers)?,
+            Err(e) => tracing::warn!(
+                "cannot list the interfaces ({e}); the tc hook forwards with bpf_redirect \
+                 instead of bpf_redirect_peer (slower)"
+            ),
+        }
     }
     Ok(done)
 }
@@ -61,82 +111,204 @@ pub fn attach_all(
 fn attach_one(
     dp: &mut Datapath,
     iface: &str,
-    how: XdpAttach,
+    how: Attach,
     pins: Option<&Pins>,
 ) -> Result<Attached, AttachError> {
-    let prog = dp.program_mut()?;
-    let refused = |mode, source, hint| AttachError::Refused {
-        interface: iface.to_owned(),
-        mode,
-        source: Box::new(source),
-        hint,
-    };
-    // A link pinned by the agent before this one: swap the new program in,
-    // atomically, so the interface never runs without one.
-    if let Some(path) = pins.map(|p| p.link(iface)).filter(|p| p.exists()) {
-        let taken = PinnedLink::from_pin(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|pinned| XdpLink::try_from(FdLink::from(pinned)).map_err(|e| e.to_string()));
-        match taken {
-            Ok(link) => {
-                prog.attach_to_link(link).map_err(|e| refused("takeover", e, ""))?;
-                return Ok(Attached { interface: iface.to_owned(), mode: "taken over" });
-            }
-            Err(e) => {
-                tracing::warn!(
-                    interface = iface,
-                    "the pinned XDP link is unusable ({e}); attaching anew"
-                );
-                let _ = std::fs::remove_file(&path);
-            }
-        }
-    }
-    let (id, mode) = match how {
-        XdpAttach::Generic => {
-            (prog.attach(iface, XdpMode::Skb).map_err(|e| refused("generic", e, ""))?, "generic")
-        }
-        XdpAttach::Native => (
-            prog.attach(iface, XdpMode::Driver).map_err(|e| {
-                refused(
-                    "native",
-                    e,
-                    "; the driver may lack XDP support: try xdp_attach = \"generic\"",
-                )
-            })?,
-            "native",
+    let driver = ifaces::driver(iface).unwrap_or_default();
+    let (mut hook, mut why) = match how {
+        Attach::Tc => (Hook::Tc, "agent.attach = \"tc\"".to_owned()),
+        Attach::Native => (Hook::Native, "agent.attach = \"native\"".to_owned()),
+        Attach::Generic => (Hook::Generic, "agent.attach = \"generic\"".to_owned()),
+        Attach::Auto if ifaces::has_peer(&driver) => (
+            Hook::Tc,
+            format!(
+                "{driver}: tc sees its skbs without a copy and forwards with bpf_redirect_peer"
+            ),
         ),
-        XdpAttach::Auto => match prog.attach(iface, XdpMode::Driver) {
-            Ok(id) => (id, "native"),
-            Err(native) => {
-                tracing::warn!(
-                    interface = iface,
-                    error = %native,
-                    "native XDP attach failed; falling back to generic (slower)"
-                );
-                (
-                    prog.attach(iface, XdpMode::Skb).map_err(|e| refused("generic", e, ""))?,
-                    "generic",
-                )
-            }
-        },
+        Attach::Auto => (Hook::Native, format!("{}: native XDP", driver_name(&driver))),
     };
-    if let Some(p) = pins {
-        // Pinned, the link outlives this agent: the next one takes it over.
-        let link = prog.take_link(id).map_err(|e| refused(mode, e, ""))?;
-        match FdLink::try_from(link) {
-            Ok(fd) => {
-                if let Err(e) = fd.pin(p.link(iface)) {
-                    tracing::warn!(
-                        interface = iface,
-                        "cannot pin the XDP link ({e}): a restart will interrupt traffic"
-                    );
+    let xdp_pin = pins.map(|p| p.link(iface));
+    let tc_pin = pins.map(|p| p.tc_link(iface));
+    let taken = if hook.is_xdp() {
+        take_over_xdp(dp.program_mut()?, iface, xdp_pin.as_ref())?
+    } else {
+        take_over_tc(dp.tc_program_mut()?, iface, tc_pin.as_ref())?
+    };
+    if taken {
+        why.push_str("; taken over from the previous agent");
+    } else if hook.is_xdp() {
+        let prog = dp.program_mut()?;
+        let mode = if hook == Hook::Native { XdpMode::Driver } else { XdpMode::Skb };
+        match prog.attach(iface, mode) {
+            Ok(id) => {
+                if let Some(at) = &xdp_pin {
+                    pin(prog.take_link(id), iface, at, hook)?;
                 }
             }
+            Err(native) if how == Attach::Auto => {
+                tracing::info!(
+                    interface = iface,
+                    error = %native,
+                    "no native XDP on this interface; attaching at the tc hook instead"
+                );
+                hook = Hook::Tc;
+                why = format!("{}: no native XDP ({native})", driver_name(&driver));
+                attach_tc(dp.tc_program_mut()?, iface, tc_pin.as_ref())?;
+            }
+            Err(e) => {
+                return Err(refused(
+                    iface,
+                    hook,
+                    e,
+                    if hook == Hook::Native {
+                        "; the driver may lack native XDP: try attach = \"tc\" (or \"generic\")"
+                    } else {
+                        "; try attach = \"tc\""
+                    },
+                ));
+            }
+        }
+    } else {
+        attach_tc(dp.tc_program_mut()?, iface, tc_pin.as_ref())?;
+    }
+    // Only now that the new hook runs: drop the other hook's link, if an
+    // earlier agent attached there.
+    let other = if hook.is_xdp() { tc_pin } else { xdp_pin };
+    if let Some(path) = other.filter(|p| p.exists()) {
+        match PinnedLink::from_pin(&path).map(PinnedLink::unpin) {
+            Ok(_) => tracing::info!(
+                interface = iface,
+                hook = hook.name(),
+                "removed the link of the hook this interface used before"
+            ),
             Err(e) => tracing::warn!(
                 interface = iface,
-                "the XDP link is not a BPF link ({e}): a restart will interrupt traffic"
+                "cannot remove the earlier link pinned at {} ({e})",
+                path.display()
             ),
         }
     }
-    Ok(Attached { interface: iface.to_owned(), mode })
+    Ok(Attached { interface: iface.to_owned(), hook, why })
+}
+
+fn driver_name(driver: &str) -> &str {
+    if driver.is_empty() { "unknown driver" } else { driver }
+}
+
+fn refused(iface: &str, hook: Hook, e: ProgramError, hint: &'static str) -> AttachError {
+    AttachError::Refused {
+        interface: iface.to_owned(),
+        hook: hook.name(),
+        source: Box::new(e),
+        hint,
+    }
+}
+
+/// Swaps the program into the XDP link a previous agent pinned for
+/// `iface`, if there is one. An unusable pin is removed.
+fn take_over_xdp(prog: &mut Xdp, iface: &str, pin: Option<&PathBuf>) -> Result<bool, AttachError> {
+    let Some(path) = pin.filter(|p| p.exists()) else { return Ok(false) };
+    let link = PinnedLink::from_pin(path)
+        .map_err(|e| e.to_string())
+        .and_then(|p| XdpLink::try_from(FdLink::from(p)).map_err(|e| e.to_string()));
+    match link {
+        Ok(link) => {
+            prog.attach_to_link(link).map_err(|e| refused(iface, Hook::Native, e, ""))?;
+            Ok(true)
+        }
+        Err(e) => {
+            tracing::warn!(
+                interface = iface,
+                "the pinned XDP link is unusable ({e}); attaching anew"
+            );
+            let _ = std::fs::remove_file(path);
+            Ok(false)
+        }
+    }
+}
+
+/// As [`take_over_xdp`], for the tc link.
+fn take_over_tc(
+    prog: &mut SchedClassifier,
+    iface: &str,
+    pin: Option<&PathBuf>,
+) -> Result<bool, AttachError> {
+    let Some(path) = pin.filter(|p| p.exists()) else { return Ok(false) };
+    let link = PinnedLink::from_pin(path)
+        .map_err(|e| e.to_string())
+        .and_then(|p| SchedClassifierLink::try_from(FdLink::from(p)).map_err(|e| e.to_string()));
+    match link {
+        Ok(link) => {
+            prog.attach_to_link(link).map_err(|e| refused(iface, Hook::Tc, e, ""))?;
+            Ok(true)
+        }
+        Err(e) => {
+            tracing::warn!(
+                interface = iface,
+                "the pinned tc link is unusable ({e}); attaching anew"
+            );
+            let _ = std::fs::remove_file(path);
+            Ok(false)
+        }
+    }
+}
+
+/// Attaches at tc ingress with a tcx link (Linux 6.6), which can be pinned
+/// and taken over like an XDP link.
+fn attach_tc(
+    prog: &mut SchedClassifier,
+    iface: &str,
+    pin_at: Option<&PathBuf>,
+) -> Result<(), AttachError> {
+    let id = prog
+        .attach_with_options(
+            iface,
+            TcAttachType::Ingress,
+            TcAttachOptions::TcxOrder(LinkOrder::default()),
+        )
+        .map_err(|e| {
+            refused(
+                iface,
+                Hook::Tc,
+                e,
+                "; the tc hook needs tcx links (Linux 6.6 or later): on older kernels use attach = \"native\" or \"generic\"",
+            )
+        })?;
+    match pin_at {
+        Some(at) => pin(prog.take_link(id), iface, at, Hook::Tc),
+        None => Ok(()),
+    }
+}
+
+/// Pins a new link (taken out of its program, so it outlives this agent
+/// and the next one takes it over). A link that cannot be pinned is
+/// detached when this agent exits.
+fn pin<L>(
+    link: Result<L, ProgramError>,
+    iface: &str,
+    at: &PathBuf,
+    hook: Hook,
+) -> Result<(), AttachError>
+where
+    FdLink: TryFrom<L>,
+    <FdLink as TryFrom<L>>::Error: std::fmt::Display,
+{
+    let link = link.map_err(|e| refused(iface, hook, e, ""))?;
+    match FdLink::try_from(link) {
+        Ok(fd) => {
+            if let Err(e) = fd.pin(at) {
+                tracing::warn!(
+                    interface = iface,
+                    "cannot pin the {} link ({e}): a restart will interrupt traffic",
+                    hook.name()
+                );
+            }
+        }
+        Err(e) => tracing::warn!(
+            interface = iface,
+            "the {} link is not a BPF link ({e}): a restart will interrupt traffic",
+            hook.name()
+        ),
+    }
+    Ok(())
 }

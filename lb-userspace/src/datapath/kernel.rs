@@ -5,12 +5,12 @@ use std::os::fd::AsFd;
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
     maps::{Array, HashMap, MapData, MapError},
-    programs::{ProgramError, Xdp},
+    programs::{ProgramError, SchedClassifier, Xdp},
 };
 use lb_common::abi::{
     ALL_MAPS, BackendRecord, DEFAULT_FLOW_CAPACITY, Endpoint, FlowTimeouts, MAP_BACKENDS,
-    MAP_EVENTS, MAP_FLOWS, MAP_MAGLEV, MAP_REPLIES, MAP_SERVICES, MAP_SETTINGS, MAP_SYNS, Replies,
-    ServiceKey, ServiceRecord,
+    MAP_EVENTS, MAP_FLOWS, MAP_MAGLEV, MAP_PEER_DEVICES, MAP_REPLIES, MAP_SERVICES, MAP_SETTINGS,
+    MAP_SYNS, Replies, ServiceKey, ServiceRecord,
 };
 
 use super::{
@@ -24,6 +24,8 @@ use crate::object::BpfObject;
 
 /// Name of the XDP entry point in the object.
 pub const PROGRAM: &str = "lb_xdp";
+/// Name of the tc (sched_cls) entry point: the same datapath at tc ingress.
+pub const TC_PROGRAM: &str = "lb_tc";
 /// Name of the no-op program benchmarks use as their baseline.
 pub const BASELINE: &str = "lb_bench_noop";
 
@@ -38,9 +40,9 @@ pub enum DatapathError {
         /// The error (boxed: it is large, and errors are rare).
         source: Box<EbpfError>,
     },
-    /// The object has no `lb_xdp` XDP program.
+    /// The object has no `lb_xdp` XDP program (or no `lb_tc` one).
     #[error(
-        "the eBPF object has no XDP program named {PROGRAM}; rebuild it with `cargo xtask build-ebpf --release`"
+        "the eBPF object has no program named {PROGRAM} (or {TC_PROGRAM}); rebuild it with `cargo xtask build-ebpf --release`"
     )]
     NoProgram,
     /// The verifier or the kernel refused the program.
@@ -254,6 +256,37 @@ impl Datapath {
             .ok_or(DatapathError::NoProgram)?
             .try_into()
             .map_err(DatapathError::Program)
+    }
+
+    /// The tc program, loaded (verified) on first use: only interfaces at
+    /// the tc hook need it.
+    pub fn tc_program_mut(&mut self) -> Result<&mut SchedClassifier, DatapathError> {
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(TC_PROGRAM)
+            .ok_or(DatapathError::NoProgram)?
+            .try_into()
+            .map_err(DatapathError::Program)?;
+        if prog.fd().is_err() {
+            prog.load().map_err(DatapathError::Program)?;
+        }
+        Ok(prog)
+    }
+
+    /// Records which interfaces have a peer device (veth, netkit), so the
+    /// tc hook forwards into them with `bpf_redirect_peer`; entries for
+    /// interfaces not listed are removed.
+    pub fn set_peer_devices(&mut self, ifindexes: &[u32]) -> Result<(), DatapathError> {
+        let mut map: HashMap<&mut MapData, u32, u32> = self.map_mut(MAP_PEER_DEVICES)?;
+        let stale: Vec<u32> =
+            map.keys().filter_map(Result::ok).filter(|i| !ifindexes.contains(i)).collect();
+        for i in stale {
+            map.remove(&i).map_err(map_err(MAP_PEER_DEVICES))?;
+        }
+        for &i in ifindexes {
+            map.insert(i, 1, 0).map_err(map_err(MAP_PEER_DEVICES))?;
+        }
+        Ok(())
     }
 
     /// The object's no-op XDP program, loaded on first use: the baseline the

@@ -1,10 +1,11 @@
-//! The XDP datapath seen from userspace: what the maps must hold for a
+//! The kernel datapath (XDP and tc hooks) seen from userspace: what the maps must hold for a
 //! config ([`plan`]), loading the program and writing the maps ([`kernel`]),
 //! attaching it ([`attach`]) and reading its counters ([`stats`]).
 
 pub mod attach;
 pub mod batch;
 pub mod flows;
+pub mod ifaces;
 pub mod kernel;
 pub mod pins;
 pub mod plan;

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! <pin_dir>/maps/LB_*        every map (flow table included: flows survive)
-//! <pin_dir>/links/<iface>    the XDP link of each interface
+//! <pin_dir>/links/<iface>    the XDP link of an interface at the XDP hook
+//! <pin_dir>/links/tc-<iface> the tcx link of an interface at the tc hook
 //! ```
 //! The agent's own state (the plan the maps hold) cannot live in bpffs,
 //! which holds only BPF objects; it is a JSON file beside the control
@@ -72,6 +73,11 @@ impl Pins {
     /// Where the XDP link of `iface` is pinned.
     pub fn link(&self, iface: &str) -> PathBuf {
         self.dir.join("links").join(iface)
+    }
+
+    /// Where the tc link of `iface` is pinned.
+    pub fn tc_link(&self, iface: &str) -> PathBuf {
+        self.dir.join("links").join(format!("tc-{iface}"))
     }
 
     /// Whether a datapath is pinned here.

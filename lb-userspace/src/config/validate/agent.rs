@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use super::report::{Issue, Report, Scope};
 use super::values::{choice, interface_name, socket_addr};
 use crate::config::defaults;
-use crate::config::model::{Agent, Mode, XdpAttach};
+use crate::config::model::{Agent, Attach, Mode};
 use crate::config::raw::RawAgent;
 
 /// Validates the agent table (absent = all defaults).
@@ -15,16 +15,7 @@ pub(super) fn check(raw: RawAgent, report: &mut Report) -> Option<Agent> {
     let interfaces_ok = interfaces(&raw.interfaces, report);
     let mode = report
         .take(scope, choice("agent.mode", raw.mode.as_deref(), Mode::Auto, Mode::ALL, Mode::name));
-    let xdp_attach = report.take(
-        scope,
-        choice(
-            "agent.xdp_attach",
-            raw.xdp_attach.as_deref(),
-            XdpAttach::Auto,
-            XdpAttach::ALL,
-            XdpAttach::name,
-        ),
-    );
+    let attach = attach(&raw, report);
     if mode == Some(Mode::Xdp) && raw.interfaces.is_empty() {
         report.add(
             scope,
@@ -45,11 +36,30 @@ pub(super) fn check(raw: RawAgent, report: &mut Report) -> Option<Agent> {
     Some(Agent {
         interfaces: interfaces_ok.then_some(raw.interfaces)?,
         mode: mode?,
-        xdp_attach: xdp_attach?,
+        attach: attach?,
         metrics_addr: metrics_addr?,
         control_socket: control_socket?,
         pin_dir: pin_dir?,
     })
+}
+
+/// `agent.attach`, or its old name `xdp_attach` (not both).
+fn attach(raw: &RawAgent, report: &mut Report) -> Option<Attach> {
+    let (field, text) = match (&raw.attach, &raw.xdp_attach) {
+        (Some(_), Some(_)) => {
+            report.add(
+                &Scope::FILE,
+                Issue::new(
+                    "agent.attach and agent.xdp_attach (its old name) are both set",
+                    "keep only attach",
+                ),
+            );
+            return None;
+        }
+        (None, Some(old)) => ("agent.xdp_attach", Some(old.as_str())),
+        (text, None) => ("agent.attach", text.as_deref()),
+    };
+    report.take(&Scope::FILE, choice(field, text, Attach::Auto, Attach::ALL, Attach::name))
 }
 
 fn pin_dir(text: Option<&str>) -> Result<PathBuf, Issue> {
@@ -130,7 +140,7 @@ mod tests {
             Agent {
                 interfaces: vec![],
                 mode: Mode::Auto,
-                xdp_attach: XdpAttach::Auto,
+                attach: Attach::Auto,
                 metrics_addr: None,
                 control_socket: PathBuf::from("/run/lb/control.sock"),
                 pin_dir: PathBuf::from("/sys/fs/bpf/lb"),
@@ -148,9 +158,12 @@ mod tests {
             };
             assert_eq!(check_raw(raw).expect("valid").mode, mode);
         }
-        for &attach in XdpAttach::ALL {
+        for &attach in Attach::ALL {
+            let raw = RawAgent { attach: Some(attach.name().into()), ..RawAgent::default() };
+            assert_eq!(check_raw(raw).expect("valid").attach, attach);
+            // The old name still works.
             let raw = RawAgent { xdp_attach: Some(attach.name().into()), ..RawAgent::default() };
-            assert_eq!(check_raw(raw).expect("valid").xdp_attach, attach);
+            assert_eq!(check_raw(raw).expect("valid").attach, attach);
         }
     }
 
@@ -163,6 +176,18 @@ mod tests {
         refused(
             RawAgent { xdp_attach: Some("skb".into()), ..RawAgent::default() },
             &["agent.xdp_attach", "\"generic\""],
+        );
+        refused(
+            RawAgent { attach: Some("xdp".into()), ..RawAgent::default() },
+            &["agent.attach \"xdp\"", "\"tc\""],
+        );
+        refused(
+            RawAgent {
+                attach: Some("tc".into()),
+                xdp_attach: Some("native".into()),
+                ..RawAgent::default()
+            },
+            &["agent.attach and agent.xdp_attach", "keep only attach"],
         );
     }
 
