@@ -8,7 +8,7 @@
 //!  gout 02:00:00:00:01:01  10.1.0.1/24 fd01::1/64   backends 10.1.0.1x, fd01::1x (02:00:00:00:01:1x)
 //! ```
 
-use aya::programs::{TestRun, TestRunOptions, Xdp};
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
 use lb_common::abi::{DropReason, MAP_MAGLEV};
 use lb_userspace::{config, datapath, object};
 
@@ -22,6 +22,22 @@ pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
 /// XDP_REDIRECT.
 pub const XDP_REDIRECT: u32 = 4;
+
+/// TC_ACT_SHOT.
+pub const TC_ACT_SHOT: u32 = 2;
+/// TC_ACT_REDIRECT.
+pub const TC_ACT_REDIRECT: u32 = 7;
+/// TC_ACT_UNSPEC (-1): on to the next program, or the stack.
+pub const TC_ACT_UNSPEC: u32 = u32::MAX;
+
+/// The hook a golden case runs the datapath at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prog {
+    /// `lb_xdp`, on an XDP frame.
+    Xdp,
+    /// `lb_tc`, on an skb.
+    Tc,
+}
 
 /// MAC of the client-facing veth.
 pub const GIN_MAC: &str = "02:00:00:00:00:01";
@@ -88,6 +104,10 @@ pub struct Golden {
     pub gin: u32,
     /// Index of the backend-facing veth.
     pub gout: u32,
+    /// The program [`Golden::run`] runs.
+    pub prog: Prog,
+    /// `gso_size` of the skbs the tc program is given (0: not GSO).
+    pub gso_size: u32,
     _inside: Entered,
     _ns: NetNs,
 }
@@ -96,10 +116,15 @@ impl Golden {
     /// Builds the namespace, enters it and loads the program (flow tables of
     /// `flow_capacity` entries).
     pub fn new(flow_capacity: u32) -> Self {
-        Self::build(flow_capacity)
+        Self::build(flow_capacity, Prog::Xdp)
     }
 
-    fn build(flow_capacity: u32) -> Self {
+    /// As [`Golden::new`], running the program of hook `prog`.
+    pub fn with_prog(flow_capacity: u32, prog: Prog) -> Self {
+        Self::build(flow_capacity, prog)
+    }
+
+    fn build(flow_capacity: u32, prog: Prog) -> Self {
         let ns = NetNs::new();
         ns.sysctl("net.ipv4.ip_forward", "1");
         ns.sysctl("net.ipv6.conf.all.forwarding", "1");
@@ -138,14 +163,43 @@ impl Golden {
         )
         .expect("load");
         dp.apply(&plan).expect("apply");
-        Self { dp, plan, gin, gout, _inside: inside, _ns: ns }
+        Self { dp, plan, gin, gout, prog, gso_size: 0, _inside: inside, _ns: ns }
     }
 
     /// Runs the program on `input` arriving on `ifindex`: (action, output).
+    /// The tc program's action is given as the XDP action of the same
+    /// meaning (TC_ACT_REDIRECT as XDP_REDIRECT, also where XDP would use
+    /// XDP_TX: tc sends back out of the same interface by redirect), so one
+    /// case states one expectation for both hooks.
     pub fn run(&mut self, input: &[u8], ifindex: u32) -> (u32, Vec<u8>) {
-        let prog = self.dp.program_mut().expect("program");
-        let (action, out, _) = test_run(prog, input, ifindex, 1);
-        (action, out)
+        match self.prog {
+            Prog::Xdp => {
+                let prog = self.dp.program_mut().expect("program");
+                let (action, out, _) = test_run(prog, input, ifindex, 1);
+                (action, out)
+            }
+            Prog::Tc => {
+                let gso = self.gso_size;
+                let prog = self.dp.tc_program_mut().expect("tc program");
+                let (action, out, _) = test_run_tc(prog, input, ifindex, 1, gso);
+                let action = match action {
+                    TC_ACT_REDIRECT => XDP_REDIRECT,
+                    TC_ACT_SHOT => XDP_DROP,
+                    TC_ACT_UNSPEC => XDP_PASS,
+                    other => panic!("the tc program returned {other}, which it never should"),
+                };
+                (action, out)
+            }
+        }
+    }
+
+    /// XDP_TX, as [`Golden::run`] reports a frame sent back out of the
+    /// interface it came in on by the current program.
+    pub fn back_out(&self) -> u32 {
+        match self.prog {
+            Prog::Xdp => XDP_TX,
+            Prog::Tc => XDP_REDIRECT,
+        }
     }
 
     /// The exception counter of `reason`.
@@ -163,6 +217,41 @@ impl Golden {
             maglev.set(rec.table_base + slot, id, 0).expect("set slot");
         }
     }
+}
+
+/// Runs the tc program `prog` on an skb of `input` arriving on `ifindex`,
+/// `repeat` times; `gso_size` > 0 makes it a GSO skb of segments that size.
+/// (action, output, mean ns per run as the kernel measured it).
+pub fn test_run_tc(
+    prog: &SchedClassifier,
+    input: &[u8],
+    ifindex: u32,
+    repeat: u32,
+    gso_size: u32,
+) -> (u32, Vec<u8>, u64) {
+    // struct __sk_buff, as 48 words; the kernel takes only some fields.
+    let mut skb = [0u32; 48];
+    skb[9] = ifindex; // ingress_ifindex
+    skb[10] = ifindex; // ifindex
+    if gso_size > 0 {
+        skb[41] = input.len().div_ceil(gso_size as usize) as u32; // gso_segs
+        skb[44] = gso_size; // gso_size
+    }
+    let ctx: Vec<u8> = skb.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    let mut out = vec![0u8; input.len() + 256];
+    let mut ctx_out = vec![0u8; ctx.len()];
+    let res = prog
+        .test_run(TestRunOptions {
+            data_in: Some(input),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            ctx_out: Some(&mut ctx_out),
+            repeat,
+            ..Default::default()
+        })
+        .expect("BPF_PROG_TEST_RUN of the tc program");
+    out.truncate(res.data_size_out as usize);
+    (res.return_value, out, res.duration.as_nanos() as u64)
 }
 
 /// Runs `prog` on `input` arriving on `ifindex`, `repeat` times: (action,
@@ -184,4 +273,24 @@ pub fn test_run(prog: &Xdp, input: &[u8], ifindex: u32, repeat: u32) -> (u32, Ve
         .expect("BPF_PROG_TEST_RUN");
     out.truncate(res.data_size_out as usize);
     (res.return_value, out, res.duration.as_nanos() as u64)
+}
+
+/// Generates, for each named case `fn case(prog: Prog)`, the tests
+/// `case::xdp` and `case::tc`: every golden case holds at both hooks.
+#[macro_export]
+macro_rules! in_both_hooks {
+    ($($case:ident),* $(,)?) => {
+        $(
+            mod $case {
+                #[test]
+                fn xdp() {
+                    super::$case($crate::fixture::Prog::Xdp);
+                }
+                #[test]
+                fn tc() {
+                    super::$case($crate::fixture::Prog::Tc);
+                }
+            }
+        )*
+    };
 }

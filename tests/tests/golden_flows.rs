@@ -11,9 +11,18 @@ use lb_common::abi::{
     SynCounters, TICK_SHIFT,
 };
 use lb_tests::{
-    fixture::{Golden, XDP_PASS, XDP_REDIRECT},
+    fixture::{Golden, Prog, XDP_PASS, XDP_REDIRECT},
     packet::Frame,
 };
+
+lb_tests::in_both_hooks!(
+    a_syn_on_a_reused_port_takes_the_current_table_and_re_pins_the_flow,
+    syn_counters_count_connections_once_and_first_answers_once,
+    a_reset_answering_a_syn_is_reported_on_reused_ports_too,
+    icmp_unreachable_about_a_forwarded_flow_is_reported_and_passed,
+    idle_flows_expire_and_closing_ones_sooner,
+    flows_beyond_the_table_size_break_no_established_flow_nor_reused_port,
+);
 
 /// The "three" service of the fixture: 10.1.0.12-14:80 behind 10.100.0.3:80.
 const THREE: usize = 5;
@@ -64,9 +73,8 @@ fn past_refresh() -> Duration {
     Duration::from_nanos(u64::from(REFRESH_TICKS) << TICK_SHIFT) + Duration::from_millis(30)
 }
 
-#[test]
-fn a_syn_on_a_reused_port_takes_the_current_table_and_re_pins_the_flow() {
-    let mut g = Golden::new(4096);
+fn a_syn_on_a_reused_port_takes_the_current_table_and_re_pins_the_flow(prog: Prog) {
+    let mut g = Golden::with_prog(4096, prog);
     let client = "10.0.0.2:47000";
     let syn = Frame::tcp(client, VIP3).tcp_flags(SYN);
     let (action, out) = g.run(&syn.bytes(), g.gin);
@@ -91,9 +99,8 @@ fn a_syn_on_a_reused_port_takes_the_current_table_and_re_pins_the_flow() {
     assert_eq!(g.run(&stale, g.gout), (XDP_PASS, stale.clone()));
 }
 
-#[test]
-fn syn_counters_count_connections_once_and_first_answers_once() {
-    let mut g = Golden::new(4096);
+fn syn_counters_count_connections_once_and_first_answers_once(prog: Prog) {
+    let mut g = Golden::with_prog(4096, prog);
     let view = g.dp.syn_view().expect("syn view");
     let client = "10.0.0.2:47100";
     let syn = Frame::tcp(client, VIP3).tcp_flags(SYN).bytes();
@@ -119,9 +126,8 @@ fn syn_counters_count_connections_once_and_first_answers_once() {
     assert_eq!(view.get(id).opened, 4);
 }
 
-#[test]
-fn a_reset_answering_a_syn_is_reported_on_reused_ports_too() {
-    let mut g = Golden::new(4096);
+fn a_reset_answering_a_syn_is_reported_on_reused_ports_too(prog: Prog) {
+    let mut g = Golden::with_prog(4096, prog);
     let mut ring = g.dp.take_events().expect("events");
     let client = "10.0.0.2:47200";
     let syn = Frame::tcp(client, VIP3).tcp_flags(SYN).bytes();
@@ -139,9 +145,8 @@ fn a_reset_answering_a_syn_is_reported_on_reused_ports_too() {
     assert_eq!(events(&mut ring), vec![PassiveEvent { backend_id: id, kind: EVENT_REFUSED }]);
 }
 
-#[test]
-fn icmp_unreachable_about_a_forwarded_flow_is_reported_and_passed() {
-    let mut g = Golden::new(4096);
+fn icmp_unreachable_about_a_forwarded_flow_is_reported_and_passed(prog: Prog) {
+    let mut g = Golden::with_prog(4096, prog);
     let mut ring = g.dp.take_events().expect("events");
     for (client, vip, backend, host) in [
         ("10.0.0.2:47300", "10.100.0.1:53", "10.1.0.11:5300", "10.1.0.11"),
@@ -176,9 +181,8 @@ fn icmp_unreachable_about_a_forwarded_flow_is_reported_and_passed() {
     }
 }
 
-#[test]
-fn idle_flows_expire_and_closing_ones_sooner() {
-    let mut g = Golden::new(4096);
+fn idle_flows_expire_and_closing_ones_sooner(prog: Prog) {
+    let mut g = Golden::with_prog(4096, prog);
     // Every idle limit one tick (~1 ms), then the defaults for TCP.
     let tiny = FlowTimeouts { tcp: 1, tcp_closing: 1, udp: 1, _pad: 0 };
     g.dp.set_timeouts(tiny).expect("timeouts");
@@ -203,10 +207,9 @@ fn idle_flows_expire_and_closing_ones_sooner() {
     assert_ne!(sent_to(&g.run(&ack, g.gin).1), first, "closed, idle, expired: a new flow");
 }
 
-#[test]
-fn flows_beyond_the_table_size_break_no_established_flow_nor_reused_port() {
+fn flows_beyond_the_table_size_break_no_established_flow_nor_reused_port(prog: Prog) {
     // 64 entries, 2 000 other flows.
-    let mut g = Golden::new(64);
+    let mut g = Golden::with_prog(64, prog);
     let client = "10.0.0.2:47500";
     let first = sent_to(&g.run(&Frame::tcp(client, VIP3).tcp_flags(SYN).bytes(), g.gin).1);
     g.run(&reply(&first, client, SYN_ACK), g.gout);
