@@ -193,13 +193,30 @@ fn stop_agent(s: &mut Setup) {
     s.lb.terminate();
 }
 
-/// XDP mode only: a restart hands the pinned datapath from one agent to the
-/// next. In splice mode the agent *is* the datapath, with no hand-over of
-/// its listening or established sockets, so a restart necessarily refuses
-/// connections while no agent runs and ends those in flight.
+/// Kernel datapath only: a restart hands the pinned datapath from one agent
+/// to the next. In splice mode the agent *is* the datapath, with no
+/// hand-over of its listening or established sockets, so a restart
+/// necessarily refuses connections while no agent runs and ends those in
+/// flight.
 #[test]
 fn a_restart_under_load_drops_nothing() {
-    let mut s = Setup::new(SERVER, 3, 3, "maglev");
+    restart_under_load(Mode::Xdp, Mode::Xdp);
+}
+
+#[test]
+fn a_restart_at_the_tc_hook_drops_nothing() {
+    restart_under_load(Mode::Tc, Mode::Tc);
+}
+
+/// A restart whose config moves every interface from XDP to tc: the tc
+/// link is attached before the XDP one goes, so nothing is lost either.
+#[test]
+fn a_restart_that_moves_from_xdp_to_tc_drops_nothing() {
+    restart_under_load(Mode::Xdp, Mode::Tc);
+}
+
+fn restart_under_load(before: Mode, after: Mode) {
+    let mut s = Setup::in_mode(before, SERVER, 3, 3, "maglev");
     let inside = s.topo.client.enter();
     let mut established: Vec<Conn> = (0..30).map(|_| Conn::open(vip(VIP4, 80))).collect();
     let first: Vec<String> = established.iter_mut().map(Conn::ask).collect();
@@ -211,13 +228,28 @@ fn a_restart_under_load_drops_nothing() {
         lb_tests::client::Load::start(s.topo.client.name(), vip(VIP4, 80), Duration::from_secs(2));
     std::thread::sleep(Duration::from_millis(200));
     stop_agent(&mut s);
+    let path = s.dir.0.join("lb.toml");
+    if after != before {
+        let cfg = std::fs::read_to_string(&path).expect("config");
+        std::fs::write(&path, after.config(&cfg)).expect("write config");
+    }
     std::thread::sleep(Duration::from_millis(200)); // no agent at all for a while
-    s.lb = lb_tests::agent::start_lb(&s.topo, &s.dir.0.join("lb.toml"), &s.dir.0);
+    s.lb = lb_tests::agent::start_lb(&s.topo, &path, &s.dir.0);
     std::thread::sleep(Duration::from_millis(300));
     let (ok, failed) = load.stop();
     assert_eq!(failed, 0, "{failed} of {} requests failed during the restart", ok + failed);
     assert!(ok >= 50, "only {ok} requests ran during the restart");
-    assert!(s.lb.status().contains("taken over"), "{}", s.lb.status());
+    let status = s.lb.status();
+    assert_eq!(Mode::of_status(&status), Some(after), "{status}");
+    if after == before {
+        assert!(status.contains("taken over"), "{status}");
+    } else {
+        for iface in s.topo.lb_interfaces() {
+            let link = s.topo.lb.exec(&["ip", "link", "show", &iface]);
+            let link = String::from_utf8_lossy(&link.stdout);
+            assert!(!link.contains("xdp"), "{iface} kept its XDP program: {link}");
+        }
+    }
 
     let _in = s.topo.client.enter();
     let after: Vec<String> = established.iter_mut().map(Conn::ask).collect();
