@@ -253,7 +253,7 @@ fn established_flow_keeps_its_backend_when_the_table_changes(prog: Prog) {
     let flow = Frame::tcp("10.0.0.2:45000", "10.100.0.3:80");
     let (action, out) = g.run(&flow.bytes(), g.gin);
     assert_eq!(action, XDP_REDIRECT);
-    let first: [u8; 4] = out[30..34].try_into().unwrap();
+    let first: [u8; 4] = out[30..34].try_into().expect("golden case setup");
     let pinned = ids
         .iter()
         .position(|&id| [10, 1, 0, 12 + id as u8 - ids[0] as u8] == first)
@@ -287,8 +287,8 @@ fn a_plan_change_swaps_the_table_and_re_hashes_flows_of_a_down_backend(prog: Pro
     use lb_common::abi::{BACKEND_ACTIVE, BACKEND_DOWN};
     use lb_userspace::datapath::plan::{Effective, replan};
     let mut g = Golden::with_prog(4096, prog);
-    let cfg =
-        lb_userspace::config::parse(lb_tests::fixture::CONFIG, "golden.toml".as_ref()).unwrap();
+    let cfg = lb_userspace::config::parse(lb_tests::fixture::CONFIG, "golden.toml".as_ref())
+        .expect("golden case setup");
     let svc = 5; // "three": 10.1.0.12, .13, .14
     let flow = Frame::tcp("10.0.0.2:46000", "10.100.0.3:80");
     let (_, out) = g.run(&flow.bytes(), g.gin);
@@ -301,9 +301,9 @@ fn a_plan_change_swaps_the_table_and_re_hashes_flows_of_a_down_backend(prog: Pro
             Effective { state: BACKEND_ACTIVE, weight: b.weight }
         }
     })
-    .unwrap();
+    .expect("golden case setup");
     assert_ne!(down.services[svc].record.table_base, g.plan.services[svc].record.table_base);
-    g.dp.apply_change(&g.plan, &down).unwrap();
+    g.dp.apply_change(&g.plan, &down).expect("golden case setup");
     g.plan = down;
     for port in 46001..46050 {
         let (_, out) =

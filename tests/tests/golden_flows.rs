@@ -154,7 +154,7 @@ fn icmp_unreachable_about_a_forwarded_flow_is_reported_and_passed(prog: Prog) {
     ] {
         let svc = g.plan.services.iter().find(|s| {
             s.key.proto == PROTO_UDP && {
-                let v: std::net::SocketAddr = vip.parse().unwrap();
+                let v: std::net::SocketAddr = vip.parse().expect("golden case setup");
                 s.key.port_be == v.port().to_be() && s.key.family == if v.is_ipv4() { 4 } else { 6 }
             }
         });
@@ -163,7 +163,8 @@ fn icmp_unreachable_about_a_forwarded_flow_is_reported_and_passed(prog: Prog) {
         assert_eq!(g.run(&request.bytes(), g.gin).0, XDP_REDIRECT);
         // The datagram as forwarded, answered by "port unreachable".
         let forwarded = Frame::udp(client, backend).payload(b"q");
-        let client_ip = client.rsplit_once(':').unwrap().0.trim_matches(['[', ']']);
+        let client_ip =
+            client.rsplit_once(':').expect("golden case setup").0.trim_matches(['[', ']']);
         let icmp = Frame::icmp_port_unreachable(host, client_ip, &forwarded).bytes();
         assert_eq!(g.run(&icmp, g.gout), (XDP_PASS, icmp.clone()), "{client}");
         assert_eq!(

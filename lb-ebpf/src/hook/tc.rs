@@ -167,7 +167,7 @@ impl Hook for TcSkb<'_> {
                     return Err(DropReason::TruncatedEthernet);
                 }
                 // SAFETY: a map lookup by value; the value is not kept.
-                if unsafe { LB_PEER_DEVICES.get(&fib.ifindex) }.is_some() {
+                if unsafe { LB_PEER_DEVICES.get(fib.ifindex) }.is_some() {
                     // SAFETY: a helper call with an interface index, no flags.
                     Ok(unsafe { bpf_redirect_peer(fib.ifindex, 0) } as u32)
                 } else {
