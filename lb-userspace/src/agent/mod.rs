@@ -37,6 +37,7 @@ use crate::{
     datapath::{
         Datapath, DatapathError, Plan, PlanError,
         flows::{self, FlowCounts},
+        lost::{self, LossWatch},
         pins::{self, Pins},
         plan::replan,
     },
@@ -68,6 +69,8 @@ pub struct Agent {
     /// Live flows per backend id from the last sweep of the flow table,
     /// and when it was taken.
     flow_counts: Mutex<Option<(Arc<FlowCounts>, Instant)>>,
+    /// The interfaces' lost frames, last seen.
+    losses: Mutex<LossWatch>,
 }
 
 /// Everything a change replaces, under one lock so readers never see a
@@ -143,6 +146,7 @@ impl Agent {
             state_file,
             flow_table,
             flow_counts: Mutex::default(),
+            losses: Mutex::default(),
         }
     }
 
@@ -308,7 +312,7 @@ impl Agent {
     pub fn status(&self) -> Result<StatusReport, DatapathError> {
         let st = self.lock();
         let counts = self.flow_counts(&st);
-        status::report(&st, &self.interfaces, self.mode_reason.as_deref(), &counts)
+        status::report(&st, &self.interfaces_now(), self.mode_reason.as_deref(), &counts)
     }
 }
 
@@ -407,6 +411,20 @@ impl Agent {
             Some((Arc::new(counts), Instant::now()));
     }
 
+    /// Warns of frames the kernel lost on the datapath's interfaces since
+    /// the last call (blocking: a few ioctls per interface).
+    pub fn check_lost_frames(&self) {
+        self.losses.lock().unwrap_or_else(|p| p.into_inner()).check(&self.interfaces);
+    }
+
+    /// The interfaces, with their lost-frame counts read now.
+    fn interfaces_now(&self) -> Vec<InterfaceStatus> {
+        self.interfaces
+            .iter()
+            .map(|i| InterfaceStatus { lost: lost::read(&i.name), ..i.clone() })
+            .collect()
+    }
+
     /// Live flows per backend id and their age in ms: the proxy's own
     /// gauges in splice mode (age 0), else the last sweep (`u64::MAX`
     /// before the first).
@@ -436,8 +454,9 @@ impl metrics::Source for Agent {
     fn metrics(&self) -> Result<String, String> {
         let st = self.lock();
         let counts = self.flow_counts(&st);
-        let report = status::report(&st, &self.interfaces, self.mode_reason.as_deref(), &counts)
-            .map_err(|e| e.to_string())?;
+        let report =
+            status::report(&st, &self.interfaces_now(), self.mode_reason.as_deref(), &counts)
+                .map_err(|e| e.to_string())?;
         Ok(metrics::render::render(&report, &st.probe_durations))
     }
 }

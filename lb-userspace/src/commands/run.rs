@@ -264,7 +264,11 @@ async fn sweep_flows(agent: Arc<Agent>) {
     loop {
         let started = std::time::Instant::now();
         let a = agent.clone();
-        if tokio::task::spawn_blocking(move || a.sweep_flows()).await.is_err() {
+        let swept = tokio::task::spawn_blocking(move || {
+            a.sweep_flows();
+            a.check_lost_frames();
+        });
+        if swept.await.is_err() {
             return;
         }
         tokio::time::sleep(SWEEP_EVERY.max(started.elapsed() * 5)).await;
@@ -418,6 +422,7 @@ fn start_xdp(
             name: a.interface,
             attach: a.hook.name().to_owned(),
             why: a.why,
+            lost: Default::default(),
         })
         .collect();
     Ok(Started {

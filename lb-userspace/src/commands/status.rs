@@ -89,6 +89,15 @@ fn render(r: &StatusReport) -> String {
     }
     for i in r.interfaces.iter().filter(|i| !i.why.is_empty()) {
         let _ = writeln!(out, "  {} at {}: {}", i.name, i.attach, i.why);
+        if i.lost.total() > 0 {
+            let _ = writeln!(
+                out,
+                "    lost frames: {} xdp_xmit, {} dropped ({})",
+                i.lost.xdp_xmit_errors,
+                i.lost.dropped,
+                lb_userspace::datapath::lost::advice(&i.name, &i.attach, &i.lost)
+            );
+        }
     }
     let _ = writeln!(
         out,

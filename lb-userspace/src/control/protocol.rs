@@ -102,6 +102,30 @@ pub struct InterfaceStatus {
     /// over from a previous agent.
     #[serde(default)]
     pub why: String,
+    /// Frames the kernel lost on it, as it counts them (since the
+    /// interface was made).
+    #[serde(default)]
+    pub lost: LostFrames,
+}
+
+/// Frames an interface lost, from the kernel's own counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LostFrames {
+    /// Frames redirected into it by XDP that it could not take (`ethtool
+    /// -S`: `*xdp_xmit_err*`): a veth whose peer has no NAPI, or whose
+    /// ring overflowed.
+    pub xdp_xmit_errors: u64,
+    /// Frames it dropped on receive or transmit (`rx_dropped` +
+    /// `tx_dropped`): at the XDP hook, also frames it redirected that the
+    /// target refused, as some drivers count them.
+    pub dropped: u64,
+}
+
+impl LostFrames {
+    /// Both counts.
+    pub fn total(&self) -> u64 {
+        self.xdp_xmit_errors + self.dropped
+    }
 }
 
 /// Traffic counters.

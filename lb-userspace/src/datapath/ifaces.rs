@@ -4,7 +4,7 @@
 //! device (veth, netkit), which the tc hook forwards into with
 //! `bpf_redirect_peer`.
 
-use std::{fs, io, os::fd::AsRawFd};
+use std::{io, os::fd::AsRawFd};
 
 use nix::libc;
 
@@ -32,31 +32,80 @@ struct DrvInfo {
 #[repr(C)]
 struct IfReq {
     name: [u8; libc::IFNAMSIZ],
-    data: *mut DrvInfo,
+    data: *mut u8,
     _pad: [u8; 16],
 }
 
-/// The driver of interface `name` ("veth", "netkit", "mlx5_core", ...).
-pub fn driver(name: &str) -> io::Result<String> {
+/// Runs the ethtool command that starts the buffer `data` on interface
+/// `name`.
+///
+/// # Safety
+/// `data` must be valid for the whole reply the command writes.
+unsafe fn ethtool(name: &str, data: *mut u8) -> io::Result<()> {
     let bytes = name.as_bytes();
     if bytes.len() >= libc::IFNAMSIZ {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "interface name too long"));
     }
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
+    let mut req = IfReq { name: [0; libc::IFNAMSIZ], data, _pad: [0; 16] };
+    req.name[..bytes.len()].copy_from_slice(bytes);
+    // SAFETY: `req` is a valid ifreq; what the kernel writes through
+    // `req.data` fits, by the caller's promise.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL as _, &mut req) };
+    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// The driver of interface `name` ("veth", "netkit", "mlx5_core", ...).
+pub fn driver(name: &str) -> io::Result<String> {
     // SAFETY: all-zero is a valid value of this plain C struct.
     let mut info: DrvInfo = unsafe { std::mem::zeroed() };
     info.cmd = ETHTOOL_GDRVINFO;
-    let mut req = IfReq { name: [0; libc::IFNAMSIZ], data: &mut info, _pad: [0; 16] };
-    req.name[..bytes.len()].copy_from_slice(bytes);
-    // SAFETY: SIOCETHTOOL with ETHTOOL_GDRVINFO writes at most
-    // size_of::<DrvInfo>() bytes through `req.data`, which points at `info`,
-    // alive for the call; `req` is a valid ifreq.
-    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL as _, &mut req) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    // SAFETY: ETHTOOL_GDRVINFO writes one `struct ethtool_drvinfo`.
+    unsafe { ethtool(name, (&raw mut info).cast())? };
     let end = info.driver.iter().position(|&b| b == 0).unwrap_or(info.driver.len());
     Ok(String::from_utf8_lossy(&info.driver[..end]).into_owned())
+}
+
+const ETHTOOL_GSSET_INFO: u32 = 0x37;
+const ETHTOOL_GSTRINGS: u32 = 0x1b;
+const ETHTOOL_GSTATS: u32 = 0x1d;
+const ETH_SS_STATS: u32 = 1;
+const ETH_GSTRING_LEN: usize = 32;
+
+/// The driver's own statistics of interface `name` (what `ethtool -S`
+/// prints), by name.
+pub fn driver_stats(name: &str) -> io::Result<Vec<(String, u64)>> {
+    // struct ethtool_sset_info: cmd, reserved, sset_mask (u64), then one
+    // u32 per set in the mask.
+    let mut info = [0u32; 5];
+    info[0] = ETHTOOL_GSSET_INFO;
+    info[2] = 1 << ETH_SS_STATS;
+    // SAFETY: the reply is the 16-byte header and one u32: 20 bytes.
+    unsafe { ethtool(name, info.as_mut_ptr().cast())? };
+    let n = if info[2] & (1 << ETH_SS_STATS) != 0 { info[4] as usize } else { 0 };
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    // struct ethtool_gstrings: cmd, string_set, len, then len strings.
+    let mut strings = vec![0u8; 12 + n * ETH_GSTRING_LEN];
+    strings[..4].copy_from_slice(&ETHTOOL_GSTRINGS.to_ne_bytes());
+    strings[4..8].copy_from_slice(&ETH_SS_STATS.to_ne_bytes());
+    strings[8..12].copy_from_slice(&(n as u32).to_ne_bytes());
+    // SAFETY: at most `n` strings of ETH_GSTRING_LEN after the header.
+    unsafe { ethtool(name, strings.as_mut_ptr())? };
+    // struct ethtool_stats: cmd, n_stats, then n u64 (8-aligned).
+    let mut stats = vec![0u64; 1 + n];
+    stats[0] = u64::from(ETHTOOL_GSTATS) | ((n as u64) << 32);
+    // SAFETY: at most `n` u64 after the 8-byte header.
+    unsafe { ethtool(name, stats.as_mut_ptr().cast())? };
+    Ok(strings[12..]
+        .chunks(ETH_GSTRING_LEN)
+        .zip(&stats[1..])
+        .map(|(s, &v)| {
+            let end = s.iter().position(|&b| b == 0).unwrap_or(s.len());
+            (String::from_utf8_lossy(&s[..end]).into_owned(), v)
+        })
+        .collect())
 }
 
 /// Whether driver `name` makes a device with a peer in another namespace.
@@ -64,19 +113,16 @@ pub fn has_peer(driver: &str) -> bool {
     matches!(driver, "veth" | "netkit")
 }
 
-/// The index of every interface of this namespace that has a peer device.
+/// The index of every interface of this thread's network namespace that
+/// has a peer device (asked of the kernel, not of /sys, which shows the
+/// namespace it was mounted in).
 pub fn peer_devices() -> io::Result<Vec<u32>> {
-    let mut out = Vec::new();
-    for entry in fs::read_dir("/sys/class/net")? {
-        let name = entry?.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if driver(name).is_ok_and(|d| has_peer(&d))
-            && let Ok(index) = fs::read_to_string(format!("/sys/class/net/{name}/ifindex"))
-            && let Ok(index) = index.trim().parse()
-        {
-            out.push(index);
-        }
-    }
+    let mut out: Vec<u32> = nix::net::if_::if_nameindex()
+        .map_err(io::Error::from)?
+        .iter()
+        .filter(|i| i.name().to_str().is_ok_and(|n| driver(n).is_ok_and(|d| has_peer(&d))))
+        .map(|i| i.index())
+        .collect();
     out.sort_unstable();
     Ok(out)
 }
@@ -84,6 +130,31 @@ pub fn peer_devices() -> io::Result<Vec<u32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn veth_stats_are_read_by_name() {
+        // In a network namespace of this thread's own, gone with it.
+        let got = std::thread::spawn(|| {
+            if nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).is_err() {
+                return None;
+            }
+            let made = std::process::Command::new("ip")
+                .args(["link", "add", "va", "type", "veth", "peer", "name", "vb"])
+                .status();
+            assert!(made.is_ok_and(|s| s.success()), "ip link add in a new namespace");
+            Some((driver("va"), driver_stats("va"), peer_devices()))
+        })
+        .join()
+        .expect("the test thread");
+        let Some((driver, stats, peers)) = got else {
+            eprintln!("skipped: no CAP_SYS_ADMIN for a network namespace");
+            return;
+        };
+        assert_eq!(driver.expect("driver"), "veth");
+        let stats = stats.expect("ethtool stats of a veth");
+        assert!(stats.iter().any(|(n, _)| n.contains("xdp_xmit_err")), "{stats:?}");
+        assert_eq!(peers.expect("peer devices").len(), 2, "va and vb, and not lo");
+    }
 
     #[test]
     fn loopback_is_no_peer_device() {

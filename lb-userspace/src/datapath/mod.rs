@@ -7,6 +7,7 @@ pub mod batch;
 pub mod flows;
 pub mod ifaces;
 pub mod kernel;
+pub mod lost;
 pub mod pins;
 pub mod plan;
 pub mod replies;

@@ -135,6 +135,30 @@ pub fn render(r: &StatusReport, probes: &BTreeMap<String, Histogram>) -> String 
             .collect(),
     );
 
+    family(
+        "lb_interface_lost_frames_total",
+        "counter",
+        "Frames the kernel lost on an interface of the datapath, by hook and kind: \
+         xdp_xmit (redirected into it by XDP and refused: a veth peer without NAPI, \
+         or a full ring) and dropped (its rx_dropped + tx_dropped).",
+        r.interfaces
+            .iter()
+            .flat_map(|i| {
+                let labels = |kind: &str| {
+                    format!(
+                        "{{interface=\"{}\",hook=\"{}\",kind=\"{kind}\"}}",
+                        esc(&i.name),
+                        esc(&i.attach)
+                    )
+                };
+                [
+                    (labels("xdp_xmit"), i.lost.xdp_xmit_errors.to_string()),
+                    (labels("dropped"), i.lost.dropped.to_string()),
+                ]
+            })
+            .collect(),
+    );
+
     let _ =
         writeln!(out, "# HELP lb_probe_duration_seconds How long health probes took, per service.");
     let _ = writeln!(out, "# TYPE lb_probe_duration_seconds histogram");
@@ -162,4 +186,34 @@ pub fn render(r: &StatusReport, probes: &BTreeMap<String, Histogram>) -> String 
 /// Escapes a label value (backslash, quote, newline).
 fn esc(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::protocol::{InterfaceStatus, LostFrames};
+
+    #[test]
+    fn lost_frames_are_served_per_interface_hook_and_kind() {
+        let r = StatusReport {
+            mode: "xdp".into(),
+            mode_reason: None,
+            interfaces: vec![InterfaceStatus {
+                name: "lb-b1".into(),
+                attach: "native".into(),
+                why: String::new(),
+                lost: LostFrames { xdp_xmit_errors: 230, dropped: 4 },
+            }],
+            services: vec![],
+            exceptions: vec![],
+            flows_age_ms: 0,
+        };
+        let text = render(&r, &BTreeMap::new());
+        for line in [
+            "lb_interface_lost_frames_total{interface=\"lb-b1\",hook=\"native\",kind=\"xdp_xmit\"} 230",
+            "lb_interface_lost_frames_total{interface=\"lb-b1\",hook=\"native\",kind=\"dropped\"} 4",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+    }
 }

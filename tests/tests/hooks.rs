@@ -1,13 +1,14 @@
-//! The datapath at the tc hook, in namespaces at the settings a new veth
-//! has (TX checksum offload and TSO on, GRO off, no XDP program: no NAPI):
-//! bulk transfers both ways, checked end to end, carried as super-packets
-//! with partial checksums; a restart that moves an interface from XDP to tc
-//! without a lost connection. Needs root.
+//! The datapath's hooks in namespaces at the settings a new veth has (TX
+//! checksum offload and TSO on, GRO off, no XDP program: no NAPI): at the
+//! tc hook, bulk transfers both ways, checked end to end, carried as
+//! super-packets with partial checksums; at the XDP hook, the frames such a
+//! veth loses are counted and explained. Needs root.
 
 use std::{
     io::{Read, Write},
+    net::UdpSocket,
     net::{SocketAddr, TcpStream},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use lb_tests::{
@@ -137,4 +138,53 @@ fn bulk_transfers_at_default_veth_offloads_arrive_intact_as_super_packets() {
         t.packets,
         t.bytes
     );
+}
+
+/// XDP at default veth settings, the first thing a newcomer tries: every
+/// frame redirected into the backend's veth is lost, because its peer has
+/// no NAPI. `lb status` (whose report the metrics render) and the log must
+/// say so, and what to do about it.
+#[test]
+fn frames_lost_after_an_xdp_redirect_are_counted_and_explained() {
+    let topo = Topology::new(1);
+    topo.default_offloads();
+    let s = Setup::launch(None, topo, TempDir::new(), &[], |t, d| config(t, d, "maglev", 1));
+    assert_eq!(s.mode, Mode::Xdp, "{}", s.lb.status());
+    let sent = 50u64;
+    {
+        let _inside = s.topo.client.enter();
+        let sock = UdpSocket::bind("0.0.0.0:0").expect("udp socket");
+        // The first frame finds no neighbour entry for the backend and goes
+        // through the kernel, which resolves it; the rest take XDP_REDIRECT.
+        sock.send_to(b"resolve", vip(VIP4, 5353)).expect("send");
+        std::thread::sleep(Duration::from_millis(300));
+        for _ in 0..sent {
+            sock.send_to(b"lost?", vip(VIP4, 5353)).expect("send");
+        }
+    }
+    // Where the kernel counts them depends on the driver and its version:
+    // on the target (xdp_xmit errors) or the interface they came in on.
+    let lost = || s.lb.report().interfaces.iter().map(|i| i.lost.total()).sum::<u64>();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while lost() < sent && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ethtool = s.topo.lb.exec(&["ethtool", "-S", "lb-b1"]);
+    assert!(
+        lost() >= sent,
+        "{} lost for {sent} frames redirected into lb-b1; ethtool -S lb-b1:\n{}\n{}",
+        lost(),
+        String::from_utf8_lossy(&ethtool.stdout),
+        s.lb.status()
+    );
+    let status = s.lb.status();
+    assert!(status.contains("lost frames:") && status.contains("attach = \"tc\""), "{status}");
+    // The log names the fix, within a sweep or two.
+    while !s.lb.log().contains("frames lost") && Instant::now() < deadline + Duration::from_secs(3)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = s.lb.log();
+    let line = log.lines().find(|l| l.contains("frames lost")).unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains("gro on") && line.contains("attach = \"tc\""), "{line}");
 }
