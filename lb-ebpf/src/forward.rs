@@ -80,7 +80,7 @@ pub fn to_backend<H: Hook>(h: &H, pkt: &L4Packet, svc: &ServiceRecord) -> Result
     rewrite::check_ttl(h, pkt)?;
     let to = FlowKey { dst: backend.addr, dst_port_be: backend.port_be, ..pkt.key };
     rewrite::endpoint(h, pkt, Side::Dst, &backend.addr, backend.port_be)?;
-    let action = route::forward(h, &to)?;
+    let action = route::forward(h, pkt, &to, Some(route::Cached { backend_id, now }))?;
     stats::forwarded(svc.id, backend_id, h.len(), new_flow);
     Ok(action)
 }

@@ -66,6 +66,12 @@ pub fn lb_bench_noop(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// The tc hook's no-op baseline, as [`lb_bench_noop`] is XDP's.
+#[classifier]
+pub fn lb_bench_noop_tc(_ctx: TcContext) -> i32 {
+    aya_ebpf::bindings::TC_ACT_UNSPEC
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

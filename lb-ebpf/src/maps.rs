@@ -21,7 +21,7 @@ use aya_ebpf::{
 use lb_common::abi::{
     BackendRecord, Counters, DEFAULT_FLOW_CAPACITY, DEFAULT_MAGLEV_SLOTS, DropReason, EVENTS_BYTES,
     Endpoint, FlowKey, FlowTimeouts, FlowValue, MAX_BACKEND_ENDPOINTS, MAX_BACKENDS,
-    MAX_PEER_DEVICES, MAX_SERVICES, Replies, ServiceKey, ServiceRecord, SynCounters,
+    MAX_PEER_DEVICES, MAX_SERVICES, NextHop, Replies, ServiceKey, ServiceRecord, SynCounters,
 };
 
 #[map]
@@ -64,3 +64,6 @@ pub static LB_DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DropReason
 
 #[map]
 pub static LB_PEER_DEVICES: HashMap<u32, u32> = HashMap::with_max_entries(MAX_PEER_DEVICES, 0);
+
+#[map]
+pub static LB_NEXT_HOPS: Array<NextHop> = Array::with_max_entries(MAX_BACKENDS, 0);

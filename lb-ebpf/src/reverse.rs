@@ -99,7 +99,7 @@ pub fn to_client<H: Hook>(h: &H, pkt: &L4Packet) -> Result<u32, DropReason> {
     let vip = found.vip;
     rewrite::endpoint(h, pkt, Side::Src, &vip.addr, vip.port_be)?;
     let to = FlowKey { src: vip.addr, src_port_be: vip.port_be, ..pkt.key };
-    route::forward(h, &to)
+    route::forward(h, pkt, &to, None)
 }
 
 /// Moves the flow's state on for a reply: the first answer to a SYN is

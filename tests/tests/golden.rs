@@ -14,6 +14,7 @@ use lb_tests::{
 };
 
 lb_tests::in_both_hooks!(
+    a_changed_neighbour_is_picked_up_within_a_second,
     vip_traffic_is_rewritten_to_its_backend,
     replies_get_the_vip_back,
     backend_on_the_ingress_link_is_reached_with_xdp_tx,
@@ -131,6 +132,34 @@ fn a_gso_super_packet_is_rewritten_whole_at_the_tc_hook() {
         let got = g.run(&input.clone().bytes(), g.gin);
         check(name, got, XDP_REDIRECT, &forwarded(input, backend, GOUT_MAC, "02:00:00:00:01:10"));
     }
+}
+
+/// A backend's next hop is cached: a changed neighbour is not seen at once
+/// (no FIB lookup per packet), but within the refresh period (about a
+/// second), after which packets carry the new MAC.
+fn a_changed_neighbour_is_picked_up_within_a_second(prog: Prog) {
+    let mut g = Golden::with_prog(4096, prog);
+    let flow = Frame::tcp("10.0.0.2:40200", "10.100.0.1:80").payload(b"x");
+    let dmac = |out: &[u8]| out[..6].to_vec();
+    let (action, first) = g.run(&flow.clone().bytes(), g.gin);
+    assert_eq!(action, XDP_REDIRECT);
+    assert_eq!(dmac(&first), mac("02:00:00:00:01:10").to_vec());
+    // The fixture's thread is inside its namespace; so is this child.
+    let moved = std::process::Command::new("ip")
+        .args(["neigh", "replace", "10.1.0.10", "lladdr", "02:00:00:00:01:99"])
+        .args(["dev", "gout", "nud", "permanent"])
+        .status()
+        .expect("ip neigh");
+    assert!(moved.success());
+    let (_, cached) = g.run(&flow.clone().bytes(), g.gin);
+    assert_eq!(dmac(&cached), mac("02:00:00:00:01:10").to_vec(), "cached, no FIB lookup");
+    let refresh = u64::from(lb_common::abi::REFRESH_TICKS) << lb_common::abi::TICK_SHIFT;
+    std::thread::sleep(
+        std::time::Duration::from_nanos(refresh) + std::time::Duration::from_millis(50),
+    );
+    let (action, later) = g.run(&flow.bytes(), g.gin);
+    assert_eq!(action, XDP_REDIRECT);
+    assert_eq!(dmac(&later), mac("02:00:00:00:01:99").to_vec(), "asked again after the refresh");
 }
 
 fn replies_get_the_vip_back(prog: Prog) {

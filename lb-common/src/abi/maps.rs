@@ -26,6 +26,9 @@ pub const MAP_BACKEND_COUNTERS: &str = "LB_BACKEND_COUNTERS";
 pub const MAP_DROPS: &str = "LB_DROPS";
 /// Passive failure signals: `PassiveEvent` records (ring buffer).
 pub const MAP_EVENTS: &str = "LB_EVENTS";
+/// Next hops: backend id -> `NextHop` (array; written by the datapath
+/// after a FIB lookup, read for every forwarded packet of that backend).
+pub const MAP_NEXT_HOPS: &str = "LB_NEXT_HOPS";
 /// Interfaces with a peer device (veth, netkit): ifindex (`u32`) -> `u32`
 /// (1), so the tc hook forwards into them with `bpf_redirect_peer` (hash;
 /// the agent fills it from the interfaces of its namespace).
@@ -34,7 +37,7 @@ pub const MAP_PEER_DEVICES: &str = "LB_PEER_DEVICES";
 pub const EVENTS_BYTES: u32 = 256 * 1024;
 
 /// Every map the agent expects in the object.
-pub const ALL_MAPS: [&str; 12] = [
+pub const ALL_MAPS: [&str; 13] = [
     MAP_SERVICES,
     MAP_BACKENDS,
     MAP_MAGLEV,
@@ -47,6 +50,7 @@ pub const ALL_MAPS: [&str; 12] = [
     MAP_DROPS,
     MAP_EVENTS,
     MAP_PEER_DEVICES,
+    MAP_NEXT_HOPS,
 ];
 
 /// Most services one program serves.

@@ -14,6 +14,7 @@ mod addr;
 mod backend;
 mod counters;
 mod flow;
+mod hop;
 mod maps;
 mod service;
 
@@ -25,6 +26,7 @@ pub use flow::{
     FlowTimeouts, FlowValue, MAX_REPLY_TARGETS, PassiveEvent, REFRESH_TICKS, Replies, SynCounters,
     TICK_SHIFT, ticks,
 };
+pub use hop::NextHop;
 pub use maps::*;
 pub use service::{Endpoint, SERVICE_HASH_CLIENT_IP, ServiceKey, ServiceRecord};
 

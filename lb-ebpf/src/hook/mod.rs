@@ -15,7 +15,10 @@ pub mod tc;
 pub mod xdp;
 
 use aya_ebpf::bindings::bpf_fib_lookup;
-use lb_common::{abi::DropReason, parse::PacketView};
+use lb_common::{
+    abi::{DropReason, NextHop},
+    parse::PacketView,
+};
 
 /// One hook's access to the packet it runs on.
 pub trait Hook: PacketView {
@@ -53,6 +56,10 @@ pub trait Hook: PacketView {
     /// change in `skb->csum`).
     fn l4_csum(&self, off: usize, diff: u32, pseudo: bool, udp: bool, v6: bool) -> bool;
 
-    /// Sends the rewritten packet by the FIB's answer (`rc`, `fib`).
-    fn send(&self, fib: &bpf_fib_lookup, rc: u32) -> Result<u32, DropReason>;
+    /// Sends the rewritten packet to `hop` (its MACs written first).
+    fn send(&self, hop: &NextHop) -> Result<u32, DropReason>;
+
+    /// Sends the rewritten packet by the FIB's answer `fib` that the
+    /// next hop's MAC is not known yet.
+    fn resolve(&self, fib: &bpf_fib_lookup) -> Result<u32, DropReason>;
 }

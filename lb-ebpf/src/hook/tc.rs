@@ -15,8 +15,7 @@
 
 use aya_ebpf::{
     bindings::{
-        BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_F_RECOMPUTE_CSUM, BPF_FIB_LKUP_RET_FRAG_NEEDED,
-        BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_SHOT, TC_ACT_UNSPEC,
+        BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_F_RECOMPUTE_CSUM, TC_ACT_SHOT, TC_ACT_UNSPEC,
         bpf_fib_lookup, bpf_redir_neigh,
     },
     helpers::generated::{
@@ -26,7 +25,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use lb_common::{
-    abi::DropReason,
+    abi::{DropReason, NextHop},
     parse::{Header, PacketView},
 };
 
@@ -146,64 +145,60 @@ impl Hook for TcSkb<'_> {
     }
 
     #[inline(always)]
-    fn send(&self, fib: &bpf_fib_lookup, rc: u32) -> Result<u32, DropReason> {
-        match rc {
-            BPF_FIB_LKUP_RET_SUCCESS => {
-                // Through the helper, with BPF_F_RECOMPUTE_CSUM: the MACs are
-                // covered by a CHECKSUM_COMPLETE skb's csum.
-                let macs = mac_pair(fib);
-                // SAFETY: a helper on this program's skb, writing 12 bytes
-                // from a local array of 12.
-                let rc = unsafe {
-                    bpf_skb_store_bytes(
-                        self.skb(),
-                        0,
-                        macs.as_ptr().cast(),
-                        macs.len() as u32,
-                        u64::from(BPF_F_RECOMPUTE_CSUM),
-                    )
-                };
-                if rc != 0 {
-                    return Err(DropReason::TruncatedEthernet);
-                }
-                // SAFETY: a map lookup by value; the value is not kept.
-                if unsafe { LB_PEER_DEVICES.get(fib.ifindex) }.is_some() {
-                    // SAFETY: a helper call with an interface index, no flags.
-                    Ok(unsafe { bpf_redirect_peer(fib.ifindex, 0) } as u32)
-                } else {
-                    // SAFETY: as above.
-                    Ok(unsafe { bpf_redirect(fib.ifindex, 0) } as u32)
-                }
-            }
-            BPF_FIB_LKUP_RET_NO_NEIGH => {
-                // The FIB gave the egress and the next hop; the kernel
-                // resolves its MAC (and queues the packet meanwhile).
-                let mut nh = next_hop(fib);
-                // SAFETY: a helper call with a fully initialised struct of
-                // the size given.
-                Ok(unsafe {
-                    bpf_redirect_neigh(
-                        fib.ifindex,
-                        &mut nh,
-                        core::mem::size_of::<bpf_redir_neigh>() as i32,
-                        0,
-                    )
-                } as u32)
-            }
-            BPF_FIB_LKUP_RET_FRAG_NEEDED => Ok(Self::PASS),
-            _ => Err(DropReason::NoRoute),
+    fn send(&self, hop: &NextHop) -> Result<u32, DropReason> {
+        // Through the helper, with BPF_F_RECOMPUTE_CSUM: the MACs are
+        // covered by a CHECKSUM_COMPLETE skb's csum.
+        let macs = mac_pair(hop);
+        // SAFETY: a helper on this program's skb, writing 12 bytes from a
+        // local array of 12.
+        let rc = unsafe {
+            bpf_skb_store_bytes(
+                self.skb(),
+                0,
+                macs.as_ptr().cast(),
+                macs.len() as u32,
+                u64::from(BPF_F_RECOMPUTE_CSUM),
+            )
+        };
+        if rc != 0 {
+            return Err(DropReason::TruncatedEthernet);
         }
+        // SAFETY: a map lookup by value; the value is not kept.
+        if unsafe { LB_PEER_DEVICES.get(hop.ifindex) }.is_some() {
+            // SAFETY: a helper call with an interface index, no flags.
+            Ok(unsafe { bpf_redirect_peer(hop.ifindex, 0) } as u32)
+        } else {
+            // SAFETY: as above.
+            Ok(unsafe { bpf_redirect(hop.ifindex, 0) } as u32)
+        }
+    }
+
+    /// The FIB gave the egress and the next hop; the kernel resolves its
+    /// MAC (and queues the packet meanwhile).
+    #[inline(always)]
+    fn resolve(&self, fib: &bpf_fib_lookup) -> Result<u32, DropReason> {
+        let mut nh = next_hop(fib);
+        // SAFETY: a helper call with a fully initialised struct of the size
+        // given.
+        Ok(unsafe {
+            bpf_redirect_neigh(
+                fib.ifindex,
+                &mut nh,
+                core::mem::size_of::<bpf_redir_neigh>() as i32,
+                0,
+            )
+        } as u32)
     }
 }
 
 /// Destination then source MAC, as they lead the frame.
 #[inline(always)]
-fn mac_pair(fib: &bpf_fib_lookup) -> [u8; 2 * ETH_ALEN] {
+fn mac_pair(hop: &NextHop) -> [u8; 2 * ETH_ALEN] {
     let mut out = [0u8; 2 * ETH_ALEN];
     let mut i = 0;
     while i < ETH_ALEN {
-        out[i] = fib.dmac[i];
-        out[ETH_ALEN + i] = fib.smac[i];
+        out[i] = hop.dmac[i];
+        out[ETH_ALEN + i] = hop.smac[i];
         i += 1;
     }
     out

@@ -2,15 +2,12 @@
 //! XDP_TX or XDP_REDIRECT.
 
 use aya_ebpf::{
-    bindings::{
-        BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
-        bpf_fib_lookup, xdp_action,
-    },
+    bindings::{bpf_fib_lookup, xdp_action},
     helpers::generated::bpf_redirect,
     programs::XdpContext,
 };
 use lb_common::{
-    abi::DropReason,
+    abi::{DropReason, NextHop},
     csum,
     parse::{Header, PacketView},
 };
@@ -98,28 +95,25 @@ impl Hook for XdpFrame<'_> {
     }
 
     /// XDP_TX when the packet leaves by the interface it came in on,
-    /// XDP_REDIRECT otherwise. When the next hop's MAC is not yet known the
-    /// packet goes to the kernel (already rewritten), which resolves the
-    /// neighbour and forwards it; later packets then take the fast path.
+    /// XDP_REDIRECT otherwise.
     #[inline(always)]
-    fn send(&self, fib: &bpf_fib_lookup, rc: u32) -> Result<u32, DropReason> {
-        match rc {
-            BPF_FIB_LKUP_RET_SUCCESS => {
-                if !self.store::<ETH_ALEN>(0, fib.dmac)
-                    || !self.store::<ETH_ALEN>(ETH_ALEN, fib.smac)
-                {
-                    return Err(DropReason::TruncatedEthernet);
-                }
-                if fib.ifindex == self.ifindex() {
-                    Ok(xdp_action::XDP_TX)
-                } else {
-                    // SAFETY: a helper call with an interface index and no flags.
-                    Ok(unsafe { bpf_redirect(fib.ifindex, 0) } as u32)
-                }
-            }
-            BPF_FIB_LKUP_RET_NO_NEIGH | BPF_FIB_LKUP_RET_FRAG_NEEDED => Ok(xdp_action::XDP_PASS),
-            _ => Err(DropReason::NoRoute),
+    fn send(&self, hop: &NextHop) -> Result<u32, DropReason> {
+        if !self.store::<ETH_ALEN>(0, hop.dmac) || !self.store::<ETH_ALEN>(ETH_ALEN, hop.smac) {
+            return Err(DropReason::TruncatedEthernet);
         }
+        if hop.ifindex == self.ifindex() {
+            Ok(xdp_action::XDP_TX)
+        } else {
+            // SAFETY: a helper call with an interface index and no flags.
+            Ok(unsafe { bpf_redirect(hop.ifindex, 0) } as u32)
+        }
+    }
+
+    /// The packet goes to the kernel (already rewritten), which resolves
+    /// the neighbour and forwards it; later packets take the fast path.
+    #[inline(always)]
+    fn resolve(&self, _fib: &bpf_fib_lookup) -> Result<u32, DropReason> {
+        Ok(xdp_action::XDP_PASS)
     }
 }
 

@@ -28,6 +28,8 @@ pub const PROGRAM: &str = "lb_xdp";
 pub const TC_PROGRAM: &str = "lb_tc";
 /// Name of the no-op program benchmarks use as their baseline.
 pub const BASELINE: &str = "lb_bench_noop";
+/// The tc hook's no-op baseline.
+pub const TC_BASELINE: &str = "lb_bench_noop_tc";
 
 /// Why the datapath could not be loaded or written.
 #[derive(Debug, thiserror::Error)]
@@ -295,6 +297,21 @@ impl Datapath {
         let prog: &mut Xdp = self
             .ebpf
             .program_mut(BASELINE)
+            .ok_or(DatapathError::NoProgram)?
+            .try_into()
+            .map_err(DatapathError::Program)?;
+        if prog.fd().is_err() {
+            prog.load().map_err(DatapathError::Program)?;
+        }
+        Ok(prog)
+    }
+
+    /// The object's no-op tc program, loaded on first use: the baseline of
+    /// [`TC_PROGRAM`]. Never attached.
+    pub fn tc_baseline_program(&mut self) -> Result<&mut SchedClassifier, DatapathError> {
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(TC_BASELINE)
             .ok_or(DatapathError::NoProgram)?
             .try_into()
             .map_err(DatapathError::Program)?;

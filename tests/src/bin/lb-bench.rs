@@ -16,6 +16,9 @@
 //!   period, ACKs that hit and rewrite the flow's last-seen time (the cost
 //!   of expiry bookkeeping, paid at most about once a second per flow).
 //!
+//! - kernel loop at the tc hook: the same three cases run by `lb_tc` on
+//!   skbs, against a no-op tc program.
+//!
 //! The packets are 64-byte TCP segments, rewritten and sent to XDP_REDIRECT
 //! (not executed by the test harness).
 
@@ -23,7 +26,7 @@ use std::time::Duration;
 
 use lb_common::abi::{REFRESH_TICKS, TICK_SHIFT};
 use lb_tests::{
-    fixture::{Golden, XDP_PASS, XDP_REDIRECT, test_run},
+    fixture::{Golden, TC_ACT_REDIRECT, XDP_PASS, XDP_REDIRECT, test_run, test_run_tc},
     packet::Frame,
 };
 
@@ -110,6 +113,21 @@ fn main() {
         ] {
             series.push("per packet", name, per_packet(prog, packets, ifindex, XDP_REDIRECT));
         }
+        // The same datapath at the tc hook, on skbs (the test runner builds
+        // one per run, which the no-op pays too).
+        let tc = "kernel loop, tc hook";
+        let base = g.dp.tc_baseline_program().expect("tc baseline program");
+        series.push(tc, "no-op tc", test_run_tc(base, &ack1, gin, REPEAT, 0).2 as f64);
+        let prog = g.dp.tc_program_mut().expect("tc program");
+        assert_eq!(test_run_tc(prog, &ack1, gin, 1, 0).0, TC_ACT_REDIRECT, "tc forwards too");
+        for (name, input, ifindex) in [
+            ("lb, flow-table hit (ACK)", &ack1, gin),
+            ("lb, SYN on a known 5-tuple (re-pin)", &syn1, gin),
+            ("lb, reply from the backend", &reply_one, gout),
+        ] {
+            series.push(tc, name, test_run_tc(prog, input, ifindex, REPEAT, 0).2 as f64);
+        }
+        let prog = g.dp.program_mut().expect("program");
         std::thread::sleep(refresh + Duration::from_millis(50));
         series.push(
             "per packet",
@@ -121,7 +139,7 @@ fn main() {
     println!("\n| regime | program | ns/packet (median) | min-max | x no-op |");
     println!("|---|---|---|---|---|");
     for (regime, name, v) in &series.0 {
-        let base = series.0.iter().find(|(r, n, _)| r == regime && *n == "no-op XDP");
+        let base = series.0.iter().find(|(r, n, _)| r == regime && n.starts_with("no-op"));
         let base = base.map_or(f64::NAN, |(_, _, b)| stats(b).0);
         let (m, lo, hi) = stats(v);
         println!("| {regime} | {name} | {m:.1} | {lo:.1}-{hi:.1} | {:.2} |", m / base);
