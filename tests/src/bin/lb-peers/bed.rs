@@ -41,6 +41,13 @@ impl Bed {
     /// Builds the topology and starts the backend's servers.
     pub fn new(root: PathBuf) -> Result<Self> {
         let topo = Topology::new(1);
+        // LB_PEERS_OFFLOADS=default: every interface as a new veth has it
+        // (TX checksum offload and TSO on, GRO off: super-packets, partial
+        // checksums, no NAPI), where users first try lb.
+        if std::env::var("LB_PEERS_OFFLOADS").is_ok_and(|v| v == "default") {
+            topo.default_offloads();
+            return Self::serve(topo, root);
+        }
         // Wire-like: every frame on a veth at most MTU (1500) bytes, as on a
         // real link. Endpoints: TX checksum off (from the harness: a NIC
         // puts full checksums on the wire, veth would leave them partial),
@@ -54,6 +61,11 @@ impl Bed {
         for iface in ["lb-cli", "lb-b1"] {
             topo.lb.exec(&["ethtool", "-K", iface, "tso", "off", "gro", "on"]);
         }
+        Self::serve(topo, root)
+    }
+
+    /// Starts the backend's servers on `topo`.
+    fn serve(topo: Topology, root: PathBuf) -> Result<Self> {
         // Proxies open a backend connection per client connection and close
         // it first: widen their port range and reuse TIME_WAIT ports, as the
         // harness does for the client.

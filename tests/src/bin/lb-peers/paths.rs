@@ -28,16 +28,25 @@ pub enum Path {
     Haproxy,
     /// nginx 1.22 stream module.
     Nginx,
-    /// `lb run --mode xdp`.
+    /// `lb run --mode xdp`, at the XDP hook (native).
     LbXdp,
+    /// `lb run --mode xdp`, at the tc hook.
+    LbTc,
     /// `lb run --mode splice`.
     LbSplice,
 }
 
 impl Path {
     /// Every path, in report order.
-    pub const ALL: [Path; 6] =
-        [Path::Direct, Path::Nft, Path::Haproxy, Path::Nginx, Path::LbXdp, Path::LbSplice];
+    pub const ALL: [Path; 7] = [
+        Path::Direct,
+        Path::Nft,
+        Path::Haproxy,
+        Path::Nginx,
+        Path::LbXdp,
+        Path::LbTc,
+        Path::LbSplice,
+    ];
 
     /// The report's name for it.
     pub fn name(self) -> &'static str {
@@ -47,6 +56,7 @@ impl Path {
             Path::Haproxy => "haproxy",
             Path::Nginx => "nginx",
             Path::LbXdp => "lb-xdp",
+            Path::LbTc => "lb-tc",
             Path::LbSplice => "lb-splice",
         }
     }
@@ -115,12 +125,18 @@ pub fn start(path: Path, bed: &Bed) -> Result<Running> {
                 &run.dir.0,
             )?);
         }
-        Path::LbXdp | Path::LbSplice => {
-            let mode = if path == Path::LbXdp { "xdp" } else { "splice" };
+        Path::LbXdp | Path::LbTc | Path::LbSplice => {
+            let (mode, attach) = match path {
+                Path::LbXdp => ("xdp", "native"),
+                Path::LbTc => ("xdp", "tc"),
+                _ => ("splice", "auto"),
+            };
             let pin = pin_dir(&run.dir.0);
             let pin = pin.to_str().context("utf-8 pin dir")?;
-            let cfg =
-                bed.template("lb.toml.in", &[("@MODE@", mode), ("@DIR@", &d), ("@PIN@", pin)])?;
+            let cfg = bed.template(
+                "lb.toml.in",
+                &[("@MODE@", mode), ("@ATTACH@", attach), ("@DIR@", &d), ("@PIN@", pin)],
+            )?;
             let f = write(&run.dir.0, "lb.toml", cfg)?;
             let lb = start_lb(&bed.topo, FsPath::new(&f), &run.dir.0);
             run.pid = Some(lb.pid());

@@ -74,6 +74,11 @@ pub fn goals(r: &Results) -> Vec<(String, Option<f64>, String, Option<bool>)> {
         ratio(Path::LbXdp, Path::Nft, Metric::Udp, "lb-xdp / nft-dnat, UDP 64 B rate", 3.0),
         added(Path::LbXdp, false, "lb-xdp added latency p50 (µs)", Some(10.0)),
         added(Path::LbXdp, true, "lb-xdp added latency p99 (µs)", None),
+        ratio(Path::LbTc, Path::Nft, Metric::Tcp1, "lb-tc / nft-dnat, TCP 1 stream", 1.2),
+        ratio(Path::LbTc, Path::Nft, Metric::Tcp4, "lb-tc / nft-dnat, TCP 4 streams", 1.2),
+        ratio(Path::LbTc, Path::Direct, Metric::Tcp1, "lb-tc / direct, TCP 1 stream", 1.0),
+        ratio(Path::LbTc, Path::Direct, Metric::Tcp4, "lb-tc / direct, TCP 4 streams", 1.0),
+        ratio(Path::LbTc, Path::Nft, Metric::Udp, "lb-tc / nft-dnat, UDP 64 B rate", 3.0),
         ratio(
             Path::LbSplice,
             Path::Haproxy,
