@@ -17,6 +17,7 @@ pub fn run(root: &Path) -> Result<()> {
     // before the host crates are linted and tested.
     let tc = toolchain::ensure(root)?;
     prereqs::ensure_packages(prereqs::TEST_PACKAGES, "")?;
+    prereqs::ensure_packages(prereqs::BROWSER_PACKAGES, "")?;
     eprintln!("{tc}");
     ebpf::build(root, &tc, Profile::Release)?;
     ebpf::clippy(root, &tc)?;
