@@ -7,7 +7,7 @@
 //! - [`datapath`]: the XDP program from userspace: map content for a config,
 //!   loading, attaching, counters.
 //! - [`health`]: active probes and consecutive-result health state.
-//! - [`metrics`]: the Prometheus endpoint.
+//! - [`metrics`]: the HTTP endpoint: Prometheus metrics, the status page and its JSON.
 //! - [`splice`]: the userspace fallback datapath (splice(2) relay).
 //! - [`object`]: finds the eBPF object (embedded or `--bpf-object`) and refuses
 //!   a missing or stale one.

@@ -8,6 +8,7 @@ mod commands;
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{ArgAction, Parser, Subcommand, ValueEnum};
+use commands::target::{AgentArgs, Target};
 use lb_userspace::control::Request;
 use tracing_subscriber::EnvFilter;
 
@@ -16,8 +17,9 @@ use tracing_subscriber::EnvFilter;
 #[derive(Debug, Parser)]
 #[command(name = "lb", version, propagate_version = true)]
 #[command(long_version = concat!(env!("CARGO_PKG_VERSION"), "\n", env!("LB_OBJECT_STATUS")))]
-#[command(after_help = "Start with `lb check --config config/example.toml`; every field is \
-    documented in config/example.toml.")]
+#[command(after_help = concat!("Start with `lb check --config config/example.toml`; every \
+    field is documented in config/example.toml.\n\nstatus, flow, backend, reload and stop talk to \
+    the running agent, each taking --control PATH or --config FILE. ", precedence!()))]
 struct Cli {
     /// More log output (-v debug, -vv trace). RUST_LOG, when set, wins.
     #[arg(short, long, action = ArgAction::Count, global = true)]
@@ -51,9 +53,8 @@ enum Command {
     },
     /// Drain, disable, enable or re-weight one backend of the running balancer.
     Backend {
-        /// The agent's control socket (agent.control_socket of its config).
-        #[arg(long, env = "LB_CONTROL", default_value = "/run/lb/control.sock", global = true)]
-        control: PathBuf,
+        #[command(flatten)]
+        agent: AgentArgs,
         #[command(subcommand)]
         action: BackendCmd,
     },
@@ -61,9 +62,8 @@ enum Command {
     /// or removed backends and weights apply at once; an invalid file is
     /// refused and the running config stays.
     Reload {
-        /// The agent's control socket (agent.control_socket of its config).
-        #[arg(long, env = "LB_CONTROL", default_value = "/run/lb/control.sock")]
-        control: PathBuf,
+        #[command(flatten)]
+        agent: AgentArgs,
     },
     /// Which backend a flow gets, and why: its flow-table entry, or the
     /// Maglev slot its hash picks (e.g. `lb flow 10.0.0.2:40000 10.0.0.100:80 tcp`).
@@ -74,9 +74,8 @@ enum Command {
         dst: String,
         /// tcp or udp.
         protocol: String,
-        /// The agent's control socket (agent.control_socket of its config).
-        #[arg(long, env = "LB_CONTROL", default_value = "/run/lb/control.sock")]
-        control: PathBuf,
+        #[command(flatten)]
+        agent: AgentArgs,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -85,15 +84,13 @@ enum Command {
     /// stop the agent if one runs. A plain SIGTERM leaves the datapath
     /// forwarding for the next `lb run` to take over.
     Stop {
-        /// The config file (for the control socket and the pin directory).
-        #[arg(short, long, env = "LB_CONFIG", default_value = "/etc/lb/lb.toml")]
-        config: PathBuf,
+        #[command(flatten)]
+        agent: AgentArgs,
     },
     /// Show the running balancer: services, backends, counters.
     Status {
-        /// The agent's control socket (agent.control_socket of its config).
-        #[arg(long, env = "LB_CONTROL", default_value = "/run/lb/control.sock")]
-        control: PathBuf,
+        #[command(flatten)]
+        agent: AgentArgs,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -183,35 +180,24 @@ fn main() -> ExitCode {
     init_logging(cli.verbose);
     let result = match cli.command {
         Command::Check { config } => commands::check::run(&config),
-        Command::Status { control, json, rates } => commands::status::run(&control, json, rates),
-        Command::Flow { src, dst, protocol, control, json } => {
-            commands::flow::run(&control, &src, &dst, &protocol, json)
-        }
-        Command::Stop { config } => commands::stop::run(&config),
-        Command::Reload { control } => commands::backend::request(&control, Request::Reload),
-        Command::Backend { control, action } => {
-            use lb_userspace::control::protocol::BackendAction as A;
-            let (service, backend, action, wait) = match action {
-                BackendCmd::Drain { service, backend, wait } => (service, backend, A::Drain, wait),
-                BackendCmd::Disable { service, backend } => (service, backend, A::Disable, None),
-                BackendCmd::Enable { service, backend } => (service, backend, A::Enable, None),
-                BackendCmd::Weight { service, backend, weight } => {
-                    (service, backend, A::Weight { weight }, None)
-                }
-            };
-            match wait {
-                Some(limit) => {
-                    commands::backend::drain_and_wait(&control, &service, &backend, limit)
-                }
-                None => commands::backend::run(&control, &service, &backend, action),
-            }
-        }
         Command::Run { config, mode, attach, bpf_object } => commands::run::run(
             &config,
             mode.map(Into::into),
             attach.map(Into::into),
             bpf_object.as_deref(),
         ),
+        Command::Status { agent, json, rates } => {
+            Target::resolve(&agent).and_then(|t| commands::status::run(&t, json, rates))
+        }
+        Command::Flow { src, dst, protocol, agent, json } => Target::resolve(&agent)
+            .and_then(|t| commands::flow::run(&t, &src, &dst, &protocol, json)),
+        Command::Stop { agent } => Target::resolve(&agent).and_then(|t| commands::stop::run(&t)),
+        Command::Reload { agent } => {
+            Target::resolve(&agent).and_then(|t| commands::backend::request(&t, Request::Reload))
+        }
+        Command::Backend { agent, action } => {
+            Target::resolve(&agent).and_then(|t| backend(&t, action))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -220,6 +206,23 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `lb backend <action>` against `target`.
+fn backend(target: &Target, action: BackendCmd) -> anyhow::Result<()> {
+    use lb_userspace::control::protocol::BackendAction as A;
+    let (service, backend, action, wait) = match action {
+        BackendCmd::Drain { service, backend, wait } => (service, backend, A::Drain, wait),
+        BackendCmd::Disable { service, backend } => (service, backend, A::Disable, None),
+        BackendCmd::Enable { service, backend } => (service, backend, A::Enable, None),
+        BackendCmd::Weight { service, backend, weight } => {
+            (service, backend, A::Weight { weight }, None)
+        }
+    };
+    match wait {
+        Some(limit) => commands::backend::drain_and_wait(target, &service, &backend, limit),
+        None => commands::backend::run(target, &service, &backend, action),
     }
 }
 

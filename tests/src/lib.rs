@@ -2,6 +2,7 @@
 //!
 //! - [`packet`]: builds frames byte by byte with checksums computed from
 //!   scratch, so golden expectations never reuse the datapath's own code.
+//! - [`browser`]: headless Chromium in a namespace (DOM dumps, screenshots).
 //! - [`fixture`]: the golden-packet namespace and BPF_PROG_TEST_RUN.
 //! - [`netns`]: network namespaces with unique names, removed on drop.
 //! - [`flood`]: a bounded flood of new flows from a raw socket.
@@ -11,6 +12,7 @@
 //! - [`predict`]: the backend a flow must reach, from the userspace plan.
 //! - [`topology`]: client, balancer and backend namespaces for end-to-end tests.
 pub mod agent;
+pub mod browser;
 pub mod client;
 pub mod fixture;
 pub mod flood;

@@ -5,9 +5,13 @@
 //! - `bench`: benchmarks.
 //! - `demo`: the balancer's main job once, in namespaces (root).
 //! - `deps`: installs the eBPF toolchain prerequisites only.
+//! - `deb`: the Debian package (`--check`: installed and removed in a
+//!   throwaway copy of the host).
 
 mod bench;
 mod cmd;
+mod deb;
+mod deb_check;
 mod demo;
 mod ebpf;
 mod prereqs;
@@ -51,6 +55,15 @@ enum Command {
     Deps,
     /// Namespaces + 3 backends + lb in XDP mode + traffic: the main job, once.
     Demo,
+    /// Build the Debian package target/deb/lb_<version>_<arch>.deb: lb
+    /// (release, eBPF object embedded), the systemd unit, the example config
+    /// as /etc/lb/lb.toml, the Grafana dashboard.
+    Deb {
+        /// Then install it, check it, and remove and purge it again, in a
+        /// throwaway overlay copy of this host (root; the host is untouched).
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -67,5 +80,6 @@ fn main() -> Result<()> {
         Command::Bench { which, quick } => bench::run(&root, which, quick),
         Command::Demo => demo::run(&root),
         Command::Deps => toolchain::ensure(&root).map(|tc| println!("{tc}")),
+        Command::Deb { check } => deb::run(&root, check),
     }
 }

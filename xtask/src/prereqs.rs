@@ -25,8 +25,13 @@ pub const APT_PACKAGES: &[&str] = &[
     "libzstd-dev",
 ];
 
-/// What the namespace tests run: `ip`, `ethtool` (veth offloads).
+/// What the namespace tests (and the demo) run: `ip`, `ethtool` (veth
+/// offloads).
 pub const TEST_PACKAGES: &[&str] = &["iproute2", "ethtool"];
+
+/// What only the test suite runs: headless `chromium`, which the status page
+/// test loads the page in (about 350 MB with its libraries).
+pub const BROWSER_PACKAGES: &[&str] = &["chromium"];
 
 /// The bpf-linker release known to work with Debian's LLVM 22.
 pub const BPF_LINKER_VERSION: &str = "0.13.0";

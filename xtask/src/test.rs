@@ -5,7 +5,7 @@ use std::{path::Path, process::Command};
 use anyhow::Result;
 
 use crate::{
-    cmd,
+    cmd, deb,
     ebpf::{self, Profile},
     prereqs, toolchain,
 };
@@ -17,6 +17,7 @@ pub fn run(root: &Path) -> Result<()> {
     // before the host crates are linted and tested.
     let tc = toolchain::ensure(root)?;
     prereqs::ensure_packages(prereqs::TEST_PACKAGES, "")?;
+    prereqs::ensure_packages(prereqs::BROWSER_PACKAGES, "")?;
     eprintln!("{tc}");
     ebpf::build(root, &tc, Profile::Release)?;
     ebpf::clippy(root, &tc)?;
@@ -24,6 +25,9 @@ pub fn run(root: &Path) -> Result<()> {
     // The object was just built: a test that finds none must fail.
     cmd::run(cargo(root).args(["test", "--all-targets"]).env("LB_REQUIRE_EBPF_OBJECT", "1"))?;
     cmd::run(cargo(root).args(["test", "--doc"]))?;
+    // The package: built from the release binary, installed, checked and
+    // removed in a throwaway copy of this host.
+    deb::run(root, true)?;
     eprintln!("xtask test: all checks passed");
     Ok(())
 }

@@ -451,13 +451,13 @@ pub fn flow_timeouts(cfg: &Config) -> FlowTimeouts {
 }
 
 impl metrics::Source for Agent {
-    fn metrics(&self) -> Result<String, String> {
+    fn snapshot(&self) -> Result<metrics::Snapshot, String> {
         let st = self.lock();
         let counts = self.flow_counts(&st);
         let report =
             status::report(&st, &self.interfaces_now(), self.mode_reason.as_deref(), &counts)
                 .map_err(|e| e.to_string())?;
-        Ok(metrics::render::render(&report, &st.probe_durations))
+        Ok(metrics::Snapshot { report, probes: st.probe_durations.clone() })
     }
 }
 

@@ -1,27 +1,26 @@
 //! `lb backend drain|disable|enable|weight` and `lb reload`: requests to the
 //! running agent that are answered "done" or with an error.
 
-use std::{
-    path::Path,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use lb_userspace::control::{
-    Request, Response, client,
+    Request, Response,
     protocol::{BackendAction, BackendStatus},
 };
 
-pub fn run(control: &Path, service: &str, backend: &str, action: BackendAction) -> Result<()> {
+use super::target::Target;
+
+pub fn run(target: &Target, service: &str, backend: &str, action: BackendAction) -> Result<()> {
     request(
-        control,
+        target,
         Request::Backend { service: service.to_owned(), backend: backend.to_owned(), action },
     )
 }
 
 /// Sends a request that is answered "done" or an error, and prints the answer.
-pub fn request(control: &Path, req: Request) -> Result<()> {
-    match client::request(control, &req)? {
+pub fn request(target: &Target, req: Request) -> Result<()> {
+    match target.request(&req)? {
         Response::Done { message } => {
             println!("{message}");
             Ok(())
@@ -37,11 +36,16 @@ const POLL: Duration = Duration::from_millis(200);
 /// `lb backend drain --wait`: drains, then waits until the backend has no
 /// active flows (closing ones do not hold it), or fails after `limit`
 /// saying how many remain.
-pub fn drain_and_wait(control: &Path, service: &str, backend: &str, limit: Duration) -> Result<()> {
-    run(control, service, backend, BackendAction::Drain)?;
+pub fn drain_and_wait(
+    target: &Target,
+    service: &str,
+    backend: &str,
+    limit: Duration,
+) -> Result<()> {
+    run(target, service, backend, BackendAction::Drain)?;
     let drained_at = Instant::now();
     loop {
-        let (b, age) = backend_status(control, service, backend)?;
+        let (b, age) = backend_status(target, service, backend)?;
         // Counts from before the drain say nothing about it.
         let fresh = Duration::from_millis(age) < drained_at.elapsed();
         if fresh && b.active_flows == 0 {
@@ -66,8 +70,8 @@ pub fn drain_and_wait(control: &Path, service: &str, backend: &str, limit: Durat
 }
 
 /// The status of one backend and the age of its flow counts (ms).
-fn backend_status(control: &Path, service: &str, backend: &str) -> Result<(BackendStatus, u64)> {
-    let report = match client::request(control, &Request::Status)? {
+fn backend_status(target: &Target, service: &str, backend: &str) -> Result<(BackendStatus, u64)> {
+    let report = match target.request(&Request::Status)? {
         Response::Status(r) => r,
         Response::Error { message } => bail!("{message}"),
         _ => bail!("the agent answered something other than a status"),

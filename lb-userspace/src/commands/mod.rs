@@ -5,3 +5,5 @@ pub mod flow;
 pub mod run;
 pub mod status;
 pub mod stop;
+#[macro_use]
+pub mod target;

@@ -2,18 +2,19 @@
 
 use std::{
     fmt::Write as _,
-    path::Path,
     time::{Duration, Instant},
 };
 
 use anyhow::{Result, bail};
 use lb_userspace::control::{
-    Request, Response, client,
+    Request, Response,
     protocol::{StatusReport, Traffic},
 };
 
-pub fn run(control: &Path, json: bool, rates: bool) -> Result<()> {
-    let first = fetch(control)?;
+use super::target::Target;
+
+pub fn run(target: &Target, json: bool, rates: bool) -> Result<()> {
+    let first = fetch(target)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&first)?);
         return Ok(());
@@ -25,14 +26,14 @@ pub fn run(control: &Path, json: bool, rates: bool) -> Result<()> {
     // Rates: two samples a second apart.
     let started = Instant::now();
     std::thread::sleep(Duration::from_secs(1));
-    let second = fetch(control)?;
+    let second = fetch(target)?;
     print!("{}", render(&second));
     print!("{}", render_rates(&first, &second, started.elapsed().as_secs_f64()));
     Ok(())
 }
 
-fn fetch(control: &Path) -> Result<StatusReport> {
-    match client::request(control, &Request::Status)? {
+fn fetch(target: &Target) -> Result<StatusReport> {
+    match target.request(&Request::Status)? {
         Response::Status(report) => Ok(report),
         Response::Error { message } => bail!("the agent could not report its status: {message}"),
         Response::Done { .. } | Response::Flow(_) => {

@@ -1,18 +1,16 @@
 //! `lb stop`: remove the datapath (program, pins, state) and stop the agent.
 
-use std::path::Path;
-
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use lb_userspace::{
-    config,
     control::{Request, Response, client},
     datapath::pins::{self, Pins},
 };
 
-pub fn run(config_path: &Path) -> Result<()> {
-    let cfg = config::load(config_path)?;
-    let control = &cfg.agent.control_socket;
-    match client::request(control, &Request::Stop) {
+use super::target::Target;
+
+pub fn run(target: &Target) -> Result<()> {
+    let control = &target.socket;
+    match target.try_request(&Request::Stop) {
         Ok(Response::Done { message }) => {
             println!("{message}");
             Ok(())
@@ -21,14 +19,22 @@ pub fn run(config_path: &Path) -> Result<()> {
         Ok(_) => bail!("the agent answered something else"),
         // No agent: what the last one left is removed here. Unpinned
         // links detach at once, since no process holds them.
-        Err(client::ClientError::Connect { .. }) => {
-            let pins = Pins::new(&cfg.agent.pin_dir);
+        Err(e @ client::ClientError::Connect { .. }) => {
+            // A socket named alone does not say where its datapath is pinned.
+            let Some(pin_dir) = target.pin_dir() else {
+                return Err(anyhow!(
+                    "{:#}; to remove the datapath a stopped agent left, name its config with \
+                     --config FILE (for its agent.pin_dir)",
+                    target.explain(e)
+                ));
+            };
+            let pins = Pins::new(&pin_dir);
             pins.remove().with_context(|| format!("removing {}", pins.dir().display()))?;
             let _ = std::fs::remove_file(pins::state_file(control));
             let _ = std::fs::remove_file(control);
             println!("no agent running; removed the pinned datapath in {}", pins.dir().display());
             Ok(())
         }
-        Err(e) => Err(e.into()),
+        Err(e) => Err(target.explain(e)),
     }
 }

@@ -14,7 +14,7 @@ use super::protocol::{Request, Response};
 pub enum ClientError {
     /// Nothing listens on the socket.
     #[error(
-        "cannot reach the agent at {path}: {source}; is `lb run` running, with this control_socket (see --control)?"
+        "cannot reach the agent at {path}: {source}; is `lb run` running with this control_socket?"
     )]
     Connect {
         /// The socket.
