@@ -45,7 +45,12 @@ mod tests {
         StatusReport {
             mode: "splice".into(),
             mode_reason: Some(mode_reason.into()),
-            interfaces: vec![InterfaceStatus { name: "eth0".into(), attach: "native".into() }],
+            interfaces: vec![InterfaceStatus {
+                name: "eth0".into(),
+                attach: "native".into(),
+                why: String::new(),
+                lost: Default::default(),
+            }],
             services: Vec::new(),
             exceptions: vec![ExceptionStatus {
                 reason: "no_backend".into(),
