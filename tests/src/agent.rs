@@ -135,9 +135,15 @@ impl Lb {
         self.proc.0.try_wait().ok().flatten()
     }
 
-    /// Everything the agent has logged so far.
+    /// Everything the agent has logged so far. Panics if the log cannot be
+    /// read, so a test counting lines in it cannot pass on an empty read
+    /// (unless the test is already failing: then it says why instead).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        std::fs::read_to_string(&self.log).unwrap_or_else(|e| {
+            let why = format!("cannot read the lb log {}: {e}", self.log.display());
+            assert!(std::thread::panicking(), "{why}");
+            why
+        })
     }
 
     /// The agent's status report, as `lb status --json` has it.

@@ -9,7 +9,7 @@ use std::{
 
 use lb_common::abi::{PROTO_TCP, PROTO_UDP};
 use lb_tests::{
-    agent::{TempDir, config_with_health},
+    agent::{TempDir, config_with_health, wait_for},
     client::{Conn, Setup, count, vip},
     mode::Mode,
     topology::{CLIENT4, Topology, VIP4},
@@ -36,12 +36,21 @@ fn splice_on(
     tcp: &'static str,
     health: &'static str,
 ) -> Setup {
-    Setup::with_config(SERVER, topo, TempDir::new(), move |t, d| {
+    Setup::with_config(SERVER, topo, TempDir::new(), splice_config(splice, tcp, health))
+}
+
+/// The config of [`splice_setup_with`].
+fn splice_config(
+    splice: &'static str,
+    tcp: &'static str,
+    health: &'static str,
+) -> impl Fn(&Topology, &std::path::Path) -> String {
+    move |t, d| {
         let text = Mode::Splice
             .config(&config_with_health(t, d, "maglev", 3, health))
             .replace("protocol = \"tcp\"\n", &format!("protocol = \"tcp\"\n{tcp}\n"));
         format!("[splice]\n{splice}\n{text}")
-    })
+    }
 }
 
 /// True once a connection to `target` is refused (the listener is closed).
@@ -149,6 +158,52 @@ fn proxy_protocol_v2_tells_backends_the_client_address() {
     assert_eq!(count(&names).len(), 3, "{:?}", count(&names));
 }
 
+/// `lbt-server` as backend `i` in `ns`, closing unanswered any connection
+/// that does not start with a PROXY or LOCAL v2 header.
+fn strict_backend(ns: &lb_tests::netns::NetNs, i: usize) -> lb_tests::netns::Proc {
+    ns.spawn(&[SERVER, "--require-proxy-v2", &format!("b{i}"), "80", "5353"])
+}
+
+#[test]
+fn probes_of_proxy_protocol_backends_pass_with_their_local_header() {
+    let topo = Topology::new(3);
+    Mode::Splice.prepare(&topo);
+    let servers: Vec<_> =
+        topo.backends.iter().enumerate().map(|(i, ns)| strict_backend(ns, i + 1)).collect();
+    let probes = "kind = \"http\"\ninterval = \"100ms\"\ntimeout = \"90ms\"\nrise = 2\nfall = 2";
+    let mut s = Setup::launch(
+        None,
+        topo,
+        TempDir::new(),
+        &[],
+        splice_config("", "proxy_protocol = \"v2\"", probes),
+    );
+    s.backends = servers;
+    let b2 = "10.200.2.1:80";
+    let health = |s: &Setup| s.lb.backend("tcp-v4", b2).0.health;
+    // b2 goes down (its server stops), then only passing probes bring it
+    // back: a probe without its LOCAL header, or with a wrong one, is closed
+    // unanswered by the restarted server and keeps it down.
+    drop(s.backends.remove(1));
+    wait_for(Duration::from_secs(5), "b2 down once its server stopped", || {
+        (health(&s) == "down").then_some(())
+    });
+    s.backends.insert(1, strict_backend(&s.topo.backends[1], 2));
+    wait_for(Duration::from_secs(5), "b2 up again through its probes", || {
+        (health(&s) == "up").then_some(())
+    });
+    let changes = s.lb.health_changes();
+    let up = changes.iter().find(|c| c.backend == b2 && c.to == "up").expect("b2's return logged");
+    assert_eq!(up.signal, "probe", "{changes:?}");
+    // The other two were probed through the same header all along and
+    // never failed (b2 changes in both families: it serves the v6 VIP too).
+    let of_b2 = [b2, "[fd00:200:2::1]:80"];
+    assert!(changes.iter().all(|c| of_b2.contains(&c.backend.as_str())), "{changes:?}");
+    let _in = s.topo.client.enter();
+    let names: Vec<String> = (0..30).map(|_| Conn::open(vip(VIP4, 80)).ask()).collect();
+    assert_eq!(count(&names).len(), 3, "{:?}", count(&names));
+}
+
 #[test]
 fn shutdown_stops_accepting_and_lets_open_connections_finish() {
     let mut s = splice_setup_with("shutdown_timeout = \"20s\"", "", "kind = \"none\"");
@@ -173,12 +228,24 @@ fn shutdown_closes_what_is_still_open_at_the_timeout() {
     let mut s = splice_setup_with("shutdown_timeout = \"1s\"", "", "kind = \"none\"");
     let _in = s.topo.client.enter();
     let mut open = s.conn(vip(VIP4, 80));
-    open.ask();
+    let first = open.ask();
     s.lb.sigterm();
-    s.lb.wait_exit(Duration::from_secs(10));
+    let sent = std::time::Instant::now();
+    // Within the timeout the connection is still served, by a live lb.
+    while sent.elapsed() < Duration::from_millis(700) {
+        assert_eq!(open.try_ask().as_ref(), Some(&first), "answered before the timeout");
+        assert!(s.lb.try_wait().is_none(), "lb exited before its shutdown_timeout");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Then lb closes it, at the timeout rather than later.
+    let closed = wait_for(Duration::from_secs(5), "the connection closed", || {
+        open.try_ask().is_none().then(|| sent.elapsed())
+    });
+    assert!(closed >= Duration::from_millis(900), "closed {closed:?} after SIGTERM, before 1 s");
+    assert!(closed < Duration::from_millis(2500), "closed {closed:?} after SIGTERM (timeout 1 s)");
+    s.lb.wait_exit(Duration::from_secs(5));
     let log = s.lb.log();
     assert!(log.contains("splice.shutdown_timeout reached"), "{log}");
-    assert_eq!(open.try_ask(), None, "closed once the timeout passed");
 }
 
 #[test]

@@ -266,7 +266,13 @@ impl Agent {
         let mut st = self.lock();
         let config = crate::config::load(&st.config.source)?;
         needs_no_restart(&st.config, &config, st.datapath.mode())?;
-        let runtimes = runtime::for_config(&config, st.runtimes.clone());
+        let mut runtimes = runtime::for_config(&config, st.runtimes.clone());
+        // An operator's weight holds until the next reload (README): the
+        // file's weights apply again, or a weight edited in the file would
+        // stay overridden for as long as the backend exists.
+        for rt in runtimes.values_mut() {
+            rt.weight = None;
+        }
         let state = &mut *st;
         state.plan =
             change(&mut *state.datapath, &state.plan, &config, &runtimes, &self.state_file)?;

@@ -14,7 +14,7 @@ use std::{
 };
 
 use lb_common::abi::{
-    Counters, DropReason, PROTO_TCP, PassiveEvent, SERVICE_HASH_CLIENT_IP, ServiceKey,
+    BACKEND_DOWN, Counters, DropReason, PROTO_TCP, PassiveEvent, SERVICE_HASH_CLIENT_IP, ServiceKey,
 };
 use socket2::{Domain, Socket, Type};
 use tokio::{
@@ -94,6 +94,11 @@ impl SpliceForwarder {
                     let r = new.backends.get(id as usize)?;
                     let addr = SocketAddr::new(r.addr.to_ip(r.family), u16::from_be(r.port_be));
                     let stats = Arc::clone(self.backends.entry(id).or_default());
+                    // Out of the table: its connections are re-hashed, which
+                    // for a proxy means ended.
+                    if r.state == BACKEND_DOWN {
+                        stats.cut_connections();
+                    }
                     Some((id, Backend { addr, stats }))
                 })
                 .collect();

@@ -47,6 +47,31 @@ pub struct BackendStats {
     pub bytes: AtomicU64,
     /// Connections or sessions open now (see [`OpenGuard`]).
     pub open: AtomicU64,
+    /// Times it was taken out (down or disabled): a TCP connection relayed
+    /// to it ends, with a reset to its client, when this passes the value
+    /// it started with, as XDP's re-hash resets it from the new backend.
+    pub cuts: AtomicU64,
+    /// Wakes the connections relayed to it when `cuts` rises.
+    pub cut: tokio::sync::Notify,
+}
+
+impl BackendStats {
+    /// Ends the TCP connections relayed to this backend now.
+    pub fn cut_connections(&self) {
+        self.cuts.fetch_add(1, Ordering::Relaxed);
+        self.cut.notify_waiters();
+    }
+
+    /// Completes once the backend is cut after `seen` (a `cuts` value).
+    async fn cut_after(&self, seen: u64) {
+        loop {
+            let woken = self.cut.notified();
+            if self.cuts.load(Ordering::Relaxed) != seen {
+                return;
+            }
+            woken.await;
+        }
+    }
 }
 
 /// Counts one connection or session as open for as long as it lives.
@@ -220,6 +245,7 @@ async fn handle(client: TcpStream, peer: SocketAddr, shared: &Shared) -> io::Res
         };
         stats.relayed.fetch_add(1, Ordering::Relaxed);
         let _open = OpenGuard::new(&target.stats);
+        let cuts = target.stats.cuts.load(Ordering::Relaxed);
         // Bytes leave as they arrive: the endpoints already chose their
         // segment sizes, and Nagle here would add latency to every request.
         let _ = backend.set_nodelay(true);
@@ -232,8 +258,17 @@ async fn handle(client: TcpStream, peer: SocketAddr, shared: &Shared) -> io::Res
             stats.bytes_down.fetch_add(down, Ordering::Relaxed);
             target.stats.bytes.fetch_add(up + down, Ordering::Relaxed);
         };
-        relay(&client, &backend, &pipes, shared.limits.idle_timeout, &tally).await?;
-        pipes.recycle();
+        tokio::select! {
+            moved = relay(&client, &backend, &pipes, shared.limits.idle_timeout, &tally) => {
+                moved?;
+                pipes.recycle();
+            }
+            () = target.stats.cut_after(cuts) => {
+                // A reset, not a FIN: the client must not take the cut for
+                // the server's orderly end of the stream.
+                let _ = socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO));
+            }
+        }
         return Ok(());
     }
     stats.no_backend.fetch_add(1, Ordering::Relaxed);

@@ -6,8 +6,10 @@
 //! probes). A PROXY protocol v2 header, if a connection starts with one, is
 //! read and the client it names reported as the peer.
 //!
-//! Usage: lbt-server NAME PORT...  (each port served over TCP and UDP, IPv4
-//! and IPv6).
+//! Usage: lbt-server [--require-proxy-v2] NAME PORT...  (each port served
+//! over TCP and UDP, IPv4 and IPv6). With `--require-proxy-v2` a TCP
+//! connection must start with a PROXY or LOCAL v2 header, as a real
+//! backend expecting one would insist; any other is closed unanswered.
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -18,8 +20,9 @@ use std::{
 use socket2::{Domain, Socket, Type};
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let name = args.next().expect("usage: lbt-server NAME PORT...");
+    let mut args = std::env::args().skip(1).peekable();
+    let strict = args.next_if_eq("--require-proxy-v2").is_some();
+    let name = args.next().expect("usage: lbt-server [--require-proxy-v2] NAME PORT...");
     let ports: Vec<u16> = args.map(|p| p.parse().expect("port")).collect();
     let mut threads = Vec::new();
     for port in ports {
@@ -28,7 +31,7 @@ fn main() {
             let tcp = bind_tcp(&addr);
             let udp: UdpSocket = socket(&addr, Type::DGRAM).into();
             let (n1, n2) = (name.clone(), name.clone());
-            threads.push(thread::spawn(move || serve_tcp(tcp, n1)));
+            threads.push(thread::spawn(move || serve_tcp(tcp, n1, strict)));
             threads.push(thread::spawn(move || serve_udp(udp, n2)));
         }
     }
@@ -56,14 +59,14 @@ fn socket(addr: &str, ty: Type) -> Socket {
     sock
 }
 
-fn serve_tcp(listener: TcpListener, name: String) {
+fn serve_tcp(listener: TcpListener, name: String, strict: bool) {
     for stream in listener.incoming().flatten() {
         let name = name.clone();
-        thread::spawn(move || answer(stream, &name));
+        thread::spawn(move || answer(stream, &name, strict));
     }
 }
 
-fn answer(stream: TcpStream, name: &str) {
+fn answer(stream: TcpStream, name: &str, strict: bool) {
     let Ok(mut peer) = stream.peer_addr() else { return };
     let Ok(mut out) = stream.try_clone() else {
         return;
@@ -72,9 +75,10 @@ fn answer(stream: TcpStream, name: &str) {
     // Behind a splice-mode lb with proxy_protocol = "v2", the client is the
     // one the header names (LOCAL headers, from probes, name none).
     match proxy_header(&mut reader) {
-        Some(Some(client)) => peer = client,
-        Some(None) => {}
-        None => return,
+        Header::Proxy(client) => peer = client,
+        Header::Local => {}
+        Header::Missing if !strict => {}
+        Header::Missing | Header::Invalid => return,
     }
     for line in reader.lines() {
         // An HTTP health probe: answer 200 and close.
@@ -89,21 +93,39 @@ fn answer(stream: TcpStream, name: &str) {
     }
 }
 
-/// Consumes a PROXY protocol v2 header if the stream starts with one:
-/// `Some(Some(client))` for a PROXY header, `Some(None)` for none or a LOCAL
-/// one, `None` if the stream failed.
-fn proxy_header(reader: &mut BufReader<TcpStream>) -> Option<Option<SocketAddr>> {
-    use lb_userspace::splice::proxy_v2::{SIGNATURE, parse};
-    let head = reader.fill_buf().ok()?;
-    if !head.starts_with(&SIGNATURE[..head.len().min(SIGNATURE.len())]) || head.is_empty() {
-        return Some(None);
+/// What a TCP connection starts with.
+enum Header {
+    /// A PROXY v2 header naming the relayed client.
+    Proxy(SocketAddr),
+    /// A LOCAL v2 header: the balancer's own connection (a probe).
+    Local,
+    /// No v2 signature at all.
+    Missing,
+    /// A signature followed by something neither PROXY nor LOCAL, or a
+    /// stream that failed before the header was complete.
+    Invalid,
+}
+
+/// Consumes a PROXY protocol v2 header if the stream starts with one.
+fn proxy_header(reader: &mut BufReader<TcpStream>) -> Header {
+    use lb_userspace::splice::proxy_v2::{LOCAL_HEADER, SIGNATURE, parse};
+    let Ok(head) = reader.fill_buf() else { return Header::Invalid };
+    if head.is_empty() || !head.starts_with(&SIGNATURE[..head.len().min(SIGNATURE.len())]) {
+        return Header::Missing;
     }
     let mut fixed = [0u8; 16];
-    reader.read_exact(&mut fixed).ok()?;
+    if reader.read_exact(&mut fixed).is_err() {
+        return Header::Invalid;
+    }
     let mut body = vec![0u8; usize::from(u16::from_be_bytes([fixed[14], fixed[15]]))];
-    reader.read_exact(&mut body).ok()?;
+    if reader.read_exact(&mut body).is_err() {
+        return Header::Invalid;
+    }
+    if fixed == LOCAL_HEADER {
+        return Header::Local;
+    }
     let whole = [fixed.as_slice(), &body].concat();
-    Some(parse(&whole).map(|(client, _, _)| client))
+    parse(&whole).map_or(Header::Invalid, |(client, _, _)| Header::Proxy(client))
 }
 
 fn serve_udp(sock: UdpSocket, name: String) {
