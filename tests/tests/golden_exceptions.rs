@@ -41,12 +41,19 @@ fn a_backend_without_a_route_is_dropped_and_counted_as_no_route() {
     let tcp = Frame::tcp("10.0.0.2:45100", "10.100.0.1:80").payload(b"x").bytes();
     assert_eq!(g.run(&tcp, g.gin).0, XDP_REDIRECT, "routed at first");
     ip("route add blackhole 10.1.0.10/32");
+    // The backend's next hop is cached: a route change is seen once the
+    // entry is asked of the FIB again, within the refresh period.
+    let refresh = std::time::Duration::from_nanos(
+        u64::from(lb_common::abi::REFRESH_TICKS) << lb_common::abi::TICK_SHIFT,
+    );
+    std::thread::sleep(refresh + std::time::Duration::from_millis(50));
     let before = g.exceptions(DropReason::NoRoute);
     for _ in 0..3 {
         assert_eq!(g.run(&tcp, g.gin).0, XDP_DROP, "no route to 10.1.0.10: dropped");
     }
     assert_eq!(g.exceptions(DropReason::NoRoute), before + 3, "each one counted");
     ip("route del blackhole 10.1.0.10/32");
+    // A drop caches nothing: the next packet asks the FIB again.
     assert_eq!(g.run(&tcp, g.gin).0, XDP_REDIRECT, "routed again once the route is back");
 }
 
