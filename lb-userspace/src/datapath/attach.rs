@@ -13,7 +13,7 @@
 use std::path::PathBuf;
 
 use aya::programs::{
-    LinkOrder, ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
+    LinkOrder, ProgramError, SchedClassifier, TcAttachType, XdpMode,
     links::{FdLink, PinnedLink},
     tc::{SchedClassifierLink, TcAttachOptions},
     xdp::XdpLink,
@@ -130,9 +130,11 @@ fn attach_one(
     let xdp_pin = pins.map(|p| p.link(iface));
     let tc_pin = pins.map(|p| p.tc_link(iface));
     let taken = if hook.is_xdp() {
-        take_over_xdp(dp.program_mut()?, iface, xdp_pin.as_ref())?
+        let prog = dp.program_mut()?;
+        take_over(iface, xdp_pin.as_ref(), hook, |l: XdpLink| prog.attach_to_link(l))?
     } else {
-        take_over_tc(dp.tc_program_mut()?, iface, tc_pin.as_ref())?
+        let prog = dp.tc_program_mut()?;
+        take_over(iface, tc_pin.as_ref(), hook, |l: SchedClassifierLink| prog.attach_to_link(l))?
     };
     if taken {
         why.push_str("; taken over from the previous agent");
@@ -204,48 +206,33 @@ fn refused(iface: &str, hook: Hook, e: ProgramError, hint: &'static str) -> Atta
     }
 }
 
-/// Swaps the program into the XDP link a previous agent pinned for
-/// `iface`, if there is one. An unusable pin is removed.
-fn take_over_xdp(prog: &mut Xdp, iface: &str, pin: Option<&PathBuf>) -> Result<bool, AttachError> {
-    let Some(path) = pin.filter(|p| p.exists()) else { return Ok(false) };
-    let link = PinnedLink::from_pin(path)
-        .map_err(|e| e.to_string())
-        .and_then(|p| XdpLink::try_from(FdLink::from(p)).map_err(|e| e.to_string()));
-    match link {
-        Ok(link) => {
-            prog.attach_to_link(link).map_err(|e| refused(iface, Hook::Native, e, ""))?;
-            Ok(true)
-        }
-        Err(e) => {
-            tracing::warn!(
-                interface = iface,
-                "the pinned XDP link is unusable ({e}); attaching anew"
-            );
-            let _ = std::fs::remove_file(path);
-            Ok(false)
-        }
-    }
-}
-
-/// As [`take_over_xdp`], for the tc link.
-fn take_over_tc(
-    prog: &mut SchedClassifier,
+/// Swaps the program into the link a previous agent pinned at `pin` for
+/// `iface` (at `hook`), if there is one, with `attach_to_link`. An unusable
+/// pin is removed, and the caller attaches anew.
+fn take_over<L, T>(
     iface: &str,
     pin: Option<&PathBuf>,
-) -> Result<bool, AttachError> {
+    hook: Hook,
+    attach_to_link: impl FnOnce(L) -> Result<T, ProgramError>,
+) -> Result<bool, AttachError>
+where
+    L: TryFrom<FdLink>,
+    <L as TryFrom<FdLink>>::Error: std::fmt::Display,
+{
     let Some(path) = pin.filter(|p| p.exists()) else { return Ok(false) };
     let link = PinnedLink::from_pin(path)
         .map_err(|e| e.to_string())
-        .and_then(|p| SchedClassifierLink::try_from(FdLink::from(p)).map_err(|e| e.to_string()));
+        .and_then(|p| L::try_from(FdLink::from(p)).map_err(|e| e.to_string()));
     match link {
         Ok(link) => {
-            prog.attach_to_link(link).map_err(|e| refused(iface, Hook::Tc, e, ""))?;
+            attach_to_link(link).map_err(|e| refused(iface, hook, e, ""))?;
             Ok(true)
         }
         Err(e) => {
             tracing::warn!(
                 interface = iface,
-                "the pinned tc link is unusable ({e}); attaching anew"
+                "the pinned {} link is unusable ({e}); attaching anew",
+                hook.name()
             );
             let _ = std::fs::remove_file(path);
             Ok(false)

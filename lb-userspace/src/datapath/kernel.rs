@@ -263,16 +263,7 @@ impl Datapath {
     /// The tc program, loaded (verified) on first use: only interfaces at
     /// the tc hook need it.
     pub fn tc_program_mut(&mut self) -> Result<&mut SchedClassifier, DatapathError> {
-        let prog: &mut SchedClassifier = self
-            .ebpf
-            .program_mut(TC_PROGRAM)
-            .ok_or(DatapathError::NoProgram)?
-            .try_into()
-            .map_err(DatapathError::Program)?;
-        if prog.fd().is_err() {
-            prog.load().map_err(DatapathError::Program)?;
-        }
-        Ok(prog)
+        loaded(&mut self.ebpf, TC_PROGRAM, SchedClassifier::load, |p| p.fd().is_ok())
     }
 
     /// Records which interfaces have a peer device (veth, netkit), so the
@@ -294,31 +285,13 @@ impl Datapath {
     /// The object's no-op XDP program, loaded on first use: the baseline the
     /// datapath benchmark compares [`PROGRAM`] against. Never attached.
     pub fn baseline_program(&mut self) -> Result<&mut Xdp, DatapathError> {
-        let prog: &mut Xdp = self
-            .ebpf
-            .program_mut(BASELINE)
-            .ok_or(DatapathError::NoProgram)?
-            .try_into()
-            .map_err(DatapathError::Program)?;
-        if prog.fd().is_err() {
-            prog.load().map_err(DatapathError::Program)?;
-        }
-        Ok(prog)
+        loaded(&mut self.ebpf, BASELINE, Xdp::load, |p| p.fd().is_ok())
     }
 
     /// The object's no-op tc program, loaded on first use: the baseline of
     /// [`TC_PROGRAM`]. Never attached.
     pub fn tc_baseline_program(&mut self) -> Result<&mut SchedClassifier, DatapathError> {
-        let prog: &mut SchedClassifier = self
-            .ebpf
-            .program_mut(TC_BASELINE)
-            .ok_or(DatapathError::NoProgram)?
-            .try_into()
-            .map_err(DatapathError::Program)?;
-        if prog.fd().is_err() {
-            prog.load().map_err(DatapathError::Program)?;
-        }
-        Ok(prog)
+        loaded(&mut self.ebpf, TC_BASELINE, SchedClassifier::load, |p| p.fd().is_ok())
     }
 
     /// A typed view of one of the program's maps.
@@ -338,6 +311,27 @@ impl Datapath {
         let map = self.ebpf.map(name).ok_or(DatapathError::NoMap(name))?;
         T::try_from(map).map_err(map_err(name))
     }
+}
+
+/// Program `name` of `ebpf` as a `P`, loaded (verified) on first use.
+fn loaded<'a, P>(
+    ebpf: &'a mut Ebpf,
+    name: &str,
+    load: fn(&mut P) -> Result<(), ProgramError>,
+    is_loaded: fn(&P) -> bool,
+) -> Result<&'a mut P, DatapathError>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    let prog: &mut P = ebpf
+        .program_mut(name)
+        .ok_or(DatapathError::NoProgram)?
+        .try_into()
+        .map_err(DatapathError::Program)?;
+    if !is_loaded(prog) {
+        load(prog).map_err(DatapathError::Program)?;
+    }
+    Ok(prog)
 }
 
 fn map_err(map: &'static str) -> impl Fn(MapError) -> DatapathError {
