@@ -1,7 +1,7 @@
 //! `cargo xtask demo`: the balancer's main job, once, on this machine.
 //!
 //! Builds a client, a balancer and three backend namespaces, runs `lb` in
-//! XDP mode with config/demo.toml, sends 3000 TCP connections and 3000 UDP
+//! the kernel datapath with config/demo.toml, sends 3000 TCP connections and 3000 UDP
 //! flows to the VIP, prints where they went and the balancer's counters,
 //! and removes everything (also on failure or Ctrl-C: the guards drop).
 
@@ -30,7 +30,9 @@ fn main() {
     let topo = Topology::new(3);
     let _backends = start_backends(&topo, &server);
     std::fs::create_dir_all(control_dir).expect("control dir");
-    println!("starting `lb run --config config/demo.toml` (XDP) in the lb namespace");
+    println!(
+        "starting `lb run --config config/demo.toml` (the kernel datapath; on these veths at the tc hook) in the lb namespace"
+    );
     let lb = start_lb(&topo, &config, control_dir);
 
     let inside = topo.client.enter();
