@@ -141,13 +141,14 @@ fn the_counters_show_which_backend_refused_and_where_connections_went() {
 }
 
 /// lb under a hard open-file limit of 1024, which it cannot raise (room for
-/// about 167 relayed connections at six descriptors each), and 300 client
-/// connections to it, all completed by the kernel, accepted or not.
+/// under 512 relayed connections: a client and a backend socket each, and
+/// pipes only for those that move more than a small message), and 700
+/// client connections to it, all completed by the kernel, accepted or not.
 fn beyond_the_open_file_limit() -> (Setup, Vec<Conn>) {
     allow_open_files(4096);
     let s = Setup::splice(Some(SERVER), 3, &["prlimit", "--nofile=1024:1024"], "splice");
     let inside = s.topo.client.enter();
-    let held: Vec<Conn> = (0..300).map(|_| s.conn(vip(VIP4, 80))).collect();
+    let held: Vec<Conn> = (0..700).map(|_| s.conn(vip(VIP4, 80))).collect();
     drop(inside);
     (s, held)
 }

@@ -326,8 +326,8 @@ fn takeover_or_load(
     Ok((plan, dp, Vec::new()))
 }
 
-/// Each relayed TCP connection holds six descriptors (two sockets, two
-/// pipes): the soft limit (often 1024) is raised to the hard one, and a
+/// Each relayed TCP connection holds up to six descriptors (two sockets,
+/// two pipes once both directions carry bulk): the soft limit (often 1024) is raised to the hard one, and a
 /// hard limit too low for `splice.max_connections` is reported up front
 /// rather than as failed accepts under load.
 fn raise_fd_limit(cfg: &config::Config) {
@@ -338,7 +338,7 @@ fn raise_fd_limit(cfg: &config::Config) {
     {
         tracing::warn!("cannot raise the open-file limit from {soft} to {hard}: {e}");
     }
-    // Six a TCP connection (two sockets, two pipes), one a UDP session.
+    // Six at most a TCP connection (two sockets, two pipes), one a UDP session.
     let per_service = |s: &config::Service| match s.protocol {
         config::Protocol::Tcp => 6,
         config::Protocol::Udp => 1,

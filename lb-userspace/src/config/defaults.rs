@@ -51,7 +51,7 @@ pub const MAX_IFNAME_LEN: usize = 15;
 pub const SLOTS_PER_BACKEND: u64 = 100;
 
 /// Splice mode: connections relayed at once per TCP service. Each costs two
-/// sockets and two pipes (six descriptors); `lb run` raises its descriptor
+/// sockets and up to two pipes (six descriptors at most); `lb run` raises its descriptor
 /// limit to fit.
 pub const MAX_CONNECTIONS: u32 = 16384;
 /// Splice mode: time to connect to one backend before trying the next.

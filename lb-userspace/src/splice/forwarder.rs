@@ -178,6 +178,8 @@ fn bind(vip: SocketAddr, ty: Type) -> io::Result<Socket> {
     s.set_nonblocking(true)?;
     s.bind(&vip.into())?;
     if ty == Type::STREAM {
+        // Accepted sockets inherit it: no setsockopt per connection.
+        s.set_nodelay(true)?;
         s.listen(4096)?;
     }
     Ok(s)

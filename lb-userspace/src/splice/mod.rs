@@ -1,9 +1,9 @@
 //! The userspace fallback datapath: a TCP/UDP proxy serving the same config
 //! where XDP cannot run, programmed by the agent like the XDP datapath
-//! (`forwarder`). TCP bytes move with splice(2) (`relay`); backends are
-//! chosen exactly as XDP would (`pick`); PROXY protocol v2 tells backends
-//! the client (`proxy_v2`); open connections are counted for graceful
-//! shutdown (`inflight`); UDP moves in batches (`mmsg`).
+//! (`forwarder`). TCP bulk moves with splice(2), small messages are copied
+//! (`relay`); backends are chosen exactly as XDP would (`pick`); PROXY
+//! protocol v2 tells backends the client (`proxy_v2`); open connections are
+//! counted for graceful shutdown (`inflight`); UDP moves in batches (`mmsg`).
 
 pub mod forwarder;
 pub mod inflight;

@@ -21,11 +21,7 @@ use tokio::{
     sync::{Semaphore, mpsc::UnboundedSender},
 };
 
-use super::{
-    inflight::Inflight,
-    pick, proxy_v2,
-    relay::{Pipes, relay},
-};
+use super::{inflight::Inflight, pick, proxy_v2, relay::relay};
 use crate::config::Splice;
 
 /// One backend as a service's view holds it.
@@ -212,7 +208,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Fu
     crate::accept::each(&what, || listener.accept(), shutdown, each).await;
 }
 
-async fn handle(client: TcpStream, peer: SocketAddr, shared: &Shared) -> io::Result<()> {
+async fn handle(mut client: TcpStream, peer: SocketAddr, shared: &Shared) -> io::Result<()> {
     let (targets, proxy_protocol) = {
         let v = shared.view();
         (
@@ -224,7 +220,6 @@ async fn handle(client: TcpStream, peer: SocketAddr, shared: &Shared) -> io::Res
     // Out of descriptors, the connection waits for others to close (up to
     // the idle timeout) rather than being dropped unanswered.
     let patience = shared.limits.idle_timeout;
-    let pipes = for_descriptors(patience, || std::future::ready(Pipes::new())).await?;
     for (id, target) in targets {
         let limit = shared.limits.connect_timeout;
         let connect = || async move {
@@ -248,8 +243,9 @@ async fn handle(client: TcpStream, peer: SocketAddr, shared: &Shared) -> io::Res
         let cuts = target.stats.cuts.load(Ordering::Relaxed);
         // Bytes leave as they arrive: the endpoints already chose their
         // segment sizes, and Nagle here would add latency to every request.
+        // (The client's socket has it from the listener: accepted sockets
+        // inherit TCP_NODELAY, one setsockopt a connection saved.)
         let _ = backend.set_nodelay(true);
-        let _ = client.set_nodelay(true);
         if proxy_protocol {
             backend.write_all(&proxy_v2::header(peer, shared.vip)).await?;
         }
@@ -258,16 +254,20 @@ async fn handle(client: TcpStream, peer: SocketAddr, shared: &Shared) -> io::Res
             stats.bytes_down.fetch_add(down, Ordering::Relaxed);
             target.stats.bytes.fetch_add(up + down, Ordering::Relaxed);
         };
-        tokio::select! {
-            moved = relay(&client, &backend, &pipes, shared.limits.idle_timeout, &tally) => {
-                moved?;
-                pipes.recycle();
+        let cut = {
+            let relayed = relay(&mut client, &mut backend, shared.limits.idle_timeout, &tally);
+            tokio::select! {
+                moved = relayed => {
+                    moved?;
+                    false
+                }
+                () = target.stats.cut_after(cuts) => true,
             }
-            () = target.stats.cut_after(cuts) => {
-                // A reset, not a FIN: the client must not take the cut for
-                // the server's orderly end of the stream.
-                let _ = socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO));
-            }
+        };
+        if cut {
+            // A reset, not a FIN: the client must not take the cut for the
+            // server's orderly end of the stream.
+            let _ = socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO));
         }
         return Ok(());
     }

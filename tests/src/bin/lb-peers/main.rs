@@ -29,6 +29,7 @@ use anyhow::{Context, Result};
 
 use crate::{
     bed::Bed,
+    measure::Clients,
     paths::Path,
     results::{Metric, Results},
 };
@@ -36,6 +37,9 @@ use crate::{
 /// Clients for the connection-rate figure (enough to keep a proxy busy on
 /// 2 CPUs without queueing far beyond it).
 const RATE_CLIENTS: u32 = 8;
+/// Clients for the many-clients figures (issue 18: proxies fall behind
+/// where users have many clients).
+const MANY_CLIENTS: u32 = 1000;
 
 fn main() -> Result<()> {
     signals::install()?;
@@ -48,7 +52,8 @@ fn main() -> Result<()> {
         .and_then(|i| args.get(i + 1))
         .cloned()
         .unwrap_or_else(|| "peers".into());
-    // LB_PEERS_ONLY=<path>[,<path>...]: those paths alone (debugging a peer).
+    // LB_PEERS_ONLY=<path>[,<path>...]: those paths alone (debugging a peer);
+    // LB_PEERS_METRICS likewise for measurements (see `measure_path`).
     let only = std::env::var("LB_PEERS_ONLY").ok();
     let (reps, iperf_secs, secs) = if quick { (1, 3, 2.0) } else { (3, 5, 4.0) };
     let root = std::env::current_dir()?;
@@ -114,6 +119,7 @@ fn main() -> Result<()> {
 }
 
 /// Starts `path`, runs every measurement through it once, stops it.
+/// LB_PEERS_METRICS=<key>[,<key>...] (the JSON keys): those alone.
 fn measure_path(
     bed: &Bed,
     path: Path,
@@ -121,21 +127,36 @@ fn measure_path(
     iperf_secs: u32,
     secs: f64,
 ) -> Result<()> {
+    let only = std::env::var("LB_PEERS_METRICS").ok();
+    let wanted = |m: Metric| only.as_ref().is_none_or(|o| o.split(',').any(|k| k == m.key()));
     let run = paths::start(path, bed)?;
     for (metric, streams) in [(Metric::Tcp1, 1), (Metric::Tcp4, 4)] {
-        let s = measure::iperf(bed, &run, streams, iperf_secs)?;
-        eprintln!("    {:?}: {:.2} Gbit/s", metric, s.value);
-        results.push(path, metric, s);
+        if wanted(metric) {
+            let s = measure::iperf(bed, &run, streams, iperf_secs)?;
+            eprintln!("    {:?}: {:.2} Gbit/s", metric, s.value);
+            results.push(path, metric, s);
+        }
     }
-    if path.udp() {
+    if path.udp() && wanted(Metric::Udp) {
         results.push(path, Metric::Udp, measure::udp(bed, &run, secs)?);
     }
-    let s = measure::rr(bed, &run, RATE_CLIENTS, secs)?;
-    eprintln!("    connections: {:.0}/s", s.value);
-    results.push(path, Metric::Conn, s);
-    let s = measure::rr(bed, &run, 1, secs / 2.0)?;
-    eprintln!("    latency: p50 {:.1} µs, p99 {:.1} µs", s.p50_us, s.p99_us);
-    results.push(path, Metric::Latency, s);
+    // lb-rr runs: metric, clients, how many, seconds, what it counts.
+    let rr_runs = [
+        (Metric::Conn, Clients::Threads, RATE_CLIENTS, secs, "connections"),
+        (Metric::Conn1k, Clients::Async, MANY_CLIENTS, secs, "connections"),
+        (Metric::Rr1k, Clients::Keep, MANY_CLIENTS, secs, "requests (kept connections)"),
+        (Metric::Latency, Clients::Threads, 1, secs / 2.0, "connections"),
+    ];
+    for (metric, clients, n, secs, what) in rr_runs {
+        if wanted(metric) {
+            let s = measure::rr(bed, &run, clients, n, secs)?;
+            eprintln!(
+                "    {what}, {n} clients: {:.0}/s, p50 {:.1} µs, p99 {:.1} µs",
+                s.value, s.p50_us, s.p99_us
+            );
+            results.push(path, metric, s);
+        }
+    }
     Ok(())
 }
 

@@ -71,8 +71,24 @@ pub fn iperf(bed: &Bed, run: &Running, streams: u32, secs: u32) -> Result<Sample
     Ok(Sample { value: bps / 1e9, cpu, work: bps / 1e9 * secs, ..Default::default() })
 }
 
-/// lb-rr for `secs` seconds with `conc` clients: connections/s, p50, p99.
-pub fn rr(bed: &Bed, run: &Running, conc: u32, secs: f64) -> Result<Sample> {
+/// How lb-rr drives the requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clients {
+    /// Short connections, a thread per client (`lb-rr run`).
+    Threads,
+    /// Short connections, async clients on one thread (`lb-rr many`).
+    Async,
+    /// Persistent connections, request after request (`lb-rr keep`).
+    Keep,
+}
+
+/// lb-rr for `secs` seconds with `conc` clients: exchanges/s, p50, p99.
+pub fn rr(bed: &Bed, run: &Running, clients: Clients, conc: u32, secs: f64) -> Result<Sample> {
+    let mode = match clients {
+        Clients::Threads => "run",
+        Clients::Async => "many",
+        Clients::Keep => "keep",
+    };
     let target = SocketAddr::new(run.path.target(bed), RR_PORT).to_string();
     let rr = bed.root.join("target/release/lb-rr");
     let cpu = Cpu::start(run.pid);
@@ -81,7 +97,7 @@ pub fn rr(bed: &Bed, run: &Running, conc: u32, secs: f64) -> Result<Sample> {
         .client
         .command(&[
             rr.to_str().context("utf-8 path")?,
-            "run",
+            mode,
             &target,
             &secs.to_string(),
             &conc.to_string(),
@@ -97,7 +113,7 @@ pub fn rr(bed: &Bed, run: &Running, conc: u32, secs: f64) -> Result<Sample> {
     let ok = json["ok"].as_f64().unwrap_or(0.0);
     let errors = json["errors"].as_f64().unwrap_or(0.0);
     if errors > ok * 0.01 {
-        bail!("{} of {} short connections via {} failed", errors, ok + errors, run.path.name());
+        bail!("{} of {} exchanges ({mode}) via {} failed", errors, ok + errors, run.path.name());
     }
     let elapsed = json["secs"].as_f64().unwrap_or(secs);
     Ok(Sample {

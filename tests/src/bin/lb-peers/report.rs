@@ -43,6 +43,13 @@ const HOW: &str = "\
   8 client threads for the rate, 1 for latency (p50/p99 of the whole exchange). \
   Added latency: the path's median minus direct's; p99 differences are within the \
   run-to-run noise of this shared 2-vCPU machine and can come out negative.
+- 1000 clients: `lb-rr many` (1000 tasks on one client thread, as `ab -c 1000`, each \
+  one short connection at a time: connect, request, response, close) for the \
+  connection rate and the p50/p99 of the whole exchange; `lb-rr keep` (netperf \
+  TCP_RR style: 1000 connections opened before the clock starts, each sending a \
+  64-byte request and awaiting the 128-byte response in a loop) for requests/s and \
+  the p50/p99 of one request. An exchange slower than 1 s (2 s with its connect) \
+  counts as an error; a run with more than 1% errors is a failed run.
 - CPU: /proc/stat and /proc/PID/stat deltas across each run.";
 
 fn cell(s: Option<Spread>, digits: usize) -> String {
@@ -53,6 +60,19 @@ fn cell(s: Option<Spread>, digits: usize) -> String {
 
 fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or("n/a".into(), |v| format!("{v:.digits$}"))
+}
+
+/// A goal line for a ratio that must not exceed 1.
+fn at_most(v: Option<f64>, what: &str) -> (String, Option<f64>, String, Option<bool>) {
+    (what.to_owned(), v, "≤ 1.0x".into(), v.map(|v| v <= 1.0))
+}
+
+/// lb splice's process CPU per unit of `metric` over HAProxy's.
+fn cpu_ratio(r: &Results, metric: Metric) -> Option<f64> {
+    Some(
+        r.proc_cpu_per_unit(Path::LbSplice, metric)?
+            / r.proc_cpu_per_unit(Path::Haproxy, metric)?,
+    )
 }
 
 /// A goal ratio line: (what, measured, goal, met).
@@ -100,6 +120,32 @@ pub fn goals(r: &Results) -> Vec<(String, Option<f64>, String, Option<bool>)> {
             "lb-splice / haproxy, connections/s",
             1.0,
         ),
+        ratio(
+            Path::LbSplice,
+            Path::Haproxy,
+            Metric::Conn1k,
+            "lb-splice / haproxy, connections/s (1000 clients)",
+            1.0,
+        ),
+        at_most(
+            r.latency_ratio(Path::LbSplice, Path::Haproxy, Metric::Conn1k, true),
+            "lb-splice / haproxy, p99 of short connections (1000 clients)",
+        ),
+        ratio(
+            Path::LbSplice,
+            Path::Haproxy,
+            Metric::Rr1k,
+            "lb-splice / haproxy, requests/s (1000 kept connections)",
+            1.0,
+        ),
+        at_most(
+            r.latency_ratio(Path::LbSplice, Path::Haproxy, Metric::Rr1k, true),
+            "lb-splice / haproxy, p99 of requests (1000 kept connections)",
+        ),
+        at_most(
+            cpu_ratio(r, Metric::Conn1k),
+            "lb-splice / haproxy, process CPU per 1000 connections (1000 clients)",
+        ),
         added(Path::LbSplice, false, "lb-splice added latency p50 (µs)", None),
         added(Path::LbSplice, true, "lb-splice added latency p99 (µs)", None),
         added(Path::Haproxy, false, "haproxy added latency p50 (µs)", None),
@@ -139,6 +185,27 @@ pub fn markdown(r: &Results, c: &Context) -> String {
             cell(r.latency(p, true), 1),
             opt(r.added_latency(p, false), 1),
             opt(r.added_latency(p, true), 1),
+        );
+    }
+    let _ = writeln!(s, "\n## 1000 clients\n");
+    let _ = writeln!(
+        s,
+        "| path | short connections/s | p50 µs | p99 µs | process s/1000 conns | \
+         requests/s (kept connections) | p50 µs | p99 µs |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+    for p in Path::ALL {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            p.name(),
+            cell(r.value(p, Metric::Conn1k), 0),
+            cell(r.latency_of(p, Metric::Conn1k, false), 0),
+            cell(r.latency_of(p, Metric::Conn1k, true), 0),
+            opt(r.proc_cpu_per_unit(p, Metric::Conn1k), 3),
+            cell(r.value(p, Metric::Rr1k), 0),
+            cell(r.latency_of(p, Metric::Rr1k, false), 0),
+            cell(r.latency_of(p, Metric::Rr1k, true), 0),
         );
     }
     let _ = writeln!(s, "\n## CPU cost\n");

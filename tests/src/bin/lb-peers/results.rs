@@ -18,12 +18,23 @@ pub enum Metric {
     Conn,
     /// Short connections one at a time: latency.
     Latency,
+    /// Short connections from 1000 async clients: rate and latency.
+    Conn1k,
+    /// Requests on 1000 kept connections (TCP_RR style): rate, latency.
+    Rr1k,
 }
 
 impl Metric {
     /// Every metric, in report order.
-    pub const ALL: [Metric; 5] =
-        [Metric::Tcp1, Metric::Tcp4, Metric::Udp, Metric::Conn, Metric::Latency];
+    pub const ALL: [Metric; 7] = [
+        Metric::Tcp1,
+        Metric::Tcp4,
+        Metric::Udp,
+        Metric::Conn,
+        Metric::Latency,
+        Metric::Conn1k,
+        Metric::Rr1k,
+    ];
 
     /// Short key for JSON.
     pub fn key(self) -> &'static str {
@@ -33,6 +44,8 @@ impl Metric {
             Metric::Udp => "udp_64b_mpps",
             Metric::Conn => "connections_per_s",
             Metric::Latency => "latency",
+            Metric::Conn1k => "connections_per_s_1000_clients",
+            Metric::Rr1k => "requests_per_s_1000_connections",
         }
     }
 }
@@ -88,13 +101,19 @@ impl Results {
         Spread::of(self.samples(path, metric).iter().map(|s| s.value))
     }
 
-    /// Spread of latency p50 or p99 (µs).
+    /// Spread of latency p50 or p99 (µs) of the one-client runs.
     pub fn latency(&self, path: Path, p99: bool) -> Option<Spread> {
-        Spread::of(
-            self.samples(path, Metric::Latency)
-                .iter()
-                .map(|s| if p99 { s.p99_us } else { s.p50_us }),
-        )
+        self.latency_of(path, Metric::Latency, p99)
+    }
+
+    /// Spread of latency p50 or p99 (µs) of `metric`'s runs.
+    pub fn latency_of(&self, path: Path, metric: Metric, p99: bool) -> Option<Spread> {
+        Spread::of(self.samples(path, metric).iter().map(|s| if p99 { s.p99_us } else { s.p50_us }))
+    }
+
+    /// Median ratio of `a`'s latency to `b`'s for a metric.
+    pub fn latency_ratio(&self, a: Path, b: Path, metric: Metric, p99: bool) -> Option<f64> {
+        Some(self.latency_of(a, metric, p99)?.median / self.latency_of(b, metric, p99)?.median)
     }
 
     /// Latency added over the direct path (medians), µs.
@@ -141,5 +160,9 @@ impl Results {
 
 /// Connections count per thousand, so all units read alike.
 fn unit_work(metric: Metric, work: f64) -> f64 {
-    if matches!(metric, Metric::Conn) { work / 1000.0 } else { work }
+    if matches!(metric, Metric::Conn | Metric::Conn1k | Metric::Rr1k) {
+        work / 1000.0
+    } else {
+        work
+    }
 }
