@@ -12,7 +12,7 @@ use std::{
 };
 
 use lb_tests::{
-    agent::{TempDir, config},
+    agent::{TempDir, config, pin_dir},
     client::{Setup, vip},
     inproc::Server,
     mode::Mode,
@@ -187,4 +187,42 @@ fn frames_lost_after_an_xdp_redirect_are_counted_and_explained() {
     let log = s.lb.log();
     let line = log.lines().find(|l| l.contains("frames lost")).unwrap_or_else(|| panic!("{log}"));
     assert!(line.contains("gro on") && line.contains("attach = \"tc\""), "{line}");
+}
+
+/// Veths come and go (pods do): one made after the agent started is
+/// recorded for `bpf_redirect_peer` within a sweep or two, and forgotten
+/// once it is gone.
+#[test]
+fn veths_made_after_start_are_recorded_for_redirect_peer() {
+    let topo = Topology::new(1);
+    Mode::Tc.prepare(&topo);
+    let s = Setup::launch(None, topo, TempDir::new(), &[], |t, d| {
+        Mode::Tc.config(&config(t, d, "maglev", 1))
+    });
+    assert_eq!(s.mode, Mode::Tc, "{}", s.lb.status());
+    let pin = pin_dir(&s.dir.0).join("maps").join(lb_common::abi::MAP_PEER_DEVICES);
+    let recorded = || -> Vec<u32> {
+        let data = aya::maps::MapData::from_pin(&pin).expect("the pinned peer-device map");
+        let map: aya::maps::HashMap<_, u32, u32> =
+            aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data)).expect("a hash map");
+        map.keys().filter_map(Result::ok).collect()
+    };
+    let wait = |what: &str, ok: &dyn Fn(&[u32]) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let now = recorded();
+            if ok(&now) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{what}: recorded {now:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let old = s.topo.lb.ifindex("lb-b1");
+    wait("the veths at start", &|r| r.contains(&old));
+    s.topo.lb.ip("link add lbt-new type veth peer name lbt-newp");
+    let new = s.topo.lb.ifindex("lbt-new");
+    wait("a veth made after start", &|r| r.contains(&new) && r.contains(&old));
+    s.topo.lb.ip("link del lbt-new");
+    wait("a veth removed", &|r| !r.contains(&new) && r.contains(&old));
 }

@@ -30,6 +30,11 @@ pub trait Forwarder: Send + std::fmt::Debug {
     fn set_flow_timeouts(&mut self, _t: FlowTimeouts) -> Result<(), DatapathError> {
         Ok(())
     }
+    /// Records the interfaces with a peer device, which the tc hook
+    /// forwards into with `bpf_redirect_peer` (XDP mode only).
+    fn set_peer_devices(&mut self, _ifindexes: &[u32]) -> Result<(), DatapathError> {
+        Ok(())
+    }
     /// Live flows per backend id where the forwarder keeps them itself
     /// (splice mode); `None` where the flow table must be swept (XDP).
     fn flow_counts(&self) -> Option<FlowCounts> {
@@ -61,5 +66,9 @@ impl Forwarder for Datapath {
 
     fn set_flow_timeouts(&mut self, t: FlowTimeouts) -> Result<(), DatapathError> {
         self.set_timeouts(t)
+    }
+
+    fn set_peer_devices(&mut self, ifindexes: &[u32]) -> Result<(), DatapathError> {
+        Datapath::set_peer_devices(self, ifindexes)
     }
 }

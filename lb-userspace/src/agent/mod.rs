@@ -37,6 +37,7 @@ use crate::{
     datapath::{
         Datapath, DatapathError, Plan, PlanError,
         flows::{self, FlowCounts},
+        ifaces,
         lost::{self, LossWatch},
         pins::{self, Pins},
         plan::replan,
@@ -71,6 +72,8 @@ pub struct Agent {
     flow_counts: Mutex<Option<(Arc<FlowCounts>, Instant)>>,
     /// The interfaces' lost frames, last seen.
     losses: Mutex<LossWatch>,
+    /// The interfaces with a peer device, as last written to the datapath.
+    peer_devices: Mutex<Vec<u32>>,
 }
 
 /// Everything a change replaces, under one lock so readers never see a
@@ -147,6 +150,7 @@ impl Agent {
             flow_table,
             flow_counts: Mutex::default(),
             losses: Mutex::default(),
+            peer_devices: Mutex::default(),
         }
     }
 
@@ -421,6 +425,31 @@ impl Agent {
     /// the last call (blocking: a few ioctls per interface).
     pub fn check_lost_frames(&self) {
         self.losses.lock().unwrap_or_else(|p| p.into_inner()).check(&self.interfaces);
+    }
+
+    /// Writes the namespace's interfaces with a peer device to the datapath
+    /// when they changed since the last call (veths come and go, as pods
+    /// do), so the tc hook forwards into new ones with `bpf_redirect_peer`.
+    /// Blocking: an ioctl per interface.
+    pub fn refresh_peer_devices(&self) {
+        if !self.interfaces.iter().any(|i| i.attach == crate::datapath::attach::Hook::Tc.name()) {
+            return;
+        }
+        let now = match ifaces::peer_devices() {
+            Ok(now) => now,
+            Err(e) => return tracing::warn!("listing the interfaces failed: {e}"),
+        };
+        let mut last = self.peer_devices.lock().unwrap_or_else(|p| p.into_inner());
+        if *last == now {
+            return;
+        }
+        match self.lock().datapath.set_peer_devices(&now) {
+            Ok(()) => {
+                tracing::debug!(peer_devices = ?now, "interfaces with a peer device updated");
+                *last = now;
+            }
+            Err(e) => tracing::warn!("updating the interfaces with a peer device failed: {e}"),
+        }
     }
 
     /// The interfaces, with their lost-frame counts read now.

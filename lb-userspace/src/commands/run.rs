@@ -267,6 +267,7 @@ async fn sweep_flows(agent: Arc<Agent>) {
         let swept = tokio::task::spawn_blocking(move || {
             a.sweep_flows();
             a.check_lost_frames();
+            a.refresh_peer_devices();
         });
         if swept.await.is_err() {
             return;
