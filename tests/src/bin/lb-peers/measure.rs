@@ -126,8 +126,8 @@ pub fn rr(bed: &Bed, run: &Running, clients: Clients, conc: u32, secs: f64) -> R
 }
 
 /// 64-byte UDP frames (one flow) blasted at the path for `secs` seconds:
-/// Mpps counted arriving at the backend's interface, where an XDP program
-/// drops them.
+/// Mpps counted arriving at the backend's interface, where a program drops
+/// them (XDP, and tc ingress for what `bpf_redirect_peer` puts there).
 pub fn udp(bed: &Bed, run: &Running, secs: f64) -> Result<Sample> {
     let client = &bed.topo.client;
     let lb_mac = bed.topo.lb.exec(&["cat", "/sys/class/net/lb-cli/address"]);

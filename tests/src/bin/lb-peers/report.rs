@@ -35,7 +35,8 @@ const HOW: &str = "\
 - UDP: one flow of 64-byte frames (60 without FCS) sent by BPF_PROG_TEST_RUN in \
   live-frames mode out of the client's veth (a tiny XDP program rewrites and XDP_TXes \
   the frame each run); counted as frames arriving at the backend's veth, where an XDP \
-  program drops them. The generator, the path and the sink run in softirq on the \
+  program drops them (and a tc ingress one, for what lb-tc's bpf_redirect_peer puts \
+  straight into its ingress, where XDP never runs). The generator, the path and the sink run in softirq on the \
   generator's CPU, so a path's rate is 1 / (its per-packet cost + a fixed cost of \
   generator and sink); a proxy runs on the other CPU and drops what it cannot take. \
   HAProxy 2.6 does not proxy UDP.

@@ -19,6 +19,7 @@ use nix::libc;
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_PROG_TYPE_XDP: u32 = 6;
+const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
 const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
 /// Frames per kernel batch (the kernel's default).
 const BATCH: u32 = 64;
@@ -106,14 +107,14 @@ fn load_tx_program(frame: &[u8]) -> Result<OwnedFd> {
     }
     insns.extend([insn(0xb7, 0, 0, 0, 3), insn(0x95, 0, 0, 0, 0)]); // return XDP_TX
     insns.extend([insn(0xb7, 0, 0, 0, 1), insn(0x95, 0, 0, 0, 0)]); // return XDP_DROP
-    load(&insns).context("loading the generator's XDP_TX program")
+    load(BPF_PROG_TYPE_XDP, &insns).context("loading the generator's XDP_TX program")
 }
 
-/// Loads an XDP program from its instructions.
-fn load(insns: &[u64]) -> Result<OwnedFd> {
+/// Loads a program of type `prog_type` from its instructions.
+fn load(prog_type: u32, insns: &[u64]) -> Result<OwnedFd> {
     let license = c"GPL";
     let mut attr = ProgLoad {
-        prog_type: BPF_PROG_TYPE_XDP,
+        prog_type,
         insn_cnt: insns.len() as u32,
         insns: insns.as_ptr() as u64,
         license: license.as_ptr() as u64,
@@ -135,22 +136,36 @@ struct LinkCreate {
     rest: [u64; 6],
 }
 
-/// Attaches `return XDP_DROP` to interface `ifindex` (of the calling
-/// thread's namespace) until the returned link is closed: the sink, which
-/// counts frames (the veth's rx counter) at almost no cost, so the backend's
-/// own stack does not weigh on the rate.
-pub fn attach_drop(ifindex: u32) -> Result<OwnedFd> {
-    const BPF_LINK_CREATE: libc::c_long = 28;
+/// Attaches a dropping program to interface `ifindex` (of the calling
+/// thread's namespace) at both hooks until the returned links are closed:
+/// the sink, which counts frames (the veth's rx counter) at almost no cost,
+/// so the backend's own stack does not weigh on the rate. XDP drops what
+/// arrives through the veth; tc ingress drops what a balancer put straight
+/// into its ingress with `bpf_redirect_peer`, which XDP never sees (without
+/// it those would climb the backend's stack and answer with ICMP errors).
+pub fn attach_drop(ifindex: u32) -> Result<[OwnedFd; 2]> {
     const BPF_XDP: u32 = 37;
-    let prog = load(&[insn(0xb7, 0, 0, 0, 1), insn(0x95, 0, 0, 0, 0)])
+    const BPF_TCX_INGRESS: u32 = 46;
+    let xdp = load(BPF_PROG_TYPE_XDP, &[insn(0xb7, 0, 0, 0, 1), insn(0x95, 0, 0, 0, 0)])
         .context("loading the sink's XDP_DROP program")?;
+    let tc = load(BPF_PROG_TYPE_SCHED_CLS, &[insn(0xb7, 0, 0, 0, 2), insn(0x95, 0, 0, 0, 0)])
+        .context("loading the sink's TC_ACT_SHOT program")?;
+    Ok([
+        link(&xdp, ifindex, BPF_XDP).context("attaching the sink's XDP program")?,
+        link(&tc, ifindex, BPF_TCX_INGRESS).context("attaching the sink's tc program")?,
+    ])
+}
+
+/// A BPF link of `prog` at `attach_type` on interface `ifindex`.
+fn link(prog: &OwnedFd, ifindex: u32, attach_type: u32) -> Result<OwnedFd> {
+    const BPF_LINK_CREATE: libc::c_long = 28;
     let mut attr = LinkCreate {
-        prog_fd: std::os::fd::AsRawFd::as_raw_fd(&prog) as u32,
+        prog_fd: std::os::fd::AsRawFd::as_raw_fd(prog) as u32,
         target_ifindex: ifindex,
-        attach_type: BPF_XDP,
+        attach_type,
         ..Default::default()
     };
-    let fd = bpf(BPF_LINK_CREATE, &mut attr).context("attaching the sink's XDP program")?;
+    let fd = bpf(BPF_LINK_CREATE, &mut attr)?;
     // SAFETY: as in `load`.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
