@@ -305,6 +305,8 @@ pub fn count<'a>(names: impl IntoIterator<Item = &'a String>) -> HashMap<String,
 #[derive(Debug)]
 pub struct Load {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Connections finished so far, answered or not.
+    done: std::sync::Arc<std::sync::atomic::AtomicU64>,
     thread: Option<std::thread::JoinHandle<(u64, u64)>>,
 }
 
@@ -314,7 +316,8 @@ impl Load {
     pub fn start(ns: &str, vip: SocketAddr, timeout: Duration) -> Self {
         use std::sync::atomic::Ordering::Relaxed;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (stopped, ns) = (stop.clone(), ns.to_owned());
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (stopped, finished, ns) = (stop.clone(), done.clone(), ns.to_owned());
         let thread = std::thread::spawn(move || {
             let _inside = crate::netns::enter(&ns);
             let (mut ok, mut failed) = (0, 0);
@@ -327,11 +330,33 @@ impl Load {
                         c.try_ask()
                     })
                     .is_some();
-                if answered { ok += 1 } else { failed += 1 }
+                if answered {
+                    ok += 1
+                } else {
+                    failed += 1
+                }
+                finished.fetch_add(1, Relaxed);
             }
             (ok, failed)
         });
-        Self { stop, thread: Some(thread) }
+        Self { stop, done, thread: Some(thread) }
+    }
+
+    /// Returns once `more` connections have finished after this call (so
+    /// they ran through whatever happens meanwhile), or panics after
+    /// `within`.
+    pub fn wait_for(&self, more: u64, within: Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let target = self.done.load(Relaxed) + more;
+        let deadline = std::time::Instant::now() + within;
+        while self.done.load(Relaxed) < target {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "only {} of {more} connections finished within {within:?}",
+                more + self.done.load(Relaxed) - target
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Stops it: (answered, failed) connections.

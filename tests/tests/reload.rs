@@ -50,11 +50,13 @@ fn a_reload_under_load_breaks_no_established_flow_even_to_a_removed_backend() {
 
     // Keep opening connections while the config loses backend 3.
     let load = Load::start(s.topo.client.name(), vip(VIP4, 80), Duration::from_secs(1));
+    load.wait_for(20, Duration::from_secs(10));
     std::fs::write(s.dir.0.join("lb.toml"), config(&s.topo, &s.dir.0, "maglev", 2))
         .expect("config");
     let (ok, text) = lb_reload(&s);
     assert!(ok, "{text}");
-    std::thread::sleep(Duration::from_millis(200));
+    // Connections ran before the table swap and after it, without a pause.
+    load.wait_for(50, Duration::from_secs(10));
     let (ok, failed) = load.stop();
     assert!(ok > 0, "no connection ran during the reload");
     assert_eq!(failed, 0, "{failed} of {} new connections failed during the reload", ok + failed);
