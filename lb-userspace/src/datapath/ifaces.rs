@@ -157,12 +157,13 @@ mod tests {
     }
 
     #[test]
-    fn loopback_is_no_peer_device() {
-        // Every namespace has `lo`; its driver has no peer.
-        let d = driver("lo");
-        if let Ok(d) = &d {
-            assert!(!has_peer(d), "{d}");
+    fn only_veth_and_netkit_have_peers_and_unknown_interfaces_have_no_driver() {
+        for (driver, peer) in [("veth", true), ("netkit", true), ("mlx5_core", false), ("", false)]
+        {
+            assert_eq!(has_peer(driver), peer, "{driver:?}");
         }
+        // `lo` answers no driver query at all (EOPNOTSUPP), like a missing
+        // interface: neither is taken for a peer device.
         assert!(driver("no-such-if-x").is_err());
     }
 }
