@@ -4,6 +4,7 @@
 //! - [`abi`]: the key and value layout of every BPF map. These structs are the
 //!   only definition of that layout; kernel and userspace both use them.
 //! - [`csum`]: incremental checksum updates for rewritten headers.
+//! - [`icmp`]: the ICMP errors the datapath answers with itself.
 //! - [`hash`]: the flow hash that picks a Maglev slot. XDP mode and the splice
 //!   fallback call the same function, so both pick the same backend for a flow.
 //! - [`parse`]: Ethernet/VLAN/IPv4/IPv6/TCP/UDP header parsing, generic over a
@@ -21,6 +22,7 @@ extern crate alloc;
 pub mod abi;
 pub mod csum;
 pub mod hash;
+pub mod icmp;
 #[cfg(feature = "alloc")]
 pub mod maglev;
 pub mod parse;

@@ -2,17 +2,19 @@
 
 use lb_common::{
     abi::{
-        BACKEND_DOWN, BackendRecord, DropReason, FLOW_CLOSING, FLOW_ESTABLISHED, FLOW_OPENING,
-        FlowKey, FlowValue, NO_BACKEND, PROTO_TCP, SERVICE_HASH_CLIENT_IP, ServiceRecord,
+        Addr, BACKEND_DOWN, BackendRecord, DropReason, FLOW_CLOSING, FLOW_ESTABLISHED,
+        FLOW_OPENING, FlowKey, FlowValue, NO_BACKEND, PROTO_TCP, SERVICE_HASH_CLIENT_IP,
+        ServiceRecord,
     },
     hash::{client_hash, flow_hash, slot_for},
+    icmp::Answer,
     parse::{L4Packet, headers::TcpHdr},
 };
 
 use crate::{
-    clock,
+    answer, clock, datapath,
     hook::Hook,
-    maps::{LB_BACKENDS, LB_FLOWS, LB_MAGLEV},
+    maps::{LB_BACKENDS, LB_FLOWS, LB_HAIRPIN, LB_MAGLEV},
     passive,
     rewrite::{self, Side},
     route, stats,
@@ -26,13 +28,30 @@ use crate::{
 /// refusal is seen on every connection. Any other packet of a live flow
 /// keeps the backend recorded, even if the service's table has changed; a
 /// packet of no live flow takes the Maglev choice and pins it.
+// Not inlined: a function of its own has a stack frame of its own,
+// and the datapath's branches together would not fit one 512-byte frame.
+#[inline(never)]
+pub fn to_backend<H: Hook>(h: &H, pkt: &L4Packet, svc: &ServiceRecord) -> u32 {
+    let Some(pkt) = pkt.checked() else {
+        return datapath::settle::<H>(Err(DropReason::MalformedIp));
+    };
+    datapath::settle::<H>(try_to_backend(h, pkt, svc))
+}
+
 #[inline(always)]
-pub fn to_backend<H: Hook>(h: &H, pkt: &L4Packet, svc: &ServiceRecord) -> Result<u32, DropReason> {
+fn try_to_backend<H: Hook>(h: &H, pkt: &L4Packet, svc: &ServiceRecord) -> Result<u32, DropReason> {
+    rewrite::check_udp6(h, pkt)?;
+    let vip = pkt.key.dst;
+    // Before the flow is touched: a packet that never reaches a backend
+    // must not count as a connection it was sent.
+    if rewrite::ttl_expires(h, pkt.l3_off, pkt.key.family)? {
+        return Ok(answer::later::<H>(Answer::TimeExceeded, &vip));
+    }
     let now = clock::now();
     let tcp = pkt.key.proto == PROTO_TCP;
     let syn = tcp && pkt.tcp_flags & (TcpHdr::SYN | TcpHdr::ACK) == TcpHdr::SYN;
     let closing = tcp && pkt.tcp_flags & (TcpHdr::FIN | TcpHdr::RST) != 0;
-    let entry = LB_FLOWS.get_ptr_mut(pkt.key);
+    let entry = LB_FLOWS.get_ptr_mut(&pkt.key);
     // SAFETY: a pointer to a live map value, read once.
     let current = entry.map(|p| unsafe { *p }).filter(|f| !clock::expired(f, pkt.key.proto, now));
     // A flow pinned to a backend that is down is re-hashed like a new one:
@@ -77,12 +96,45 @@ pub fn to_backend<H: Hook>(h: &H, pkt: &L4Packet, svc: &ServiceRecord) -> Result
     if backend.family != pkt.key.family {
         return Err(DropReason::BadTableEntry);
     }
-    rewrite::check_ttl(h, pkt)?;
-    let to = FlowKey { dst: backend.addr, dst_port_be: backend.port_be, ..pkt.key };
-    rewrite::endpoint(h, pkt, Side::Dst, &backend.addr, backend.port_be)?;
-    let action = route::forward(h, pkt, &to, Some(route::Cached { backend_id, now }))?;
+    let hairpin = backend.addr == pkt.key.src;
+    let src = if hairpin { hairpin_source(h, pkt, &backend)? } else { pkt.key.src };
+    let to = FlowKey { src, dst: backend.addr, dst_port_be: backend.port_be, ..pkt.key };
+    // A hairpin flow's source is not the one the cache is for.
+    let cache = (!hairpin).then_some(route::Cached { backend_id, now });
+    let route = route::lookup(h, pkt.l3_off, &to, cache)?;
+    if let Some(mtu) = route.too_big()
+        && !rewrite::may_fragment(h, pkt)?
+    {
+        return Ok(answer::later::<H>(Answer::TooBig { mtu }, &vip));
+    }
+    rewrite::endpoint(h, pkt, Side::Dst, &backend.addr, backend.port_be, true)?;
+    if hairpin {
+        rewrite::endpoint(h, pkt, Side::Src, &src, pkt.key.src_port_be, false)?;
+    }
+    let action = route::send(h, &route)?;
     stats::forwarded(svc.id, backend_id, h.len(), new_flow);
     Ok(action)
+}
+
+/// The balancer address a hairpin flow's packets reach `backend` from: a
+/// backend that called a VIP and was picked for itself would drop a packet
+/// from its own address, so, as IPVS and kube-proxy do, the caller is
+/// replaced by this host's address towards it (and recorded, so replies
+/// to it are looked for among hairpin flows).
+#[inline(always)]
+fn hairpin_source<H: Hook>(
+    h: &H,
+    pkt: &L4Packet,
+    backend: &BackendRecord,
+) -> Result<Addr, DropReason> {
+    let towards = FlowKey { dst: backend.addr, dst_port_be: backend.port_be, ..pkt.key };
+    let src = route::source_towards(h, &towards).ok_or(DropReason::HairpinNoSource)?;
+    // SAFETY: only tested for presence.
+    if unsafe { LB_HAIRPIN.get(&src) }.is_none() {
+        // A full map loses only the record; replies then pass untouched.
+        let _ = LB_HAIRPIN.insert(&src, &1, 0);
+    }
+    Ok(src)
 }
 
 /// The sequence number of a TCP segment.
@@ -134,7 +186,7 @@ fn pick(pkt: &L4Packet, svc: &ServiceRecord) -> Result<u32, DropReason> {
 /// no flow and passes to the kernel.
 #[inline(always)]
 fn pin(pkt: &L4Packet, flow: FlowValue) {
-    if LB_FLOWS.insert(pkt.key, flow, 0).is_err() {
+    if LB_FLOWS.insert(&pkt.key, &flow, 0).is_err() {
         stats::exception(DropReason::FlowTableFull);
     }
 }

@@ -8,11 +8,16 @@
 //! counted in `LB_DROPS`. The hot path never logs.
 #![no_std]
 #![no_main]
+// Map keys and values go by reference: by value, each call would copy
+// them onto the 512-byte BPF stack.
+#![allow(clippy::needless_borrows_for_generic_args)]
 
+mod answer;
 mod clock;
 mod datapath;
 mod forward;
 mod hook;
+mod icmp;
 mod maps;
 mod passive;
 mod reverse;

@@ -14,14 +14,18 @@
 //! share one entry and cannot be evicted apart.
 
 use aya_ebpf::{
-    bindings::{BPF_F_MMAPABLE, BPF_F_NO_COMMON_LRU},
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_COMMON_LRU, bpf_fib_lookup},
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use lb_common::abi::{
-    BackendRecord, Counters, DEFAULT_FLOW_CAPACITY, DEFAULT_MAGLEV_SLOTS, DropReason, EVENTS_BYTES,
-    Endpoint, FlowKey, FlowTimeouts, FlowValue, MAX_BACKEND_ENDPOINTS, MAX_BACKENDS,
-    MAX_PEER_DEVICES, MAX_SERVICES, NextHop, Replies, ServiceKey, ServiceRecord, SynCounters,
+use lb_common::{
+    abi::{
+        Addr, BackendRecord, Counters, DEFAULT_FLOW_CAPACITY, DEFAULT_MAGLEV_SLOTS, DropReason,
+        EVENTS_BYTES, Endpoint, FlowKey, FlowTimeouts, FlowValue, MAX_BACKEND_ENDPOINTS,
+        MAX_BACKENDS, MAX_HAIRPIN_SOURCES, MAX_PEER_DEVICES, MAX_SERVICES, NextHop, Replies,
+        ServiceKey, ServiceRecord, SynCounters,
+    },
+    parse::Parsed,
 };
 
 #[map]
@@ -64,6 +68,21 @@ pub static LB_DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DropReason
 
 #[map]
 pub static LB_PEER_DEVICES: HashMap<u32, u32> = HashMap::with_max_entries(MAX_PEER_DEVICES, 0);
+
+#[map]
+pub static LB_HAIRPIN: HashMap<Addr, u32> = HashMap::with_max_entries(MAX_HAIRPIN_SOURCES, 0);
+
+/// Per-CPU room for what the 512-byte BPF stack cannot hold: the parse
+/// result every branch reads, and a FIB query (see `route`).
+pub struct Scratch {
+    pub parsed: Parsed,
+    pub fib: bpf_fib_lookup,
+    pub pending: crate::answer::Pending,
+    pub reply_vip: Endpoint,
+}
+
+#[map]
+pub static LB_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
 pub static LB_NEXT_HOPS: Array<NextHop> = Array::with_max_entries(MAX_BACKENDS, 0);

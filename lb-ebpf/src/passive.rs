@@ -2,12 +2,9 @@
 //! the agent (SYNs opened and answered per backend, read through a memory
 //! mapping) or sent to it as events (refusals, ICMP unreachables).
 
-use lb_common::abi::{EVENT_UNREACHABLE, Endpoint, FLOW_OPENING, FlowKey, PROTO_UDP, PassiveEvent};
+use lb_common::abi::PassiveEvent;
 
-use crate::{
-    maps::{LB_EVENTS, LB_SYNS},
-    reverse,
-};
+use crate::maps::{LB_EVENTS, LB_SYNS};
 
 // The SYN counters are shared by all CPUs and the BPF target has no atomic
 // read-modify-write in Rust's core, so two CPUs counting at once may lose
@@ -38,24 +35,4 @@ pub fn answered(backend_id: u32) {
 #[inline(always)]
 pub fn report(backend_id: u32, kind: u32) {
     let _ = LB_EVENTS.output::<PassiveEvent>(&PassiveEvent { backend_id, kind }, 0);
-}
-
-/// An ICMP destination unreachable quoting `quoted` (client -> backend, as
-/// the balancer forwarded it): reported if it is about a live flow pinned
-/// to that backend, either UDP or a TCP connection not yet answered (an
-/// error about an answered connection is left to the probes, so a forged
-/// error cannot take down a backend that is serving it).
-#[inline(always)]
-pub fn unreachable(quoted: &FlowKey) {
-    let backend = Endpoint {
-        addr: quoted.dst,
-        port_be: quoted.dst_port_be,
-        proto: quoted.proto,
-        family: quoted.family,
-    };
-    if let Some(found) = reverse::find_flow(&backend, quoted.src, quoted.src_port_be)
-        && (quoted.proto == PROTO_UDP || found.flow.state == FLOW_OPENING)
-    {
-        report(found.flow.backend_id, EVENT_UNREACHABLE);
-    }
 }

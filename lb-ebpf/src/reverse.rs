@@ -6,19 +6,31 @@
 //! key (client -> VIP) to look up in the flow table. The backend's first
 //! answer to a SYN is watched too: a reset before anything else means it
 //! refused a connection the balancer sent it.
+//!
+//! Only a live flow's packets are replies, and a tuple a balanced flow held
+//! is given up as soon as it is used directly: a SYN from a backend's
+//! endpoint, or a TCP SYN or UDP datagram from the client straight to the
+//! backend (the backend sees both as one conversation; the newest wins).
+//! So direct traffic between clients and backends is never rewritten,
+//! whatever ports it reuses.
+//!
+//! A hairpin flow (a backend calling a VIP and picked for itself) reached
+//! the backend from a balancer address (see `forward`); its replies go to
+//! that address and are turned back to the backend, from the VIP.
 
 use lb_common::{
     abi::{
         Addr, DropReason, EVENT_REFUSED, Endpoint, FLOW_CLOSING, FLOW_ESTABLISHED, FLOW_OPENING,
         FlowKey, FlowValue, MAX_REPLY_TARGETS, PROTO_TCP,
     },
+    icmp::Answer,
     parse::{L4Packet, headers::TcpHdr},
 };
 
 use crate::{
-    clock,
+    answer, clock, datapath,
     hook::Hook,
-    maps::{LB_BACKENDS, LB_FLOWS, LB_REPLIES},
+    maps::{LB_BACKENDS, LB_FLOWS, LB_HAIRPIN, LB_REPLIES, LB_SCRATCH},
     passive,
     rewrite::{self, Side},
     route,
@@ -32,20 +44,42 @@ pub struct Found {
     pub flow: FlowValue,
     /// The VIP it was addressed to.
     pub vip: Endpoint,
-    /// The clock when it was found.
-    pub now: u32,
 }
 
-/// The live (unexpired) flow between the client `client`:`client_port_be`
-/// and the backend `backend`, whichever of the backend's services it came
-/// through. `None`: the packet belongs to no balanced flow (direct traffic
-/// between the two, or a flow already over).
+impl Default for Found {
+    #[inline(always)]
+    fn default() -> Self {
+        Self { entry: core::ptr::null_mut(), flow: FlowValue::default(), vip: Endpoint::default() }
+    }
+}
+
+impl Found {
+    /// The flow's key, its client being `client`:`port_be`.
+    #[inline(always)]
+    fn key(&self, client: &Addr, port_be: u16) -> FlowKey {
+        FlowKey {
+            src: *client,
+            dst: self.vip.addr,
+            src_port_be: port_be,
+            dst_port_be: self.vip.port_be,
+            proto: self.vip.proto,
+            family: self.vip.family,
+            _pad: [0; 2],
+        }
+    }
+}
+
+/// Finds the live (unexpired) flow between the client
+/// `client`:`client_port_be` and the backend `backend`, whichever of the
+/// backend's services it came through, and writes it to `out`. False: the
+/// packet belongs to no balanced flow (direct traffic between the two, or
+/// a flow already over).
 #[inline(always)]
-pub fn find_flow(backend: &Endpoint, client: Addr, client_port_be: u16) -> Option<Found> {
+pub fn find_flow(backend: &Endpoint, client: &Addr, client_port_be: u16, out: &mut Found) -> bool {
     // SAFETY: the agent replaces elements whole (a hash-map update), so
     // this element stays as it is while the program runs; not copied, to
     // keep it off the 512-byte stack.
-    let replies = unsafe { LB_REPLIES.get(backend) }?;
+    let Some(replies) = (unsafe { LB_REPLIES.get(backend) }) else { return false };
     // Only now: traffic from non-backends (most of what a gateway passes)
     // pays one small-map lookup and no clock read.
     let now = clock::now();
@@ -55,7 +89,7 @@ pub fn find_flow(backend: &Endpoint, client: Addr, client_port_be: u16) -> Optio
         }
         let Some(vip) = replies.vips.get(i) else { break };
         let key = FlowKey {
-            src: client,
+            src: *client,
             dst: vip.addr,
             src_port_be: client_port_be,
             dst_port_be: vip.port_be,
@@ -63,7 +97,7 @@ pub fn find_flow(backend: &Endpoint, client: Addr, client_port_be: u16) -> Optio
             family: backend.family,
             _pad: [0; 2],
         };
-        let Some(entry) = LB_FLOWS.get_ptr_mut(key) else { continue };
+        let Some(entry) = LB_FLOWS.get_ptr_mut(&key) else { continue };
         // SAFETY: a pointer to a live map value, read once.
         let flow = unsafe { *entry };
         if clock::expired(&flow, backend.proto, now) {
@@ -75,31 +109,123 @@ pub fn find_flow(backend: &Endpoint, client: Addr, client_port_be: u16) -> Optio
             .get(flow.backend_id)
             .is_some_and(|b| b.addr == backend.addr && b.port_be == backend.port_be);
         if pinned_here {
-            return Some(Found { entry, flow, vip: *vip, now });
+            *out = Found { entry, flow, vip: *vip };
+            return true;
         }
     }
-    None
+    false
 }
 
-/// Forwards a packet from a backend to its client if it belongs to a
-/// balanced flow; anything else passes to the kernel untouched.
-#[inline(always)]
-pub fn to_client<H: Hook>(h: &H, pkt: &L4Packet) -> Result<u32, DropReason> {
+/// What [`find_reply`] found.
+pub const NOT_A_REPLY: u32 = 0;
+/// A reply of a balanced flow.
+pub const REPLY: u32 = 1;
+/// A reply of a hairpin flow, to a balancer address.
+pub const HAIRPIN_REPLY: u32 = 2;
+
+/// Whether `pkt`, from a backend's endpoint, is a reply of a balanced flow;
+/// if so the flow's state moves on and its VIP is left in the scratch map
+/// for [`to_client`]. A SYN from the backend opens a connection of its
+/// own: the flow on its tuple ends, and the packet is no reply.
+// Not inlined, as `to_client` is not: each is a frame of its own called
+// from the datapath, rather than one on top of the other.
+#[inline(never)]
+pub fn find_reply(pkt: &L4Packet) -> u32 {
+    let Some(s) = LB_SCRATCH.get_ptr_mut(0) else { return NOT_A_REPLY };
+    let mut found = Found::default();
+    let found = &mut found;
     let backend = Endpoint {
         addr: pkt.key.src,
         port_be: pkt.key.src_port_be,
         proto: pkt.key.proto,
         family: pkt.key.family,
     };
-    let Some(found) = find_flow(&backend, pkt.key.dst, pkt.key.dst_port_be) else {
-        return Ok(H::PASS);
+    let kind = if find_flow(&backend, &pkt.key.dst, pkt.key.dst_port_be, found) {
+        REPLY
+    } else if hairpin_flow(&backend, pkt, found) {
+        HAIRPIN_REPLY
+    } else {
+        return NOT_A_REPLY;
     };
-    rewrite::check_ttl(h, pkt)?;
-    observe(pkt, &found);
-    let vip = found.vip;
-    rewrite::endpoint(h, pkt, Side::Src, &vip.addr, vip.port_be)?;
-    let to = FlowKey { src: vip.addr, src_port_be: vip.port_be, ..pkt.key };
-    route::forward(h, pkt, &to, None)
+    if opens(pkt) {
+        let client = if kind == HAIRPIN_REPLY { backend.addr } else { pkt.key.dst };
+        let _ = LB_FLOWS.remove(&found.key(&client, pkt.key.dst_port_be));
+        return NOT_A_REPLY;
+    }
+    observe(pkt, found);
+    // SAFETY: this CPU's scratch element; its `reply_vip` part is written
+    // here and read by `to_client` in the same run.
+    unsafe { *core::ptr::addr_of_mut!((*s).reply_vip) = found.vip };
+    kind
+}
+
+/// Forwards a reply (`kind`, from [`find_reply`]) from a backend to its
+/// client.
+#[inline(never)]
+pub fn to_client<H: Hook>(h: &H, pkt: &L4Packet, kind: u32) -> u32 {
+    let Some(pkt) = pkt.checked() else {
+        return datapath::settle::<H>(Err(DropReason::MalformedIp));
+    };
+    datapath::settle::<H>(try_to_client(h, pkt, kind == HAIRPIN_REPLY))
+}
+
+#[inline(always)]
+fn try_to_client<H: Hook>(h: &H, pkt: &L4Packet, hairpin: bool) -> Result<u32, DropReason> {
+    let s = LB_SCRATCH.get_ptr(0).ok_or(DropReason::BadTableEntry)?;
+    // SAFETY: this CPU's scratch element, written by `find_reply`.
+    let vip = unsafe { *core::ptr::addr_of!((*s).reply_vip) };
+    let client = if hairpin { pkt.key.src } else { pkt.key.dst };
+    rewrite::check_udp6(h, pkt)?;
+    if rewrite::ttl_expires(h, pkt.l3_off, pkt.key.family)? {
+        return Ok(answer::later::<H>(Answer::TimeExceeded, &vip.addr));
+    }
+    let to = FlowKey { src: vip.addr, src_port_be: vip.port_be, dst: client, ..pkt.key };
+    let route = route::lookup(h, pkt.l3_off, &to, None)?;
+    if let Some(mtu) = route.too_big()
+        && !rewrite::may_fragment(h, pkt)?
+    {
+        return Ok(answer::later::<H>(Answer::TooBig { mtu }, &vip.addr));
+    }
+    rewrite::endpoint(h, pkt, Side::Src, &vip.addr, vip.port_be, true)?;
+    if hairpin {
+        rewrite::endpoint(h, pkt, Side::Dst, &client, pkt.key.dst_port_be, false)?;
+    }
+    route::send(h, &route)
+}
+
+/// A packet to a backend's endpoint that did not come through a VIP
+/// (direct traffic): a TCP SYN or a UDP datagram on a tuple a balanced flow
+/// held ends that flow, so the backend's answers are not given the VIP.
+#[inline(never)]
+pub fn direct(pkt: &L4Packet) {
+    if pkt.key.proto == PROTO_TCP && !opens(pkt) {
+        return;
+    }
+    let backend = Endpoint {
+        addr: pkt.key.dst,
+        port_be: pkt.key.dst_port_be,
+        proto: pkt.key.proto,
+        family: pkt.key.family,
+    };
+    let mut found = Found::default();
+    if find_flow(&backend, &pkt.key.src, pkt.key.src_port_be, &mut found) {
+        let _ = LB_FLOWS.remove(&found.key(&pkt.key.src, pkt.key.src_port_be));
+    }
+}
+
+/// Whether `pkt` opens a TCP connection (a SYN without ACK).
+#[inline(always)]
+fn opens(pkt: &L4Packet) -> bool {
+    pkt.key.proto == PROTO_TCP && pkt.tcp_flags & (TcpHdr::SYN | TcpHdr::ACK) == TcpHdr::SYN
+}
+
+/// The hairpin flow a reply from `backend` to a balancer address belongs
+/// to: the backend called a VIP from the reply's destination port.
+#[inline(always)]
+fn hairpin_flow(backend: &Endpoint, pkt: &L4Packet, out: &mut Found) -> bool {
+    // SAFETY: only tested for presence.
+    unsafe { LB_HAIRPIN.get(&pkt.key.dst) }.is_some()
+        && find_flow(backend, &pkt.key.src, pkt.key.dst_port_be, out)
 }
 
 /// Moves the flow's state on for a reply: the first answer to a SYN is
@@ -107,7 +233,7 @@ pub fn to_client<H: Hook>(h: &H, pkt: &L4Packet) -> Result<u32, DropReason> {
 /// and the entry's time is refreshed when stale.
 #[inline(always)]
 fn observe(pkt: &L4Packet, found: &Found) {
-    let (old, now) = (found.flow, found.now);
+    let (old, now) = (found.flow, clock::now());
     let mut new = FlowValue { last_seen: now, ..old };
     if pkt.key.proto == PROTO_TCP {
         let rst = pkt.tcp_flags & TcpHdr::RST != 0;

@@ -11,16 +11,17 @@
 use aya_ebpf::{
     bindings::{
         BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
-        bpf_fib_lookup,
+        BPF_FIB_LOOKUP_SKIP_NEIGH, BPF_FIB_LOOKUP_SRC, bpf_fib_lookup,
     },
     helpers::generated::bpf_fib_lookup as fib_lookup,
 };
-use lb_common::{
-    abi::{DropReason, FAMILY_V4, FlowKey, NextHop},
-    parse::L4Packet,
-};
+use lb_common::abi::{Addr, DropReason, FAMILY_V4, FlowKey, NextHop};
 
-use crate::{hook::Hook, maps::LB_NEXT_HOPS};
+use crate::{
+    hook::Hook,
+    maps::{LB_NEXT_HOPS, LB_SCRATCH},
+    stats,
+};
 
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
@@ -33,29 +34,177 @@ pub struct Cached {
     pub now: u32,
 }
 
-/// Routes the packet `pkt`, rewritten to `to`, and sends it; through the
-/// backend's cached next hop when `cache` names one that is usable.
+/// Where a packet goes, as the FIB (or the cache) said, before it is
+/// rewritten: a packet that does not fit is answered as it arrived.
+///
+/// A struct, not an enum with data: every byte is always written, as the
+/// verifier wants of every register it sees copied.
+#[derive(Clone, Copy)]
+pub struct Route {
+    /// What to do.
+    pub kind: RouteKind,
+    /// For `Hop`: the next hop. For `TooBig`: `mtu` is the path's MTU.
+    pub hop: NextHop,
+}
+
+/// What [`Route`] says.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum RouteKind {
+    /// Out of `hop.ifindex` to its MAC.
+    Hop,
+    /// The next hop's MAC is not known yet: the kernel resolves it (from
+    /// the FIB's answer, left in `LB_SCRATCH`).
+    Resolve,
+    /// Larger than the MTU towards it, `hop.mtu`.
+    TooBig,
+}
+
+impl Route {
+    #[inline(always)]
+    const fn of(kind: RouteKind, hop: NextHop) -> Self {
+        Self { kind, hop }
+    }
+
+    /// The MTU a packet did not fit, if it did not.
+    #[inline(always)]
+    pub fn too_big(&self) -> Option<u32> {
+        (self.kind == RouteKind::TooBig).then_some(self.hop.mtu)
+    }
+}
+
+/// Routes a packet whose IP header is at `l3_off`, once rewritten to `to`;
+/// through the backend's cached next hop when `cache` names one that is
+/// usable. Nothing in the packet changes.
 #[inline(always)]
-pub fn forward<H: Hook>(
+pub fn lookup<H: Hook>(
     h: &H,
-    pkt: &L4Packet,
+    l3_off: usize,
     to: &FlowKey,
     cache: Option<Cached>,
-) -> Result<u32, DropReason> {
+) -> Result<Route, DropReason> {
     let ingress = h.ifindex();
-    let ip_len = h.len().saturating_sub(pkt.l3_off as u64);
+    let len = h.mtu_len(l3_off);
     let slot = cache.as_ref().and_then(|c| LB_NEXT_HOPS.get_ptr_mut(c.backend_id));
     if let (Some(c), Some(slot)) = (&cache, slot) {
         // SAFETY: a pointer to a live array element, copied out at once. A
         // concurrent refresh writes the same bytes unless the neighbour
         // changed, when one packet may see a mix of the two MACs.
         let hop = unsafe { *slot };
-        if hop.usable(ingress, c.now, ip_len) {
-            return h.send(&hop);
+        if hop.usable(ingress, c.now, len) {
+            return Ok(Route::of(RouteKind::Hop, hop));
         }
     }
-    // SAFETY: a plain C struct of integers and unions of integers.
-    let mut p: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    let p = fib_query(ingress, to)?;
+    if H::FIB_TOT_LEN {
+        // The XDP FIB checks the MTU only when given the length (the IP
+        // datagram's); a frame is never longer than 16 bits of it.
+        p.__bindgen_anon_1.tot_len = len as u16;
+    }
+    // SAFETY: `p` is a valid, fully initialised lookup struct of the size
+    // given, and the context is the program's own.
+    let rc = unsafe { fib_lookup(h.ctx(), p, core::mem::size_of::<bpf_fib_lookup>() as i32, 0) };
+    match rc as u32 {
+        BPF_FIB_LKUP_RET_SUCCESS => {
+            let hop = NextHop {
+                ingress,
+                ifindex: p.ifindex,
+                stamp: cache.as_ref().map_or(0, |c| c.now),
+                // The tc FIB writes the egress MTU here; the XDP one leaves
+                // the length it was given, which is known to fit (a larger
+                // packet asks the FIB again and records its own).
+                // SAFETY: an integer member of a union of integers.
+                mtu: u32::from(unsafe { p.__bindgen_anon_1.mtu_result }),
+                dmac: p.dmac,
+                smac: p.smac,
+            };
+            if let (Some(_), Some(slot)) = (&cache, slot) {
+                // SAFETY: a pointer to a live array element; see above on
+                // concurrent writers.
+                unsafe { *slot = hop };
+            }
+            Ok(Route::of(RouteKind::Hop, hop))
+        }
+        BPF_FIB_LKUP_RET_NO_NEIGH => Ok(Route::of(RouteKind::Resolve, NextHop::default())),
+        BPF_FIB_LKUP_RET_FRAG_NEEDED => {
+            // SAFETY: on FRAG_NEEDED the FIB writes the MTU here.
+            let mtu = u32::from(unsafe { p.__bindgen_anon_1.mtu_result });
+            Ok(Route::of(RouteKind::TooBig, NextHop { mtu, ..NextHop::default() }))
+        }
+        _ => Err(DropReason::NoRoute),
+    }
+}
+
+/// Sends a rewritten packet where [`lookup`] said. A packet too big for its
+/// path that may be fragmented (IPv4 without DF) goes to the kernel, which
+/// fragments it; the caller answers the others before rewriting.
+#[inline(always)]
+pub fn send<H: Hook>(h: &H, route: &Route) -> Result<u32, DropReason> {
+    match route.kind {
+        RouteKind::Hop => h.send(&route.hop),
+        RouteKind::Resolve => {
+            let s = LB_SCRATCH.get_ptr(0).ok_or(DropReason::NoRoute)?;
+            // SAFETY: this CPU's scratch element, holding the FIB's answer.
+            h.resolve(unsafe { &*core::ptr::addr_of!((*s).fib) })
+        }
+        RouteKind::TooBig => {
+            stats::exception(DropReason::FragmentedByKernel);
+            Ok(H::PASS)
+        }
+    }
+}
+
+/// Routes and sends an already rewritten packet that is never answered
+/// (an ICMP error being passed on).
+#[inline(always)]
+pub fn forward<H: Hook>(h: &H, l3_off: usize, to: &FlowKey) -> Result<u32, DropReason> {
+    let route = lookup(h, l3_off, to, None)?;
+    if route.kind == RouteKind::TooBig { Err(DropReason::TooBig) } else { send(h, &route) }
+}
+
+/// The source address this host uses towards `to.dst`, as the FIB says:
+/// what a hairpin flow's caller is replaced by. `None` where the kernel
+/// cannot say (before Linux 6.7, or no address on the way).
+#[inline(always)]
+pub fn source_towards<H: Hook>(h: &H, to: &FlowKey) -> Option<Addr> {
+    let p = fib_query(h.ifindex(), to).ok()?;
+    // SAFETY: as in `lookup`.
+    let rc = unsafe {
+        fib_lookup(
+            h.ctx(),
+            p,
+            core::mem::size_of::<bpf_fib_lookup>() as i32,
+            BPF_FIB_LOOKUP_SRC | BPF_FIB_LOOKUP_SKIP_NEIGH,
+        )
+    };
+    // The tc FIB may add that the skb is too big for the egress; the source
+    // is written all the same.
+    if rc != 0 && rc as u32 != BPF_FIB_LKUP_RET_FRAG_NEEDED {
+        return None;
+    }
+    // SAFETY: the FIB wrote the source of the family asked for.
+    Some(unsafe {
+        if to.family == FAMILY_V4 {
+            Addr { words: [p.__bindgen_anon_3.ipv4_src, 0, 0, 0] }
+        } else {
+            Addr { words: p.__bindgen_anon_3.ipv6_src }
+        }
+    })
+}
+
+/// A FIB query for a packet from `to.src` to `to.dst` that came in on
+/// `ingress`, written in this CPU's `LB_SCRATCH` element: 64 bytes the
+/// 512-byte BPF stack cannot spare.
+#[inline(always)]
+fn fib_query(ingress: u32, to: &FlowKey) -> Result<&'static mut bpf_fib_lookup, DropReason> {
+    let s = LB_SCRATCH.get_ptr_mut(0).ok_or(DropReason::NoRoute)?;
+    // SAFETY: this CPU's element of a per-CPU map, used by one program run
+    // at a time, its FIB part only through this reference until the next
+    // query.
+    let p = unsafe {
+        let p = core::ptr::addr_of_mut!((*s).fib);
+        core::ptr::write_bytes(p, 0, 1);
+        &mut *p
+    };
     p.l4_protocol = to.proto;
     p.sport = to.src_port_be;
     p.dport = to.dst_port_be;
@@ -69,31 +218,5 @@ pub fn forward<H: Hook>(
         p.__bindgen_anon_3.ipv6_src = to.src.words;
         p.__bindgen_anon_4.ipv6_dst = to.dst.words;
     }
-    // SAFETY: `p` is a valid, fully initialised lookup struct of the size
-    // given, and the context is the program's own.
-    let rc =
-        unsafe { fib_lookup(h.ctx(), &mut p, core::mem::size_of::<bpf_fib_lookup>() as i32, 0) };
-    match rc as u32 {
-        BPF_FIB_LKUP_RET_SUCCESS => {
-            let hop = NextHop {
-                ingress,
-                ifindex: p.ifindex,
-                stamp: cache.as_ref().map_or(0, |c| c.now),
-                // SAFETY: the FIB writes the egress MTU here on success
-                // (0 where it does not check, as for XDP).
-                mtu: u32::from(unsafe { p.__bindgen_anon_1.mtu_result }),
-                dmac: p.dmac,
-                smac: p.smac,
-            };
-            if let (Some(_), Some(slot)) = (&cache, slot) {
-                // SAFETY: a pointer to a live array element; see above on
-                // concurrent writers.
-                unsafe { *slot = hop };
-            }
-            h.send(&hop)
-        }
-        BPF_FIB_LKUP_RET_NO_NEIGH => h.resolve(&p),
-        BPF_FIB_LKUP_RET_FRAG_NEEDED => Ok(H::PASS),
-        _ => Err(DropReason::NoRoute),
-    }
+    Ok(p)
 }

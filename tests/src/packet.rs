@@ -362,25 +362,55 @@ impl Frame {
 
     /// An ICMP "port unreachable" (ICMPv6 for IPv6) from `from` to `to`
     /// quoting `quoted`'s IP header and the first 8 bytes after it, as a
-    /// host answering a datagram to a closed port does. The ICMPv4 checksum
-    /// is computed; ICMPv6's (over a pseudo-header) is left 0, which the
-    /// datapath never reads.
+    /// host answering a datagram to a closed port does.
     ///
     /// # Panics
     /// On a malformed literal or if the families differ.
     pub fn icmp_port_unreachable(from: &str, to: &str, quoted: &Frame) -> Frame {
-        let bytes = quoted.bytes();
-        let l3 = quoted.l3_offset();
-        let quote = &bytes[l3..(quoted.l4_offset() + 8).min(bytes.len())];
-        let v4 = quoted.is_ipv4();
-        let (proto, kind, code) = if v4 { (1, 3, 3) } else { (58, 1, 4) };
-        let mut msg = vec![kind, code, 0, 0, 0, 0, 0, 0];
+        let (kind, code) = if quoted.is_ipv4() { (3, 3) } else { (1, 4) };
+        Frame::icmp_error(from, to, kind, code, [0; 4], &quoted.quote(8))
+    }
+
+    /// An ICMP (ICMPv6 for IPv6 addresses) error of `kind` and `code` from
+    /// `from` to `to`, its four type-specific bytes `rest`, quoting `quote`;
+    /// the checksum is computed from scratch (ICMPv6's over its
+    /// pseudo-header).
+    ///
+    /// # Panics
+    /// On a malformed literal or if the families differ.
+    pub fn icmp_error(
+        from: &str,
+        to: &str,
+        kind: u8,
+        code: u8,
+        rest: [u8; 4],
+        quote: &[u8],
+    ) -> Frame {
+        let frame = Frame::ip(PROTO_ICMP, from, to);
+        let mut msg = vec![kind, code, 0, 0];
+        msg.extend_from_slice(&rest);
         msg.extend_from_slice(quote);
-        if v4 {
-            let sum = internet_checksum(&[&msg]);
-            msg[2..4].copy_from_slice(&sum.to_be_bytes());
-        }
-        Frame::ip(proto, from, to).payload(&msg)
+        let sum = match (frame.src.ip(), frame.dst.ip()) {
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                let mut pseudo = Vec::with_capacity(40);
+                pseudo.extend_from_slice(&s.octets());
+                pseudo.extend_from_slice(&d.octets());
+                pseudo.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+                pseudo.extend_from_slice(&[0, 0, 0, PROTO_ICMPV6]);
+                internet_checksum(&[&pseudo, &msg])
+            }
+            _ => internet_checksum(&[&msg]),
+        };
+        msg[2..4].copy_from_slice(&sum.to_be_bytes());
+        let proto = if frame.is_ipv4() { PROTO_ICMP } else { PROTO_ICMPV6 };
+        Frame { proto, ..frame }.payload(&msg)
+    }
+
+    /// What an ICMP error about this frame quotes: its IP header (options
+    /// and extension headers included) and the first `l4` bytes after it.
+    pub fn quote(&self, l4: usize) -> Vec<u8> {
+        let bytes = self.bytes();
+        bytes[self.l3_offset()..(self.l4_offset() + l4).min(bytes.len())].to_vec()
     }
 
     /// Whether the frame is IPv4 (by its source address).

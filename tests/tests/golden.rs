@@ -223,7 +223,7 @@ fn malformed_and_unbalanceable_frames_get_their_documented_action(prog: Prog) {
     let full = Frame::tcp("10.0.0.2:44000", "10.100.0.1:80").bytes();
     let vlan = Frame::tcp("10.0.0.2:44000", "10.100.0.1:80").vlan(7).bytes();
     // Each: frame, action, counter. Passed frames leave untouched.
-    let cases: [(&str, Vec<u8>, u32, DropReason); 5] = [
+    let cases: [(&str, Vec<u8>, u32, DropReason); 4] = [
         // (BPF_PROG_TEST_RUN refuses frames under 14 bytes; the parser
         // tests cover those.)
         ("VLAN tag cut", vlan[..16].to_vec(), XDP_DROP, DropReason::TruncatedEthernet),
@@ -236,12 +236,6 @@ fn malformed_and_unbalanceable_frames_get_their_documented_action(prog: Prog) {
                 .bytes(),
             XDP_PASS,
             DropReason::Fragment,
-        ),
-        (
-            "TTL 1",
-            Frame::tcp("10.0.0.2:44002", "10.100.0.1:80").ttl(1).bytes(),
-            XDP_PASS,
-            DropReason::TtlExpired,
         ),
         (
             "IPv6 fragment",

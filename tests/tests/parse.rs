@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use lb_common::abi::{Addr, FAMILY_V4, FAMILY_V6, FlowKey, PROTO_TCP, PROTO_UDP};
-use lb_common::parse::{L4Packet, MAX_IPV6_EXT_HEADERS, ParseError, Parsed, Quoted, parse};
+use lb_common::parse::{IcmpKind, L4Packet, MAX_IPV6_EXT_HEADERS, ParseError, Parsed, parse};
 use lb_tests::packet::{
     DEFAULT_DST_MAC, DEFAULT_SRC_MAC, ETHERTYPE_ARP, ETHERTYPE_VLAN, EXT_DEST_OPTS, EXT_HOP_BY_HOP,
     EXT_ROUTING, Frame, PROTO_ICMP, PROTO_ICMPV6, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN,
@@ -287,10 +287,44 @@ fn icmp_unreachable_reports_the_quoted_flow() {
         Frame::tcp("[fd00::2]:40003", "[fd01::12]:80"),
     ] {
         let from = if quoted.is_ipv4() { "10.1.0.11" } else { "fd01::11" };
-        let want = Ok(Parsed::Unreachable(Quoted { key: expected_key(&quoted) }));
-        assert_eq!(parsed(&unreachable(from, &quoted)), want, "{quoted:?}");
+        let frame = unreachable(from, &quoted);
+        let want = expected_key(&quoted);
         // Ethernet padding after the datagram changes nothing.
-        assert_eq!(parsed(&unreachable(from, &quoted).pad_to(200)), want, "{quoted:?}");
+        for f in [frame.clone(), frame.clone().pad_to(200)] {
+            let Ok(Parsed::IcmpError(e)) = parsed(&f) else {
+                panic!("{quoted:?}: {:?}", parsed(&f))
+            };
+            assert_eq!((e.key, e.kind), (want, IcmpKind::Unreachable), "{quoted:?}");
+            assert_eq!(e.icmp_off, frame.l4_offset());
+            assert_eq!(e.inner_l3_off, frame.l4_offset() + 8);
+            assert_eq!(
+                e.inner_l4_off,
+                frame.l4_offset() + 8 + quoted.l4_offset() - quoted.l3_offset()
+            );
+            assert_eq!(e.end, frame.bytes().len());
+        }
+    }
+}
+
+#[test]
+fn every_icmp_error_kind_is_told_apart() {
+    for (quoted, kind, code, want) in [
+        (Frame::tcp("10.0.0.2:40000", "10.1.0.12:80"), 3, 4, IcmpKind::TooBig),
+        (Frame::tcp("10.0.0.2:40000", "10.1.0.12:80"), 3, 1, IcmpKind::Unreachable),
+        (Frame::udp("10.0.0.2:40000", "10.1.0.12:80"), 11, 0, IcmpKind::TimeExceeded),
+        (Frame::udp("10.0.0.2:40000", "10.1.0.12:80"), 12, 0, IcmpKind::ParameterProblem),
+        (Frame::tcp("[fd00::2]:40000", "[fd01::12]:80"), 1, 4, IcmpKind::Unreachable),
+        (Frame::tcp("[fd00::2]:40000", "[fd01::12]:80"), 2, 0, IcmpKind::TooBig),
+        (Frame::udp("[fd00::2]:40000", "[fd01::12]:80"), 3, 0, IcmpKind::TimeExceeded),
+        (Frame::udp("[fd00::2]:40000", "[fd01::12]:80"), 4, 0, IcmpKind::ParameterProblem),
+    ] {
+        let (from, to) =
+            if quoted.is_ipv4() { ("10.9.0.1", "10.0.0.2") } else { ("fd09::1", "fd00::2") };
+        let frame = Frame::icmp_error(from, to, kind, code, [0; 4], &quoted.quote(8));
+        let Ok(Parsed::IcmpError(e)) = parsed(&frame) else {
+            panic!("{kind}/{code}: {:?}", parsed(&frame))
+        };
+        assert_eq!((e.kind, e.key), (want, expected_key(&quoted)), "{kind}/{code}");
     }
 }
 
@@ -308,9 +342,8 @@ fn icmp_messages_that_say_nothing_about_a_flow_are_other_protocols() {
     let mut icmp_quote = quote.to_vec();
     icmp_quote[9] = PROTO_ICMP;
     for (name, frame) in [
-        ("fragmentation needed (a path MTU signal)", with(3, 4, quote)),
-        ("time exceeded", with(11, 0, quote)),
         ("echo reply", with(0, 0, quote)),
+        ("redirect", with(5, 1, quote)),
         ("quote cut inside the ports", with(3, 3, &quote[..22])),
         ("quote of a later fragment", with(3, 3, &later_fragment)),
         ("quote of ICMP", with(3, 3, &icmp_quote)),

@@ -4,7 +4,7 @@
 //! cargo-fuzz target in `fuzz/`.)
 
 use lb_common::abi::{FAMILY_V4, FAMILY_V6, FlowKey, PROTO_TCP, PROTO_UDP};
-use lb_common::parse::{MAX_IPV6_EXT_HEADERS, ParseError, Parsed, Quoted, parse};
+use lb_common::parse::{IcmpError, IcmpKind, MAX_IPV6_EXT_HEADERS, ParseError, Parsed, parse};
 use lb_tests::packet::{EXT_DEST_OPTS, EXT_HOP_BY_HOP, EXT_ROUTING, Frame, Ipv6Ext, PROTO_ICMP};
 use proptest::prelude::*;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -37,10 +37,15 @@ fn check(bytes: &[u8]) -> Result<Parsed, ParseError> {
         assert_eq!(p.key.dst_port_be.to_ne_bytes(), [ports[2], ports[3]]);
         assert_eq!(p.key._pad, [0, 0]);
     }
-    if let Ok(Parsed::Unreachable(q)) = first {
+    if let Ok(Parsed::IcmpError(q)) = first {
         assert!(q.key.proto == PROTO_TCP || q.key.proto == PROTO_UDP, "{q:?}");
         assert!(q.key.family == FAMILY_V4 || q.key.family == FAMILY_V6, "{q:?}");
         assert_eq!(q.key._pad, [0, 0]);
+        // The datapath rewrites at these offsets: in order, and the quoted
+        // ports inside the datagram.
+        assert!(q.l3_off < q.icmp_off && q.icmp_off + 8 == q.inner_l3_off, "{q:?}");
+        assert!(q.inner_l3_off < q.inner_l4_off && q.inner_l4_off + 4 <= q.end, "{q:?}");
+        assert!(q.end <= bytes.len(), "{q:?}");
     }
     if let Ok(outcome) = first {
         // Every check is "does it fit": trailing bytes (Ethernet padding)
@@ -111,7 +116,7 @@ fn oracle(f: &Frame) -> Parsed {
         }
     }
     if f.proto == PROTO_ICMP && f.is_ipv4() {
-        return icmp_v4_oracle(&f.payload);
+        return icmp_v4_oracle(f);
     }
     if f.proto != PROTO_TCP && f.proto != PROTO_UDP {
         return Parsed::OtherProtocol;
@@ -124,18 +129,26 @@ fn oracle(f: &Frame) -> Parsed {
     })
 }
 
-/// What an ICMPv4 message `msg` (the whole IP payload) says, read by hand
-/// from RFC 792's layout: a destination unreachable other than
-/// "fragmentation needed", quoting an IPv4 header with offset 0 and TCP or
-/// UDP ports inside the message, names the quoted flow.
-fn icmp_v4_oracle(msg: &[u8]) -> Parsed {
+/// What the ICMPv4 message of `f` (its whole IP payload) says, read by
+/// hand from RFC 792's layout: an error (destination unreachable, time
+/// exceeded, parameter problem) quoting an IPv4 header with offset 0 and
+/// TCP or UDP ports inside the message names the quoted flow.
+fn icmp_v4_oracle(f: &Frame) -> Parsed {
+    let msg = &f.payload[..];
     let other = Parsed::OtherProtocol;
     let (Some(&[kind, code]), Some(q)) =
         (msg.get(..2).map(|h| [h[0], h[1]]).as_ref(), msg.get(8..))
     else {
         return other;
     };
-    if kind != 3 || code == 4 || q.len() < 20 || q[0] >> 4 != 4 || q[0] & 0xf < 5 {
+    let kind = match (kind, code) {
+        (3, 4) => IcmpKind::TooBig,
+        (3, _) => IcmpKind::Unreachable,
+        (11, _) => IcmpKind::TimeExceeded,
+        (12, _) => IcmpKind::ParameterProblem,
+        _ => return other,
+    };
+    if q.len() < 20 || q[0] >> 4 != 4 || q[0] & 0xf < 5 {
         return other;
     }
     let ihl = usize::from(q[0] & 0xf) * 4;
@@ -148,7 +161,16 @@ fn icmp_v4_oracle(msg: &[u8]) -> Parsed {
     let port = |b: &[u8]| u16::from_be_bytes([b[0], b[1]]);
     let src = SocketAddr::new(ip(&q[12..16]), port(&q[ihl..]));
     let dst = SocketAddr::new(ip(&q[16..20]), port(&q[ihl + 2..]));
-    Parsed::Unreachable(Quoted { key: FlowKey::between(src, dst, proto) })
+    let icmp_off = f.l4_offset();
+    Parsed::IcmpError(IcmpError {
+        kind,
+        l3_off: f.l3_offset(),
+        icmp_off,
+        inner_l3_off: icmp_off + 8,
+        inner_l4_off: icmp_off + 8 + ihl,
+        end: icmp_off + msg.len(),
+        key: FlowKey::between(src, dst, proto),
+    })
 }
 
 /// An ICMP(v6) port unreachable quoting a random TCP or UDP packet.
@@ -245,7 +267,11 @@ proptest! {
 
     #[test]
     fn icmp_unreachables_name_the_quoted_flow((f, key) in unreachable_frame()) {
-        prop_assert_eq!(check(&f.bytes()), Ok(Parsed::Unreachable(Quoted { key })), "{:?}", f);
+        let got = check(&f.bytes());
+        prop_assert!(
+            matches!(got, Ok(Parsed::IcmpError(e)) if e.key == key && e.kind == IcmpKind::Unreachable),
+            "{:?}: {:?}", f, got
+        );
     }
 
     #[test]

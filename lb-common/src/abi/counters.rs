@@ -56,14 +56,33 @@ pub enum DropReason {
     /// The flow table refused a new entry. The packet is still forwarded by
     /// Maglev, just not pinned.
     FlowTableFull = 7,
-    /// The packet's TTL or hop limit would expire here. Passed to the kernel
-    /// untouched, which answers with ICMP time exceeded.
+    /// The packet's TTL or hop limit would expire here. Dropped, and
+    /// answered with ICMP time exceeded from the VIP (as a router would).
     TtlExpired = 8,
+    /// Larger than the MTU towards its destination, and not to be
+    /// fragmented (IPv4 with DF set, or IPv6). Dropped, and answered with
+    /// ICMP "fragmentation needed" / "packet too big" from the VIP, quoting
+    /// the packet as its sender sent it, so path MTU discovery works.
+    TooBig = 9,
+    /// Larger than the MTU towards the backend, IPv4 without DF: rewritten
+    /// and passed to the kernel, which fragments it on the way.
+    FragmentedByKernel = 10,
+    /// IPv6 UDP with checksum 0, which IPv6 forbids (RFC 8200 §8.1): the
+    /// receiver would drop it. Dropped.
+    Udp6ZeroChecksum = 11,
+    /// A backend called a VIP and was picked for itself (hairpin), but the
+    /// kernel gave no source address of this host towards it to stand in
+    /// for the caller (needs Linux 6.7's BPF_FIB_LOOKUP_SRC). Dropped.
+    HairpinNoSource = 12,
+    /// A later fragment of a datagram whose first fragment (the only one
+    /// carrying ports) was not seen first, addressed to a VIP or from a
+    /// backend: it cannot be matched to a flow. Dropped.
+    FragmentUnmatched = 13,
 }
 
 impl DropReason {
     /// Number of reasons: the size of the counter array.
-    pub const COUNT: u32 = 9;
+    pub const COUNT: u32 = 14;
 
     /// Every reason, in index order.
     pub const ALL: [DropReason; Self::COUNT as usize] = [
@@ -76,6 +95,11 @@ impl DropReason {
         DropReason::NoRoute,
         DropReason::FlowTableFull,
         DropReason::TtlExpired,
+        DropReason::TooBig,
+        DropReason::FragmentedByKernel,
+        DropReason::Udp6ZeroChecksum,
+        DropReason::HairpinNoSource,
+        DropReason::FragmentUnmatched,
     ];
 
     /// Stable snake_case name, used in status output and metric labels.
@@ -90,6 +114,11 @@ impl DropReason {
             DropReason::NoRoute => "no_route",
             DropReason::FlowTableFull => "flow_table_full",
             DropReason::TtlExpired => "ttl_expired",
+            DropReason::TooBig => "too_big",
+            DropReason::FragmentedByKernel => "fragmented_by_kernel",
+            DropReason::Udp6ZeroChecksum => "udp6_zero_checksum",
+            DropReason::HairpinNoSource => "hairpin_no_source",
+            DropReason::FragmentUnmatched => "fragment_unmatched",
         }
     }
 
@@ -103,7 +132,30 @@ impl DropReason {
                 | DropReason::NoBackend
                 | DropReason::BadTableEntry
                 | DropReason::NoRoute
+                | DropReason::TtlExpired
+                | DropReason::TooBig
+                | DropReason::Udp6ZeroChecksum
+                | DropReason::HairpinNoSource
+                | DropReason::FragmentUnmatched
         )
+    }
+
+    /// Whether the datapath answers the sender with an ICMP error in place
+    /// of the packet (which it drops).
+    pub const fn answers(self) -> bool {
+        matches!(self, DropReason::TtlExpired | DropReason::TooBig)
+    }
+
+    /// What happens to a packet counted under this reason, as status and
+    /// the README name it.
+    pub const fn action(self) -> &'static str {
+        if self.answers() {
+            "answer"
+        } else if self.drops() {
+            "drop"
+        } else {
+            "pass"
+        }
     }
 }
 
@@ -132,7 +184,12 @@ mod tests {
             | DropReason::BadTableEntry
             | DropReason::NoRoute
             | DropReason::FlowTableFull
-            | DropReason::TtlExpired => DropReason::ALL.contains(&r),
+            | DropReason::TtlExpired
+            | DropReason::TooBig
+            | DropReason::FragmentedByKernel
+            | DropReason::Udp6ZeroChecksum
+            | DropReason::HairpinNoSource
+            | DropReason::FragmentUnmatched => DropReason::ALL.contains(&r),
         };
         let every = [
             DropReason::TruncatedEthernet,
@@ -144,6 +201,11 @@ mod tests {
             DropReason::NoRoute,
             DropReason::FlowTableFull,
             DropReason::TtlExpired,
+            DropReason::TooBig,
+            DropReason::FragmentedByKernel,
+            DropReason::Udp6ZeroChecksum,
+            DropReason::HairpinNoSource,
+            DropReason::FragmentUnmatched,
         ];
         for r in every {
             assert!(listed(r), "{} is missing from DropReason::ALL", r.name());

@@ -33,11 +33,18 @@ pub const MAP_NEXT_HOPS: &str = "LB_NEXT_HOPS";
 /// (1), so the tc hook forwards into them with `bpf_redirect_peer` (hash;
 /// the agent fills it from the interfaces of its namespace).
 pub const MAP_PEER_DEVICES: &str = "LB_PEER_DEVICES";
+/// Hairpin sources: the balancer addresses (`Addr`) hairpin flows' packets
+/// were given as their source -> `u32` (1) (hash; written by the datapath,
+/// so replies to them are looked for among hairpin flows).
+pub const MAP_HAIRPIN: &str = "LB_HAIRPIN";
+/// Scratch space of the datapath: one `bpf_fib_lookup` per CPU, kept off
+/// the BPF stack (per-CPU array of one; never read by the agent).
+pub const MAP_SCRATCH: &str = "LB_SCRATCH";
 /// Size of the events ring buffer: 32768 events.
 pub const EVENTS_BYTES: u32 = 256 * 1024;
 
 /// Every map the agent expects in the object.
-pub const ALL_MAPS: [&str; 13] = [
+pub const ALL_MAPS: [&str; 15] = [
     MAP_SERVICES,
     MAP_BACKENDS,
     MAP_MAGLEV,
@@ -51,6 +58,8 @@ pub const ALL_MAPS: [&str; 13] = [
     MAP_EVENTS,
     MAP_PEER_DEVICES,
     MAP_NEXT_HOPS,
+    MAP_HAIRPIN,
+    MAP_SCRATCH,
 ];
 
 /// Most services one program serves.
@@ -66,5 +75,7 @@ pub const DEFAULT_MAGLEV_SLOTS: u32 = 2 * 4 * DEFAULT_TABLE_SIZE;
 pub const DEFAULT_FLOW_CAPACITY: u32 = 1 << 18;
 /// Most distinct backend endpoints (address, port, protocol).
 pub const MAX_BACKEND_ENDPOINTS: u32 = MAX_BACKENDS;
+/// Most balancer addresses recorded in `LB_HAIRPIN`.
+pub const MAX_HAIRPIN_SOURCES: u32 = 256;
 /// Most interfaces recorded in `LB_PEER_DEVICES`.
 pub const MAX_PEER_DEVICES: u32 = 4096;

@@ -217,8 +217,20 @@ pub const ICMP_DEST_UNREACH: u8 = 3;
 /// ICMP destination-unreachable code "fragmentation needed" (a path MTU
 /// signal, not a failure).
 pub const ICMP_FRAG_NEEDED: u8 = 4;
+/// ICMP type "time exceeded".
+pub const ICMP_TIME_EXCEEDED: u8 = 11;
+/// ICMP type "parameter problem".
+pub const ICMP_PARAMETER_PROBLEM: u8 = 12;
 /// ICMPv6 type "destination unreachable".
 pub const ICMPV6_DEST_UNREACH: u8 = 1;
+/// ICMPv6 type "packet too big".
+pub const ICMPV6_PACKET_TOO_BIG: u8 = 2;
+/// ICMPv6 type "time exceeded".
+pub const ICMPV6_TIME_EXCEEDED: u8 = 3;
+/// ICMPv6 type "parameter problem".
+pub const ICMPV6_PARAMETER_PROBLEM: u8 = 4;
+/// Offset of the checksum in ICMP and ICMPv6 headers.
+pub const ICMP_CHECK_OFF: usize = 2;
 
 /// Offset of the source port in TCP and UDP headers.
 pub const L4_SRC_PORT_OFF: usize = 0;

@@ -39,6 +39,23 @@ pub struct L4Packet {
     pub tcp_flags: u8,
 }
 
+impl L4Packet {
+    /// This packet if its offsets are what the parser can produce: the IP
+    /// header behind Ethernet and at most one VLAN tag, the L4 header after
+    /// at least an IPv4 header and within 16 KiB. The eBPF datapath checks
+    /// this where the packet reaches a function through the stack, which
+    /// loses the verifier's knowledge of the bounds (and would let the
+    /// compiler form packet offsets the verifier sees as negative).
+    #[inline(always)]
+    pub fn checked(&self) -> Option<&Self> {
+        let ok = self.l3_off >= 14
+            && self.l3_off <= 18
+            && self.l4_off >= self.l3_off + 20
+            && self.l4_off <= 0x3f00;
+        ok.then_some(self)
+    }
+}
+
 /// What a frame is, as far as the balancer cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Parsed {
@@ -51,16 +68,43 @@ pub enum Parsed {
     OtherProtocol,
     /// A fragment of a larger datagram: only the first carries the ports.
     Fragment,
-    /// An ICMP or ICMPv6 "destination unreachable" (other than IPv4's
-    /// "fragmentation needed") quoting a TCP or UDP packet.
-    Unreachable(Quoted),
+    /// An ICMP or ICMPv6 error quoting a TCP or UDP packet.
+    IcmpError(IcmpError),
 }
 
-/// The packet an ICMP error quotes, as it was sent.
+/// Which ICMP error a message is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Quoted {
-    /// Its 5-tuple (source: who sent it, destination: who could not be
-    /// reached).
+pub enum IcmpKind {
+    /// Destination unreachable (other than IPv4's "fragmentation needed"):
+    /// a failure signal about the quoted packet's destination.
+    Unreachable,
+    /// IPv4 "fragmentation needed" or ICMPv6 "packet too big": a path MTU
+    /// signal, not a failure.
+    TooBig,
+    /// Time exceeded (TTL or hop limit, or reassembly).
+    TimeExceeded,
+    /// Parameter problem.
+    ParameterProblem,
+}
+
+/// An ICMP(v6) error and where its parts lie in the frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IcmpError {
+    /// Which error.
+    pub kind: IcmpKind,
+    /// Offset of the outer IP header.
+    pub l3_off: usize,
+    /// Offset of the ICMP header.
+    pub icmp_off: usize,
+    /// Offset of the quoted IP header.
+    pub inner_l3_off: usize,
+    /// Offset of the quoted TCP/UDP header (its ports are inside the
+    /// message; the rest may be cut off).
+    pub inner_l4_off: usize,
+    /// End of the outer datagram: quoted bytes lie before it.
+    pub end: usize,
+    /// The quoted packet's 5-tuple, as it was sent (source: who sent it,
+    /// destination: who could not be reached).
     pub key: FlowKey,
 }
 
@@ -200,8 +244,12 @@ fn parse_l4<P: PacketView + ?Sized>(
             pkt.header::<UdpHdr>(l4_off).ok_or(ParseError::TruncatedL4)?;
             (0, core::mem::size_of::<UdpHdr>())
         }
-        PROTO_ICMP if family == FAMILY_V4 => return Ok(parse_icmp(pkt, l4_off, end, family)),
-        PROTO_ICMPV6 if family == FAMILY_V6 => return Ok(parse_icmp(pkt, l4_off, end, family)),
+        PROTO_ICMP if family == FAMILY_V4 => {
+            return Ok(parse_icmp(pkt, l3_off, l4_off, end, family));
+        }
+        PROTO_ICMPV6 if family == FAMILY_V6 => {
+            return Ok(parse_icmp(pkt, l3_off, l4_off, end, family));
+        }
         _ => return Ok(Parsed::OtherProtocol),
     };
     if l4_off + hdr_len > end {
@@ -230,34 +278,64 @@ fn key_of(ports: &PortsHdr, src: Addr, dst: Addr, proto: u8, family: u8) -> Flow
     }
 }
 
-/// An ICMP(v6) message at `off`, in a datagram ending at `end`: a
-/// destination unreachable quoting TCP or UDP becomes
-/// [`Parsed::Unreachable`], anything else (echo, too big, time exceeded, a
-/// quote cut short) is just another protocol. The quote is read only as far
-/// as the ports, and only inside the datagram (never Ethernet padding); its
-/// own length fields describe the original packet, not what the error
-/// carries, so they are not checked.
+/// An ICMP(v6) message at `off` of a datagram at `l3_off` ending at `end`:
+/// an error quoting TCP or UDP becomes [`Parsed::IcmpError`], anything else
+/// (echo, an error quoting something else or cut short) is just another
+/// protocol. The quote is read only as far as the ports, and only inside the
+/// datagram (never Ethernet padding); its own length fields describe the
+/// original packet, not what the error carries, so they are not checked.
 #[inline(always)]
-fn parse_icmp<P: PacketView + ?Sized>(pkt: &P, off: usize, end: usize, family: u8) -> Parsed {
+fn parse_icmp<P: PacketView + ?Sized>(
+    pkt: &P,
+    l3_off: usize,
+    off: usize,
+    end: usize,
+    family: u8,
+) -> Parsed {
     let Some(icmp) = pkt.header::<IcmpHdr>(off) else { return Parsed::OtherProtocol };
-    let unreachable = if family == FAMILY_V4 {
-        icmp.kind == ICMP_DEST_UNREACH && icmp.code != ICMP_FRAG_NEEDED
-    } else {
-        icmp.kind == ICMPV6_DEST_UNREACH
+    let Some(kind) = icmp_kind(icmp.kind, icmp.code, family) else {
+        return Parsed::OtherProtocol;
     };
     let inner = off + core::mem::size_of::<IcmpHdr>();
-    let quoted = if !unreachable {
-        None
-    } else if family == FAMILY_V4 {
-        quoted_v4(pkt, inner, end)
+    let quoted =
+        if family == FAMILY_V4 { quoted_v4(pkt, inner, end) } else { quoted_v6(pkt, inner, end) };
+    quoted.map_or(Parsed::OtherProtocol, |(inner_l4_off, key)| {
+        Parsed::IcmpError(IcmpError {
+            kind,
+            l3_off,
+            icmp_off: off,
+            inner_l3_off: inner,
+            inner_l4_off,
+            end,
+            key,
+        })
+    })
+}
+
+/// The error an ICMP (`FAMILY_V4`) or ICMPv6 type and code make, if any.
+#[inline(always)]
+const fn icmp_kind(kind: u8, code: u8, family: u8) -> Option<IcmpKind> {
+    if family == FAMILY_V4 {
+        match kind {
+            ICMP_DEST_UNREACH if code == ICMP_FRAG_NEEDED => Some(IcmpKind::TooBig),
+            ICMP_DEST_UNREACH => Some(IcmpKind::Unreachable),
+            ICMP_TIME_EXCEEDED => Some(IcmpKind::TimeExceeded),
+            ICMP_PARAMETER_PROBLEM => Some(IcmpKind::ParameterProblem),
+            _ => None,
+        }
     } else {
-        quoted_v6(pkt, inner, end)
-    };
-    quoted.map_or(Parsed::OtherProtocol, |key| Parsed::Unreachable(Quoted { key }))
+        match kind {
+            ICMPV6_DEST_UNREACH => Some(IcmpKind::Unreachable),
+            ICMPV6_PACKET_TOO_BIG => Some(IcmpKind::TooBig),
+            ICMPV6_TIME_EXCEEDED => Some(IcmpKind::TimeExceeded),
+            ICMPV6_PARAMETER_PROBLEM => Some(IcmpKind::ParameterProblem),
+            _ => None,
+        }
+    }
 }
 
 #[inline(always)]
-fn quoted_v4<P: PacketView + ?Sized>(pkt: &P, off: usize, end: usize) -> Option<FlowKey> {
+fn quoted_v4<P: PacketView + ?Sized>(pkt: &P, off: usize, end: usize) -> Option<(usize, FlowKey)> {
     let ip: &Ipv4Hdr = pkt.header(off)?;
     let ihl = usize::from(ip.version_ihl & 0x0f) * 4;
     // Only a first fragment (offset 0) quotes the ports.
@@ -265,11 +343,12 @@ fn quoted_v4<P: PacketView + ?Sized>(pkt: &P, off: usize, end: usize) -> Option<
         return None;
     }
     let (src, dst) = (Addr::from_v4_bytes(ip.src), Addr::from_v4_bytes(ip.dst));
-    quoted_ports(pkt, off + ihl, end, ip.proto, FAMILY_V4, src, dst)
+    let l4 = off + ihl;
+    quoted_ports(pkt, l4, end, ip.proto, FAMILY_V4, src, dst).map(|k| (l4, k))
 }
 
 #[inline(always)]
-fn quoted_v6<P: PacketView + ?Sized>(pkt: &P, off: usize, end: usize) -> Option<FlowKey> {
+fn quoted_v6<P: PacketView + ?Sized>(pkt: &P, off: usize, end: usize) -> Option<(usize, FlowKey)> {
     let ip: &Ipv6Hdr = pkt.header(off)?;
     if ip.vtc_flow[0] >> 4 != 6 {
         return None;
@@ -277,7 +356,7 @@ fn quoted_v6<P: PacketView + ?Sized>(pkt: &P, off: usize, end: usize) -> Option<
     let (src, dst) = (Addr::from_v6_bytes(ip.src), Addr::from_v6_bytes(ip.dst));
     // Quotes with extension headers are left alone: balanced traffic has none.
     let l4 = off + core::mem::size_of::<Ipv6Hdr>();
-    quoted_ports(pkt, l4, end, ip.next_header, FAMILY_V6, src, dst)
+    quoted_ports(pkt, l4, end, ip.next_header, FAMILY_V6, src, dst).map(|k| (l4, k))
 }
 
 #[inline(always)]

@@ -20,6 +20,18 @@ use lb_common::{
     parse::PacketView,
 };
 
+/// The mask every offset into a packet is taken through. Offsets the
+/// datapath computes pass between its functions through the stack, where
+/// the verifier loses their bounds; without a bound it refuses to add them
+/// to a packet pointer. A mask, not a comparison: the compiler rewrites a
+/// comparison of `x + k` into one of `x` (signed, even), and then forms
+/// packet offsets the verifier sees as possibly negative; it cannot move
+/// an addition through a mask. Offsets never reach it: packets are checked
+/// where they enter a function (`L4Packet::checked`), every header the
+/// datapath touches lies in the first few hundred bytes, and the bounds
+/// check against the packet's end follows in any case.
+pub const MAX_OFFSET: usize = 0x3fff;
+
 /// One hook's access to the packet it runs on.
 pub trait Hook: PacketView {
     /// The action that hands the packet to the kernel's stack.
@@ -62,4 +74,23 @@ pub trait Hook: PacketView {
     /// Sends the rewritten packet by the FIB's answer `fib` that the
     /// next hop's MAC is not known yet.
     fn resolve(&self, fib: &bpf_fib_lookup) -> Result<u32, DropReason>;
+
+    /// Whether the FIB must be given the packet's length to check it
+    /// against the MTU (XDP); the tc hook's FIB checks the skb itself,
+    /// segments of a GSO super-packet included.
+    const FIB_TOT_LEN: bool;
+
+    /// The length to hold against an MTU, `l3_off` being the IP header's
+    /// offset: the IP length, or 0 for a GSO skb, whose segments the kernel
+    /// cuts to size.
+    fn mtu_len(&self, l3_off: usize) -> u64;
+
+    /// Makes room for `grow` bytes right after the Ethernet header and cuts
+    /// the packet to `new_len` bytes in all: the original IP header moves
+    /// back by `grow`. Earlier packet pointers are invalid afterwards.
+    fn reshape(&self, grow: u32, new_len: u32) -> bool;
+
+    /// The action that sends the (rewritten) packet back out of the
+    /// interface it came in on, to its sender.
+    fn back_out(&self) -> u32;
 }

@@ -16,11 +16,12 @@
 use aya_ebpf::{
     bindings::{
         BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_F_RECOMPUTE_CSUM, TC_ACT_SHOT, TC_ACT_UNSPEC,
-        bpf_fib_lookup, bpf_redir_neigh,
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, bpf_fib_lookup, bpf_redir_neigh,
     },
     helpers::generated::{
         bpf_l3_csum_replace, bpf_l4_csum_replace, bpf_redirect, bpf_redirect_neigh,
-        bpf_redirect_peer, bpf_skb_pull_data, bpf_skb_store_bytes,
+        bpf_redirect_peer, bpf_skb_adjust_room, bpf_skb_change_tail, bpf_skb_pull_data,
+        bpf_skb_store_bytes,
     },
     programs::TcContext,
 };
@@ -29,7 +30,7 @@ use lb_common::{
     parse::{Header, PacketView},
 };
 
-use super::Hook;
+use super::{Hook, MAX_OFFSET};
 use crate::maps::LB_PEER_DEVICES;
 
 const ETH_ALEN: usize = 6;
@@ -83,7 +84,7 @@ impl Hook for TcSkb<'_> {
     #[inline(always)]
     fn load<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
         let (start, end) = self.bounds();
-        let p = start + off;
+        let p = start + (off & MAX_OFFSET);
         if p + N > end {
             return None;
         }
@@ -95,7 +96,7 @@ impl Hook for TcSkb<'_> {
     #[inline(always)]
     fn store<const N: usize>(&self, off: usize, bytes: [u8; N]) -> bool {
         let (start, end) = self.bounds();
-        let p = start + off;
+        let p = start + (off & MAX_OFFSET);
         if p + N > end {
             return false;
         }
@@ -189,6 +190,40 @@ impl Hook for TcSkb<'_> {
             )
         } as u32)
     }
+
+    const FIB_TOT_LEN: bool = false;
+
+    #[inline(always)]
+    fn mtu_len(&self, l3_off: usize) -> u64 {
+        // SAFETY: a field read from the program's own context.
+        if unsafe { (*self.skb()).gso_segs } > 1 {
+            0
+        } else {
+            self.len().saturating_sub(l3_off as u64)
+        }
+    }
+
+    /// The tail is cut first (to the Ethernet header and the quote), then
+    /// room made after the MAC header. Only packets that are not GSO get
+    /// here (the FIB passes GSO skbs, whose segments fit). A partial L4
+    /// checksum (CHECKSUM_PARTIAL, from a local sender) would still point
+    /// into what becomes the quote; a veth peer trusts it without checking,
+    /// and skbs received from a wire are never partial.
+    #[inline(always)]
+    fn reshape(&self, grow: u32, new_len: u32) -> bool {
+        // SAFETY: helpers on this program's skb; bounds are read anew at
+        // every access.
+        unsafe {
+            bpf_skb_change_tail(self.skb(), new_len - grow, 0) == 0
+                && bpf_skb_adjust_room(self.skb(), grow as i32, BPF_ADJ_ROOM_MAC, 0) == 0
+        }
+    }
+
+    #[inline(always)]
+    fn back_out(&self) -> u32 {
+        // SAFETY: a helper call with an interface index, no flags.
+        unsafe { bpf_redirect(self.ifindex(), 0) as u32 }
+    }
 }
 
 /// Destination then source MAC, as they lead the frame.
@@ -231,7 +266,7 @@ impl PacketView for TcSkb<'_> {
     #[inline(always)]
     fn header<T: Header>(&self, off: usize) -> Option<&T> {
         let (start, end) = self.bounds();
-        let p = start + off;
+        let p = start + (off & MAX_OFFSET);
         if p + core::mem::size_of::<T>() > end {
             return None;
         }

@@ -1,9 +1,11 @@
 //! The XDP hook: one linear frame, checksums updated in place, sent with
 //! XDP_TX or XDP_REDIRECT.
 
+use core::cell::Cell;
+
 use aya_ebpf::{
     bindings::{bpf_fib_lookup, xdp_action},
-    helpers::generated::bpf_redirect,
+    helpers::generated::{bpf_redirect, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
     programs::XdpContext,
 };
 use lb_common::{
@@ -12,22 +14,27 @@ use lb_common::{
     parse::{Header, PacketView},
 };
 
-use super::Hook;
+use super::{Hook, MAX_OFFSET};
 
 const ETH_ALEN: usize = 6;
 
 /// The frame an XDP program runs on: its start and end, as the verifier's
-/// packet pointers.
+/// packet pointers (read again after the frame is reshaped).
 pub struct XdpFrame<'a> {
     ctx: &'a XdpContext,
-    start: usize,
-    end: usize,
+    start: Cell<usize>,
+    end: Cell<usize>,
 }
 
 impl<'a> XdpFrame<'a> {
     #[inline(always)]
     pub fn new(ctx: &'a XdpContext) -> Self {
-        Self { ctx, start: ctx.data(), end: ctx.data_end() }
+        Self { ctx, start: Cell::new(ctx.data()), end: Cell::new(ctx.data_end()) }
+    }
+
+    #[inline(always)]
+    fn bounds(&self) -> (usize, usize) {
+        (self.start.get(), self.end.get())
     }
 }
 
@@ -37,8 +44,9 @@ impl Hook for XdpFrame<'_> {
 
     #[inline(always)]
     fn load<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
-        let p = self.start + off;
-        if p + N > self.end {
+        let (start, end) = self.bounds();
+        let p = start + (off & MAX_OFFSET);
+        if p + N > end {
             return None;
         }
         // SAFETY: [p, p + N) is inside the frame (checked above), and a byte
@@ -48,8 +56,9 @@ impl Hook for XdpFrame<'_> {
 
     #[inline(always)]
     fn store<const N: usize>(&self, off: usize, bytes: [u8; N]) -> bool {
-        let p = self.start + off;
-        if p + N > self.end {
+        let (start, end) = self.bounds();
+        let p = start + (off & MAX_OFFSET);
+        if p + N > end {
             return false;
         }
         // SAFETY: as in `load`.
@@ -59,7 +68,14 @@ impl Hook for XdpFrame<'_> {
 
     #[inline(always)]
     fn len(&self) -> u64 {
-        (self.end - self.start) as u64
+        let (start, end) = self.bounds();
+        let len = (end - start) as u64;
+        // Read back through a volatile load: otherwise the compiler may fold
+        // the subtraction into what follows (`x - (end - start)` as
+        // `x + start - end`), and the verifier refuses arithmetic on the end
+        // pointer.
+        // SAFETY: a read of a local.
+        unsafe { core::ptr::read_volatile(&len) }
     }
 
     #[inline(always)]
@@ -115,18 +131,48 @@ impl Hook for XdpFrame<'_> {
     fn resolve(&self, _fib: &bpf_fib_lookup) -> Result<u32, DropReason> {
         Ok(xdp_action::XDP_PASS)
     }
+
+    const FIB_TOT_LEN: bool = true;
+
+    #[inline(always)]
+    fn mtu_len(&self, l3_off: usize) -> u64 {
+        self.len().saturating_sub(l3_off as u64)
+    }
+
+    /// The tail is cut first, then the head grown: the whole frame moves,
+    /// so the new Ethernet header is written over the old one's place.
+    #[inline(always)]
+    fn reshape(&self, grow: u32, new_len: u32) -> bool {
+        let keep = i64::from(new_len) - i64::from(grow);
+        let cut = keep - self.len() as i64;
+        // SAFETY: helpers on this program's frame; the bounds are read again.
+        let ok = unsafe {
+            bpf_xdp_adjust_tail(self.ctx.ctx, cut as i32) == 0
+                && bpf_xdp_adjust_head(self.ctx.ctx, -(grow as i32)) == 0
+        };
+        self.start.set(self.ctx.data());
+        self.end.set(self.ctx.data_end());
+        ok
+    }
+
+    #[inline(always)]
+    fn back_out(&self) -> u32 {
+        xdp_action::XDP_TX
+    }
 }
 
 impl PacketView for XdpFrame<'_> {
     #[inline(always)]
     fn fits(&self, len: usize) -> bool {
-        self.start + len <= self.end
+        let (start, end) = self.bounds();
+        start + len <= end
     }
 
     #[inline(always)]
     fn header<T: Header>(&self, off: usize) -> Option<&T> {
-        let p = self.start + off;
-        if p + core::mem::size_of::<T>() > self.end {
+        let (start, end) = self.bounds();
+        let p = start + (off & MAX_OFFSET);
+        if p + core::mem::size_of::<T>() > end {
             return None;
         }
         // SAFETY: the header lies inside the frame (checked above), and

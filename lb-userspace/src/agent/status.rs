@@ -68,7 +68,7 @@ pub(super) fn report(
             .zip(&totals.exceptions)
             .map(|(r, &packets)| ExceptionStatus {
                 reason: r.name().to_owned(),
-                action: if r.drops() { "drop" } else { "pass" }.to_owned(),
+                action: r.action().to_owned(),
                 packets,
             })
             .chain(totals.proxy_exceptions.iter().map(|&(reason, action, packets)| {
