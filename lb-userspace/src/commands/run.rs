@@ -24,6 +24,7 @@ use lb_userspace::{
         syns::SynView,
     },
     health, metrics, object,
+    routes::{self, VipRoutes},
     splice::forwarder::SpliceForwarder,
 };
 use tokio::{
@@ -60,22 +61,47 @@ pub fn run(
             .context("starting the async runtime")?;
         Ok((rt, started))
     };
-    let (rt, started) = match mode {
-        Mode::Xdp => xdp()?,
-        Mode::Splice => splice("--mode splice or agent.mode = \"splice\"")?,
-        Mode::Auto => match cfg.services.iter().find(|s| s.proxy_protocol != ProxyProtocol::None) {
-            Some(s) => splice(&format!(
-                "service {:?} sets proxy_protocol, which only splice mode sends",
-                s.name
-            ))?,
-            None => match xdp() {
-                Ok(s) => s,
-                Err(e) => {
-                    Pins::new(&cfg.agent.pin_dir).remove_if_empty();
-                    splice(&format!("XDP is unavailable: {}", xdp_unavailable(&e)))?
+    // The VIPs are routed before any traffic is served (a splice listener
+    // then binds to a local address), and lb routes of addresses no longer
+    // VIPs (left by an agent that crashed) go.
+    let mut routes = VipRoutes::new(cfg.agent.vip_routes);
+    let changes = routes.sync(&routes::wanted(&cfg), true).with_context(|| {
+        format!("{}: agent.vip_routes = \"{}\"", path.display(), cfg.agent.vip_routes)
+    })?;
+    routes::log_changes(&changes, "start");
+    let chosen = || -> Result<(tokio::runtime::Runtime, Started)> {
+        Ok(match mode {
+            Mode::Xdp => xdp()?,
+            Mode::Splice => splice("--mode splice or agent.mode = \"splice\"")?,
+            Mode::Auto => {
+                match cfg.services.iter().find(|s| s.proxy_protocol != ProxyProtocol::None) {
+                    Some(s) => splice(&format!(
+                        "service {:?} sets proxy_protocol, which only splice mode sends",
+                        s.name
+                    ))?,
+                    None => match xdp() {
+                        Ok(s) => s,
+                        Err(e) => {
+                            Pins::new(&cfg.agent.pin_dir).remove_if_empty();
+                            splice(&format!("XDP is unavailable: {}", xdp_unavailable(&e)))?
+                        }
+                    },
                 }
-            },
-        },
+            }
+        })
+    };
+    let (rt, started) = match chosen() {
+        Ok(s) => s,
+        Err(e) => {
+            // A datapath still pinned (a previous agent's) keeps forwarding
+            // with its routes; otherwise nothing serves the VIPs.
+            if !Pins::new(&cfg.agent.pin_dir).exist()
+                && let Err(undo) = routes.remove_all()
+            {
+                tracing::error!("removing the VIP routes of a failed start: {undo}");
+            }
+            return Err(e);
+        }
     };
     let Started { plan, forwarder, events, syns, interfaces, pins, why, restored } = started;
     let metrics_listener = match cfg.agent.metrics_addr {
@@ -94,7 +120,7 @@ pub fn run(
         "lb running"
     );
     let shutdown_timeout = cfg.splice.shutdown_timeout;
-    let mut agent = Agent::new(cfg, plan, forwarder, interfaces, &restored);
+    let mut agent = Agent::new(cfg, plan, forwarder, interfaces, &restored, routes);
     if let Some(why) = why {
         agent = agent.with_mode_reason(why);
     }
@@ -162,6 +188,7 @@ pub fn run(
             w.abort();
         }
         finish_connections(&agent, shutdown_timeout).await;
+        agent.release_routes(pins.as_ref().is_some_and(Pins::exist));
         if let Some(t) = metrics_task {
             t.abort();
         }
