@@ -183,6 +183,7 @@ fn fix(errno: Errno) -> &'static str {
             " (IPv6 looks disabled on this host: enable it, or remove the IPv6 services)"
         }
         Errno::ENODEV => " (no loopback interface in this network namespace?)",
+        Errno::ENETDOWN => " (the loopback interface is down: `ip link set lo up`)",
         _ => "",
     }
 }
