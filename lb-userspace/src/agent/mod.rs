@@ -336,28 +336,12 @@ impl Agent {
         Ok(())
     }
 
-    /// Shutdown, last step: the VIP routes are removed with the datapath
-    /// (`keep` false), or stay with a pinned datapath that keeps forwarding
-    /// for the next agent to take over (`keep` true).
-    pub fn release_routes(&self, keep: bool) {
+    /// Shutdown: hands the VIP routes over to be removed, or kept, once
+    /// the datapath is gone (see `lb run`).
+    pub fn take_routes(&self) -> VipRoutes {
         let mut st = self.lock();
-        if keep {
-            if !st.routes.held().is_empty() {
-                tracing::info!(
-                    routes = st.routes.held().len(),
-                    "the VIP routes stay with the running datapath"
-                );
-            }
-            return;
-        }
-        match st.routes.remove_all() {
-            Ok(gone) if gone.is_empty() => {}
-            Ok(gone) => tracing::info!(routes = gone.len(), "VIP routes removed"),
-            Err(e) => tracing::error!(
-                "removing the VIP routes failed: {e}; remove them with `ip route flush table                  local proto {}`",
-                routes::PROTOCOL
-            ),
-        }
+        let setting = st.routes.setting();
+        std::mem::replace(&mut st.routes, VipRoutes::new(setting))
     }
 
     /// Shutdown, first step: the datapath stops taking new connections.

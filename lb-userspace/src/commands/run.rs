@@ -188,13 +188,17 @@ pub fn run(
             w.abort();
         }
         finish_connections(&agent, shutdown_timeout).await;
-        agent.release_routes(pins.as_ref().is_some_and(Pins::exist));
         if let Some(t) = metrics_task {
             t.abort();
         }
         anyhow::Ok(())
     })?;
+    let routes = agent.take_routes();
     drop(agent);
+    // The runtime's end closes the splice proxy's sockets: their FINs leave
+    // from the VIP, which needs its route until then.
+    drop(rt);
+    release_routes(routes, pins.as_ref().is_some_and(Pins::exist));
     if pins.as_ref().is_some_and(Pins::exist) {
         tracing::info!(
             pins = %pins.as_ref().map(|p| p.dir().display().to_string()).unwrap_or_default(),
@@ -205,6 +209,30 @@ pub fn run(
         tracing::info!("agent stopped; XDP detached and the datapath removed");
     }
     Ok(())
+}
+
+/// Shutdown, last step: the VIP routes are removed with the datapath
+/// (`keep` false), or stay with a pinned datapath that keeps forwarding for
+/// the next agent to take over (`keep` true).
+fn release_routes(mut routes: VipRoutes, keep: bool) {
+    if keep {
+        if !routes.held().is_empty() {
+            tracing::info!(
+                routes = routes.held().len(),
+                "the VIP routes stay with the running datapath"
+            );
+        }
+        return;
+    }
+    match routes.remove_all() {
+        Ok(gone) if gone.is_empty() => {}
+        Ok(gone) => tracing::info!(routes = gone.len(), "VIP routes removed"),
+        Err(e) => tracing::error!(
+            "removing the VIP routes failed: {e}; remove them with `ip route flush table local \
+             proto {}`",
+            routes::PROTOCOL
+        ),
+    }
 }
 
 /// Why XDP could not start, in one clause: the first cause and, when the
