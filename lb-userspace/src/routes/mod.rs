@@ -9,8 +9,8 @@
 //! consumed); without it they get "net unreachable", or loop along a
 //! default route. Splice mode's listeners accept on the VIP through it.
 //!
-//! lb marks its routes with protocol [`PROTOCOL`] (252, `lb` in
-//! `/etc/iproute2/rt_protos.d/lb.conf` where installed), so it finds its own
+//! lb marks its routes with protocol [`PROTOCOL`] (252; `252 lb` in
+//! `/etc/iproute2/rt_protos.d/lb.conf` names it for `ip`), so it finds its own
 //! (`ip route show table local proto 252`) and a routing daemon can export
 //! them by protocol. One lb per network namespace owns that number: a start
 //! removes every lb route for an address no longer a VIP (what an agent that
