@@ -463,6 +463,14 @@ fn start_xdp(
         attach.unwrap_or(cfg.agent.attach),
         Some(&pins),
     )?;
+    if routes::wanted(cfg).iter().any(std::net::IpAddr::is_ipv4) {
+        let xdp: Vec<String> = attached
+            .iter()
+            .filter(|a| a.hook != attach::Hook::Tc)
+            .map(|a| a.interface.clone())
+            .collect();
+        routes::accept_local_sources(&xdp);
+    }
     for a in &attached {
         tracing::info!(
             interface = %a.interface,

@@ -187,6 +187,29 @@ impl VipRoutes {
     }
 }
 
+/// Lets each of `interfaces` take IPv4 packets whose source is a local
+/// address (`net.ipv4.conf.<iface>.accept_local = 1`). The XDP hook hands
+/// the kernel a reply it has already rewritten to come from the VIP when the
+/// client's neighbour is not resolved yet, for the kernel to forward (and
+/// resolve it); once the VIP is local, the kernel's source check would drop
+/// it as martian. (IPv6 has no such check; the tc hook resolves neighbours
+/// itself.) Failures are logged: only first packets to new neighbours
+/// suffer.
+pub fn accept_local_sources(interfaces: &[String]) {
+    for iface in interfaces {
+        let path = format!("/proc/sys/net/ipv4/conf/{iface}/accept_local");
+        match std::fs::write(&path, "1") {
+            Ok(()) => tracing::debug!(interface = %iface, "accept_local = 1 (the VIPs are local)"),
+            Err(e) => tracing::warn!(
+                interface = %iface,
+                "cannot set {path} to 1 ({e}): with the VIPs local, replies the XDP hook passes \
+                 to the kernel to resolve a client's neighbour are dropped as martian; set it \
+                 (sysctl -w net.ipv4.conf.{iface}.accept_local=1)"
+            ),
+        }
+    }
+}
+
 /// Logs what a sync changed; `when` says at which step ("start", "reload").
 pub fn log_changes(changes: &Changes, when: &str) {
     for a in &changes.added {
