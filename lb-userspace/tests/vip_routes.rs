@@ -103,31 +103,10 @@ fn a_vip_already_local_gets_no_route_and_other_routes_are_left_alone() {
 fn a_start_removes_stale_lb_routes() {
     in_new_netns(|| {
         // Left by an lb that crashed.
-        ip(&[
-            "route",
-            "add",
-            "local",
-            "10.9.9.9/32",
-            "dev",
-            "lo",
-            "table",
-            "local",
-            "proto",
-            "252",
-        ]);
-        ip(&[
-            "-6",
-            "route",
-            "add",
-            "local",
-            "fd00:9::9/128",
-            "dev",
-            "lo",
-            "table",
-            "local",
-            "proto",
-            "252",
-        ]);
+        for (fam, dst) in [("-4", "10.9.9.9/32"), ("-6", "fd00:9::9/128")] {
+            let route = "route add local DST dev lo table local proto 252".replace("DST", dst);
+            ip(&[&[fam], route.split(' ').collect::<Vec<_>>().as_slice()].concat());
+        }
         let mut routes = VipRoutes::new(Setting::None);
         let c = routes.sync(&BTreeSet::new(), true).expect("sync");
         assert_eq!(c.removed.len(), 2, "{c:?}");
