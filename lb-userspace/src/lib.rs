@@ -8,6 +8,7 @@
 //!   loading, attaching, counters.
 //! - [`health`]: active probes and consecutive-result health state.
 //! - [`metrics`]: the HTTP endpoint: Prometheus metrics, the status page and its JSON.
+//! - [`routes`]: a local route for every VIP on the lb host (rtnetlink).
 //! - [`splice`]: the userspace fallback datapath (splice(2) relay).
 //! - [`object`]: finds the eBPF object (embedded or `--bpf-object`) and refuses
 //!   a missing or stale one.
@@ -19,4 +20,5 @@ pub mod datapath;
 pub mod health;
 pub mod metrics;
 pub mod object;
+pub mod routes;
 pub mod splice;

@@ -369,10 +369,12 @@ fn example_states_the_real_defaults() {
     assert_eq!(example.flows, Flows::default());
     assert_eq!(example.agent.control_socket, Path::new(defaults::CONTROL_SOCKET));
     assert_eq!(example.agent.mode, Mode::Auto);
+    assert_eq!(example.agent.vip_routes, config::VipRoutes::Local);
     assert_eq!(web.protocol, Protocol::Tcp);
     assert_eq!(web.scheduler, Scheduler::Maglev);
     let text = std::fs::read_to_string(shipped("example.toml")).expect("example text");
     for stated in [
+        "Default: \"local\".".to_owned(),
         format!("Default: \"{}\".", defaults::CONTROL_SOCKET),
         format!("Default: {}.", defaults::TABLE_SIZE),
         format!("Default: {}.", defaults::RISE),
@@ -401,6 +403,7 @@ fn summary_lists_agent_services_and_backends() {
         "interfaces      eth0",
         "metrics         127.0.0.1:9100",
         "control socket  /run/lb/control.sock",
+        "vip routes      local (one per VIP address, dev lo table local proto 252)",
         "flows (XDP)\n  idle timeouts   TCP 5m, TCP closing 10s, UDP 30s",
         "passive: RST to SYN; 3 unanswered SYNs after 25ms",
         "SERVICE",

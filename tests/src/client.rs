@@ -69,8 +69,7 @@ impl Setup {
     }
 
     /// `lb` with `agent.mode = agent_mode` over `backends` backend
-    /// namespaces (all served), the VIPs routed local as splice mode needs,
-    /// started through `wrapper`; `server` (lbt-server) in every backend
+    /// namespaces (all served), started through `wrapper`; `server` (lbt-server) in every backend
     /// namespace, or none where the test serves them itself.
     pub fn splice(
         server: Option<&str>,

@@ -9,6 +9,7 @@
 //! - [`inproc`]: backend servers on the test's own threads.
 //! - [`stream`]: digests and block streams for transfers checked end to end.
 //! - [`mode`]: XDP or splice, and what differs between them end to end.
+//! - [`ping`]: ICMP echo through a ping socket, duplicates counted.
 //! - [`predict`]: the backend a flow must reach, from the userspace plan.
 //! - [`topology`]: client, balancer and backend namespaces for end-to-end tests.
 pub mod agent;
@@ -20,6 +21,7 @@ pub mod inproc;
 pub mod mode;
 pub mod netns;
 pub mod packet;
+pub mod ping;
 pub mod predict;
 pub mod stream;
 pub mod topology;

@@ -6,12 +6,22 @@
 //!   settings (TX checksum offload and TSO on, GRO off: no NAPI), as a new
 //!   veth has them; XDP at the topology's wire-like ones.
 //! - Splice is a proxy: the backend sees the balancer's address on its link
-//!   (the client's address would need the PROXY protocol), and the VIP must be
-//!   a local address of the balancer namespace so the proxy can accept on it.
+//!   (the client's address would need the PROXY protocol). The proxy accepts
+//!   on the VIP because it is a local address of the balancer namespace: lb
+//!   routes every VIP to the loopback itself (`agent.vip_routes`), in every
+//!   mode.
 
 use std::net::{IpAddr, SocketAddr};
 
 use crate::topology::{Topology, VIP4, VIP6, lb_side4, lb_side6};
+
+/// Routes both VIPs to the loopback of the balancer namespace by hand, as
+/// splice mode needs when lb adds no route of its own (`agent.vip_routes =
+/// "none"`).
+pub fn route_vips_by_hand(topo: &Topology) {
+    topo.lb.ip(&format!("route add local {VIP4}/32 dev lo"));
+    topo.lb.ip(&format!("-6 route add local {VIP6}/128 dev lo"));
+}
 
 /// Which datapath `lb run` serves with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,16 +62,13 @@ impl Mode {
         }
     }
 
-    /// Readies the balancer namespace: a proxy accepts only on local
-    /// addresses, so splice mode routes both VIPs to the loopback.
+    /// Readies the topology for the mode: tc runs at default veth
+    /// offloads. (Splice mode needs nothing: lb's own VIP routes make the
+    /// VIPs local addresses the proxy accepts on.)
     pub fn prepare(self, topo: &Topology) {
         match self {
-            Self::Splice => {
-                topo.lb.ip(&format!("route add local {VIP4}/32 dev lo"));
-                topo.lb.ip(&format!("-6 route add local {VIP6}/128 dev lo"));
-            }
             Self::Tc => topo.default_offloads(),
-            Self::Xdp => {}
+            Self::Xdp | Self::Splice => {}
         }
     }
 

@@ -278,7 +278,11 @@ fn a_vip_that_is_not_a_local_address_is_served_with_ip_transparent() {
     // local address (the main local table does not have it).
     topo.lb.ip(&format!("rule add to {VIP4}/32 lookup 100"));
     topo.lb.ip(&format!("route add local {VIP4}/32 dev lo table 100"));
-    let s = splice_on(topo, "", "", "kind = \"none\"");
+    // lb adds no VIP route of its own, which would make the VIP local.
+    let cfg = splice_config("", "", "kind = \"none\"");
+    let s = Setup::with_config(SERVER, topo, TempDir::new(), |t, d| {
+        cfg(t, d).replace("[agent]\n", "[agent]\nvip_routes = \"none\"\n")
+    });
     let log = std::fs::read_to_string(s.dir.0.join("lb.log")).unwrap_or_default();
     assert!(log.contains("listening with IP_TRANSPARENT"), "{log}");
     let _in = s.topo.client.enter();

@@ -47,6 +47,7 @@ use crate::{
         scheduler::{Outcome, Target},
     },
     metrics::{self, histogram::Histogram},
+    routes::{self, RouteError, VipRoutes},
     splice::inflight::Inflight,
 };
 
@@ -86,6 +87,8 @@ struct State {
     datapath: Box<dyn Forwarder>,
     /// Probe durations per service, for the metrics.
     probe_durations: BTreeMap<String, Histogram>,
+    /// The local routes of the VIPs.
+    routes: VipRoutes,
 }
 
 /// Why a change was refused; what runs stays as it was.
@@ -100,6 +103,9 @@ pub enum ChangeError {
     /// Writing the maps failed.
     #[error(transparent)]
     Datapath(#[from] DatapathError),
+    /// Adding or removing a VIP route failed.
+    #[error("VIP routes: {0}")]
+    Routes(#[from] RouteError),
     /// No such service or backend.
     #[error("no backend {backend} in service {service:?}; `lb status` lists them")]
     Unknown {
@@ -115,7 +121,8 @@ pub enum ChangeError {
 
 impl Agent {
     /// An agent for a datapath already loaded with `plan` (the plan of
-    /// `config`) and attached to `interfaces`.
+    /// `config`) and attached to `interfaces`, holding `routes` (those of
+    /// `config`'s VIPs).
     ///
     /// `saved`: backend states a previous agent left (see
     /// [`saved::SavedBackend`]); `plan` must already reflect them.
@@ -125,11 +132,13 @@ impl Agent {
         datapath: Box<dyn Forwarder>,
         interfaces: Vec<InterfaceStatus>,
         saved: &[saved::SavedBackend],
+        routes: VipRoutes,
     ) -> Self {
         let runtimes = runtime::restored(&config, saved);
         let mut plan = plan;
         plan.compact();
-        let state = State { config, plan, runtimes, datapath, probe_durations: BTreeMap::new() };
+        let state =
+            State { config, plan, runtimes, datapath, probe_durations: BTreeMap::new(), routes };
         let flow_table = match state.datapath.xdp().map(Datapath::flow_table).transpose() {
             Ok(f) => f,
             Err(e) => {
@@ -278,8 +287,33 @@ impl Agent {
             rt.weight = None;
         }
         let state = &mut *st;
-        state.plan =
-            change(&mut *state.datapath, &state.plan, &config, &runtimes, &self.state_file)?;
+        // New VIPs are routed before their services are served (a splice
+        // listener binds to a local address); routes of VIPs gone are
+        // removed once the change is in, and a failed change removes
+        // the routes it added.
+        let want = routes::wanted(&config);
+        let added = state.routes.sync(&want, false)?;
+        routes::log_changes(&added, "reload");
+        let changed =
+            change(&mut *state.datapath, &state.plan, &config, &runtimes, &self.state_file);
+        let removed = match changed {
+            Ok(plan) => {
+                state.plan = plan;
+                state.routes.sync(&want, true)
+            }
+            Err(e) => {
+                if let Err(undo) = state.routes.sync(&routes::wanted(&state.config), true) {
+                    tracing::error!(
+                        "reload refused, and removing the VIP routes it added failed: {undo}"
+                    );
+                }
+                return Err(e);
+            }
+        };
+        match removed {
+            Ok(c) => routes::log_changes(&c, "reload"),
+            Err(e) => tracing::error!("reload: the routes of VIPs no longer configured stay: {e}"),
+        }
         if let Err(e) = state.datapath.set_flow_timeouts(flow_timeouts(&config)) {
             tracing::error!("reload: the flow timeouts stay as they were: {e}");
         }
@@ -300,6 +334,14 @@ impl Agent {
         self.stopping.notify_one();
         tracing::info!("lb stop: pins removed; exiting and detaching");
         Ok(())
+    }
+
+    /// Shutdown: hands the VIP routes over to be removed, or kept, once
+    /// the datapath is gone (see `lb run`).
+    pub fn take_routes(&self) -> VipRoutes {
+        let mut st = self.lock();
+        let setting = st.routes.setting();
+        std::mem::replace(&mut st.routes, VipRoutes::new(setting))
     }
 
     /// Shutdown, first step: the datapath stops taking new connections.

@@ -82,6 +82,7 @@ pub(super) fn report(
         services,
         exceptions,
         flows_age_ms: *flows_age_ms,
+        vip_routes: st.routes.status(),
     })
 }
 

@@ -24,6 +24,7 @@ use lb_userspace::{
         syns::SynView,
     },
     health, metrics, object,
+    routes::{self, VipRoutes},
     splice::forwarder::SpliceForwarder,
 };
 use tokio::{
@@ -60,22 +61,47 @@ pub fn run(
             .context("starting the async runtime")?;
         Ok((rt, started))
     };
-    let (rt, started) = match mode {
-        Mode::Xdp => xdp()?,
-        Mode::Splice => splice("--mode splice or agent.mode = \"splice\"")?,
-        Mode::Auto => match cfg.services.iter().find(|s| s.proxy_protocol != ProxyProtocol::None) {
-            Some(s) => splice(&format!(
-                "service {:?} sets proxy_protocol, which only splice mode sends",
-                s.name
-            ))?,
-            None => match xdp() {
-                Ok(s) => s,
-                Err(e) => {
-                    Pins::new(&cfg.agent.pin_dir).remove_if_empty();
-                    splice(&format!("XDP is unavailable: {}", xdp_unavailable(&e)))?
+    // The VIPs are routed before any traffic is served (a splice listener
+    // then binds to a local address), and lb routes of addresses no longer
+    // VIPs (left by an agent that crashed) go.
+    let mut routes = VipRoutes::new(cfg.agent.vip_routes);
+    let changes = routes.sync(&routes::wanted(&cfg), true).with_context(|| {
+        format!("{}: agent.vip_routes = \"{}\"", path.display(), cfg.agent.vip_routes)
+    })?;
+    routes::log_changes(&changes, "start");
+    let chosen = || -> Result<(tokio::runtime::Runtime, Started)> {
+        Ok(match mode {
+            Mode::Xdp => xdp()?,
+            Mode::Splice => splice("--mode splice or agent.mode = \"splice\"")?,
+            Mode::Auto => {
+                match cfg.services.iter().find(|s| s.proxy_protocol != ProxyProtocol::None) {
+                    Some(s) => splice(&format!(
+                        "service {:?} sets proxy_protocol, which only splice mode sends",
+                        s.name
+                    ))?,
+                    None => match xdp() {
+                        Ok(s) => s,
+                        Err(e) => {
+                            Pins::new(&cfg.agent.pin_dir).remove_if_empty();
+                            splice(&format!("XDP is unavailable: {}", xdp_unavailable(&e)))?
+                        }
+                    },
                 }
-            },
-        },
+            }
+        })
+    };
+    let (rt, started) = match chosen() {
+        Ok(s) => s,
+        Err(e) => {
+            // A datapath still pinned (a previous agent's) keeps forwarding
+            // with its routes; otherwise nothing serves the VIPs.
+            if !Pins::new(&cfg.agent.pin_dir).exist()
+                && let Err(undo) = routes.remove_all()
+            {
+                tracing::error!("removing the VIP routes of a failed start: {undo}");
+            }
+            return Err(e);
+        }
     };
     let Started { plan, forwarder, events, syns, interfaces, pins, why, restored } = started;
     let metrics_listener = match cfg.agent.metrics_addr {
@@ -94,7 +120,7 @@ pub fn run(
         "lb running"
     );
     let shutdown_timeout = cfg.splice.shutdown_timeout;
-    let mut agent = Agent::new(cfg, plan, forwarder, interfaces, &restored);
+    let mut agent = Agent::new(cfg, plan, forwarder, interfaces, &restored, routes);
     if let Some(why) = why {
         agent = agent.with_mode_reason(why);
     }
@@ -167,7 +193,12 @@ pub fn run(
         }
         anyhow::Ok(())
     })?;
+    let routes = agent.take_routes();
     drop(agent);
+    // The runtime's end closes the splice proxy's sockets: their FINs leave
+    // from the VIP, which needs its route until then.
+    drop(rt);
+    release_routes(routes, pins.as_ref().is_some_and(Pins::exist));
     if pins.as_ref().is_some_and(Pins::exist) {
         tracing::info!(
             pins = %pins.as_ref().map(|p| p.dir().display().to_string()).unwrap_or_default(),
@@ -178,6 +209,30 @@ pub fn run(
         tracing::info!("agent stopped; XDP detached and the datapath removed");
     }
     Ok(())
+}
+
+/// Shutdown, last step: the VIP routes are removed with the datapath
+/// (`keep` false), or stay with a pinned datapath that keeps forwarding for
+/// the next agent to take over (`keep` true).
+fn release_routes(mut routes: VipRoutes, keep: bool) {
+    if keep {
+        if !routes.held().is_empty() {
+            tracing::info!(
+                routes = routes.held().len(),
+                "the VIP routes stay with the running datapath"
+            );
+        }
+        return;
+    }
+    match routes.remove_all() {
+        Ok(gone) if gone.is_empty() => {}
+        Ok(gone) => tracing::info!(routes = gone.len(), "VIP routes removed"),
+        Err(e) => tracing::error!(
+            "removing the VIP routes failed: {e}; remove them with `ip route flush table local \
+             proto {}`",
+            routes::PROTOCOL
+        ),
+    }
 }
 
 /// Why XDP could not start, in one clause: the first cause and, when the
@@ -408,6 +463,14 @@ fn start_xdp(
         attach.unwrap_or(cfg.agent.attach),
         Some(&pins),
     )?;
+    if routes::wanted(cfg).iter().any(std::net::IpAddr::is_ipv4) {
+        let xdp: Vec<String> = attached
+            .iter()
+            .filter(|a| a.hook != attach::Hook::Tc)
+            .map(|a| a.interface.clone())
+            .collect();
+        routes::accept_local_sources(&xdp);
+    }
     for a in &attached {
         tracing::info!(
             interface = %a.interface,

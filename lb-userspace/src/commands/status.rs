@@ -80,6 +80,20 @@ fn render_rates(a: &StatusReport, b: &StatusReport, secs: f64) -> String {
     out
 }
 
+/// `vip routes local proto 252: 10.0.0.100/32, ...` (and the VIPs that
+/// were already local).
+fn vip_routes(v: &lb_userspace::control::protocol::VipRouteStatus) -> String {
+    if v.setting != "local" {
+        return format!("vip routes {} (agent.vip_routes: lb adds none)", v.setting);
+    }
+    let held = if v.held.is_empty() { "(none)".to_owned() } else { v.held.join(", ") };
+    let mut line = format!("vip routes local proto {}: {held}", v.protocol);
+    if !v.already_local.is_empty() {
+        line += &format!("; already local: {}", v.already_local.join(", "));
+    }
+    line
+}
+
 fn render(r: &StatusReport) -> String {
     let mut out = String::new();
     let ifaces: Vec<String> =
@@ -100,6 +114,7 @@ fn render(r: &StatusReport) -> String {
             );
         }
     }
+    let _ = writeln!(out, "{}", vip_routes(&r.vip_routes));
     let _ = writeln!(
         out,
         "\n{:<28} {:<9} {:<6} {:<9} {:>6} {:>12} {:>14} {:>10} {:>8} {:>8}",

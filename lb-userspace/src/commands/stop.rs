@@ -1,9 +1,11 @@
-//! `lb stop`: remove the datapath (program, pins, state) and stop the agent.
+//! `lb stop`: remove the datapath (program, pins, state, VIP routes) and stop the agent.
 
 use anyhow::{Context, Result, anyhow, bail};
 use lb_userspace::{
+    config::VipRoutes as VipRoutesSetting,
     control::{Request, Response, client},
     datapath::pins::{self, Pins},
+    routes::{self, VipRoutes},
 };
 
 use super::target::Target;
@@ -33,6 +35,13 @@ pub fn run(target: &Target) -> Result<()> {
             let _ = std::fs::remove_file(pins::state_file(control));
             let _ = std::fs::remove_file(control);
             println!("no agent running; removed the pinned datapath in {}", pins.dir().display());
+            // The routes a stopped agent left with its datapath.
+            let gone = VipRoutes::new(VipRoutesSetting::Local)
+                .remove_all()
+                .context("removing the VIP routes the stopped agent left")?;
+            if !gone.is_empty() {
+                println!("removed {} VIP route(s) (proto {})", gone.len(), routes::PROTOCOL);
+            }
             Ok(())
         }
         Err(e) => Err(target.explain(e)),

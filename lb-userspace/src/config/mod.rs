@@ -22,7 +22,7 @@ use std::path::Path;
 pub use error::{ConfigError, Problem, Subject};
 pub use model::{
     Agent, Attach, Backend, Config, Flows, Health, HealthKind, Mode, Protocol, ProxyProtocol,
-    Scheduler, Service, Splice,
+    Scheduler, Service, Splice, VipRoutes,
 };
 pub use summary::Summary;
 

@@ -47,6 +47,8 @@ pub struct Agent {
     /// Directory in bpffs where the datapath is pinned, so a restarted agent
     /// takes it over without interrupting traffic.
     pub pin_dir: PathBuf,
+    /// Whether lb gives every VIP a local route (`agent.vip_routes`).
+    pub vip_routes: VipRoutes,
 }
 
 /// `[splice]`: bounds of the userspace proxy (splice mode only; the XDP
@@ -124,6 +126,17 @@ pub enum Mode {
     Xdp,
     /// The userspace splice proxy only.
     Splice,
+}
+
+/// What lb does about routes to its VIPs on its own host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VipRoutes {
+    /// A local route for every VIP address (`ip route add local VIP dev lo
+    /// table local proto 252`), added and removed with the services.
+    Local,
+    /// None: the VIPs are assigned to an interface, or managed by someone
+    /// else (keepalived, policy routing).
+    None,
 }
 
 /// Which hook the datapath is attached at on an interface.
@@ -274,6 +287,7 @@ macro_rules! config_names {
 }
 
 config_names!(Mode { Auto => "auto", Xdp => "xdp", Splice => "splice" });
+config_names!(VipRoutes { Local => "local", None => "none" });
 config_names!(Attach { Auto => "auto", Native => "native", Generic => "generic", Tc => "tc" });
 config_names!(Protocol { Tcp => "tcp", Udp => "udp" });
 config_names!(ProxyProtocol { None => "none", V2 => "v2" });

@@ -59,6 +59,7 @@ pub(crate) struct RawAgent {
     pub(crate) metrics_addr: Option<String>,
     pub(crate) control_socket: Option<String>,
     pub(crate) pin_dir: Option<String>,
+    pub(crate) vip_routes: Option<String>,
 }
 
 /// One `[[service]]`.

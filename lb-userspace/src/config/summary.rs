@@ -39,6 +39,14 @@ impl fmt::Display for Summary {
         writeln!(f, "  interfaces      {interfaces}")?;
         writeln!(f, "  metrics         {metrics}")?;
         writeln!(f, "  control socket  {}", agent.control_socket.display())?;
+        match agent.vip_routes {
+            super::VipRoutes::Local => writeln!(
+                f,
+                "  vip routes      local (one per VIP address, dev lo table local proto {})",
+                crate::routes::PROTOCOL
+            )?,
+            super::VipRoutes::None => writeln!(f, "  vip routes      none (managed outside lb)")?,
+        }
         let sp = &config.splice;
         writeln!(
             f,

@@ -89,6 +89,23 @@ pub struct StatusReport {
     /// mode).
     #[serde(default)]
     pub flows_age_ms: u64,
+    /// The local routes lb holds for its VIPs (`agent.vip_routes`).
+    #[serde(default)]
+    pub vip_routes: VipRouteStatus,
+}
+
+/// The VIP routes of `agent.vip_routes`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VipRouteStatus {
+    /// The setting: "local" or "none".
+    pub setting: String,
+    /// The `rtm_protocol` lb's routes carry (252).
+    pub protocol: u8,
+    /// The routes lb holds, e.g. "10.0.0.100/32".
+    pub held: Vec<String>,
+    /// VIPs that were already local addresses, so have no lb route.
+    #[serde(default)]
+    pub already_local: Vec<String>,
 }
 
 /// One interface.

@@ -182,6 +182,7 @@ mod tests {
             }],
             exceptions: Vec::new(),
             flows_age_ms: 5,
+            vip_routes: Default::default(),
         }
     }
 

@@ -58,6 +58,7 @@ mod tests {
                 packets: 3,
             }],
             flows_age_ms: 0,
+            vip_routes: Default::default(),
         }
     }
 

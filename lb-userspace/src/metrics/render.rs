@@ -207,6 +207,7 @@ mod tests {
             services: vec![],
             exceptions: vec![],
             flows_age_ms: 0,
+            vip_routes: Default::default(),
         };
         let text = render(&r, &BTreeMap::new());
         for line in [

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use super::report::{Issue, Report, Scope};
 use super::values::{choice, interface_name, socket_addr};
 use crate::config::defaults;
-use crate::config::model::{Agent, Attach, Mode};
+use crate::config::model::{Agent, Attach, Mode, VipRoutes};
 use crate::config::raw::RawAgent;
 
 /// Validates the agent table (absent = all defaults).
@@ -33,6 +33,16 @@ pub(super) fn check(raw: RawAgent, report: &mut Report) -> Option<Agent> {
     };
     let control_socket = report.take(scope, control_socket(raw.control_socket.as_deref()));
     let pin_dir = report.take(scope, pin_dir(raw.pin_dir.as_deref()));
+    let vip_routes = report.take(
+        scope,
+        choice(
+            "agent.vip_routes",
+            raw.vip_routes.as_deref(),
+            VipRoutes::Local,
+            VipRoutes::ALL,
+            VipRoutes::name,
+        ),
+    );
     Some(Agent {
         interfaces: interfaces_ok.then_some(raw.interfaces)?,
         mode: mode?,
@@ -40,6 +50,7 @@ pub(super) fn check(raw: RawAgent, report: &mut Report) -> Option<Agent> {
         metrics_addr: metrics_addr?,
         control_socket: control_socket?,
         pin_dir: pin_dir?,
+        vip_routes: vip_routes?,
     })
 }
 
@@ -144,6 +155,7 @@ mod tests {
                 metrics_addr: None,
                 control_socket: PathBuf::from("/run/lb/control.sock"),
                 pin_dir: PathBuf::from("/sys/fs/bpf/lb"),
+                vip_routes: VipRoutes::Local,
             }
         );
     }
@@ -157,6 +169,10 @@ mod tests {
                 ..RawAgent::default()
             };
             assert_eq!(check_raw(raw).expect("valid").mode, mode);
+        }
+        for &routes in VipRoutes::ALL {
+            let raw = RawAgent { vip_routes: Some(routes.name().into()), ..RawAgent::default() };
+            assert_eq!(check_raw(raw).expect("valid").vip_routes, routes);
         }
         for &attach in Attach::ALL {
             let raw = RawAgent { attach: Some(attach.name().into()), ..RawAgent::default() };
@@ -180,6 +196,10 @@ mod tests {
         refused(
             RawAgent { attach: Some("xdp".into()), ..RawAgent::default() },
             &["agent.attach \"xdp\"", "\"tc\""],
+        );
+        refused(
+            RawAgent { vip_routes: Some("lo".into()), ..RawAgent::default() },
+            &["agent.vip_routes \"lo\" is not supported", "\"local\" or \"none\""],
         );
         refused(
             RawAgent {
