@@ -3,7 +3,7 @@
 
 use lb_common::{
     abi::{DropReason, ServiceKey},
-    parse::{ParseError, Parsed, parse},
+    parse::{IcmpError, L4Packet, Parsed, parse},
 };
 
 use crate::{
@@ -49,14 +49,24 @@ pub fn settle<H: Hook>(outcome: Result<u32, DropReason>) -> u32 {
 fn try_lb<H: Hook>(h: &H) -> Result<u32, DropReason> {
     let scratch = LB_SCRATCH.get_ptr_mut(0).ok_or(DropReason::BadTableEntry)?;
     // SAFETY: this CPU's scratch element, used by this program run only;
-    // the parse result is written once here and only read after.
-    let parsed = unsafe { &mut *core::ptr::addr_of_mut!((*scratch).parsed) };
-    classify(h, parsed).map_err(|e| e.reason())?;
-    let pkt = match parsed {
-        Parsed::L4(pkt) => &*pkt,
-        Parsed::Fragment => return Err(DropReason::Fragment),
-        Parsed::IcmpError(e) => return Ok(icmp::translate(h, e)),
-        Parsed::NotIp | Parsed::OtherProtocol => return Ok(H::PASS),
+    // the parse result is written once by `classify` and only read after.
+    let (pkt, icmp) = unsafe {
+        (
+            &mut *core::ptr::addr_of_mut!((*scratch).pkt),
+            &mut *core::ptr::addr_of_mut!((*scratch).icmp),
+        )
+    };
+    let pkt = match classify(h, pkt, icmp) {
+        KIND_L4 => &*pkt,
+        KIND_ICMP => return Ok(icmp::translate(h, icmp)),
+        KIND_FRAGMENT => return Err(DropReason::Fragment),
+        KIND_OTHER => return Ok(H::PASS),
+        error => {
+            return Err(DropReason::ALL
+                .get(error as usize)
+                .copied()
+                .unwrap_or(DropReason::MalformedIp));
+        }
     };
     let service = ServiceKey {
         addr: pkt.key.dst,
@@ -81,20 +91,32 @@ fn try_lb<H: Hook>(h: &H) -> Result<u32, DropReason> {
     if action == answer::ANSWER_PENDING { Ok(answer::pending(h, pkt)) } else { Ok(action) }
 }
 
-/// [`parse`] in a stack frame of its own, its result written to `out` (in
-/// the scratch map: the BPF stack cannot hold it, and a result larger
-/// than a register would be written through a pointer to the caller's
-/// stack, which the verifier does not follow well).
+/// What [`classify`] found (below these: a parse error's `DropReason`
+/// index).
+const KIND_L4: u32 = 100;
+const KIND_ICMP: u32 = 101;
+const KIND_FRAGMENT: u32 = 102;
+const KIND_OTHER: u32 = 103;
+
+/// [`parse`] in a stack frame of its own, its result written to `pkt` or
+/// `icmp` (plain structs in the scratch map: the BPF stack cannot hold
+/// them, a result larger than a register would be written through a
+/// pointer to the caller's stack, which the verifier does not follow well,
+/// and a whole enum written carries padding the compiler fills byte by
+/// byte). Returns a `KIND_*`, or a parse error's `DropReason` index.
 #[inline(never)]
-fn classify<H: Hook>(h: &H, out: &mut Parsed) -> Result<(), ParseError> {
-    // Variant by variant: a whole enum copied would carry its undefined
-    // padding, which the verifier refuses to see written.
-    match parse(h)? {
-        Parsed::L4(pkt) => *out = Parsed::L4(pkt),
-        Parsed::IcmpError(e) => *out = Parsed::IcmpError(e),
-        Parsed::Fragment => *out = Parsed::Fragment,
-        Parsed::NotIp => *out = Parsed::NotIp,
-        Parsed::OtherProtocol => *out = Parsed::OtherProtocol,
+fn classify<H: Hook>(h: &H, pkt: &mut L4Packet, icmp: &mut IcmpError) -> u32 {
+    match parse(h) {
+        Ok(Parsed::L4(p)) => {
+            *pkt = p;
+            KIND_L4
+        }
+        Ok(Parsed::IcmpError(e)) => {
+            *icmp = e;
+            KIND_ICMP
+        }
+        Ok(Parsed::Fragment) => KIND_FRAGMENT,
+        Ok(Parsed::NotIp | Parsed::OtherProtocol) => KIND_OTHER,
+        Err(e) => e.reason() as u32,
     }
-    Ok(())
 }

@@ -25,7 +25,7 @@ use lb_common::{
         MAX_BACKENDS, MAX_HAIRPIN_SOURCES, MAX_PEER_DEVICES, MAX_SERVICES, NextHop, Replies,
         ServiceKey, ServiceRecord, SynCounters,
     },
-    parse::Parsed,
+    parse::{IcmpError, L4Packet},
 };
 
 #[map]
@@ -75,7 +75,8 @@ pub static LB_HAIRPIN: HashMap<Addr, u32> = HashMap::with_max_entries(MAX_HAIRPI
 /// Per-CPU room for what the 512-byte BPF stack cannot hold: the parse
 /// result every branch reads, and a FIB query (see `route`).
 pub struct Scratch {
-    pub parsed: Parsed,
+    pub pkt: L4Packet,
+    pub icmp: IcmpError,
     pub fib: bpf_fib_lookup,
     pub pending: crate::answer::Pending,
     pub reply_vip: Endpoint,

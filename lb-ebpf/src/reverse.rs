@@ -140,6 +140,11 @@ pub fn find_reply(pkt: &L4Packet) -> u32 {
         proto: pkt.key.proto,
         family: pkt.key.family,
     };
+    // SAFETY: only tested for presence. Most of what a gateway passes is
+    // from no backend: one small-map lookup, and no more.
+    if unsafe { LB_REPLIES.get(&backend) }.is_none() {
+        return NOT_A_REPLY;
+    }
     let kind = if find_flow(&backend, &pkt.key.dst, pkt.key.dst_port_be, found) {
         REPLY
     } else if hairpin_flow(&backend, pkt, found) {
