@@ -111,3 +111,24 @@ macro_rules! in_both_modes {
         )*
     };
 }
+
+/// As [`in_both_modes!`], for cases only the kernel datapath has (splice
+/// mode terminates connections, so it neither rewrites nor translates
+/// packets): `case::xdp` and `case::tc`.
+#[macro_export]
+macro_rules! in_kernel_modes {
+    ($($case:ident),* $(,)?) => {
+        $(
+            mod $case {
+                #[test]
+                fn xdp() {
+                    super::$case($crate::mode::Mode::Xdp);
+                }
+                #[test]
+                fn tc() {
+                    super::$case($crate::mode::Mode::Tc);
+                }
+            }
+        )*
+    };
+}
