@@ -64,26 +64,28 @@ pub fn transfer(c: &mut TcpStream, up: u64, down: u64, limit: Duration) -> Resul
     // Socket timeouts of what is left (never zero, which means none).
     let left = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
     let up_bytes = up * BLOCK as u64;
-    let write = |c: &mut TcpStream, data: &[u8]| -> std::io::Result<()> {
+    // Bytes of the upload (after the length) the socket took so far.
+    let mut written = 0u64;
+    let mut write = |c: &mut TcpStream, data: &[u8], count: bool| -> std::io::Result<()> {
         for chunk in data.chunks(64 * 1024) {
             c.set_write_timeout(Some(left()))?;
             c.write_all(chunk)?;
+            written += if count { chunk.len() as u64 } else { 0 };
         }
         Ok(())
     };
-    write(c, &up_bytes.to_be_bytes()).map_err(|e| format!("sending the length: {e}"))?;
+    write(c, &up_bytes.to_be_bytes(), false).map_err(|e| format!("sending the length: {e}"))?;
     let mut sent = Digest::default();
     let mut blocks = Blocks::default();
-    for i in 0..up {
+    for _ in 0..up {
         let block = blocks.next_block();
         sent.update(block);
-        write(c, block).map_err(|e| {
-            format!(
-                "upload stalled: {} of {up_bytes} bytes written (more may sit in the send buffer) \
-                 when {e}",
-                i * BLOCK as u64
-            )
-        })?;
+        if let Err(e) = write(c, block, true) {
+            return Err(format!(
+                "upload stalled: the socket took {written} of {up_bytes} bytes within {limit:?} \
+                 (what it took may still sit in its send buffer): {e}"
+            ));
+        }
     }
     let mut theirs = [0u8; 8];
     c.set_read_timeout(Some(left())).map_err(|e| e.to_string())?;

@@ -391,26 +391,39 @@ fn direct_connections_after_heavy_vip_use_are_never_hijacked(mode: Mode) {
     // 400 direct connections to b1 itself from those ports, each asking once.
     let b1 = SocketAddr::new(backend4(1), 80);
     let ports: Vec<u16> = pinned.iter().cycle().take(DIRECT).copied().collect();
-    let failures: Vec<String> = in_parallel(s.topo.client.name(), ports, 8, |port| {
+    let failures = in_parallel(s.topo.client.name(), ports, 8, |port| {
         let me = SocketAddr::new(CLIENT4.parse().expect("client"), port);
-        let answer = connect_from(me, b1, Duration::from_secs(1))
-            .map_err(|e| format!("connect: {e}"))
-            .and_then(|c| Conn::from_stream(c).try_ask().ok_or_else(|| "no answer".to_owned()));
-        match answer {
+        match call(me, b1) {
             Ok(name) if name == "b1" => None,
             Ok(name) => Some(format!("port {port}: answered by {name}, not b1")),
             Err(e) => Some(format!("port {port}: {e}")),
         }
-    })
-    .into_iter()
-    .flatten()
-    .collect();
+    });
+    let what = format!(
+        "direct connections to {b1}, from ports pinned to b1 through the VIP by 4 000 earlier \
+         connections, failed"
+    );
+    assert_all_ok(&what, failures);
+}
+
+/// One TCP call: connects from `from` to `target` (1 s), asks once; the
+/// answering backend's name.
+fn call(from: SocketAddr, target: SocketAddr) -> Result<String, String> {
+    let c =
+        connect_from(from, target, Duration::from_secs(1)).map_err(|e| format!("connect: {e}"))?;
+    Conn::from_stream(c).try_ask().ok_or_else(|| "no answer".to_owned())
+}
+
+/// Panics unless every try went well (`None`), saying how many of them did
+/// not, and the first ten.
+fn assert_all_ok(what: &str, tries: Vec<Option<String>>) {
+    let n = tries.len();
+    let failed: Vec<String> = tries.into_iter().flatten().collect();
     assert!(
-        failures.is_empty(),
-        "{} of {DIRECT} direct connections to {b1}, from ports pinned to b1 through the VIP by \
-         4 000 earlier connections, failed: first {:?}",
-        failures.len(),
-        &failures[..failures.len().min(10)]
+        failed.is_empty(),
+        "{} of {n} {what}: first {:?}",
+        failed.len(),
+        &failed[..failed.len().min(10)]
     );
 }
 
@@ -436,8 +449,7 @@ fn direct_udp_after_vip_use_is_answered_by_the_backend_itself(mode: Mode) {
     // From each of them, an exchange with b1 itself: the answer must come
     // from b1's own address.
     let b1 = SocketAddr::new(backend4(1), 5353);
-    let tried = pinned.len();
-    let failures: Vec<String> = in_parallel(s.topo.client.name(), pinned, 4, |port| {
+    let failures = in_parallel(s.topo.client.name(), pinned, 4, |port| {
         let sock = bind(port);
         sock.send_to(b"direct", b1).expect("send");
         let mut buf = [0u8; 256];
@@ -449,17 +461,12 @@ fn direct_udp_after_vip_use_is_answered_by_the_backend_itself(mode: Mode) {
             )),
             Err(e) => Some(format!("port {port}: no answer: {e}")),
         }
-    })
-    .into_iter()
-    .flatten()
-    .collect();
-    assert!(
-        failures.is_empty(),
-        "{} of {tried} direct UDP exchanges with {b1}, from ports that had used the VIP, were not \
-         answered by b1 itself: first {:?}",
-        failures.len(),
-        &failures[..failures.len().min(10)]
+    });
+    let what = format!(
+        "direct UDP exchanges with {b1}, from ports that had used the VIP, were not answered by \
+         b1 itself"
     );
+    assert_all_ok(&what, failures);
 }
 
 // ------------------------------------------------------------- ECONNREFUSED
@@ -542,12 +549,7 @@ fn hairpin_calls_through_the_vip_all_succeed(mode: Mode) {
             let calls: Vec<SocketAddr> =
                 (0..HAIRPIN_CALLS).map(|n| SocketAddr::new(me, 43_000 + n)).collect();
             let results = in_parallel(s.topo.backends[i - 1].name(), calls, 10, |from| {
-                connect_from(from, target, Duration::from_secs(1))
-                    .map_err(|e| format!("connect: {e}"))
-                    .and_then(|c| {
-                        Conn::from_stream(c).try_ask().ok_or_else(|| "no answer".to_owned())
-                    })
-                    .map_err(|e| (from, e))
+                call(from, target).map_err(|e| (from, e))
             });
             let on_self = results.iter().filter(|r| r.as_ref().is_ok_and(|n| *n == name)).count();
             let failed: Vec<&(SocketAddr, String)> =
