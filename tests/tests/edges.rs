@@ -252,11 +252,11 @@ fn small_egress(mode: Mode) -> (Setup, Vec<Server>, Arc<AtomicU64>) {
     (s, servers, received)
 }
 
-/// A 1400-byte datagram (DF, PMTUDISC_DO, a connected socket) to the UDP
-/// service on `ip`'s VIP, which fits the client's link but not lb-b1: what
-/// went wrong, if anything.
-fn too_big_datagram(s: &Setup, ip: &str) -> Vec<String> {
-    let target = vip(ip, 5353);
+/// A 1400-byte datagram (DF, PMTUDISC_DO, a connected socket) from the
+/// client to `target` (the UDP service on a VIP, or the backend itself),
+/// which fits the client's link but not lb-b1: what went wrong, if
+/// anything. The ICMP must quote `target` itself.
+fn too_big_datagram(s: &Setup, target: SocketAddr) -> Vec<String> {
     let _inside = s.topo.client.enter();
     let icmp = Icmp::open(&s.topo.client, target.is_ipv6());
     let sock = UdpSocket::bind(any(target.is_ipv6())).expect("udp socket");
@@ -275,7 +275,7 @@ fn too_big_datagram(s: &Setup, ip: &str) -> Vec<String> {
         Some(e) => {
             if (e.inner_dst, e.inner_ports.1) != (target.ip(), target.port()) {
                 failures.push(format!(
-                    "{target}: the ICMP quotes a packet to {}:{}, not the VIP: {e:?}",
+                    "{target}: the ICMP quotes a packet to {}:{}, not {target}: {e:?}",
                     e.inner_dst, e.inner_ports.1
                 ));
             }
@@ -303,7 +303,7 @@ fn too_big_datagram(s: &Setup, ip: &str) -> Vec<String> {
 fn a_datagram_too_big_for_the_egress_gets_an_icmp_quoting_the_vip_and_is_counted(mode: Mode) {
     let (s, _servers, _) = small_egress(mode);
     let mut failures: Vec<String> =
-        [VIP4, VIP6].iter().flat_map(|ip| too_big_datagram(&s, ip)).collect();
+        [VIP4, VIP6].iter().flat_map(|ip| too_big_datagram(&s, vip(ip, 5353))).collect();
     // Counted, under a reason of its own: one datagram per family.
     let deadline = Instant::now() + Duration::from_secs(2);
     let counted = loop {
@@ -324,6 +324,13 @@ fn a_datagram_too_big_for_the_egress_gets_an_icmp_quoting_the_vip_and_is_counted
             failures.push(format!("too_big counted {n} packets for 2 datagrams too big for lb-b1"))
         }
         Ok(_) => {}
+    }
+    // The control: sent to the backend itself, which the balancer's kernel
+    // forwards, the same datagram gets the same answer about the backend,
+    // so the socket options and the capture above work.
+    for v6 in [false, true] {
+        let direct = SocketAddr::new(backend(1, v6), 5353);
+        failures.extend(too_big_datagram(&s, direct).into_iter().map(|f| format!("control: {f}")));
     }
     assert_none("a datagram larger than the balancer's egress MTU", &failures);
 }
@@ -495,40 +502,57 @@ fn udp_to_a_closed_backend_port_is_refused_through_the_vip(mode: Mode) {
         mode.config(&c)
     });
     assert_eq!(s.mode, mode, "{}", s.lb.status());
-    let _inside = s.topo.client.enter();
     let mut failures = Vec::new();
-    for (ip, backend) in [(VIP4, backend4(1)), (VIP6, backend6(1))] {
-        let target = vip(ip, CLOSED);
-        let icmp = Icmp::open(&s.topo.client, target.is_ipv6());
-        let sock = UdpSocket::bind(any(target.is_ipv6())).expect("udp socket");
-        sock.connect(target).expect("connect");
-        sock.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
-        sock.send(b"anyone?").expect("send");
-        let start = Instant::now();
-        let got = sock.recv(&mut [0u8; 256]);
-        let took = start.elapsed();
-        // Whatever ICMP errors reached the client meanwhile.
-        let seen = icmp.errors(Duration::from_millis(200), |_| false);
-        if !matches!(&got, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused) {
-            failures.push(format!(
-                "{target}: recv gave {got:?} after {took:?}, not ECONNREFUSED within 2 s \
-                 (ICMP errors the client got: {seen:?})"
-            ));
-        }
-        for e in seen.iter().filter(|e| e.mentions(backend)) {
-            failures
-                .push(format!("{target}: the client learned the backend address {backend}: {e:?}"));
-        }
-        let about_vip = |e: &&lb_tests::icmp::IcmpError| {
-            e.port_unreachable() && (e.inner_dst, e.inner_ports.1) == (target.ip(), CLOSED)
-        };
-        if !seen.iter().any(|e| about_vip(&e)) {
-            failures.push(format!(
-                "{target}: no port unreachable quoting the VIP reached the client (seen: {seen:?})"
-            ));
-        }
+    for v6 in [false, true] {
+        let ip = if v6 { VIP6 } else { VIP4 };
+        failures.extend(refused(&s, vip(ip, CLOSED), Some(backend(1, v6))));
+    }
+    // The control: straight to the backend's closed port, the same socket
+    // calls are refused, so the backend answers and the checks see it.
+    for v6 in [false, true] {
+        let direct = SocketAddr::new(backend(1, v6), CLOSED);
+        failures.extend(refused(&s, direct, None).into_iter().map(|f| format!("control: {f}")));
     }
     assert_none("UDP to a closed backend port through the VIP", &failures);
+}
+
+/// A datagram from a connected client socket to `target`, then a receive:
+/// what went wrong, if it was not refused within 2 s by a port unreachable
+/// quoting `target`, or if an ICMP error told the client of `hidden`.
+fn refused(s: &Setup, target: SocketAddr, hidden: Option<IpAddr>) -> Vec<String> {
+    let _inside = s.topo.client.enter();
+    let icmp = Icmp::open(&s.topo.client, target.is_ipv6());
+    let sock = UdpSocket::bind(any(target.is_ipv6())).expect("udp socket");
+    sock.connect(target).expect("connect");
+    sock.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+    sock.send(b"anyone?").expect("send");
+    let start = Instant::now();
+    let got = sock.recv(&mut [0u8; 256]);
+    let took = start.elapsed();
+    // Whatever ICMP errors reached the client meanwhile.
+    let seen = icmp.errors(Duration::from_millis(200), |_| false);
+    let mut failures = Vec::new();
+    if !matches!(&got, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused) {
+        failures.push(format!(
+            "{target}: recv gave {got:?} after {took:?}, not ECONNREFUSED within 2 s \
+             (ICMP errors the client got: {seen:?})"
+        ));
+    }
+    if let Some(hidden) = hidden {
+        for e in seen.iter().filter(|e| e.mentions(hidden)) {
+            failures
+                .push(format!("{target}: the client learned the backend address {hidden}: {e:?}"));
+        }
+    }
+    let quotes_target = |e: &lb_tests::icmp::IcmpError| {
+        e.port_unreachable() && (e.inner_dst, e.inner_ports.1) == (target.ip(), target.port())
+    };
+    if !seen.iter().any(quotes_target) {
+        failures.push(format!(
+            "{target}: no port unreachable quoting {target} reached the client (seen: {seen:?})"
+        ));
+    }
+    failures
 }
 
 // ------------------------------------------------------------------ hairpin
