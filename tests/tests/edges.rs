@@ -16,7 +16,7 @@ use std::{
 };
 
 use lb_tests::{
-    agent::{Lb, TempDir, agent_table, config, service, start_lb},
+    agent::{Lb, TempDir, agent_table, config, service, start_lb, wait_for, with_flows},
     bulk,
     client::{Conn, Flow, Setup, connect_from, in_parallel, vip},
     icmp::{Icmp, path_mtu, set_pmtudisc_do},
@@ -48,6 +48,7 @@ in_both_modes!(
     a_tcp_upload_through_an_egress_smaller_than_the_path_completes,
     direct_connections_after_heavy_vip_use_are_never_hijacked,
     direct_udp_after_vip_use_is_answered_by_the_backend_itself,
+    direct_udp_after_vip_flows_idled_out_is_answered_by_the_backend_itself,
     hairpin_calls_through_the_vip_all_succeed,
     ping_of_a_vip_is_answered,
 );
@@ -437,8 +438,32 @@ fn assert_all_ok(what: &str, tries: Vec<Option<String>>) {
 /// Client ports the UDP flows through the VIP come from.
 const UDP_PORTS: std::ops::Range<u16> = 42_000..42_300;
 
+/// The UDP flows through the VIP idle out of the kernel datapath's flow
+/// table (`[flows]`) after this, in the variant that waits for them to.
+const UDP_IDLE: &str = "udp_idle_timeout = \"2s\"";
+
+/// Direct exchanges from the ports of UDP flows through the VIP that are
+/// still live: the reply of a direct exchange has the very 5-tuple of a
+/// live flow's reply, so only the direct datagram that went out first (it
+/// crossed the balancer) can tell the datapath it is not the flow's.
 fn direct_udp_after_vip_use_is_answered_by_the_backend_itself(mode: Mode) {
-    let s = Setup::in_mode(mode, SERVER, 3, 3, "maglev");
+    direct_udp_from_ports_used_through_the_vip(mode, false);
+}
+
+/// The same once the flows through the VIP have idled out (2 s): what
+/// they left must no longer match anything.
+fn direct_udp_after_vip_flows_idled_out_is_answered_by_the_backend_itself(mode: Mode) {
+    direct_udp_from_ports_used_through_the_vip(mode, true);
+}
+
+fn direct_udp_from_ports_used_through_the_vip(mode: Mode, idle_out: bool) {
+    let topo = Topology::new(3);
+    mode.prepare(&topo);
+    let s = Setup::with_config(SERVER, topo, TempDir::new(), |t, d| {
+        let cfg = config(t, d, "maglev", 3);
+        mode.config(&if idle_out { with_flows(&cfg, UDP_IDLE) } else { cfg })
+    });
+    assert_eq!(s.mode, mode, "{}", s.lb.status());
     let target = vip(VIP4, 5353);
     let bind = |port: u16| {
         let sock = UdpSocket::bind(SocketAddr::new([0, 0, 0, 0].into(), port))
@@ -453,6 +478,18 @@ fn direct_udp_after_vip_use_is_answered_by_the_backend_itself(mode: Mode) {
         UDP_PORTS.filter(|&p| Flow::from_socket(bind(p), target).ask() == "b1").collect()
     };
     assert!(pinned.len() >= 40, "only {} of {} ports went to b1", pinned.len(), UDP_PORTS.len());
+    if idle_out && mode.kernel() {
+        // Gone from the flow table (a sweep about every second).
+        let client: IpAddr = CLIENT4.parse().expect("client");
+        wait_for(Duration::from_secs(10), "the UDP flows through the VIP idling out", || {
+            let live = pinned.iter().any(|&p| {
+                s.lb.flow(SocketAddr::new(client, p), target, "udp").source == "flow-table"
+            });
+            (!live).then_some(())
+        });
+    } else if idle_out {
+        std::thread::sleep(Duration::from_secs(4));
+    }
     // From each of them, an exchange with b1 itself: the answer must come
     // from b1's own address.
     let b1 = SocketAddr::new(backend4(1), 5353);
