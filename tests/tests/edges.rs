@@ -5,6 +5,14 @@
 //! balancer itself, direct client-to-backend traffic after heavy VIP use,
 //! ECONNREFUSED through the VIP, hairpin calls and ping of a VIP. Each test
 //! checks the goal and, failing, says how far it got. Needs root.
+//!
+//! What shows the checks are sound: `pmtu_nft_dnat_completes` runs the PMTU
+//! transfers through nftables DNAT, which completes them, and checks both
+//! ends learned the 1280-byte path MTU (with the router's ICMP errors
+//! dropped, the same transfers stall); the splice variants, which proxy
+//! and so meet none of these problems, pass the same checks; the too-big
+//! and ECONNREFUSED cases send the same datagram straight to the backend as
+//! a control, which must get the answer they look for.
 
 use std::{
     net::{IpAddr, SocketAddr, UdpSocket},
