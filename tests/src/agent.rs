@@ -54,27 +54,53 @@ pub fn config_with_health(
     n: usize,
     health: &str,
 ) -> String {
-    let mut s = format!(
-        "[agent]\ninterfaces = {:?}\nmode = \"xdp\"\nattach = \"native\"\ncontrol_socket = \"{}\"\npin_dir = \"{}\"\n",
-        topo.lb_interfaces(),
-        dir.join("control.sock").display(),
-        pin_dir(dir).display()
-    );
+    let mut s = agent_table(&topo.lb_interfaces(), dir);
     for (name, vip, backend) in [
         ("v4", crate::topology::VIP4, crate::topology::backend4 as fn(usize) -> std::net::IpAddr),
         ("v6", crate::topology::VIP6, crate::topology::backend6),
     ] {
         let vip: std::net::IpAddr = vip.parse().expect("vip");
         for (proto, port, sched) in [("tcp", 80, tcp_scheduler), ("udp", 5353, "maglev")] {
-            s += &format!(
-                "\n[[service]]\nname = \"{proto}-{name}\"\nvip = \"{}\"\nprotocol = \"{proto}\"\nscheduler = \"{sched}\"\n[service.health]\n{}\n",
-                sock(vip, port),
-                if proto == "tcp" { health } else { "kind = \"none\"" }
+            let health = if proto == "tcp" { health } else { "kind = \"none\"" };
+            let backends: Vec<String> = (1..=n).map(|i| sock(backend(i), port)).collect();
+            s += &service(
+                &format!("{proto}-{name}"),
+                proto,
+                &sock(vip, port),
+                sched,
+                health,
+                &backends,
             );
-            for i in 1..=n {
-                s += &format!("[[service.backend]]\naddr = \"{}\"\n", sock(backend(i), port));
-            }
         }
+    }
+    s
+}
+
+/// The `[agent]` table of a config: XDP mode at the native hook on
+/// `interfaces`, the control socket and the pin directory in `dir`.
+pub fn agent_table(interfaces: &[String], dir: &Path) -> String {
+    format!(
+        "[agent]\ninterfaces = {interfaces:?}\nmode = \"xdp\"\nattach = \"native\"\ncontrol_socket = \"{}\"\npin_dir = \"{}\"\n",
+        dir.join("control.sock").display(),
+        pin_dir(dir).display()
+    )
+}
+
+/// A `[[service]]` table: `protocol` (`tcp` or `udp`) on `vip` (`ip:port`)
+/// with `health` as its `[service.health]` table and `backends` (`ip:port`).
+pub fn service(
+    name: &str,
+    protocol: &str,
+    vip: &str,
+    scheduler: &str,
+    health: &str,
+    backends: &[String],
+) -> String {
+    let mut s = format!(
+        "\n[[service]]\nname = \"{name}\"\nvip = \"{vip}\"\nprotocol = \"{protocol}\"\nscheduler = \"{scheduler}\"\n[service.health]\n{health}\n"
+    );
+    for b in backends {
+        s += &format!("[[service.backend]]\naddr = \"{b}\"\n");
     }
     s
 }

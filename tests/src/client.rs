@@ -158,14 +158,8 @@ impl Conn {
     /// As [`Conn::open_via`], from the client address and port `client`
     /// (port 0: any), which the client namespace must have.
     pub fn open_bound(client: SocketAddr, vip: SocketAddr, mode: Mode) -> Self {
-        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-            .expect("socket");
-        // A port reused within TIME_WAIT of an earlier run.
-        sock.set_reuse_address(true).expect("SO_REUSEADDR");
-        sock.bind(&client.into()).unwrap_or_else(|e| panic!("bind {client}: {e}"));
-        sock.connect_timeout(&vip.into(), Duration::from_secs(2))
+        let stream = connect_from(client, vip, Duration::from_secs(2))
             .unwrap_or_else(|e| panic!("connect {client} to {vip}: {e}"));
-        let stream: TcpStream = sock.into();
         stream.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
         let reader = BufReader::new(stream.try_clone().expect("clone"));
         Self { stream, reader, mode }
@@ -228,6 +222,52 @@ impl Conn {
         }
         name
     }
+}
+
+/// A TCP connection from `local` (port 0: any) to `target`, bound with
+/// SO_REUSEADDR (a port reused within TIME_WAIT of its last connection),
+/// connecting for at most `timeout`.
+pub fn connect_from(
+    local: SocketAddr,
+    target: SocketAddr,
+    timeout: Duration,
+) -> std::io::Result<TcpStream> {
+    let sock =
+        socket2::Socket::new(socket2::Domain::for_address(local), socket2::Type::STREAM, None)?;
+    sock.set_reuse_address(true)?;
+    sock.bind(&local.into())?;
+    sock.connect_timeout(&target.into(), timeout)?;
+    Ok(sock.into())
+}
+
+/// `f` of every item, on `threads` threads each inside namespace `ns`
+/// (items taken in turn, so a slow one holds up only its thread); the
+/// results in item order.
+pub fn in_parallel<T: Send, R: Send>(
+    ns: &str,
+    items: Vec<T>,
+    threads: usize,
+    f: impl Fn(T) -> R + Sync,
+) -> Vec<R> {
+    let n = items.len();
+    let queue = std::sync::Mutex::new(items.into_iter().enumerate());
+    let results = std::sync::Mutex::new(Vec::with_capacity(n));
+    std::thread::scope(|scope| {
+        for _ in 0..threads.max(1) {
+            scope.spawn(|| {
+                let _inside = crate::netns::enter(ns);
+                loop {
+                    let next = queue.lock().expect("queue").next();
+                    let Some((i, item)) = next else { break };
+                    let r = f(item);
+                    results.lock().expect("results").push((i, r));
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().expect("results");
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
 }
 
 /// One UDP flow (one client socket) to a VIP.

@@ -2,26 +2,32 @@
 //!
 //! - [`packet`]: builds frames byte by byte with checksums computed from
 //!   scratch, so golden expectations never reuse the datapath's own code.
+//! - [`bulk`]: bulk TCP transfers checked end to end, against a deadline.
 //! - [`browser`]: headless Chromium in a namespace (DOM dumps, screenshots).
 //! - [`fixture`]: the golden-packet namespace and BPF_PROG_TEST_RUN.
 //! - [`netns`]: network namespaces with unique names, removed on drop.
 //! - [`flood`]: a bounded flood of new flows from a raw socket.
+//! - [`icmp`]: ping, ICMP errors read off a raw socket, path-MTU options.
 //! - [`inproc`]: backend servers on the test's own threads.
 //! - [`stream`]: digests and block streams for transfers checked end to end.
 //! - [`mode`]: XDP or splice, and what differs between them end to end.
 //! - [`ping`]: ICMP echo through a ping socket, duplicates counted.
 //! - [`predict`]: the backend a flow must reach, from the userspace plan.
+//! - [`router`]: the topology plus a router with a 1280-byte link beyond it.
 //! - [`topology`]: client, balancer and backend namespaces for end-to-end tests.
 pub mod agent;
 pub mod browser;
+pub mod bulk;
 pub mod client;
 pub mod fixture;
 pub mod flood;
+pub mod icmp;
 pub mod inproc;
 pub mod mode;
 pub mod netns;
 pub mod packet;
 pub mod ping;
 pub mod predict;
+pub mod router;
 pub mod stream;
 pub mod topology;

@@ -100,21 +100,32 @@ impl Mode {
 #[macro_export]
 macro_rules! in_both_modes {
     ($($case:ident),* $(,)?) => {
-        $(
-            mod $case {
+        $( $crate::in_modes!($case [xdp = Xdp, tc = Tc, splice = Splice]); )*
+    };
+}
+
+/// As [`in_both_modes!`], for cases only the kernel datapath has (splice
+/// mode terminates connections, so it neither rewrites nor translates
+/// packets): `case::xdp` and `case::tc`.
+#[macro_export]
+macro_rules! in_kernel_modes {
+    ($($case:ident),* $(,)?) => {
+        $( $crate::in_modes!($case [xdp = Xdp, tc = Tc]); )*
+    };
+}
+
+/// The module `case` with one test per `test = Mode` pair, each calling
+/// `case(Mode)`: what [`in_both_modes!`] and [`in_kernel_modes!`] expand to.
+#[macro_export]
+macro_rules! in_modes {
+    ($case:ident [$($test:ident = $mode:ident),*]) => {
+        mod $case {
+            $(
                 #[test]
-                fn xdp() {
-                    super::$case($crate::mode::Mode::Xdp);
+                fn $test() {
+                    super::$case($crate::mode::Mode::$mode);
                 }
-                #[test]
-                fn tc() {
-                    super::$case($crate::mode::Mode::Tc);
-                }
-                #[test]
-                fn splice() {
-                    super::$case($crate::mode::Mode::Splice);
-                }
-            }
-        )*
+            )*
+        }
     };
 }

@@ -154,12 +154,9 @@ impl Topology {
     /// offload and TSO on, GRO off): partial checksums and super-packets
     /// reach the balancer, and no endpoint has NAPI.
     pub fn default_offloads(&self) {
-        let default = |ns: &NetNs, iface: &str| {
-            ns.exec(&["ethtool", "-K", iface, "tx", "on", "tso", "on", "gro", "off"]);
-        };
-        default(&self.client, "c0");
+        default_offload(&self.client, "c0");
         for ns in &self.backends {
-            default(ns, "b0");
+            default_offload(ns, "b0");
         }
     }
 
@@ -178,7 +175,7 @@ fn default_routes(ns: &NetNs, i: usize) {
 }
 
 /// A veth pair with one end in each namespace, both up.
-fn link(a: &NetNs, a_if: &str, b: &NetNs, b_if: &str) {
+pub(crate) fn link(a: &NetNs, a_if: &str, b: &NetNs, b_if: &str) {
     crate::netns::run(std::process::Command::new("ip").args([
         "link",
         "add",
@@ -198,14 +195,32 @@ fn link(a: &NetNs, a_if: &str, b: &NetNs, b_if: &str) {
     b.ip(&format!("link set {b_if} up"));
 }
 
-fn addr(ns: &NetNs, iface: &str, v4: &str, v6: &str) {
+/// Adds an IPv4 and an IPv6 address (`a.b.c.d/len`) to `iface`.
+pub(crate) fn addr(ns: &NetNs, iface: &str, v4: &str, v6: &str) {
     ns.ip(&format!("addr add {v4} dev {iface}"));
     // nodad: usable at once, instead of after ~2 s of duplicate detection.
     ns.ip(&format!("addr add {v6} dev {iface} nodad"));
 }
 
-fn endpoint(ns: &NetNs, iface: &str) {
+/// Wire-like settings for an endpoint's veth (see the module docs).
+pub(crate) fn endpoint(ns: &NetNs, iface: &str) {
     ns.exec(&["ethtool", "-K", iface, "tx", "off", "gro", "on"]);
+}
+
+/// The settings a new veth has: TX checksum offload and TSO on, GRO off.
+pub(crate) fn default_offload(ns: &NetNs, iface: &str) {
+    ns.exec(&["ethtool", "-K", iface, "tx", "on", "tso", "on", "gro", "off"]);
+}
+
+/// Lets `ns` send every ICMP error it means to: no per-destination rate
+/// limit (`icmp_ratelimit` is 1 s in IPv4, 100 ms in IPv6 by default, which
+/// holds back port unreachables), and a global budget no test reaches.
+/// Fragmentation needed and packet too big are exempt from both anyway.
+pub fn unlimited_icmp(ns: &NetNs) {
+    ns.sysctl("net.ipv4.icmp_ratelimit", "0");
+    ns.sysctl("net.ipv6.icmp.ratelimit", "0");
+    ns.sysctl("net.ipv4.icmp_msgs_per_sec", "100000");
+    ns.sysctl("net.ipv4.icmp_msgs_burst", "10000");
 }
 
 /// `ip:port` of a socket address for config files (IPv6 bracketed).

@@ -5,7 +5,6 @@
 //! veth loses are counted and explained. Needs root.
 
 use std::{
-    io::{Read, Write},
     net::UdpSocket,
     net::{SocketAddr, TcpStream},
     time::{Duration, Instant},
@@ -16,7 +15,7 @@ use lb_tests::{
     client::{Setup, vip},
     inproc::Server,
     mode::Mode,
-    stream::{BLOCK, Blocks, Digest},
+    stream::BLOCK,
     topology::{Topology, VIP4, VIP6, backend4, backend6, sock},
 };
 
@@ -33,38 +32,12 @@ fn one_backend(download: u64) -> (Setup, Vec<Server>) {
         Mode::Tc.config(&config(t, d, "maglev", 1))
     });
     assert_eq!(s.mode, Mode::Tc, "lb serves at the tc hook:\n{}", s.lb.status());
-    let serve = move |mut c: TcpStream| {
-        let _ = c.set_read_timeout(Some(Duration::from_secs(20)));
-        let mut len = [0u8; 8];
-        if c.read_exact(&mut len).is_err() {
-            return;
-        }
-        let mut digest = Digest::default();
-        let mut left = u64::from_be_bytes(len);
-        let mut buf = vec![0u8; 256 * 1024];
-        while left > 0 {
-            let want = left.min(buf.len() as u64) as usize;
-            match c.read(&mut buf[..want]) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    digest.update(&buf[..n]);
-                    left -= n as u64;
-                }
-            }
-        }
-        let _ = c.write_all(&digest.value().to_be_bytes());
-        let mut blocks = Blocks::default();
-        for _ in 0..download {
-            if c.write_all(blocks.next_block()).is_err() {
-                return;
-            }
-        }
-    };
+    let serve = lb_tests::bulk::server(download, Default::default());
     let servers = [backend4(1), backend6(1)]
         .into_iter()
         .map(|ip| {
             let addr: SocketAddr = sock(ip, 80).parse().expect("backend address");
-            Server::start(&s.topo.backends[0], addr, serve)
+            Server::start(&s.topo.backends[0], addr, serve.clone())
         })
         .collect();
     (s, servers)
@@ -75,36 +48,8 @@ fn one_backend(download: u64) -> (Setup, Vec<Server>) {
 fn transfer(target: SocketAddr, up: u64, down: u64) {
     let mut c = TcpStream::connect_timeout(&target, Duration::from_secs(2))
         .unwrap_or_else(|e| panic!("connect to {target}: {e}"));
-    c.set_read_timeout(Some(Duration::from_secs(20))).expect("read timeout");
-    c.set_write_timeout(Some(Duration::from_secs(20))).expect("write timeout");
-    c.write_all(&(up * BLOCK as u64).to_be_bytes()).expect("send the length");
-    let mut sent = Digest::default();
-    let mut blocks = Blocks::default();
-    for _ in 0..up {
-        let block = blocks.next_block();
-        sent.update(block);
-        c.write_all(block).unwrap_or_else(|e| panic!("upload to {target}: {e}"));
-    }
-    let mut theirs = [0u8; 8];
-    c.read_exact(&mut theirs).unwrap_or_else(|e| panic!("the backend's digest ({target}): {e}"));
-    assert_eq!(u64::from_be_bytes(theirs), sent.value(), "{target}: upload arrived intact");
-    let down_bytes = down * BLOCK as u64;
-    let mut got = Digest::default();
-    let mut buf = vec![0u8; 256 * 1024];
-    while got.len < down_bytes {
-        match c.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => got.update(&buf[..n]),
-            Err(e) => panic!("download from {target} after {} bytes: {e}", got.len),
-        }
-    }
-    let mut want = Digest::default();
-    let mut blocks = Blocks::default();
-    for _ in 0..down {
-        want.update(blocks.next_block());
-    }
-    assert_eq!(got.len, down_bytes, "{target}: whole download");
-    assert_eq!(got.value(), want.value(), "{target}: download arrived intact");
+    lb_tests::bulk::transfer(&mut c, up, down, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{target}: {e}"));
 }
 
 /// 32 MB each way over IPv4 and IPv6 with default veth offloads: the
