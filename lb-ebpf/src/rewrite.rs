@@ -29,6 +29,8 @@ pub enum Side {
 const IPV4_TTL_OFF: usize = 8;
 const IPV6_HOP_LIMIT_OFF: usize = 7;
 const IPV4_FRAG_OFF: usize = 6;
+const TCP_DATA_OFF: usize = 12;
+const UDP_HEADER: usize = 8;
 /// "Don't fragment", in the first byte of the flags and offset.
 const IPV4_DF: u8 = 0x40;
 
@@ -56,6 +58,20 @@ pub fn check_udp6<H: Hook>(h: &H, pkt: &L4Packet) -> Result<(), DropReason> {
     }
     let check = h.load::<2>(pkt.l4_off + UdpHdr::CHECK_OFF).ok_or(DropReason::TruncatedL4)?;
     if check == [0, 0] { Err(DropReason::Udp6ZeroChecksum) } else { Ok(()) }
+}
+
+/// The bytes from `pkt`'s IP header to its payload (TCP options
+/// included): what each segment of a GSO skb carries besides payload.
+#[inline(always)]
+pub fn headers<H: Hook>(h: &H, pkt: &L4Packet) -> Result<usize, DropReason> {
+    let l4 = if pkt.key.proto == PROTO_UDP {
+        UDP_HEADER
+    } else {
+        // Data offset and flags, read together (see `ttl_expires`).
+        let [off, _] = h.load::<2>(pkt.l4_off + TCP_DATA_OFF).ok_or(DropReason::TruncatedL4)?;
+        usize::from(off >> 4) * 4
+    };
+    Ok(pkt.l4_off - pkt.l3_off + l4)
 }
 
 /// Whether `pkt`, too big for its path, may be fragmented on the way

@@ -72,18 +72,20 @@ impl Route {
     }
 }
 
-/// Routes a packet whose IP header is at `l3_off`, once rewritten to `to`;
-/// through the backend's cached next hop when `cache` names one that is
-/// usable. Nothing in the packet changes.
+/// Routes a packet whose IP header is at `l3_off` (`headers` bytes from
+/// there to its payload), once rewritten to `to`; through the backend's
+/// cached next hop when `cache` names one that is usable. Nothing in the
+/// packet changes.
 #[inline(always)]
 pub fn lookup<H: Hook>(
     h: &H,
     l3_off: usize,
+    headers: usize,
     to: &FlowKey,
     cache: Option<Cached>,
 ) -> Result<Route, DropReason> {
     let ingress = h.ifindex();
-    let len = h.mtu_len(l3_off);
+    let len = h.mtu_len(l3_off, headers);
     let slot = cache.as_ref().and_then(|c| LB_NEXT_HOPS.get_ptr_mut(c.backend_id));
     if let (Some(c), Some(slot)) = (&cache, slot) {
         // SAFETY: a pointer to a live array element, copied out at once. A
@@ -95,9 +97,10 @@ pub fn lookup<H: Hook>(
         }
     }
     let p = fib_query(ingress, to)?;
-    if H::FIB_TOT_LEN {
-        // The XDP FIB checks the MTU only when given the length (the IP
-        // datagram's); a frame is never longer than 16 bits of it.
+    if len > 0 {
+        // The FIB checks the route's MTU only when given the length (the IP
+        // datagram's, or a GSO skb's segments'). The tc FIB's own check of
+        // the skb passes any skb marked GSO, whatever its segments' size.
         p.__bindgen_anon_1.tot_len = len as u16;
     }
     // SAFETY: `p` is a valid, fully initialised lookup struct of the size
@@ -109,9 +112,8 @@ pub fn lookup<H: Hook>(
                 ingress,
                 ifindex: p.ifindex,
                 stamp: cache.as_ref().map_or(0, |c| c.now),
-                // The tc FIB writes the egress MTU here; the XDP one leaves
-                // the length it was given, which is known to fit (a larger
-                // packet asks the FIB again and records its own).
+                // Given a length, the FIB leaves it here: known to fit (a
+                // larger packet asks the FIB again and records its own).
                 // SAFETY: an integer member of a union of integers.
                 mtu: u32::from(unsafe { p.__bindgen_anon_1.mtu_result }),
                 dmac: p.dmac,
@@ -157,7 +159,7 @@ pub fn send<H: Hook>(h: &H, route: &Route) -> Result<u32, DropReason> {
 /// (an ICMP error being passed on).
 #[inline(always)]
 pub fn forward<H: Hook>(h: &H, l3_off: usize, to: &FlowKey) -> Result<u32, DropReason> {
-    let route = lookup(h, l3_off, to, None)?;
+    let route = lookup(h, l3_off, 0, to, None)?;
     if route.kind == RouteKind::TooBig { Err(DropReason::TooBig) } else { send(h, &route) }
 }
 

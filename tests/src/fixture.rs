@@ -294,3 +294,18 @@ macro_rules! in_both_hooks {
         )*
     };
 }
+
+/// Asserts a golden case's action and that its output is exactly
+/// `expected` (shown as hex rows on a mismatch).
+#[track_caller]
+pub fn check(name: &str, got: (u32, Vec<u8>), action: u32, expected: &[u8]) {
+    assert_eq!(got.0, action, "{name}: action");
+    assert_eq!(hex(&got.1), hex(expected), "{name}: output bytes");
+}
+
+fn hex(b: &[u8]) -> String {
+    b.chunks(16)
+        .map(|c| c.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}

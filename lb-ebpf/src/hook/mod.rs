@@ -75,15 +75,11 @@ pub trait Hook: PacketView {
     /// next hop's MAC is not known yet.
     fn resolve(&self, fib: &bpf_fib_lookup) -> Result<u32, DropReason>;
 
-    /// Whether the FIB must be given the packet's length to check it
-    /// against the MTU (XDP); the tc hook's FIB checks the skb itself,
-    /// segments of a GSO super-packet included.
-    const FIB_TOT_LEN: bool;
-
     /// The length to hold against an MTU, `l3_off` being the IP header's
-    /// offset: the IP length, or 0 for a GSO skb, whose segments the kernel
-    /// cuts to size.
-    fn mtu_len(&self, l3_off: usize) -> u64;
+    /// offset and `headers` the bytes from there to the payload: the IP
+    /// length, or for a GSO skb that of each segment it will be cut into
+    /// (its headers and `gso_size` bytes of payload).
+    fn mtu_len(&self, l3_off: usize, headers: usize) -> u64;
 
     /// Makes room for `grow` bytes right after the Ethernet header and cuts
     /// the packet to `new_len` bytes in all: the original IP header moves

@@ -191,13 +191,12 @@ impl Hook for TcSkb<'_> {
         } as u32)
     }
 
-    const FIB_TOT_LEN: bool = false;
-
     #[inline(always)]
-    fn mtu_len(&self, l3_off: usize) -> u64 {
-        // SAFETY: a field read from the program's own context.
-        if unsafe { (*self.skb()).gso_segs } > 1 {
-            0
+    fn mtu_len(&self, l3_off: usize, headers: usize) -> u64 {
+        // SAFETY: field reads from the program's own context.
+        let (segs, size) = unsafe { ((*self.skb()).gso_segs, (*self.skb()).gso_size) };
+        if segs > 1 && size > 0 {
+            u64::from(size) + headers as u64
         } else {
             self.len().saturating_sub(l3_off as u64)
         }

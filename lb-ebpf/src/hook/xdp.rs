@@ -132,10 +132,8 @@ impl Hook for XdpFrame<'_> {
         Ok(xdp_action::XDP_PASS)
     }
 
-    const FIB_TOT_LEN: bool = true;
-
     #[inline(always)]
-    fn mtu_len(&self, l3_off: usize) -> u64 {
+    fn mtu_len(&self, l3_off: usize, _headers: usize) -> u64 {
         self.len().saturating_sub(l3_off as u64)
     }
 
@@ -155,9 +153,12 @@ impl Hook for XdpFrame<'_> {
         ok
     }
 
+    /// XDP_REDIRECT to the interface itself, not XDP_TX: on veth, a frame
+    /// reshaped and sent with XDP_TX never arrived (seen on Linux 6.18).
     #[inline(always)]
     fn back_out(&self) -> u32 {
-        xdp_action::XDP_TX
+        // SAFETY: a helper call with an interface index and no flags.
+        unsafe { bpf_redirect(self.ifindex(), 0) as u32 }
     }
 }
 
