@@ -17,9 +17,15 @@ pub const ANSWER_TTL: u8 = 64;
 pub const V4_HEADERS: usize = 28;
 /// Bytes of IPv6 + ICMPv6 header in front of the quote.
 pub const V6_HEADERS: usize = 48;
-/// Bytes of the quoted packet after its IP header (RFC 792's 64 bits: the
-/// ports, and TCP's sequence number, which receivers check).
+/// Bytes of a UDP packet quoted after its IP header (RFC 792's 64 bits:
+/// the ports, all a receiver needs).
 pub const QUOTED_L4: usize = 8;
+/// Bytes of a TCP packet quoted after its IP header: its whole fixed
+/// header. Receivers need only the ports and sequence number, but a TCP
+/// skb with its checksum left to offload (CHECKSUM_PARTIAL) still points
+/// at that checksum, 16 bytes in, once it has become the answer; the quote
+/// must reach past it.
+pub const QUOTED_TCP: usize = 20;
 /// Longest quote (IP header, options or extension headers included, and
 /// [`QUOTED_L4`]) an answer carries; packets with longer headers are
 /// dropped unanswered.

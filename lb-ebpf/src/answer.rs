@@ -12,7 +12,7 @@
 //! answers, so it cannot amplify.
 
 use lb_common::{
-    abi::{Addr, DropReason, FAMILY_V4},
+    abi::{Addr, DropReason, FAMILY_V4, PROTO_TCP},
     icmp::{self, Answer},
     parse::L4Packet,
 };
@@ -90,7 +90,8 @@ fn build<H: Hook>(
     if pkt.l3_off != ETH_HLEN {
         return Err(reason);
     }
-    let quote_len = pkt.l4_off - pkt.l3_off + icmp::QUOTED_L4;
+    let l4 = if pkt.key.proto == PROTO_TCP { icmp::QUOTED_TCP } else { icmp::QUOTED_L4 };
+    let quote_len = pkt.l4_off - pkt.l3_off + l4;
     if quote_len > icmp::MAX_QUOTE {
         return Err(reason);
     }

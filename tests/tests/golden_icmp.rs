@@ -35,10 +35,12 @@ fn ip(cmd: &str) {
 }
 
 /// The answer the datapath sends in place of `input`: from `from` to the
-/// sender, quoting its IP header and 8 bytes, back to the sender's MAC.
+/// sender, quoting its IP header and 8 bytes (UDP) or its TCP header, back
+/// to the sender's MAC.
 fn answer(input: &Frame, from: &str, kind: u8, code: u8, rest: [u8; 4]) -> Vec<u8> {
     let to = input.src.ip().to_string();
-    Frame::icmp_error(from, &to, kind, code, rest, &input.quote(8))
+    let l4 = if input.proto == lb_tests::packet::PROTO_TCP { 20 } else { 8 };
+    Frame::icmp_error(from, &to, kind, code, rest, &input.quote(l4))
         .macs(input.dst_mac, input.src_mac)
         .bytes()
 }
