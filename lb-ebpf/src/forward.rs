@@ -99,9 +99,12 @@ fn try_to_backend<H: Hook>(h: &H, pkt: &L4Packet, svc: &ServiceRecord) -> Result
     let hairpin = backend.addr == pkt.key.src;
     let src = if hairpin { hairpin_source(h, pkt, &backend)? } else { pkt.key.src };
     let to = FlowKey { src, dst: backend.addr, dst_port_be: backend.port_be, ..pkt.key };
-    // A hairpin flow's source is not the one the cache is for.
-    let cache = (!hairpin).then_some(route::Cached { backend_id, now });
-    let route = route::lookup(h, pkt.l3_off, rewrite::headers(h, pkt)?, &to, cache)?;
+    let route = if hairpin {
+        route::back_to_sender(h)?
+    } else {
+        let cache = Some(route::Cached { backend_id, now });
+        route::lookup(h, pkt.l3_off, rewrite::headers(h, pkt)?, &to, cache)?
+    };
     if let Some(mtu) = route.too_big()
         && !rewrite::may_fragment(h, pkt)?
     {

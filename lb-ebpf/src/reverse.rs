@@ -185,7 +185,11 @@ fn try_to_client<H: Hook>(h: &H, pkt: &L4Packet, hairpin: bool) -> Result<u32, D
         return Ok(answer::later::<H>(Answer::TimeExceeded, &vip.addr));
     }
     let to = FlowKey { src: vip.addr, src_port_be: vip.port_be, dst: client, ..pkt.key };
-    let route = route::lookup(h, pkt.l3_off, rewrite::headers(h, pkt)?, &to, None)?;
+    let route = if hairpin {
+        route::back_to_sender(h)?
+    } else {
+        route::lookup(h, pkt.l3_off, rewrite::headers(h, pkt)?, &to, None)?
+    };
     if let Some(mtu) = route.too_big()
         && !rewrite::may_fragment(h, pkt)?
     {

@@ -136,6 +136,24 @@ pub fn lookup<H: Hook>(
     }
 }
 
+/// Back the way the packet came: out of its ingress to the MAC it came
+/// from. What a hairpin flow's packets take in both directions: the
+/// backend is the caller, so its path is the one the packet arrived by
+/// (and the FIB may not know its neighbour yet, when the kernel, given
+/// such a packet from one of its own addresses, would drop it).
+#[inline(always)]
+pub fn back_to_sender<H: Hook>(h: &H) -> Result<Route, DropReason> {
+    let eth = h.load::<12>(0).ok_or(DropReason::TruncatedEthernet)?;
+    let mut hop = NextHop { ingress: h.ifindex(), ifindex: h.ifindex(), ..NextHop::default() };
+    let mut i = 0;
+    while i < 6 {
+        hop.dmac[i] = eth[6 + i];
+        hop.smac[i] = eth[i];
+        i += 1;
+    }
+    Ok(Route::of(RouteKind::Hop, hop))
+}
+
 /// Sends a rewritten packet where [`lookup`] said. A packet too big for its
 /// path that may be fragmented (IPv4 without DF) goes to the kernel, which
 /// fragments it; the caller answers the others before rewriting.

@@ -15,6 +15,7 @@ use lb_common::{
 };
 
 use super::{Hook, MAX_OFFSET};
+use crate::maps::LB_PEER_DEVICES;
 
 const ETH_ALEN: usize = 6;
 
@@ -117,7 +118,11 @@ impl Hook for XdpFrame<'_> {
         if !self.store::<ETH_ALEN>(0, hop.dmac) || !self.store::<ETH_ALEN>(ETH_ALEN, hop.smac) {
             return Err(DropReason::TruncatedEthernet);
         }
-        if hop.ifindex == self.ifindex() {
+        // XDP_TX on a veth loses frames (seen on Linux 6.18: hairpin SYNs
+        // sent back with it went missing): back out of a veth by redirect.
+        // SAFETY: a map lookup by value; the value is not kept.
+        let veth = unsafe { LB_PEER_DEVICES.get(&hop.ifindex) }.is_some();
+        if hop.ifindex == self.ifindex() && !veth {
             Ok(xdp_action::XDP_TX)
         } else {
             // SAFETY: a helper call with an interface index and no flags.
