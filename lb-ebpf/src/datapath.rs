@@ -3,11 +3,11 @@
 
 use lb_common::{
     abi::{DropReason, ServiceKey},
-    parse::{IcmpError, L4Packet, Parsed, parse},
+    parse::{FRAG_FIRST, Fragment, IcmpError, L4Packet, Parsed, parse},
 };
 
 use crate::{
-    answer, forward,
+    answer, forward, fragments,
     hook::Hook,
     icmp,
     maps::{LB_SCRATCH, LB_SERVICES},
@@ -42,6 +42,8 @@ pub fn settle<H: Hook>(outcome: Result<u32, DropReason>) -> u32 {
 /// - addressed to a VIP: forwarded to its flow's backend ([`forward`]);
 /// - a reply from a backend of a known flow: given the VIP back ([`reverse`]);
 /// - an ICMP error about a balanced flow: translated and passed on ([`icmp`]);
+/// - a later fragment of a datagram whose first fragment was seen: as
+///   that one ([`fragments`]);
 /// - direct traffic to a backend: ends a balanced flow on its tuple, then
 ///   passes ([`reverse::direct`]);
 /// - anything else: passed to the kernel untouched.
@@ -50,16 +52,27 @@ fn try_lb<H: Hook>(h: &H) -> Result<u32, DropReason> {
     let scratch = LB_SCRATCH.get_ptr_mut(0).ok_or(DropReason::BadTableEntry)?;
     // SAFETY: this CPU's scratch element, used by this program run only;
     // the parse result is written once by `classify` and only read after.
-    let (pkt, icmp) = unsafe {
+    let (pkt, icmp, frag) = unsafe {
         (
             &mut *core::ptr::addr_of_mut!((*scratch).pkt),
             &mut *core::ptr::addr_of_mut!((*scratch).icmp),
+            &mut *core::ptr::addr_of_mut!((*scratch).frag),
         )
     };
-    let pkt = match classify(h, pkt, icmp) {
-        KIND_L4 => &*pkt,
+    let pkt = match classify(h, pkt, icmp, frag) {
+        KIND_L4 => {
+            if pkt.fragment == FRAG_FIRST {
+                fragments::first(pkt);
+            }
+            &*pkt
+        }
         KIND_ICMP => return Ok(icmp::translate(h, icmp)),
-        KIND_FRAGMENT => return Err(DropReason::Fragment),
+        KIND_FRAGMENT => {
+            if !fragments::later(frag, pkt) {
+                return Err(DropReason::Fragment);
+            }
+            &*pkt
+        }
         KIND_OTHER => return Ok(H::PASS),
         error => {
             return Err(DropReason::ALL
@@ -105,7 +118,7 @@ const KIND_OTHER: u32 = 103;
 /// and a whole enum written carries padding the compiler fills byte by
 /// byte). Returns a `KIND_*`, or a parse error's `DropReason` index.
 #[inline(never)]
-fn classify<H: Hook>(h: &H, pkt: &mut L4Packet, icmp: &mut IcmpError) -> u32 {
+fn classify<H: Hook>(h: &H, pkt: &mut L4Packet, icmp: &mut IcmpError, frag: &mut Fragment) -> u32 {
     match parse(h) {
         Ok(Parsed::L4(p)) => {
             *pkt = p;
@@ -115,7 +128,10 @@ fn classify<H: Hook>(h: &H, pkt: &mut L4Packet, icmp: &mut IcmpError) -> u32 {
             *icmp = e;
             KIND_ICMP
         }
-        Ok(Parsed::Fragment) => KIND_FRAGMENT,
+        Ok(Parsed::Fragment(f)) => {
+            *frag = f;
+            KIND_FRAGMENT
+        }
         Ok(Parsed::NotIp | Parsed::OtherProtocol) => KIND_OTHER,
         Err(e) => e.reason() as u32,
     }

@@ -16,6 +16,7 @@ mod answer;
 mod clock;
 mod datapath;
 mod forward;
+mod fragments;
 mod hook;
 mod icmp;
 mod maps;

@@ -21,11 +21,11 @@ use aya_ebpf::{
 use lb_common::{
     abi::{
         Addr, BackendRecord, Counters, DEFAULT_FLOW_CAPACITY, DEFAULT_MAGLEV_SLOTS, DropReason,
-        EVENTS_BYTES, Endpoint, FlowKey, FlowTimeouts, FlowValue, MAX_BACKEND_ENDPOINTS,
-        MAX_BACKENDS, MAX_HAIRPIN_SOURCES, MAX_PEER_DEVICES, MAX_SERVICES, NextHop, Replies,
-        ServiceKey, ServiceRecord, SynCounters,
+        EVENTS_BYTES, Endpoint, FlowKey, FlowTimeouts, FlowValue, FragKey, FragPorts,
+        MAX_BACKEND_ENDPOINTS, MAX_BACKENDS, MAX_FRAGS, MAX_HAIRPIN_SOURCES, MAX_PEER_DEVICES,
+        MAX_SERVICES, NextHop, Replies, ServiceKey, ServiceRecord, SynCounters,
     },
-    parse::{IcmpError, L4Packet},
+    parse::{Fragment, IcmpError, L4Packet},
 };
 
 #[map]
@@ -72,11 +72,15 @@ pub static LB_PEER_DEVICES: HashMap<u32, u32> = HashMap::with_max_entries(MAX_PE
 #[map]
 pub static LB_HAIRPIN: HashMap<Addr, u32> = HashMap::with_max_entries(MAX_HAIRPIN_SOURCES, 0);
 
+#[map]
+pub static LB_FRAGS: LruHashMap<FragKey, FragPorts> = LruHashMap::with_max_entries(MAX_FRAGS, 0);
+
 /// Per-CPU room for what the 512-byte BPF stack cannot hold: the parse
 /// result every branch reads, and a FIB query (see `route`).
 pub struct Scratch {
     pub pkt: L4Packet,
     pub icmp: IcmpError,
+    pub frag: Fragment,
     pub fib: bpf_fib_lookup,
     pub pending: crate::answer::Pending,
     pub reply_vip: Endpoint,

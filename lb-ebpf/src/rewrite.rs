@@ -10,7 +10,7 @@ use lb_common::{
     abi::{Addr, DropReason, FAMILY_V4, PROTO_UDP},
     csum,
     parse::{
-        IcmpError, L4Packet,
+        FRAG_LATER, IcmpError, L4Packet,
         headers::{Ipv4Hdr, Ipv6Hdr, L4_DST_PORT_OFF, L4_SRC_PORT_OFF, TcpHdr, UdpHdr},
     },
 };
@@ -53,7 +53,7 @@ pub fn ttl_expires<H: Hook>(h: &H, l3_off: usize, family: u8) -> Result<bool, Dr
 /// forwarded.
 #[inline(always)]
 pub fn check_udp6<H: Hook>(h: &H, pkt: &L4Packet) -> Result<(), DropReason> {
-    if pkt.key.family == FAMILY_V4 || pkt.key.proto != PROTO_UDP {
+    if pkt.key.family == FAMILY_V4 || pkt.key.proto != PROTO_UDP || pkt.fragment == FRAG_LATER {
         return Ok(());
     }
     let check = h.load::<2>(pkt.l4_off + UdpHdr::CHECK_OFF).ok_or(DropReason::TruncatedL4)?;
@@ -64,7 +64,9 @@ pub fn check_udp6<H: Hook>(h: &H, pkt: &L4Packet) -> Result<(), DropReason> {
 /// included): what each segment of a GSO skb carries besides payload.
 #[inline(always)]
 pub fn headers<H: Hook>(h: &H, pkt: &L4Packet) -> Result<usize, DropReason> {
-    let l4 = if pkt.key.proto == PROTO_UDP {
+    let l4 = if pkt.fragment == FRAG_LATER {
+        0
+    } else if pkt.key.proto == PROTO_UDP {
         UDP_HEADER
     } else {
         // Data offset and flags, read together (see `ttl_expires`).
@@ -103,6 +105,11 @@ pub fn endpoint<H: Hook>(
     let v4 = pkt.key.family == FAMILY_V4;
     let udp = pkt.key.proto == PROTO_UDP;
     ip_header(h, pkt.l3_off, pkt.key.family, side, &old_addr, addr, hop)?;
+    if pkt.fragment == FRAG_LATER {
+        // No TCP/UDP header here: the first fragment's checksum covered
+        // this fragment's share of the change.
+        return Ok(());
+    }
     let port_off = pkt.l4_off
         + match side {
             Side::Src => L4_SRC_PORT_OFF,

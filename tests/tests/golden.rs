@@ -221,9 +221,9 @@ fn malformed_and_unbalanceable_frames_get_their_documented_action(prog: Prog) {
         ("VLAN tag cut", vlan[..16].to_vec(), XDP_DROP, DropReason::TruncatedEthernet),
         ("IP header cut", full[..14 + 12].to_vec(), XDP_DROP, DropReason::MalformedIp),
         (
-            "fragment to a VIP",
+            "later fragment to a VIP, its first never seen",
             Frame::tcp("10.0.0.2:44001", "10.100.0.1:80")
-                .fragment(0, true)
+                .fragment(2, false)
                 .payload(&[0; 16])
                 .bytes(),
             XDP_PASS,

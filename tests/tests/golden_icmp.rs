@@ -22,6 +22,7 @@ lb_tests::in_both_hooks!(
     direct_traffic_on_a_tuple_a_balanced_flow_held_is_never_rewritten,
     a_backend_calling_a_vip_that_picks_itself_is_source_natted,
     ipv6_udp_without_a_checksum_is_dropped,
+    fragments_follow_their_first_fragment_both_ways,
 );
 
 const BACKEND_MAC: &str = "02:00:00:00:01:10";
@@ -269,4 +270,33 @@ fn ipv6_udp_without_a_checksum_is_dropped(prog: Prog) {
     let before = g.exceptions(DropReason::Udp6ZeroChecksum);
     assert_eq!(g.run(&input.bytes(), g.gin).0, XDP_DROP);
     assert_eq!(g.exceptions(DropReason::Udp6ZeroChecksum), before + 1);
+}
+
+fn fragments_follow_their_first_fragment_both_ways(prog: Prog) {
+    let mut g = Golden::with_prog(4096, prog);
+    for (client, vip, backend, backend_mac) in [
+        ("10.0.0.2:49600", "10.100.0.1:53", "10.1.0.11:5300", UDP_BACKEND_MAC),
+        ("[fd00::2]:49601", "[fd64::1]:53", "[fd01::11]:5300", UDP_BACKEND_MAC),
+    ] {
+        let first = Frame::udp(client, vip).fragment(0, true).payload(&[0x11; 24]);
+        let later = Frame::udp(client, vip).fragment(4, false).payload(b"the rest");
+        for (name, f) in [("first fragment", first), ("later fragment", later)] {
+            let expected = f.clone().dst(backend).ttl(63).macs(mac(GOUT_MAC), mac(backend_mac));
+            check(name, g.run(&f.bytes(), g.gin), XDP_REDIRECT, &expected.bytes());
+        }
+        // The backend's fragmented reply reaches the client from the VIP,
+        // every fragment of it.
+        let first = Frame::udp(backend, client).fragment(0, true).payload(&[0x22; 24]);
+        let later = Frame::udp(backend, client).fragment(4, false).payload(b"answered");
+        for (name, f) in [("first reply fragment", first), ("later reply fragment", later)] {
+            let expected = f.clone().src(vip).ttl(63).macs(mac(GIN_MAC), mac(CLIENT_MAC));
+            check(name, g.run(&f.bytes(), g.gout), XDP_REDIRECT, &expected.bytes());
+        }
+    }
+    // A later fragment whose first was never seen: passed on, counted.
+    // (Another source: every builder datagram has identification 0.)
+    let orphan = Frame::udp("10.0.0.50:49602", "10.100.0.1:53").fragment(4, false).payload(b"x");
+    let before = g.exceptions(DropReason::Fragment);
+    check("orphan fragment", g.run(&orphan.bytes(), g.gin), XDP_PASS, &orphan.bytes());
+    assert_eq!(g.exceptions(DropReason::Fragment), before + 1);
 }

@@ -4,7 +4,9 @@
 use std::net::IpAddr;
 
 use lb_common::abi::{Addr, FAMILY_V4, FAMILY_V6, FlowKey, PROTO_TCP, PROTO_UDP};
-use lb_common::parse::{IcmpKind, L4Packet, MAX_IPV6_EXT_HEADERS, ParseError, Parsed, parse};
+use lb_common::parse::{
+    FRAG_FIRST, IcmpKind, L4Packet, MAX_IPV6_EXT_HEADERS, ParseError, Parsed, parse,
+};
 use lb_tests::packet::{
     DEFAULT_DST_MAC, DEFAULT_SRC_MAC, ETHERTYPE_ARP, ETHERTYPE_VLAN, EXT_DEST_OPTS, EXT_HOP_BY_HOP,
     EXT_ROUTING, Frame, PROTO_ICMP, PROTO_ICMPV6, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN,
@@ -228,6 +230,26 @@ fn ipv4_dont_fragment_is_not_a_fragment() {
     assert_describes(&Frame::tcp("10.0.0.2:40000", "10.0.0.100:80").dont_fragment(true));
 }
 
+/// A later fragment (offset above 0) is a `Fragment` with its addresses,
+/// protocol and payload offset; a first one is L4, marked as such.
+fn assert_fragment(frame: &Frame, offset: u16, more: bool) {
+    match parsed(frame) {
+        Ok(Parsed::Fragment(f)) if offset > 0 => {
+            assert_eq!(f.l3_off, frame.l3_offset(), "{offset} {more}");
+            assert_eq!(
+                (f.key.src, f.key.dst, f.key.proto),
+                (expected_key(frame).src, expected_key(frame).dst, frame.proto)
+            );
+            assert_eq!((f.key.src_port_be, f.key.dst_port_be), (0, 0));
+        }
+        Ok(Parsed::L4(p)) if offset == 0 && more => {
+            assert_eq!(p.fragment, FRAG_FIRST, "{offset} {more}");
+            assert_eq!(p.key, expected_key(frame));
+        }
+        other => panic!("{offset} {more}: {other:?}"),
+    }
+}
+
 #[test]
 fn ipv4_fragments() {
     for (offset, more) in [(0, true), (1, false), (1, true), (185, false), (0x1fff, true)] {
@@ -235,8 +257,7 @@ fn ipv4_fragments() {
             Frame::udp("10.0.0.2:40000", "10.0.0.100:53"),
             Frame::tcp("10.0.0.2:40000", "10.0.0.100:80").vlan(2).dont_fragment(true),
         ] {
-            let frame = frame.fragment(offset, more).payload(&[0x42; 16]);
-            assert_eq!(parsed(&frame), Ok(Parsed::Fragment), "{offset} {more}");
+            assert_fragment(&frame.fragment(offset, more).payload(&[0x42; 16]), offset, more);
         }
     }
 }
@@ -248,8 +269,7 @@ fn ipv6_fragments() {
             Frame::udp("[2001:db8::2]:40000", "[2001:db8::100]:53"),
             Frame::tcp("[2001:db8::2]:40000", "[2001:db8::100]:80").ipv6_ext(EXT_HOP_BY_HOP, 0),
         ] {
-            let frame = frame.fragment(offset, more).payload(&[0x42; 16]);
-            assert_eq!(parsed(&frame), Ok(Parsed::Fragment), "{offset} {more}");
+            assert_fragment(&frame.fragment(offset, more).payload(&[0x42; 16]), offset, more);
         }
     }
 }
@@ -553,7 +573,7 @@ fn fragments_and_others_need_only_the_ip_header() {
     // a truncated L4 header.
     let frame = Frame::udp("10.0.0.2:40000", "10.0.0.100:53").fragment(10, false);
     assert_eq!(frame.bytes().len(), 34);
-    assert_eq!(parsed(&frame), Ok(Parsed::Fragment));
+    assert!(matches!(parsed(&frame), Ok(Parsed::Fragment(_))), "{:?}", parsed(&frame));
     assert_eq!(parsed(&Frame::ip(PROTO_ICMP, "10.0.0.1", "10.0.0.2")), Ok(Parsed::OtherProtocol));
 }
 

@@ -4,7 +4,10 @@
 //! cargo-fuzz target in `fuzz/`.)
 
 use lb_common::abi::{FAMILY_V4, FAMILY_V6, FlowKey, PROTO_TCP, PROTO_UDP};
-use lb_common::parse::{IcmpError, IcmpKind, MAX_IPV6_EXT_HEADERS, ParseError, Parsed, parse};
+use lb_common::parse::{
+    FRAG_FIRST, FRAG_NONE, Fragment, IcmpError, IcmpKind, MAX_IPV6_EXT_HEADERS, ParseError, Parsed,
+    parse,
+};
 use lb_tests::packet::{EXT_DEST_OPTS, EXT_HOP_BY_HOP, EXT_ROUTING, Frame, Ipv6Ext, PROTO_ICMP};
 use proptest::prelude::*;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -98,17 +101,38 @@ fn frame() -> impl Strategy<Value = Frame> {
 
 /// What the parser must say about an unmodified builder frame.
 fn oracle(f: &Frame) -> Parsed {
-    let real_fragment = |offset: u16, more: bool| offset > 0 || more;
+    let no_ports = |proto: u8| {
+        let key = FlowKey::between(f.src, f.dst, proto);
+        FlowKey { src_port_be: 0, dst_port_be: 0, ..key }
+    };
+    let later = |payload_off: usize, proto: u8| {
+        Parsed::Fragment(Fragment {
+            l3_off: f.l3_offset(),
+            payload_off,
+            key: no_ports(proto),
+            id: 0,
+        })
+    };
+    // The builder gives every datagram identification 0.
+    let mut fragment = FRAG_NONE;
     if f.is_ipv4() {
-        if f.ipv4_fragment.is_some_and(|(o, m)| real_fragment(o, m)) {
-            return Parsed::Fragment;
+        match f.ipv4_fragment {
+            Some((o, _)) if o > 0 => return later(f.l4_offset(), f.proto),
+            Some((_, true)) => fragment = FRAG_FIRST,
+            _ => {}
         }
     } else {
-        for ext in f.ipv6_ext.iter().take(MAX_IPV6_EXT_HEADERS) {
-            if let Ipv6Ext::Fragment { offset_units, more } = *ext
-                && real_fragment(offset_units, more)
-            {
-                return Parsed::Fragment;
+        let mut off = f.l3_offset() + 40;
+        for (i, ext) in f.ipv6_ext.iter().enumerate().take(MAX_IPV6_EXT_HEADERS) {
+            off += ext.len();
+            if let Ipv6Ext::Fragment { offset_units, more } = *ext {
+                let next = f.ipv6_ext.get(i + 1).map_or(f.proto, Ipv6Ext::kind);
+                if offset_units > 0 {
+                    return later(off, next);
+                }
+                if more {
+                    fragment = FRAG_FIRST;
+                }
             }
         }
         if f.ipv6_ext.len() > MAX_IPV6_EXT_HEADERS {
@@ -126,6 +150,8 @@ fn oracle(f: &Frame) -> Parsed {
         l4_off: f.l4_offset(),
         key: FlowKey::between(f.src, f.dst, f.proto),
         tcp_flags: if f.proto == PROTO_TCP { f.tcp_flags } else { 0 },
+        fragment,
+        frag_id: 0,
     })
 }
 

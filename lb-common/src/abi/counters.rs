@@ -38,8 +38,10 @@ pub enum DropReason {
     /// IP header truncated, wrong version, IHL < 5 or lengths beyond the
     /// frame. Dropped (the kernel's IP input drops these too).
     MalformedIp = 1,
-    /// IP fragment: only the first carries ports, so fragments cannot be
-    /// balanced. Passed to the kernel untouched.
+    /// A later IP fragment whose first fragment (the only one carrying the
+    /// ports) was not seen first, or whose record was evicted: it cannot be
+    /// matched to a flow. Passed to the kernel untouched. (Fragments whose
+    /// first was seen are balanced with it.)
     Fragment = 2,
     /// TCP/UDP header cut short: its ports are unknown. Passed to the
     /// kernel untouched.
@@ -74,15 +76,11 @@ pub enum DropReason {
     /// kernel gave no source address of this host towards it to stand in
     /// for the caller (needs Linux 6.7's BPF_FIB_LOOKUP_SRC). Dropped.
     HairpinNoSource = 12,
-    /// A later fragment of a datagram whose first fragment (the only one
-    /// carrying ports) was not seen first, addressed to a VIP or from a
-    /// backend: it cannot be matched to a flow. Dropped.
-    FragmentUnmatched = 13,
 }
 
 impl DropReason {
     /// Number of reasons: the size of the counter array.
-    pub const COUNT: u32 = 14;
+    pub const COUNT: u32 = 13;
 
     /// Every reason, in index order.
     pub const ALL: [DropReason; Self::COUNT as usize] = [
@@ -99,7 +97,6 @@ impl DropReason {
         DropReason::FragmentedByKernel,
         DropReason::Udp6ZeroChecksum,
         DropReason::HairpinNoSource,
-        DropReason::FragmentUnmatched,
     ];
 
     /// Stable snake_case name, used in status output and metric labels.
@@ -118,7 +115,6 @@ impl DropReason {
             DropReason::FragmentedByKernel => "fragmented_by_kernel",
             DropReason::Udp6ZeroChecksum => "udp6_zero_checksum",
             DropReason::HairpinNoSource => "hairpin_no_source",
-            DropReason::FragmentUnmatched => "fragment_unmatched",
         }
     }
 
@@ -136,7 +132,6 @@ impl DropReason {
                 | DropReason::TooBig
                 | DropReason::Udp6ZeroChecksum
                 | DropReason::HairpinNoSource
-                | DropReason::FragmentUnmatched
         )
     }
 
@@ -188,8 +183,7 @@ mod tests {
             | DropReason::TooBig
             | DropReason::FragmentedByKernel
             | DropReason::Udp6ZeroChecksum
-            | DropReason::HairpinNoSource
-            | DropReason::FragmentUnmatched => DropReason::ALL.contains(&r),
+            | DropReason::HairpinNoSource => DropReason::ALL.contains(&r),
         };
         let every = [
             DropReason::TruncatedEthernet,
@@ -205,8 +199,7 @@ mod tests {
             DropReason::FragmentedByKernel,
             DropReason::Udp6ZeroChecksum,
             DropReason::HairpinNoSource,
-            DropReason::FragmentUnmatched,
-        ];
+            ];
         for r in every {
             assert!(listed(r), "{} is missing from DropReason::ALL", r.name());
         }

@@ -232,3 +232,34 @@ impl PassiveEvent {
         })
     }
 }
+
+/// Key of the fragment table: one fragmented datagram.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    /// Source address.
+    pub src: Addr,
+    /// Destination address.
+    pub dst: Addr,
+    /// The datagram's identification.
+    pub id: u32,
+    /// `PROTO_TCP` or `PROTO_UDP`.
+    pub proto: u8,
+    /// `FAMILY_V4` or `FAMILY_V6`.
+    pub family: u8,
+    /// Always zero: keys are hashed byte for byte.
+    pub _pad: [u8; 2],
+}
+abi_type!(FragKey, size = 40, align = 4);
+
+/// Value of the fragment table: the ports the datagram's first fragment
+/// carried, which its later fragments are balanced by.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragPorts {
+    /// Source port, network order.
+    pub src_port_be: u16,
+    /// Destination port, network order.
+    pub dst_port_be: u16,
+}
+abi_type!(FragPorts, size = 4, align = 2);

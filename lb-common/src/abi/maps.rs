@@ -40,11 +40,14 @@ pub const MAP_HAIRPIN: &str = "LB_HAIRPIN";
 /// Scratch space of the datapath: one `bpf_fib_lookup` per CPU, kept off
 /// the BPF stack (per-CPU array of one; never read by the agent).
 pub const MAP_SCRATCH: &str = "LB_SCRATCH";
+/// Fragments: `FragKey` (a fragmented datagram) -> `FragPorts`, the ports
+/// its first fragment carried (LRU hash; written by the datapath).
+pub const MAP_FRAGS: &str = "LB_FRAGS";
 /// Size of the events ring buffer: 32768 events.
 pub const EVENTS_BYTES: u32 = 256 * 1024;
 
 /// Every map the agent expects in the object.
-pub const ALL_MAPS: [&str; 15] = [
+pub const ALL_MAPS: [&str; 16] = [
     MAP_SERVICES,
     MAP_BACKENDS,
     MAP_MAGLEV,
@@ -60,6 +63,7 @@ pub const ALL_MAPS: [&str; 15] = [
     MAP_NEXT_HOPS,
     MAP_HAIRPIN,
     MAP_SCRATCH,
+    MAP_FRAGS,
 ];
 
 /// Most services one program serves.
@@ -75,6 +79,8 @@ pub const DEFAULT_MAGLEV_SLOTS: u32 = 2 * 4 * DEFAULT_TABLE_SIZE;
 pub const DEFAULT_FLOW_CAPACITY: u32 = 1 << 18;
 /// Most distinct backend endpoints (address, port, protocol).
 pub const MAX_BACKEND_ENDPOINTS: u32 = MAX_BACKENDS;
+/// Fragmented datagrams whose ports `LB_FRAGS` remembers at once.
+pub const MAX_FRAGS: u32 = 8192;
 /// Most balancer addresses recorded in `LB_HAIRPIN`.
 pub const MAX_HAIRPIN_SOURCES: u32 = 256;
 /// Most interfaces recorded in `LB_PEER_DEVICES`.

@@ -23,8 +23,8 @@ pub use backend::{BACKEND_ACTIVE, BACKEND_DOWN, BACKEND_DRAINING, BackendRecord,
 pub use counters::{Counters, DropReason};
 pub use flow::{
     EVENT_REFUSED, EVENT_UNREACHABLE, FLOW_CLOSING, FLOW_ESTABLISHED, FLOW_OPENING, FlowKey,
-    FlowTimeouts, FlowValue, MAX_REPLY_TARGETS, PassiveEvent, REFRESH_TICKS, Replies, SynCounters,
-    TICK_SHIFT, ticks,
+    FlowTimeouts, FlowValue, FragKey, FragPorts, MAX_REPLY_TARGETS, PassiveEvent, REFRESH_TICKS,
+    Replies, SynCounters, TICK_SHIFT, ticks,
 };
 pub use hop::NextHop;
 pub use maps::*;

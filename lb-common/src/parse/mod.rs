@@ -26,7 +26,9 @@ const IPV6_DEST_OPTS: u8 = 60;
 /// one or two; the bound keeps the loop finite for the verifier.
 pub const MAX_IPV6_EXT_HEADERS: usize = 4;
 
-/// An unfragmented TCP or UDP packet.
+/// A TCP or UDP packet: unfragmented, the first fragment of a datagram
+/// (which carries the ports), or a later fragment whose ports the datapath
+/// looked up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct L4Packet {
     /// Offset of the IP header (14, or 18 behind a VLAN tag).
@@ -35,8 +37,34 @@ pub struct L4Packet {
     pub l4_off: usize,
     /// The 5-tuple as it appears in the packet.
     pub key: FlowKey,
-    /// TCP flags; 0 for UDP.
+    /// TCP flags; 0 for UDP (and for a later fragment).
     pub tcp_flags: u8,
+    /// `FRAG_NONE`, `FRAG_FIRST` or `FRAG_LATER` (then `l4_off` is where
+    /// the fragment's payload starts: it has no TCP/UDP header).
+    pub fragment: u8,
+    /// The datagram's identification (IPv4's 16 bits widened, or IPv6's
+    /// 32), if a fragment.
+    pub frag_id: u32,
+}
+
+/// `L4Packet::fragment`: not a fragment.
+pub const FRAG_NONE: u8 = 0;
+/// `L4Packet::fragment`: the first fragment (offset 0, more to come).
+pub const FRAG_FIRST: u8 = 1;
+/// `L4Packet::fragment`: a later fragment, without the TCP/UDP header.
+pub const FRAG_LATER: u8 = 2;
+
+/// A later fragment of a datagram (offset above 0): no ports in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fragment {
+    /// Offset of the IP header.
+    pub l3_off: usize,
+    /// Offset of the fragment's payload.
+    pub payload_off: usize,
+    /// The datagram's source, destination, protocol and family (ports 0).
+    pub key: FlowKey,
+    /// The datagram's identification.
+    pub id: u32,
 }
 
 impl L4Packet {
@@ -66,8 +94,9 @@ pub enum Parsed {
     /// IP carrying neither TCP nor UDP (ICMP, ESP, ...), or more IPv6
     /// extension headers than [`MAX_IPV6_EXT_HEADERS`].
     OtherProtocol,
-    /// A fragment of a larger datagram: only the first carries the ports.
-    Fragment,
+    /// A later fragment of a larger datagram: only the first carries the
+    /// ports (a first fragment is [`Parsed::L4`], marked `FRAG_FIRST`).
+    Fragment(Fragment),
     /// An ICMP or ICMPv6 error quoting a TCP or UDP packet.
     IcmpError(IcmpError),
 }
@@ -164,12 +193,18 @@ fn parse_ipv4<P: PacketView + ?Sized>(pkt: &P, l3_off: usize) -> Result<Parsed, 
     if ip.version_ihl >> 4 != 4 || ihl < 20 || total < ihl || !pkt.fits(l3_off + total) {
         return Err(ParseError::MalformedIp);
     }
-    if be16(ip.frag) & (Ipv4Hdr::MF | Ipv4Hdr::OFFSET_MASK) != 0 {
-        return Ok(Parsed::Fragment);
-    }
     let ends = Bounds { l3_off, l4_off: l3_off + ihl, end: l3_off + total };
     let (src, dst) = (Addr::from_v4_bytes(ip.src), Addr::from_v4_bytes(ip.dst));
-    parse_l4(pkt, ends, ip.proto, FAMILY_V4, src, dst)
+    let flags = be16(ip.frag);
+    let id = u32::from(be16(ip.id));
+    let frag = if flags & Ipv4Hdr::OFFSET_MASK != 0 {
+        return Ok(later(ends, ip.proto, FAMILY_V4, src, dst, id));
+    } else if flags & Ipv4Hdr::MF != 0 {
+        (FRAG_FIRST, id)
+    } else {
+        (FRAG_NONE, 0)
+    };
+    parse_l4(pkt, ends, ip.proto, FAMILY_V4, src, dst, frag)
 }
 
 #[inline(always)]
@@ -182,6 +217,8 @@ fn parse_ipv6<P: PacketView + ?Sized>(pkt: &P, l3_off: usize) -> Result<Parsed, 
         return Err(ParseError::MalformedIp);
     }
     let mut next = ip.next_header;
+    let mut frag = (FRAG_NONE, 0);
+    let (src, dst) = (Addr::from_v6_bytes(ip.src), Addr::from_v6_bytes(ip.dst));
     for _ in 0..MAX_IPV6_EXT_HEADERS {
         match next {
             IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS => {
@@ -195,20 +232,33 @@ fn parse_ipv6<P: PacketView + ?Sized>(pkt: &P, l3_off: usize) -> Result<Parsed, 
                 }
             }
             IPV6_FRAGMENT => {
-                let frag: &Ipv6FragHdr = pkt.header(off).ok_or(ParseError::MalformedIp)?;
-                // Offset (high 13 bits) or "more fragments" (bit 0) set: a
-                // real fragment. Neither: an atomic fragment, parse on.
-                if be16(frag.offset_flags) & 0xfff9 != 0 {
-                    return Ok(Parsed::Fragment);
-                }
-                next = frag.next_header;
+                let hdr: &Ipv6FragHdr = pkt.header(off).ok_or(ParseError::MalformedIp)?;
+                let flags = be16(hdr.offset_flags);
+                let id = u32::from_be_bytes(hdr.id);
+                next = hdr.next_header;
                 off += core::mem::size_of::<Ipv6FragHdr>();
+                // Offset (high 13 bits) set: a later fragment; only "more
+                // fragments" (bit 0): the first; neither: an atomic
+                // fragment, parsed on as a whole packet.
+                if flags & 0xfff8 != 0 {
+                    let at = Bounds { l3_off, l4_off: off, end };
+                    return Ok(later(at, next, FAMILY_V6, src, dst, id));
+                }
+                if flags & 1 != 0 {
+                    frag = (FRAG_FIRST, id);
+                }
             }
             _ => break,
         }
     }
-    let (src, dst) = (Addr::from_v6_bytes(ip.src), Addr::from_v6_bytes(ip.dst));
-    parse_l4(pkt, Bounds { l3_off, l4_off: off, end }, next, FAMILY_V6, src, dst)
+    parse_l4(pkt, Bounds { l3_off, l4_off: off, end }, next, FAMILY_V6, src, dst, frag)
+}
+
+/// A later fragment at `at` of a datagram of `proto` between `src` and `dst`.
+#[inline(always)]
+fn later(at: Bounds, proto: u8, family: u8, src: Addr, dst: Addr, id: u32) -> Parsed {
+    let key = FlowKey { src, dst, src_port_be: 0, dst_port_be: 0, proto, family, _pad: [0; 2] };
+    Parsed::Fragment(Fragment { l3_off: at.l3_off, payload_off: at.l4_off, key, id })
 }
 
 /// Where the IP header, the L4 header and the IP datagram start and end.
@@ -229,6 +279,7 @@ fn parse_l4<P: PacketView + ?Sized>(
     family: u8,
     src: Addr,
     dst: Addr,
+    (fragment, frag_id): (u8, u32),
 ) -> Result<Parsed, ParseError> {
     let Bounds { l3_off, l4_off, end } = at;
     // The packet bounds check comes first and the datagram check second:
@@ -261,6 +312,8 @@ fn parse_l4<P: PacketView + ?Sized>(
         l4_off,
         key: key_of(ports, src, dst, proto, family),
         tcp_flags,
+        fragment,
+        frag_id,
     }))
 }
 
