@@ -199,7 +199,7 @@ mod tests {
             DropReason::FragmentedByKernel,
             DropReason::Udp6ZeroChecksum,
             DropReason::HairpinNoSource,
-            ];
+        ];
         for r in every {
             assert!(listed(r), "{} is missing from DropReason::ALL", r.name());
         }
