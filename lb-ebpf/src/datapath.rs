@@ -60,12 +60,7 @@ fn try_lb<H: Hook>(h: &H) -> Result<u32, DropReason> {
         )
     };
     let pkt = match classify(h, pkt, icmp, frag) {
-        KIND_L4 => {
-            if pkt.fragment == FRAG_FIRST {
-                fragments::first(pkt);
-            }
-            &*pkt
-        }
+        KIND_L4 => &*pkt,
         KIND_ICMP => return Ok(icmp::translate(h, icmp)),
         KIND_FRAGMENT => {
             if !fragments::later(frag, pkt) {
@@ -89,14 +84,24 @@ fn try_lb<H: Hook>(h: &H) -> Result<u32, DropReason> {
     };
     // SAFETY: the value is copied out before use; the agent replaces
     // elements rather than writing into them.
+    // A first fragment's ports are remembered only for balanced traffic:
+    // fragments the gateway merely passes must not take (or evict) entries.
+    let first = pkt.fragment == FRAG_FIRST;
     let action = if let Some(svc) = unsafe { LB_SERVICES.get(&service) } {
         let svc = *svc;
+        if first {
+            fragments::first(pkt);
+        }
         forward::to_backend(h, pkt, &svc)
     } else {
         match reverse::find_reply(pkt) {
             reverse::NOT_A_REPLY => {
                 reverse::direct(pkt);
                 return Ok(H::PASS);
+            }
+            kind if first => {
+                fragments::first(pkt);
+                reverse::to_client(h, pkt, kind)
             }
             kind => reverse::to_client(h, pkt, kind),
         }

@@ -293,6 +293,15 @@ fn fragments_follow_their_first_fragment_both_ways(prog: Prog) {
             check(name, g.run(&f.bytes(), g.gout), XDP_REDIRECT, &expected.bytes());
         }
     }
+    // A first fragment the gateway merely passes is not remembered: its
+    // later fragments pass untouched too.
+    let stray = Frame::udp("10.0.0.50:49603", "10.1.0.77:9000").fragment(0, true).payload(&[1; 16]);
+    check("stray first fragment", g.run(&stray.bytes(), g.gin), XDP_PASS, &stray.bytes());
+    let stray_later =
+        Frame::udp("10.0.0.50:49603", "10.1.0.77:9000").fragment(4, false).payload(b"y");
+    let before = g.exceptions(DropReason::Fragment);
+    check("its later fragment", g.run(&stray_later.bytes(), g.gin), XDP_PASS, &stray_later.bytes());
+    assert_eq!(g.exceptions(DropReason::Fragment), before + 1, "not remembered");
     // A later fragment whose first was never seen: passed on, counted.
     // (Another source: every builder datagram has identification 0.)
     let orphan = Frame::udp("10.0.0.50:49602", "10.100.0.1:53").fragment(4, false).payload(b"x");

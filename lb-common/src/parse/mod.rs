@@ -1,8 +1,9 @@
 //! Header parsing, the one implementation used by the XDP program, the host
 //! tests and the fuzz target.
 //!
-//! [`parse`] classifies a frame and, for unfragmented TCP/UDP over IPv4 or
-//! IPv6, returns its 5-tuple and header offsets. It reads through
+//! [`parse`] classifies a frame and, for TCP/UDP over IPv4 or IPv6 that is
+//! unfragmented or a first fragment (later fragments carry no ports),
+//! returns its 5-tuple and header offsets. It reads through
 //! [`PacketView`], so it cannot read out of bounds whatever the input, and it
 //! has no loop of unbounded length (the eBPF verifier must see it terminate).
 //!
