@@ -386,6 +386,11 @@ pub const TEST_BPFFS: &str = "/run/lbt-bpffs";
 /// The pin directory of the agent whose scratch directory is `dir` (one per
 /// test: the file system is shared), mounting [`TEST_BPFFS`] if needed.
 pub fn pin_dir(dir: &Path) -> PathBuf {
+    test_bpffs().join(dir.file_name().unwrap_or_default())
+}
+
+/// [`TEST_BPFFS`], mounted on first use.
+pub fn test_bpffs() -> &'static Path {
     static MOUNT: std::sync::Once = std::sync::Once::new();
     MOUNT.call_once(|| {
         if !lb_userspace::datapath::pins::is_bpffs(Path::new(TEST_BPFFS)) {
@@ -395,7 +400,7 @@ pub fn pin_dir(dir: &Path) -> PathBuf {
             );
         }
     });
-    Path::new(TEST_BPFFS).join(dir.file_name().unwrap_or_default())
+    Path::new(TEST_BPFFS)
 }
 
 /// A scratch directory, removed on drop (with its agent's pins).

@@ -15,6 +15,7 @@
 //! - [`predict`]: the backend a flow must reach, from the userspace plan.
 //! - [`router`]: the topology plus a router with a 1280-byte link beyond it.
 //! - [`topology`]: client, balancer and backend namespaces for end-to-end tests.
+//! - [`xdp_pass`]: an XDP_PASS program for the far end of an XDP-mode veth.
 pub mod agent;
 pub mod browser;
 pub mod bulk;
@@ -31,3 +32,4 @@ pub mod predict;
 pub mod router;
 pub mod stream;
 pub mod topology;
+pub mod xdp_pass;

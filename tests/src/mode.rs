@@ -4,7 +4,9 @@
 //! - XDP and tc (the same datapath at two hooks) rewrite packets: the
 //!   backend sees the client's own address. tc runs at default veth
 //!   settings (TX checksum offload and TSO on, GRO off: no NAPI), as a new
-//!   veth has them; XDP at the topology's wire-like ones.
+//!   veth has them; XDP at the topology's wire-like ones, with an XDP
+//!   program at each endpoint (what XDP on a veth needs, see
+//!   [`crate::xdp_pass`]).
 //! - Splice is a proxy: the backend sees the balancer's address on its link
 //!   (the client's address would need the PROXY protocol). The proxy accepts
 //!   on the VIP because it is a local address of the balancer namespace: lb
@@ -63,12 +65,15 @@ impl Mode {
     }
 
     /// Readies the topology for the mode: tc runs at default veth
-    /// offloads. (Splice mode needs nothing: lb's own VIP routes make the
-    /// VIPs local addresses the proxy accepts on.)
+    /// offloads; XDP with an XDP program at each endpoint, as the README
+    /// asks of XDP on a veth (see [`crate::xdp_pass`]). (Splice mode needs
+    /// nothing: lb's own VIP routes make the VIPs local addresses the proxy
+    /// accepts on.)
     pub fn prepare(self, topo: &Topology) {
         match self {
             Self::Tc => topo.default_offloads(),
-            Self::Xdp | Self::Splice => {}
+            Self::Xdp => topo.peer_xdp(),
+            Self::Splice => {}
         }
     }
 

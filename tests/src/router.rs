@@ -25,6 +25,7 @@ use crate::{
     mode::Mode,
     netns::NetNs,
     topology::{Topology, addr, default_offload, endpoint, link, unlimited_icmp},
+    xdp_pass,
 };
 
 /// The MTU of the router's end of its link to the far namespace.
@@ -106,12 +107,15 @@ impl RouterTopology {
         default_offload(&self.far, "f0");
     }
 
-    /// Readies it for `mode` as [`Mode::prepare`] does a [`Topology`]; at
-    /// the tc hook, the router and the far end get default offloads too.
+    /// Readies it for `mode` as [`Mode::prepare`] does a [`Topology`]: at
+    /// the tc hook, the router and the far end get default offloads too; at
+    /// XDP, the router's end toward the balancer an XDP program.
     pub fn prepare(&self, mode: Mode) {
         mode.prepare(&self.near);
-        if mode == Mode::Tc {
-            self.default_offloads();
+        match mode {
+            Mode::Tc => self.default_offloads(),
+            Mode::Xdp => xdp_pass::attach(&self.router, "r-lb"),
+            Mode::Splice => {}
         }
     }
 }

@@ -16,7 +16,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::netns::NetNs;
+use crate::{netns::NetNs, xdp_pass};
 
 /// The VIP of the IPv4 services.
 pub const VIP4: &str = "10.201.0.100";
@@ -157,6 +157,16 @@ impl Topology {
         default_offload(&self.client, "c0");
         for ns in &self.backends {
             default_offload(ns, "b0");
+        }
+    }
+
+    /// Gives every endpoint an XDP program that passes all (see
+    /// [`crate::xdp_pass`]): the NAPI an XDP-on-veth deployment needs at the
+    /// far end of each veth, on top of GRO.
+    pub fn peer_xdp(&self) {
+        xdp_pass::attach(&self.client, "c0");
+        for ns in &self.backends {
+            xdp_pass::attach(ns, "b0");
         }
     }
 

@@ -627,17 +627,7 @@ fn hairpin_calls_through_the_vip_all_succeed(mode: Mode) {
                 "{name} -> {target}: {} of {HAIRPIN_CALLS} answered, {on_self} of them by {name} itself",
                 results.len() - failed.len()
             );
-            // KNOWN BUG (issue 16 note, 2026-12-03): at the XDP hook, about
-            // 1 call in 300 from a backend to itself through the IPv4 VIP
-            // is not answered, always among the last calls of a run; the
-            // cause is not found yet. Up to 2 in 100 are tolerated there so
-            // the rest of the suite can land; every other mode and family
-            // must answer all.
-            let tolerated = if mode == Mode::Xdp && !target.is_ipv6() { 2 } else { 0 };
-            if failed.len() <= tolerated {
-                if !failed.is_empty() {
-                    eprintln!("KNOWN BUG tolerated: {name} -> {target}: {failed:?}");
-                }
+            if failed.is_empty() {
                 continue;
             }
             // Where the failed calls were meant to go, as lb says.

@@ -190,6 +190,17 @@ fn attach_one(
             ),
         }
     }
+    if hook == Hook::Native && ifaces::has_peer(&driver) {
+        // Seen on Linux 6.18: a GRO-only peer sometimes held frames sent
+        // back out of the veth they came in on (hairpin calls, ICMP
+        // answers) until its next frame, stalling those connections.
+        tracing::warn!(
+            interface = iface,
+            "native XDP on a {driver}: what it redirects into the interface needs an XDP \
+             program on the peer (with GRO alone, hairpin frames can be held there for \
+             seconds); attach = \"auto\" or \"tc\" serves a {driver} without that"
+        );
+    }
     Ok(Attached { interface: iface.to_owned(), hook, why })
 }
 
