@@ -59,6 +59,7 @@ in_both_modes!(
     direct_udp_after_vip_flows_idled_out_is_answered_by_the_backend_itself,
     hairpin_calls_through_the_vip_all_succeed,
     ping_of_a_vip_is_answered,
+    fragmented_udp_through_the_vip_is_answered_whole_from_the_vip,
 );
 
 in_kernel_modes!(
@@ -650,6 +651,67 @@ fn hairpin_calls_through_the_vip_all_succeed(mode: Mode) {
         }
     }
     assert_none("hairpin calls from the backends through the VIP", &failures);
+}
+
+// ---------------------------------------------------------------- fragments
+
+/// Bytes of each request (and so of each reply): three fragments at the
+/// topology's MTU of 1500, each way.
+const FRAGMENTED_LEN: usize = 4_000;
+/// Client ports the fragmented datagrams come from.
+const FRAGMENT_PORTS: std::ops::Range<u16> = 44_000..44_060;
+
+/// Datagrams over the MTU through the VIP, as DNS over UDP with EDNS, or a
+/// game or VPN protocol sends them: the client's kernel fragments each
+/// request, the backend's each reply. Every reply must come back whole and
+/// from the VIP (a later fragment left with the backend's address would
+/// never reassemble at the client, and one that leaked would show it), and
+/// the requests must spread over the backends (each later fragment followed
+/// its first fragment's choice).
+fn fragmented_udp_through_the_vip_is_answered_whole_from_the_vip(mode: Mode) {
+    let s = Setup::in_mode(mode, SERVER, 3, 3, "maglev");
+    let mut failures = Vec::new();
+    for ip in [VIP4, VIP6] {
+        let target = vip(ip, 5353);
+        let any_port = |port: u16| SocketAddr::new(any(target.is_ipv6()).ip(), port);
+        let answers = in_parallel(s.topo.client.name(), FRAGMENT_PORTS.collect(), 6, |port| {
+            let sock = UdpSocket::bind(any_port(port)).map_err(|e| format!("bind {port}: {e}"))?;
+            sock.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+            let mut request = b"echo:".to_vec();
+            request.extend((0..FRAGMENTED_LEN).map(|i| (i as u16 ^ port) as u8));
+            sock.send_to(&request, target).map_err(|e| format!("port {port}: send: {e}"))?;
+            let mut buf = vec![0u8; 65_536];
+            let (n, from) =
+                sock.recv_from(&mut buf).map_err(|e| format!("port {port}: no answer: {e}"))?;
+            let reply = &buf[..n];
+            let name = String::from_utf8_lossy(reply).split(' ').next().unwrap_or("").to_owned();
+            if from != target {
+                Err(format!("port {port}: answer from {from}, not the VIP"))
+            } else if !reply.ends_with(&request) {
+                Err(format!(
+                    "port {port}: answer of {n} bytes is not the echo of {}",
+                    request.len()
+                ))
+            } else {
+                Ok(name)
+            }
+        });
+        let mut by: Vec<String> = answers.iter().filter_map(|a| a.as_ref().ok().cloned()).collect();
+        failures.extend(answers.into_iter().filter_map(Result::err).take(5));
+        by.sort();
+        by.dedup();
+        if by.len() < 2 {
+            failures.push(format!("{target}: answered by {by:?} only, not spread over backends"));
+        }
+    }
+    assert_none("fragmented datagrams through the VIP", &failures);
+    if mode.kernel() {
+        // Each later fragment followed its first: none passed unbalanced.
+        let report = s.lb.report();
+        let unmatched =
+            report.exceptions.iter().find(|e| e.reason == "fragment").map(|e| e.packets);
+        assert_eq!(unmatched, Some(0), "later fragments with no first fragment seen");
+    }
 }
 
 // --------------------------------------------------------------------- ping

@@ -128,9 +128,17 @@ fn proxy_header(reader: &mut BufReader<TcpStream>) -> Header {
     parse(&whole).map_or(Header::Invalid, |(client, _, _)| Header::Proxy(client))
 }
 
+/// Answers each datagram with the server's name and the peer; a datagram
+/// that starts with [`ECHO`] gets itself back after them, so a reply is as
+/// large as its request (fragmented tests send datagrams over the MTU).
 fn serve_udp(sock: UdpSocket, name: String) {
-    let mut buf = [0u8; 2048];
-    while let Ok((_, peer)) = sock.recv_from(&mut buf) {
-        let _ = sock.send_to(format!("{name} {peer}").as_bytes(), peer);
+    const ECHO: &[u8] = b"echo:";
+    let mut buf = vec![0u8; 65_536];
+    while let Ok((n, peer)) = sock.recv_from(&mut buf) {
+        let mut reply = format!("{name} {peer} ").into_bytes();
+        if let Some(request) = buf.get(..n).filter(|r| r.starts_with(ECHO)) {
+            reply.extend_from_slice(request);
+        }
+        let _ = sock.send_to(&reply, peer);
     }
 }
