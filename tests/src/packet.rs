@@ -95,7 +95,7 @@ pub enum Ipv6Ext {
         /// The header's length field: 8-byte units beyond the first 8.
         len_units: u8,
     },
-    /// A fragment header (8 bytes, identification 0).
+    /// A fragment header (8 bytes, identification [`Frame::ip_id`]).
     Fragment {
         /// Fragment offset in 8-byte units (13 bits).
         offset_units: u16,
@@ -201,6 +201,9 @@ pub struct Frame {
     pub ipv6_ext: Vec<Ipv6Ext>,
     /// IPv4 fragment offset (8-byte units) and "more fragments" flag.
     pub ipv4_fragment: Option<(u16, bool)>,
+    /// The datagram's identification: the IPv4 header's (low 16 bits) and
+    /// an IPv6 fragment header's.
+    pub ip_id: u32,
     /// TCP flags (ignored unless TCP).
     pub tcp_flags: u8,
     /// TCP sequence number (ignored unless TCP).
@@ -315,6 +318,7 @@ impl Frame {
             ip_options: Vec::new(),
             ipv6_ext: Vec::new(),
             ipv4_fragment: None,
+            ip_id: 0,
             tcp_flags: TCP_SYN,
             seq: 0,
             ack: 0,
@@ -476,6 +480,13 @@ impl Frame {
         self
     }
 
+    /// Sets the datagram's identification (default 0; IPv4 keeps the low
+    /// 16 bits).
+    pub fn ip_id(mut self, id: u32) -> Frame {
+        self.ip_id = id;
+        self
+    }
+
     /// Sets the TCP flags (default SYN).
     pub fn tcp_flags(mut self, flags: u8) -> Frame {
         self.tcp_flags = flags;
@@ -634,7 +645,7 @@ impl Frame {
         h.push(0x40 | ihl);
         h.push(0); // TOS
         h.extend_from_slice(&total16.to_be_bytes());
-        h.extend_from_slice(&[0, 0]); // identification
+        h.extend_from_slice(&(self.ip_id as u16).to_be_bytes());
         h.extend_from_slice(&frag.to_be_bytes());
         h.push(self.ttl);
         h.push(self.proto);
@@ -689,7 +700,7 @@ impl Frame {
                     h.push(next);
                     h.push(0); // reserved
                     h.extend_from_slice(&offset_flags.to_be_bytes());
-                    h.extend_from_slice(&[0, 0, 0, 0]); // identification
+                    h.extend_from_slice(&self.ip_id.to_be_bytes());
                 }
             }
         }

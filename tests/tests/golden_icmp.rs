@@ -23,6 +23,7 @@ lb_tests::in_both_hooks!(
     a_backend_calling_a_vip_that_picks_itself_is_source_natted,
     ipv6_udp_without_a_checksum_is_dropped,
     fragments_follow_their_first_fragment_both_ways,
+    more_fragmented_datagrams_than_the_table_holds_keep_the_newest_and_count_the_rest,
 );
 
 const BACKEND_MAC: &str = "02:00:00:00:01:10";
@@ -308,4 +309,64 @@ fn fragments_follow_their_first_fragment_both_ways(prog: Prog) {
     let before = g.exceptions(DropReason::Fragment);
     check("orphan fragment", g.run(&orphan.bytes(), g.gin), XDP_PASS, &orphan.bytes());
     assert_eq!(g.exceptions(DropReason::Fragment), before + 1);
+}
+
+/// Datagrams past `MAX_FRAGS` in flight at once (a fragment flood, or many
+/// slow senders): the table keeps the newest first fragments; a later
+/// fragment whose first was evicted passes untouched and is counted, never
+/// sent to a wrong backend or lost without a count.
+fn more_fragmented_datagrams_than_the_table_holds_keep_the_newest_and_count_the_rest(prog: Prog) {
+    const NEWEST: u32 = 1_024;
+    let mut g = Golden::with_prog(4096, prog);
+    let datagrams = lb_common::abi::MAX_FRAGS + 2_048;
+    for (client, vip, backend) in [
+        ("10.0.0.2:49600", "10.100.0.1:53", "10.1.0.11:5300"),
+        ("[fd00::2]:49601", "[fd64::1]:53", "[fd01::11]:5300"),
+    ] {
+        let frame = |id: u32, offset: u16, more: bool| {
+            Frame::udp(client, vip).ip_id(id).fragment(offset, more).payload(&[0x5a; 16])
+        };
+        let to_backend =
+            |f: Frame| f.dst(backend).ttl(63).macs(mac(GOUT_MAC), mac(UDP_BACKEND_MAC));
+        for id in 1..=datagrams {
+            let first = frame(id, 0, true);
+            let out = g.run(&first.bytes(), g.gin);
+            check(&format!("first fragment {id}"), out, XDP_REDIRECT, &to_backend(first).bytes());
+        }
+        let before = g.exceptions(DropReason::Fragment);
+        let mut passed = 0u64;
+        // Newest first: the table holds them all.
+        for id in (1..=datagrams).rev() {
+            let later = frame(id, 2, false);
+            let (action, out) = g.run(&later.bytes(), g.gin);
+            if action == XDP_REDIRECT && id > datagrams - NEWEST {
+                check(
+                    &format!("later fragment {id}"),
+                    (action, out),
+                    XDP_REDIRECT,
+                    &to_backend(later).bytes(),
+                );
+            } else if action == XDP_REDIRECT {
+                assert_eq!(out, to_backend(later).bytes(), "later fragment {id} sent elsewhere");
+            } else {
+                assert!(
+                    id <= datagrams - NEWEST,
+                    "later fragment {id}, among the newest, forgotten"
+                );
+                check(
+                    &format!("later fragment {id}, its first evicted"),
+                    (action, out),
+                    XDP_PASS,
+                    &later.bytes(),
+                );
+                passed += 1;
+            }
+        }
+        let evicted = u64::from(datagrams - lb_common::abi::MAX_FRAGS);
+        assert!(
+            passed >= evicted,
+            "{passed} later fragments passed; the table cannot hold {evicted}"
+        );
+        assert_eq!(g.exceptions(DropReason::Fragment) - before, passed, "each passed one counted");
+    }
 }
