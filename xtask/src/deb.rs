@@ -18,6 +18,9 @@ use crate::{cmd, deb_check, ebpf, toolchain};
 
 /// Where the packaged binary is installed (the unit names it).
 const BIN: &str = "/usr/bin/lb";
+/// Where the name of lb's route protocol goes (iproute2 reads every
+/// `rt_protos.d/*.conf`).
+const RT_PROTOS: &str = "etc/iproute2/rt_protos.d/lb.conf";
 
 /// The maintainer scripts, each with the argument dpkg gives it.
 const POSTINST: &str = r#"#!/bin/sh
@@ -100,10 +103,12 @@ pub fn build(root: &Path, binary: &Path, out_dir: &Path) -> Result<PathBuf> {
         bail!("deploy/lb.service no longer names /usr/local/bin/lb; update xtask/src/deb.rs");
     }
     let unit = unit.replace("/usr/local/bin/lb ", &format!("{BIN} "));
-    let files: [(&str, Content, u32); 6] = [
+    let files: [(&str, Content, u32); 7] = [
         ("usr/bin/lb", Content::File(binary.to_owned()), 0o755),
         ("lib/systemd/system/lb.service", Content::Text(unit), 0o644),
         ("etc/lb/lb.toml", Content::File(root.join("config/example.toml")), 0o644),
+        // `ip route` shows lb's VIP routes as `proto lb` instead of `proto 252`.
+        (RT_PROTOS, Content::File(root.join("deploy/iproute2/lb.conf")), 0o644),
         ("usr/share/doc/lb/README.md", Content::File(root.join("README.md")), 0o644),
         (
             "usr/share/lb/grafana-dashboard.json",
@@ -146,7 +151,7 @@ pub fn build(root: &Path, binary: &Path, out_dir: &Path) -> Result<PathBuf> {
             installed_bytes.div_ceil(1024)
         ),
     )?;
-    fs::write(control.join("conffiles"), "/etc/lb/lb.toml\n")?;
+    fs::write(control.join("conffiles"), format!("/etc/lb/lb.toml\n/{RT_PROTOS}\n"))?;
     for (name, text) in [("postinst", POSTINST), ("prerm", PRERM), ("postrm", POSTRM)] {
         let path = control.join(name);
         fs::write(&path, text)?;

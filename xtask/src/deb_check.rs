@@ -21,6 +21,7 @@ lb check --config /etc/lb/lb.toml | grep -q 'config OK' || fail "lb check of /et
 [ -e /etc/systemd/system/multi-user.target.wants/lb.service ] || fail "no multi-user.target.wants link"
 [ ! -e /run/lb/control.sock ] || fail "the install started an agent"
 grep -q '^ExecStart=/usr/bin/lb run ' /lib/systemd/system/lb.service || fail "unit names another binary"
+grep -q '^252[[:space:]]lb$' /etc/iproute2/rt_protos.d/lb.conf || fail "no name for route protocol 252"
 echo "deb check: installed, lb check passes, unit enabled and not started"
 dpkg -r lb
 [ ! -e /usr/bin/lb ] || fail "dpkg -r left /usr/bin/lb"
@@ -29,6 +30,7 @@ dpkg -r lb
 [ -e /etc/lb/lb.toml ] || fail "dpkg -r removed the conffile (only purge should)"
 dpkg --purge lb
 [ ! -e /etc/lb ] || fail "dpkg --purge left /etc/lb"
+[ ! -e /etc/iproute2/rt_protos.d/lb.conf ] || fail "dpkg --purge left the route protocol name"
 ! dpkg -s lb >/dev/null 2>&1 || fail "dpkg still lists lb"
 echo "deb check: removed and purged, nothing left"
 "#;

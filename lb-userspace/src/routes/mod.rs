@@ -231,3 +231,19 @@ pub fn log_changes(changes: &Changes, when: &str) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::PROTOCOL;
+
+    /// The name the Debian package gives the protocol is the number lb uses.
+    #[test]
+    fn the_packaged_protocol_name_is_for_lbs_number() {
+        let conf = include_str!("../../../deploy/iproute2/lb.conf");
+        let entry = conf.lines().find(|l| !l.starts_with('#')).expect("an entry");
+        assert_eq!(
+            entry.split_whitespace().collect::<Vec<_>>(),
+            [PROTOCOL.to_string(), "lb".into()]
+        );
+    }
+}
