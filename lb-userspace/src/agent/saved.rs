@@ -12,7 +12,15 @@ use serde::{Deserialize, Serialize};
 use super::runtime::Admin;
 use crate::datapath::Plan;
 
-#[derive(Serialize, Deserialize)]
+/// What [`save`] writes: [`Saved`] by reference, so saving copies no plan.
+#[derive(Serialize)]
+struct SavedRef<'a> {
+    build_id: &'a str,
+    plan: &'a Plan,
+    backends: &'a [SavedBackend],
+}
+
+#[derive(Deserialize)]
 struct Saved {
     /// Build id of the eBPF object whose maps these are: another build may
     /// lay them out differently, and then nothing can be taken over.
@@ -49,20 +57,21 @@ pub struct State {
 }
 
 /// Writes `plan` and `backends` (atomically: a reader never sees half a
-/// file).
-pub fn save(
-    path: &Path,
-    build_id: &str,
-    plan: &Plan,
-    backends: Vec<SavedBackend>,
-) -> io::Result<()> {
-    let saved = Saved { build_id: build_id.to_owned(), plan: plan.clone(), backends };
-    let text = serde_json::to_string(&saved).map_err(io::Error::other)?;
+/// file), streamed: at 100 services x 100 backends a copy of the plan and
+/// its text in memory were most of the agent's peak (see
+/// `cargo xtask bench agent`). The plan should be compacted
+/// ([`Plan::compact`]): the live tables are in the pinned maps, and a next
+/// agent writes only the tables its own plan changes.
+pub fn save(path: &Path, build_id: &str, plan: &Plan, backends: &[SavedBackend]) -> io::Result<()> {
+    let saved = SavedRef { build_id, plan, backends };
     let tmp = path.with_extension("tmp");
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir)?;
     }
-    fs::write(&tmp, text)?;
+    let mut out = io::BufWriter::new(fs::File::create(&tmp)?);
+    serde_json::to_writer(&mut out, &saved).map_err(io::Error::other)?;
+    io::Write::flush(&mut out)?;
+    drop(out);
     fs::rename(&tmp, path)
 }
 
@@ -94,7 +103,7 @@ mod tests {
             maglev_slots: 0,
             next_service_id: 0,
         };
-        save(&path, "b1", &plan, Vec::new()).unwrap();
+        save(&path, "b1", &plan, &[]).unwrap();
         let text = fs::read_to_string(&path).unwrap().replace(",\"backends\":[]}", "}");
         assert_eq!(text.matches("\"backends\"").count(), 1, "only the plan's: {text}");
         fs::write(&path, text).unwrap();

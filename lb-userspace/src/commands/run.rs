@@ -352,8 +352,9 @@ fn takeover_or_load(
             Ok((plan, dp, old.backends))
         });
         match taken {
-            Ok((plan, dp, backends)) => {
-                saved::save(state, object::EXPECTED_BUILD_ID, &plan, backends.clone())
+            Ok((mut plan, dp, backends)) => {
+                plan.compact();
+                saved::save(state, object::EXPECTED_BUILD_ID, &plan, &backends)
                     .with_context(|| format!("saving {}", state.display()))?;
                 let kept = backends.iter().filter(|b| b.down || b.admin != Admin::Enabled).count();
                 tracing::info!(
@@ -374,10 +375,11 @@ fn takeover_or_load(
             }
         }
     }
-    let plan = datapath::plan(cfg).context("computing the map content")?;
+    let mut plan = datapath::plan(cfg).context("computing the map content")?;
     let mut dp = Datapath::load(obj, &plan, opts)?;
     dp.apply(&plan).context("writing the maps")?;
-    saved::save(state, object::EXPECTED_BUILD_ID, &plan, Vec::new())
+    plan.compact();
+    saved::save(state, object::EXPECTED_BUILD_ID, &plan, &[])
         .with_context(|| format!("saving {}", state.display()))?;
     Ok((plan, dp, Vec::new()))
 }

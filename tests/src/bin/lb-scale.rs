@@ -5,7 +5,8 @@
 //!    rebuild) and write (table to the idle half, record switch), timed.
 //! 2. Memory: `lb run` with 100 services x 100 backends (TCP probes every
 //!    second to unroutable addresses, failing at once: 10 000 probes/s), its
-//!    resident memory read from /proc after 5 s.
+//!    resident memory read from /proc after 5 s; at the XDP hook (native, on
+//!    a veth) and at the tc hook.
 
 use std::{
     fmt::Write as _,
@@ -28,7 +29,9 @@ use lb_userspace::{
 
 fn main() {
     rebuild_and_swap();
-    memory();
+    for attach in ["native", "tc"] {
+        memory(attach);
+    }
 }
 
 fn rebuild_and_swap() {
@@ -67,14 +70,15 @@ fn rebuild_and_swap() {
     );
 }
 
-fn memory() {
+/// The agent's memory with its datapath at the `attach` hook.
+fn memory(attach: &str) {
     let ns = NetNs::new();
     ns.ip("link add lb0 type veth peer name lb1");
     ns.ip("link set lb0 up");
     ns.ip("link set lb1 up");
     let dir = TempDir::new();
     let mut text = format!(
-        "[agent]\ninterfaces = [\"lb0\"]\nmode = \"xdp\"\ncontrol_socket = \"{}\"\npin_dir = \"{}\"\n",
+        "[agent]\ninterfaces = [\"lb0\"]\nmode = \"xdp\"\nattach = \"{attach}\"\ncontrol_socket = \"{}\"\npin_dir = \"{}\"\n",
         dir.0.join("control.sock").display(),
         lb_tests::agent::pin_dir(&dir.0).display()
     );
@@ -109,7 +113,7 @@ fn memory() {
             .unwrap_or_else(|| "?".into())
     };
     println!(
-        "memory, 100 services x 100 backends (TCP probes every 1 s): VmRSS {} kB (anon {} kB, file {} kB, shmem {} kB), threads {} (goal < 50 MB)",
+        "memory, attach = {attach}, 100 services x 100 backends (TCP probes every 1 s): VmRSS {} kB (anon {} kB, file {} kB, shmem {} kB), threads {} (goal < 50 MB)",
         field("VmRSS:"),
         field("RssAnon:"),
         field("RssFile:"),
