@@ -112,7 +112,7 @@ fn main() -> Result<()> {
         out.join(format!("{name}.json")),
         serde_json::to_string_pretty(&report::json(&results, &ctx))? + "\n",
     )?;
-    std::fs::write(out.join(format!("{name}.svg")), svg::chart(&results))?;
+    std::fs::write(out.join(format!("{name}.svg")), svg::chart(&results, &ctx.settings))?;
     println!("{md}");
     println!("written: {}/{name}.{{md,json,svg}}", out.display());
     Ok(())
