@@ -2,7 +2,8 @@
 //! checksum offload and TSO on, GRO off, no XDP program: no NAPI): at the
 //! tc hook, bulk transfers both ways, checked end to end, carried as
 //! super-packets with partial checksums; at the XDP hook, the frames such a
-//! veth loses are counted and explained. Needs root.
+//! veth loses are counted and explained; both hooks in one agent. Needs
+//! root.
 
 use std::{
     net::UdpSocket,
@@ -12,12 +13,14 @@ use std::{
 
 use lb_tests::{
     agent::{TempDir, config, pin_dir},
-    client::{Setup, vip},
+    client::{Conn, Flow, Setup, vip},
     inproc::Server,
     mode::Mode,
     stream::BLOCK,
     topology::{Topology, VIP4, VIP6, backend4, backend6, sock},
 };
+
+const SERVER: &str = env!("CARGO_BIN_EXE_lbt-server");
 
 /// Blocks (of [`BLOCK`] bytes) sent each way.
 const BLOCKS: u64 = 32;
@@ -170,4 +173,51 @@ fn veths_made_after_start_are_recorded_for_redirect_peer() {
     wait("a veth made after start", &|r| r.contains(&new) && r.contains(&old));
     s.topo.lb.ip("link del lbt-new");
     wait("a veth removed", &|r| !r.contains(&new) && r.contains(&old));
+}
+
+/// One agent, two hooks (a NIC uplink at XDP and veths at tc, as a gateway
+/// in front of pods runs): the client side at native XDP by
+/// `[agent.attach_by_interface]`, the backend veths at tc by `auto`. Every
+/// request over TCP and UDP, both families, is answered, by both backends;
+/// status says which hook each interface has and why; nothing is lost.
+#[test]
+fn an_xdp_uplink_and_tc_veths_serve_together() {
+    let topo = Topology::new(2);
+    // The backends' veths receive what XDP redirects from the uplink.
+    topo.peer_xdp();
+    let s = Setup::launch(Some(SERVER), topo, TempDir::new(), &[], |t, d| {
+        let cfg = config(t, d, "maglev", 2).replacen("attach = \"native\"", "attach = \"auto\"", 1);
+        let at = cfg.find("\n[[service]]").expect("a service table");
+        format!("{}\n[agent.attach_by_interface]\nlb-cli = \"native\"\n{}", &cfg[..at], &cfg[at..])
+    });
+    let report = s.lb.report();
+    let hooks: Vec<(String, String)> =
+        report.interfaces.iter().map(|i| (i.name.clone(), i.attach.clone())).collect();
+    assert_eq!(
+        hooks,
+        [("lb-cli", "native"), ("lb-b1", "tc"), ("lb-b2", "tc")]
+            .map(|(i, h)| (i.to_owned(), h.to_owned())),
+        "{}",
+        s.lb.status()
+    );
+    let why = &report.interfaces[0].why;
+    assert!(why.contains("agent.attach_by_interface.lb-cli = \"native\""), "{why}");
+    let mut failures = Vec::new();
+    {
+        let _inside = s.topo.client.enter();
+        for ip in [VIP4, VIP6] {
+            let mut tcp: Vec<String> = (0..40).map(|_| Conn::open(vip(ip, 80)).ask()).collect();
+            let mut udp: Vec<String> = (0..40).map(|_| Flow::open(vip(ip, 5353)).ask()).collect();
+            for (what, names) in [("tcp", &mut tcp), ("udp", &mut udp)] {
+                names.sort();
+                names.dedup();
+                if names.as_slice() != ["b1", "b2"] {
+                    failures.push(format!("{what} to {ip}: answered by {names:?}"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:?}\n{}", s.lb.status());
+    let lost: u64 = s.lb.report().interfaces.iter().map(|i| i.lost.total()).sum();
+    assert_eq!(lost, 0, "{}", s.lb.status());
 }

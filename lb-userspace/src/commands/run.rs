@@ -459,12 +459,7 @@ fn start_xdp(
     dp.set_timeouts(agent::flow_timeouts(cfg)).context("writing the flow timeouts")?;
     let events = dp.take_events()?;
     let syns = dp.syn_view()?;
-    let attached = attach::attach_all(
-        &mut dp,
-        &cfg.agent.interfaces,
-        attach.unwrap_or(cfg.agent.attach),
-        Some(&pins),
-    )?;
+    let attached = attach::attach_all(&mut dp, &cfg.agent.attach_choices(attach), Some(&pins))?;
     if routes::wanted(cfg).iter().any(std::net::IpAddr::is_ipv4) {
         let xdp: Vec<String> = attached
             .iter()

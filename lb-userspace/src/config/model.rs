@@ -3,6 +3,7 @@
 //! Every value here has passed validation, so consumers never re-check ranges
 //! or cross-field rules; a `Config` that exists is one the agent may apply.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,6 +41,9 @@ pub struct Agent {
     pub mode: Mode,
     /// Which hook the datapath is attached at (`agent.attach`).
     pub attach: Attach,
+    /// Per-interface exceptions to `attach` (`[agent.attach_by_interface]`),
+    /// each for an interface `interfaces` lists.
+    pub attach_by_interface: BTreeMap<String, Attach>,
     /// Address of the metrics endpoint; `None` disables it.
     pub metrics_addr: Option<SocketAddr>,
     /// Unix socket the `lb` CLI talks to the running agent through.
@@ -49,6 +53,41 @@ pub struct Agent {
     pub pin_dir: PathBuf,
     /// Whether lb gives every VIP a local route (`agent.vip_routes`).
     pub vip_routes: VipRoutes,
+}
+
+/// One interface's hook choice, and the setting it came from (what
+/// `lb status` gives as the reason for an explicit choice).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachChoice {
+    /// The interface.
+    pub interface: String,
+    /// The choice.
+    pub how: Attach,
+    /// Where it came from, e.g. `agent.attach = "tc"`.
+    pub setting: String,
+}
+
+impl Agent {
+    /// Each interface's hook choice: `cli` (`--attach`) for every interface
+    /// when given, else the interface's `agent.attach_by_interface` entry,
+    /// else `agent.attach`.
+    pub fn attach_choices(&self, cli: Option<Attach>) -> Vec<AttachChoice> {
+        self.interfaces
+            .iter()
+            .map(|iface| {
+                let (how, setting) = match (cli, self.attach_by_interface.get(iface)) {
+                    (Some(a), _) => (a, format!("--attach {}", a.name())),
+                    (None, Some(&a)) => {
+                        (a, format!("agent.attach_by_interface.{iface} = \"{}\"", a.name()))
+                    }
+                    (None, None) => {
+                        (self.attach, format!("agent.attach = \"{}\"", self.attach.name()))
+                    }
+                };
+                AttachChoice { interface: iface.clone(), how, setting }
+            })
+            .collect()
+    }
 }
 
 /// `[splice]`: bounds of the userspace proxy (splice mode only; the XDP

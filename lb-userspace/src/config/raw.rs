@@ -56,6 +56,8 @@ pub(crate) struct RawAgent {
     pub(crate) attach: Option<String>,
     /// The old name of `attach`, still accepted.
     pub(crate) xdp_attach: Option<String>,
+    /// `[agent.attach_by_interface]`: interface name -> hook.
+    pub(crate) attach_by_interface: Option<std::collections::BTreeMap<String, String>>,
     pub(crate) metrics_addr: Option<String>,
     pub(crate) control_socket: Option<String>,
     pub(crate) pin_dir: Option<String>,

@@ -30,7 +30,16 @@ impl fmt::Display for Summary {
         let interfaces = if agent.interfaces.is_empty() {
             "(none)".to_owned()
         } else {
-            agent.interfaces.join(", ")
+            // An interface with a hook of its own shows it: `eth0 (native)`.
+            let named: Vec<String> = agent
+                .interfaces
+                .iter()
+                .map(|i| match agent.attach_by_interface.get(i) {
+                    Some(a) => format!("{i} ({a})"),
+                    None => i.clone(),
+                })
+                .collect();
+            named.join(", ")
         };
         let metrics = agent.metrics_addr.map_or("off".to_owned(), |addr| addr.to_string());
         writeln!(f, "{}", config.source.display())?;

@@ -24,7 +24,7 @@ use super::{
     kernel::{Datapath, DatapathError},
     pins::Pins,
 };
-use crate::config::Attach;
+use crate::config::{Attach, AttachChoice};
 
 /// The hook the datapath runs at on one interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,13 +88,12 @@ pub enum AttachError {
 /// taken over. Interfaces with a peer device are recorded for the tc hook.
 pub fn attach_all(
     dp: &mut Datapath,
-    interfaces: &[String],
-    how: Attach,
+    choices: &[AttachChoice],
     pins: Option<&Pins>,
 ) -> Result<Vec<Attached>, AttachError> {
-    let mut done = Vec::with_capacity(interfaces.len());
-    for iface in interfaces {
-        done.push(attach_one(dp, iface, how, pins)?);
+    let mut done = Vec::with_capacity(choices.len());
+    for choice in choices {
+        done.push(attach_one(dp, choice, pins)?);
     }
     if done.iter().any(|a| a.hook == Hook::Tc) {
         match ifaces::peer_devices() {
@@ -110,15 +109,15 @@ pub fn attach_all(
 
 fn attach_one(
     dp: &mut Datapath,
-    iface: &str,
-    how: Attach,
+    choice: &AttachChoice,
     pins: Option<&Pins>,
 ) -> Result<Attached, AttachError> {
+    let (iface, how) = (choice.interface.as_str(), choice.how);
     let driver = ifaces::driver(iface).unwrap_or_default();
     let (mut hook, mut why) = match how {
-        Attach::Tc => (Hook::Tc, "agent.attach = \"tc\"".to_owned()),
-        Attach::Native => (Hook::Native, "agent.attach = \"native\"".to_owned()),
-        Attach::Generic => (Hook::Generic, "agent.attach = \"generic\"".to_owned()),
+        Attach::Tc => (Hook::Tc, choice.setting.clone()),
+        Attach::Native => (Hook::Native, choice.setting.clone()),
+        Attach::Generic => (Hook::Generic, choice.setting.clone()),
         Attach::Auto if ifaces::has_peer(&driver) => (
             Hook::Tc,
             format!(

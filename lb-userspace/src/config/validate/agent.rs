@@ -1,6 +1,6 @@
 //! `[agent]`: datapath mode, interfaces and the agent's own endpoints.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
 use super::report::{Issue, Report, Scope};
@@ -16,6 +16,7 @@ pub(super) fn check(raw: RawAgent, report: &mut Report) -> Option<Agent> {
     let mode = report
         .take(scope, choice("agent.mode", raw.mode.as_deref(), Mode::Auto, Mode::ALL, Mode::name));
     let attach = attach(&raw, report);
+    let attach_by_interface = attach_by_interface(&raw, report);
     if mode == Some(Mode::Xdp) && raw.interfaces.is_empty() {
         report.add(
             scope,
@@ -47,6 +48,7 @@ pub(super) fn check(raw: RawAgent, report: &mut Report) -> Option<Agent> {
         interfaces: interfaces_ok.then_some(raw.interfaces)?,
         mode: mode?,
         attach: attach?,
+        attach_by_interface: attach_by_interface?,
         metrics_addr: metrics_addr?,
         control_socket: control_socket?,
         pin_dir: pin_dir?,
@@ -71,6 +73,31 @@ fn attach(raw: &RawAgent, report: &mut Report) -> Option<Attach> {
         (text, None) => ("agent.attach", text.as_deref()),
     };
     report.take(&Scope::FILE, choice(field, text, Attach::Auto, Attach::ALL, Attach::name))
+}
+
+/// `[agent.attach_by_interface]`: a hook per interface, each one that
+/// `agent.interfaces` lists.
+fn attach_by_interface(raw: &RawAgent, report: &mut Report) -> Option<BTreeMap<String, Attach>> {
+    let before = report.count();
+    let mut out = BTreeMap::new();
+    for (iface, text) in raw.attach_by_interface.iter().flatten() {
+        let field = format!("agent.attach_by_interface.{iface}");
+        if !raw.interfaces.contains(iface) {
+            report.add(
+                &Scope::FILE,
+                Issue::new(
+                    format!("{field} names an interface agent.interfaces does not list"),
+                    format!("add {iface:?} to agent.interfaces, or remove the entry"),
+                ),
+            );
+            continue;
+        }
+        let choice = choice(&field, Some(text), Attach::Auto, Attach::ALL, Attach::name);
+        if let Some(how) = report.take(&Scope::FILE, choice) {
+            out.insert(iface.clone(), how);
+        }
+    }
+    (report.count() == before).then_some(out)
 }
 
 fn pin_dir(text: Option<&str>) -> Result<PathBuf, Issue> {
@@ -152,6 +179,7 @@ mod tests {
                 interfaces: vec![],
                 mode: Mode::Auto,
                 attach: Attach::Auto,
+                attach_by_interface: BTreeMap::new(),
                 metrics_addr: None,
                 control_socket: PathBuf::from("/run/lb/control.sock"),
                 pin_dir: PathBuf::from("/sys/fs/bpf/lb"),
@@ -181,6 +209,46 @@ mod tests {
             let raw = RawAgent { xdp_attach: Some(attach.name().into()), ..RawAgent::default() };
             assert_eq!(check_raw(raw).expect("valid").attach, attach);
         }
+    }
+
+    #[test]
+    fn an_interface_may_have_its_own_hook_and_the_cli_flag_overrides_all() {
+        let raw = RawAgent {
+            interfaces: vec!["eth0".into(), "veth1".into()],
+            attach: Some("tc".into()),
+            attach_by_interface: Some([("eth0".into(), "native".into())].into()),
+            ..RawAgent::default()
+        };
+        let agent = check_raw(raw).expect("valid");
+        let choices = agent.attach_choices(None);
+        assert_eq!(
+            choices.iter().map(|c| (c.interface.as_str(), c.how)).collect::<Vec<_>>(),
+            [("eth0", Attach::Native), ("veth1", Attach::Tc)]
+        );
+        assert_eq!(choices[0].setting, "agent.attach_by_interface.eth0 = \"native\"");
+        assert_eq!(choices[1].setting, "agent.attach = \"tc\"");
+        let forced = agent.attach_choices(Some(Attach::Generic));
+        assert!(forced.iter().all(|c| c.how == Attach::Generic && c.setting == "--attach generic"));
+    }
+
+    #[test]
+    fn a_hook_for_an_interface_not_listed_or_unknown_is_refused() {
+        refused(
+            RawAgent {
+                interfaces: vec!["eth0".into()],
+                attach_by_interface: Some([("eth1".into(), "tc".into())].into()),
+                ..RawAgent::default()
+            },
+            &["agent.attach_by_interface.eth1", "add \"eth1\" to agent.interfaces"],
+        );
+        refused(
+            RawAgent {
+                interfaces: vec!["eth0".into()],
+                attach_by_interface: Some([("eth0".into(), "xdp".into())].into()),
+                ..RawAgent::default()
+            },
+            &["agent.attach_by_interface.eth0 \"xdp\" is not supported", "\"native\""],
+        );
     }
 
     #[test]
