@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use lb_tests::{
     agent::{TempDir, agent_table, wait_for},
-    client::{Conn, Setup, count, vip},
+    client::{Conn, Load, Setup, count, vip},
     dnsmasq::{Dnsmasq, Srv},
     mode::Mode,
     topology::{Topology, VIP4, backend4},
@@ -151,6 +151,8 @@ fn a_records_follow_dns(mode: Mode) {
     assert!(status.contains(&format!("dns {NAME} (a) via 127.0.0.1:5300: 2 backends")), "{status}");
     let mut held = Held::open(&s, 30);
     assert_eq!(count(&held.names).len(), 2, "{:?}", count(&held.names));
+    // New connections one after another through every change below.
+    let load = Load::start(s.topo.client.name(), vip(VIP4, 80), Duration::from_secs(1));
 
     // Added.
     let at = dnsmasq.set_hosts(&refs(&a_hosts(&[1, 2, 3])));
@@ -181,8 +183,8 @@ fn a_records_follow_dns(mode: Mode) {
     assert!(during.last_error.is_some(), "{during:?}");
     assert_eq!(count(&fresh(&s, 40)).len(), 2, "still balanced over the last set");
     held.check(&s, "a DNS outage");
-    let metrics = s.lb.cli_ok(&["status", "--json"]);
-    assert!(metrics.contains("\"failures\""), "{metrics}");
+    let json = s.lb.cli_ok(&["status", "--json"]);
+    assert!(json.contains("\"failures\": ") && json.contains("\"last_error\": \""), "{json}");
     dnsmasq.restart();
     wait_for(Duration::from_secs(10), "an answer after the outage", || {
         (dns(&s).resolutions > during.resolutions).then_some(())
@@ -203,6 +205,19 @@ fn a_records_follow_dns(mode: Mode) {
     assert_eq!(count(&fresh(&s, 40)).len(), 2);
     held.check(&s, "an NXDOMAIN");
     more.check(&s, "an NXDOMAIN");
+
+    // A reload keeps the DNS backends (and resolves at once: NXDOMAIN
+    // still, so the set stays).
+    let empty = dns(&s).empty;
+    s.lb.cli_ok(&["reload"]);
+    wait_for(Duration::from_secs(5), "a resolution after the reload", || {
+        (dns(&s).empty > empty).then_some(())
+    });
+    assert_eq!(from_dns(&s), [(2, 1), (3, 1)], "a reload keeps the DNS backends");
+    held.check(&s, "a reload");
+    let (ok, failed) = load.stop();
+    eprintln!("[dns {}] {ok} new connections through the changes, {failed} failed", mode.name());
+    assert!(ok > 0 && failed == 0, "{failed} of {} new connections failed", ok + failed);
     drop(dnsmasq);
 }
 

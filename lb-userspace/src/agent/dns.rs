@@ -294,3 +294,59 @@ pub fn resolve_at_start(cfg: &Config) -> anyhow::Result<(Config, BTreeMap<String
     }
     Ok((cfg, states))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(dns: bool, file: &[&str]) -> Config {
+        let mut text = String::from("[[service]]\nname = \"web\"\nvip = \"10.0.0.100:80\"\n");
+        if dns {
+            text += "dns = { name = \"web.example\", port = 80 }\n";
+        }
+        for b in file {
+            text += &format!("[[service.backend]]\naddr = \"{b}\"\n");
+        }
+        crate::config::parse(&text, std::path::Path::new("lb.toml")).expect("valid")
+    }
+
+    fn from_dns(addr: &str) -> Backend {
+        Backend { addr: addr.parse().expect("addr"), weight: 2, dns: Some("web.example".into()) }
+    }
+
+    fn addrs(c: &Config) -> Vec<String> {
+        c.services[0].backends.iter().map(|b| b.addr.to_string()).collect()
+    }
+
+    #[test]
+    fn a_new_set_replaces_only_the_dns_backends() {
+        let base = cfg(true, &["10.0.1.9:80"]);
+        let one =
+            with_dns_backends(&base, "web", &[from_dns("10.0.1.1:80"), from_dns("10.0.1.2:80")]);
+        assert_eq!(addrs(&one), ["10.0.1.9:80", "10.0.1.1:80", "10.0.1.2:80"]);
+        let two = with_dns_backends(&one, "web", &[from_dns("10.0.1.3:80")]);
+        assert_eq!(addrs(&two), ["10.0.1.9:80", "10.0.1.3:80"]);
+        assert_eq!(addrs(&with_dns_backends(&two, "web", &[])), ["10.0.1.9:80"]);
+    }
+
+    #[test]
+    fn a_reload_keeps_the_last_set_less_what_the_file_now_lists() {
+        let mut states = BTreeMap::from([(
+            "web".to_owned(),
+            DnsState {
+                backends: vec![from_dns("10.0.1.1:80"), from_dns("10.0.1.2:80")],
+                ..Default::default()
+            },
+        )]);
+        let mut reloaded = cfg(true, &["10.0.1.2:80"]);
+        keep_across_reload(&mut reloaded, &mut states);
+        assert_eq!(addrs(&reloaded), ["10.0.1.2:80", "10.0.1.1:80"]);
+        assert_eq!(reloaded.services[0].backends[0].dns, None, "the file's entry wins");
+        assert_eq!(states["web"].backends.len(), 1);
+        // The dns table gone: so are its backends and its state.
+        let mut plain = cfg(false, &["10.0.1.9:80"]);
+        keep_across_reload(&mut plain, &mut states);
+        assert_eq!(addrs(&plain), ["10.0.1.9:80"]);
+        assert!(states.is_empty());
+    }
+}

@@ -28,12 +28,14 @@ pub struct Found {
 ///   gives weight 0 a small share, never none);
 /// - an address found twice (two SRV records, or two targets with one
 ///   address) is one backend whose weight is the sum, up to the maximum;
-/// - addresses of the VIP's other family, and the file's own backends
-///   (which the file's weight governs), are left out.
+/// - addresses of the VIP's other family, the VIP itself (traffic would
+///   loop), and the file's own backends (which the file's weight governs)
+///   are left out.
 pub fn backends(found: &[Found], vip: SocketAddr, file: &[Backend]) -> Vec<Backend> {
     let usable = |f: &&Found| {
         f.addr.is_ipv4() == vip.is_ipv4()
             && f.addr.port() != 0
+            && (f.addr.ip(), f.addr.port()) != (vip.ip(), vip.port())
             && !file.iter().any(|b| (b.addr.ip(), b.addr.port()) == (f.addr.ip(), f.addr.port()))
     };
     let Some(best) = found.iter().filter(usable).map(|f| f.priority).min() else {
