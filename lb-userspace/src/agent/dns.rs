@@ -129,12 +129,22 @@ impl Agent {
         };
         let diff = Diff::between(&state.backends, &set);
         if let Err(e) = apply_set(&mut st, service, &set, &self.state_file) {
-            let state = st.dns.entry(service.to_owned()).or_default();
-            state.fail(
-                format!("applying the answer failed, the last set stays: {e}"),
-                SystemTime::now(),
-            );
-            tracing::error!(service, name = %dns.name, "DNS: applying the answer failed, the last set stays: {e}");
+            // Ids are never reused while the datapath runs (a flow pinned to
+            // a removed backend must not reach a newcomer), so a name that
+            // keeps giving new addresses uses them up.
+            let advice = match &e {
+                super::ChangeError::Plan(crate::datapath::PlanError::TooMany {
+                    what: "backends",
+                    ..
+                }) => {
+                    "; every new address DNS gave took a backend id: `lb stop`, then start lb, \
+                     renumbers them (established flows break)"
+                }
+                _ => "",
+            };
+            let why = format!("applying the answer failed, the last set stays: {e}{advice}");
+            tracing::error!(service, name = %dns.name, "DNS: {why}");
+            st.dns.entry(service.to_owned()).or_default().fail(why, SystemTime::now());
             return delay;
         }
         let state = st.dns.entry(service.to_owned()).or_default();

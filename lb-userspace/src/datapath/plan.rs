@@ -503,6 +503,34 @@ mod tests {
     }
 
     #[test]
+    fn new_addresses_use_up_the_ids_then_the_change_is_refused() {
+        let configured = |_: &str, b: &Backend| Effective::configured(b);
+        let base = cfg("[[service]]\nname = \"web\"\nvip = \"10.255.0.100:80\"\ntable_size = 7\n\
+             [[service.backend]]\naddr = \"10.0.0.0:80\"\n");
+        // Parsed once, the address changed in place: a name that gives a
+        // new address at every answer.
+        let one = |i: u32| {
+            let mut c = base.clone();
+            c.services[0].backends[0].addr =
+                SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 80));
+            c
+        };
+        let mut p = plan(&one(0)).unwrap();
+        for i in 1..MAX_BACKENDS {
+            p = replan(&p, &one(i), &configured).unwrap();
+            p.compact();
+        }
+        assert_eq!(p.backends.len(), MAX_BACKENDS as usize);
+        // Back to an address it had: its old id, no new one.
+        let back = replan(&p, &one(5), &configured).unwrap();
+        assert_eq!(back.services[0].backend_ids, vec![5]);
+        match replan(&p, &one(MAX_BACKENDS + 1), &configured) {
+            Err(PlanError::TooMany { what: "backends", .. }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn a_down_backend_leaves_the_table_and_regains_exactly_its_slots() {
         let old = plan(&cfg(TWO)).unwrap();
         let c = cfg(TWO);
