@@ -128,9 +128,14 @@ impl fmt::Display for Summary {
         let backends = config.backend_count();
         // Every line, the last included, ends in a newline, so the summary
         // can be printed as is.
+        let names = config.services.iter().filter(|s| s.dns.is_some()).count();
+        let from_dns = match names {
+            0 => String::new(),
+            n => format!(", plus those of {n} DNS name{}", plural(n)),
+        };
         writeln!(
             f,
-            "config OK: {services} service{}, {backends} backend{}",
+            "config OK: {services} service{}, {backends} backend{}{from_dns}",
             plural(services),
             plural(backends)
         )
@@ -228,7 +233,10 @@ mod tests {
             ),
             "{out}"
         );
-        assert!(out.contains("config OK: 1 service, 0 backends"), "{out}");
+        assert!(
+            out.contains("config OK: 1 service, 0 backends, plus those of 1 DNS name\n"),
+            "{out}"
+        );
     }
 
     #[test]
