@@ -11,7 +11,7 @@ use lb_tests::{
     client::{Conn, Load, Setup, count, vip},
     dnsmasq::{Dnsmasq, Srv},
     mode::Mode,
-    topology::{Topology, VIP4, backend4},
+    topology::{Topology, VIP4, VIP6, backend4, backend6},
 };
 use lb_userspace::control::protocol::{DnsStatus, ServiceStatus};
 
@@ -133,7 +133,7 @@ fn until_status(s: &Setup, want: &[(usize, u32)], from: Instant) -> Duration {
 }
 
 fn report(mode: Mode, what: &str, took: Duration) {
-    eprintln!("[dns {}] {what}: {} ms after the DNS change", mode.name(), took.as_millis());
+    eprintln!("[dns {mode:?}] {what}: {} ms after the DNS change", took.as_millis());
     assert!(took <= WITHIN, "{what} took {took:?}, more than {WITHIN:?}");
 }
 
@@ -216,7 +216,7 @@ fn a_records_follow_dns(mode: Mode) {
     assert_eq!(from_dns(&s), [(2, 1), (3, 1)], "a reload keeps the DNS backends");
     held.check(&s, "a reload");
     let (ok, failed) = load.stop();
-    eprintln!("[dns {}] {ok} new connections through the changes, {failed} failed", mode.name());
+    eprintln!("[dns {mode:?}] {ok} new connections through the changes, {failed} failed");
     assert!(ok > 0 && failed == 0, "{failed} of {} new connections failed", ok + failed);
     drop(dnsmasq);
 }
@@ -285,6 +285,80 @@ fn srv_records_follow_dns(mode: Mode) {
     drop(dnsmasq);
 }
 
+/// DNS down when lb starts: the service starts empty (new connections are
+/// refused or dropped, nothing else breaks), and takes the name's backends
+/// once the server answers.
+fn a_name_unresolvable_at_start_is_resolved_later(mode: Mode) {
+    let topo = Topology::new(2);
+    mode.prepare(&topo);
+    let dir = TempDir::new();
+    let mut dnsmasq = Dnsmasq::start(&topo.lb, &dir.0, 30, &refs(&a_hosts(&[1, 2])), &[]);
+    dnsmasq.stop();
+    let dns_table = format!("name = \"{NAME}\", port = 80, interval = \"{}s\"", INTERVAL.as_secs());
+    let s = Setup::launch(Some(SERVER), topo, dir, &[], |t, d| config(t, d, mode, &dns_table, &[]));
+    assert_eq!(s.mode, mode, "{}", s.lb.status());
+    assert!(from_dns(&s).is_empty());
+    let d = dns(&s);
+    assert!(d.failures >= 1 && d.last_success_unix_ms.is_none(), "{d:?}");
+    {
+        let _in = s.topo.client.enter();
+        let vip = vip(VIP4, 80);
+        let refused = std::net::TcpStream::connect_timeout(&vip, Duration::from_millis(300))
+            .ok()
+            .and_then(|c| Conn::from_stream(c).try_ask());
+        assert_eq!(refused, None, "a service with no backend answers nothing");
+    }
+    dnsmasq.restart();
+    let at = Instant::now();
+    report(mode, "first answer applied", until_status(&s, &[(1, 1), (2, 1)], at));
+    assert_eq!(count(&fresh(&s, 30)).len(), 2);
+    drop(dnsmasq);
+}
+
+/// AAAA records for an IPv6 VIP (XDP mode).
+#[test]
+fn aaaa_records_for_an_ipv6_vip() {
+    let mode = Mode::Xdp;
+    let topo = Topology::new(3);
+    let dir = TempDir::new();
+    let hosts = |v: &[usize]| -> Vec<(String, String)> {
+        v.iter().map(|&i| (backend6(i).to_string(), NAME.to_owned())).collect()
+    };
+    let dnsmasq = Dnsmasq::start(&topo.lb, &dir.0, 30, &refs(&hosts(&[1, 2])), &[]);
+    let cfg = |t: &Topology, d: &std::path::Path| {
+        config(t, d, mode, &format!("name = \"{NAME}\", port = 80, interval = \"1s\""), &[])
+            .replace(&format!("vip = \"{VIP4}:80\""), &format!("vip = \"[{VIP6}]:80\""))
+    };
+    let s = Setup::launch(Some(SERVER), topo, dir, &[], cfg);
+    let v6 = |s: &Setup| -> Vec<String> {
+        let mut v: Vec<String> =
+            web(s).backends.iter().filter(|b| b.dns.is_some()).map(|b| b.addr.clone()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(v6(&s), ["[fd00:200:1::1]:80", "[fd00:200:2::1]:80"]);
+    let vip6 = vip(VIP6, 80);
+    let mut held = {
+        let _in = s.topo.client.enter();
+        let mut c: Vec<Conn> = (0..20).map(|_| s.conn(vip6)).collect();
+        let names: Vec<String> = c.iter_mut().map(Conn::ask).collect();
+        (c, names)
+    };
+    let at = dnsmasq.set_hosts(&refs(&hosts(&[1, 2, 3])));
+    let took = {
+        let _in = s.topo.client.enter();
+        wait_for(Duration::from_secs(10), "a new IPv6 connection reaching b3", || {
+            (0..4).any(|_| s.conn(vip6).ask() == "b3").then(|| at.elapsed())
+        })
+    };
+    report(mode, "AAAA backend added reached", took);
+    let _in = s.topo.client.enter();
+    for (c, name) in held.0.iter_mut().zip(&held.1) {
+        assert_eq!(c.try_ask().as_deref(), Some(name.as_str()), "established IPv6 connection kept");
+    }
+    drop(dnsmasq);
+}
+
 /// The case in XDP (native hook) and splice mode.
 macro_rules! xdp_and_splice {
     ($($case:ident),*) => {
@@ -292,4 +366,14 @@ macro_rules! xdp_and_splice {
     };
 }
 
-xdp_and_splice!(a_records_follow_dns, srv_records_follow_dns);
+xdp_and_splice!(
+    a_records_follow_dns,
+    srv_records_follow_dns,
+    a_name_unresolvable_at_start_is_resolved_later
+);
+lb_tests::in_modes!(a_records_follow_dns_at_tc[tc = Tc]);
+
+/// The A-record case at the tc hook too (the same datapath, another hook).
+fn a_records_follow_dns_at_tc(mode: Mode) {
+    a_records_follow_dns(mode)
+}
