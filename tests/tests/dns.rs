@@ -315,6 +315,39 @@ fn a_name_unresolvable_at_start_is_resolved_later(mode: Mode) {
     drop(dnsmasq);
 }
 
+/// A restart while DNS is down (XDP: the datapath is taken over): the new
+/// agent starts with the backends the previous one had from DNS, not with
+/// none, established connections keep theirs, and the name's next answer
+/// applies.
+#[test]
+fn a_restart_during_a_dns_outage_keeps_the_last_set() {
+    let mode = Mode::Xdp;
+    let topo = Topology::new(3);
+    let dir = TempDir::new();
+    let mut dnsmasq = Dnsmasq::start(&topo.lb, &dir.0, 30, &refs(&a_hosts(&[1, 2])), &[]);
+    let dns_table = format!("name = \"{NAME}\", port = 80, interval = \"{}s\"", INTERVAL.as_secs());
+    let mut s =
+        Setup::launch(Some(SERVER), topo, dir, &[], |t, d| config(t, d, mode, &dns_table, &[]));
+    assert_eq!(from_dns(&s), [(1, 1), (2, 1)]);
+    let mut held = Held::open(&s, 30);
+    dnsmasq.stop();
+    s.lb.terminate();
+    let path = s.dir.0.join("lb.toml");
+    s.lb = lb_tests::agent::start_lb(&s.topo, &path, &s.dir.0);
+    let status = s.lb.status();
+    assert!(status.contains("taken over"), "{status}");
+    assert_eq!(from_dns(&s), [(1, 1), (2, 1)], "the last set, not none");
+    assert!(s.lb.log().contains("starting with the backends the previous agent had"));
+    assert_eq!(count(&fresh(&s, 30)).len(), 2, "new connections reach both");
+    held.check(&s, "a restart during a DNS outage");
+    // DNS back, with a change: applied.
+    dnsmasq.restart();
+    let at = dnsmasq.set_hosts(&refs(&a_hosts(&[2, 3])));
+    report(mode, "first change after the restart applied", until_status(&s, &[(2, 1), (3, 1)], at));
+    held.check(&s, "the change after the restart");
+    drop(dnsmasq);
+}
+
 /// AAAA records for an IPv6 VIP (XDP mode).
 #[test]
 fn aaaa_records_for_an_ipv6_vip() {

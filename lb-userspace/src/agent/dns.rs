@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use super::{Agent, State, change, runtime};
+use super::{Agent, State, change, runtime, saved::SavedDnsBackend};
 use crate::{
     config::{Backend, Config, Dns},
     dns::{
@@ -24,6 +24,11 @@ use crate::{
 /// A resolution that takes longer than this counts as failed: the resolver
 /// has its own query timeout, this bounds a whole SRV answer.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What tells two backends apart (an IPv6 scope id does not).
+fn identity(a: SocketAddr) -> (std::net::IpAddr, u16) {
+    (a.ip(), a.port())
+}
 
 /// `cfg` with `service`'s DNS backends replaced by `set`.
 fn with_dns_backends(cfg: &Config, service: &str, set: &[Backend]) -> Config {
@@ -246,9 +251,15 @@ async fn resolve_bounded(
 
 /// Before the datapath starts: resolves every DNS service of `cfg` once (at
 /// most [`RESOLVE_TIMEOUT`] in all, the services in parallel), so it starts
-/// with its DNS backends. A failure leaves a service with the file's
-/// backends (or none) until its task gets an answer.
-pub fn resolve_at_start(cfg: &Config) -> anyhow::Result<(Config, BTreeMap<String, DnsState>)> {
+/// with its DNS backends. Where the answer is refused by the rules (no
+/// answer; empty, without `allow_empty`), the last set is the one the
+/// previous agent saved (`previous`), as it would be for a running agent;
+/// with none, the service has the file's backends (or none) until its task
+/// gets an answer.
+pub fn resolve_at_start(
+    cfg: &Config,
+    previous: &[SavedDnsBackend],
+) -> anyhow::Result<(Config, BTreeMap<String, DnsState>)> {
     use anyhow::Context;
     let mut states = BTreeMap::new();
     let jobs: Vec<(String, Dns, SocketAddr)> =
@@ -292,13 +303,30 @@ pub fn resolve_at_start(cfg: &Config) -> anyhow::Result<(Config, BTreeMap<String
                 state.backends = set;
                 state.changes = 1;
             }
-            Verdict::Keep => tracing::warn!(
-                service,
-                name = %dns.name,
-                "DNS: no backends at start ({}); retrying every {:?}",
-                state.last_error.as_ref().map_or("", |e| e.1.as_str()),
-                dns.interval
-            ),
+            Verdict::Keep => {
+                let why = state.last_error.as_ref().map_or("", |e| e.1.as_str()).to_owned();
+                let file = svc.backends.clone();
+                state.backends = previous
+                    .iter()
+                    .filter(|p| p.service == service && p.addr.is_ipv4() == vip.is_ipv4())
+                    .filter(|p| !file.iter().any(|f| identity(f.addr) == identity(p.addr)))
+                    .map(|p| Backend {
+                        addr: p.addr,
+                        weight: p.weight,
+                        dns: Some(p.record.clone()),
+                    })
+                    .take(svc.table_size.saturating_sub(file.len() as u32) as usize)
+                    .collect();
+                svc.backends.extend(state.backends.iter().cloned());
+                tracing::warn!(
+                    service,
+                    name = %dns.name,
+                    kept = state.backends.len(),
+                    "DNS: no usable answer at start ({why}); starting with the backends the \
+                     previous agent had from it (kept), retrying every {:?}",
+                    dns.interval
+                );
+            }
         }
         states.insert(service, state);
     }

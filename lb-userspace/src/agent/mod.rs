@@ -455,7 +455,9 @@ fn change(
     fwd.apply_change(old, &plan)?;
     plan.compact();
     let backends = runtime::to_saved(runtimes);
-    if let Err(e) = saved::save(state_file, crate::object::EXPECTED_BUILD_ID, &plan, backends) {
+    let dns = saved::dns_of(config);
+    if let Err(e) = saved::save(state_file, crate::object::EXPECTED_BUILD_ID, &plan, backends, dns)
+    {
         tracing::warn!(
             "saving {}: {e}; a restart will not take the datapath over",
             state_file.display()

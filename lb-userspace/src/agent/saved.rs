@@ -22,6 +22,40 @@ struct Saved {
     /// enabled and up, as a fresh start would.
     #[serde(default)]
     backends: Vec<SavedBackend>,
+    /// The backends DNS gave, so the next agent has them if DNS does not
+    /// answer when it starts. Absent in older files.
+    #[serde(default)]
+    dns: Vec<SavedDnsBackend>,
+}
+
+/// A backend a service had from DNS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedDnsBackend {
+    /// Its service's name.
+    pub service: String,
+    /// Its address.
+    pub addr: SocketAddr,
+    /// The weight DNS gave it.
+    pub weight: u32,
+    /// The record it came from.
+    pub record: String,
+}
+
+/// The DNS backends of `cfg`, to save.
+pub fn dns_of(cfg: &crate::config::Config) -> Vec<SavedDnsBackend> {
+    cfg.services
+        .iter()
+        .flat_map(|s| {
+            s.backends.iter().filter_map(|b| {
+                Some(SavedDnsBackend {
+                    service: s.name.clone(),
+                    addr: b.addr,
+                    weight: b.weight,
+                    record: b.dns.clone()?,
+                })
+            })
+        })
+        .collect()
 }
 
 /// One backend's state as the agent last knew it.
@@ -46,17 +80,20 @@ pub struct State {
     pub plan: Plan,
     /// Backend states.
     pub backends: Vec<SavedBackend>,
+    /// The backends DNS gave.
+    pub dns: Vec<SavedDnsBackend>,
 }
 
-/// Writes `plan` and `backends` (atomically: a reader never sees half a
-/// file).
+/// Writes `plan`, `backends` and `dns` (atomically: a reader never sees
+/// half a file).
 pub fn save(
     path: &Path,
     build_id: &str,
     plan: &Plan,
     backends: Vec<SavedBackend>,
+    dns: Vec<SavedDnsBackend>,
 ) -> io::Result<()> {
-    let saved = Saved { build_id: build_id.to_owned(), plan: plan.clone(), backends };
+    let saved = Saved { build_id: build_id.to_owned(), plan: plan.clone(), backends, dns };
     let text = serde_json::to_string(&saved).map_err(io::Error::other)?;
     let tmp = path.with_extension("tmp");
     if let Some(dir) = path.parent() {
@@ -77,7 +114,7 @@ pub fn load(path: &Path, build_id: &str) -> Result<State, String> {
             saved.build_id
         ));
     }
-    Ok(State { plan: saved.plan, backends: saved.backends })
+    Ok(State { plan: saved.plan, backends: saved.backends, dns: saved.dns })
 }
 
 #[cfg(test)]
@@ -94,13 +131,13 @@ mod tests {
             maglev_slots: 0,
             next_service_id: 0,
         };
-        save(&path, "b1", &plan, Vec::new()).unwrap();
-        let text = fs::read_to_string(&path).unwrap().replace(",\"backends\":[]}", "}");
+        save(&path, "b1", &plan, Vec::new(), Vec::new()).unwrap();
+        let text = fs::read_to_string(&path).unwrap().replace(",\"backends\":[],\"dns\":[]}", "}");
         assert_eq!(text.matches("\"backends\"").count(), 1, "only the plan's: {text}");
         fs::write(&path, text).unwrap();
         let state = load(&path, "b1").unwrap();
         assert_eq!(state.plan, plan);
-        assert!(state.backends.is_empty());
+        assert!(state.backends.is_empty() && state.dns.is_empty());
         assert!(load(&path, "b2").unwrap_err().contains("another build"));
         let _ = fs::remove_dir_all(dir);
     }

@@ -43,8 +43,13 @@ pub fn run(
     // Several threads: in splice mode they move the bytes.
     // First, so a running agent is found before anything of it is touched.
     let socket = ControlSocket::bind(&cfg.agent.control_socket)?;
-    // DNS services start with the backends their names have now.
-    let (cfg, dns_states) = agent::dns::resolve_at_start(&cfg)?;
+    // DNS services start with the backends their names have now, or, when
+    // DNS does not answer, those the previous agent last had from it.
+    let previous =
+        saved::load(&pins::state_file(&cfg.agent.control_socket), object::EXPECTED_BUILD_ID)
+            .map(|s| s.dns)
+            .unwrap_or_default();
+    let (cfg, dns_states) = agent::dns::resolve_at_start(&cfg, &previous)?;
     let splice = |why: &str| -> Result<(tokio::runtime::Runtime, Started)> {
         // Splice mode moves the bytes: one worker per core.
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -367,8 +372,14 @@ fn takeover_or_load(
         });
         match taken {
             Ok((plan, dp, backends)) => {
-                saved::save(state, object::EXPECTED_BUILD_ID, &plan, backends.clone())
-                    .with_context(|| format!("saving {}", state.display()))?;
+                saved::save(
+                    state,
+                    object::EXPECTED_BUILD_ID,
+                    &plan,
+                    backends.clone(),
+                    saved::dns_of(cfg),
+                )
+                .with_context(|| format!("saving {}", state.display()))?;
                 let kept = backends.iter().filter(|b| b.down || b.admin != Admin::Enabled).count();
                 tracing::info!(
                     pins = %pins.dir().display(),
@@ -391,7 +402,7 @@ fn takeover_or_load(
     let plan = datapath::plan(cfg).context("computing the map content")?;
     let mut dp = Datapath::load(obj, &plan, opts)?;
     dp.apply(&plan).context("writing the maps")?;
-    saved::save(state, object::EXPECTED_BUILD_ID, &plan, Vec::new())
+    saved::save(state, object::EXPECTED_BUILD_ID, &plan, Vec::new(), saved::dns_of(cfg))
         .with_context(|| format!("saving {}", state.display()))?;
     Ok((plan, dp, Vec::new()))
 }
