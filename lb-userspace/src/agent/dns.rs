@@ -52,9 +52,7 @@ pub(super) fn keep_across_reload(cfg: &mut Config, dns: &mut BTreeMap<String, Dn
         let file: Vec<Backend> = svc.backends.clone();
         state.backends.retain(|b| {
             b.addr.is_ipv4() == svc.vip.is_ipv4()
-                && !file
-                    .iter()
-                    .any(|f| (f.addr.ip(), f.addr.port()) == (b.addr.ip(), b.addr.port()))
+                && !file.iter().any(|f| identity(f.addr) == identity(b.addr))
         });
         svc.backends.extend(state.backends.iter().cloned());
     }
@@ -107,10 +105,13 @@ impl Agent {
     pub fn on_dns(&self, service: &str, outcome: Outcome) -> Duration {
         let started = Instant::now();
         let mut st = self.lock();
+        // A task of a service a reload just removed (or whose dns table it
+        // removed) until it is aborted: nothing to do.
+        let idle = crate::config::defaults::DNS_MIN_INTERVAL;
         let Some(svc) = st.config.services.iter().find(|s| s.name == service) else {
-            return Duration::from_secs(1);
+            return idle;
         };
-        let Some(dns) = svc.dns.clone() else { return Duration::from_secs(1) };
+        let Some(dns) = svc.dns.clone() else { return idle };
         let file: Vec<Backend> = svc.backends.iter().filter(|b| b.dns.is_none()).cloned().collect();
         let (vip, table_size) = (svc.vip, svc.table_size);
         let state = st.dns.entry(service.to_owned()).or_default();
@@ -225,11 +226,16 @@ pub fn spawn(agent: &Arc<Agent>, now: bool) -> Vec<tokio::task::JoinHandle<()>> 
             let agent = agent.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(job.first).await;
-                let resolver = resolve::resolver(&job.dns);
+                // Made until it is made: an unreadable /etc/resolv.conf may
+                // be fixed meanwhile.
+                let mut resolver = None;
                 loop {
-                    let outcome = match &resolver {
-                        Ok(r) => resolve_bounded(r, &job.dns, job.vip).await,
-                        Err(e) => Outcome::Failed(e.clone()),
+                    let outcome = match resolver.as_ref() {
+                        Some(r) => resolve_bounded(r, &job.dns, job.vip).await,
+                        None => match resolve::resolver(&job.dns) {
+                            Ok(r) => resolve_bounded(resolver.insert(r), &job.dns, job.vip).await,
+                            Err(e) => Outcome::Failed(e),
+                        },
                     };
                     let wait = agent.on_dns(&job.service, outcome);
                     tokio::time::sleep(wait).await;
