@@ -248,6 +248,11 @@ fn srv_records_follow_dns(mode: Mode) {
     assert_eq!(s.mode, mode, "{}", s.lb.status());
     assert_eq!(from_dns(&s), [(1, 1), (2, 1)]);
     assert_eq!(web(&s).backends.len(), 3, "the file's backend beside DNS's");
+    let status = s.lb.status();
+    assert!(
+        status.contains("10.200.1.1:80 w1 dns b1.svc.test"),
+        "the SRV target is shown:\n{status}"
+    );
     let mut held = Held::open(&s, 40);
     assert_eq!(count(&held.names).len(), 3, "{:?}", count(&held.names));
 

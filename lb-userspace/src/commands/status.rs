@@ -136,7 +136,13 @@ fn render(r: &StatusReport) -> String {
             let _ = writeln!(out, "  {}", dns_line(d));
         }
         for b in &s.backends {
-            let from = if b.dns.is_some() { " dns" } else { "" };
+            // The record it came from when that says more than the name
+            // (an SRV target).
+            let from = match (&b.dns, &s.dns) {
+                (Some(r), Some(d)) if *r != d.name => format!(" dns {r}"),
+                (Some(_), _) => " dns".to_owned(),
+                (None, _) => String::new(),
+            };
             let name = format!("  {} w{}{from}", b.addr, b.weight);
             let cols = [
                 b.state.as_str(),
