@@ -6,6 +6,7 @@
 //!   domain types everything else uses.
 //! - [`datapath`]: the XDP program from userspace: map content for a config,
 //!   loading, attaching, counters.
+//! - [`dns`]: backends resolved from DNS names, and the rules on answers.
 //! - [`health`]: active probes and consecutive-result health state.
 //! - [`metrics`]: the HTTP endpoint: Prometheus metrics, the status page and its JSON.
 //! - [`routes`]: a local route for every VIP on the lb host (rtnetlink).
@@ -17,6 +18,7 @@ pub mod agent;
 pub mod config;
 pub mod control;
 pub mod datapath;
+pub mod dns;
 pub mod health;
 pub mod metrics;
 pub mod object;

@@ -4,6 +4,7 @@
 //!   scratch, so golden expectations never reuse the datapath's own code.
 //! - [`bulk`]: bulk TCP transfers checked end to end, against a deadline.
 //! - [`browser`]: headless Chromium in a namespace (DOM dumps, screenshots).
+//! - [`dnsmasq`]: a real DNS server whose records a test changes.
 //! - [`fixture`]: the golden-packet namespace and BPF_PROG_TEST_RUN.
 //! - [`netns`]: network namespaces with unique names, removed on drop.
 //! - [`flood`]: a bounded flood of new flows from a raw socket.
@@ -20,6 +21,7 @@ pub mod agent;
 pub mod browser;
 pub mod bulk;
 pub mod client;
+pub mod dnsmasq;
 pub mod fixture;
 pub mod flood;
 pub mod icmp;

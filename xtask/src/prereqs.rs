@@ -33,6 +33,11 @@ pub const TEST_PACKAGES: &[&str] = &["iproute2", "ethtool"];
 /// test loads the page in (about 350 MB with its libraries).
 pub const BROWSER_PACKAGES: &[&str] = &["chromium"];
 
+/// What only the DNS test runs: dnsmasq, as the DNS server whose records
+/// it changes. `dnsmasq-base` is the binary alone: the `dnsmasq` package
+/// would also start a system-wide server on port 53.
+pub const DNS_PACKAGES: &[&str] = &["dnsmasq-base"];
+
 /// The bpf-linker release known to work with Debian's LLVM 22.
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 

@@ -18,6 +18,7 @@ pub fn run(root: &Path) -> Result<()> {
     let tc = toolchain::ensure(root)?;
     prereqs::ensure_packages(prereqs::TEST_PACKAGES, "")?;
     prereqs::ensure_packages(prereqs::BROWSER_PACKAGES, "")?;
+    prereqs::ensure_packages(prereqs::DNS_PACKAGES, "")?;
     eprintln!("{tc}");
     ebpf::build(root, &tc, Profile::Release)?;
     ebpf::clippy(root, &tc)?;

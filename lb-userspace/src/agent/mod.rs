@@ -6,6 +6,7 @@
 //! way: compute the new plan from config + runtime state, write new tables
 //! beside the live ones, switch each service record atomically.
 
+pub mod dns;
 mod flow;
 pub mod forwarder;
 pub mod passive;
@@ -60,6 +61,9 @@ pub struct Agent {
     reloaded: tokio::sync::Notify,
     /// Woken by `lb stop`.
     stopping: tokio::sync::Notify,
+    /// Woken after DNS changed a service's backends, so the probes are
+    /// respawned.
+    dns_changed: tokio::sync::Notify,
     /// Why the datapath is the one it is, for `lb status`.
     mode_reason: Option<String>,
     /// Where the datapath is pinned.
@@ -89,6 +93,8 @@ struct State {
     probe_durations: BTreeMap<String, Histogram>,
     /// The local routes of the VIPs.
     routes: VipRoutes,
+    /// What DNS last said, per service with a `dns` table.
+    dns: BTreeMap<String, crate::dns::DnsState>,
 }
 
 /// Why a change was refused; what runs stays as it was.
@@ -137,8 +143,15 @@ impl Agent {
         let runtimes = runtime::restored(&config, saved);
         let mut plan = plan;
         plan.compact();
-        let state =
-            State { config, plan, runtimes, datapath, probe_durations: BTreeMap::new(), routes };
+        let state = State {
+            config,
+            plan,
+            runtimes,
+            datapath,
+            probe_durations: BTreeMap::new(),
+            routes,
+            dns: BTreeMap::new(),
+        };
         let flow_table = match state.datapath.xdp().map(Datapath::flow_table).transpose() {
             Ok(f) => f,
             Err(e) => {
@@ -154,6 +167,7 @@ impl Agent {
             state: Mutex::new(state),
             reloaded: tokio::sync::Notify::new(),
             stopping: tokio::sync::Notify::new(),
+            dns_changed: tokio::sync::Notify::new(),
             pins,
             state_file,
             flow_table,
@@ -277,8 +291,10 @@ impl Agent {
     /// that needs a restart, leaves everything as it was.
     pub fn reload(&self) -> Result<(), ChangeError> {
         let mut st = self.lock();
-        let config = crate::config::load(&st.config.source)?;
+        let mut config = crate::config::load(&st.config.source)?;
         needs_no_restart(&st.config, &config, st.datapath.mode())?;
+        let mut dns = st.dns.clone();
+        dns::keep_across_reload(&mut config, &mut dns);
         let mut runtimes = runtime::for_config(&config, st.runtimes.clone());
         // An operator's weight holds until the next reload (README): the
         // file's weights apply again, or a weight edited in the file would
@@ -319,6 +335,7 @@ impl Agent {
         }
         state.config = config;
         state.runtimes = runtimes;
+        state.dns = dns;
         drop(st);
         self.reloaded.notify_one();
         tracing::info!("config reloaded");
@@ -438,7 +455,10 @@ fn change(
     fwd.apply_change(old, &plan)?;
     plan.compact();
     let backends = runtime::to_saved(runtimes);
-    if let Err(e) = saved::save(state_file, crate::object::EXPECTED_BUILD_ID, &plan, &backends) {
+    let dns = saved::dns_of(config);
+    if let Err(e) =
+        saved::save(state_file, crate::object::EXPECTED_BUILD_ID, &plan, &backends, &dns)
+    {
         tracing::warn!(
             "saving {}: {e}; a restart will not take the datapath over",
             state_file.display()

@@ -18,6 +18,7 @@ struct SavedRef<'a> {
     build_id: &'a str,
     plan: &'a Plan,
     backends: &'a [SavedBackend],
+    dns: &'a [SavedDnsBackend],
 }
 
 #[derive(Deserialize)]
@@ -30,6 +31,40 @@ struct Saved {
     /// enabled and up, as a fresh start would.
     #[serde(default)]
     backends: Vec<SavedBackend>,
+    /// The backends DNS gave, so the next agent has them if DNS does not
+    /// answer when it starts. Absent in older files.
+    #[serde(default)]
+    dns: Vec<SavedDnsBackend>,
+}
+
+/// A backend a service had from DNS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedDnsBackend {
+    /// Its service's name.
+    pub service: String,
+    /// Its address.
+    pub addr: SocketAddr,
+    /// The weight DNS gave it.
+    pub weight: u32,
+    /// The record it came from.
+    pub record: String,
+}
+
+/// The DNS backends of `cfg`, to save.
+pub fn dns_of(cfg: &crate::config::Config) -> Vec<SavedDnsBackend> {
+    cfg.services
+        .iter()
+        .flat_map(|s| {
+            s.backends.iter().filter_map(|b| {
+                Some(SavedDnsBackend {
+                    service: s.name.clone(),
+                    addr: b.addr,
+                    weight: b.weight,
+                    record: b.dns.clone()?,
+                })
+            })
+        })
+        .collect()
 }
 
 /// One backend's state as the agent last knew it.
@@ -54,16 +89,24 @@ pub struct State {
     pub plan: Plan,
     /// Backend states.
     pub backends: Vec<SavedBackend>,
+    /// The backends DNS gave.
+    pub dns: Vec<SavedDnsBackend>,
 }
 
-/// Writes `plan` and `backends` (atomically: a reader never sees half a
-/// file), streamed: at 100 services x 100 backends a copy of the plan and
-/// its text in memory were most of the agent's peak (see
+/// Writes `plan`, `backends` and `dns` (atomically: a reader never sees
+/// half a file), streamed: at 100 services x 100 backends a copy of the
+/// plan and its text in memory were most of the agent's peak (see
 /// `cargo xtask bench agent`). The plan should be compacted
 /// ([`Plan::compact`]): the live tables are in the pinned maps, and a next
 /// agent writes only the tables its own plan changes.
-pub fn save(path: &Path, build_id: &str, plan: &Plan, backends: &[SavedBackend]) -> io::Result<()> {
-    let saved = SavedRef { build_id, plan, backends };
+pub fn save(
+    path: &Path,
+    build_id: &str,
+    plan: &Plan,
+    backends: &[SavedBackend],
+    dns: &[SavedDnsBackend],
+) -> io::Result<()> {
+    let saved = SavedRef { build_id, plan, backends, dns };
     let tmp = path.with_extension("tmp");
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir)?;
@@ -86,7 +129,7 @@ pub fn load(path: &Path, build_id: &str) -> Result<State, String> {
             saved.build_id
         ));
     }
-    Ok(State { plan: saved.plan, backends: saved.backends })
+    Ok(State { plan: saved.plan, backends: saved.backends, dns: saved.dns })
 }
 
 #[cfg(test)]
@@ -103,13 +146,13 @@ mod tests {
             maglev_slots: 0,
             next_service_id: 0,
         };
-        save(&path, "b1", &plan, &[]).unwrap();
-        let text = fs::read_to_string(&path).unwrap().replace(",\"backends\":[]}", "}");
+        save(&path, "b1", &plan, &[], &[]).unwrap();
+        let text = fs::read_to_string(&path).unwrap().replace(",\"backends\":[],\"dns\":[]}", "}");
         assert_eq!(text.matches("\"backends\"").count(), 1, "only the plan's: {text}");
         fs::write(&path, text).unwrap();
         let state = load(&path, "b1").unwrap();
         assert_eq!(state.plan, plan);
-        assert!(state.backends.is_empty());
+        assert!(state.backends.is_empty() && state.dns.is_empty());
         assert!(load(&path, "b2").unwrap_err().contains("another build"));
         let _ = fs::remove_dir_all(dir);
     }

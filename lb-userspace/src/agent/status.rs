@@ -5,7 +5,8 @@ use lb_common::abi::{Counters, DropReason};
 use super::{State, runtime::state_name};
 use crate::{
     control::protocol::{
-        BackendStatus, ExceptionStatus, InterfaceStatus, ServiceStatus, StatusReport, Traffic,
+        BackendStatus, DnsStatus, ExceptionStatus, InterfaceStatus, ServiceStatus, StatusReport,
+        Traffic,
     },
     datapath::{DatapathError, flows::FlowCounts},
     health::Health,
@@ -39,6 +40,7 @@ pub(super) fn report(
                     let rt = st.runtimes.get(&(svc.name.clone(), b.addr));
                     BackendStatus {
                         addr: b.addr.to_string(),
+                        dns: b.dns.clone(),
                         weight: rt.and_then(|r| r.weight).unwrap_or(b.weight),
                         state: st
                             .plan
@@ -60,6 +62,7 @@ pub(super) fn report(
                     }
                 })
                 .collect(),
+            dns: dns_status(svc, st.dns.get(&svc.name)),
         })
         .collect();
     let exceptions =
@@ -83,6 +86,34 @@ pub(super) fn report(
         exceptions,
         flows_age_ms: *flows_age_ms,
         vip_routes: st.routes.status(),
+    })
+}
+
+/// The `lb status` view of a DNS service's state.
+fn dns_status(
+    svc: &crate::config::Service,
+    st: Option<&crate::dns::DnsState>,
+) -> Option<DnsStatus> {
+    let dns = svc.dns.as_ref()?;
+    let unix_ms = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    };
+    let st = st.cloned().unwrap_or_default();
+    Some(DnsStatus {
+        name: dns.name.clone(),
+        kind: dns.records.name().to_owned(),
+        resolver: dns.resolver.map_or("/etc/resolv.conf".to_owned(), |r| r.to_string()),
+        interval_ms: dns.interval.as_millis() as u64,
+        ttl_ms: st.ttl.map(|t| t.as_millis() as u64),
+        allow_empty: dns.allow_empty,
+        backends: svc.backends.iter().filter(|b| b.dns.is_some()).count() as u32,
+        last_success_unix_ms: st.last_success.map(unix_ms),
+        last_error: st.last_error.as_ref().map(|e| e.1.clone()),
+        last_error_unix_ms: st.last_error.as_ref().map(|e| unix_ms(e.0)),
+        resolutions: st.resolutions,
+        changes: st.changes,
+        failures: st.failures,
+        empty: st.empty,
     })
 }
 

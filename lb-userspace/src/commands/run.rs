@@ -43,6 +43,13 @@ pub fn run(
     // Several threads: in splice mode they move the bytes.
     // First, so a running agent is found before anything of it is touched.
     let socket = ControlSocket::bind(&cfg.agent.control_socket)?;
+    // DNS services start with the backends their names have now, or, when
+    // DNS does not answer, those the previous agent last had from it.
+    let previous =
+        saved::load(&pins::state_file(&cfg.agent.control_socket), object::EXPECTED_BUILD_ID)
+            .map(|s| s.dns)
+            .unwrap_or_default();
+    let (cfg, dns_states) = agent::dns::resolve_at_start(&cfg, &previous)?;
     let splice = |why: &str| -> Result<(tokio::runtime::Runtime, Started)> {
         // Splice mode moves the bytes: one worker per core.
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -120,7 +127,8 @@ pub fn run(
         "lb running"
     );
     let shutdown_timeout = cfg.splice.shutdown_timeout;
-    let mut agent = Agent::new(cfg, plan, forwarder, interfaces, &restored, routes);
+    let mut agent =
+        Agent::new(cfg, plan, forwarder, interfaces, &restored, routes).with_dns(dns_states);
     if let Some(why) = why {
         agent = agent.with_mode_reason(why);
     }
@@ -161,6 +169,7 @@ pub fn run(
         let reloader = agent.clone();
         let shutdown = async move {
             let mut probes = health::scheduler::spawn(reloader.targets(), tx.clone());
+            let mut resolving = agent::dns::spawn(&reloader, false);
             loop {
                 tokio::select! {
                     _ = term.recv() => return tracing::info!("SIGTERM: shutting down"),
@@ -174,6 +183,16 @@ pub fn run(
                     // Any reload (SIGHUP or `lb reload`): backends or their
                     // probe settings may have changed.
                     _ = reloader.reloaded() => {
+                        probes = health::scheduler::spawn(reloader.targets(), tx.clone());
+                        // The names, or their settings, may have changed:
+                        // each is resolved at once.
+                        for task in resolving.drain(..) {
+                            task.abort();
+                        }
+                        resolving = agent::dns::spawn(&reloader, true);
+                    }
+                    // DNS added or removed backends: they are probed.
+                    _ = reloader.dns_changed() => {
                         probes = health::scheduler::spawn(reloader.targets(), tx.clone());
                     }
                 }
@@ -354,8 +373,14 @@ fn takeover_or_load(
         match taken {
             Ok((mut plan, dp, backends)) => {
                 plan.compact();
-                saved::save(state, object::EXPECTED_BUILD_ID, &plan, &backends)
-                    .with_context(|| format!("saving {}", state.display()))?;
+                saved::save(
+                    state,
+                    object::EXPECTED_BUILD_ID,
+                    &plan,
+                    &backends,
+                    &saved::dns_of(cfg),
+                )
+                .with_context(|| format!("saving {}", state.display()))?;
                 let kept = backends.iter().filter(|b| b.down || b.admin != Admin::Enabled).count();
                 tracing::info!(
                     pins = %pins.dir().display(),
@@ -379,7 +404,7 @@ fn takeover_or_load(
     let mut dp = Datapath::load(obj, &plan, opts)?;
     dp.apply(&plan).context("writing the maps")?;
     plan.compact();
-    saved::save(state, object::EXPECTED_BUILD_ID, &plan, &[])
+    saved::save(state, object::EXPECTED_BUILD_ID, &plan, &[], &saved::dns_of(cfg))
         .with_context(|| format!("saving {}", state.display()))?;
     Ok((plan, dp, Vec::new()))
 }

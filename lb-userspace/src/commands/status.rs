@@ -132,8 +132,18 @@ fn render(r: &StatusReport) -> String {
     for s in &r.services {
         let name = format!("{} {} {}", s.name, s.vip, s.protocol);
         let _ = writeln!(out, "{}", row(&name, ["", "", "", "", "", ""], &s.traffic));
+        if let Some(d) = &s.dns {
+            let _ = writeln!(out, "  {}", dns_line(d));
+        }
         for b in &s.backends {
-            let name = format!("  {} w{}", b.addr, b.weight);
+            // The record it came from when that says more than the name
+            // (an SRV target).
+            let from = match (&b.dns, &s.dns) {
+                (Some(r), Some(d)) if *r != d.name => format!(" dns {r}"),
+                (Some(_), _) => " dns".to_owned(),
+                (None, _) => String::new(),
+            };
+            let name = format!("  {} w{}{from}", b.addr, b.weight);
             let cols = [
                 b.state.as_str(),
                 b.health.as_str(),
@@ -154,6 +164,35 @@ fn render(r: &StatusReport) -> String {
         let _ = writeln!(out, "{:<30} {:<12} {:>12}", e.reason, e.action, e.packets);
     }
     out
+}
+
+/// `dns web.example (a) via 10.0.0.53:53: 3 backends, ok 2s ago; 1 failure, 0 empty; last
+/// error 5s ago: ...`
+fn dns_line(d: &lb_userspace::control::protocol::DnsStatus) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let ago = |ms: Option<u64>| match ms {
+        Some(at) => format!("{:.1}s ago", now.saturating_sub(at) as f64 / 1e3),
+        None => "never".to_owned(),
+    };
+    let mut line = format!(
+        "dns {} ({}) via {}: {} backends, last answer {}, {} resolutions, {} changes, {} failures, \
+         {} empty",
+        d.name,
+        d.kind,
+        d.resolver,
+        d.backends,
+        ago(d.last_success_unix_ms),
+        d.resolutions,
+        d.changes,
+        d.failures,
+        d.empty
+    );
+    if let Some(e) = &d.last_error {
+        line += &format!("; last error {}: {e}", ago(d.last_error_unix_ms));
+    }
+    line
 }
 
 /// One table row: name, [state, health, admin, slots, active, closing],

@@ -78,3 +78,15 @@ pub const FLOW_TCP_CLOSING_TIMEOUT: Duration = Duration::from_secs(10);
 /// XDP flow table: a UDP flow idle this long is over (Katran's UDP flow
 /// lifetime, as `UDP_IDLE_TIMEOUT` is for splice mode).
 pub const FLOW_UDP_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// DNS backends: the longest time between two resolutions of a name (a
+/// shorter TTL in the answer brings the next one forward).
+pub const DNS_INTERVAL: Duration = Duration::from_secs(5);
+/// DNS backends: the shortest time between two resolutions, whatever the
+/// TTL says (dnsmasq and CoreDNS answer with TTL 0 or a few seconds; a
+/// resolution per answer would hammer them).
+pub const DNS_MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// DNS backends: the longest `dns.interval` accepted.
+pub const DNS_MAX_INTERVAL: Duration = Duration::from_secs(3600);
+/// DNS backends: the port of a `dns.resolver` written without one.
+pub const DNS_PORT: u16 = 53;

@@ -21,8 +21,8 @@ use std::path::Path;
 
 pub use error::{ConfigError, Problem, Subject};
 pub use model::{
-    Agent, Attach, AttachChoice, Backend, Config, Flows, Health, HealthKind, Mode, Protocol,
-    ProxyProtocol, Scheduler, Service, Splice, VipRoutes,
+    Agent, Attach, AttachChoice, Backend, Config, Dns, DnsRecords, Flows, Health, HealthKind, Mode,
+    Protocol, ProxyProtocol, Scheduler, Service, Splice, VipRoutes,
 };
 pub use summary::Summary;
 

@@ -210,8 +210,52 @@ pub struct Service {
     pub proxy_protocol: ProxyProtocol,
     /// How backends are probed.
     pub health: Health,
-    /// Backends, in file order (at least one, unique addresses).
+    /// Where further backends come from in DNS, if anywhere.
+    pub dns: Option<Dns>,
+    /// Backends: those of the file, in file order, then those DNS gave
+    /// (unique addresses; at least one from the file unless `dns` is set).
     pub backends: Vec<Backend>,
+}
+
+/// `dns`: a service's backends from a DNS name, beside the file's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dns {
+    /// The name resolved, as written (absolute or searched as
+    /// `/etc/resolv.conf` says).
+    pub name: String,
+    /// Which records, and the port they do not carry.
+    pub records: DnsRecords,
+    /// Longest time between resolutions; a shorter TTL comes first, but
+    /// never below [`DNS_MIN_INTERVAL`](super::defaults::DNS_MIN_INTERVAL).
+    pub interval: std::time::Duration,
+    /// The server asked; `None` uses `/etc/resolv.conf`.
+    pub resolver: Option<SocketAddr>,
+    /// Whether an empty answer or NXDOMAIN removes the DNS backends; by
+    /// default the last set is kept (counted and logged), so a DNS mistake
+    /// cannot empty a service.
+    pub allow_empty: bool,
+}
+
+/// What `dns.type` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DnsRecords {
+    /// A (IPv4 VIP) or AAAA (IPv6 VIP) records, every backend on `port`.
+    Address {
+        /// The backends' port (`dns.port`).
+        port: u16,
+    },
+    /// SRV records: each gives a target, a port and a weight.
+    Srv,
+}
+
+impl DnsRecords {
+    /// The `dns.type` value as written in the config file.
+    pub fn name(self) -> &'static str {
+        match self {
+            DnsRecords::Address { .. } => "a",
+            DnsRecords::Srv => "srv",
+        }
+    }
 }
 
 /// Transport protocol of a service.
@@ -293,12 +337,14 @@ pub enum HealthKind {
 }
 
 /// One backend of a service.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backend {
     /// Where traffic is sent; same address family as the service's VIP.
     pub addr: SocketAddr,
     /// Relative share of Maglev slots, in `1..=`[`MAX_WEIGHT`](super::defaults::MAX_WEIGHT).
     pub weight: u32,
+    /// The DNS record it came from (`None`: the file lists it).
+    pub dns: Option<String>,
 }
 
 /// Spelling of each variant in the config file, in one place so parsing,

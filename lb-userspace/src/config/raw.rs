@@ -75,8 +75,22 @@ pub(crate) struct RawService {
     pub(crate) table_size: Option<i64>,
     pub(crate) proxy_protocol: Option<String>,
     pub(crate) health: Option<RawHealth>,
+    pub(crate) dns: Option<RawDns>,
     #[serde(default)]
     pub(crate) backend: Vec<RawBackend>,
+}
+
+/// `dns = { ... }` of a service: backends taken from a DNS name.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDns {
+    pub(crate) name: Option<String>,
+    #[serde(rename = "type")]
+    pub(crate) kind: Option<String>,
+    pub(crate) port: Option<i64>,
+    pub(crate) interval: Option<String>,
+    pub(crate) resolver: Option<String>,
+    pub(crate) allow_empty: Option<bool>,
 }
 
 /// `[service.health]`: one flat table for every kind, so a key that belongs

@@ -4,7 +4,7 @@ use std::fmt;
 
 use super::defaults::SLOTS_PER_BACKEND;
 use super::duration::Written;
-use super::model::{Config, Health, HealthKind, Protocol, ProxyProtocol, Service};
+use super::model::{Config, Dns, DnsRecords, Health, HealthKind, Protocol, ProxyProtocol, Service};
 
 impl Config {
     /// A printable summary: agent settings, then one row per service with its
@@ -108,6 +108,9 @@ impl fmt::Display for Summary {
             if service.proxy_protocol != ProxyProtocol::None {
                 writeln!(f, "    proxy_protocol {} (splice mode only)", service.proxy_protocol)?;
             }
+            if let Some(dns) = &service.dns {
+                writeln!(f, "    dns: {}", dns_line(dns))?;
+            }
             for backend in &service.backends {
                 writeln!(
                     f,
@@ -134,13 +137,33 @@ impl fmt::Display for Summary {
         let backends = config.backend_count();
         // Every line, the last included, ends in a newline, so the summary
         // can be printed as is.
+        let names = config.services.iter().filter(|s| s.dns.is_some()).count();
+        let from_dns = match names {
+            0 => String::new(),
+            n => format!(", plus those of {n} DNS name{}", plural(n)),
+        };
         writeln!(
             f,
-            "config OK: {services} service{}, {backends} backend{}",
+            "config OK: {services} service{}, {backends} backend{}{from_dns}",
             plural(services),
             plural(backends)
         )
     }
+}
+
+/// What a `dns` table asks for, on one line.
+fn dns_line(dns: &Dns) -> String {
+    let records = match dns.records {
+        DnsRecords::Address { port } => format!("A/AAAA {} port {port}", dns.name),
+        DnsRecords::Srv => format!("SRV {}", dns.name),
+    };
+    let resolver = dns.resolver.map_or("/etc/resolv.conf".to_owned(), |r| r.to_string());
+    let empty = if dns.allow_empty { "applied" } else { "keep the last set" };
+    format!(
+        "{records} every {} (or its TTL, at least {}) via {resolver}; empty answer or NXDOMAIN: {empty}",
+        Written(dns.interval),
+        Written(super::defaults::DNS_MIN_INTERVAL)
+    )
 }
 
 fn write_row(f: &mut fmt::Formatter<'_>, row: &[String; 6], widths: &[usize; 6]) -> fmt::Result {
@@ -204,6 +227,25 @@ mod tests {
         let cfg = crate::config::parse(text, std::path::Path::new("lb.toml")).unwrap();
         let out = cfg.summary().to_string();
         assert!(out.contains("    proxy_protocol v2 (splice mode only)"), "{out}");
+    }
+
+    #[test]
+    fn a_dns_service_says_what_it_resolves() {
+        let text = "[[service]]\nname = \"web\"\nvip = \"10.0.0.1:80\"\n\
+                    dns = { name = \"web.example\", port = 8080, resolver = \"10.0.0.53:53\" }\n";
+        let cfg = crate::config::parse(text, std::path::Path::new("lb.toml")).unwrap();
+        let out = cfg.summary().to_string();
+        assert!(
+            out.contains(
+                "    dns: A/AAAA web.example port 8080 every 5s (or its TTL, at least 1s) via \
+                 10.0.0.53:53; empty answer or NXDOMAIN: keep the last set\n"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("config OK: 1 service, 0 backends, plus those of 1 DNS name\n"),
+            "{out}"
+        );
     }
 
     #[test]

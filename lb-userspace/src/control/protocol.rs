@@ -169,8 +169,51 @@ pub struct ServiceStatus {
     pub scheduler: String,
     /// Client -> VIP traffic.
     pub traffic: Traffic,
-    /// Backends in config order.
+    /// Backends: the file's in file order, then those from DNS.
     pub backends: Vec<BackendStatus>,
+    /// Where its DNS backends come from and how resolving goes, for a
+    /// service with a `dns` table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsStatus>,
+}
+
+/// A service's DNS name and what resolving it gave.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsStatus {
+    /// The name resolved.
+    pub name: String,
+    /// "a" (A/AAAA) or "srv".
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The server asked, or "/etc/resolv.conf".
+    pub resolver: String,
+    /// `dns.interval`, in milliseconds.
+    pub interval_ms: u64,
+    /// The TTL of the last answer with records, in milliseconds.
+    #[serde(default)]
+    pub ttl_ms: Option<u64>,
+    /// Whether an empty answer or NXDOMAIN is applied (else the last set is kept).
+    pub allow_empty: bool,
+    /// Backends the service has from DNS now.
+    pub backends: u32,
+    /// When an answer was last accepted (Unix time, milliseconds).
+    #[serde(default)]
+    pub last_success_unix_ms: Option<u64>,
+    /// The last failure or refused answer.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// When it happened (Unix time, milliseconds).
+    #[serde(default)]
+    pub last_error_unix_ms: Option<u64>,
+    /// Answers accepted.
+    pub resolutions: u64,
+    /// Accepted answers that changed the backends.
+    pub changes: u64,
+    /// Resolutions that failed (no answer, or an answer that could not be
+    /// applied): the last set stayed.
+    pub failures: u64,
+    /// Empty answers and NXDOMAINs.
+    pub empty: u64,
 }
 
 /// One backend.
@@ -178,8 +221,11 @@ pub struct ServiceStatus {
 pub struct BackendStatus {
     /// "ip:port".
     pub addr: String,
-    /// Configured weight.
+    /// Configured weight (from the file, DNS, or the operator).
     pub weight: u32,
+    /// The DNS record it came from; absent for a backend of the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<String>,
     /// What the datapath does with it: "active", "draining" or "down".
     pub state: String,
     /// What its health checks say: "up" or "down".

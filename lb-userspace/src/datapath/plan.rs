@@ -229,13 +229,29 @@ pub fn replan(
         let mut weights = Vec::with_capacity(svc.backends.len());
         for b in &svc.backends {
             let record = backend_record(b.addr, id);
-            let existing = live.and_then(|p| {
-                p.backend_ids.iter().copied().find(|&bid| {
-                    old.backends
-                        .get(bid as usize)
-                        .is_some_and(|r| r.addr == record.addr && r.port_be == record.port_be)
+            let same = |r: &BackendRecord| {
+                r.addr == record.addr && r.port_be == record.port_be && r.family == record.family
+            };
+            let existing = live
+                .and_then(|p| {
+                    p.backend_ids
+                        .iter()
+                        .copied()
+                        .find(|&bid| old.backends.get(bid as usize).is_some_and(same))
                 })
-            });
+                // A backend removed earlier and now back (a DNS name that
+                // flaps, a reload undone) gets its old id again: a flow
+                // still pinned to that id belongs to this very backend, so
+                // nothing is misdirected, and churn does not use up the
+                // ids.
+                .or_else(|| {
+                    live?;
+                    old.backends
+                        .iter()
+                        .rposition(|r| r.service_id == id && same(r))
+                        .map(|i| i as u32)
+                        .filter(|bid| !backend_ids.contains(bid))
+                });
             let bid = match existing {
                 Some(bid) => bid,
                 None => {
@@ -467,6 +483,51 @@ mod tests {
         let again = replan(&new, &cfg(TWO), &|_, b| Effective::configured(b)).unwrap();
         assert_eq!(again.services[0].record.table_base, 0);
         assert_eq!(again.services[0].backend_ids, vec![0, 1]);
+    }
+
+    #[test]
+    fn a_backend_removed_and_back_gets_its_old_id() {
+        let configured = |_: &str, b: &Backend| Effective::configured(b);
+        let old = plan(&cfg(TWO)).unwrap();
+        let without =
+            TWO.replace("        [[service.backend]]\n        addr = \"10.0.1.2:8080\"\n", "");
+        let removed = replan(&old, &cfg(&without), &configured).unwrap();
+        assert_eq!(removed.services[0].backend_ids, vec![0]);
+        let back = replan(&removed, &cfg(TWO), &configured).unwrap();
+        assert_eq!(back.services[0].backend_ids, vec![0, 1], "id 1 again, no new id");
+        assert_eq!(back.backends.len(), old.backends.len());
+        // The same address in another service is another backend.
+        let moved = TWO.replace("addr = \"10.0.2.1:53\"", "addr = \"10.0.1.2:8080\"");
+        let other = replan(&removed, &cfg(&moved), &configured).unwrap();
+        assert_eq!(other.services[1].backend_ids, vec![3]);
+    }
+
+    #[test]
+    fn new_addresses_use_up_the_ids_then_the_change_is_refused() {
+        let configured = |_: &str, b: &Backend| Effective::configured(b);
+        let base = cfg("[[service]]\nname = \"web\"\nvip = \"10.255.0.100:80\"\ntable_size = 7\n\
+             [[service.backend]]\naddr = \"10.0.0.0:80\"\n");
+        // Parsed once, the address changed in place: a name that gives a
+        // new address at every answer.
+        let one = |i: u32| {
+            let mut c = base.clone();
+            c.services[0].backends[0].addr =
+                SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 80));
+            c
+        };
+        let mut p = plan(&one(0)).unwrap();
+        for i in 1..MAX_BACKENDS {
+            p = replan(&p, &one(i), &configured).unwrap();
+            p.compact();
+        }
+        assert_eq!(p.backends.len(), MAX_BACKENDS as usize);
+        // Back to an address it had: its old id, no new one.
+        let back = replan(&p, &one(5), &configured).unwrap();
+        assert_eq!(back.services[0].backend_ids, vec![5]);
+        match replan(&p, &one(MAX_BACKENDS + 1), &configured) {
+            Err(PlanError::TooMany { what: "backends", .. }) => {}
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -179,6 +179,7 @@ mod tests {
                 scheduler: "maglev".into(),
                 traffic: Traffic { packets: 7, bytes: 700, new_flows: 1 },
                 backends: Vec::new(),
+                dns: None,
             }],
             exceptions: Vec::new(),
             flows_age_ms: 5,

@@ -129,6 +129,57 @@ pub fn render(r: &StatusReport, probes: &BTreeMap<String, Histogram>) -> String 
         backends(&|b| b.transitions.to_string()),
     );
 
+    let dns = |f: fn(&crate::control::protocol::DnsStatus) -> u64| {
+        r.services
+            .iter()
+            .filter_map(|s| {
+                let d = s.dns.as_ref()?;
+                Some((
+                    format!("{{service=\"{}\",name=\"{}\"}}", esc(&s.name), esc(&d.name)),
+                    f(d).to_string(),
+                ))
+            })
+            .collect()
+    };
+    family(
+        "lb_dns_backends",
+        "gauge",
+        "Backends the service has from its DNS name now.",
+        dns(|d| d.backends.into()),
+    );
+    family(
+        "lb_dns_resolutions_total",
+        "counter",
+        "DNS answers accepted for the service's name.",
+        dns(|d| d.resolutions),
+    );
+    family(
+        "lb_dns_changes_total",
+        "counter",
+        "DNS answers that changed the service's backends.",
+        dns(|d| d.changes),
+    );
+    family(
+        "lb_dns_failures_total",
+        "counter",
+        "Resolutions of the service's name that failed (no answer, or one that could not be \
+         applied); the last set of backends stayed.",
+        dns(|d| d.failures),
+    );
+    family(
+        "lb_dns_empty_total",
+        "counter",
+        "Empty answers and NXDOMAINs for the service's name (kept the last set unless \
+         dns.allow_empty).",
+        dns(|d| d.empty),
+    );
+    family(
+        "lb_dns_last_success_timestamp_seconds",
+        "gauge",
+        "When an answer for the service's name was last accepted (Unix time; 0 before the first).",
+        dns(|d| d.last_success_unix_ms.unwrap_or(0) / 1000),
+    );
+
     family(
         "lb_exceptions_total",
         "counter",
@@ -222,6 +273,46 @@ mod tests {
         for line in [
             "lb_interface_lost_frames_total{interface=\"lb-b1\",hook=\"native\",kind=\"xdp_xmit\"} 230",
             "lb_interface_lost_frames_total{interface=\"lb-b1\",hook=\"native\",kind=\"dropped\"} 4",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn dns_counters_are_served_per_service_and_name() {
+        use crate::control::protocol::{DnsStatus, ServiceStatus, Traffic};
+        let r = StatusReport {
+            mode: "splice".into(),
+            mode_reason: None,
+            interfaces: vec![],
+            services: vec![ServiceStatus {
+                name: "web".into(),
+                vip: "10.0.0.1:80".into(),
+                protocol: "tcp".into(),
+                scheduler: "maglev".into(),
+                traffic: Traffic::default(),
+                backends: vec![],
+                dns: Some(DnsStatus {
+                    name: "web.example".into(),
+                    backends: 3,
+                    failures: 2,
+                    empty: 1,
+                    resolutions: 9,
+                    last_success_unix_ms: Some(1_700_000_000_500),
+                    ..Default::default()
+                }),
+            }],
+            exceptions: vec![],
+            flows_age_ms: 0,
+            vip_routes: Default::default(),
+        };
+        let text = render(&r, &BTreeMap::new());
+        for line in [
+            "lb_dns_backends{service=\"web\",name=\"web.example\"} 3",
+            "lb_dns_failures_total{service=\"web\",name=\"web.example\"} 2",
+            "lb_dns_empty_total{service=\"web\",name=\"web.example\"} 1",
+            "lb_dns_resolutions_total{service=\"web\",name=\"web.example\"} 9",
+            "lb_dns_last_success_timestamp_seconds{service=\"web\",name=\"web.example\"} 1700000000",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }

@@ -58,7 +58,7 @@ pub(super) fn check(
         &scope,
         bounded("weight", weight, 1, defaults::MAX_WEIGHT).map_err(|issue| issue.also(advice)),
     );
-    let backend = usable.zip(weight).map(|(addr, weight)| Backend { addr, weight });
+    let backend = usable.zip(weight).map(|(addr, weight)| Backend { addr, weight, dns: None });
     Checked { scope, addr, backend }
 }
 
@@ -114,7 +114,7 @@ mod tests {
         let (checked, problems) = check_one(Some("10.0.1.1:8080"), None);
         assert!(problems.is_empty(), "{problems:?}");
         let addr = "10.0.1.1:8080".parse().expect("valid");
-        assert_eq!(checked.backend, Some(Backend { addr, weight: 1 }));
+        assert_eq!(checked.backend, Some(Backend { addr, weight: 1, dns: None }));
     }
 
     #[test]

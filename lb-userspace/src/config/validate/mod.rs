@@ -9,6 +9,7 @@
 mod agent;
 mod backend;
 mod cross;
+mod dns;
 mod flows;
 mod health;
 mod report;

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use super::backend;
+use super::dns;
 use super::health;
 use super::report::{Issue, Report, Scope};
 use super::values::{choice, identity, nonzero_port, service_name, socket_addr};
@@ -54,6 +55,8 @@ pub(super) fn check(index: usize, raw: RawService, report: &mut Report) -> Check
     let proxy_protocol =
         report.take(&scope, proxy_protocol(raw.proxy_protocol.as_deref(), protocol));
     let health = health::check(raw.health, protocol, &scope, report);
+    let has_dns = raw.dns.is_some();
+    let dns = raw.dns.map(|d| dns::check(d, &scope, report));
     let backend_count = raw.backend.len();
     let backends: Vec<backend::Checked> = raw
         .backend
@@ -61,12 +64,14 @@ pub(super) fn check(index: usize, raw: RawService, report: &mut Report) -> Check
         .enumerate()
         .map(|(index, raw)| backend::check(index, raw, vip, &scope, report))
         .collect();
-    if backends.is_empty() {
+    // A DNS service may start with none: its backends come from DNS.
+    if backends.is_empty() && !has_dns {
         report.add(
             &scope,
             Issue::new(
                 "it has no backends",
-                "add at least one [[service.backend]] with addr = \"10.0.1.1:80\"",
+                "add at least one [[service.backend]] with addr = \"10.0.1.1:80\", \
+                 or a dns table to resolve them from",
             ),
         );
     }
@@ -85,6 +90,10 @@ pub(super) fn check(index: usize, raw: RawService, report: &mut Report) -> Check
             table_size: table_size?,
             proxy_protocol: proxy_protocol?,
             health: health?,
+            dns: match &dns {
+                None => None,
+                Some(checked) => Some(checked.clone()?),
+            },
             backends: all_backends?,
         })
     };
