@@ -188,20 +188,33 @@ impl Replies {
     async fn run(self) {
         let idle = self.shared.limits.udp_idle_timeout;
         loop {
-            match tokio::time::timeout(idle, self.from.readable()).await {
-                Ok(Ok(())) => {}
+            // ERROR too: an ICMP port unreachable leaves the socket with a
+            // pending error and no datagram, which epoll reports as EPOLLERR
+            // alone, never as readable.
+            let ready = match tokio::time::timeout(
+                idle,
+                self.from.ready(Interest::READABLE | Interest::ERROR),
+            )
+            .await
+            {
+                Ok(Ok(ready)) => ready,
                 Ok(Err(_)) => return,
                 Err(_) if self.alive() => continue,
                 Err(_) => return,
-            }
-            let mut batch = lock(&self.pool).pop().unwrap_or_else(|| RecvBatch::new(REPLY_BATCH));
-            let got = self.from.try_io(Interest::READABLE, || batch.recv(self.from.as_fd()));
-            let result = match got {
-                Ok(_) => self.send_back(&batch).await,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
-                Err(e) => Err(e),
             };
-            lock(&self.pool).push(batch);
+            let result = if ready.is_readable() {
+                self.relay_replies().await
+            } else {
+                // Taken with SO_ERROR, which clears it. (try_io takes one
+                // interest at a time: given two it sees no readiness.)
+                let taken = self.from.try_io(Interest::ERROR, || {
+                    self.from.take_error()?.map_or(Err(io::ErrorKind::WouldBlock.into()), Err)
+                });
+                match taken {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+                    other => other,
+                }
+            };
             match result {
                 Ok(()) if self.touch() => {}
                 Ok(()) => return,
@@ -213,6 +226,19 @@ impl Replies {
                 Err(_) => return,
             }
         }
+    }
+
+    /// Sends back what the backend socket has (nothing if it has nothing).
+    async fn relay_replies(&self) -> io::Result<()> {
+        let mut batch = lock(&self.pool).pop().unwrap_or_else(|| RecvBatch::new(REPLY_BATCH));
+        let got = self.from.try_io(Interest::READABLE, || batch.recv(self.from.as_fd()));
+        let result = match got {
+            Ok(_) => self.send_back(&batch).await,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            Err(e) => Err(e),
+        };
+        lock(&self.pool).push(batch);
+        result
     }
 
     async fn send_back(&self, batch: &RecvBatch) -> io::Result<()> {
@@ -263,6 +289,33 @@ mod tests {
         splice::tcp::{Backend, Stats, View},
     };
 
+    /// A VIP socket on the loopback serving `backend` (id 1) with
+    /// `max_connections` sessions, reporting passive signals to `events`.
+    async fn serving(
+        backend: SocketAddr,
+        max_connections: u32,
+        events: Option<tokio::sync::mpsc::UnboundedSender<lb_common::abi::PassiveEvent>>,
+    ) -> (SocketAddr, Arc<Shared>) {
+        let vip_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let vip = vip_sock.local_addr().unwrap();
+        let view = View {
+            table: vec![1; 7],
+            owners: 1,
+            backends: HashMap::from([(1, Backend { addr: backend, stats: Arc::default() })]),
+            ..View::default()
+        };
+        let shared = Arc::new(Shared {
+            vip,
+            view: std::sync::RwLock::new(view),
+            limits: Splice { max_connections, ..Splice::default() },
+            stats: Stats::default(),
+            inflight: Arc::default(),
+            events,
+        });
+        tokio::spawn(serve(vip_sock, Arc::clone(&shared), std::future::pending()));
+        (vip, shared)
+    }
+
     #[test]
     fn sessions_are_bounded_like_connections() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -276,23 +329,7 @@ mod tests {
                     let _ = echo.send_to(&buf[..n], from).await;
                 }
             });
-            let vip_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-            let vip = vip_sock.local_addr().unwrap();
-            let view = View {
-                table: vec![1; 7],
-                owners: 1,
-                backends: HashMap::from([(1, Backend { addr: backend, stats: Arc::default() })]),
-                ..View::default()
-            };
-            let shared = Arc::new(Shared {
-                vip,
-                view: std::sync::RwLock::new(view),
-                limits: Splice { max_connections: 2, ..Splice::default() },
-                stats: Stats::default(),
-                inflight: Arc::default(),
-                events: None,
-            });
-            tokio::spawn(serve(vip_sock, Arc::clone(&shared), std::future::pending()));
+            let (vip, shared) = serving(backend, 2, None).await;
             let mut answered = 0;
             for _ in 0..3 {
                 let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -307,6 +344,26 @@ mod tests {
             assert_eq!(answered, 2, "the third client is over the limit");
             assert_eq!(shared.stats.refused_at_limit.load(Relaxed), 1);
             assert_eq!(shared.stats.relayed.load(Relaxed), 2);
+        });
+    }
+
+    #[test]
+    fn a_port_unreachable_from_the_backend_is_reported() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            // A port nothing listens on: the loopback answers with ICMP port
+            // unreachable, which leaves the session socket with an error and
+            // no datagram.
+            let closed = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let backend = closed.local_addr().unwrap();
+            drop(closed);
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let (vip, _shared) = serving(backend, 4, Some(tx)).await;
+            let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            c.send_to(b"hi", vip).await.unwrap();
+            let event = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await;
+            let event = event.expect("reported within 2 s").expect("an event");
+            assert_eq!((event.backend_id, event.kind), (1, lb_common::abi::EVENT_UNREACHABLE));
         });
     }
 }
