@@ -34,6 +34,18 @@ const REPLY_BATCH: usize = 8;
 struct Session {
     backend: Arc<UdpSocket>,
     last: Instant,
+    /// Its backend's counters, and their `cuts` when it opened: a session
+    /// whose backend was taken out since (down or disabled) is over, and
+    /// its client's next datagram opens a new one on a live backend, as
+    /// XDP re-hashes such a flow.
+    stats: Arc<BackendStats>,
+    cuts: u64,
+}
+
+impl Session {
+    fn cut(&self) -> bool {
+        self.stats.cuts.load(Relaxed) != self.cuts
+    }
 }
 
 type Sessions = Arc<Mutex<HashMap<SocketAddr, Session>>>;
@@ -96,10 +108,20 @@ async fn forward(
         }
     }
     for (client, datagrams) in groups {
-        let existing = lock(sessions).get_mut(&client).map(|s| {
-            s.last = Instant::now();
-            Arc::clone(&s.backend)
-        });
+        let existing = {
+            let mut open = lock(sessions);
+            match open.get_mut(&client) {
+                Some(s) if s.cut() => {
+                    open.remove(&client);
+                    None
+                }
+                Some(s) => {
+                    s.last = Instant::now();
+                    Some(Arc::clone(&s.backend))
+                }
+                None => None,
+            }
+        };
         let backend = match existing {
             Some(b) => b,
             None => match open(client, sock, shared, sessions, pool).await {
@@ -150,7 +172,13 @@ async fn open(
         if target.addr.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
     let backend = Arc::new(UdpSocket::bind(bind).await.ok()?);
     backend.connect(target.addr).await.ok()?;
-    lock(sessions).insert(client, Session { backend: Arc::clone(&backend), last: Instant::now() });
+    let session = Session {
+        backend: Arc::clone(&backend),
+        last: Instant::now(),
+        stats: Arc::clone(&target.stats),
+        cuts: target.stats.cuts.load(Relaxed),
+    };
+    lock(sessions).insert(client, session);
     shared.stats.relayed.fetch_add(1, Relaxed);
     let open = OpenGuard::new(&target.stats);
     let replies = Replies {
@@ -261,18 +289,20 @@ impl Replies {
         Ok(())
     }
 
+    /// Whether this session is still its client's (not reaped, not
+    /// replaced by a new one after a cut).
     fn alive(&self) -> bool {
-        lock(&self.sessions).contains_key(&self.client)
+        lock(&self.sessions).get(&self.client).is_some_and(|s| Arc::ptr_eq(&s.backend, &self.from))
     }
 
-    /// Marks the session used; false once it was reaped.
+    /// Marks the session used; false once it was reaped or replaced.
     fn touch(&self) -> bool {
         match lock(&self.sessions).get_mut(&self.client) {
-            Some(s) => {
+            Some(s) if Arc::ptr_eq(&s.backend, &self.from) => {
                 s.last = Instant::now();
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 }
