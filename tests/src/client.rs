@@ -123,6 +123,20 @@ impl Setup {
         Conn::open_via(vip, self.mode)
     }
 
+    /// The backends answering `n` new flows to `ip` from the client
+    /// namespace, by name: TCP connections to port 80 (`proto` `"tcp"`) or
+    /// UDP flows to port 5353 (`"udp"`), the ports of [`config`]'s services.
+    pub fn answering(&self, proto: &str, ip: &str, n: usize) -> HashMap<String, usize> {
+        let _in = self.topo.client.enter();
+        let names: Vec<String> = (0..n)
+            .map(|_| match proto {
+                "tcp" => self.conn(vip(ip, 80)).ask(),
+                _ => Flow::open(vip(ip, 5353)).ask(),
+            })
+            .collect();
+        count(&names)
+    }
+
     /// The config `lb` was started with (or last given).
     pub fn config(&self) -> lbconfig::Config {
         lbconfig::load(&self.dir.0.join("lb.toml")).expect("config")

@@ -54,13 +54,6 @@ fn lb_backend(s: &Setup, args: &[&str]) {
     s.lb.cli_ok(&[&["backend"], args].concat());
 }
 
-/// The backends answering `n` new TCP connections to `ip`, by name.
-fn new_connections(s: &Setup, ip: &str, n: usize) -> std::collections::HashMap<String, usize> {
-    let _in = s.topo.client.enter();
-    let names: Vec<String> = (0..n).map(|_| s.conn(vip(ip, 80)).ask()).collect();
-    count(&names)
-}
-
 fn a_killed_backend_stops_getting_flows_and_returns_to_its_own_slots(mode: Mode) {
     let mut s = with_probes(mode, 3);
     let before = s.lb.status();
@@ -68,7 +61,7 @@ fn a_killed_backend_stops_getting_flows_and_returns_to_its_own_slots(mode: Mode)
     drop(s.backends.remove(0));
     for (_, ip, b1) in FAMILIES {
         wait_row(&s, &format!("{b1}:80 "), "down");
-        let spread = new_connections(&s, ip, 150);
+        let spread = s.answering("tcp", ip, 150);
         assert!(
             !spread.contains_key("b1"),
             "{ip}: no new flow may reach the dead backend: {spread:?}"
@@ -97,7 +90,7 @@ fn a_killed_backend_stops_getting_flows_and_returns_to_its_own_slots(mode: Mode)
         std::thread::sleep(Duration::from_millis(10));
     }
     for (_, ip, _) in FAMILIES {
-        assert_eq!(new_connections(&s, ip, 60).len(), 3, "{ip}: b1 serves again");
+        assert_eq!(s.answering("tcp", ip, 60).len(), 3, "{ip}: b1 serves again");
     }
     let log = s.lb.log();
     if std::env::var_os("LBT_SHOW_LOG").is_some() {
@@ -121,11 +114,11 @@ fn drain_keeps_established_flows_and_sends_new_ones_elsewhere(mode: Mode) {
         let again: Vec<String> = conns.iter_mut().map(Conn::ask).collect();
         assert_eq!(again, first, "{ip}: established flows stay, b1's included");
         drop(inside);
-        let fresh = new_connections(&s, ip, 200);
+        let fresh = s.answering("tcp", ip, 200);
         assert!(!fresh.contains_key("b1"), "{ip}: no new flow to a draining backend: {fresh:?}");
 
         lb_backend(&s, &["enable", &svc, &b1]);
-        assert!(new_connections(&s, ip, 200).contains_key("b1"), "{ip}: enabled again");
+        assert!(s.answering("tcp", ip, 200).contains_key("b1"), "{ip}: enabled again");
     }
 }
 
@@ -199,7 +192,7 @@ fn a_refused_connection_takes_the_backend_out_before_its_next_probe(mode: Mode) 
             Mode::Splice => assert_eq!(refused, 0, "{ip}: the proxy tries the next backend"),
         }
         // From now on every new connection is served by b2 or b3.
-        let spread = new_connections(&s, ip, 50);
+        let spread = s.answering("tcp", ip, 50);
         assert!(!spread.contains_key("b1"), "{ip}: {spread:?}");
     }
     let log = s.lb.log();

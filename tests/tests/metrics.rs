@@ -14,7 +14,7 @@ use lb_tests::{
     client::{Flow, Setup, vip},
     in_both_modes,
     mode::Mode,
-    topology::{Topology, VIP4, VIP6, backend4, backend6, sock},
+    topology::{Topology, VIP4, VIP6, backend_sock},
 };
 
 const SERVER: &str = env!("CARGO_BIN_EXE_lbt-server");
@@ -51,12 +51,6 @@ fn scrape() -> (HashMap<String, f64>, Vec<String>) {
 
 in_both_modes!(metrics_count_the_traffic_actually_sent);
 
-/// Backend `i`'s address on `port` in `family` (`v4`, `v6`).
-fn backend(family: &str, i: usize, port: u16) -> String {
-    let ip = if family == "v4" { backend4(i) } else { backend6(i) };
-    sock(ip, port)
-}
-
 fn metrics_count_the_traffic_actually_sent(mode: Mode) {
     let topo = Topology::new(3);
     mode.prepare(&topo);
@@ -89,7 +83,10 @@ fn metrics_count_the_traffic_actually_sent(mode: Mode) {
         let family = &svc[svc.len() - 2..];
         (1..=3)
             .map(|i| {
-                m[&format!(r#"{metric}{{service="{svc}",backend="{}"}}"#, backend(family, i, port))]
+                m[&format!(
+                    r#"{metric}{{service="{svc}",backend="{}"}}"#,
+                    backend_sock(family, i, port)
+                )]
             })
             .sum()
     };
@@ -137,7 +134,8 @@ fn metrics_count_the_traffic_actually_sent(mode: Mode) {
         );
         assert_eq!(held(&m, "lb_backend_closing_flows", &tcp, 80), closing, "{tcp}: closing");
         for i in 1..=3 {
-            let up = format!(r#"lb_backend_up{{service="{tcp}",backend="{}"}}"#, backend(f, i, 80));
+            let up =
+                format!(r#"lb_backend_up{{service="{tcp}",backend="{}"}}"#, backend_sock(f, i, 80));
             assert_eq!(m[&up], 1.0, "{up}");
         }
     }

@@ -56,7 +56,7 @@ fn a_reload_under_load_breaks_no_established_flow_even_to_a_removed_backend() {
 
     // Keep opening connections to both VIPs while the config loses backend
     // 3, from ephemeral ports clear of those the predictions below bind.
-    s.topo.client.sysctl("net.ipv4.ip_local_port_range", "44000 65535");
+    s.topo.reuse_client_ports(44000, 65535);
     let loads: Vec<Load> = [VIP4, VIP6]
         .into_iter()
         .map(|ip| Load::start(s.topo.client.name(), vip(ip, 80), Duration::from_secs(1)))

@@ -64,7 +64,7 @@ fn a_takeover_with_a_changed_config_drops_nothing_and_applies_the_new_plan(mode:
     // New connections to both VIPs all through the restart, from ephemeral
     // ports clear of those the predictions below bind (a port the load
     // just closed would be in TIME_WAIT).
-    s.topo.client.sysctl("net.ipv4.ip_local_port_range", "44000 65535");
+    s.topo.reuse_client_ports(44000, 65535);
     let loads: Vec<Load> = [VIP4, VIP6]
         .into_iter()
         .map(|ip| Load::start(s.topo.client.name(), vip(ip, 80), Duration::from_secs(2)))
