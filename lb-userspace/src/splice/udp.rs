@@ -377,6 +377,48 @@ mod tests {
         });
     }
 
+    /// A backend answering every datagram with `name`.
+    async fn named(name: &'static [u8]) -> SocketAddr {
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = sock.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            while let Ok((_, from)) = sock.recv_from(&mut buf).await {
+                let _ = sock.send_to(name, from).await;
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn a_session_whose_backend_is_taken_out_moves_to_a_live_one() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let (one, two) = (named(b"one").await, named(b"two").await);
+            let (vip, shared) = serving(one, 4, None).await;
+            let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let ask = || async {
+                c.send_to(b"hi", vip).await.unwrap();
+                let mut buf = [0u8; 8];
+                let got = tokio::time::timeout(Duration::from_secs(2), c.recv_from(&mut buf));
+                let (n, _) = got.await.expect("an answer").unwrap();
+                buf[..n].to_vec()
+            };
+            assert_eq!(ask().await, b"one");
+            // Backend 1 disabled: the table gives every flow to backend 2,
+            // and backend 1 is cut, as the forwarder does.
+            let cut = {
+                let mut view = shared.view.write().unwrap();
+                view.table = vec![2; 7];
+                view.backends.insert(2, Backend { addr: two, stats: Arc::default() });
+                Arc::clone(&view.backends[&1].stats)
+            };
+            cut.cut_connections();
+            assert_eq!(ask().await, b"two", "the session moved to the live backend");
+            assert_eq!(ask().await, b"two", "and stays there");
+        });
+    }
+
     #[test]
     fn a_port_unreachable_from_the_backend_is_reported() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
