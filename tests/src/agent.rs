@@ -54,6 +54,19 @@ pub fn config_with_health(
     n: usize,
     health: &str,
 ) -> String {
+    config_with_probes(topo, dir, tcp_scheduler, n, health, "kind = \"none\"")
+}
+
+/// [`config`] with `tcp` as the `[service.health]` table of the TCP
+/// services and `udp` as that of the UDP ones.
+pub fn config_with_probes(
+    topo: &Topology,
+    dir: &Path,
+    tcp_scheduler: &str,
+    n: usize,
+    tcp: &str,
+    udp: &str,
+) -> String {
     let mut s = agent_table(&topo.lb_interfaces(), dir);
     for (name, vip, backend) in [
         ("v4", crate::topology::VIP4, crate::topology::backend4 as fn(usize) -> std::net::IpAddr),
@@ -61,7 +74,7 @@ pub fn config_with_health(
     ] {
         let vip: std::net::IpAddr = vip.parse().expect("vip");
         for (proto, port, sched) in [("tcp", 80, tcp_scheduler), ("udp", 5353, "maglev")] {
-            let health = if proto == "tcp" { health } else { "kind = \"none\"" };
+            let health = if proto == "tcp" { tcp } else { udp };
             let backends: Vec<String> = (1..=n).map(|i| sock(backend(i), port)).collect();
             s += &service(
                 &format!("{proto}-{name}"),
@@ -245,6 +258,14 @@ impl Lb {
             Ok(Response::Flow(r)) => r,
             other => panic!("lb flow {src} {dst} {protocol}: {other:?}"),
         }
+    }
+
+    /// Waits (at most `limit`) until backend `addr` of `service` has
+    /// `health` (`up` or `down`) in the agent's status.
+    pub fn wait_health(&self, service: &str, addr: &str, health: &str, limit: Duration) {
+        wait_for(limit, &format!("{service} {addr} {health}"), || {
+            (self.backend(service, addr).0.health == health).then_some(())
+        });
     }
 
     /// The health changes the agent has logged so far, oldest first.

@@ -58,6 +58,19 @@ impl Setup {
         s
     }
 
+    /// `n` backends, all served in `mode` (asserted from its status), the
+    /// TCP services probed with `tcp` and the UDP ones with `udp` (each a
+    /// `[service.health]` table).
+    pub fn probed(mode: Mode, server: &str, n: usize, tcp: &str, udp: &str) -> Self {
+        let topo = Topology::new(n);
+        mode.prepare(&topo);
+        let s = Self::with_config(server, topo, TempDir::new(), |t, d| {
+            mode.config(&crate::agent::config_with_probes(t, d, "maglev", n, tcp, udp))
+        });
+        assert_eq!(s.mode, mode, "lb serves in the mode asked for:\n{}", s.lb.status());
+        s
+    }
+
     /// As [`Setup::new`], with the config written by `cfg`.
     pub fn with_config(
         server: &str,
@@ -110,6 +123,20 @@ impl Setup {
         Conn::open_via(vip, self.mode)
     }
 
+    /// The backends answering `n` new flows to `ip` from the client
+    /// namespace, by name: TCP connections to port 80 (`proto` `"tcp"`) or
+    /// UDP flows to port 5353 (`"udp"`), the ports of [`config`]'s services.
+    pub fn answering(&self, proto: &str, ip: &str, n: usize) -> HashMap<String, usize> {
+        let _in = self.topo.client.enter();
+        let names: Vec<String> = (0..n)
+            .map(|_| match proto {
+                "tcp" => self.conn(vip(ip, 80)).ask(),
+                _ => Flow::open(vip(ip, 5353)).ask(),
+            })
+            .collect();
+        count(&names)
+    }
+
     /// The config `lb` was started with (or last given).
     pub fn config(&self) -> lbconfig::Config {
         lbconfig::load(&self.dir.0.join("lb.toml")).expect("config")
@@ -148,11 +175,11 @@ impl Conn {
         Self { stream, reader, mode }
     }
 
-    /// As [`Conn::open_via`], from the client's IPv4 address and port
-    /// `port`: a test that predicts the backend knows the whole 5-tuple.
+    /// As [`Conn::open_via`], from the client's address of `vip`'s family
+    /// and port `port`: a test that predicts the backend knows the whole
+    /// 5-tuple.
     pub fn open_from(port: u16, vip: SocketAddr, mode: Mode) -> Self {
-        let client = SocketAddr::new(crate::topology::CLIENT4.parse().expect("client"), port);
-        Self::open_bound(client, vip, mode)
+        Self::open_bound(SocketAddr::new(client_addr(vip), port), vip, mode)
     }
 
     /// As [`Conn::open_via`], from the client address and port `client`
@@ -321,12 +348,18 @@ impl Flow {
         String::from_utf8_lossy(&buf[..n]).split_whitespace().next().unwrap_or_default().to_owned()
     }
 
-    /// The flow's 5-tuple as the balancer sees it (IPv4 only).
+    /// The flow's 5-tuple as the balancer sees it (the socket is bound to
+    /// the wildcard address, so the client's address of the VIP's family).
     pub fn key(&self) -> FlowKey {
         let local = self.sock.local_addr().expect("local");
-        let client: IpAddr = crate::topology::CLIENT4.parse().expect("client");
-        FlowKey::between(SocketAddr::new(client, local.port()), self.vip, PROTO_UDP)
+        FlowKey::between(SocketAddr::new(client_addr(self.vip), local.port()), self.vip, PROTO_UDP)
     }
+}
+
+/// The client namespace's address of `vip`'s family (IPv4 or IPv6).
+pub fn client_addr(vip: SocketAddr) -> IpAddr {
+    let client = if vip.is_ipv4() { crate::topology::CLIENT4 } else { crate::topology::CLIENT6 };
+    client.parse().expect("client address")
 }
 
 /// How many times each name occurs.

@@ -8,9 +8,15 @@ use lb_common::{
 };
 use lb_userspace::datapath::Plan;
 
-/// The name (`b<i>`, as lbt-server answers) of backend `id` of `plan`.
+/// The name (`b<i>`, as lbt-server answers) of backend `id` of `plan`: `i`
+/// is the third group of its address, 10.200.<i>.1 or fd00:200:<i>::1.
 pub fn name(plan: &Plan, id: u32) -> String {
-    format!("b{}", plan.backends[id as usize].addr.to_bytes()[2])
+    let b = &plan.backends[id as usize];
+    let i = match b.addr.to_ip(b.family) {
+        std::net::IpAddr::V4(a) => u16::from(a.octets()[2]),
+        std::net::IpAddr::V6(a) => a.segments()[2],
+    };
+    format!("b{i}")
 }
 
 /// The name of the backend `service` of `plan` gives the flow `key` (hash

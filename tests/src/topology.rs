@@ -37,6 +37,13 @@ pub fn backend6(i: usize) -> IpAddr {
     format!("fd00:200:{i}::1").parse().expect("backend address")
 }
 
+/// `ip:port` of backend `i` in the services of `family` (`"v4"`, `"v6"`,
+/// as the services of [`crate::agent::config`] are suffixed).
+pub fn backend_sock(family: &str, i: usize, port: u16) -> String {
+    let ip = if family == "v4" { backend4(i) } else { backend6(i) };
+    sock(ip, port)
+}
+
 /// IPv4 address of the balancer on backend `i`'s link.
 pub fn lb_side4(i: usize) -> IpAddr {
     format!("10.200.{i}.254").parse().expect("balancer address")

@@ -130,6 +130,12 @@ fn adding_a_backend_moves_a_quarter_of_new_flows_and_no_established_one(mode: Mo
     // outside); a new backend given 1/3 or 1/5 (1000, 600) is caught. The
     // moved fraction's band above is ±6.3σ.
     assert!((624..=876).contains(&on_new), "{on_new} of 3000 new flows on the new backend");
+    // Over IPv6 too, every new flow lands exactly where the new plan says.
+    for _ in 0..500 {
+        let f = Flow::open(vip(VIP6, 5353));
+        let want = lb_tests::predict::backend(&new_plan, "udp-v6", &f.key());
+        assert_eq!(f.ask(), want, "flow {:?}", f.key());
+    }
 }
 
 fn sigterm_stops_the_agent_and_leaves_only_what_the_mode_should(mode: Mode) {

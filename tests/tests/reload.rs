@@ -1,14 +1,19 @@
 //! Reloads of a running balancer (`lb reload`): invalid files are refused
-//! with the running config untouched; valid ones apply under load without
-//! breaking established flows to the backends they keep. Needs root.
+//! with the running config untouched; valid ones apply under load, over
+//! both families, without breaking established flows, and new flows get
+//! exactly what the new plan says. Needs root.
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
+use lb_common::abi::{FlowKey, PROTO_TCP};
 use lb_tests::{
     agent::config,
-    client::{Conn, Load, Setup, count, vip},
-    topology::VIP4,
+    client::{Conn, Load, Setup, client_addr, count, vip},
+    mode::Mode,
+    predict,
+    topology::{VIP4, VIP6},
 };
+use lb_userspace::datapath;
 
 const SERVER: &str = env!("CARGO_BIN_EXE_lbt-server");
 
@@ -44,32 +49,52 @@ fn an_invalid_reload_is_refused_and_the_running_config_stays() {
 fn a_reload_under_load_breaks_no_established_flow_even_to_a_removed_backend() {
     let s = Setup::new(SERVER, 3, 3, "maglev");
     let inside = s.topo.client.enter();
-    let mut conns: Vec<Conn> = (0..90).map(|_| Conn::open(vip(VIP4, 80))).collect();
+    let mut conns: Vec<Conn> =
+        [VIP4, VIP6].iter().flat_map(|ip| (0..60).map(|_| Conn::open(vip(ip, 80)))).collect();
     let first: Vec<String> = conns.iter_mut().map(Conn::ask).collect();
     drop(inside);
 
-    // Keep opening connections while the config loses backend 3.
-    let load = Load::start(s.topo.client.name(), vip(VIP4, 80), Duration::from_secs(1));
-    load.wait_for(20, Duration::from_secs(10));
+    // Keep opening connections to both VIPs while the config loses backend
+    // 3, from ephemeral ports clear of those the predictions below bind.
+    s.topo.reuse_client_ports(44000, 65535);
+    let loads: Vec<Load> = [VIP4, VIP6]
+        .into_iter()
+        .map(|ip| Load::start(s.topo.client.name(), vip(ip, 80), Duration::from_secs(1)))
+        .collect();
+    loads.iter().for_each(|l| l.wait_for(20, Duration::from_secs(10)));
     std::fs::write(s.dir.0.join("lb.toml"), config(&s.topo, &s.dir.0, "maglev", 2))
         .expect("config");
     let (ok, text) = lb_reload(&s);
     assert!(ok, "{text}");
     // Connections ran before the table swap and after it, without a pause.
-    load.wait_for(50, Duration::from_secs(10));
-    let (ok, failed) = load.stop();
-    assert!(ok > 0, "no connection ran during the reload");
-    assert_eq!(failed, 0, "{failed} of {} new connections failed during the reload", ok + failed);
+    loads.iter().for_each(|l| l.wait_for(50, Duration::from_secs(10)));
+    for (ip, load) in [VIP4, VIP6].into_iter().zip(loads) {
+        let (ok, failed) = load.stop();
+        assert!(ok > 0, "{ip}: no connection ran during the reload");
+        assert_eq!(failed, 0, "{ip}: {failed} of {} new connections failed", ok + failed);
+    }
 
     let _in = s.topo.client.enter();
     // Every established flow keeps its backend, the removed one's included:
     // a removal drains, it does not cut.
-    assert!(first.iter().any(|n| n == "b3"), "b3 had flows before: {:?}", count(&first));
+    for half in first.chunks(60) {
+        assert!(half.iter().any(|n| n == "b3"), "b3 had flows before: {:?}", count(half));
+    }
     for (c, name) in conns.iter_mut().zip(&first) {
         assert_eq!(&c.ask(), name, "an established flow keeps its backend through the reload");
     }
-    let fresh: Vec<String> = (0..100).map(|_| Conn::open(vip(VIP4, 80)).ask()).collect();
-    assert!(!fresh.iter().any(|n| n == "b3"), "the removed backend takes no new flows");
+    // New flows get exactly what the new plan says: b3 none.
+    let plan = datapath::plan(&s.config()).expect("plan");
+    for (ip, svc) in [(VIP4, "tcp-v4"), (VIP6, "tcp-v6")] {
+        let target = vip(ip, 80);
+        for port in 43000..43100u16 {
+            let got = Conn::open_from(port, target, Mode::Xdp).ask();
+            let client = SocketAddr::new(client_addr(target), port);
+            let want = predict::backend(&plan, svc, &FlowKey::between(client, target, PROTO_TCP));
+            assert_eq!(got, want, "{svc} from port {port}");
+            assert_ne!(got, "b3", "the removed backend takes no new flows");
+        }
+    }
 }
 
 #[test]

@@ -2,11 +2,7 @@
 //! changes, an operator's weight across a reload, and the backend ids a long
 //! run of reloads uses up (never reused while the agent runs). Needs root.
 
-use lb_tests::{
-    agent::config,
-    client::{Conn, Setup, count, vip},
-    topology::VIP4,
-};
+use lb_tests::{agent::config, client::Setup, topology::VIP4};
 use lb_userspace::control::protocol::ServiceStatus;
 
 const SERVER: &str = env!("CARGO_BIN_EXE_lbt-server");
@@ -20,13 +16,6 @@ fn service(s: &Setup, name: &str) -> ServiceStatus {
 fn reload_with(s: &Setup, text: &str) -> (bool, String) {
     std::fs::write(s.dir.0.join("lb.toml"), text).expect("write config");
     s.lb.cli(&["reload"])
-}
-
-/// Backends answering 60 new connections to the TCP VIP, by name.
-fn answering(s: &Setup) -> std::collections::HashMap<String, usize> {
-    let _in = s.topo.client.enter();
-    let names: Vec<String> = (0..60).map(|_| Conn::open(vip(VIP4, 80)).ask()).collect();
-    count(&names)
 }
 
 #[test]
@@ -44,7 +33,11 @@ fn a_change_to_agent_or_splice_is_refused_and_the_running_config_stays() {
         assert!(out.contains("restart lb"), "{table}: the message names the fix: {out}");
         let status = s.lb.status();
         assert!(status.starts_with("mode xdp"), "{table}: still in XDP mode:\n{status}");
-        assert_eq!(answering(&s).len(), 3, "{table}: the running config still serves");
+        assert_eq!(
+            s.answering("tcp", VIP4, 60).len(),
+            3,
+            "{table}: the running config still serves"
+        );
     }
     let (ok, out) = reload_with(&s, &good);
     assert!(ok, "the unchanged file reloads: {out}");
@@ -53,7 +46,7 @@ fn a_change_to_agent_or_splice_is_refused_and_the_running_config_stays() {
 #[test]
 fn a_scheduler_or_table_size_change_replaces_the_service() {
     let s = Setup::new(SERVER, 3, 3, "maglev");
-    let before = answering(&s);
+    let before = s.answering("tcp", VIP4, 60);
     assert_eq!(service(&s, "tcp-v4").traffic.new_flows, 60);
     // A new scheduler: the service is removed and added again, with a new
     // service id and new backend ids, so its counters start from 0, and the
@@ -65,7 +58,7 @@ fn a_scheduler_or_table_size_change_replaces_the_service() {
     assert_eq!(svc.scheduler, "maglev-client-ip");
     assert_eq!(svc.traffic.new_flows, 0, "a new service's counters: {svc:?}");
     assert!(svc.backends.iter().all(|b| b.traffic.new_flows == 0), "new backend ids: {svc:?}");
-    let after = answering(&s);
+    let after = s.answering("tcp", VIP4, 60);
     assert_eq!(after.len(), 1, "one client address, one backend: {after:?} (was {before:?})");
     // A new table size: removed and added again too, with a table of that
     // size.
@@ -78,7 +71,7 @@ fn a_scheduler_or_table_size_change_replaces_the_service() {
     let svc = service(&s, "tcp-v4");
     assert_eq!(svc.traffic.new_flows, 0, "a new service's counters after a resize: {svc:?}");
     assert_eq!(svc.backends.iter().map(|b| b.slots).sum::<u32>(), 1031, "{svc:?}");
-    assert_eq!(answering(&s).len(), 1);
+    assert_eq!(s.answering("tcp", VIP4, 60).len(), 1);
 }
 
 #[test]
@@ -147,5 +140,5 @@ fn reloads_that_use_up_the_backend_ids_are_refused_and_the_running_config_stays(
     assert!(out.contains(&says), "the plan refuses it, naming the limit: {out}");
     // The running config stays: the old "many" and every TCP backend.
     assert_eq!(service(&s, "many").backends.len(), MANY);
-    assert_eq!(answering(&s).len(), 3, "the running config still serves");
+    assert_eq!(s.answering("tcp", VIP4, 60).len(), 3, "the running config still serves");
 }

@@ -10,9 +10,9 @@ use std::{
 use lb_common::abi::{PROTO_TCP, PROTO_UDP};
 use lb_tests::{
     agent::{TempDir, config_with_health, wait_for},
-    client::{Conn, Setup, count, vip},
+    client::{Conn, Setup, client_addr, count, vip},
     mode::Mode,
-    topology::{CLIENT4, Topology, VIP4},
+    topology::{CLIENT4, Topology, VIP4, VIP6},
 };
 use lb_userspace::datapath;
 
@@ -96,6 +96,14 @@ fn splice_mode_proxies_tcp_to_the_backend_xdp_would_pick() {
         names.push(got);
     }
     assert_eq!(count(&names).len(), 3, "{:?}", count(&names));
+    // Over IPv6 too.
+    let target6 = vip(VIP6, 80);
+    for port in 41000..41100u16 {
+        let got = Conn::open_from(port, target6, Mode::Splice).ask();
+        let client = SocketAddr::new(client_addr(target6), port);
+        let want = predicted(&s, "tcp-v6", client, target6, PROTO_TCP);
+        assert_eq!(got, want, "client port {port} over IPv6");
+    }
     // Per-backend counters: one connection each, as the names say.
     let report = s.lb.report();
     let svc = report.services.iter().find(|x| x.name == "tcp-v4").expect("tcp-v4");

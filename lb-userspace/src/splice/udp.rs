@@ -34,6 +34,18 @@ const REPLY_BATCH: usize = 8;
 struct Session {
     backend: Arc<UdpSocket>,
     last: Instant,
+    /// Its backend's counters, and their `cuts` when it opened: a session
+    /// whose backend was taken out since (down or disabled) is over, and
+    /// its client's next datagram opens a new one on a live backend, as
+    /// XDP re-hashes such a flow.
+    stats: Arc<BackendStats>,
+    cuts: u64,
+}
+
+impl Session {
+    fn cut(&self) -> bool {
+        self.stats.cuts.load(Relaxed) != self.cuts
+    }
 }
 
 type Sessions = Arc<Mutex<HashMap<SocketAddr, Session>>>;
@@ -96,10 +108,20 @@ async fn forward(
         }
     }
     for (client, datagrams) in groups {
-        let existing = lock(sessions).get_mut(&client).map(|s| {
-            s.last = Instant::now();
-            Arc::clone(&s.backend)
-        });
+        let existing = {
+            let mut open = lock(sessions);
+            match open.get_mut(&client) {
+                Some(s) if s.cut() => {
+                    open.remove(&client);
+                    None
+                }
+                Some(s) => {
+                    s.last = Instant::now();
+                    Some(Arc::clone(&s.backend))
+                }
+                None => None,
+            }
+        };
         let backend = match existing {
             Some(b) => b,
             None => match open(client, sock, shared, sessions, pool).await {
@@ -150,7 +172,13 @@ async fn open(
         if target.addr.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
     let backend = Arc::new(UdpSocket::bind(bind).await.ok()?);
     backend.connect(target.addr).await.ok()?;
-    lock(sessions).insert(client, Session { backend: Arc::clone(&backend), last: Instant::now() });
+    let session = Session {
+        backend: Arc::clone(&backend),
+        last: Instant::now(),
+        stats: Arc::clone(&target.stats),
+        cuts: target.stats.cuts.load(Relaxed),
+    };
+    lock(sessions).insert(client, session);
     shared.stats.relayed.fetch_add(1, Relaxed);
     let open = OpenGuard::new(&target.stats);
     let replies = Replies {
@@ -188,20 +216,33 @@ impl Replies {
     async fn run(self) {
         let idle = self.shared.limits.udp_idle_timeout;
         loop {
-            match tokio::time::timeout(idle, self.from.readable()).await {
-                Ok(Ok(())) => {}
+            // ERROR too: an ICMP port unreachable leaves the socket with a
+            // pending error and no datagram, which epoll reports as EPOLLERR
+            // alone, never as readable.
+            let ready = match tokio::time::timeout(
+                idle,
+                self.from.ready(Interest::READABLE | Interest::ERROR),
+            )
+            .await
+            {
+                Ok(Ok(ready)) => ready,
                 Ok(Err(_)) => return,
                 Err(_) if self.alive() => continue,
                 Err(_) => return,
-            }
-            let mut batch = lock(&self.pool).pop().unwrap_or_else(|| RecvBatch::new(REPLY_BATCH));
-            let got = self.from.try_io(Interest::READABLE, || batch.recv(self.from.as_fd()));
-            let result = match got {
-                Ok(_) => self.send_back(&batch).await,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
-                Err(e) => Err(e),
             };
-            lock(&self.pool).push(batch);
+            let result = if ready.is_readable() {
+                self.relay_replies().await
+            } else {
+                // Taken with SO_ERROR, which clears it. (try_io takes one
+                // interest at a time: given two it sees no readiness.)
+                let taken = self.from.try_io(Interest::ERROR, || {
+                    self.from.take_error()?.map_or(Err(io::ErrorKind::WouldBlock.into()), Err)
+                });
+                match taken {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+                    other => other,
+                }
+            };
             match result {
                 Ok(()) if self.touch() => {}
                 Ok(()) => return,
@@ -213,6 +254,19 @@ impl Replies {
                 Err(_) => return,
             }
         }
+    }
+
+    /// Sends back what the backend socket has (nothing if it has nothing).
+    async fn relay_replies(&self) -> io::Result<()> {
+        let mut batch = lock(&self.pool).pop().unwrap_or_else(|| RecvBatch::new(REPLY_BATCH));
+        let got = self.from.try_io(Interest::READABLE, || batch.recv(self.from.as_fd()));
+        let result = match got {
+            Ok(_) => self.send_back(&batch).await,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            Err(e) => Err(e),
+        };
+        lock(&self.pool).push(batch);
+        result
     }
 
     async fn send_back(&self, batch: &RecvBatch) -> io::Result<()> {
@@ -235,18 +289,20 @@ impl Replies {
         Ok(())
     }
 
+    /// Whether this session is still its client's (not reaped, not
+    /// replaced by a new one after a cut).
     fn alive(&self) -> bool {
-        lock(&self.sessions).contains_key(&self.client)
+        lock(&self.sessions).get(&self.client).is_some_and(|s| Arc::ptr_eq(&s.backend, &self.from))
     }
 
-    /// Marks the session used; false once it was reaped.
+    /// Marks the session used; false once it was reaped or replaced.
     fn touch(&self) -> bool {
         match lock(&self.sessions).get_mut(&self.client) {
-            Some(s) => {
+            Some(s) if Arc::ptr_eq(&s.backend, &self.from) => {
                 s.last = Instant::now();
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 }
@@ -263,6 +319,33 @@ mod tests {
         splice::tcp::{Backend, Stats, View},
     };
 
+    /// A VIP socket on the loopback serving `backend` (id 1) with
+    /// `max_connections` sessions, reporting passive signals to `events`.
+    async fn serving(
+        backend: SocketAddr,
+        max_connections: u32,
+        events: Option<tokio::sync::mpsc::UnboundedSender<lb_common::abi::PassiveEvent>>,
+    ) -> (SocketAddr, Arc<Shared>) {
+        let vip_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let vip = vip_sock.local_addr().unwrap();
+        let view = View {
+            table: vec![1; 7],
+            owners: 1,
+            backends: HashMap::from([(1, Backend { addr: backend, stats: Arc::default() })]),
+            ..View::default()
+        };
+        let shared = Arc::new(Shared {
+            vip,
+            view: std::sync::RwLock::new(view),
+            limits: Splice { max_connections, ..Splice::default() },
+            stats: Stats::default(),
+            inflight: Arc::default(),
+            events,
+        });
+        tokio::spawn(serve(vip_sock, Arc::clone(&shared), std::future::pending()));
+        (vip, shared)
+    }
+
     #[test]
     fn sessions_are_bounded_like_connections() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -276,23 +359,7 @@ mod tests {
                     let _ = echo.send_to(&buf[..n], from).await;
                 }
             });
-            let vip_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-            let vip = vip_sock.local_addr().unwrap();
-            let view = View {
-                table: vec![1; 7],
-                owners: 1,
-                backends: HashMap::from([(1, Backend { addr: backend, stats: Arc::default() })]),
-                ..View::default()
-            };
-            let shared = Arc::new(Shared {
-                vip,
-                view: std::sync::RwLock::new(view),
-                limits: Splice { max_connections: 2, ..Splice::default() },
-                stats: Stats::default(),
-                inflight: Arc::default(),
-                events: None,
-            });
-            tokio::spawn(serve(vip_sock, Arc::clone(&shared), std::future::pending()));
+            let (vip, shared) = serving(backend, 2, None).await;
             let mut answered = 0;
             for _ in 0..3 {
                 let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -307,6 +374,68 @@ mod tests {
             assert_eq!(answered, 2, "the third client is over the limit");
             assert_eq!(shared.stats.refused_at_limit.load(Relaxed), 1);
             assert_eq!(shared.stats.relayed.load(Relaxed), 2);
+        });
+    }
+
+    /// A backend answering every datagram with `name`.
+    async fn named(name: &'static [u8]) -> SocketAddr {
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = sock.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            while let Ok((_, from)) = sock.recv_from(&mut buf).await {
+                let _ = sock.send_to(name, from).await;
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn a_session_whose_backend_is_taken_out_moves_to_a_live_one() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let (one, two) = (named(b"one").await, named(b"two").await);
+            let (vip, shared) = serving(one, 4, None).await;
+            let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let ask = || async {
+                c.send_to(b"hi", vip).await.unwrap();
+                let mut buf = [0u8; 8];
+                let got = tokio::time::timeout(Duration::from_secs(2), c.recv_from(&mut buf));
+                let (n, _) = got.await.expect("an answer").unwrap();
+                buf[..n].to_vec()
+            };
+            assert_eq!(ask().await, b"one");
+            // Backend 1 disabled: the table gives every flow to backend 2,
+            // and backend 1 is cut, as the forwarder does.
+            let cut = {
+                let mut view = shared.view.write().unwrap();
+                view.table = vec![2; 7];
+                view.backends.insert(2, Backend { addr: two, stats: Arc::default() });
+                Arc::clone(&view.backends[&1].stats)
+            };
+            cut.cut_connections();
+            assert_eq!(ask().await, b"two", "the session moved to the live backend");
+            assert_eq!(ask().await, b"two", "and stays there");
+        });
+    }
+
+    #[test]
+    fn a_port_unreachable_from_the_backend_is_reported() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            // A port nothing listens on: the loopback answers with ICMP port
+            // unreachable, which leaves the session socket with an error and
+            // no datagram.
+            let closed = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let backend = closed.local_addr().unwrap();
+            drop(closed);
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let (vip, _shared) = serving(backend, 4, Some(tx)).await;
+            let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            c.send_to(b"hi", vip).await.unwrap();
+            let event = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await;
+            let event = event.expect("reported within 2 s").expect("an event");
+            assert_eq!((event.backend_id, event.kind), (1, lb_common::abi::EVENT_UNREACHABLE));
         });
     }
 }
