@@ -132,6 +132,15 @@ fn render(r: &StatusReport) -> String {
     for s in &r.services {
         let name = format!("{} {} {}", s.name, s.vip, s.protocol);
         let _ = writeln!(out, "{}", row(&name, ["", "", "", "", "", ""], &s.traffic));
+        if !s.sources.is_empty() || s.acl_denied + s.rate_limited > 0 {
+            let _ = writeln!(
+                out,
+                "  sources: {}   acl_denied {}   rate_limited {}",
+                if s.sources.is_empty() { "everyone, unlimited" } else { &s.sources },
+                s.acl_denied,
+                s.rate_limited
+            );
+        }
         for b in &s.backends {
             let name = format!("  {} w{}", b.addr, b.weight);
             let cols = [

@@ -12,6 +12,7 @@ mod duration;
 pub use duration::parse_arg as parse_duration_arg;
 mod error;
 mod model;
+mod prefix;
 mod raw;
 mod summary;
 mod toml_error;
@@ -21,9 +22,10 @@ use std::path::Path;
 
 pub use error::{ConfigError, Problem, Subject};
 pub use model::{
-    Agent, Attach, Backend, Config, Flows, Health, HealthKind, Mode, Protocol, ProxyProtocol,
-    Scheduler, Service, Splice, VipRoutes,
+    Agent, Attach, Backend, Config, Flows, Health, HealthKind, Mode, NewFlowLimit, Protocol,
+    ProxyProtocol, Scheduler, Service, Sources, Splice, VipRoutes,
 };
+pub use prefix::{Prefix, PrefixError};
 pub use summary::Summary;
 
 /// Reads, parses and validates the config file at `path`.

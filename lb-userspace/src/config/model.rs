@@ -171,8 +171,37 @@ pub struct Service {
     pub proxy_protocol: ProxyProtocol,
     /// How backends are probed.
     pub health: Health,
+    /// Who may reach the service, and how fast they may open flows.
+    pub sources: Sources,
     /// Backends, in file order (at least one, unique addresses).
     pub backends: Vec<Backend>,
+}
+
+/// A service's source lists and per-source new-flow limit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sources {
+    /// Sources that may reach the service; empty: every source.
+    pub allow: Vec<super::Prefix>,
+    /// Sources that may not, even if an allow entry covers them (deny
+    /// wins).
+    pub deny: Vec<super::Prefix>,
+    /// New flows each source prefix may open; `None`: no limit.
+    pub new_flow_limit: Option<NewFlowLimit>,
+}
+
+/// `new_flow_limit = { rate, burst, prefix_v4, prefix_v6 }`: a token bucket
+/// per source prefix. Only new flows take from it; established flows are
+/// never limited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewFlowLimit {
+    /// New flows a second, sustained (1 to 1 000 000).
+    pub rate: u32,
+    /// New flows at once (at least 1; default: `rate`).
+    pub burst: u32,
+    /// Bits of an IPv4 source that make one prefix (0 to 32; default 32).
+    pub prefix_v4: u8,
+    /// Bits of an IPv6 source that make one prefix (0 to 128; default 64).
+    pub prefix_v6: u8,
 }
 
 /// Transport protocol of a service.

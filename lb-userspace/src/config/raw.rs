@@ -73,8 +73,21 @@ pub(crate) struct RawService {
     pub(crate) table_size: Option<i64>,
     pub(crate) proxy_protocol: Option<String>,
     pub(crate) health: Option<RawHealth>,
+    pub(crate) allow: Option<Vec<String>>,
+    pub(crate) deny: Option<Vec<String>>,
+    pub(crate) new_flow_limit: Option<RawNewFlowLimit>,
     #[serde(default)]
     pub(crate) backend: Vec<RawBackend>,
+}
+
+/// `new_flow_limit = { ... }` of a service.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawNewFlowLimit {
+    pub(crate) rate: Option<i64>,
+    pub(crate) burst: Option<i64>,
+    pub(crate) prefix_v4: Option<i64>,
+    pub(crate) prefix_v6: Option<i64>,
 }
 
 /// `[service.health]`: one flat table for every kind, so a key that belongs

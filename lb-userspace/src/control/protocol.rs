@@ -169,6 +169,18 @@ pub struct ServiceStatus {
     pub scheduler: String,
     /// Client -> VIP traffic.
     pub traffic: Traffic,
+    /// Who may reach it, as the config says ("allow 10.0.0.0/8; deny
+    /// 10.1.0.0/16; new flows 100/s burst 200 per /32 /64"); empty: everyone,
+    /// unlimited.
+    #[serde(default)]
+    pub sources: String,
+    /// Packets (splice mode: connections and datagrams) refused by its
+    /// source lists.
+    #[serde(default)]
+    pub acl_denied: u64,
+    /// New flows refused over their source's new-flow limit.
+    #[serde(default)]
+    pub rate_limited: u64,
     /// Backends in config order.
     pub backends: Vec<BackendStatus>,
 }

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use super::backend;
 use super::health;
 use super::report::{Issue, Report, Scope};
+use super::sources;
 use super::values::{choice, identity, nonzero_port, service_name, socket_addr};
 use crate::config::defaults;
 use crate::config::error::Subject;
@@ -54,6 +55,7 @@ pub(super) fn check(index: usize, raw: RawService, report: &mut Report) -> Check
     let proxy_protocol =
         report.take(&scope, proxy_protocol(raw.proxy_protocol.as_deref(), protocol));
     let health = health::check(raw.health, protocol, &scope, report);
+    let sources = sources::check(raw.allow, raw.deny, raw.new_flow_limit, vip, &scope, report);
     let backend_count = raw.backend.len();
     let backends: Vec<backend::Checked> = raw
         .backend
@@ -85,6 +87,7 @@ pub(super) fn check(index: usize, raw: RawService, report: &mut Report) -> Check
             table_size: table_size?,
             proxy_protocol: proxy_protocol?,
             health: health?,
+            sources: sources.clone()?,
             backends: all_backends?,
         })
     };
