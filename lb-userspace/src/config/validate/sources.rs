@@ -111,12 +111,12 @@ fn new_flow_limit(
         Some(b) => report.take(scope, bounded(&field("burst"), b, 1, MAX_RATE)),
         None => rate,
     };
-    let v4 = raw.prefix_v4.map_or(Some(32), |p| {
-        report.take(scope, bounded(&field("prefix_v4"), p, 0, 32))
-    });
-    let v6 = raw.prefix_v6.map_or(Some(64), |p| {
-        report.take(scope, bounded(&field("prefix_v6"), p, 0, 128))
-    });
+    let v4 = raw
+        .prefix_v4
+        .map_or(Some(32), |p| report.take(scope, bounded(&field("prefix_v4"), p, 0, 32)));
+    let v6 = raw
+        .prefix_v6
+        .map_or(Some(64), |p| report.take(scope, bounded(&field("prefix_v6"), p, 0, 128)));
     Some(NewFlowLimit {
         rate: rate?,
         burst: burst?,
