@@ -120,6 +120,11 @@ fn allow_and_deny_for_v4_and_v6_hold_across_a_reload(mode: Mode) {
     assert!(refused(&s, "udp-v4").0 >= 1, "udp-v4 counted its refusals");
     let status = s.lb.status();
     assert!(status.contains("deny 10.200.0.10/32") && status.contains("acl_denied"), "{status}");
+    if mode.kernel() {
+        let flow = s.lb.flow(SocketAddr::new(c10, 40000), t4, "tcp");
+        assert_eq!((flow.source.as_str(), flow.backend.as_str()), ("refused", ""), "{flow:?}");
+        assert!(flow.why.contains("deny 10.200.0.10/32"), "{flow:?}");
+    }
 
     // The lists change places.
     let second = config_with(

@@ -30,7 +30,7 @@ pub(super) fn report(
             protocol: svc.protocol.to_string(),
             scheduler: svc.scheduler.to_string(),
             traffic: traffic(totals.services.get(planned.record.id as usize)),
-            sources: sources(&svc.sources),
+            sources: svc.sources.describe(),
             acl_denied: totals.services.get(planned.record.id as usize).map_or(0, |c| c.acl_denied),
             rate_limited: totals
                 .services
@@ -95,21 +95,4 @@ pub(super) fn report(
 fn traffic(c: Option<&Counters>) -> Traffic {
     let c = c.copied().unwrap_or_default();
     Traffic { packets: c.packets, bytes: c.bytes, new_flows: c.new_flows }
-}
-
-/// The one-line account of a service's source lists and limit.
-fn sources(s: &crate::config::Sources) -> String {
-    let list = |name: &str, l: &[crate::config::Prefix]| {
-        (!l.is_empty()).then(|| {
-            format!("{name} {}", l.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))
-        })
-    };
-    let limit = s.new_flow_limit.map(|l| {
-        format!("new flows {}/s burst {} per /{} /{}", l.rate, l.burst, l.prefix_v4, l.prefix_v6)
-    });
-    [list("allow", &s.allow), list("deny", &s.deny), limit]
-        .into_iter()
-        .flatten()
-        .collect::<Vec<_>>()
-        .join("; ")
 }

@@ -189,6 +189,31 @@ pub struct Sources {
     pub new_flow_limit: Option<NewFlowLimit>,
 }
 
+impl Sources {
+    /// One line for status and `lb check`: "allow 10.0.0.0/8; deny
+    /// 10.1.0.0/16; new flows 100/s burst 200 per /32 /64"; empty when the
+    /// service admits everyone, unlimited.
+    pub fn describe(&self) -> String {
+        let list = |name: &str, l: &[super::Prefix]| {
+            (!l.is_empty()).then(|| {
+                let l: Vec<String> = l.iter().map(ToString::to_string).collect();
+                format!("{name} {}", l.join(", "))
+            })
+        };
+        let limit = self.new_flow_limit.map(|l| {
+            format!(
+                "new flows {}/s burst {} per /{} /{}",
+                l.rate, l.burst, l.prefix_v4, l.prefix_v6
+            )
+        });
+        [list("allow", &self.allow), list("deny", &self.deny), limit]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
 /// `new_flow_limit = { rate, burst, prefix_v4, prefix_v6 }`: a token bucket
 /// per source prefix. Only new flows take from it; established flows are
 /// never limited.

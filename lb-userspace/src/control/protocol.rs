@@ -231,7 +231,8 @@ pub struct FlowReport {
     pub service: String,
     /// The backend, "ip:port", or empty if none can take it.
     pub backend: String,
-    /// "flow-table" (pinned) or "maglev" (a new flow).
+    /// "flow-table" (pinned), "maglev" (a new flow) or "refused" (by the
+    /// service's source lists).
     pub source: String,
     /// The flow hash, for a Maglev pick.
     pub hash: u32,

@@ -152,6 +152,11 @@ mod tests {
         let l = plain.services[0].sources.new_flow_limit.expect("limit");
         assert_eq!((l.burst, l.prefix_v6), (5, 64), "burst defaults to the rate");
         assert_eq!(accepted(&with("")).services[0].sources, Default::default());
+        assert_eq!(
+            s.describe(),
+            "allow 10.0.0.0/8, 2001:db8::/32; deny 10.9.9.9/32; new flows 100/s burst 200 per /32 /56"
+        );
+        assert!(c.summary().to_string().contains("    sources: allow 10.0.0.0/8"));
     }
 
     #[test]
