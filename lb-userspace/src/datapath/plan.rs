@@ -579,6 +579,31 @@ mod tests {
     }
 
     #[test]
+    fn lists_and_limits_change_the_record_but_not_the_service() {
+        let old = plan(&cfg(TWO)).unwrap();
+        let limited = TWO.replacen(
+            "table_size = 251\n",
+            "table_size = 251\nallow = [\"10.0.0.0/8\"]\ndeny = [\"10.9.0.0/16\"]\n\
+             new_flow_limit = { rate = 4, burst = 8, prefix_v6 = 48 }\n",
+            1,
+        );
+        let new = replan(&old, &cfg(&limited), &|_, b| Effective::configured(b)).unwrap();
+        let (was, web) = (&old.services[0], &new.services[0]);
+        assert_eq!((web.record.id, web.record.table_base), (was.record.id, was.record.table_base));
+        assert!(web.table.is_empty(), "the table stays in place");
+        assert_eq!(web.record.flags, SERVICE_ALLOW_LIST | SERVICE_DENY_LIST);
+        let r = web.record;
+        let limit = (r.limit_cost_ns, r.limit_burst, r.limit_prefix_v4, r.limit_prefix_v6);
+        assert_eq!(limit, (250_000_000, 8, 32, 48));
+        assert_eq!(web.deny[0].to_string(), "10.9.0.0/16");
+        // The affinity service keeps its scheduler flag alone.
+        assert_eq!(new.services[1].record.flags, SERVICE_HASH_CLIENT_IP);
+        // And back: no list, no limit.
+        let back = replan(&new, &cfg(TWO), &|_, b| Effective::configured(b)).unwrap();
+        assert_eq!(back.services[0].record, old.services[0].record);
+    }
+
+    #[test]
     fn regions_fill_first_fit_and_refuse_when_full() {
         let mut free = free_regions(100, [(10, 20), (50, 10)].into_iter());
         assert_eq!(free, vec![(0, 10), (30, 20), (60, 40)]);
