@@ -2,7 +2,7 @@
 //! follow the flow rules, pick by Maglev, rewrite, forward.
 
 use lb_common::{
-    abi::{DropReason, ServiceKey},
+    abi::{DropReason, SERVICE_ALLOW_LIST, SERVICE_DENY_LIST, ServiceKey},
     parse::{FRAG_FIRST, Fragment, IcmpError, L4Packet, Parsed, parse},
 };
 
@@ -11,7 +11,7 @@ use crate::{
     hook::Hook,
     icmp,
     maps::{LB_SCRATCH, LB_SERVICES},
-    reverse, stats,
+    reverse, sources, stats,
 };
 
 /// The action for the packet `h`. Each `DropReason` has one fixed action
@@ -89,6 +89,16 @@ fn try_lb<H: Hook>(h: &H) -> Result<u32, DropReason> {
     let first = pkt.fragment == FRAG_FIRST;
     let action = if let Some(svc) = unsafe { LB_SERVICES.get(&service) } {
         let svc = *svc;
+        // Every packet, not only new flows': a source a reload denies
+        // loses its established flows too. Before anything else, so a
+        // refused packet costs little; here, not in `to_backend`, whose
+        // stack frame leaves its callees little room.
+        if svc.flags & (SERVICE_ALLOW_LIST | SERVICE_DENY_LIST) != 0
+            && sources::admitted(&pkt.key.src, pkt.key.family, &svc) == sources::NO
+        {
+            stats::acl_denied(svc.id);
+            return Err(DropReason::AclDenied);
+        }
         if first {
             fragments::first(pkt);
         }

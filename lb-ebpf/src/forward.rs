@@ -17,7 +17,7 @@ use crate::{
     maps::{LB_BACKENDS, LB_FLOWS, LB_HAIRPIN, LB_MAGLEV},
     passive,
     rewrite::{self, Side},
-    route, stats,
+    route, sources, stats,
 };
 
 /// Forwards a packet addressed to the service `svc`.
@@ -64,18 +64,27 @@ fn try_to_backend<H: Hook>(h: &H, pkt: &L4Packet, svc: &ServiceRecord) -> Result
             (flow.backend_id, backend, false)
         }
         _ => {
-            let id = pick(pkt, svc)?;
-            let backend = *LB_BACKENDS.get(id).ok_or(DropReason::BadTableEntry)?;
-            // A retransmitted SYN (same sequence number) of a connection
-            // already waiting on this backend is the same connection; a new
-            // one on a reused port has another sequence number.
             // Read here, for SYNs only: the parser's result stays small, as
             // the BPF stack must.
             let seq = if syn { syn_seq(h, pkt)? } else { 0 };
-            let again = syn
-                && current.is_some_and(|f| {
-                    f.state == FLOW_OPENING && f.backend_id == id && f.syn_seq == seq
-                });
+            let waiting = current.filter(|f| syn && f.state == FLOW_OPENING && f.syn_seq == seq);
+            // Only new flows are limited: not a flow re-hashed off a
+            // backend that went down, nor a retransmitted SYN (same
+            // sequence number) of a connection already waiting.
+            let new = (syn || current.is_none()) && waiting.is_none();
+            if new
+                && svc.limit_cost_ns != 0
+                && sources::within_limit(&pkt.key.src, pkt.key.family, svc) == sources::NO
+            {
+                stats::rate_limited(svc.id);
+                return Err(DropReason::RateLimited);
+            }
+            let id = pick(pkt, svc)?;
+            let backend = *LB_BACKENDS.get(id).ok_or(DropReason::BadTableEntry)?;
+            // A retransmitted SYN of a connection already waiting on this
+            // backend is the same connection; a new one on a reused port
+            // has another sequence number.
+            let again = waiting.is_some_and(|f| f.backend_id == id);
             let state = if syn {
                 FLOW_OPENING
             } else if closing {

@@ -24,6 +24,7 @@ mod passive;
 mod reverse;
 mod rewrite;
 mod route;
+mod sources;
 mod stats;
 
 use aya_ebpf::{

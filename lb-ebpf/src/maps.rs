@@ -16,14 +16,15 @@
 use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_F_NO_COMMON_LRU, bpf_fib_lookup},
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use lb_common::{
     abi::{
-        Addr, BackendRecord, Counters, DEFAULT_FLOW_CAPACITY, DEFAULT_MAGLEV_SLOTS, DropReason,
-        EVENTS_BYTES, Endpoint, FlowKey, FlowTimeouts, FlowValue, FragKey, FragPorts,
-        MAX_BACKEND_ENDPOINTS, MAX_BACKENDS, MAX_FRAGS, MAX_HAIRPIN_SOURCES, MAX_PEER_DEVICES,
-        MAX_SERVICES, NextHop, Replies, ServiceKey, ServiceRecord, SynCounters,
+        AclV4, AclV6, Addr, BackendRecord, BucketKey, Counters, DEFAULT_FLOW_CAPACITY,
+        DEFAULT_MAGLEV_SLOTS, DropReason, EVENTS_BYTES, Endpoint, FlowKey, FlowTimeouts, FlowValue,
+        FragKey, FragPorts, MAX_ACL_ENTRIES, MAX_BACKEND_ENDPOINTS, MAX_BACKENDS, MAX_BUCKETS,
+        MAX_FRAGS, MAX_HAIRPIN_SOURCES, MAX_PEER_DEVICES, MAX_SERVICES, NextHop, Replies,
+        ServiceKey, ServiceRecord, SynCounters,
     },
     parse::{Fragment, IcmpError, L4Packet},
 };
@@ -75,6 +76,15 @@ pub static LB_HAIRPIN: HashMap<Addr, u32> = HashMap::with_max_entries(MAX_HAIRPI
 #[map]
 pub static LB_FRAGS: LruHashMap<FragKey, FragPorts> = LruHashMap::with_max_entries(MAX_FRAGS, 0);
 
+#[map]
+pub static LB_ACL_V4: LpmTrie<AclV4, u32> = LpmTrie::with_max_entries(MAX_ACL_ENTRIES, 0);
+
+#[map]
+pub static LB_ACL_V6: LpmTrie<AclV6, u32> = LpmTrie::with_max_entries(MAX_ACL_ENTRIES, 0);
+
+#[map]
+pub static LB_BUCKETS: LruHashMap<BucketKey, u64> = LruHashMap::with_max_entries(MAX_BUCKETS, 0);
+
 /// Per-CPU room for what the 512-byte BPF stack cannot hold: the parse
 /// result every branch reads, and a FIB query (see `route`).
 pub struct Scratch {
@@ -84,6 +94,9 @@ pub struct Scratch {
     pub fib: bpf_fib_lookup,
     pub pending: crate::answer::Pending,
     pub reply_vip: Endpoint,
+    /// The new-flow bucket looked up, and its new time (see `sources`).
+    pub bucket: BucketKey,
+    pub bucket_tat: u64,
 }
 
 #[map]

@@ -150,8 +150,15 @@ fn metrics_count_the_traffic_actually_sent(mode: Mode) {
     let probes = m[r#"lb_probe_duration_seconds_count{service="tcp-v4"}"#];
     assert!(probes > 0.0, "probes are timed");
     assert_eq!(m[r#"lb_probe_duration_seconds_bucket{service="tcp-v4",le="+Inf"}"#], probes);
+    // No lists or limits here: the refusal counters are there, at 0.
+    for metric in ["lb_service_acl_denied_total", "lb_service_rate_limited_total"] {
+        let key = format!(r#"{metric}{{service="tcp-v4",vip="10.201.0.100:80",protocol="tcp"}}"#);
+        assert_eq!(m[&key], 0.0, "{key}");
+    }
     for name in [
         "lb_service_packets_total",
+        "lb_service_acl_denied_total",
+        "lb_service_rate_limited_total",
         "lb_backend_up",
         "lb_backend_flows",
         "lb_exceptions_total",

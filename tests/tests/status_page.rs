@@ -178,6 +178,9 @@ fn the_status_page_shows_what_the_agent_reports() {
     for svc in &report.services {
         let r = row(&dom, &format!("svc:{}", svc.name));
         assert!(cell(r, "name").contains(&svc.vip), "{} shows its VIP", svc.name);
+        for (class, n) in [("acl_denied", svc.acl_denied), ("rate_limited", svc.rate_limited)] {
+            assert_eq!(cell(r, class).replace(',', ""), n.to_string(), "{} {class}", svc.name);
+        }
         for b in &svc.backends {
             let r = row(&dom, &format!("be:{}:{}", svc.name, b.addr));
             let what = format!("{} {}", svc.name, b.addr);

@@ -10,8 +10,12 @@ pub struct Counters {
     pub bytes: u64,
     /// Flows created (flow-table misses that picked a backend).
     pub new_flows: u64,
+    /// Packets from a source the service's lists refuse (services only).
+    pub acl_denied: u64,
+    /// New flows over their source's new-flow limit (services only).
+    pub rate_limited: u64,
 }
-abi_type!(Counters, size = 24, align = 8);
+abi_type!(Counters, size = 40, align = 8);
 
 impl Counters {
     /// Sum of per-CPU values.
@@ -20,6 +24,8 @@ impl Counters {
             packets: acc.packets.wrapping_add(c.packets),
             bytes: acc.bytes.wrapping_add(c.bytes),
             new_flows: acc.new_flows.wrapping_add(c.new_flows),
+            acl_denied: acc.acl_denied.wrapping_add(c.acl_denied),
+            rate_limited: acc.rate_limited.wrapping_add(c.rate_limited),
         })
     }
 }
@@ -76,11 +82,17 @@ pub enum DropReason {
     /// kernel gave no source address of this host towards it to stand in
     /// for the caller (needs Linux 6.7's BPF_FIB_LOOKUP_SRC). Dropped.
     HairpinNoSource = 12,
+    /// From a source the service's `allow` / `deny` lists refuse (counted
+    /// per service too, as `acl_denied`). Dropped.
+    AclDenied = 13,
+    /// A new flow over its source prefix's new-flow limit (counted per
+    /// service too, as `rate_limited`). Dropped.
+    RateLimited = 14,
 }
 
 impl DropReason {
     /// Number of reasons: the size of the counter array.
-    pub const COUNT: u32 = 13;
+    pub const COUNT: u32 = 15;
 
     /// Every reason, in index order.
     pub const ALL: [DropReason; Self::COUNT as usize] = [
@@ -97,6 +109,8 @@ impl DropReason {
         DropReason::FragmentedByKernel,
         DropReason::Udp6ZeroChecksum,
         DropReason::HairpinNoSource,
+        DropReason::AclDenied,
+        DropReason::RateLimited,
     ];
 
     /// Stable snake_case name, used in status output and metric labels.
@@ -115,6 +129,8 @@ impl DropReason {
             DropReason::FragmentedByKernel => "fragmented_by_kernel",
             DropReason::Udp6ZeroChecksum => "udp6_zero_checksum",
             DropReason::HairpinNoSource => "hairpin_no_source",
+            DropReason::AclDenied => "acl_denied",
+            DropReason::RateLimited => "rate_limited",
         }
     }
 
@@ -132,6 +148,8 @@ impl DropReason {
                 | DropReason::TooBig
                 | DropReason::Udp6ZeroChecksum
                 | DropReason::HairpinNoSource
+                | DropReason::AclDenied
+                | DropReason::RateLimited
         )
     }
 
@@ -183,7 +201,9 @@ mod tests {
             | DropReason::TooBig
             | DropReason::FragmentedByKernel
             | DropReason::Udp6ZeroChecksum
-            | DropReason::HairpinNoSource => DropReason::ALL.contains(&r),
+            | DropReason::HairpinNoSource
+            | DropReason::AclDenied
+            | DropReason::RateLimited => DropReason::ALL.contains(&r),
         };
         let every = [
             DropReason::TruncatedEthernet,
@@ -199,6 +219,8 @@ mod tests {
             DropReason::FragmentedByKernel,
             DropReason::Udp6ZeroChecksum,
             DropReason::HairpinNoSource,
+            DropReason::AclDenied,
+            DropReason::RateLimited,
         ];
         for r in every {
             assert!(listed(r), "{} is missing from DropReason::ALL", r.name());

@@ -43,11 +43,20 @@ pub const MAP_SCRATCH: &str = "LB_SCRATCH";
 /// Fragments: `FragKey` (a fragmented datagram) -> `FragPorts`, the ports
 /// its first fragment carried (LRU hash; written by the datapath).
 pub const MAP_FRAGS: &str = "LB_FRAGS";
+/// Source lists of every service, IPv4: `Key<AclV4>` (prefix length 32 +
+/// the source prefix's) -> `ACL_ALLOW` / `ACL_DENY` (LPM trie).
+pub const MAP_ACL_V4: &str = "LB_ACL_V4";
+/// Source lists of every service, IPv6: `Key<AclV6>`, as [`MAP_ACL_V4`].
+pub const MAP_ACL_V6: &str = "LB_ACL_V6";
+/// New-flow buckets: `BucketKey` (service, source prefix) -> `u64`, the
+/// bucket's theoretical arrival time in ns (LRU hash; written by the
+/// datapath).
+pub const MAP_BUCKETS: &str = "LB_BUCKETS";
 /// Size of the events ring buffer: 32768 events.
 pub const EVENTS_BYTES: u32 = 256 * 1024;
 
 /// Every map the agent expects in the object.
-pub const ALL_MAPS: [&str; 16] = [
+pub const ALL_MAPS: [&str; 19] = [
     MAP_SERVICES,
     MAP_BACKENDS,
     MAP_MAGLEV,
@@ -64,6 +73,9 @@ pub const ALL_MAPS: [&str; 16] = [
     MAP_HAIRPIN,
     MAP_SCRATCH,
     MAP_FRAGS,
+    MAP_ACL_V4,
+    MAP_ACL_V6,
+    MAP_BUCKETS,
 ];
 
 /// Most services one program serves.
@@ -85,3 +97,9 @@ pub const MAX_FRAGS: u32 = 8192;
 pub const MAX_HAIRPIN_SOURCES: u32 = 256;
 /// Most interfaces recorded in `LB_PEER_DEVICES`.
 pub const MAX_PEER_DEVICES: u32 = 4096;
+/// Most entries of each ACL trie (allow and deny prefixes over all
+/// services, per family).
+pub const MAX_ACL_ENTRIES: u32 = 65536;
+/// Source prefixes whose new-flow buckets `LB_BUCKETS` holds at once; the
+/// least recently used are forgotten (a forgotten bucket is full again).
+pub const MAX_BUCKETS: u32 = 65536;

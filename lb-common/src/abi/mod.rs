@@ -17,6 +17,7 @@ mod flow;
 mod hop;
 mod maps;
 mod service;
+mod sources;
 
 pub use addr::{Addr, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, family_of};
 pub use backend::{BACKEND_ACTIVE, BACKEND_DOWN, BACKEND_DRAINING, BackendRecord, NO_BACKEND};
@@ -28,7 +29,13 @@ pub use flow::{
 };
 pub use hop::NextHop;
 pub use maps::*;
-pub use service::{Endpoint, SERVICE_HASH_CLIENT_IP, ServiceKey, ServiceRecord};
+pub use service::{
+    Endpoint, SERVICE_ALLOW_LIST, SERVICE_BALANCING_FLAGS, SERVICE_DENY_LIST,
+    SERVICE_HASH_CLIENT_IP, ServiceKey, ServiceRecord,
+};
+pub use sources::{
+    ACL_ALLOW, ACL_DENY, AclV4, AclV6, BucketKey, admit, cost_ns, masked, tolerance_ns,
+};
 
 /// Asserts a map type's size and alignment at compile time and, with the
 /// `user` feature, marks it plain-old-data for aya.

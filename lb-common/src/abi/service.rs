@@ -3,6 +3,15 @@ use super::{Addr, abi_type};
 /// `ServiceRecord::flags` bit: hash only the client address (affinity), so
 /// every connection of one client reaches the same backend.
 pub const SERVICE_HASH_CLIENT_IP: u32 = 1 << 0;
+/// `ServiceRecord::flags` bit: the service has an allow list; a source
+/// that no allow entry of it covers is refused.
+pub const SERVICE_ALLOW_LIST: u32 = 1 << 1;
+/// `ServiceRecord::flags` bit: the service has a deny list. Without either
+/// list bit the datapath does not look in the ACL tries at all.
+pub const SERVICE_DENY_LIST: u32 = 1 << 2;
+/// The `ServiceRecord::flags` bits that say how flows are balanced (the
+/// others say who may reach the service, and change without a new table).
+pub const SERVICE_BALANCING_FLAGS: u32 = SERVICE_HASH_CLIENT_IP;
 
 /// One end of a TCP or UDP conversation: (address, port, protocol).
 ///
@@ -34,6 +43,8 @@ pub type ServiceKey = Endpoint;
 /// record, which a hash map does atomically for readers: no packet ever sees
 /// a half-written table.
 #[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
+// Plans saved by an agent from before the limit fields read as "no limit".
+#[cfg_attr(feature = "user", serde(default))]
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ServiceRecord {
@@ -45,5 +56,16 @@ pub struct ServiceRecord {
     pub table_size: u32,
     /// First slot of the service's active table in the Maglev map.
     pub table_base: u32,
+    /// The per-source new-flow limit: nanoseconds of allowance one new
+    /// flow costs (1 s / rate, see [`admit`](super::admit)); 0: no limit.
+    pub limit_cost_ns: u32,
+    /// New flows one source prefix may open at once (the bucket's size).
+    pub limit_burst: u32,
+    /// Bits of an IPv4 source that make one limited prefix.
+    pub limit_prefix_v4: u8,
+    /// Bits of an IPv6 source that make one limited prefix.
+    pub limit_prefix_v6: u8,
+    /// Always zero.
+    pub _pad: [u8; 2],
 }
-abi_type!(ServiceRecord, size = 16, align = 4);
+abi_type!(ServiceRecord, size = 28, align = 4);

@@ -42,6 +42,21 @@ pub(super) fn explain(
         })?;
     let key = service_key(svc);
     let flow = FlowKey::between(src, dst, key.proto);
+    if !crate::splice::sources::Policy::of(planned).admits(src.ip()) {
+        return Ok(FlowReport {
+            service: svc.name.clone(),
+            backend: String::new(),
+            source: "refused".into(),
+            hash: 0,
+            slot: 0,
+            table_size: planned.record.table_size,
+            why: format!(
+                "{} is refused by the service's source lists ({}): every packet is dropped",
+                src.ip(),
+                svc.sources.describe()
+            ),
+        });
+    }
     let err = |e: &dyn std::fmt::Display| e.to_string();
     let dp = st
         .datapath

@@ -31,6 +31,12 @@ pub(super) fn report(
             protocol: svc.protocol.to_string(),
             scheduler: svc.scheduler.to_string(),
             traffic: traffic(totals.services.get(planned.record.id as usize)),
+            sources: svc.sources.describe(),
+            acl_denied: totals.services.get(planned.record.id as usize).map_or(0, |c| c.acl_denied),
+            rate_limited: totals
+                .services
+                .get(planned.record.id as usize)
+                .map_or(0, |c| c.rate_limited),
             backends: svc
                 .backends
                 .iter()

@@ -135,6 +135,15 @@ fn render(r: &StatusReport) -> String {
         if let Some(d) = &s.dns {
             let _ = writeln!(out, "  {}", dns_line(d));
         }
+        if !s.sources.is_empty() || s.acl_denied + s.rate_limited > 0 {
+            let _ = writeln!(
+                out,
+                "  sources: {}   acl_denied {}   rate_limited {}",
+                if s.sources.is_empty() { "everyone, unlimited" } else { &s.sources },
+                s.acl_denied,
+                s.rate_limited
+            );
+        }
         for b in &s.backends {
             // The record it came from when that says more than the name
             // (an SRV target).

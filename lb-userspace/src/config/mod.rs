@@ -12,6 +12,7 @@ mod duration;
 pub use duration::parse_arg as parse_duration_arg;
 mod error;
 mod model;
+mod prefix;
 mod raw;
 mod summary;
 mod toml_error;
@@ -22,8 +23,9 @@ use std::path::Path;
 pub use error::{ConfigError, Problem, Subject};
 pub use model::{
     Agent, Attach, AttachChoice, Backend, Config, Dns, DnsRecords, Flows, Health, HealthKind, Mode,
-    Protocol, ProxyProtocol, Scheduler, Service, Splice, VipRoutes,
+    NewFlowLimit, Protocol, ProxyProtocol, Scheduler, Service, Sources, Splice, VipRoutes,
 };
+pub use prefix::{Prefix, PrefixError};
 pub use summary::Summary;
 
 /// Reads, parses and validates the config file at `path`.

@@ -212,6 +212,8 @@ pub struct Service {
     pub health: Health,
     /// Where further backends come from in DNS, if anywhere.
     pub dns: Option<Dns>,
+    /// Who may reach the service, and how fast they may open flows.
+    pub sources: Sources,
     /// Backends: those of the file, in file order, then those DNS gave
     /// (unique addresses; at least one from the file unless `dns` is set).
     pub backends: Vec<Backend>,
@@ -256,6 +258,58 @@ impl DnsRecords {
             DnsRecords::Srv => "srv",
         }
     }
+}
+
+/// A service's source lists and per-source new-flow limit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sources {
+    /// Sources that may reach the service; empty: every source.
+    pub allow: Vec<super::Prefix>,
+    /// Sources that may not, even if an allow entry covers them (deny
+    /// wins).
+    pub deny: Vec<super::Prefix>,
+    /// New flows each source prefix may open; `None`: no limit.
+    pub new_flow_limit: Option<NewFlowLimit>,
+}
+
+impl Sources {
+    /// One line for status and `lb check`: "allow 10.0.0.0/8; deny
+    /// 10.1.0.0/16; new flows 100/s burst 200 per /32 /64"; empty when the
+    /// service admits everyone, unlimited.
+    pub fn describe(&self) -> String {
+        let list = |name: &str, l: &[super::Prefix]| {
+            (!l.is_empty()).then(|| {
+                let l: Vec<String> = l.iter().map(ToString::to_string).collect();
+                format!("{name} {}", l.join(", "))
+            })
+        };
+        let limit = self.new_flow_limit.map(|l| {
+            format!(
+                "new flows {}/s burst {} per /{} /{}",
+                l.rate, l.burst, l.prefix_v4, l.prefix_v6
+            )
+        });
+        [list("allow", &self.allow), list("deny", &self.deny), limit]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// `new_flow_limit = { rate, burst, prefix_v4, prefix_v6 }`: a token bucket
+/// per source prefix. Only new flows take from it; established flows are
+/// never limited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewFlowLimit {
+    /// New flows a second, sustained (1 to 1 000 000).
+    pub rate: u32,
+    /// New flows at once (at least 1; default: `rate`).
+    pub burst: u32,
+    /// Bits of an IPv4 source that make one prefix (0 to 32; default 32).
+    pub prefix_v4: u8,
+    /// Bits of an IPv6 source that make one prefix (0 to 128; default 64).
+    pub prefix_v6: u8,
 }
 
 /// Transport protocol of a service.

@@ -76,6 +76,9 @@ pub(crate) struct RawService {
     pub(crate) proxy_protocol: Option<String>,
     pub(crate) health: Option<RawHealth>,
     pub(crate) dns: Option<RawDns>,
+    pub(crate) allow: Option<Vec<String>>,
+    pub(crate) deny: Option<Vec<String>>,
+    pub(crate) new_flow_limit: Option<RawNewFlowLimit>,
     #[serde(default)]
     pub(crate) backend: Vec<RawBackend>,
 }
@@ -91,6 +94,16 @@ pub(crate) struct RawDns {
     pub(crate) interval: Option<String>,
     pub(crate) resolver: Option<String>,
     pub(crate) allow_empty: Option<bool>,
+}
+
+/// `new_flow_limit = { ... }` of a service.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawNewFlowLimit {
+    pub(crate) rate: Option<i64>,
+    pub(crate) burst: Option<i64>,
+    pub(crate) prefix_v4: Option<i64>,
+    pub(crate) prefix_v6: Option<i64>,
 }
 
 /// `[service.health]`: one flat table for every kind, so a key that belongs

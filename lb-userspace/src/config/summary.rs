@@ -105,6 +105,10 @@ impl fmt::Display for Summary {
             if let Some(passive) = passive(service) {
                 writeln!(f, "    passive: {passive}")?;
             }
+            let sources = service.sources.describe();
+            if !sources.is_empty() {
+                writeln!(f, "    sources: {sources}")?;
+            }
             if service.proxy_protocol != ProxyProtocol::None {
                 writeln!(f, "    proxy_protocol {} (splice mode only)", service.proxy_protocol)?;
             }

@@ -169,6 +169,18 @@ pub struct ServiceStatus {
     pub scheduler: String,
     /// Client -> VIP traffic.
     pub traffic: Traffic,
+    /// Who may reach it, as the config says ("allow 10.0.0.0/8; deny
+    /// 10.1.0.0/16; new flows 100/s burst 200 per /32 /64"); empty: everyone,
+    /// unlimited.
+    #[serde(default)]
+    pub sources: String,
+    /// Packets (splice mode: connections and datagrams) refused by its
+    /// source lists.
+    #[serde(default)]
+    pub acl_denied: u64,
+    /// New flows refused over their source's new-flow limit.
+    #[serde(default)]
+    pub rate_limited: u64,
     /// Backends: the file's in file order, then those from DNS.
     pub backends: Vec<BackendStatus>,
     /// Where its DNS backends come from and how resolving goes, for a
@@ -265,7 +277,8 @@ pub struct FlowReport {
     pub service: String,
     /// The backend, "ip:port", or empty if none can take it.
     pub backend: String,
-    /// "flow-table" (pinned) or "maglev" (a new flow).
+    /// "flow-table" (pinned), "maglev" (a new flow) or "refused" (by the
+    /// service's source lists).
     pub source: String,
     /// The flow hash, for a Maglev pick.
     pub hash: u32,

@@ -14,6 +14,7 @@ use lb_common::abi::{
 };
 
 use super::{
+    acl,
     pins::Pins,
     plan::{Plan, PlannedService},
     replies::replies,
@@ -163,6 +164,12 @@ impl Datapath {
             }
         }
         self.write_replies(old, new)?;
+        // Entries first, records after, stale entries last: a record that
+        // gains a list flag finds its entries in place, and entries a
+        // record stops needing go only once it no longer reads them.
+        let had = old.map(acl::tries).unwrap_or_default();
+        let want = acl::tries(new);
+        acl::insert(self, &had, &want)?;
         let prev_of =
             |svc: &PlannedService| old.and_then(|o| o.services.iter().find(|p| p.key == svc.key));
         for svc in &new.services {
@@ -190,7 +197,7 @@ impl Datapath {
                 services.remove(&gone.key).map_err(map_err(MAP_SERVICES))?;
             }
         }
-        Ok(())
+        acl::remove(self, &had, &want)
     }
 
     /// Writes the replies map `new` calls for, before any service record

@@ -2,6 +2,7 @@
 //! config ([`plan`]), loading the program and writing the maps ([`kernel`]),
 //! attaching it ([`attach`]) and reading its counters ([`stats`]).
 
+pub mod acl;
 pub mod attach;
 pub mod batch;
 pub mod flows;

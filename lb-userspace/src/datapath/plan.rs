@@ -6,13 +6,14 @@ use std::net::SocketAddr;
 use lb_common::{
     abi::{
         Addr, BACKEND_ACTIVE, BackendRecord, DEFAULT_TABLE_SIZE, FAMILY_V4, FAMILY_V6,
-        MAX_BACKENDS, MAX_SERVICES, PROTO_TCP, PROTO_UDP, SERVICE_HASH_CLIENT_IP, ServiceKey,
-        ServiceRecord,
+        MAX_ACL_ENTRIES, MAX_BACKENDS, MAX_SERVICES, PROTO_TCP, PROTO_UDP, SERVICE_ALLOW_LIST,
+        SERVICE_BALANCING_FLAGS, SERVICE_DENY_LIST, SERVICE_HASH_CLIENT_IP, ServiceKey,
+        ServiceRecord, cost_ns,
     },
     maglev::{self, MaglevError, Member},
 };
 
-use crate::config::{Backend, Config, Protocol, ProxyProtocol, Scheduler, Service};
+use crate::config::{Backend, Config, Prefix, Protocol, ProxyProtocol, Scheduler, Service};
 
 /// The content of every map for one config.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -63,6 +64,13 @@ pub struct PlannedService {
     /// header (the XDP datapath ignores it: it keeps the client address).
     #[serde(default)]
     pub proxy_protocol: bool,
+    /// Sources that may reach it (empty: every source); the record's
+    /// `SERVICE_ALLOW_LIST` flag says whether there are any.
+    #[serde(default)]
+    pub allow: Vec<Prefix>,
+    /// Sources that may not, whatever `allow` says.
+    #[serde(default)]
+    pub deny: Vec<Prefix>,
 }
 
 impl Plan {
@@ -127,6 +135,7 @@ pub enum PlanError {
 /// Computes the map content of `cfg`. Every backend starts active.
 pub fn plan(cfg: &Config) -> Result<Plan, PlanError> {
     check_limit("services", cfg.services.len(), MAX_SERVICES)?;
+    check_prefixes(cfg)?;
     check_limit("backends", cfg.backend_count(), MAX_BACKENDS)?;
     let mut backends = Vec::with_capacity(cfg.backend_count());
     let mut services = Vec::with_capacity(cfg.services.len());
@@ -145,18 +154,24 @@ pub fn plan(cfg: &Config) -> Result<Plan, PlanError> {
         services.push(PlannedService {
             name: svc.name.clone(),
             key: service_key(svc),
-            record: ServiceRecord {
-                id,
-                flags: service_flags(svc),
-                table_size: svc.table_size,
-                table_base: base,
-            },
+            record: with_sources(
+                ServiceRecord {
+                    id,
+                    flags: service_flags(svc),
+                    table_size: svc.table_size,
+                    table_base: base,
+                    ..ServiceRecord::default()
+                },
+                svc,
+            ),
             region_base: base,
             backend_ids,
             weights,
             slots,
             table,
             proxy_protocol: svc.proxy_protocol == ProxyProtocol::V2,
+            allow: svc.sources.allow.clone(),
+            deny: svc.sources.deny.clone(),
         });
     }
     let total = next_base + HEADROOM_SLOTS;
@@ -187,10 +202,11 @@ pub fn replan(
     effective: &dyn Fn(&str, &Backend) -> Effective,
 ) -> Result<Plan, PlanError> {
     check_limit("services", cfg.services.len(), MAX_SERVICES)?;
+    check_prefixes(cfg)?;
     let same = |svc: &Service, prev: &PlannedService| {
         svc.name == prev.name
             && service_key(svc) == prev.key
-            && service_flags(svc) == prev.record.flags
+            && service_flags(svc) == prev.record.flags & SERVICE_BALANCING_FLAGS
             && svc.table_size == prev.record.table_size
     };
     let kept: Vec<Option<&PlannedService>> =
@@ -285,12 +301,16 @@ pub fn replan(
                     flags: service_flags(svc),
                     table_size: svc.table_size,
                     table_base: region_base,
+                    ..ServiceRecord::default()
                 };
                 let table = maglev_table(svc, &backend_ids, &weights)?;
                 let slots = slot_counts(&table, &backend_ids);
                 (record, table, slots)
             }
         };
+        // Source lists and limits change without a new table: the record
+        // is rewritten (atomically, as ever) with its new ones.
+        let record = with_sources(record, svc);
         services.push(PlannedService {
             name: svc.name.clone(),
             key: service_key(svc),
@@ -301,6 +321,8 @@ pub fn replan(
             slots,
             table,
             proxy_protocol: svc.proxy_protocol == ProxyProtocol::V2,
+            allow: svc.sources.allow.clone(),
+            deny: svc.sources.deny.clone(),
         });
     }
     Ok(Plan { services, backends, maglev_slots: old.maglev_slots, next_service_id: next_id })
@@ -371,6 +393,19 @@ fn maglev_table(
         .map_err(|source| PlanError::Maglev { service: svc.name.clone(), source })
 }
 
+/// The ACL tries (one per family, shared by every service) must hold every
+/// service's allow and deny prefixes.
+fn check_prefixes(cfg: &Config) -> Result<(), PlanError> {
+    let all = || cfg.services.iter().flat_map(|s| s.sources.allow.iter().chain(&s.sources.deny));
+    let v4 = all().filter(|p| p.addr().is_ipv4()).count();
+    check_limit("IPv4 allow and deny prefixes over all services", v4, MAX_ACL_ENTRIES)?;
+    check_limit(
+        "IPv6 allow and deny prefixes over all services",
+        all().count() - v4,
+        MAX_ACL_ENTRIES,
+    )
+}
+
 fn check_limit(what: &'static str, count: usize, limit: u32) -> Result<(), PlanError> {
     if count > limit as usize { Err(PlanError::TooMany { what, count, limit }) } else { Ok(()) }
 }
@@ -388,6 +423,29 @@ pub fn service_key(svc: &Service) -> ServiceKey {
     }
 }
 
+/// `record` with `svc`'s source-list flags and new-flow limit.
+fn with_sources(record: ServiceRecord, svc: &Service) -> ServiceRecord {
+    let s = &svc.sources;
+    let mut flags = record.flags & SERVICE_BALANCING_FLAGS;
+    if !s.allow.is_empty() {
+        flags |= SERVICE_ALLOW_LIST;
+    }
+    if !s.deny.is_empty() {
+        flags |= SERVICE_DENY_LIST;
+    }
+    let limit = s.new_flow_limit;
+    ServiceRecord {
+        flags,
+        limit_cost_ns: limit.map_or(0, |l| cost_ns(l.rate)),
+        limit_burst: limit.map_or(0, |l| l.burst),
+        limit_prefix_v4: limit.map_or(32, |l| l.prefix_v4),
+        limit_prefix_v6: limit.map_or(64, |l| l.prefix_v6),
+        ..record
+    }
+}
+
+/// The flags that say how `svc` balances (the others come from its
+/// sources, see [`with_sources`]).
 fn service_flags(svc: &Service) -> u32 {
     match svc.scheduler {
         Scheduler::Maglev => 0,
@@ -579,6 +637,31 @@ mod tests {
         let added = replan(&without, &cfg(&again), &configured).unwrap();
         assert_eq!(added.services[1].region_base, 0, "the freed region is reused");
         assert_eq!(added.services[1].record.id, 3);
+    }
+
+    #[test]
+    fn lists_and_limits_change_the_record_but_not_the_service() {
+        let old = plan(&cfg(TWO)).unwrap();
+        let limited = TWO.replacen(
+            "table_size = 251\n",
+            "table_size = 251\nallow = [\"10.0.0.0/8\"]\ndeny = [\"10.9.0.0/16\"]\n\
+             new_flow_limit = { rate = 4, burst = 8, prefix_v6 = 48 }\n",
+            1,
+        );
+        let new = replan(&old, &cfg(&limited), &|_, b| Effective::configured(b)).unwrap();
+        let (was, web) = (&old.services[0], &new.services[0]);
+        assert_eq!((web.record.id, web.record.table_base), (was.record.id, was.record.table_base));
+        assert!(web.table.is_empty(), "the table stays in place");
+        assert_eq!(web.record.flags, SERVICE_ALLOW_LIST | SERVICE_DENY_LIST);
+        let r = web.record;
+        let limit = (r.limit_cost_ns, r.limit_burst, r.limit_prefix_v4, r.limit_prefix_v6);
+        assert_eq!(limit, (250_000_000, 8, 32, 48));
+        assert_eq!(web.deny[0].to_string(), "10.9.0.0/16");
+        // The affinity service keeps its scheduler flag alone.
+        assert_eq!(new.services[1].record.flags, SERVICE_HASH_CLIENT_IP);
+        // And back: no list, no limit.
+        let back = replan(&new, &cfg(TWO), &|_, b| Effective::configured(b)).unwrap();
+        assert_eq!(back.services[0].record, old.services[0].record);
     }
 
     #[test]

@@ -70,6 +70,8 @@ mod tests {
             slots: vec![],
             table: vec![],
             proxy_protocol: false,
+            allow: vec![],
+            deny: vec![],
         }
     }
 

@@ -56,6 +56,19 @@ pub fn render(r: &StatusReport, probes: &BTreeMap<String, Histogram>) -> String 
         "Flows the service's Maglev table placed.",
         per_service(|t| t.new_flows),
     );
+    family(
+        "lb_service_acl_denied_total",
+        "counter",
+        "Packets (splice mode: connections and datagrams) from sources the service's allow and \
+         deny lists refuse.",
+        r.services.iter().map(|s| (svc(s), s.acl_denied.to_string())).collect(),
+    );
+    family(
+        "lb_service_rate_limited_total",
+        "counter",
+        "New flows refused over their source prefix's new-flow limit.",
+        r.services.iter().map(|s| (svc(s), s.rate_limited.to_string())).collect(),
+    );
 
     let backends = |f: &dyn Fn(&crate::control::protocol::BackendStatus) -> String| {
         r.services
@@ -291,6 +304,9 @@ mod tests {
                 protocol: "tcp".into(),
                 scheduler: "maglev".into(),
                 traffic: Traffic::default(),
+                sources: String::new(),
+                acl_denied: 0,
+                rate_limited: 0,
                 backends: vec![],
                 dns: Some(DnsStatus {
                     name: "web.example".into(),

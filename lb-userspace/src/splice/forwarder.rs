@@ -26,6 +26,7 @@ use tokio::{
 use super::{
     inflight::Inflight,
     pick,
+    sources::Policy,
     tcp::{Backend, BackendStats, Shared, serve},
     udp,
 };
@@ -110,6 +111,7 @@ impl SpliceForwarder {
             }
             view.client_affinity = svc.record.flags & SERVICE_HASH_CLIENT_IP != 0;
             view.proxy_protocol = svc.proxy_protocol;
+            view.sources = Policy::of(svc);
             view.backends = backends;
         }
         // Services gone from the plan: stop accepting on their VIPs.
@@ -133,6 +135,7 @@ impl SpliceForwarder {
             view: RwLock::default(),
             limits: self.limits,
             stats: Default::default(),
+            buckets: Default::default(),
             inflight: Arc::clone(&self.inflight),
             events: Some(self.events.clone()),
         });
@@ -274,9 +277,17 @@ impl Forwarder for SpliceForwarder {
             if let Some(c) = out.services.get_mut(served.id as usize) {
                 c.new_flows = s.relayed.load(Relaxed);
                 c.bytes = s.bytes_up.load(Relaxed) + s.bytes_down.load(Relaxed);
+                c.acl_denied = s.acl_denied.load(Relaxed);
+                c.rate_limited = s.rate_limited.load(Relaxed);
             }
-            if let Some(n) = out.exceptions.get_mut(DropReason::NoBackend as usize) {
-                *n += s.no_backend.load(Relaxed);
+            for (reason, n) in [
+                (DropReason::NoBackend, &s.no_backend),
+                (DropReason::AclDenied, &s.acl_denied),
+                (DropReason::RateLimited, &s.rate_limited),
+            ] {
+                if let Some(total) = out.exceptions.get_mut(reason as usize) {
+                    *total += n.load(Relaxed);
+                }
             }
             at_limit += s.refused_at_limit.load(Relaxed);
             connect_failed += s.connect_failures.load(Relaxed);

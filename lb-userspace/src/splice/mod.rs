@@ -2,7 +2,8 @@
 //! where XDP cannot run, programmed by the agent like the XDP datapath
 //! (`forwarder`). TCP bulk moves with splice(2), small messages are copied
 //! (`relay`); backends are chosen exactly as XDP would (`pick`); PROXY
-//! protocol v2 tells backends the client (`proxy_v2`); open connections are
+//! protocol v2 tells backends the client (`proxy_v2`); source lists and
+//! new-flow limits as the datapath applies them (`sources`); open connections are
 //! counted for graceful shutdown (`inflight`); UDP moves in batches (`mmsg`).
 
 pub mod forwarder;
@@ -11,5 +12,6 @@ pub mod mmsg;
 pub mod pick;
 pub mod proxy_v2;
 pub mod relay;
+pub mod sources;
 pub mod tcp;
 pub mod udp;

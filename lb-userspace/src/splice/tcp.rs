@@ -21,7 +21,12 @@ use tokio::{
     sync::{Semaphore, mpsc::UnboundedSender},
 };
 
-use super::{inflight::Inflight, pick, proxy_v2, relay::relay};
+use super::{
+    inflight::Inflight,
+    pick, proxy_v2,
+    relay::relay,
+    sources::{Buckets, Policy},
+};
 use crate::config::Splice;
 
 /// One backend as a service's view holds it.
@@ -104,6 +109,8 @@ pub struct View {
     pub client_affinity: bool,
     /// Start each backend connection with a PROXY protocol v2 header.
     pub proxy_protocol: bool,
+    /// Who may reach the service, and how fast they may open flows.
+    pub sources: Policy,
 }
 
 impl View {
@@ -140,6 +147,10 @@ pub struct Stats {
     pub bytes_up: AtomicU64,
     /// Bytes backend to client.
     pub bytes_down: AtomicU64,
+    /// Connections (UDP: datagrams) from sources the lists refuse.
+    pub acl_denied: AtomicU64,
+    /// Connections (UDP: sessions) over their source's new-flow limit.
+    pub rate_limited: AtomicU64,
 }
 
 /// Everything a served service's tasks share.
@@ -153,6 +164,8 @@ pub struct Shared {
     pub limits: Splice,
     /// Its counters.
     pub stats: Stats,
+    /// Its new-flow buckets, kept across view changes.
+    pub buckets: Buckets,
     /// Connections open across the whole proxy, for graceful shutdown.
     pub inflight: Arc<Inflight>,
     /// Passive failure signals (a backend refusing a connection) for the
@@ -190,6 +203,13 @@ impl Shared {
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
     let permits = Arc::new(Semaphore::new(shared.limits.max_connections as usize));
     let each = |(client, peer): (TcpStream, SocketAddr)| {
+        if let Some(counter) = refusal(&shared, peer) {
+            counter.fetch_add(1, Ordering::Relaxed);
+            // A reset: the client learns at once, and no FIN it might
+            // take for the server's orderly end of a reply.
+            let _ = socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO));
+            return drop(client);
+        }
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
             // Refuse cleanly: close at once instead of letting it hang.
             shared.stats.refused_at_limit.fetch_add(1, Ordering::Relaxed);
@@ -206,6 +226,19 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Fu
     };
     let what = format!("splice {}", shared.vip);
     crate::accept::each(&what, || listener.accept(), shutdown, each).await;
+}
+
+/// The counter of the rule that refuses a connection from `peer`, if one
+/// does: its source lists, then its new-flow limit.
+fn refusal(shared: &Shared, peer: SocketAddr) -> Option<&AtomicU64> {
+    let view = shared.view();
+    if !view.sources.admits(peer.ip()) {
+        Some(&shared.stats.acl_denied)
+    } else if !view.sources.within_limit(peer.ip(), &shared.buckets) {
+        Some(&shared.stats.rate_limited)
+    } else {
+        None
+    }
 }
 
 async fn handle(mut client: TcpStream, peer: SocketAddr, shared: &Shared) -> io::Result<()> {
@@ -338,6 +371,7 @@ mod tests {
             view: RwLock::new(view),
             limits,
             stats: Stats::default(),
+            buckets: Default::default(),
             inflight: Arc::default(),
             events,
         });

@@ -108,6 +108,12 @@ async fn forward(
         }
     }
     for (client, datagrams) in groups {
+        // Every datagram, as the datapath checks every packet: a source a
+        // reload denies loses its sessions too.
+        if !shared.view().sources.admits(client.ip()) {
+            shared.stats.acl_denied.fetch_add(datagrams.len() as u64, Relaxed);
+            continue;
+        }
         let existing = {
             let mut open = lock(sessions);
             match open.get_mut(&client) {
@@ -161,6 +167,10 @@ async fn open(
     // addresses must not take every descriptor.
     if lock(sessions).len() >= shared.limits.max_connections as usize {
         shared.stats.refused_at_limit.fetch_add(1, Relaxed);
+        return None;
+    }
+    if !shared.view().sources.within_limit(client.ip(), &shared.buckets) {
+        shared.stats.rate_limited.fetch_add(1, Relaxed);
         return None;
     }
     let Some((id, target)) = shared.view().candidates(client, shared.vip, PROTO_UDP, 1).pop()
@@ -339,6 +349,7 @@ mod tests {
             view: std::sync::RwLock::new(view),
             limits: Splice { max_connections, ..Splice::default() },
             stats: Stats::default(),
+            buckets: Default::default(),
             inflight: Arc::default(),
             events,
         });

@@ -23,15 +23,30 @@
 //! - kernel loop at the tc hook: the same three cases run by `lb_tc` on
 //!   skbs, against a no-op tc program.
 //!
+//! - refused (issue 14), after a reload that gives "tcp4" a deny list
+//!   covering every bench client and "three" a new-flow limit per /24 whose
+//!   bucket for the clients is emptied for good: a denied source's packets
+//!   and an over-limit source's new flows, both dropped, so the kernel loop
+//!   measures them as they are (a dropped packet is rerun unchanged); per
+//!   packet too, over 100k distinct flows.
+//!
 //! The packets are 64-byte TCP segments, rewritten and sent to XDP_REDIRECT
 //! (not executed by the test harness).
 
 use std::time::Duration;
 
-use lb_common::abi::{REFRESH_TICKS, TICK_SHIFT};
+use aya::maps::{HashMap, MapData};
+use lb_common::abi::{Addr, BucketKey, FAMILY_V4, MAP_BUCKETS, REFRESH_TICKS, TICK_SHIFT};
 use lb_tests::{
-    fixture::{Golden, TC_ACT_REDIRECT, XDP_PASS, XDP_REDIRECT, test_run, test_run_tc},
+    fixture::{
+        CONFIG, Golden, TC_ACT_REDIRECT, TC_ACT_SHOT, XDP_DROP, XDP_PASS, XDP_REDIRECT, test_run,
+        test_run_tc,
+    },
     packet::Frame,
+};
+use lb_userspace::{
+    config,
+    datapath::plan::{Effective, replan},
 };
 
 const REPEAT: u32 = 1_000_000;
@@ -49,10 +64,15 @@ fn client(i: usize) -> String {
 
 /// 64-byte segments with `flags` from `src` to `dst`, one per flow.
 fn segments(n: usize, flags: u8, fwd: bool) -> Vec<Vec<u8>> {
+    segments_to(n, flags, fwd, "10.100.0.1:80")
+}
+
+/// As [`segments`], to (or from, if not `fwd`) the VIP `vip`.
+fn segments_to(n: usize, flags: u8, fwd: bool, vip: &str) -> Vec<Vec<u8>> {
     (0..n)
         .map(|i| {
             let (src, dst) = if fwd {
-                (client(i), "10.100.0.1:80".to_owned())
+                (client(i), vip.to_owned())
             } else {
                 ("10.1.0.10:8080".to_owned(), client(i))
             };
@@ -129,6 +149,7 @@ fn main() {
             "lb, hit that refreshes last-seen (idle > 1.07 s)",
             per_packet(prog, &acks, gin, XDP_REDIRECT),
         );
+        refused_rows(&mut g, &mut series, &syns);
         eprintln!("round {}/{ROUNDS} done", round + 1);
     }
     println!("\n| regime | program | ns/packet (median) | min-max | x no-op |");
@@ -138,6 +159,51 @@ fn main() {
         let base = base.map_or(f64::NAN, |(_, _, b)| stats(b).0);
         let (m, lo, hi) = stats(v);
         println!("| {regime} | {name} | {m:.1} | {lo:.1}-{hi:.1} | {:.2} |", m / base);
+    }
+}
+
+/// The refused paths (issue 14): "tcp4" denies every bench client, "three"
+/// admits one new flow a second per source. `syns` are SYNs to tcp4.
+fn refused_rows(g: &mut Golden, series: &mut Series, syns: &[Vec<u8>]) {
+    let text = CONFIG
+        .replace("vip = \"10.100.0.1:80\"\n", "vip = \"10.100.0.1:80\"\ndeny = [\"10.0.0.0/24\"]\n")
+        .replace(
+            "vip = \"10.100.0.3:80\"\n",
+            "vip = \"10.100.0.3:80\"\nnew_flow_limit = { rate = 1, prefix_v4 = 24 }\n",
+        );
+    let cfg = config::parse(&text, "bench.toml".as_ref()).expect("bench config");
+    let new = replan(&g.plan, &cfg, &|_, b| Effective::configured(b)).expect("replan");
+    g.dp.apply_change(&g.plan, &new).expect("apply_change");
+    g.plan = new;
+    let gin = g.gin;
+    let denied = Frame::tcp(&client(0), "10.100.0.1:80").tcp_flags(SYN).pad_to(64).bytes();
+    // New flows (ACKs of no flow) of one /24 whose bucket the bench has
+    // emptied for good (its full time set centuries ahead): every one is
+    // over the limit, however long the runs take, and the path measured is
+    // the datapath's own (lookup, clock, compare, drop).
+    let three = g.plan.services.iter().find(|s| s.name == "three").expect("three").record.id;
+    let key = BucketKey {
+        prefix: Addr::from_v4_bytes([10, 0, 0, 0]),
+        service_id: three,
+        family: FAMILY_V4,
+        _pad: [0; 3],
+    };
+    let mut buckets: HashMap<&mut MapData, BucketKey, u64> =
+        g.dp.map_mut(MAP_BUCKETS).expect("bucket map");
+    buckets.insert(key, u64::MAX / 2, 0).expect("empty the bucket");
+    let over = segments_to(DISTINCT, ACK, true, "10.100.0.3:80");
+    let prog = g.dp.program_mut().expect("program");
+    for (name, packet) in [("lb, denied source", &denied), ("lb, over-limit source", &over[0])] {
+        assert_eq!(test_run(prog, packet, gin, 1).0, XDP_DROP, "{name} is dropped");
+        series.push("kernel loop", name, test_run(prog, packet, gin, REPEAT).2 as f64);
+    }
+    series.push("per packet", "lb, denied source", per_packet(prog, syns, gin, XDP_DROP));
+    series.push("per packet", "lb, over-limit source", per_packet(prog, &over, gin, XDP_DROP));
+    let tc = "kernel loop, tc hook";
+    let prog = g.dp.tc_program_mut().expect("tc program");
+    for (name, packet) in [("lb, denied source", &denied), ("lb, over-limit source", &over[0])] {
+        assert_eq!(test_run_tc(prog, packet, gin, 1, 0).0, TC_ACT_SHOT, "{name} is dropped");
+        series.push(tc, name, test_run_tc(prog, packet, gin, REPEAT, 0).2 as f64);
     }
 }
 

@@ -14,6 +14,7 @@ mod flows;
 mod health;
 mod report;
 mod service;
+mod sources;
 mod splice;
 mod values;
 

@@ -7,6 +7,7 @@ use super::backend;
 use super::dns;
 use super::health;
 use super::report::{Issue, Report, Scope};
+use super::sources;
 use super::values::{choice, identity, nonzero_port, service_name, socket_addr};
 use crate::config::defaults;
 use crate::config::error::Subject;
@@ -57,6 +58,7 @@ pub(super) fn check(index: usize, raw: RawService, report: &mut Report) -> Check
     let health = health::check(raw.health, protocol, &scope, report);
     let has_dns = raw.dns.is_some();
     let dns = raw.dns.map(|d| dns::check(d, &scope, report));
+    let sources = sources::check(raw.allow, raw.deny, raw.new_flow_limit, vip, &scope, report);
     let backend_count = raw.backend.len();
     let backends: Vec<backend::Checked> = raw
         .backend
@@ -94,6 +96,7 @@ pub(super) fn check(index: usize, raw: RawService, report: &mut Report) -> Check
                 None => None,
                 Some(checked) => Some(checked.clone()?),
             },
+            sources: sources.clone()?,
             backends: all_backends?,
         })
     };
