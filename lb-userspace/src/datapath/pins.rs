@@ -85,9 +85,21 @@ impl Pins {
         fs::read_dir(self.dir.join("maps")).is_ok_and(|mut d| d.next().is_some())
     }
 
-    /// Removes every pin: links unpinned detach once no process holds them,
-    /// maps are freed once no program uses them.
+    /// Removes every pin: each link is detached from its hook first, then
+    /// the pins go; maps are freed once no program uses them.
+    ///
+    /// Unpinning alone would leave the detach to the kernel: a link's last
+    /// reference is put from a workqueue, and not at all while a process
+    /// still holds it, so an interface could keep its program a moment
+    /// after `lb stop` returned (seen once in the e2e stop test).
     pub fn remove(&self) -> io::Result<()> {
+        if let Ok(links) = fs::read_dir(self.dir.join("links")) {
+            for link in links.flatten() {
+                if let Err(e) = detach_now(&link.path()) {
+                    tracing::warn!("detaching the link pinned at {}: {e}", link.path().display());
+                }
+            }
+        }
         match fs::remove_dir_all(&self.dir) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
@@ -108,6 +120,56 @@ impl Pins {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+}
+
+/// Detaches the BPF link pinned at `path` from its hook now
+/// (`BPF_LINK_DETACH`; aya only detaches by dropping the last reference).
+fn detach_now(path: &Path) -> io::Result<()> {
+    use std::os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd},
+        unix::ffi::OsStrExt,
+    };
+
+    use nix::libc;
+
+    const BPF_OBJ_GET: libc::c_long = 7;
+    const BPF_LINK_DETACH: libc::c_long = 34;
+    /// The head of `union bpf_attr` for BPF_OBJ_GET.
+    #[repr(C)]
+    struct ObjGet {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    /// The head of `union bpf_attr` for BPF_LINK_DETACH.
+    #[repr(C)]
+    struct LinkDetach {
+        link_fd: u32,
+    }
+
+    let name = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let mut get = ObjGet { pathname: name.as_ptr() as u64, bpf_fd: 0, file_flags: 0 };
+    // SAFETY: `get` is a live `#[repr(C)]` prefix of `union bpf_attr`
+    // for BPF_OBJ_GET, its size passed along; `name` outlives the call.
+    let fd = unsafe {
+        libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, &raw mut get, size_of::<ObjGet>() as u32)
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor, owned by no one else.
+    let link = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let mut detach = LinkDetach { link_fd: link.as_raw_fd() as u32 };
+    // SAFETY: as above, for BPF_LINK_DETACH.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_DETACH,
+            &raw mut detach,
+            size_of::<LinkDetach>() as u32,
+        )
+    };
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
 /// The agent's state file for a control socket path.
