@@ -22,12 +22,10 @@ use std::{
     sync::atomic::{AtomicU32, Ordering},
 };
 
-use nix::libc;
+use lb_userspace::datapath::sys::{BPF_OBJ_PIN, BPF_PROG_LOAD, bpf};
 
 use crate::netns::NetNs;
 
-const BPF_PROG_LOAD: libc::c_long = 5;
-const BPF_OBJ_PIN: libc::c_long = 6;
 const BPF_PROG_TYPE_XDP: u32 = 6;
 const XDP_PASS: i32 = 2;
 
@@ -70,15 +68,6 @@ struct ObjPin {
     pathname: u64,
     bpf_fd: u32,
     file_flags: u32,
-}
-
-fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
-    // SAFETY: `attr` is a live, initialised `#[repr(C)]` prefix of
-    // `union bpf_attr` for `cmd`, and its size is passed along with it.
-    let r = unsafe {
-        libc::syscall(libc::SYS_bpf, cmd, std::ptr::from_mut(attr), size_of::<T>() as u32)
-    };
-    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
 }
 
 fn load() -> io::Result<OwnedFd> {

@@ -14,6 +14,7 @@ pub mod plan;
 pub mod replies;
 pub mod stats;
 pub mod syns;
+pub mod sys;
 pub mod window;
 
 pub use kernel::{Datapath, DatapathError, LoadOptions};

@@ -130,10 +130,8 @@ fn detach_now(path: &Path) -> io::Result<()> {
         unix::ffi::OsStrExt,
     };
 
-    use nix::libc;
+    use super::sys::{BPF_LINK_DETACH, BPF_OBJ_GET, bpf};
 
-    const BPF_OBJ_GET: libc::c_long = 7;
-    const BPF_LINK_DETACH: libc::c_long = 34;
     /// The head of `union bpf_attr` for BPF_OBJ_GET.
     #[repr(C)]
     struct ObjGet {
@@ -149,27 +147,10 @@ fn detach_now(path: &Path) -> io::Result<()> {
 
     let name = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
     let mut get = ObjGet { pathname: name.as_ptr() as u64, bpf_fd: 0, file_flags: 0 };
-    // SAFETY: `get` is a live `#[repr(C)]` prefix of `union bpf_attr`
-    // for BPF_OBJ_GET, its size passed along; `name` outlives the call.
-    let fd = unsafe {
-        libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, &raw mut get, size_of::<ObjGet>() as u32)
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let fd = bpf(BPF_OBJ_GET, &mut get)?;
     // SAFETY: the kernel just returned this descriptor, owned by no one else.
     let link = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let mut detach = LinkDetach { link_fd: link.as_raw_fd() as u32 };
-    // SAFETY: as above, for BPF_LINK_DETACH.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_LINK_DETACH,
-            &raw mut detach,
-            size_of::<LinkDetach>() as u32,
-        )
-    };
-    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    bpf(BPF_LINK_DETACH, &mut LinkDetach { link_fd: link.as_raw_fd() as u32 }).map(drop)
 }
 
 /// The agent's state file for a control socket path.

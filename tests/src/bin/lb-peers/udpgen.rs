@@ -14,10 +14,9 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
+use lb_userspace::datapath::sys::{BPF_PROG_LOAD, BPF_PROG_TEST_RUN, bpf};
 use nix::libc;
 
-const BPF_PROG_LOAD: libc::c_long = 5;
-const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_PROG_TYPE_XDP: u32 = 6;
 const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
 const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
@@ -62,14 +61,6 @@ struct TestRun {
     cpu: u32,
     batch_size: u32,
     pad: u32,
-}
-
-fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<libc::c_long> {
-    // SAFETY: `attr` is a live, initialised bpf_attr prefix of the size passed.
-    let r = unsafe {
-        libc::syscall(libc::SYS_bpf, cmd, attr as *mut T, std::mem::size_of::<T>() as libc::c_uint)
-    };
-    if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(r) }
 }
 
 /// One `struct bpf_insn` {u8 code; u8 dst:4, src:4; i16 off; i32 imm} as
