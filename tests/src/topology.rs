@@ -22,6 +22,9 @@ use crate::{netns::NetNs, xdp_pass};
 pub const VIP4: &str = "10.201.0.100";
 /// The VIP of the IPv6 services.
 pub const VIP6: &str = "fd00:201::100";
+/// The client ports tests connect from by choice (`Conn::open_from`):
+/// reserved in the client namespace, so no ephemeral port is one of them.
+pub const CHOSEN_PORTS: std::ops::Range<u16> = 40_000..45_000;
 /// The client's IPv4 address.
 pub const CLIENT4: &str = "10.200.0.2";
 /// The client's IPv6 address.
@@ -84,6 +87,14 @@ impl Topology {
         // ephemeral range within seconds.
         client.sysctl("net.ipv4.ip_local_port_range", "1024 65535");
         client.sysctl("net.ipv4.tcp_tw_reuse", "1");
+        // Tests that predict a backend connect from ports they choose; a
+        // connection from an ephemeral port (a held one, a load) that took
+        // one first made that bind fail (EADDRINUSE, seen in reload.rs).
+        // Reserved, those ports are never handed out as ephemeral.
+        client.sysctl(
+            "net.ipv4.ip_local_reserved_ports",
+            &format!("{}-{}", CHOSEN_PORTS.start, CHOSEN_PORTS.end - 1),
+        );
         client.ip("route add default via 10.200.0.1");
         client.ip("-6 route add default via fd00:200::1");
         let mut topo = Self { backends: Vec::new(), client, lb };

@@ -21,7 +21,7 @@ fn under_port_reusing_load(probes: &str, threads: usize, limit: Duration) -> (Se
     let s = Setup::with_config(SERVER, Topology::new(3), TempDir::new(), |t, d| {
         config_with_health(t, d, "maglev", 3, probes)
     });
-    s.topo.reuse_client_ports(40000, 40199);
+    s.topo.reuse_client_ports(50000, 50199);
     let loads =
         (0..threads).map(|_| Load::start(s.topo.client.name(), vip(VIP4, 80), limit)).collect();
     // Long enough for every port to have been used, and so reused from now.

@@ -57,7 +57,7 @@ const PROBES: &str = "kind = \"http\"\npath = \"/health\"";
 /// about every 2 s. Half as many (each reused every second) ran out: about
 /// 1% of connects failed with EADDRNOTAVAIL, as Linux reuses a TIME_WAIT
 /// port only once it is `tcp_tw_reuse_delay` (1 s) old.
-const PORT_RANGE: (u16, u16) = (40000, 41999);
+const PORT_RANGE: (u16, u16) = (50000, 51999);
 
 #[derive(Clone, Copy, Debug)]
 enum Fault {
