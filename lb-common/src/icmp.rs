@@ -90,7 +90,7 @@ const fn fold(mut s: u32) -> u32 {
 
 /// The checksum, as stored, of data whose word sum is `s`.
 #[inline(always)]
-const fn finish(s: u32) -> [u8; 2] {
+pub const fn finish(s: u32) -> [u8; 2] {
     (!(fold(s) as u16)).to_ne_bytes()
 }
 

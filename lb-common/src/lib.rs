@@ -4,6 +4,7 @@
 //! - [`abi`]: the key and value layout of every BPF map. These structs are the
 //!   only definition of that layout; kernel and userspace both use them.
 //! - [`csum`]: incremental checksum updates for rewritten headers.
+//! - [`encap`]: the outer header of direct server return by IP-in-IP.
 //! - [`icmp`]: the ICMP errors the datapath answers with itself.
 //! - [`hash`]: the flow hash that picks a Maglev slot. XDP mode and the splice
 //!   fallback call the same function, so both pick the same backend for a flow.
@@ -21,6 +22,7 @@ extern crate alloc;
 
 pub mod abi;
 pub mod csum;
+pub mod encap;
 pub mod hash;
 pub mod icmp;
 #[cfg(feature = "alloc")]

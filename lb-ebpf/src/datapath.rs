@@ -7,7 +7,7 @@ use lb_common::{
 };
 
 use crate::{
-    answer, forward, fragments,
+    answer, dsr, forward, fragments,
     hook::Hook,
     icmp,
     maps::{LB_SCRATCH, LB_SERVICES},
@@ -82,19 +82,21 @@ fn try_lb<H: Hook>(h: &H) -> Result<u32, DropReason> {
         proto: pkt.key.proto,
         family: pkt.key.family,
     };
-    // SAFETY: the value is copied out before use; the agent replaces
-    // elements rather than writing into them.
+    // SAFETY: the agent replaces elements rather than writing into them,
+    // and a replaced element stays readable until this program run ends
+    // (RCU), so the reference holds one consistent record. Not copied:
+    // the record's bytes on this frame would leave its callees too little
+    // of the 512.
     // A first fragment's ports are remembered only for balanced traffic:
     // fragments the gateway merely passes must not take (or evict) entries.
     let first = pkt.fragment == FRAG_FIRST;
     let action = if let Some(svc) = unsafe { LB_SERVICES.get(&service) } {
-        let svc = *svc;
         // Every packet, not only new flows': a source a reload denies
         // loses its established flows too. Before anything else, so a
         // refused packet costs little; here, not in `to_backend`, whose
         // stack frame leaves its callees little room.
         if svc.flags & (SERVICE_ALLOW_LIST | SERVICE_DENY_LIST) != 0
-            && sources::admitted(&pkt.key.src, pkt.key.family, &svc) == sources::NO
+            && sources::admitted(&pkt.key.src, pkt.key.family, svc) == sources::NO
         {
             stats::acl_denied(svc.id);
             return Err(DropReason::AclDenied);
@@ -102,7 +104,13 @@ fn try_lb<H: Hook>(h: &H) -> Result<u32, DropReason> {
         if first {
             fragments::first(pkt);
         }
-        forward::to_backend(h, pkt, &svc)
+        match forward::to_backend(h, pkt, svc) {
+            dsr::DSR_PENDING => match dsr::to_backend(h, pkt, svc) {
+                dsr::WRAP_PENDING => dsr::wrap_and_send(h, pkt, svc),
+                action => action,
+            },
+            action => action,
+        }
     } else {
         match reverse::find_reply(pkt) {
             reverse::NOT_A_REPLY => {

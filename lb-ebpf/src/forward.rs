@@ -3,8 +3,8 @@
 use lb_common::{
     abi::{
         Addr, BACKEND_DOWN, BackendRecord, DropReason, FLOW_CLOSING, FLOW_ESTABLISHED,
-        FLOW_OPENING, FlowKey, FlowValue, NO_BACKEND, PROTO_TCP, SERVICE_HASH_CLIENT_IP,
-        ServiceRecord,
+        FLOW_OPENING, FORWARD_NAT, FlowKey, FlowValue, NO_BACKEND, PROTO_TCP,
+        SERVICE_HASH_CLIENT_IP, ServiceRecord,
     },
     hash::{client_hash, flow_hash, slot_for},
     icmp::Answer,
@@ -12,7 +12,7 @@ use lb_common::{
 };
 
 use crate::{
-    answer, clock, datapath,
+    answer, clock, datapath, dsr,
     hook::Hook,
     maps::{LB_BACKENDS, LB_FLOWS, LB_HAIRPIN, LB_MAGLEV},
     passive,
@@ -60,7 +60,7 @@ fn try_to_backend<H: Hook>(h: &H, pkt: &L4Packet, svc: &ServiceRecord) -> Result
     let kept = current.filter(|_| !syn).and_then(|f| live(f.backend_id).map(|b| (f, b)));
     let (backend_id, backend, new_flow) = match (kept, entry) {
         (Some((flow, backend)), Some(entry)) => {
-            refresh(entry, flow, closing, now);
+            refresh(entry, flow, closing, now, svc.forwarding != FORWARD_NAT);
             (flow.backend_id, backend, false)
         }
         _ => {
@@ -105,6 +105,10 @@ fn try_to_backend<H: Hook>(h: &H, pkt: &L4Packet, svc: &ServiceRecord) -> Result
     if backend.family != pkt.key.family {
         return Err(DropReason::BadTableEntry);
     }
+    if svc.forwarding != FORWARD_NAT {
+        let target = dsr::Target { id: backend_id, new_flow: u32::from(new_flow), now };
+        return Ok(dsr::later::<H>(target));
+    }
     let hairpin = backend.addr == pkt.key.src;
     let src = if hairpin { hairpin_source(h, pkt, &backend)? } else { pkt.key.src };
     let to = FlowKey { src, dst: backend.addr, dst_port_be: backend.port_be, ..pkt.key };
@@ -112,7 +116,7 @@ fn try_to_backend<H: Hook>(h: &H, pkt: &L4Packet, svc: &ServiceRecord) -> Result
         route::back_to_sender(h)?
     } else {
         let cache = Some(route::Cached { backend_id, now });
-        route::lookup(h, pkt.l3_off, rewrite::headers(h, pkt)?, &to, cache)?
+        route::lookup(h, pkt.l3_off, rewrite::headers(h, pkt)?, 0, &to, cache)?
     };
     if let Some(mtu) = route.too_big()
         && !rewrite::may_fragment(h, pkt)?
@@ -165,9 +169,23 @@ fn live(id: u32) -> Option<BackendRecord> {
 /// Notes a packet of a kept flow: FIN or RST starts closing, and the
 /// entry's time is rewritten only when stale, so a busy flow does not
 /// write its entry on every packet.
+///
+/// With direct server return (`dsr`) the backend's answer never passes
+/// here: the client's first packet after its SYN (the handshake's ACK)
+/// is what shows the backend answered, and establishes the flow.
 #[inline(always)]
-fn refresh(entry: *mut FlowValue, flow: FlowValue, closing: bool, now: u32) {
-    let state = if closing { FLOW_CLOSING } else { flow.state };
+fn refresh(entry: *mut FlowValue, flow: FlowValue, closing: bool, now: u32, dsr: bool) {
+    let answered = dsr && flow.state == FLOW_OPENING && !closing;
+    if answered {
+        passive::answered(flow.backend_id);
+    }
+    let state = if closing {
+        FLOW_CLOSING
+    } else if answered {
+        FLOW_ESTABLISHED
+    } else {
+        flow.state
+    };
     if state != flow.state || flow.stale(now) {
         // SAFETY: a pointer to a live map value; a concurrent writer of the
         // same flow can only make the entry one refresh older or newer.

@@ -15,6 +15,7 @@
 mod answer;
 mod clock;
 mod datapath;
+mod dsr;
 mod forward;
 mod fragments;
 mod hook;

@@ -97,6 +97,12 @@ pub struct Scratch {
     /// The new-flow bucket looked up, and its new time (see `sources`).
     pub bucket: BucketKey,
     pub bucket_tat: u64,
+    /// A direct-server-return flow's backend (see `dsr::later`).
+    pub dsr: crate::dsr::Target,
+    /// What a direct-server-return packet is routed by (see `dsr`).
+    pub dsr_to: FlowKey,
+    /// Where a `dsr-ipip` packet goes once wrapped (see `dsr`).
+    pub dsr_route: crate::route::Route,
 }
 
 #[map]

@@ -188,7 +188,7 @@ fn try_to_client<H: Hook>(h: &H, pkt: &L4Packet, hairpin: bool) -> Result<u32, D
     let route = if hairpin {
         route::back_to_sender(h)?
     } else {
-        route::lookup(h, pkt.l3_off, rewrite::headers(h, pkt)?, &to, None)?
+        route::lookup(h, pkt.l3_off, rewrite::headers(h, pkt)?, 0, &to, None)?
     };
     if let Some(mtu) = route.too_big()
         && !rewrite::may_fragment(h, pkt)?

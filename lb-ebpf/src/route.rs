@@ -73,7 +73,8 @@ impl Route {
 }
 
 /// Routes a packet whose IP header is at `l3_off` (`headers` bytes from
-/// there to its payload), once rewritten to `to`; through the backend's
+/// there to its payload, and `outer` bytes of encapsulation to come), once
+/// rewritten (or encapsulated) to `to`; through the backend's
 /// cached next hop when `cache` names one that is usable. Nothing in the
 /// packet changes.
 #[inline(always)]
@@ -81,11 +82,12 @@ pub fn lookup<H: Hook>(
     h: &H,
     l3_off: usize,
     headers: usize,
+    outer: usize,
     to: &FlowKey,
     cache: Option<Cached>,
 ) -> Result<Route, DropReason> {
     let ingress = h.ifindex();
-    let len = h.mtu_len(l3_off, headers);
+    let len = h.mtu_len(l3_off, headers, outer);
     let slot = cache.as_ref().and_then(|c| LB_NEXT_HOPS.get_ptr_mut(c.backend_id));
     if let (Some(c), Some(slot)) = (&cache, slot) {
         // SAFETY: a pointer to a live array element, copied out at once. A
@@ -177,7 +179,7 @@ pub fn send<H: Hook>(h: &H, route: &Route) -> Result<u32, DropReason> {
 /// (an ICMP error being passed on).
 #[inline(always)]
 pub fn forward<H: Hook>(h: &H, l3_off: usize, to: &FlowKey) -> Result<u32, DropReason> {
-    let route = lookup(h, l3_off, 0, to, None)?;
+    let route = lookup(h, l3_off, 0, 0, to, None)?;
     if route.kind == RouteKind::TooBig { Err(DropReason::TooBig) } else { send(h, &route) }
 }
 

@@ -124,7 +124,17 @@ impl Golden {
         Self::build(flow_capacity, prog)
     }
 
+    /// As [`Golden::with_prog`], serving the services of `config` (TOML)
+    /// instead of [`CONFIG`].
+    pub fn with_config(config: &str, flow_capacity: u32, prog: Prog) -> Self {
+        Self::build_with(config, flow_capacity, prog)
+    }
+
     fn build(flow_capacity: u32, prog: Prog) -> Self {
+        Self::build_with(CONFIG, flow_capacity, prog)
+    }
+
+    fn build_with(config: &str, flow_capacity: u32, prog: Prog) -> Self {
         let ns = NetNs::new();
         ns.sysctl("net.ipv4.ip_forward", "1");
         ns.sysctl("net.ipv6.conf.all.forwarding", "1");
@@ -152,7 +162,7 @@ impl Golden {
         }
         let (gin, gout) = (ns.ifindex("gin"), ns.ifindex("gout"));
         let inside = ns.enter();
-        let cfg = config::parse(CONFIG, "golden.toml".as_ref()).expect("golden config");
+        let cfg = config::parse(config, "golden.toml".as_ref()).expect("golden config");
         let plan = datapath::plan(&cfg).expect("plan");
         let obj =
             object::resolve(None).expect("embedded eBPF object: run `cargo xtask build-ebpf`");

@@ -88,11 +88,20 @@ pub enum DropReason {
     /// A new flow over its source prefix's new-flow limit (counted per
     /// service too, as `rate_limited`). Dropped.
     RateLimited = 14,
+    /// Direct server return by IP-in-IP could not put the outer header in
+    /// front: a VLAN tag in line (the XDP hook keeps the Ethernet header
+    /// as it is), or no room in front of the packet. Dropped.
+    EncapFailed = 15,
+    /// Direct server return on L2 at the XDP hook, and the backend's MAC is
+    /// not known yet (XDP cannot hand the kernel the packet to resolve it,
+    /// as it is still addressed to the VIP). Dropped; the agent's health
+    /// probes towards the backend make the kernel learn it.
+    NoNeighbour = 16,
 }
 
 impl DropReason {
     /// Number of reasons: the size of the counter array.
-    pub const COUNT: u32 = 15;
+    pub const COUNT: u32 = 17;
 
     /// Every reason, in index order.
     pub const ALL: [DropReason; Self::COUNT as usize] = [
@@ -111,6 +120,8 @@ impl DropReason {
         DropReason::HairpinNoSource,
         DropReason::AclDenied,
         DropReason::RateLimited,
+        DropReason::EncapFailed,
+        DropReason::NoNeighbour,
     ];
 
     /// Stable snake_case name, used in status output and metric labels.
@@ -131,6 +142,8 @@ impl DropReason {
             DropReason::HairpinNoSource => "hairpin_no_source",
             DropReason::AclDenied => "acl_denied",
             DropReason::RateLimited => "rate_limited",
+            DropReason::EncapFailed => "encap_failed",
+            DropReason::NoNeighbour => "no_neighbour",
         }
     }
 
@@ -150,6 +163,8 @@ impl DropReason {
                 | DropReason::HairpinNoSource
                 | DropReason::AclDenied
                 | DropReason::RateLimited
+                | DropReason::EncapFailed
+                | DropReason::NoNeighbour
         )
     }
 
@@ -203,7 +218,9 @@ mod tests {
             | DropReason::Udp6ZeroChecksum
             | DropReason::HairpinNoSource
             | DropReason::AclDenied
-            | DropReason::RateLimited => DropReason::ALL.contains(&r),
+            | DropReason::RateLimited
+            | DropReason::EncapFailed
+            | DropReason::NoNeighbour => DropReason::ALL.contains(&r),
         };
         let every = [
             DropReason::TruncatedEthernet,
@@ -221,6 +238,8 @@ mod tests {
             DropReason::HairpinNoSource,
             DropReason::AclDenied,
             DropReason::RateLimited,
+            DropReason::EncapFailed,
+            DropReason::NoNeighbour,
         ];
         for r in every {
             assert!(listed(r), "{} is missing from DropReason::ALL", r.name());

@@ -30,8 +30,8 @@ pub use flow::{
 pub use hop::NextHop;
 pub use maps::*;
 pub use service::{
-    Endpoint, SERVICE_ALLOW_LIST, SERVICE_BALANCING_FLAGS, SERVICE_DENY_LIST,
-    SERVICE_HASH_CLIENT_IP, ServiceKey, ServiceRecord,
+    Endpoint, FORWARD_DSR_IPIP, FORWARD_DSR_L2, FORWARD_NAT, SERVICE_ALLOW_LIST,
+    SERVICE_BALANCING_FLAGS, SERVICE_DENY_LIST, SERVICE_HASH_CLIENT_IP, ServiceKey, ServiceRecord,
 };
 pub use sources::{
     ACL_ALLOW, ACL_DENY, AclV4, AclV6, BucketKey, admit, cost_ns, masked, tolerance_ns,

@@ -13,6 +13,17 @@ pub const SERVICE_DENY_LIST: u32 = 1 << 2;
 /// others say who may reach the service, and change without a new table).
 pub const SERVICE_BALANCING_FLAGS: u32 = SERVICE_HASH_CLIENT_IP;
 
+/// `ServiceRecord::forwarding`: the backend's address and port replace the
+/// VIP's, and its replies come back through lb to be given the VIP back.
+pub const FORWARD_NAT: u8 = 0;
+/// `ServiceRecord::forwarding`: direct server return, the packet sent
+/// unchanged inside an outer IP header to the backend, which holds the VIP
+/// and answers the client directly.
+pub const FORWARD_DSR_IPIP: u8 = 1;
+/// `ServiceRecord::forwarding`: direct server return on one L2 segment,
+/// the packet unchanged but for the destination MAC (the backend's).
+pub const FORWARD_DSR_L2: u8 = 2;
+
 /// One end of a TCP or UDP conversation: (address, port, protocol).
 ///
 /// Key of the services map (a virtual service is its VIP endpoint) and of
@@ -65,7 +76,12 @@ pub struct ServiceRecord {
     pub limit_prefix_v4: u8,
     /// Bits of an IPv6 source that make one limited prefix.
     pub limit_prefix_v6: u8,
-    /// Always zero.
-    pub _pad: [u8; 2],
+    /// How packets reach a backend: `FORWARD_*`.
+    pub forwarding: u8,
+    /// `FORWARD_DSR_IPIP`: how many low bits of `tunnel_src` the flow hash
+    /// fills (see [`tunnel_source`](crate::encap::tunnel_source)).
+    pub tunnel_host_bits: u8,
+    /// `FORWARD_DSR_IPIP`: the outer source prefix, of the VIP's family.
+    pub tunnel_src: Addr,
 }
-abi_type!(ServiceRecord, size = 28, align = 4);
+abi_type!(ServiceRecord, size = 44, align = 4);

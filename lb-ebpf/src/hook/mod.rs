@@ -75,11 +75,22 @@ pub trait Hook: PacketView {
     /// next hop's MAC is not known yet.
     fn resolve(&self, fib: &bpf_fib_lookup) -> Result<u32, DropReason>;
 
+    /// Whether [`resolve`](Hook::resolve) sends the packet as it is to the
+    /// FIB's next hop (tc: `bpf_redirect_neigh`), rather than handing it to
+    /// the kernel to route by its destination (XDP: `XDP_PASS`).
+    const RESOLVES_IN_PLACE: bool;
+
     /// The length to hold against an MTU, `l3_off` being the IP header's
-    /// offset and `headers` the bytes from there to the payload: the IP
-    /// length, or for a GSO skb that of each segment it will be cut into
-    /// (its headers and `gso_size` bytes of payload).
-    fn mtu_len(&self, l3_off: usize, headers: usize) -> u64;
+    /// offset, `headers` the bytes from there to the payload and `outer`
+    /// the bytes an encapsulation will add: the IP length, or for a GSO skb
+    /// that of each segment it will be cut into (its headers and `gso_size`
+    /// bytes of payload).
+    fn mtu_len(&self, l3_off: usize, headers: usize, outer: usize) -> u64;
+
+    /// Puts the outer IP header `outer` (IPv6 if `v6`) between the Ethernet
+    /// header, kept as it is, and the packet. Earlier packet pointers are
+    /// invalid afterwards.
+    fn encapsulate<const N: usize>(&self, outer: &[u8; N], v6: bool) -> bool;
 
     /// Makes room for `grow` bytes right after the Ethernet header and cuts
     /// the packet to `new_len` bytes in all: the original IP header moves

@@ -15,7 +15,8 @@
 
 use aya_ebpf::{
     bindings::{
-        BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_F_RECOMPUTE_CSUM, TC_ACT_SHOT, TC_ACT_UNSPEC,
+        BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L3_IPV6, BPF_F_MARK_MANGLED_0,
+        BPF_F_PSEUDO_HDR, BPF_F_RECOMPUTE_CSUM, TC_ACT_SHOT, TC_ACT_UNSPEC,
         bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, bpf_fib_lookup, bpf_redir_neigh,
     },
     helpers::generated::{
@@ -34,6 +35,7 @@ use super::{Hook, MAX_OFFSET};
 use crate::maps::LB_PEER_DEVICES;
 
 const ETH_ALEN: usize = 6;
+const ETH_HLEN: u32 = 14;
 const AF_INET: u8 = 2;
 /// Enough linear bytes for every header the datapath reads: Ethernet, a
 /// VLAN tag, an IP header with options or extension headers, TCP/UDP, and
@@ -191,14 +193,43 @@ impl Hook for TcSkb<'_> {
         } as u32)
     }
 
+    const RESOLVES_IN_PLACE: bool = true;
+
+    /// A GSO skb's segments take no `outer` bytes more: growing its head
+    /// (`encapsulate`) takes them off its `gso_size`, so each segment still
+    /// fits the MTU it fitted.
     #[inline(always)]
-    fn mtu_len(&self, l3_off: usize, headers: usize) -> u64 {
+    fn mtu_len(&self, l3_off: usize, headers: usize, outer: usize) -> u64 {
         // SAFETY: field reads from the program's own context.
         let (segs, size) = unsafe { ((*self.skb()).gso_segs, (*self.skb()).gso_size) };
         if segs > 1 && size > 0 {
             u64::from(size) + headers as u64
         } else {
-            self.len().saturating_sub(l3_off as u64)
+            self.len().saturating_sub(l3_off as u64) + outer as u64
+        }
+    }
+
+    /// Room is made after the MAC header, the skb marked as carrying an
+    /// IP-in-IP packet (a GSO skb's segments are then cut as tunnelled,
+    /// each with its own outer header, and its `gso_size` shrinks by the
+    /// outer header), and the header written through the helper so a
+    /// CHECKSUM_COMPLETE skb's `csum` takes it (the room is zeros and
+    /// changed nothing). The Ethernet type stays: 4-in-4 and 6-in-6.
+    #[inline(always)]
+    fn encapsulate<const N: usize>(&self, outer: &[u8; N], v6: bool) -> bool {
+        let flags =
+            if v6 { BPF_F_ADJ_ROOM_ENCAP_L3_IPV6 } else { BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 } as u64;
+        // SAFETY: helpers on this program's skb, the second writing N bytes
+        // from a local array of N.
+        unsafe {
+            bpf_skb_adjust_room(self.skb(), N as i32, BPF_ADJ_ROOM_MAC, flags) == 0
+                && bpf_skb_store_bytes(
+                    self.skb(),
+                    ETH_HLEN,
+                    outer.as_ptr().cast(),
+                    N as u32,
+                    u64::from(BPF_F_RECOMPUTE_CSUM),
+                ) == 0
         }
     }
 

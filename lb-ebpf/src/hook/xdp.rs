@@ -18,6 +18,7 @@ use super::{Hook, MAX_OFFSET};
 use crate::maps::LB_PEER_DEVICES;
 
 const ETH_ALEN: usize = 6;
+const ETH_HLEN: usize = 14;
 
 /// The frame an XDP program runs on: its start and end, as the verifier's
 /// packet pointers (read again after the frame is reshaped).
@@ -137,9 +138,23 @@ impl Hook for XdpFrame<'_> {
         Ok(xdp_action::XDP_PASS)
     }
 
+    const RESOLVES_IN_PLACE: bool = false;
+
     #[inline(always)]
-    fn mtu_len(&self, l3_off: usize, _headers: usize) -> u64 {
-        self.len().saturating_sub(l3_off as u64)
+    fn mtu_len(&self, l3_off: usize, _headers: usize, outer: usize) -> u64 {
+        self.len().saturating_sub(l3_off as u64) + outer as u64
+    }
+
+    /// The frame grows at its head, into the driver's headroom; the
+    /// Ethernet header is written back at the new start.
+    #[inline(always)]
+    fn encapsulate<const N: usize>(&self, outer: &[u8; N], _v6: bool) -> bool {
+        let Some(eth) = self.load::<ETH_HLEN>(0) else { return false };
+        // SAFETY: a helper on this program's frame; the bounds are read again.
+        let grown = unsafe { bpf_xdp_adjust_head(self.ctx.ctx, -(N as i32)) == 0 };
+        self.start.set(self.ctx.data());
+        self.end.set(self.ctx.data_end());
+        grown && self.store(0, eth) && self.store(ETH_HLEN, *outer)
     }
 
     /// The tail is cut first, then the head grown: the whole frame moves,

@@ -214,6 +214,14 @@ pub struct Service {
     pub dns: Option<Dns>,
     /// Who may reach the service, and how fast they may open flows.
     pub sources: Sources,
+    /// How packets reach the backends (the kernel datapath; splice mode
+    /// proxies every service).
+    pub forwarding: Forwarding,
+    /// `dsr-ipip`: the prefix the outer source is taken from (set exactly
+    /// when `forwarding` is `DsrIpip`, of the VIP's family, at most
+    /// [`MAX_SOURCE_HOST_BITS`](lb_common::encap::MAX_SOURCE_HOST_BITS)
+    /// host bits).
+    pub tunnel_source: Option<super::prefix::Prefix>,
     /// Backends: those of the file, in file order, then those DNS gave
     /// (unique addresses; at least one from the file unless `dns` is set).
     pub backends: Vec<Backend>,
@@ -341,6 +349,28 @@ pub enum Scheduler {
     MaglevClientIp,
 }
 
+/// How the kernel datapath sends a service's packets to its backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Forwarding {
+    /// The backend's address replaces the VIP, and its replies come back
+    /// through lb.
+    Nat,
+    /// Direct server return: the packet, unchanged, inside an outer IP
+    /// header to the backend, which holds the VIP and answers the client
+    /// itself (`lb decap` strips the header on the backend).
+    DsrIpip,
+    /// Direct server return on one L2 segment: only the destination MAC
+    /// changes, to the backend's.
+    DsrL2,
+}
+
+impl Forwarding {
+    /// Whether backends answer clients directly.
+    pub fn is_dsr(self) -> bool {
+        self != Forwarding::Nat
+    }
+}
+
 /// Health probing of a service's backends.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Health {
@@ -430,6 +460,7 @@ config_names!(VipRoutes { Local => "local", None => "none" });
 config_names!(Attach { Auto => "auto", Native => "native", Generic => "generic", Tc => "tc" });
 config_names!(Protocol { Tcp => "tcp", Udp => "udp" });
 config_names!(ProxyProtocol { None => "none", V2 => "v2" });
+config_names!(Forwarding { Nat => "nat", DsrIpip => "dsr-ipip", DsrL2 => "dsr-l2" });
 config_names!(Scheduler { Maglev => "maglev", MaglevClientIp => "maglev-client-ip" });
 
 impl HealthKind {

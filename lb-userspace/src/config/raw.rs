@@ -79,6 +79,8 @@ pub(crate) struct RawService {
     pub(crate) allow: Option<Vec<String>>,
     pub(crate) deny: Option<Vec<String>>,
     pub(crate) new_flow_limit: Option<RawNewFlowLimit>,
+    pub(crate) forwarding: Option<String>,
+    pub(crate) tunnel_source: Option<String>,
     #[serde(default)]
     pub(crate) backend: Vec<RawBackend>,
 }

@@ -6,14 +6,16 @@ use std::net::SocketAddr;
 use lb_common::{
     abi::{
         Addr, BACKEND_ACTIVE, BackendRecord, DEFAULT_TABLE_SIZE, FAMILY_V4, FAMILY_V6,
-        MAX_ACL_ENTRIES, MAX_BACKENDS, MAX_SERVICES, PROTO_TCP, PROTO_UDP, SERVICE_ALLOW_LIST,
-        SERVICE_BALANCING_FLAGS, SERVICE_DENY_LIST, SERVICE_HASH_CLIENT_IP, ServiceKey,
-        ServiceRecord, cost_ns,
+        FORWARD_DSR_IPIP, FORWARD_DSR_L2, FORWARD_NAT, MAX_ACL_ENTRIES, MAX_BACKENDS, MAX_SERVICES,
+        PROTO_TCP, PROTO_UDP, SERVICE_ALLOW_LIST, SERVICE_BALANCING_FLAGS, SERVICE_DENY_LIST,
+        SERVICE_HASH_CLIENT_IP, ServiceKey, ServiceRecord, cost_ns,
     },
     maglev::{self, MaglevError, Member},
 };
 
-use crate::config::{Backend, Config, Prefix, Protocol, ProxyProtocol, Scheduler, Service};
+use crate::config::{
+    Backend, Config, Forwarding, Prefix, Protocol, ProxyProtocol, Scheduler, Service,
+};
 
 /// The content of every map for one config.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -154,14 +156,17 @@ pub fn plan(cfg: &Config) -> Result<Plan, PlanError> {
         services.push(PlannedService {
             name: svc.name.clone(),
             key: service_key(svc),
-            record: with_sources(
-                ServiceRecord {
-                    id,
-                    flags: service_flags(svc),
-                    table_size: svc.table_size,
-                    table_base: base,
-                    ..ServiceRecord::default()
-                },
+            record: with_forwarding(
+                with_sources(
+                    ServiceRecord {
+                        id,
+                        flags: service_flags(svc),
+                        table_size: svc.table_size,
+                        table_base: base,
+                        ..ServiceRecord::default()
+                    },
+                    svc,
+                ),
                 svc,
             ),
             region_base: base,
@@ -310,7 +315,7 @@ pub fn replan(
         };
         // Source lists and limits change without a new table: the record
         // is rewritten (atomically, as ever) with its new ones.
-        let record = with_sources(record, svc);
+        let record = with_forwarding(with_sources(record, svc), svc);
         services.push(PlannedService {
             name: svc.name.clone(),
             key: service_key(svc),
@@ -440,6 +445,30 @@ fn with_sources(record: ServiceRecord, svc: &Service) -> ServiceRecord {
         limit_burst: limit.map_or(0, |l| l.burst),
         limit_prefix_v4: limit.map_or(32, |l| l.prefix_v4),
         limit_prefix_v6: limit.map_or(64, |l| l.prefix_v6),
+        ..record
+    }
+}
+
+/// `record` with `svc`'s forwarding. Like the source lists, it changes
+/// without a new table: flows keep their backends, but the established
+/// connections of a service whose forwarding changes break, since their
+/// backends now answer from another address (the VIP, or their own).
+fn with_forwarding(record: ServiceRecord, svc: &Service) -> ServiceRecord {
+    let (tunnel_src, tunnel_host_bits) = match svc.tunnel_source {
+        Some(p) => {
+            let family_bits = if p.addr().is_ipv4() { 32 } else { 128 };
+            (Addr::from(p.addr()), family_bits - p.bits())
+        }
+        None => (Addr::default(), 0),
+    };
+    ServiceRecord {
+        forwarding: match svc.forwarding {
+            Forwarding::Nat => FORWARD_NAT,
+            Forwarding::DsrIpip => FORWARD_DSR_IPIP,
+            Forwarding::DsrL2 => FORWARD_DSR_L2,
+        },
+        tunnel_host_bits,
+        tunnel_src,
         ..record
     }
 }

@@ -11,6 +11,7 @@ mod backend;
 mod cross;
 mod dns;
 mod flows;
+mod forwarding;
 mod health;
 mod report;
 mod service;

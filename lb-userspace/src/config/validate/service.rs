@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use super::backend;
 use super::dns;
+use super::forwarding;
 use super::health;
 use super::report::{Issue, Report, Scope};
 use super::sources;
@@ -59,6 +60,13 @@ pub(super) fn check(index: usize, raw: RawService, report: &mut Report) -> Check
     let has_dns = raw.dns.is_some();
     let dns = raw.dns.map(|d| dns::check(d, &scope, report));
     let sources = sources::check(raw.allow, raw.deny, raw.new_flow_limit, vip, &scope, report);
+    let forwarding = forwarding::check(
+        raw.forwarding.as_deref(),
+        raw.tunnel_source.as_deref(),
+        vip,
+        &scope,
+        report,
+    );
     let backend_count = raw.backend.len();
     let backends: Vec<backend::Checked> = raw
         .backend
@@ -78,6 +86,16 @@ pub(super) fn check(index: usize, raw: RawService, report: &mut Report) -> Check
         );
     }
     duplicate_backends(&backends, report);
+    if let (Some((fwd, _)), Some(vip)) = (forwarding, vip) {
+        let dns_port = match &dns {
+            Some(Some(d)) => match d.records {
+                crate::config::model::DnsRecords::Address { port } => Some(port),
+                crate::config::model::DnsRecords::Srv => None,
+            },
+            _ => None,
+        };
+        forwarding::check_ports(fwd, vip, &backends, dns_port, &scope, report);
+    }
     let table_size = report.take(&scope, table_size(raw.table_size, backend_count));
 
     let all_backends: Option<Vec<_>> = backends.iter().map(|b| b.backend.clone()).collect();
@@ -97,6 +115,8 @@ pub(super) fn check(index: usize, raw: RawService, report: &mut Report) -> Check
                 Some(checked) => Some(checked.clone()?),
             },
             sources: sources.clone()?,
+            forwarding: forwarding?.0,
+            tunnel_source: forwarding?.1,
             backends: all_backends?,
         })
     };

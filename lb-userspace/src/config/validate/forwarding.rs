@@ -1,0 +1,207 @@
+//! A service's `forwarding` and `tunnel_source`, and what direct server
+//! return asks of its backends.
+
+use std::net::SocketAddr;
+
+use lb_common::encap::MAX_SOURCE_HOST_BITS;
+
+use super::backend;
+use super::report::{Issue, Report, Scope};
+use super::values::choice;
+use crate::config::model::Forwarding;
+use crate::config::prefix::Prefix;
+
+/// The forwarding of the service on `vip` (if it parsed) and, for
+/// `dsr-ipip`, its tunnel source prefix.
+pub(super) fn check(
+    forwarding: Option<&str>,
+    tunnel_source: Option<&str>,
+    vip: Option<SocketAddr>,
+    scope: &Scope,
+    report: &mut Report,
+) -> Option<(Forwarding, Option<Prefix>)> {
+    let forwarding = report.take(
+        scope,
+        choice("forwarding", forwarding, Forwarding::Nat, Forwarding::ALL, Forwarding::name),
+    )?;
+    match (forwarding, tunnel_source) {
+        (Forwarding::DsrIpip, None) => {
+            let example = match vip {
+                Some(v) if v.is_ipv6() => "\"fd00:9::/112\"",
+                _ => "\"10.9.0.0/24\"",
+            };
+            report.add(
+                scope,
+                Issue::new(
+                    "forwarding = \"dsr-ipip\" has no tunnel_source",
+                    format!(
+                        "add tunnel_source = {example}: an address (or prefix) of this host the \
+                         backends accept tunnelled packets from; a prefix lets the outer source \
+                         vary per flow so the backends' NICs spread them over their queues"
+                    ),
+                ),
+            );
+            None
+        }
+        (Forwarding::DsrIpip, Some(text)) => {
+            let prefix = report.take(scope, tunnel_prefix(text, vip))?;
+            Some((forwarding, Some(prefix)))
+        }
+        (_, Some(_)) => {
+            report.add(
+                scope,
+                Issue::new(
+                    format!(
+                        "tunnel_source is set, but forwarding is \"{forwarding}\"; only \
+                         \"dsr-ipip\" encapsulates"
+                    ),
+                    "remove tunnel_source, or set forwarding = \"dsr-ipip\"",
+                ),
+            );
+            None
+        }
+        (_, None) => Some((forwarding, None)),
+    }
+}
+
+fn tunnel_prefix(text: &str, vip: Option<SocketAddr>) -> Result<Prefix, Issue> {
+    let prefix: Prefix = text.parse().map_err(|e| {
+        Issue::new(
+            format!("tunnel_source: {e}"),
+            "write an address of this host, or a prefix of them, e.g. \"10.9.0.0/24\"",
+        )
+    })?;
+    if let Some(vip) = vip
+        && prefix.addr().is_ipv4() != vip.is_ipv4()
+    {
+        return Err(Issue::new(
+            format!("tunnel_source {prefix} is not of the VIP's family"),
+            "IPv4 travels in IPv4 and IPv6 in IPv6: give a tunnel_source of the VIP's family",
+        ));
+    }
+    let family_bits = if prefix.addr().is_ipv4() { 32 } else { 128 };
+    let host_bits = family_bits - prefix.bits();
+    if host_bits > MAX_SOURCE_HOST_BITS {
+        return Err(Issue::new(
+            format!(
+                "tunnel_source {prefix} leaves {host_bits} host bits; the outer source varies in \
+                 at most {MAX_SOURCE_HOST_BITS}"
+            ),
+            format!("use a prefix of /{} or longer", family_bits - MAX_SOURCE_HOST_BITS),
+        ));
+    }
+    Ok(prefix)
+}
+
+/// With direct server return the packet keeps the VIP's port, so each
+/// backend must serve on it.
+pub(super) fn check_ports(
+    forwarding: Forwarding,
+    vip: SocketAddr,
+    backends: &[backend::Checked],
+    dns_port: Option<u16>,
+    scope: &Scope,
+    report: &mut Report,
+) {
+    if !forwarding.is_dsr() {
+        return;
+    }
+    for b in backends.iter().filter_map(|b| b.backend.as_ref()) {
+        if b.addr.port() != vip.port() {
+            report.add(
+                scope,
+                Issue::new(
+                    format!(
+                        "backend {} has port {}, but with forwarding = \"{forwarding}\" packets \
+                         keep the VIP's port {}",
+                        b.addr,
+                        b.addr.port(),
+                        vip.port()
+                    ),
+                    format!(
+                        "serve on port {} on the backend and write addr = \"{}\"",
+                        vip.port(),
+                        SocketAddr::new(b.addr.ip(), vip.port())
+                    ),
+                ),
+            );
+        }
+    }
+    if let Some(port) = dns_port
+        && port != vip.port()
+    {
+        report.add(
+            scope,
+            Issue::new(
+                format!(
+                    "dns.port is {port}, but with forwarding = \"{forwarding}\" packets keep the \
+                     VIP's port {}",
+                    vip.port()
+                ),
+                format!("set dns.port = {}", vip.port()),
+            ),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{accepted, refused, service};
+    use crate::config::model::Forwarding;
+
+    /// A service on 10.0.0.100:80 with one backend and `keys` added.
+    fn web(keys: &str, backend: &str) -> String {
+        service("web", "10.0.0.100:80", backend).replacen("vip", &format!("{keys}\nvip"), 1)
+    }
+
+    #[test]
+    fn nat_is_the_default_and_each_mode_parses() {
+        let c = accepted(&service("web", "10.0.0.100:80", "10.0.1.1:8080"));
+        assert_eq!(c.services[0].forwarding, Forwarding::Nat);
+        let c = accepted(&web("forwarding = \"dsr-l2\"", "10.0.1.1:80"));
+        assert_eq!(
+            (c.services[0].forwarding, c.services[0].tunnel_source),
+            (Forwarding::DsrL2, None)
+        );
+        let c = accepted(&web(
+            "forwarding = \"dsr-ipip\"\ntunnel_source = \"10.9.0.0/24\"",
+            "10.0.1.1:80",
+        ));
+        let s = &c.services[0];
+        assert_eq!(s.forwarding, Forwarding::DsrIpip);
+        assert_eq!(s.tunnel_source.map(|p| p.to_string()), Some("10.9.0.0/24".into()));
+    }
+
+    #[test]
+    fn each_mistake_names_the_field_and_the_fix() {
+        refused(&web("forwarding = \"dsr\"", "10.0.1.1:80"), &["forwarding", "\"dsr-ipip\""]);
+        refused(
+            &web("forwarding = \"dsr-ipip\"", "10.0.1.1:80"),
+            &["no tunnel_source", "tunnel_source = \"10.9.0.0/24\""],
+        );
+        refused(
+            &web("tunnel_source = \"10.9.0.1\"", "10.0.1.1:80"),
+            &["tunnel_source is set", "\"nat\"", "remove tunnel_source"],
+        );
+        refused(
+            &web("forwarding = \"dsr-ipip\"\ntunnel_source = \"fd00::1\"", "10.0.1.1:80"),
+            &["not of the VIP's family"],
+        );
+        refused(
+            &web("forwarding = \"dsr-ipip\"\ntunnel_source = \"10.0.0.0/8\"", "10.0.1.1:80"),
+            &["24 host bits", "/16 or longer"],
+        );
+        refused(
+            &web("forwarding = \"dsr-ipip\"\ntunnel_source = \"10.9.0.1/24\"", "10.0.1.1:80"),
+            &["tunnel_source", "bits set past its length"],
+        );
+    }
+
+    #[test]
+    fn dsr_backends_must_serve_on_the_vips_port() {
+        refused(
+            &web("forwarding = \"dsr-l2\"", "10.0.1.1:8080"),
+            &["backend 10.0.1.1:8080", "VIP's port 80", "addr = \"10.0.1.1:80\""],
+        );
+    }
+}
