@@ -15,6 +15,7 @@
 mod answer;
 mod clock;
 mod datapath;
+mod decap;
 mod dsr;
 mod forward;
 mod fragments;
@@ -65,6 +66,19 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
 #[classifier]
 pub fn lb_tc(ctx: TcContext) -> i32 {
     datapath::run(&TcSkb::new(&ctx)) as i32
+}
+
+/// The backend side of direct server return at the XDP hook: strips the
+/// outer header of IP-in-IP packets to this host (`decap`).
+#[xdp]
+pub fn lb_decap_xdp(ctx: XdpContext) -> u32 {
+    decap::run(&XdpFrame::new(&ctx))
+}
+
+/// The same at tc ingress.
+#[classifier]
+pub fn lb_decap_tc(ctx: TcContext) -> i32 {
+    decap::run(&TcSkb::new(&ctx)) as i32
 }
 
 /// Does nothing: the baseline `cargo xtask bench datapath` measures `lb_xdp`

@@ -6,6 +6,8 @@
 //!   domain types everything else uses.
 //! - [`datapath`]: the XDP program from userspace: map content for a config,
 //!   loading, attaching, counters.
+//! - [`decap`]: `lb decap`, the backend side of direct server return:
+//!   the program that strips IP-in-IP outer headers, its addresses and pins.
 //! - [`dns`]: backends resolved from DNS names, and the rules on answers.
 //! - [`health`]: active probes and consecutive-result health state.
 //! - [`metrics`]: the HTTP endpoint: Prometheus metrics, the status page and its JSON.
@@ -18,6 +20,7 @@ pub mod agent;
 pub mod config;
 pub mod control;
 pub mod datapath;
+pub mod decap;
 pub mod dns;
 pub mod health;
 pub mod metrics;

@@ -98,6 +98,35 @@ enum Command {
         #[arg(long, conflicts_with = "json")]
         rates: bool,
     },
+    /// The backend side of direct server return: strip the outer header
+    /// of IP-in-IP packets addressed to this host on the given interfaces
+    /// and hand the inner packet (to a VIP held on `lo`) to the stack. Runs
+    /// in the foreground; SIGINT, SIGTERM or `lb decap --stop` detaches.
+    Decap {
+        /// An interface the balancer's encapsulated packets arrive on
+        /// (repeat for more).
+        #[arg(long = "interface", value_name = "IF", required_unless_present_any = ["stop", "status"])]
+        interfaces: Vec<String>,
+        /// An outer destination to decapsulate for (repeat for more);
+        /// default: every address of the host, followed as they change.
+        #[arg(long = "address", value_name = "ADDR")]
+        addresses: Vec<std::net::IpAddr>,
+        /// The hook, as for `lb run` (default auto).
+        #[arg(long, value_enum, default_value = "auto")]
+        attach: AttachArg,
+        /// The bpffs directory it pins under (apart from `lb run`'s).
+        #[arg(long, value_name = "DIR", default_value = lb_userspace::decap::DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+        /// Load the eBPF object from this file instead of the embedded one.
+        #[arg(long, value_name = "PATH")]
+        bpf_object: Option<PathBuf>,
+        /// Detach the decap running at --pin-dir (its process exits).
+        #[arg(long, conflicts_with_all = ["status", "interfaces", "addresses"])]
+        stop: bool,
+        /// Print the counters of the decap running at --pin-dir.
+        #[arg(long, conflicts_with_all = ["interfaces", "addresses"])]
+        status: bool,
+    },
     /// Validate a config file and print what it would run; changes nothing.
     Check {
         /// The config file.
@@ -186,6 +215,21 @@ fn main() -> ExitCode {
             attach.map(Into::into),
             bpf_object.as_deref(),
         ),
+        Command::Decap { interfaces, addresses, attach, pin_dir, bpf_object, stop, status } => {
+            if stop {
+                commands::decap::stop(&pin_dir)
+            } else if status {
+                commands::decap::status(&pin_dir)
+            } else {
+                commands::decap::run(&commands::decap::Args {
+                    interfaces: &interfaces,
+                    addresses: &addresses,
+                    attach: attach.into(),
+                    pin_dir: &pin_dir,
+                    bpf_object: bpf_object.as_deref(),
+                })
+            }
+        }
         Command::Status { agent, json, rates } => {
             Target::resolve(&agent).and_then(|t| commands::status::run(&t, json, rates))
         }

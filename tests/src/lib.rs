@@ -4,6 +4,7 @@
 //!   scratch, so golden expectations never reuse the datapath's own code.
 //! - [`bulk`]: bulk TCP transfers checked end to end, against a deadline.
 //! - [`browser`]: headless Chromium in a namespace (DOM dumps, screenshots).
+//! - [`decap`]: the decapsulating program (`lb decap`) and IP-in-IP frames.
 //! - [`dnsmasq`]: a real DNS server whose records a test changes.
 //! - [`fixture`]: the golden-packet namespace and BPF_PROG_TEST_RUN.
 //! - [`netns`]: network namespaces with unique names, removed on drop.
@@ -21,6 +22,7 @@ pub mod agent;
 pub mod browser;
 pub mod bulk;
 pub mod client;
+pub mod decap;
 pub mod dnsmasq;
 pub mod fixture;
 pub mod flood;

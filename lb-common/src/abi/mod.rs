@@ -13,6 +13,7 @@
 mod addr;
 mod backend;
 mod counters;
+mod decap;
 mod flow;
 mod hop;
 mod maps;
@@ -22,6 +23,7 @@ mod sources;
 pub use addr::{Addr, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, family_of};
 pub use backend::{BACKEND_ACTIVE, BACKEND_DOWN, BACKEND_DRAINING, BackendRecord, NO_BACKEND};
 pub use counters::{Counters, DropReason};
+pub use decap::{DECAP_MAPS, DecapCounters, MAP_DECAP_ADDRS, MAP_DECAP_COUNTERS, MAX_DECAP_ADDRS};
 pub use flow::{
     EVENT_REFUSED, EVENT_UNREACHABLE, FLOW_CLOSING, FLOW_ESTABLISHED, FLOW_OPENING, FlowKey,
     FlowTimeouts, FlowValue, FragKey, FragPorts, MAX_REPLY_TARGETS, PassiveEvent, REFRESH_TICKS,

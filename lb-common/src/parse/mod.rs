@@ -11,6 +11,7 @@
 //! (`lb-ebpf`); this module only says what the packet is.
 
 pub mod headers;
+pub mod tunnel;
 mod view;
 
 pub use view::{Header, PacketView};

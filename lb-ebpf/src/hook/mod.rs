@@ -11,6 +11,7 @@
 //!   `bpf_redirect_neigh` at tc;
 //! - the numbers of the actions.
 
+pub mod strip;
 pub mod tc;
 pub mod xdp;
 

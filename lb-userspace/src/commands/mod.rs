@@ -1,6 +1,7 @@
 //! One module per `lb` subcommand.
 pub mod backend;
 pub mod check;
+pub mod decap;
 pub mod flow;
 pub mod run;
 pub mod status;
