@@ -1,0 +1,225 @@
+//! Direct server return end to end (issue 13): the real `lb` serving a
+//! `dsr-ipip` TCP service, a `dsr-ipip` UDP service and a `dsr-l2` TCP
+//! service to three backends that hold the VIP on `lo` and run `lb decap`
+//! on their link, at the XDP hook and at the tc hook (there at default veth
+//! offloads, so the client's TSO super-packets are wrapped whole). The
+//! backends answer from the VIP straight back along their own route; lb's
+//! VIPs get no local route (`vip_routes = "none"`), so those answers cross
+//! the balancer host as plain routed traffic, as they would cross a router.
+//! Needs root.
+
+use std::{
+    collections::BTreeSet,
+    io::{BufRead, BufReader, Write},
+    net::{SocketAddr, TcpStream, UdpSocket},
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use lb_tests::{
+    agent::{self, Lb, TempDir, lb_binary, pin_dir, start_lb, test_bpffs},
+    client::Conn,
+    mode::Mode,
+    netns::Proc,
+    topology::{Topology, VIP4},
+};
+
+const LIMIT: Duration = Duration::from_secs(20);
+const SERVER: &str = env!("CARGO_BIN_EXE_lbt-server");
+
+#[test]
+fn dsr_at_the_xdp_hook_serves_every_backend_with_the_client_address_kept() {
+    serves(Mode::Xdp);
+}
+
+#[test]
+fn dsr_at_the_tc_hook_at_default_offloads_serves_every_backend() {
+    serves(Mode::Tc);
+}
+
+/// The config: the agent on every lb interface, no VIP routes, and the
+/// three services, probed by TCP (the probes also make the kernel learn
+/// the backends' MACs, which `dsr-l2` at XDP needs).
+fn config(topo: &Topology, dir: &Path, mode: Mode) -> String {
+    let mut s = mode.config(&agent::agent_table(&topo.lb_interfaces(), dir));
+    s += "vip_routes = \"none\"\n";
+    let backends = |port: u16| -> String {
+        (1..=topo.backends.len())
+            .map(|i| format!("[[service.backend]]\naddr = \"10.200.{i}.1:{port}\"\n"))
+            .collect()
+    };
+    let health = "[service.health]\nkind = \"tcp\"\ninterval = \"500ms\"\ntimeout = \"400ms\"\n";
+    s += &format!(
+        "\n[[service]]\nname = \"ipip\"\nvip = \"{VIP4}:80\"\nforwarding = \"dsr-ipip\"\n\
+         tunnel_source = \"10.201.9.0/28\"\n{health}{}",
+        backends(80)
+    );
+    s += &format!(
+        "\n[[service]]\nname = \"ipip-udp\"\nvip = \"{VIP4}:5353\"\nprotocol = \"udp\"\n\
+         forwarding = \"dsr-ipip\"\ntunnel_source = \"10.201.9.0/28\"\n\
+         [service.health]\nkind = \"none\"\n{}",
+        backends(5353)
+    );
+    s += &format!(
+        "\n[[service]]\nname = \"l2\"\nvip = \"{VIP4}:81\"\nforwarding = \"dsr-l2\"\n{health}{}",
+        backends(81)
+    );
+    s
+}
+
+/// Readies backend namespaces as the README's DSR section says: the VIP on
+/// `lo`, rp_filter loose, a server on the service ports and `lb decap` on
+/// the link at the mode's hook.
+fn backends(topo: &Topology, dir: &Path, mode: Mode) -> Vec<Proc> {
+    let lb = lb_binary();
+    let lb = lb.to_string_lossy().into_owned();
+    let attach = if mode == Mode::Tc { "tc" } else { "native" };
+    let mut procs = Vec::new();
+    for (i, ns) in topo.backends.iter().enumerate() {
+        ns.ip(&format!("addr add {VIP4}/32 dev lo"));
+        for key in ["all", "b0"] {
+            ns.sysctl(&format!("net.ipv4.conf.{key}.rp_filter"), "2");
+        }
+        procs.push(ns.spawn(&[SERVER, &format!("b{}", i + 1), "80", "81", "5353"]));
+        let pins = decap_pins(dir, i + 1);
+        procs.push(ns.spawn(&[
+            &lb,
+            "decap",
+            "--interface",
+            "b0",
+            "--attach",
+            attach,
+            "--pin-dir",
+            &pins,
+        ]));
+    }
+    procs
+}
+
+fn serves(mode: Mode) {
+    let topo = Topology::new(3);
+    if mode == Mode::Tc {
+        topo.default_offloads();
+    }
+    let dir = TempDir::new();
+    test_bpffs();
+    let _backends = backends(&topo, &dir.0, mode);
+    let cfg = dir.0.join("lb.toml");
+    std::fs::write(&cfg, config(&topo, &dir.0, mode)).expect("config");
+    let lb = start_lb(&topo, &cfg, &dir.0);
+    for b in 1..=3 {
+        for svc in ["ipip", "l2"] {
+            lb.wait_health(svc, &format!("10.200.{b}.1:{}", port(svc)), "up", LIMIT);
+        }
+    }
+
+    let _client = topo.client.enter();
+    for (svc, port) in [("ipip", 80), ("l2", 81)] {
+        let vip: SocketAddr = format!("{VIP4}:{port}").parse().expect("vip");
+        // The first connection may wait for the decap programs to attach.
+        wait_answered(vip);
+        // New connections spread over every backend, each seeing the
+        // client's own address (`ask` asserts it), and each answered.
+        let mut seen = BTreeSet::new();
+        for _ in 0..150 {
+            seen.insert(Conn::open_via(vip, mode).ask());
+        }
+        assert_eq!(seen.len(), 3, "{svc}: every backend answers, saw {seen:?}");
+        // 4 MB in one line: at default offloads, TSO super-packets.
+        big_line(vip);
+    }
+    udp_answered(format!("{VIP4}:5353").parse().expect("vip"));
+
+    let report = lb.report();
+    let count = |reason: &str| {
+        report.exceptions.iter().find(|e| e.reason == reason).map_or(0, |e| e.packets)
+    };
+    for reason in ["encap_failed", "no_neighbour", "no_route"] {
+        assert_eq!(count(reason), 0, "{reason}");
+    }
+    // Full-size segments do not fit the 1500-byte link once wrapped: at
+    // XDP they are answered "fragmentation needed" for 1480 and the client
+    // lowers its segments (the 4 MB lines above got through). At tc the
+    // client's TSO super-packets have their segments cut 20 bytes shorter
+    // by the kernel instead.
+    if mode == Mode::Xdp {
+        assert!(count("too_big") > 0, "path MTU discovery through the tunnel");
+    }
+    drop(_client);
+    // Every backend unwrapped packets, and none was malformed.
+    let lb_bin = lb_binary();
+    let lb_bin = lb_bin.to_string_lossy();
+    for (i, ns) in topo.backends.iter().enumerate() {
+        let pins = decap_pins(&dir.0, i + 1);
+        let out = ns.exec(&[&lb_bin, "decap", "--status", "--pin-dir", &pins]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let count = |name: &str| -> u64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in {text:?}"))
+        };
+        assert!(count("decapsulated ") > 0, "backend {}: {text}", i + 1);
+        assert_eq!(count("malformed "), 0, "backend {}: {text}", i + 1);
+        ns.exec(&[&lb_bin, "decap", "--stop", "--pin-dir", &pins]);
+    }
+    drop::<Lb>(lb);
+}
+
+/// Backend `i`'s decap pin directory: named after the test's own (a killed
+/// run's are removed by the next run, as the agent's are).
+fn decap_pins(dir: &Path, i: usize) -> String {
+    format!("{}-decap{i}", pin_dir(dir).display())
+}
+
+fn port(svc: &str) -> u16 {
+    if svc == "l2" { 81 } else { 80 }
+}
+
+fn wait_answered(vip: SocketAddr) {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let answered = TcpStream::connect_timeout(&vip, Duration::from_millis(500))
+            .ok()
+            .and_then(|s| Conn::from_stream(s).try_ask());
+        if answered.is_some() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no answer from {vip} within {LIMIT:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Sends a 4 MB line to `vip` and reads the one-line answer.
+fn big_line(vip: SocketAddr) {
+    let mut s = TcpStream::connect_timeout(&vip, Duration::from_secs(2)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut line = vec![b'x'; 4 << 20];
+    line.push(b'\n');
+    s.write_all(&line).expect("send 4 MB");
+    let mut answer = String::new();
+    BufReader::new(s).read_line(&mut answer).expect("answer");
+    assert!(answer.starts_with('b'), "answer to 4 MB: {answer:?}");
+}
+
+/// Datagrams from 60 client ports all answered, from the VIP, by every
+/// backend between them.
+fn udp_answered(vip: SocketAddr) {
+    let mut names = BTreeSet::new();
+    for _ in 0..60 {
+        let sock = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        sock.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
+        let mut buf = [0u8; 256];
+        let deadline = Instant::now() + LIMIT;
+        let (n, from) = loop {
+            sock.send_to(b"hello\n", vip).expect("send");
+            if let Ok(got) = sock.recv_from(&mut buf) {
+                break got;
+            }
+            assert!(Instant::now() < deadline, "no UDP answer from {vip}");
+        };
+        assert_eq!(from, vip, "the answer comes from the VIP");
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        names.insert(text.split_whitespace().next().unwrap_or_default().to_owned());
+    }
+    assert_eq!(names.len(), 3, "every backend answers UDP: {names:?}");
+}
