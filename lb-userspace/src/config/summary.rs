@@ -4,7 +4,9 @@ use std::fmt;
 
 use super::defaults::SLOTS_PER_BACKEND;
 use super::duration::Written;
-use super::model::{Config, Dns, DnsRecords, Health, HealthKind, Protocol, ProxyProtocol, Service};
+use super::model::{
+    Config, Dns, DnsRecords, Forwarding, Health, HealthKind, Protocol, ProxyProtocol, Service,
+};
 
 impl Config {
     /// A printable summary: agent settings, then one row per service with its
@@ -104,6 +106,11 @@ impl fmt::Display for Summary {
             write_row(f, row, &widths)?;
             if let Some(passive) = passive(service) {
                 writeln!(f, "    passive: {passive}")?;
+            }
+            match (service.forwarding, service.tunnel_source) {
+                (Forwarding::Nat, _) => {}
+                (fwd, Some(src)) => writeln!(f, "    forwarding: {fwd} from {src}")?,
+                (fwd, None) => writeln!(f, "    forwarding: {fwd}")?,
             }
             let sources = service.sources.describe();
             if !sources.is_empty() {
