@@ -61,7 +61,12 @@ fn try_lb<H: Hook>(h: &H) -> Result<u32, DropReason> {
     };
     let pkt = match classify(h, pkt, icmp, frag) {
         KIND_L4 => &*pkt,
-        KIND_ICMP => return Ok(icmp::translate(h, icmp)),
+        KIND_ICMP => {
+            return Ok(match icmp::translate(h, icmp) {
+                dsr::ICMP_PENDING => dsr::icmp_to_backend(h, icmp),
+                action => action,
+            });
+        }
         KIND_FRAGMENT => {
             if !fragments::later(frag, pkt) {
                 return Err(DropReason::Fragment);

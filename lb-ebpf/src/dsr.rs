@@ -12,17 +12,17 @@
 //! answered the same way (its sender then fragments it, or does not).
 
 use lb_common::{
-    abi::{DropReason, FAMILY_V4, FORWARD_DSR_IPIP, FlowKey, ServiceRecord},
+    abi::{DropReason, FAMILY_V4, FORWARD_DSR_IPIP, FlowKey, ServiceKey, ServiceRecord},
     encap::{self, PROTO_IPIP, PROTO_IPV6, V4_OVERHEAD, V6_OVERHEAD},
     hash::flow_hash,
     icmp::Answer,
-    parse::L4Packet,
+    parse::{IcmpError, L4Packet},
 };
 
 use crate::{
     answer, datapath,
     hook::Hook,
-    maps::{LB_BACKENDS, LB_SCRATCH},
+    maps::{LB_BACKENDS, LB_SCRATCH, LB_SERVICES},
     rewrite::{self, Side},
     route::{self, RouteKind},
     stats,
@@ -37,6 +37,13 @@ const IPV6_HEADER: u16 = 40;
 /// the flow rules', not on top of them: together they would pass the
 /// verifier's 512 bytes).
 pub const DSR_PENDING: u32 = 0xd5a0_0000;
+
+/// What `icmp::translate` returns in place of an action for an ICMP error
+/// about a reply a direct-server-return backend sent (from the VIP, so the
+/// error is addressed to the VIP and reaches lb): the datapath then calls
+/// [`icmp_to_backend`], which sends it on to that backend unchanged, as
+/// its flow's packets go.
+pub const ICMP_PENDING: u32 = 0xd5a0_0002;
 
 /// What [`to_backend`] returns in place of an action for a `dsr-ipip`
 /// packet routed and ready to be wrapped: the datapath then calls
@@ -53,6 +60,75 @@ pub struct Target {
     pub new_flow: u32,
     /// Now, in flow-table ticks.
     pub now: u32,
+}
+
+/// Records `target` and the flow `key` (client -> VIP) an ICMP error is
+/// about, and returns [`ICMP_PENDING`] (DROP if the scratch map is
+/// missing).
+#[inline(always)]
+pub fn later_icmp<H: Hook>(target: Target, key: &FlowKey) -> u32 {
+    match LB_SCRATCH.get_ptr_mut(0) {
+        Some(s) => {
+            // SAFETY: this CPU's scratch element; read once by
+            // `icmp_to_backend`.
+            unsafe {
+                *core::ptr::addr_of_mut!((*s).dsr) = target;
+                *core::ptr::addr_of_mut!((*s).dsr_key) = *key;
+            }
+            ICMP_PENDING
+        }
+        None => H::DROP,
+    }
+}
+
+/// Sends the ICMP error `e` that [`later_icmp`] recorded to its flow's
+/// backend, by the service's forwarding, its TTL the only change: the
+/// backend's kernel then learns the path MTU, or that the client is
+/// unreachable, about the connection it answers from the VIP.
+#[inline(never)]
+pub fn icmp_to_backend<H: Hook>(h: &H, e: &IcmpError) -> u32 {
+    datapath::settle::<H>(try_icmp_to_backend(h, e))
+}
+
+#[inline(always)]
+fn try_icmp_to_backend<H: Hook>(h: &H, e: &IcmpError) -> Result<u32, DropReason> {
+    let s = LB_SCRATCH.get_ptr_mut(0).ok_or(DropReason::BadTableEntry)?;
+    // SAFETY: this CPU's scratch element, written by `later_icmp` in this
+    // run; `dsr_to` is written here and read by `push_outer`.
+    let (target, key, to) = unsafe {
+        (
+            *core::ptr::addr_of!((*s).dsr),
+            &*core::ptr::addr_of!((*s).dsr_key),
+            &mut *core::ptr::addr_of_mut!((*s).dsr_to),
+        )
+    };
+    let service = ServiceKey {
+        addr: key.dst,
+        port_be: key.dst_port_be,
+        proto: key.proto,
+        family: key.family,
+    };
+    // SAFETY: a reference to a map value, only read (see `datapath`).
+    let svc = unsafe { LB_SERVICES.get(&service) }.ok_or(DropReason::BadTableEntry)?;
+    let ipip = svc.forwarding == FORWARD_DSR_IPIP;
+    let outer = next_hop_key(key, svc, &target, to)?;
+    let route = route::lookup(h, e.l3_off, 0, outer, to, None)?;
+    if route.kind == RouteKind::TooBig || (ipip && e.l3_off != ETH_HLEN) {
+        // No error is sent about an error.
+        return Err(DropReason::EncapFailed);
+    }
+    if route.kind == RouteKind::Resolve && !ipip && !H::RESOLVES_IN_PLACE {
+        return Err(DropReason::NoNeighbour);
+    }
+    if rewrite::ttl_expires(h, e.l3_off, key.family)? {
+        return Err(DropReason::TtlExpired);
+    }
+    let vip = key.dst;
+    rewrite::ip_header(h, e.l3_off, key.family, Side::Dst, &vip, &vip, true)?;
+    if ipip && !push_outer(h, e.l3_off) {
+        return Err(DropReason::EncapFailed);
+    }
+    route::send(h, &route)
 }
 
 /// Records `target` and returns [`DSR_PENDING`] (DROP if the scratch map
@@ -98,7 +174,7 @@ fn try_to_backend<H: Hook>(
     // stack: this function's frame sits beside the flow rules' and must
     // stay small.
     let to = unsafe { &mut *core::ptr::addr_of_mut!((*s).dsr_to) };
-    let outer = next_hop_key(pkt, svc, target, to)?;
+    let outer = next_hop_key(&pkt.key, svc, target, to)?;
     let cache = Some(route::Cached { backend_id: target.id, now: target.now });
     let route = route::lookup(h, pkt.l3_off, rewrite::headers(h, pkt)?, outer, to, cache)?;
     if let Some(mtu) = route.too_big() {
@@ -147,7 +223,7 @@ pub fn wrap_and_send<H: Hook>(h: &H, pkt: &L4Packet, svc: &ServiceRecord) -> u32
     // `try_to_backend` in this run.
     let (target, route) =
         unsafe { (*core::ptr::addr_of!((*s).dsr), *core::ptr::addr_of!((*s).dsr_route)) };
-    let outcome = if push_outer(h, pkt) {
+    let outcome = if pkt.l3_off == ETH_HLEN && push_outer(h, pkt.l3_off) {
         sent(h, svc, &target, &route)
     } else {
         Err(DropReason::EncapFailed)
@@ -161,19 +237,19 @@ pub fn wrap_and_send<H: Hook>(h: &H, pkt: &L4Packet, svc: &ServiceRecord) -> u32
 /// adds.
 #[inline(always)]
 fn next_hop_key(
-    pkt: &L4Packet,
+    key: &FlowKey,
     svc: &ServiceRecord,
     target: &Target,
     to: &mut FlowKey,
 ) -> Result<usize, DropReason> {
     let backend = LB_BACKENDS.get(target.id).ok_or(DropReason::BadTableEntry)?;
-    let family = pkt.key.family;
+    let family = key.family;
     if svc.forwarding != FORWARD_DSR_IPIP {
-        *to = FlowKey { dst: backend.addr, ..pkt.key };
+        *to = FlowKey { dst: backend.addr, ..*key };
         return Ok(0);
     }
     let v4 = family == FAMILY_V4;
-    let hash = flow_hash(&pkt.key);
+    let hash = flow_hash(key);
     *to = FlowKey {
         src: encap::tunnel_source(&svc.tunnel_src, svc.tunnel_host_bits, family, hash),
         dst: backend.addr,
@@ -189,23 +265,20 @@ fn next_hop_key(
 }
 
 /// Puts the outer header that `dsr_to` of the scratch map describes in
-/// front of `pkt`; false if it could not.
+/// front of the IP packet at `l3_off`, right after the Ethernet header
+/// (which is kept as it is, so the caller refuses a frame with a VLAN tag
+/// in line: it would end up between the two); false if it could not.
 #[inline(always)]
-fn push_outer<H: Hook>(h: &H, pkt: &L4Packet) -> bool {
-    // The Ethernet header is kept as it is, so a VLAN tag in line would
-    // end up between it and the outer header.
-    if pkt.l3_off != ETH_HLEN {
-        return false;
-    }
+fn push_outer<H: Hook>(h: &H, l3_off: usize) -> bool {
     let Some(s) = LB_SCRATCH.get_ptr(0) else { return false };
     // SAFETY: this CPU's scratch element, written by `try_to_backend`.
     let to = unsafe { &*core::ptr::addr_of!((*s).dsr_to) };
-    let Some(first) = h.load::<4>(pkt.l3_off) else { return false };
+    let Some(first) = h.load::<4>(l3_off) else { return false };
     if to.family == FAMILY_V4 {
         let len = u16::from_be_bytes([first[2], first[3]]);
         h.encapsulate(&encap::outer_v4(&to.src, &to.dst, len, first[1]), false)
     } else {
-        let Some(payload) = h.load::<2>(pkt.l3_off + 4) else { return false };
+        let Some(payload) = h.load::<2>(l3_off + 4) else { return false };
         let len = u16::from_be_bytes(payload).saturating_add(IPV6_HEADER);
         let hash = u32::from(to.src_port_be) | u32::from(to.dst_port_be) << 16;
         h.encapsulate(&encap::outer_v6(&to.src, &to.dst, len, first, hash), true)

@@ -4,7 +4,9 @@
 //!
 //! - an error about a reply lb sent from a VIP (to a client somewhere
 //!   beyond) is addressed to the VIP: it goes to the flow's backend, its
-//!   destination and the quoted source made the backend's again;
+//!   destination and the quoted source made the backend's again (for a
+//!   direct-server-return service the backend sent that reply from the VIP
+//!   itself: the error goes to it unchanged, see `dsr::icmp_to_backend`);
 //! - an error about a packet lb forwarded to a backend (from a router on
 //!   the way, or the backend itself) goes back to the client with the
 //!   quoted destination made the VIP again, and its own source too if the
@@ -15,8 +17,8 @@
 
 use lb_common::{
     abi::{
-        Addr, DropReason, EVENT_UNREACHABLE, Endpoint, FAMILY_V4, FLOW_OPENING, FlowKey, PROTO_UDP,
-        ServiceKey,
+        Addr, DropReason, EVENT_UNREACHABLE, Endpoint, FAMILY_V4, FLOW_OPENING, FORWARD_NAT,
+        FlowKey, PROTO_UDP, ServiceKey,
     },
     csum,
     parse::{
@@ -26,7 +28,7 @@ use lb_common::{
 };
 
 use crate::{
-    clock, datapath,
+    clock, datapath, dsr,
     hook::Hook,
     maps::{LB_BACKENDS, LB_FLOWS, LB_SERVICES},
     passive,
@@ -61,10 +63,8 @@ fn to_backend<H: Hook>(h: &H, e: &IcmpError) -> Result<Option<u32>, DropReason> 
     let q = &e.key;
     let service =
         ServiceKey { addr: q.src, port_be: q.src_port_be, proto: q.proto, family: q.family };
-    // SAFETY: only tested for presence.
-    if unsafe { LB_SERVICES.get(&service) }.is_none() {
-        return Ok(None);
-    }
+    // SAFETY: a reference to a map value, only read (see `datapath`).
+    let Some(svc) = (unsafe { LB_SERVICES.get(&service) }) else { return Ok(None) };
     let key = FlowKey {
         src: q.dst,
         dst: q.src,
@@ -76,6 +76,10 @@ fn to_backend<H: Hook>(h: &H, e: &IcmpError) -> Result<Option<u32>, DropReason> 
     let Some(flow) = (unsafe { LB_FLOWS.get(&key) }).copied() else { return Ok(None) };
     if clock::expired(&flow, q.proto, clock::now()) {
         return Ok(None);
+    }
+    if svc.forwarding != FORWARD_NAT {
+        let target = dsr::Target { id: flow.backend_id, new_flow: 0, now: clock::now() };
+        return Ok(Some(dsr::later_icmp::<H>(target, &key)));
     }
     let Some(backend) = LB_BACKENDS.get(flow.backend_id).copied() else { return Ok(None) };
     if backend.family != q.family {

@@ -101,6 +101,8 @@ pub struct Scratch {
     pub dsr: crate::dsr::Target,
     /// What a direct-server-return packet is routed by (see `dsr`).
     pub dsr_to: FlowKey,
+    /// The flow an ICMP error for a DSR backend is about (see `dsr`).
+    pub dsr_key: FlowKey,
     /// Where a `dsr-ipip` packet goes once wrapped (see `dsr`).
     pub dsr_route: crate::route::Route,
 }

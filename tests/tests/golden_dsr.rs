@@ -33,6 +33,7 @@ lb_tests::in_both_hooks!(
     a_packet_too_big_once_wrapped_is_answered_for_the_mtu_less_the_outer_header,
     frames_that_cannot_be_wrapped_are_dropped_and_counted,
     a_dsr_flow_is_established_by_the_clients_ack,
+    an_icmp_error_about_a_backends_reply_goes_to_it_unchanged,
 );
 
 const CONFIG: &str = r#"
@@ -288,4 +289,36 @@ fn a_dsr_flow_is_established_by_the_clients_ack(prog: Prog) {
         g.dp.map(MAP_FLOWS).expect("flow map");
     let entry = flows.get(&key(client, "10.100.0.5:80", PROTO_TCP), 0).expect("the flow is pinned");
     assert_eq!(entry.state, FLOW_ESTABLISHED);
+}
+
+/// A router beyond lb cannot pass a reply the backend sent from the VIP:
+/// its "fragmentation needed" is addressed to the VIP, reaches lb, and goes
+/// on to the flow's backend exactly as sent (one less TTL), wrapped as the
+/// flow's packets are, so the backend's kernel lowers that connection's
+/// path MTU. An error about no flow passes to the kernel.
+fn an_icmp_error_about_a_backends_reply_goes_to_it_unchanged(prog: Prog) {
+    let mut g = golden(prog);
+    let (client, vip) = ("10.0.0.2:40060", "10.100.0.5:80");
+    assert_eq!(g.run(&Frame::tcp(client, vip).bytes(), g.gin).0, XDP_REDIRECT, "the SYN");
+    let reply = Frame::tcp(vip, client).tcp_flags(0x12);
+    let error =
+        Frame::icmp_error("10.0.0.50", "10.100.0.5", 3, 4, [0, 0, 0x05, 0x00], &reply.quote(20));
+    let inner = ip_of(&error).len();
+    let want = wrapped(error.clone(), &outer4([10, 1, 0, 1], [10, 1, 0, 10], inner), B10, 0x0800);
+    check("frag needed, dsr-ipip", g.run(&error.bytes(), g.gin), XDP_REDIRECT, &want);
+
+    // dsr-l2: the same error to the backend's MAC.
+    let (client, vip) = ("10.0.0.2:40061", "10.100.0.7:80");
+    assert_eq!(g.run(&Frame::tcp(client, vip).bytes(), g.gin).0, XDP_REDIRECT, "the SYN");
+    let reply = Frame::tcp(vip, client).tcp_flags(0x12);
+    let error =
+        Frame::icmp_error("10.0.0.50", "10.100.0.7", 3, 4, [0, 0, 0x05, 0x00], &reply.quote(20));
+    let want = error.clone().ttl(63).macs(mac(GOUT_MAC), mac(B11)).bytes();
+    check("frag needed, dsr-l2", g.run(&error.bytes(), g.gin), XDP_REDIRECT, &want);
+
+    // About a flow lb never saw: passed.
+    let stray = Frame::tcp(vip, "10.0.0.2:40062").tcp_flags(0x12);
+    let error =
+        Frame::icmp_error("10.0.0.50", "10.100.0.7", 3, 4, [0, 0, 0x05, 0x00], &stray.quote(20));
+    check("no flow", g.run(&error.bytes(), g.gin), XDP_PASS, &error.bytes());
 }

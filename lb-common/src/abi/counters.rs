@@ -90,7 +90,9 @@ pub enum DropReason {
     RateLimited = 14,
     /// Direct server return by IP-in-IP could not put the outer header in
     /// front: a VLAN tag in line (the XDP hook keeps the Ethernet header
-    /// as it is), or no room in front of the packet. Dropped.
+    /// as it is), or no room in front of the packet; or an ICMP error for a
+    /// DSR backend too big to pass on wrapped (no error is answered about
+    /// an error). Dropped.
     EncapFailed = 15,
     /// Direct server return on L2 at the XDP hook, and the backend's MAC is
     /// not known yet (XDP cannot hand the kernel the packet to resolve it,
