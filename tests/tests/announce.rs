@@ -3,9 +3,11 @@
 //! balancer's namespace learns it and exports it by BGP (with BFD) to BIRD
 //! in a router namespace, which installs it in its kernel. The router
 //! learns both VIPs; loses them when every backend fails its probes and
-//! learns them again when one answers; keeps them while a pinned datapath
-//! outlives its agent (kernel modes); and loses them on `lb stop`. Needs
-//! root and bird2.
+//! learns them again when one answers; loses one whose service a reload
+//! removes; keeps them while a pinned datapath outlives its agent (SIGTERM
+//! or SIGKILL, kernel modes) until `lb stop` runs with no agent; loses them
+//! when splice mode's agent exits; and loses them on `lb stop`. Needs root
+//! and bird2.
 
 use std::{
     path::Path,
@@ -36,7 +38,7 @@ const PROPAGATION: Duration = Duration::from_secs(5);
 /// leaves nothing usable on either VIP.
 const PROBES: &str = "kind = \"tcp\"\ninterval = \"100ms\"\ntimeout = \"90ms\"\nrise = 2\nfall = 2";
 
-lb_tests::in_modes!(announced_while_servable [tc = Tc, splice = Splice]);
+lb_tests::in_both_modes!(announced_while_servable);
 
 /// A link `lb-up` (balancer) / `r0` (router) with both families.
 fn router(topo: &Topology) -> NetNs {
@@ -156,16 +158,51 @@ fn announced_while_servable(mode: Mode) {
     until_router_has(&router_ns, &[VIP4, VIP6], "one backend back: both VIPs learned again");
     assert!(s.lb.status().contains("announced: tcp-v4 1 of 2 usable (1 down)"));
 
+    // A reload that removes the IPv6 VIP's service withdraws that VIP alone;
+    // the file as it was announces it again.
+    let path = s.dir.0.join("lb.toml");
+    let text = std::fs::read_to_string(&path).expect("config");
+    let v4_only: Vec<&str> =
+        text.split("\n[[service]]").filter(|part| !part.contains("name = \"tcp-v6\"")).collect();
+    std::fs::write(&path, v4_only.join("\n[[service]]")).expect("write config");
+    s.lb.cli_ok(&["reload"]);
+    until_router_has(&router_ns, &[VIP4], "a reload without the IPv6 VIP: it alone withdrawn");
+    std::fs::write(&path, &text).expect("write config");
+    s.lb.cli_ok(&["reload"]);
+    until_router_has(&router_ns, &[VIP4, VIP6], "a reload with it again: learned again");
+
     if mode.kernel() {
         // SIGTERM leaves the pinned datapath forwarding, and its
-        // announcements with it (as a crash would); the next agent takes
-        // both over.
+        // announcements with it; the next agent takes both over.
         s.lb.terminate();
         std::thread::sleep(Duration::from_secs(1));
         assert_eq!(learned(&router_ns), [VIP4, VIP6], "announcements stay with the datapath");
-        s.lb = start_lb(&s.topo, &s.dir.0.join("lb.toml"), &s.dir.0);
+        s.lb = start_lb(&s.topo, &path, &s.dir.0);
         assert_eq!(in_table(&s.topo), [VIP4, VIP6]);
+        // A crash removes nothing either.
+        let pid = nix::unistd::Pid::from_raw(s.lb.pid() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::SIGKILL).expect("SIGKILL");
+        s.lb.wait_exit(Duration::from_secs(5));
+        std::thread::sleep(Duration::from_secs(1));
+        assert_eq!(learned(&router_ns), [VIP4, VIP6], "a crashed agent leaves its announcements");
+        // `lb stop` with no agent running withdraws what the config names.
+        let lb = lb_tests::agent::lb_binary();
+        let args = [lb.to_str().expect("utf-8"), "stop", "--config", path.to_str().expect("utf-8")];
+        let said = String::from_utf8_lossy(&s.topo.lb.exec(&args).stdout).into_owned();
+        assert!(said.contains("withdrew 2 announced VIP(s) (table 100, proto 252)"), "{said}");
+        until_router_has(&router_ns, &[], "lb stop with no agent running: both VIPs withdrawn");
+    } else {
+        // The proxy is the datapath: its exit withdraws.
+        s.lb.terminate();
+        until_router_has(&router_ns, &[], "SIGTERM in splice mode: both VIPs withdrawn");
+        assert!(in_table(&s.topo).is_empty());
     }
+    // A fresh start announces again.
+    s.lb = start_lb(&s.topo, &path, &s.dir.0);
+    until_router_has(&router_ns, &[VIP4, VIP6], "a fresh start: both VIPs learned again");
+    let log = s.lb.log();
+    let syncs: Vec<&str> = log.lines().filter_map(|l| l.split("sync_us=").nth(1)).collect();
+    eprintln!("announced-route syncs of the last agent, us: {syncs:?}");
 
     // `lb stop`: withdrawn.
     s.lb.cli_ok(&["stop"]);

@@ -42,6 +42,9 @@ pub struct Changes {
     pub announced: Vec<IpAddr>,
     /// lb's routes removed: addresses now withdrawn.
     pub withdrawn: Vec<IpAddr>,
+    /// How long the sync took (a dump of the table and the changes), in
+    /// microseconds: what a withdrawal adds to the health transition.
+    pub took_us: u64,
 }
 
 /// The announced routes lb holds in one table.
@@ -87,7 +90,9 @@ impl Announcer {
     /// `failed` says why, so a later sync completes the change).
     pub fn sync(&mut self, verdicts: BTreeMap<IpAddr, Verdict>) -> Result<Changes, RouteError> {
         self.verdicts = verdicts;
-        let done = self.apply();
+        let started = std::time::Instant::now();
+        let done =
+            self.apply().map(|c| Changes { took_us: started.elapsed().as_micros() as u64, ..c });
         self.failed = done.as_ref().err().map(ToString::to_string);
         done
     }
@@ -170,10 +175,12 @@ pub fn log_changes(a: &Announcer, changes: &Changes, when: &str) {
     let Announce { table, protocol } = a.setting();
     for addr in &changes.announced {
         let why = a.verdicts().get(addr).map_or("", |v| v.why.as_str());
-        tracing::info!(vip = %addr, table, protocol, why, "{when}: VIP announced");
+        let sync_us = changes.took_us;
+        tracing::info!(vip = %addr, table, protocol, why, sync_us, "{when}: VIP announced");
     }
     for addr in &changes.withdrawn {
         let why = a.verdicts().get(addr).map_or("no longer a VIP", |v| v.why.as_str());
-        tracing::warn!(vip = %addr, table, protocol, why, "{when}: VIP withdrawn");
+        let sync_us = changes.took_us;
+        tracing::warn!(vip = %addr, table, protocol, why, sync_us, "{when}: VIP withdrawn");
     }
 }
