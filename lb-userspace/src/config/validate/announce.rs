@@ -42,7 +42,8 @@ pub(super) fn check(raw: &RawAnnounce, report: &mut Report) -> Option<Announce> 
                     Issue::new(
                         "agent.announce.table is missing",
                         "name the kernel table the routing daemon learns from, e.g. table = 100 \
-                     (BIRD: `kernel table 100` with `learn`; FRR: `ip import-table 100`)",
+                     (BIRD: `kernel table 100` with `learn`; FRR: table = 254 with \
+                     `redistribute kernel`, see config/frr.conf.example)",
                     ),
                 );
                 None
