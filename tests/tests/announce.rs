@@ -129,13 +129,22 @@ fn announced_while_servable(mode: Mode) {
     let mut s = Setup::with_config(SERVER, topo, dir, |t, d| mode.config(&config(t, d, 2)));
     assert_eq!(s.mode, mode, "{}", s.lb.status());
     assert_eq!(in_table(&s.topo), [VIP4, VIP6]);
-    let _lb_bird = Bird::lb(&s.topo.lb, &bird_dir.0, "lb-up", TABLE, PROTOCOL);
+    let lb_bird = Bird::lb(&s.topo.lb, &bird_dir.0, "lb-up", TABLE, PROTOCOL);
     let router_bird = Bird::router(&router_ns, &bird_dir.0, "r0");
-    // The sessions come up first (a few seconds: BIRD's connect delay).
+    // The sessions come up first (a second or two: BIRD's connect delay).
     let started = Instant::now();
-    wait_for(Duration::from_secs(30), "the router learning both VIPs", || {
-        (learned(&router_ns) == [VIP4, VIP6]).then_some(())
-    });
+    while learned(&router_ns) != [VIP4, VIP6] {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the router did not learn both VIPs within 30 s\n--- lb's BIRD ---\n{}{}\n--- the \
+             router's BIRD ---\n{}{}",
+            lb_bird.birdc(&["show", "protocols", "all"]),
+            lb_bird.log(),
+            router_bird.birdc(&["show", "protocols", "all"]),
+            router_bird.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     eprintln!("sessions up and both VIPs learned: {:?}", started.elapsed());
     let bfd = router_bird.birdc(&["show", "bfd", "sessions"]);
     assert!(bfd.matches(" Up ").count() >= 2, "BFD sessions:\n{bfd}");
@@ -210,6 +219,7 @@ fn announced_while_servable(mode: Mode) {
     until_router_has(&router_ns, &[], "lb stop: both VIPs withdrawn at the router");
     assert!(in_table(&s.topo).is_empty(), "announced routes left after lb stop");
     drop(router_bird);
+    drop(lb_bird);
 }
 
 /// A table lb cannot use is refused at `lb check` with the field and the fix.
