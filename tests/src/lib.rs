@@ -2,6 +2,8 @@
 //!
 //! - [`packet`]: builds frames byte by byte with checksums computed from
 //!   scratch, so golden expectations never reuse the datapath's own code.
+//! - [`bird`]: BIRD 2 exporting lb's announced routes by BGP, and a router
+//!   learning them.
 //! - [`bulk`]: bulk TCP transfers checked end to end, against a deadline.
 //! - [`browser`]: headless Chromium in a namespace (DOM dumps, screenshots).
 //! - [`decap`]: the decapsulating program (`lb decap`) and IP-in-IP frames.
@@ -19,6 +21,7 @@
 //! - [`topology`]: client, balancer and backend namespaces for end-to-end tests.
 //! - [`xdp_pass`]: an XDP_PASS program for the far end of an XDP-mode veth.
 pub mod agent;
+pub mod bird;
 pub mod browser;
 pub mod bulk;
 pub mod client;

@@ -38,6 +38,12 @@ pub const BROWSER_PACKAGES: &[&str] = &["chromium"];
 /// would also start a system-wide server on port 53.
 pub const DNS_PACKAGES: &[&str] = &["dnsmasq-base"];
 
+/// What only the announcement test runs (and `bird -p` checks the shipped
+/// `config/bird.conf.example` with): BIRD 2, one daemon in the balancer's
+/// namespace exporting lb's routes by BGP, one in a router namespace
+/// learning them.
+pub const BGP_PACKAGES: &[&str] = &["bird2"];
+
 /// The bpf-linker release known to work with Debian's LLVM 22.
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 

@@ -19,6 +19,7 @@ pub fn run(root: &Path) -> Result<()> {
     prereqs::ensure_packages(prereqs::TEST_PACKAGES, "")?;
     prereqs::ensure_packages(prereqs::BROWSER_PACKAGES, "")?;
     prereqs::ensure_packages(prereqs::DNS_PACKAGES, "")?;
+    prereqs::ensure_packages(prereqs::BGP_PACKAGES, "")?;
     eprintln!("{tc}");
     ebpf::build(root, &tc, Profile::Release)?;
     ebpf::clippy(root, &tc)?;

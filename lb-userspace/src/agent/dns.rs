@@ -184,6 +184,7 @@ fn apply_set(
     st.plan = change(&mut *st.datapath, &st.plan, &config, &runtimes, state_file)?;
     st.config = config;
     st.runtimes = runtimes;
+    super::announce::sync(st, "dns");
     Ok(())
 }
 

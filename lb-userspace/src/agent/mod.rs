@@ -6,6 +6,7 @@
 //! way: compute the new plan from config + runtime state, write new tables
 //! beside the live ones, switch each service record atomically.
 
+mod announce;
 pub mod dns;
 mod flow;
 pub mod forwarder;
@@ -93,6 +94,9 @@ struct State {
     probe_durations: BTreeMap<String, Histogram>,
     /// The local routes of the VIPs.
     routes: VipRoutes,
+    /// The announced routes (`[agent.announce]`); `None` when not configured,
+    /// or once withdrawn for good at shutdown.
+    announcer: Option<routes::announce::Announcer>,
     /// What DNS last said, per service with a `dns` table.
     dns: BTreeMap<String, crate::dns::DnsState>,
 }
@@ -141,6 +145,7 @@ impl Agent {
         routes: VipRoutes,
     ) -> Self {
         let runtimes = runtime::restored(&config, saved);
+        let announcer = config.agent.announce.map(routes::announce::Announcer::new);
         let mut plan = plan;
         plan.compact();
         let state = State {
@@ -149,6 +154,7 @@ impl Agent {
             runtimes,
             datapath,
             probe_durations: BTreeMap::new(),
+            announcer,
             routes,
             dns: BTreeMap::new(),
         };
@@ -336,6 +342,7 @@ impl Agent {
         state.config = config;
         state.runtimes = runtimes;
         state.dns = dns;
+        announce::sync(state, "reload");
         drop(st);
         self.reloaded.notify_one();
         tracing::info!("config reloaded");
@@ -396,8 +403,11 @@ fn backend_of(st: &State, id: u32) -> Option<(String, SocketAddr, bool)> {
 
 /// Recomputes the plan from the config and runtime state it holds and
 /// writes it.
+/// The announced routes follow (a VIP whose last usable backend went is
+/// withdrawn in the same step).
 fn apply(st: &mut State, state_file: &std::path::Path) -> Result<(), ChangeError> {
     st.plan = change(&mut *st.datapath, &st.plan, &st.config, &st.runtimes, state_file)?;
+    announce::sync(st, "change");
     Ok(())
 }
 

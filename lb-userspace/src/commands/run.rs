@@ -133,6 +133,9 @@ pub fn run(
         agent = agent.with_mode_reason(why);
     }
     let agent = Arc::new(agent);
+    // The datapath is attached (or the proxy listening): the VIPs that
+    // have a usable backend are announced.
+    agent.announce();
 
     rt.block_on(async {
         let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -200,6 +203,14 @@ pub fn run(
             }
         };
         socket.serve(agent.clone(), shutdown).await;
+        // Before the last connections are waited on: the router stops
+        // sending new ones here while they finish. A pinned datapath keeps
+        // forwarding after a signal, and keeps its announcements with it.
+        if !pins.as_ref().is_some_and(Pins::exist) {
+            agent.withdraw_all("the datapath is being removed (lb stop, or the proxy's end)");
+        } else if agent.announces() {
+            tracing::info!("the announced VIPs stay with the running datapath");
+        }
         feeding.abort();
         passive.abort();
         sweeping.abort();
@@ -342,6 +353,7 @@ async fn sweep_flows(agent: Arc<Agent>) {
             a.sweep_flows();
             a.check_lost_frames();
             a.refresh_peer_devices();
+            a.retry_announce();
         });
         if swept.await.is_err() {
             return;

@@ -94,6 +94,24 @@ fn vip_routes(v: &lb_userspace::control::protocol::VipRouteStatus) -> String {
     line
 }
 
+/// `announce table 100 proto 252` and a line per VIP: announced or
+/// withdrawn, and why.
+fn announce(a: &lb_userspace::control::protocol::AnnounceStatus) -> String {
+    let mut out = format!("announce table {} proto {}", a.table, a.protocol);
+    if let Some(e) = &a.error {
+        out += &format!(" (last change failed: {e})");
+    }
+    for v in &a.vips {
+        let state = match (v.announced, v.servable) {
+            (true, _) => "announced",
+            (false, false) => "withdrawn",
+            (false, true) => "withdrawn (not yet announced)",
+        };
+        out += &format!("\n  {:<24} {state}: {}", v.vip, v.why);
+    }
+    out
+}
+
 fn render(r: &StatusReport) -> String {
     let mut out = String::new();
     let ifaces: Vec<String> =
@@ -115,6 +133,9 @@ fn render(r: &StatusReport) -> String {
         }
     }
     let _ = writeln!(out, "{}", vip_routes(&r.vip_routes));
+    if let Some(a) = &r.announce {
+        let _ = writeln!(out, "{}", announce(a));
+    }
     let _ = writeln!(
         out,
         "\n{:<28} {:<9} {:<6} {:<9} {:>6} {:>12} {:>14} {:>10} {:>8} {:>8}",

@@ -30,6 +30,24 @@ pub fn run(target: &Target) -> Result<()> {
                     target.explain(e)
                 ));
             };
+            // Its announcements first: the router stops sending here before
+            // the datapath goes.
+            if let Some(a) = target.announce() {
+                let gone = routes::announce::remove_left(a).with_context(|| {
+                    format!(
+                        "withdrawing the VIPs the stopped agent announced (table {}, proto {})",
+                        a.table, a.protocol
+                    )
+                })?;
+                if !gone.is_empty() {
+                    println!(
+                        "withdrew {} announced VIP(s) (table {}, proto {})",
+                        gone.len(),
+                        a.table,
+                        a.protocol
+                    );
+                }
+            }
             let pins = Pins::new(&pin_dir);
             pins.remove().with_context(|| format!("removing {}", pins.dir().display()))?;
             let _ = std::fs::remove_file(pins::state_file(control));

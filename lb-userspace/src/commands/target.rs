@@ -170,6 +170,12 @@ impl Target {
         }
     }
 
+    /// The config's `[agent.announce]`, when a config was read: where a
+    /// stopped agent's announced routes are.
+    pub fn announce(&self) -> Option<config::Announce> {
+        self.config.as_ref().and_then(|c| c.agent.announce)
+    }
+
     /// Sends `req`: the answer, or a typed error (for callers that act on
     /// a missing agent).
     pub fn try_request(&self, req: &Request) -> Result<Response, client::ClientError> {

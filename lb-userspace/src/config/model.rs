@@ -53,6 +53,19 @@ pub struct Agent {
     pub pin_dir: PathBuf,
     /// Whether lb gives every VIP a local route (`agent.vip_routes`).
     pub vip_routes: VipRoutes,
+    /// Routes a routing daemon exports while a VIP can be served
+    /// (`[agent.announce]`); `None`: no announcement.
+    pub announce: Option<Announce>,
+}
+
+/// `[agent.announce]`: a blackhole route per servable VIP in a kernel table
+/// of its own, for a routing daemon (BIRD, FRR) to learn and export by BGP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Announce {
+    /// The kernel routing table the routes go in (not 0, 253 or 255).
+    pub table: u32,
+    /// Their `rtm_protocol`, what a daemon's filter can match on.
+    pub protocol: u8,
 }
 
 /// One interface's hook choice, and the setting it came from (what

@@ -62,6 +62,15 @@ pub(crate) struct RawAgent {
     pub(crate) control_socket: Option<String>,
     pub(crate) pin_dir: Option<String>,
     pub(crate) vip_routes: Option<String>,
+    pub(crate) announce: Option<RawAnnounce>,
+}
+
+/// `[agent.announce]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAnnounce {
+    pub(crate) table: Option<i64>,
+    pub(crate) protocol: Option<i64>,
 }
 
 /// One `[[service]]`.

@@ -58,6 +58,15 @@ impl fmt::Display for Summary {
             )?,
             super::VipRoutes::None => writeln!(f, "  vip routes      none (managed outside lb)")?,
         }
+        match agent.announce {
+            Some(a) => writeln!(
+                f,
+                "  announce        table {} proto {} (a blackhole route per VIP while a backend \
+                 of it is usable, for a routing daemon to export)",
+                a.table, a.protocol
+            )?,
+            None => writeln!(f, "  announce        off")?,
+        }
         let sp = &config.splice;
         writeln!(
             f,

@@ -92,6 +92,37 @@ pub struct StatusReport {
     /// The local routes lb holds for its VIPs (`agent.vip_routes`).
     #[serde(default)]
     pub vip_routes: VipRouteStatus,
+    /// The announced routes (`[agent.announce]`), when configured.
+    #[serde(default)]
+    pub announce: Option<AnnounceStatus>,
+}
+
+/// The announced routes of `[agent.announce]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnnounceStatus {
+    /// The kernel table they go in.
+    pub table: u32,
+    /// Their `rtm_protocol`.
+    pub protocol: u8,
+    /// Every VIP, in address order.
+    pub vips: Vec<VipAnnouncement>,
+    /// Why the last change of the routes failed, if it did (they may not
+    /// match the verdicts until a retry succeeds).
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// One VIP's announcement.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VipAnnouncement {
+    /// The prefix, e.g. "10.0.0.100/32".
+    pub vip: String,
+    /// Its route is in the table.
+    pub announced: bool,
+    /// A backend of a service on it is usable (it should be announced).
+    pub servable: bool,
+    /// Why, e.g. "web 0 of 2 usable (2 down)".
+    pub why: String,
 }
 
 /// The VIP routes of `agent.vip_routes`.

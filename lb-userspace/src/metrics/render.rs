@@ -232,6 +232,18 @@ pub fn render(r: &StatusReport, probes: &BTreeMap<String, Histogram>) -> String 
             .collect(),
     );
 
+    family(
+        "lb_vip_announced",
+        "gauge",
+        "1 while the VIP's route is in the table a routing daemon exports ([agent.announce]), \
+         0 while withdrawn (no usable backend, or the datapath going).",
+        r.announce
+            .iter()
+            .flat_map(|a| &a.vips)
+            .map(|v| (format!("{{vip=\"{}\"}}", esc(&v.vip)), u8::from(v.announced).to_string()))
+            .collect(),
+    );
+
     let _ =
         writeln!(out, "# HELP lb_probe_duration_seconds How long health probes took, per service.");
     let _ = writeln!(out, "# TYPE lb_probe_duration_seconds histogram");
@@ -281,6 +293,7 @@ mod tests {
             exceptions: vec![],
             flows_age_ms: 0,
             vip_routes: Default::default(),
+            announce: None,
         };
         let text = render(&r, &BTreeMap::new());
         for line in [
@@ -321,6 +334,7 @@ mod tests {
             exceptions: vec![],
             flows_age_ms: 0,
             vip_routes: Default::default(),
+            announce: None,
         };
         let text = render(&r, &BTreeMap::new());
         for line in [
@@ -332,5 +346,35 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }
+    }
+
+    #[test]
+    fn announced_vips_are_a_gauge_each() {
+        use crate::control::protocol::{AnnounceStatus, VipAnnouncement};
+        let vip = |v: &str, announced| VipAnnouncement {
+            vip: v.into(),
+            announced,
+            servable: announced,
+            why: String::new(),
+        };
+        let r = StatusReport {
+            announce: Some(AnnounceStatus {
+                table: 100,
+                protocol: 252,
+                vips: vec![vip("10.0.0.1/32", true), vip("fd00::1/128", false)],
+                error: None,
+            }),
+            mode: "splice".into(),
+            mode_reason: None,
+            interfaces: vec![],
+            services: vec![],
+            exceptions: vec![],
+            flows_age_ms: 0,
+            vip_routes: Default::default(),
+        };
+        let text = render(&r, &BTreeMap::new());
+        assert!(text.contains("# TYPE lb_vip_announced gauge"), "{text}");
+        assert!(text.contains("lb_vip_announced{vip=\"10.0.0.1/32\"} 1\n"), "{text}");
+        assert!(text.contains("lb_vip_announced{vip=\"fd00::1/128\"} 0\n"), "{text}");
     }
 }

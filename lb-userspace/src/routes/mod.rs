@@ -19,11 +19,12 @@
 //! A VIP already local (an address of an interface, or under another local
 //! route) gets no route: it is noted, not an error.
 
+pub mod announce;
 pub mod netlink;
 
 use std::{collections::BTreeSet, net::IpAddr};
 
-use netlink::{LocalRoute, Netlink, NetlinkError};
+use netlink::{LocalRoute, Netlink, NetlinkError, Place};
 use nix::errno::Errno;
 
 use crate::config::{Config, VipRoutes as Setting};
@@ -110,7 +111,7 @@ impl VipRoutes {
     /// On error the routes this call added are removed again.
     pub fn sync(&mut self, want: &BTreeSet<IpAddr>, remove: bool) -> Result<Changes, RouteError> {
         let mut nl = Netlink::open()?;
-        let routes = nl.local_routes()?;
+        let routes = nl.routes(Place::LOCAL)?;
         let ours: BTreeSet<IpAddr> = routes
             .iter()
             .filter(|r| r.protocol == PROTOCOL && r.prefix_len == full_length(r.addr))
@@ -133,13 +134,17 @@ impl VipRoutes {
         if !missing.is_empty() {
             let lo = lo_index()?;
             for vip in missing {
-                match nl.change(true, &LocalRoute::host(vip, lo, PROTOCOL)) {
+                match nl.change(true, Place::LOCAL, &LocalRoute::host(vip, lo, PROTOCOL)) {
                     Ok(()) => changes.added.push(vip),
                     // Added since the dump: by another lb of this namespace.
                     Err(e) if e.errno() == Some(Errno::EEXIST) => {}
                     Err(e) => {
                         for &added in &changes.added {
-                            let _ = nl.change(false, &LocalRoute::host(added, lo, PROTOCOL));
+                            let _ = nl.change(
+                                false,
+                                Place::LOCAL,
+                                &LocalRoute::host(added, lo, PROTOCOL),
+                            );
                         }
                         return Err(e.into());
                     }
@@ -152,7 +157,7 @@ impl VipRoutes {
                     && r.prefix_len == full_length(r.addr)
                     && !want.contains(&r.addr)
             }) {
-                match nl.change(false, r) {
+                match nl.change(false, Place::LOCAL, r) {
                     Ok(()) => changes.removed.push(r.addr),
                     Err(e) if e.errno() == Some(Errno::ESRCH) => {}
                     Err(e) => return Err(e.into()),

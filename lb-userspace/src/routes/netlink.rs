@@ -2,9 +2,11 @@
 //! `RTM_DELROUTE` and an `RTM_GETROUTE` dump of the local table, over a
 //! `NETLINK_ROUTE` socket, with the kernel's ACKs and errnos.
 //!
-//! Only what VIP routes need: one address per route (`/32` or `/128`),
-//! type `local`, table `local`, through one interface (the loopback), with
-//! a protocol number that marks the route as lb's.
+//! Only what VIP routes need: one address per route (`/32` or `/128`) with
+//! a protocol number that marks the route as lb's, in one of two
+//! [`Place`]s: type `local` in table `local` through the loopback (the VIP
+//! routes), or type `blackhole` in a table of the operator's choosing (the
+//! announced routes, which a routing daemon exports).
 //!
 //! Message layout (all host byte order, 4-byte aligned):
 //! ```text
@@ -54,8 +56,47 @@ const RTA_TABLE: u16 = 15;
 pub const TABLE_LOCAL: u32 = 255;
 /// `RTN_LOCAL`: delivered to this host.
 const RTN_LOCAL: u8 = 2;
+/// `RTN_BLACKHOLE`: dropped silently.
+const RTN_BLACKHOLE: u8 = 6;
 /// `RT_SCOPE_HOST`.
 const RT_SCOPE_HOST: u8 = 254;
+/// `RT_SCOPE_UNIVERSE`.
+const RT_SCOPE_UNIVERSE: u8 = 0;
+
+/// Which routes a request is about: their table and type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Place {
+    /// The routing table.
+    pub table: u32,
+    /// `rtm_type`: [`RTN_LOCAL`] or [`RTN_BLACKHOLE`].
+    rtype: u8,
+}
+
+impl Place {
+    /// Local routes in the local table (through an interface, the loopback).
+    pub const LOCAL: Place = Place { table: TABLE_LOCAL, rtype: RTN_LOCAL };
+
+    /// Blackhole routes in `table`: what lb announces. No interface, and no
+    /// effect on forwarding while no rule points at the table; BIRD and FRR
+    /// learn them (both ignore type `local`).
+    pub fn blackhole(table: u32) -> Self {
+        Place { table, rtype: RTN_BLACKHOLE }
+    }
+
+    fn announced(self) -> bool {
+        self.rtype != RTN_LOCAL
+    }
+
+    fn scope(self) -> u8 {
+        if self.announced() { RT_SCOPE_UNIVERSE } else { RT_SCOPE_HOST }
+    }
+
+    /// `rtm_table` is a u8: tables beyond it are carried by `RTA_TABLE`
+    /// alone, with `RT_TABLE_UNSPEC` here (as iproute2 does).
+    fn table_byte(self) -> u8 {
+        u8::try_from(self.table).unwrap_or(0)
+    }
+}
 
 /// `SOL_NETLINK` / `NETLINK_GET_STRICT_CHK`: the kernel then applies the
 /// dump request's table and type as filters (Linux 4.20+; older kernels
@@ -110,12 +151,45 @@ impl std::fmt::Display for LocalRoute {
 /// What a request was doing, for its error message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
-    /// `RTM_NEWROUTE`.
+    /// `RTM_NEWROUTE` of a local route.
     Add,
-    /// `RTM_DELROUTE`.
+    /// `RTM_DELROUTE` of a local route.
     Delete,
-    /// `RTM_GETROUTE` dump.
+    /// `RTM_GETROUTE` dump of the local routes.
     List,
+    /// `RTM_NEWROUTE` of an announced route.
+    Announce,
+    /// `RTM_DELROUTE` of an announced route.
+    Withdraw,
+    /// `RTM_GETROUTE` dump of the announced routes.
+    ListAnnounced,
+}
+
+impl Op {
+    fn change(place: Place, add: bool) -> Self {
+        match (place.announced(), add) {
+            (false, true) => Op::Add,
+            (false, false) => Op::Delete,
+            (true, true) => Op::Announce,
+            (true, false) => Op::Withdraw,
+        }
+    }
+
+    fn list(place: Place) -> Self {
+        if place.announced() { Op::ListAnnounced } else { Op::List }
+    }
+
+    /// The setting that turns these routes off, for the fix of a refusal.
+    fn setting(self) -> &'static str {
+        match self {
+            Op::Add | Op::Delete | Op::List => {
+                "set agent.vip_routes = \"none\" and route the VIPs yourself"
+            }
+            Op::Announce | Op::Withdraw | Op::ListAnnounced => {
+                "remove [agent.announce] and have the routing daemon announce the VIPs itself"
+            }
+        }
+    }
 }
 
 impl std::fmt::Display for Op {
@@ -124,6 +198,9 @@ impl std::fmt::Display for Op {
             Op::Add => "adding the local route",
             Op::Delete => "removing the local route",
             Op::List => "listing the local routes",
+            Op::Announce => "announcing (adding the blackhole route)",
+            Op::Withdraw => "withdrawing (removing the blackhole route)",
+            Op::ListAnnounced => "listing the announced routes",
         })
     }
 }
@@ -146,7 +223,7 @@ pub enum NetlinkError {
         errno: Errno,
     },
     /// The kernel refused the request.
-    #[error("{op}{}: {errno}{}", route.map(|r| format!(" {r}")).unwrap_or_default(), fix(*.errno))]
+    #[error("{op}{}: {errno}{}", route.map(|r| format!(" {r}")).unwrap_or_default(), fix(*op, *.errno))]
     Kernel {
         /// What was asked.
         op: Op,
@@ -173,18 +250,18 @@ impl NetlinkError {
 }
 
 /// The usual fix for a kernel errno.
-fn fix(errno: Errno) -> &'static str {
+fn fix(op: Op, errno: Errno) -> String {
     match errno {
-        Errno::EPERM | Errno::EACCES => {
-            " (lb needs CAP_NET_ADMIN to manage VIP routes: run it as root or grant it, or set \
-             agent.vip_routes = \"none\" and route the VIPs yourself)"
-        }
+        Errno::EPERM | Errno::EACCES => format!(
+            " (lb needs CAP_NET_ADMIN to manage VIP routes: run it as root or grant it, or {})",
+            op.setting()
+        ),
         Errno::EAFNOSUPPORT => {
-            " (IPv6 looks disabled on this host: enable it, or remove the IPv6 services)"
+            " (IPv6 looks disabled on this host: enable it, or remove the IPv6 services)".into()
         }
-        Errno::ENODEV => " (no loopback interface in this network namespace?)",
-        Errno::ENETDOWN => " (the loopback interface is down: `ip link set lo up`)",
-        _ => "",
+        Errno::ENODEV => " (no loopback interface in this network namespace?)".into(),
+        Errno::ENETDOWN => " (the loopback interface is down: `ip link set lo up`)".into(),
+        _ => String::new(),
     }
 }
 
@@ -218,7 +295,7 @@ fn start(
     dst_len: u8,
     protocol: u8,
     scope: u8,
-    rtype: u8,
+    (table, rtype): (u8, u8),
 ) -> Vec<u8> {
     let mut buf = Vec::with_capacity(64);
     buf.extend_from_slice(&0u32.to_ne_bytes());
@@ -227,7 +304,7 @@ fn start(
     buf.extend_from_slice(&seq.to_ne_bytes());
     buf.extend_from_slice(&0u32.to_ne_bytes());
     // rtm_table is a u8: RTA_TABLE carries the table in full.
-    buf.extend_from_slice(&[family, dst_len, 0, 0, TABLE_LOCAL as u8, protocol, scope, rtype]);
+    buf.extend_from_slice(&[family, dst_len, 0, 0, table, protocol, scope, rtype]);
     buf.extend_from_slice(&0u32.to_ne_bytes());
     buf
 }
@@ -239,8 +316,8 @@ fn finish(mut buf: Vec<u8>) -> Vec<u8> {
 }
 
 /// `RTM_NEWROUTE` (`add` true: create, failing if it exists) or
-/// `RTM_DELROUTE` for `route`, asking for an ACK.
-pub fn encode_change(add: bool, route: &LocalRoute, seq: u32) -> Vec<u8> {
+/// `RTM_DELROUTE` for `route` at `place`, asking for an ACK.
+pub fn encode_change(add: bool, place: Place, route: &LocalRoute, seq: u32) -> Vec<u8> {
     let (kind, flags) = if add {
         (RTM_NEWROUTE, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL)
     } else {
@@ -253,26 +330,37 @@ pub fn encode_change(add: bool, route: &LocalRoute, seq: u32) -> Vec<u8> {
         family(route.addr),
         route.prefix_len,
         route.protocol,
-        RT_SCOPE_HOST,
-        RTN_LOCAL,
+        place.scope(),
+        (place.table_byte(), place.rtype),
     );
     match route.addr {
         IpAddr::V4(a) => put_attr(&mut buf, RTA_DST, &a.octets()),
         IpAddr::V6(a) => put_attr(&mut buf, RTA_DST, &a.octets()),
     }
-    put_attr(&mut buf, RTA_TABLE, &TABLE_LOCAL.to_ne_bytes());
-    put_attr(&mut buf, RTA_OIF, &route.oif.to_ne_bytes());
+    put_attr(&mut buf, RTA_TABLE, &place.table.to_ne_bytes());
+    if route.oif != 0 {
+        put_attr(&mut buf, RTA_OIF, &route.oif.to_ne_bytes());
+    }
     finish(buf)
 }
 
-/// An `RTM_GETROUTE` dump of the local routes of one family (`AF_INET` or
-/// `AF_INET6`) in the local table.
-pub fn encode_dump(family: u8, seq: u32) -> Vec<u8> {
+/// An `RTM_GETROUTE` dump of the routes at `place` of one family
+/// (`AF_INET` or `AF_INET6`).
+pub fn encode_dump(family: u8, place: Place, seq: u32) -> Vec<u8> {
     // A strict dump request: dst_len, scope and protocol 0 (protocol would
     // filter too, but lb wants every local route, to see addresses that are
     // already local).
-    let mut buf = start(RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP, seq, family, 0, 0, 0, RTN_LOCAL);
-    put_attr(&mut buf, RTA_TABLE, &TABLE_LOCAL.to_ne_bytes());
+    let mut buf = start(
+        RTM_GETROUTE,
+        NLM_F_REQUEST | NLM_F_DUMP,
+        seq,
+        family,
+        0,
+        0,
+        0,
+        (place.table_byte(), place.rtype),
+    );
+    put_attr(&mut buf, RTA_TABLE, &place.table.to_ne_bytes());
     finish(buf)
 }
 
@@ -321,9 +409,9 @@ pub fn error_code(payload: &[u8]) -> Result<i32, &'static str> {
     Ok(u32_at(payload, 0).ok_or("short error message")? as i32)
 }
 
-/// The route of an `RTM_NEWROUTE` dump entry, if it is a local route in
-/// the local table (others are skipped: `None`).
-pub fn parse_route(payload: &[u8]) -> Result<Option<LocalRoute>, &'static str> {
+/// The route of an `RTM_NEWROUTE` dump entry, if it is of `place`'s type
+/// and table (others are skipped: `None`).
+pub fn parse_route(payload: &[u8], place: Place) -> Result<Option<LocalRoute>, &'static str> {
     let head = payload.get(..RTMSG_LEN).ok_or("short rtmsg")?;
     let (fam, dst_len, table8, protocol, rtype) = (head[0], head[1], head[4], head[5], head[7]);
     let mut table = u32::from(table8);
@@ -345,7 +433,7 @@ pub fn parse_route(payload: &[u8]) -> Result<Option<LocalRoute>, &'static str> {
         }
         attrs = &attrs[align(len).min(attrs.len())..];
     }
-    if rtype != RTN_LOCAL || table != TABLE_LOCAL {
+    if rtype != place.rtype || table != place.table {
         return Ok(None);
     }
     let addr = match (i32::from(fam), dst) {
@@ -423,11 +511,17 @@ impl Netlink {
         Ok(&buf[..n])
     }
 
-    /// Adds (`add`) or removes `route`, waiting for the kernel's ACK.
-    pub fn change(&mut self, add: bool, route: &LocalRoute) -> Result<(), NetlinkError> {
-        let op = if add { Op::Add } else { Op::Delete };
+    /// Adds (`add`) or removes `route` at `place`, waiting for the kernel's
+    /// ACK.
+    pub fn change(
+        &mut self,
+        add: bool,
+        place: Place,
+        route: &LocalRoute,
+    ) -> Result<(), NetlinkError> {
+        let op = Op::change(place, add);
         let seq = self.next_seq();
-        self.send(&encode_change(add, route, seq), op, Some(*route))?;
+        self.send(&encode_change(add, place, route, seq), op, Some(*route))?;
         let mut buf = vec![0u8; RECV_BUF];
         loop {
             let got = self.recv(&mut buf, op, Some(*route))?;
@@ -449,11 +543,11 @@ impl Netlink {
         }
     }
 
-    /// Every local route of the local table, IPv4 and IPv6.
-    pub fn local_routes(&mut self) -> Result<Vec<LocalRoute>, NetlinkError> {
+    /// Every route at `place`, IPv4 and IPv6.
+    pub fn routes(&mut self, place: Place) -> Result<Vec<LocalRoute>, NetlinkError> {
         let mut routes = Vec::new();
         for fam in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
-            match self.dump(fam, &mut routes) {
+            match self.dump(fam, place, &mut routes) {
                 // IPv6 disabled (or compiled out): it has no routes.
                 Err(NetlinkError::Kernel { errno: Errno::EAFNOSUPPORT, .. })
                     if fam == libc::AF_INET6 as u8 => {}
@@ -463,10 +557,15 @@ impl Netlink {
         Ok(routes)
     }
 
-    fn dump(&mut self, fam: u8, into: &mut Vec<LocalRoute>) -> Result<(), NetlinkError> {
-        let op = Op::List;
+    fn dump(
+        &mut self,
+        fam: u8,
+        place: Place,
+        into: &mut Vec<LocalRoute>,
+    ) -> Result<(), NetlinkError> {
+        let op = Op::list(place);
         let seq = self.next_seq();
-        self.send(&encode_dump(fam, seq), op, None)?;
+        self.send(&encode_dump(fam, place, seq), op, None)?;
         let mut buf = vec![0u8; RECV_BUF];
         loop {
             let got = self.recv(&mut buf, op, None)?;
@@ -489,7 +588,7 @@ impl Netlink {
                         });
                     }
                     RTM_NEWROUTE => {
-                        let parsed = parse_route(m.payload)
+                        let parsed = parse_route(m.payload, place)
                             .map_err(|why| NetlinkError::Malformed(op, why))?;
                         into.extend(parsed);
                     }
@@ -511,7 +610,7 @@ mod tests {
     #[test]
     fn new_route_v4_is_encoded_as_ip_route_add_local() {
         let r = LocalRoute::host(v4("10.201.0.100"), 1, 252);
-        let m = encode_change(true, &r, 7);
+        let m = encode_change(true, Place::LOCAL, &r, 7);
         // 16 header + 12 rtmsg + 8 dst + 8 table + 8 oif.
         assert_eq!(m.len(), 52);
         assert_eq!(u32_at(&m, 0), Some(52));
@@ -530,7 +629,7 @@ mod tests {
     #[test]
     fn del_route_v6_carries_the_128_bit_prefix() {
         let r = LocalRoute::host(v4("fd00:201::100"), 1, 252);
-        let m = encode_change(false, &r, 9);
+        let m = encode_change(false, Place::LOCAL, &r, 9);
         assert_eq!(m.len(), 16 + 12 + 20 + 8 + 8);
         assert_eq!(u16_at(&m, 4), Some(RTM_DELROUTE));
         assert_eq!(u16_at(&m, 6), Some(NLM_F_REQUEST | NLM_F_ACK));
@@ -543,7 +642,7 @@ mod tests {
 
     #[test]
     fn dump_request_asks_for_local_routes_of_the_local_table() {
-        let m = encode_dump(libc::AF_INET6 as u8, 3);
+        let m = encode_dump(libc::AF_INET6 as u8, Place::LOCAL, 3);
         assert_eq!(m.len(), 16 + 12 + 8);
         assert_eq!(u16_at(&m, 4), Some(RTM_GETROUTE));
         assert_eq!(u16_at(&m, 6), Some(NLM_F_REQUEST | NLM_F_DUMP));
@@ -561,7 +660,7 @@ mod tests {
             route.prefix_len,
             route.protocol,
             RT_SCOPE_HOST,
-            rtype,
+            (0, rtype),
         );
         put_attr(&mut m, RTA_TABLE, &table.to_ne_bytes());
         match route.addr {
@@ -585,13 +684,14 @@ mod tests {
         let msgs = messages(&buf).expect("messages");
         assert_eq!(msgs.len(), 4);
         assert!(msgs.iter().all(|m| m.seq == 5 && m.kind == RTM_NEWROUTE));
-        let parsed: Vec<_> = msgs.iter().map(|m| parse_route(m.payload).expect("parses")).collect();
+        let parsed: Vec<_> =
+            msgs.iter().map(|m| parse_route(m.payload, Place::LOCAL).expect("parses")).collect();
         assert_eq!(parsed, vec![Some(ours), Some(kernel), None, None]);
     }
 
     #[test]
     fn errors_and_acks_decode() {
-        let mut ack = start(NLMSG_ERROR, 0, 4, 0, 0, 0, 0, 0);
+        let mut ack = start(NLMSG_ERROR, 0, 4, 0, 0, 0, 0, (0, 0));
         ack.truncate(NLMSG_HDRLEN);
         ack.extend_from_slice(&(-libc::EEXIST).to_ne_bytes());
         ack.extend_from_slice(&[0; 16]); // the request's header, echoed
@@ -604,13 +704,13 @@ mod tests {
 
     #[test]
     fn malformed_buffers_are_refused() {
-        let mut m = encode_dump(libc::AF_INET as u8, 1);
+        let mut m = encode_dump(libc::AF_INET as u8, Place::LOCAL, 1);
         m[0] = 200; // longer than the buffer
         assert!(messages(&m).is_err());
         let mut r = entry(&LocalRoute::host(v4("10.0.0.1"), 1, 252), RTN_LOCAL, 255, 1);
         r[NLMSG_HDRLEN + RTMSG_LEN] = 99; // first rtattr overruns
-        assert!(parse_route(&r[NLMSG_HDRLEN..]).is_err());
-        assert!(parse_route(&[0; 4]).is_err());
+        assert!(parse_route(&r[NLMSG_HDRLEN..], Place::LOCAL).is_err());
+        assert!(parse_route(&[0; 4], Place::LOCAL).is_err());
     }
 
     #[test]
@@ -633,5 +733,32 @@ mod tests {
         let text = e.to_string();
         assert!(text.starts_with("adding the local route 10.201.0.100/32: EPERM"), "{text}");
         assert!(text.contains("agent.vip_routes = \"none\""), "{text}");
+    }
+
+    #[test]
+    fn announced_routes_are_blackholes_in_their_table_with_no_interface() {
+        let r = LocalRoute::host(v4("10.201.0.100"), 0, 253);
+        let m = encode_change(true, Place::blackhole(100), &r, 7);
+        // 16 header + 12 rtmsg + 8 dst + 8 table: no RTA_OIF.
+        assert_eq!(m.len(), 44);
+        assert_eq!(&m[16..24], &[libc::AF_INET as u8, 32, 0, 0, 100, 253, 0, RTN_BLACKHOLE]);
+        assert_eq!(u32_at(&m, 40), Some(100));
+        // A table beyond a byte: RT_TABLE_UNSPEC in the header, RTA_TABLE in full.
+        let m = encode_change(false, Place::blackhole(1000), &r, 8);
+        assert_eq!(m[20], 0);
+        assert_eq!(u32_at(&m, 40), Some(1000));
+        let d = encode_dump(libc::AF_INET as u8, Place::blackhole(1000), 9);
+        assert_eq!(&d[16..24], &[libc::AF_INET as u8, 0, 0, 0, 0, 0, 0, RTN_BLACKHOLE]);
+        assert_eq!(u32_at(&d, 32), Some(1000));
+        // A dump keeps the blackholes of its table only.
+        let place = Place::blackhole(1000);
+        let mine = entry(&r, RTN_BLACKHOLE, 1000, 1);
+        let other = entry(&r, RTN_BLACKHOLE, 100, 1);
+        let local = entry(&r, RTN_LOCAL, 1000, 1);
+        assert_eq!(parse_route(&mine[NLMSG_HDRLEN..], place), Ok(Some(r)));
+        assert_eq!(parse_route(&other[NLMSG_HDRLEN..], place), Ok(None));
+        assert_eq!(parse_route(&local[NLMSG_HDRLEN..], place), Ok(None));
+        let e = NetlinkError::Kernel { op: Op::Announce, route: Some(r), errno: Errno::EPERM };
+        assert!(e.to_string().contains("remove [agent.announce]"), "{e}");
     }
 }

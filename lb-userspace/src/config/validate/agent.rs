@@ -44,6 +44,10 @@ pub(super) fn check(raw: RawAgent, report: &mut Report) -> Option<Agent> {
             VipRoutes::name,
         ),
     );
+    let announce = match raw.announce {
+        None => Some(None),
+        Some(a) => super::announce::check(&a, report).map(Some),
+    };
     Some(Agent {
         interfaces: interfaces_ok.then_some(raw.interfaces)?,
         mode: mode?,
@@ -53,6 +57,7 @@ pub(super) fn check(raw: RawAgent, report: &mut Report) -> Option<Agent> {
         control_socket: control_socket?,
         pin_dir: pin_dir?,
         vip_routes: vip_routes?,
+        announce: announce?,
     })
 }
 
@@ -184,6 +189,7 @@ mod tests {
                 control_socket: PathBuf::from("/run/lb/control.sock"),
                 pin_dir: PathBuf::from("/sys/fs/bpf/lb"),
                 vip_routes: VipRoutes::Local,
+                announce: None,
             }
         );
     }

@@ -7,6 +7,7 @@
 //! parts that are valid.
 
 mod agent;
+mod announce;
 mod backend;
 mod cross;
 mod dns;
