@@ -5,7 +5,8 @@
 //! learns both VIPs; loses them when every backend fails its probes and
 //! learns them again when one answers; loses one whose service a reload
 //! removes; keeps them while a pinned datapath outlives its agent (SIGTERM
-//! or SIGKILL, kernel modes) until `lb stop` runs with no agent; loses them
+//! or SIGKILL, kernel modes) until `lb stop` runs with no agent, or an agent
+//! starts without `[agent.announce]`; loses them
 //! when splice mode's agent exits; and loses them on `lb stop`. Needs root
 //! and bird2.
 
@@ -188,6 +189,18 @@ fn announced_while_servable(mode: Mode) {
         assert_eq!(learned(&router_ns), [VIP4, VIP6], "announcements stay with the datapath");
         s.lb = start_lb(&s.topo, &path, &s.dir.0);
         assert_eq!(in_table(&s.topo), [VIP4, VIP6]);
+        // A restart without [agent.announce] withdraws what the last agent
+        // announced (its note says where); with it again, announced again.
+        let announce = format!("[agent.announce]\ntable = {TABLE}\nprotocol = {PROTOCOL}\n");
+        std::fs::write(&path, text.replace(&announce, "")).expect("write config");
+        s.lb.terminate();
+        s.lb = start_lb(&s.topo, &path, &s.dir.0);
+        until_router_has(&router_ns, &[], "a restart without [agent.announce]: withdrawn");
+        assert!(s.lb.log().contains("withdrew what the previous agent announced"));
+        std::fs::write(&path, &text).expect("write config");
+        s.lb.terminate();
+        s.lb = start_lb(&s.topo, &path, &s.dir.0);
+        until_router_has(&router_ns, &[VIP4, VIP6], "a restart with it again: learned again");
         // A crash removes nothing either.
         let pid = nix::unistd::Pid::from_raw(s.lb.pid() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::SIGKILL).expect("SIGKILL");

@@ -97,7 +97,10 @@ impl Agent {
         let mut st = self.lock();
         let Some(mut a) = st.announcer.take() else { return };
         match a.withdraw_all(why) {
-            Ok(changes) => announce::log_changes(&a, &changes, "shutdown"),
+            Ok(changes) => {
+                announce::log_changes(&a, &changes, "shutdown");
+                announce::note(&announce::note_path(&st.config.agent.control_socket), None);
+            }
             Err(e) => tracing::error!(
                 "withdrawing the VIPs failed: {e}; remove the routes with `ip route flush table \
                  {} proto {}`",

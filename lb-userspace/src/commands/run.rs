@@ -127,6 +127,7 @@ pub fn run(
         "lb running"
     );
     let shutdown_timeout = cfg.splice.shutdown_timeout;
+    forget_other_announcements(&cfg);
     let mut agent =
         Agent::new(cfg, plan, forwarder, interfaces, &restored, routes).with_dns(dns_states);
     if let Some(why) = why {
@@ -263,6 +264,31 @@ fn release_routes(mut routes: VipRoutes, keep: bool) {
             routes::PROTOCOL
         ),
     }
+}
+
+/// Withdraws what a previous agent announced under another
+/// `[agent.announce]` (or with none now), then notes the setting in force,
+/// so routes nobody maintains are never left announced.
+fn forget_other_announcements(cfg: &config::Config) {
+    use routes::announce;
+    let note = announce::note_path(&cfg.agent.control_socket);
+    match announce::remove_noted(&note, cfg.agent.announce) {
+        Ok(None) => {}
+        Ok(Some((old, gone))) => tracing::warn!(
+            table = old.table,
+            protocol = old.protocol,
+            withdrawn = gone.len(),
+            "start: withdrew what the previous agent announced with another [agent.announce]"
+        ),
+        Err(e) => {
+            // The note stays, so the next start tries again.
+            return tracing::error!(
+                "start: withdrawing what the previous agent announced with another \
+                 [agent.announce] failed: {e}"
+            );
+        }
+    }
+    announce::note(&note, cfg.agent.announce);
 }
 
 /// Why XDP could not start, in one clause: the first cause and, when the

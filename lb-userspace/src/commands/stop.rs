@@ -48,6 +48,20 @@ pub fn run(target: &Target) -> Result<()> {
                     );
                 }
             }
+            // And those a previous setting left (see routes::announce).
+            let note = routes::announce::note_path(control);
+            if let Some((old, gone)) = routes::announce::remove_noted(&note, target.announce())
+                .context("withdrawing the VIPs an earlier agent announced")?
+                && !gone.is_empty()
+            {
+                println!(
+                    "withdrew {} announced VIP(s) (table {}, proto {})",
+                    gone.len(),
+                    old.table,
+                    old.protocol
+                );
+            }
+            routes::announce::note(&note, None);
             let pins = Pins::new(&pin_dir);
             pins.remove().with_context(|| format!("removing {}", pins.dir().display()))?;
             let _ = std::fs::remove_file(pins::state_file(control));

@@ -14,10 +14,18 @@
 //! Each sync reads the table and makes it match: lb's routes (its protocol,
 //! host length) to addresses not servable go, whoever left them (a crashed
 //! agent, a VIP removed by a reload); a route removed by hand comes back.
+//!
+//! Routes a previous agent left in a table the config no longer names (the
+//! setting changed or went, and the agent restarted over a pinned
+//! datapath, or crashed) would be announced for ever with nobody to
+//! withdraw them: each agent notes its (table, protocol) beside its control
+//! socket ([`note_path`]) while it announces, and the next start, or
+//! `lb stop`, removes what a different noted pair holds.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
+    path::{Path, PathBuf},
 };
 
 use super::{
@@ -170,6 +178,56 @@ pub fn remove_left(setting: Announce) -> Result<Vec<IpAddr>, RouteError> {
     Ok(a.sync(BTreeMap::new())?.withdrawn)
 }
 
+/// Where the agent of `control_socket` notes its (table, protocol).
+pub fn note_path(control_socket: &Path) -> PathBuf {
+    control_socket.with_extension("announce")
+}
+
+/// The (table, protocol) noted at `path`, if a readable note is there.
+pub fn noted(path: &Path) -> Option<Announce> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut words = text.split_whitespace();
+    match (words.next(), words.next(), words.next(), words.next()) {
+        (Some("table"), Some(t), Some("protocol"), Some(p)) => {
+            Some(Announce { table: t.parse().ok()?, protocol: p.parse().ok()? })
+        }
+        _ => None,
+    }
+}
+
+/// Notes `setting` at `path` (`None`: removes the note). A failure is
+/// logged: only the clean-up after a changed setting depends on it.
+pub fn note(path: &Path, setting: Option<Announce>) {
+    let done = match setting {
+        Some(a) => std::fs::write(path, format!("table {} protocol {}\n", a.table, a.protocol)),
+        None => match std::fs::remove_file(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            r => r,
+        },
+    };
+    if let Err(e) = done {
+        tracing::warn!(
+            "{}: {e}; if [agent.announce] changes, routes this agent announced may have to be \
+             removed by hand (`ip route flush table TABLE proto PROTOCOL`)",
+            path.display()
+        );
+    }
+}
+
+/// At start, or `lb stop` with no agent: withdraws what the note at `path`
+/// says a previous agent announced, unless `now` (the setting in force) is
+/// the same pair, which its own sync keeps clean. Returns the pair cleaned
+/// and the addresses withdrawn.
+pub fn remove_noted(
+    path: &Path,
+    now: Option<Announce>,
+) -> Result<Option<(Announce, Vec<IpAddr>)>, RouteError> {
+    match noted(path) {
+        Some(old) if Some(old) != now => Ok(Some((old, remove_left(old)?))),
+        _ => Ok(None),
+    }
+}
+
 /// Logs what a sync changed; `when` says at which step.
 pub fn log_changes(a: &Announcer, changes: &Changes, when: &str) {
     let Announce { table, protocol } = a.setting();
@@ -182,5 +240,30 @@ pub fn log_changes(a: &Announcer, changes: &Changes, when: &str) {
         let why = a.verdicts().get(addr).map_or("no longer a VIP", |v| v.why.as_str());
         let sync_us = changes.took_us;
         tracing::warn!(vip = %addr, table, protocol, why, sync_us, "{when}: VIP withdrawn");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_note_round_trips_and_goes() {
+        let dir = std::env::temp_dir().join(format!("lb-note-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = note_path(&dir.join("control.sock"));
+        assert_eq!(path.file_name().and_then(|n| n.to_str()), Some("control.announce"));
+        assert_eq!(noted(&path), None);
+        let a = Announce { table: 100_000, protocol: 253 };
+        note(&path, Some(a));
+        assert_eq!(noted(&path), Some(a));
+        // The same pair is the running agent's own: nothing to clean.
+        assert!(matches!(remove_noted(&path, Some(a)), Ok(None)));
+        note(&path, None);
+        assert_eq!(noted(&path), None);
+        note(&path, None);
+        std::fs::write(&path, "table x protocol 1").expect("write");
+        assert_eq!(noted(&path), None, "an unreadable note is no note");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
