@@ -5,6 +5,7 @@
 //! ```text
 //!  client ns  c0 10.200.0.2 ── lb-cli | lb ns | lb-b1 ── b0 10.200.1.1  backend ns
 //!  VIP 10.201.0.100 routed to the lb ns (kernel paths, XDP) or local there (proxies)
+//!  c0r 10.210.0.2 ─────────── return link ─────────── b0r 10.210.0.1  (lb-dsr's answers)
 //! ```
 
 use std::path::PathBuf;
@@ -23,8 +24,14 @@ pub const RR_PORT: u16 = 8080;
 pub const SINK_PORT: u16 = 9;
 
 /// Interfaces whose offloads the report lists, with their namespace role.
-pub const IFACES: [(&str, &str); 4] =
-    [("client", "c0"), ("lb", "lb-cli"), ("lb", "lb-b1"), ("backend", "b0")];
+pub const IFACES: [(&str, &str); 6] = [
+    ("client", "c0"),
+    ("lb", "lb-cli"),
+    ("lb", "lb-b1"),
+    ("backend", "b0"),
+    ("backend", "b0r"),
+    ("client", "c0r"),
+];
 
 /// The running bed; drops servers before namespaces.
 #[derive(Debug)]
@@ -46,7 +53,7 @@ impl Bed {
         // checksums, no NAPI), where users first try lb.
         if std::env::var("LB_PEERS_OFFLOADS").is_ok_and(|v| v == "default") {
             topo.default_offloads();
-            return Self::serve(topo, root);
+            return Self::serve(topo, root, false);
         }
         // Wire-like: every frame on a veth at most MTU (1500) bytes, as on a
         // real link. Endpoints: TX checksum off (from the harness: a NIC
@@ -61,17 +68,35 @@ impl Bed {
         for iface in ["lb-cli", "lb-b1"] {
             topo.lb.exec(&["ethtool", "-K", iface, "tso", "off", "gro", "on"]);
         }
-        Self::serve(topo, root)
+        Self::serve(topo, root, true)
     }
 
-    /// Starts the backend's servers on `topo`.
-    fn serve(topo: Topology, root: PathBuf) -> Result<Self> {
+    /// Starts the backend's servers on `topo`, after adding the return link
+    /// that lb-dsr's backend answers the client over (no other path routes
+    /// by it: the backend's route to the client through it exists only
+    /// while lb-dsr runs).
+    /// `wire_like`: the return link's ends get the endpoints' settings.
+    fn serve(topo: Topology, root: PathBuf, wire_like: bool) -> Result<Self> {
+        let backend = &topo.backends[0];
+        backend.ip(&format!("link add b0r type veth peer name c0r netns {}", topo.client.name()));
+        backend.ip("addr add 10.210.0.1/24 dev b0r");
+        backend.ip("link set b0r up");
+        topo.client.ip("addr add 10.210.0.2/24 dev c0r");
+        topo.client.ip("link set c0r up");
+        if wire_like {
+            backend.exec(&["ethtool", "-K", "b0r", "tx", "off", "tso", "off", "gro", "on"]);
+            topo.client.exec(&["ethtool", "-K", "c0r", "tx", "off", "tso", "off", "gro", "on"]);
+        }
+        // The answers arrive from the VIP on c0r, while the client's route
+        // to the VIP is c0: a strict reverse-path check would drop them.
+        for key in ["all", "default", "c0", "c0r"] {
+            topo.client.sysctl(&format!("net.ipv4.conf.{key}.rp_filter"), "0");
+        }
         // Proxies open a backend connection per client connection and close
         // it first: widen their port range and reuse TIME_WAIT ports, as the
         // harness does for the client.
         topo.lb.sysctl("net.ipv4.ip_local_port_range", "1024 65535");
         topo.lb.sysctl("net.ipv4.tcp_tw_reuse", "1");
-        let backend = &topo.backends[0];
         let rr = root.join("target/release/lb-rr");
         let servers = vec![
             quiet(backend, &["iperf3", "-s", "-p", &IPERF_PORT.to_string()])?,
@@ -88,6 +113,32 @@ impl Bed {
     /// The backend's address.
     pub fn backend_ip(&self) -> String {
         backend4(1).to_string()
+    }
+
+    /// Readies the backend for lb-dsr: the VIP on `lo`, a loose reverse-path
+    /// check, its route to the client over the return link, and `lb decap`
+    /// at the tc hook of its link to the balancer (pins in `dir`), whose
+    /// process is returned.
+    pub fn dsr_backend(&self, dir: &std::path::Path) -> Result<Proc> {
+        let b = self.backend();
+        b.ip(&format!("addr add {VIP4}/32 dev lo"));
+        for key in ["all", "b0"] {
+            b.sysctl(&format!("net.ipv4.conf.{key}.rp_filter"), "2");
+        }
+        b.ip("route add 10.200.0.2/32 via 10.210.0.2 dev b0r");
+        let lb = lb_tests::agent::lb_binary();
+        let pins = decap_pins(dir);
+        let cmd = [
+            lb.to_str().context("utf-8 path")?,
+            "decap",
+            "--interface",
+            "b0",
+            "--attach",
+            "tc",
+            "--pin-dir",
+            pins.to_str().context("utf-8 path")?,
+        ];
+        quiet(b, &cmd)
     }
 
     /// Reads a counter file of an interface inside its namespace.
@@ -153,4 +204,35 @@ fn quiet(ns: &NetNs, cmd: &[&str]) -> Result<Proc> {
         .spawn()
         .with_context(|| format!("spawning {cmd:?}"))?;
     Ok(Proc(child))
+}
+
+/// Undoes [`Bed::dsr_backend`] in the backend namespace `ns` (pins in
+/// `dir`): the decap detached, the route and the VIP removed.
+pub fn undo_dsr_backend(ns: &str, dir: &std::path::Path) {
+    let lb = lb_tests::agent::lb_binary();
+    let _ = std::process::Command::new("ip")
+        .args(["netns", "exec", ns])
+        .arg(&lb)
+        .args(["decap", "--stop", "--pin-dir"])
+        .arg(decap_pins(dir))
+        .output();
+    for args in [
+        "route del 10.200.0.2/32 via 10.210.0.2 dev b0r".to_owned(),
+        format!("addr del {VIP4}/32 dev lo"),
+    ] {
+        let _ = std::process::Command::new("ip")
+            .args(["-n", ns])
+            .args(args.split_whitespace())
+            .output();
+    }
+}
+
+/// Where lb-dsr's `lb decap` pins: beside the agent's own pins for `dir`
+/// (a BPF file system; a killed run's are removed by the next).
+fn decap_pins(dir: &std::path::Path) -> std::path::PathBuf {
+    let agent = lb_tests::agent::pin_dir(dir);
+    agent.with_file_name(format!(
+        "{}-decap",
+        agent.file_name().unwrap_or_default().to_string_lossy()
+    ))
 }

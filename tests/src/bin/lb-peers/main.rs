@@ -130,9 +130,11 @@ fn measure_path(
     let only = std::env::var("LB_PEERS_METRICS").ok();
     let wanted = |m: Metric| only.as_ref().is_none_or(|o| o.split(',').any(|k| k == m.key()));
     let run = paths::start(path, bed)?;
-    for (metric, streams) in [(Metric::Tcp1, 1), (Metric::Tcp4, 4)] {
+    for (metric, streams, down) in
+        [(Metric::Tcp1, 1, false), (Metric::Tcp4, 4, false), (Metric::TcpDown, 1, true)]
+    {
         if wanted(metric) {
-            let s = measure::iperf(bed, &run, streams, iperf_secs)?;
+            let s = measure::iperf(bed, &run, streams, iperf_secs, down)?;
             eprintln!("    {:?}: {:.2} Gbit/s", metric, s.value);
             results.push(path, metric, s);
         }

@@ -29,12 +29,17 @@ pub struct Sample {
     pub cpu: Cpu,
     /// Amount of work done: Gbit, Mpackets or connections.
     pub work: f64,
+    /// Gbit the backend sent into the balancer namespace (received on its
+    /// backend-side veth) during a download run.
+    pub lb_out_gbit: f64,
 }
 
 /// iperf3 for `secs` seconds with `streams` parallel streams: Gbit/s
-/// received by the backend.
-pub fn iperf(bed: &Bed, run: &Running, streams: u32, secs: u32) -> Result<Sample> {
+/// received by the backend, or by the client if `down` (iperf3 -R).
+pub fn iperf(bed: &Bed, run: &Running, streams: u32, secs: u32, down: bool) -> Result<Sample> {
     let target = run.path.target(bed).to_string();
+    let lb_out = || Bed::iface_stat(&bed.topo.lb, "lb-b1", "rx_bytes");
+    let lb_out_before = lb_out();
     let cpu = Cpu::start(run.pid);
     let child = bed
         .topo
@@ -52,6 +57,7 @@ pub fn iperf(bed: &Bed, run: &Running, streams: u32, secs: u32) -> Result<Sample
             "--connect-timeout",
             "2000",
             "-J",
+            if down { "-R" } else { "-4" },
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -68,7 +74,8 @@ pub fn iperf(bed: &Bed, run: &Running, streams: u32, secs: u32) -> Result<Sample
         .as_f64()
         .with_context(|| format!("no end.sum_received in iperf3 output: {out}"))?;
     let secs = json["end"]["sum_received"]["seconds"].as_f64().unwrap_or(f64::from(secs));
-    Ok(Sample { value: bps / 1e9, cpu, work: bps / 1e9 * secs, ..Default::default() })
+    let lb_out_gbit = lb_out().saturating_sub(lb_out_before) as f64 * 8.0 / 1e9;
+    Ok(Sample { value: bps / 1e9, cpu, work: bps / 1e9 * secs, lb_out_gbit, ..Default::default() })
 }
 
 /// How lb-rr drives the requests.
@@ -122,6 +129,7 @@ pub fn rr(bed: &Bed, run: &Running, clients: Clients, conc: u32, secs: f64) -> R
         p99_us: json["p99_us"].as_f64().unwrap_or(0.0),
         cpu,
         work: ok,
+        lb_out_gbit: 0.0,
     })
 }
 

@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use lb_tests::{
     agent::{Lb, TempDir, pin_dir, start_lb},
     netns::{NetNs, Proc},
-    topology::VIP4,
+    topology::{VIP4, lb_side4},
 };
 
 use crate::bed::{Bed, RR_PORT};
@@ -34,11 +34,14 @@ pub enum Path {
     LbTc,
     /// `lb run --mode splice`.
     LbSplice,
+    /// `lb run` at the tc hook with `forwarding = "dsr-ipip"`: the backend
+    /// runs `lb decap` and answers the client over its own link.
+    LbDsr,
 }
 
 impl Path {
     /// Every path, in report order.
-    pub const ALL: [Path; 7] = [
+    pub const ALL: [Path; 8] = [
         Path::Direct,
         Path::Nft,
         Path::Haproxy,
@@ -46,6 +49,7 @@ impl Path {
         Path::LbXdp,
         Path::LbTc,
         Path::LbSplice,
+        Path::LbDsr,
     ];
 
     /// The report's name for it.
@@ -58,6 +62,7 @@ impl Path {
             Path::LbXdp => "lb-xdp",
             Path::LbTc => "lb-tc",
             Path::LbSplice => "lb-splice",
+            Path::LbDsr => "lb-dsr",
         }
     }
 
@@ -88,6 +93,8 @@ pub struct Running {
     daemon: Option<Proc>,
     lb: Option<Lb>,
     lb_ns: String,
+    /// lb-dsr: the backend's namespace, where its set-up is undone.
+    dsr_backend: Option<String>,
     dir: TempDir,
 }
 
@@ -96,8 +103,15 @@ pub fn start(path: Path, bed: &Bed) -> Result<Running> {
     let lb_ns = &bed.topo.lb;
     let dir = TempDir::new();
     let d = dir.0.to_str().context("utf-8 temp dir")?.to_owned();
-    let mut run =
-        Running { path, pid: None, daemon: None, lb: None, lb_ns: lb_ns.name().to_owned(), dir };
+    let mut run = Running {
+        path,
+        pid: None,
+        daemon: None,
+        lb: None,
+        lb_ns: lb_ns.name().to_owned(),
+        dsr_backend: None,
+        dir,
+    };
     if path.local_vip() {
         lb_ns.ip(&format!("route add local {VIP4}/32 dev lo"));
     }
@@ -125,17 +139,30 @@ pub fn start(path: Path, bed: &Bed) -> Result<Running> {
                 &run.dir.0,
             )?);
         }
-        Path::LbXdp | Path::LbTc | Path::LbSplice => {
+        Path::LbXdp | Path::LbTc | Path::LbSplice | Path::LbDsr => {
             let (mode, attach) = match path {
                 Path::LbXdp => ("xdp", "native"),
-                Path::LbTc => ("xdp", "tc"),
+                Path::LbTc | Path::LbDsr => ("xdp", "tc"),
                 _ => ("splice", "auto"),
+            };
+            let forwarding = if path == Path::LbDsr {
+                run.daemon = Some(bed.dsr_backend(&run.dir.0)?);
+                run.dsr_backend = Some(bed.backend().name().to_owned());
+                format!("forwarding = \"dsr-ipip\"\ntunnel_source = \"{}\"", lb_side4(1))
+            } else {
+                String::new()
             };
             let pin = pin_dir(&run.dir.0);
             let pin = pin.to_str().context("utf-8 pin dir")?;
             let cfg = bed.template(
                 "lb.toml.in",
-                &[("@MODE@", mode), ("@ATTACH@", attach), ("@DIR@", &d), ("@PIN@", pin)],
+                &[
+                    ("@MODE@", mode),
+                    ("@ATTACH@", attach),
+                    ("@DIR@", &d),
+                    ("@PIN@", pin),
+                    ("@FORWARDING@", &forwarding),
+                ],
             )?;
             let f = write(&run.dir.0, "lb.toml", cfg)?;
             let lb = start_lb(&bed.topo, FsPath::new(&f), &run.dir.0);
@@ -143,7 +170,7 @@ pub fn start(path: Path, bed: &Bed) -> Result<Running> {
             run.lb = Some(lb);
         }
     }
-    if let Some(d) = &run.daemon {
+    if let (Some(d), None) = (&run.daemon, &run.pid) {
         run.pid = Some(d.0.id());
     }
     let served = wait_serving(path, bed).and_then(|()| {
@@ -221,6 +248,9 @@ impl Drop for Running {
         // Whatever is left in the lb namespace (nginx's workers outlive a
         // killed master) would keep serving the VIP under the next path's name.
         lb_tests::netns::kill_all(&self.lb_ns);
+        if let Some(ns) = self.dsr_backend.take() {
+            crate::bed::undo_dsr_backend(&ns, &self.dir.0);
+        }
         if self.path == Path::Nft {
             let _ = std::process::Command::new("ip")
                 .args(["netns", "exec", &self.lb_ns, "nft", "delete", "table", "ip", "lbbench"])

@@ -31,7 +31,17 @@ pub struct Context {
 
 const HOW: &str = "\
 - TCP: iperf3 3.12 from the client to the VIP (direct: to the backend), 1 and 4 \
-  streams, Gbit/s received by the backend's iperf3 server.
+  streams, Gbit/s received by the backend's iperf3 server. Download: iperf3 -R, 1 \
+  stream, the backend sending as a server answers, Gbit/s received by the client; \
+  \"Gbit through lb\" is what the backend sent into the balancer namespace (its \
+  backend-side veth's received bytes) during it, per Gbit the client received (1 for paths that carry the answers, about 0 for \
+  lb-dsr, whose backend answers over its own return link to the client).
+- lb-dsr: lb at the tc hook, every service `forwarding = \"dsr-ipip\"` with the lb \
+  namespace's backend-side address as tunnel source; the backend holds the VIP on lo \
+  and runs `lb decap` at tc, and its route to the client goes over the return link \
+  (only while lb-dsr runs). Client segments of 1500 bytes do not fit once wrapped: \
+  they are answered \"fragmentation needed\" and the client's path MTU to the VIP \
+  drops to 1480 (20 bytes per segment less payload than the NAT paths).
 - UDP: one flow of 64-byte frames (60 without FCS) sent by BPF_PROG_TEST_RUN in \
   live-frames mode out of the client's veth (a tiny XDP program rewrites and XDP_TXes \
   the frame each run); counted as frames arriving at the backend's veth, where an XDP \
@@ -100,6 +110,13 @@ pub fn goals(r: &Results) -> Vec<(String, Option<f64>, String, Option<bool>)> {
         ratio(Path::LbTc, Path::Direct, Metric::Tcp1, "lb-tc / direct, TCP 1 stream", 1.0),
         ratio(Path::LbTc, Path::Direct, Metric::Tcp4, "lb-tc / direct, TCP 4 streams", 1.0),
         ratio(Path::LbTc, Path::Nft, Metric::Udp, "lb-tc / nft-dnat, UDP 64 B rate", 3.0),
+        ratio(Path::LbDsr, Path::LbTc, Metric::TcpDown, "lb-dsr / lb-tc, TCP download", 1.0),
+        (
+            "lb-dsr: Gbit through lb per Gbit downloaded".to_owned(),
+            r.through_lb(Path::LbDsr),
+            "≤ 0.05".to_owned(),
+            r.through_lb(Path::LbDsr).map(|v| v <= 0.05),
+        ),
         ratio(
             Path::LbSplice,
             Path::Haproxy,
@@ -168,18 +185,20 @@ pub fn markdown(r: &Results, c: &Context) -> String {
     let _ = writeln!(s, "## Throughput, packet rate, connections\n");
     let _ = writeln!(
         s,
-        "| path | TCP 1 stream Gbit/s | TCP 4 streams Gbit/s | UDP 64 B Mpps at backend | \
-         connections/s (8 clients) | latency p50 µs (1 client) | p99 µs | added p50 / p99 µs |"
+        "| path | TCP 1 stream Gbit/s | TCP 4 streams Gbit/s | TCP download Gbit/s | \
+         UDP 64 B Mpps at backend | connections/s (8 clients) | latency p50 µs (1 client) | \
+         p99 µs | added p50 / p99 µs |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
     for p in Path::ALL {
         let udp = if p.udp() { cell(r.value(p, Metric::Udp), 3) } else { "n/a (no UDP)".into() };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} / {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |",
             p.name(),
             cell(r.value(p, Metric::Tcp1), 2),
             cell(r.value(p, Metric::Tcp4), 2),
+            cell(r.value(p, Metric::TcpDown), 2),
             udp,
             cell(r.value(p, Metric::Conn), 0),
             cell(r.latency(p, false), 1),
@@ -220,17 +239,20 @@ pub fn markdown(r: &Results, c: &Context) -> String {
     );
     let _ = writeln!(
         s,
-        "| path | machine s/Gbit (TCP 4) | process s/Gbit (TCP 4) | machine s/Mpacket (UDP) | \
-         process s/Mpacket (UDP) | machine s/1000 conns | process s/1000 conns |"
+        "| path | machine s/Gbit (TCP 4) | process s/Gbit (TCP 4) | machine s/Gbit (download) | \
+         Gbit through lb per Gbit downloaded | machine s/Mpacket (UDP) | process s/Mpacket (UDP) | \
+         machine s/1000 conns | process s/1000 conns |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
     for p in Path::ALL {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             p.name(),
             opt(r.machine_cpu_per_unit(p, Metric::Tcp4), 3),
             opt(r.proc_cpu_per_unit(p, Metric::Tcp4), 3),
+            opt(r.machine_cpu_per_unit(p, Metric::TcpDown), 3),
+            opt(r.through_lb(p), 2),
             opt(r.machine_cpu_per_unit(p, Metric::Udp), 3),
             opt(r.proc_cpu_per_unit(p, Metric::Udp), 3),
             opt(r.machine_cpu_per_unit(p, Metric::Conn), 3),

@@ -12,6 +12,9 @@ pub enum Metric {
     Tcp1,
     /// iperf3, four streams, Gbit/s.
     Tcp4,
+    /// iperf3 reversed (`-R`), one stream: the backend sends, as a server
+    /// answers; Gbit/s.
+    TcpDown,
     /// 64-byte UDP at the backend, Mpps.
     Udp,
     /// Short connections per second (concurrency 8).
@@ -26,9 +29,10 @@ pub enum Metric {
 
 impl Metric {
     /// Every metric, in report order.
-    pub const ALL: [Metric; 7] = [
+    pub const ALL: [Metric; 8] = [
         Metric::Tcp1,
         Metric::Tcp4,
+        Metric::TcpDown,
         Metric::Udp,
         Metric::Conn,
         Metric::Latency,
@@ -41,6 +45,7 @@ impl Metric {
         match self {
             Metric::Tcp1 => "tcp_1_stream_gbps",
             Metric::Tcp4 => "tcp_4_streams_gbps",
+            Metric::TcpDown => "tcp_1_stream_download_gbps",
             Metric::Udp => "udp_64b_mpps",
             Metric::Conn => "connections_per_s",
             Metric::Latency => "latency",
@@ -134,6 +139,19 @@ impl Results {
                 .iter()
                 .filter(|s| s.work > 0.0)
                 .map(|s| s.cpu.busy_s / unit_work(metric, s.work)),
+        )
+        .map(|s| s.median)
+    }
+
+    /// Median share of a download's bits that crossed the balancer
+    /// namespace towards the client (1: all of them; direct server return
+    /// takes it to about 0).
+    pub fn through_lb(&self, path: Path) -> Option<f64> {
+        Spread::of(
+            self.samples(path, Metric::TcpDown)
+                .iter()
+                .filter(|s| s.work > 0.0)
+                .map(|s| s.lb_out_gbit / s.work),
         )
         .map(|s| s.median)
     }

@@ -21,14 +21,15 @@ const LEFT: f64 = 190.0;
 const WIDTH: f64 = 860.0;
 const SCALE_MAX: f64 = 2.0;
 const LINE: f64 = 15.0;
-const COLORS: [&str; 7] =
-    ["#9e9e9e", "#5c6bc0", "#26a69a", "#8d6e63", "#e53935", "#ad1457", "#fb8c00"];
+const COLORS: [&str; 8] =
+    ["#9e9e9e", "#5c6bc0", "#26a69a", "#8d6e63", "#e53935", "#ad1457", "#fb8c00", "#43a047"];
 
 /// The charted metrics: title and unit (latency has a table of its own in
 /// the markdown).
-const METRICS: [(Metric, &str, Unit); 6] = [
+const METRICS: [(Metric, &str, Unit); 7] = [
     (Metric::Tcp1, "TCP, 1 stream", Unit::Gbps),
     (Metric::Tcp4, "TCP, 4 streams", Unit::Gbps),
+    (Metric::TcpDown, "TCP download (backend sends), 1 stream", Unit::Gbps),
     (Metric::Udp, "UDP, 64 B datagrams", Unit::Mpps),
     (Metric::Conn, "short connections, 8 clients", Unit::PerSecond("conn/s")),
     (Metric::Conn1k, "short connections, 1000 clients", Unit::PerSecond("conn/s")),
@@ -63,6 +64,9 @@ fn describe(p: Path) -> &'static str {
         Path::LbXdp => "lb, kernel datapath at the XDP hook (native)",
         Path::LbTc => "lb, kernel datapath at the tc hook",
         Path::LbSplice => "lb, userspace proxy (splice)",
+        Path::LbDsr => {
+            "lb at the tc hook, direct server return (dsr-ipip, lb decap on the backend)"
+        }
     }
 }
 
