@@ -24,7 +24,7 @@ use lb_common::{
         DEFAULT_MAGLEV_SLOTS, DropReason, EVENTS_BYTES, Endpoint, FlowKey, FlowTimeouts, FlowValue,
         FragKey, FragPorts, MAX_ACL_ENTRIES, MAX_BACKEND_ENDPOINTS, MAX_BACKENDS, MAX_BUCKETS,
         MAX_FRAGS, MAX_HAIRPIN_SOURCES, MAX_PEER_DEVICES, MAX_SERVICES, NextHop, Replies,
-        ServiceKey, ServiceRecord, SynCounters,
+        ServiceKey, ServiceRecord, SynCounters, TraceFilter,
     },
     parse::{Fragment, IcmpError, L4Packet},
 };
@@ -97,6 +97,9 @@ pub struct Scratch {
     /// The new-flow bucket looked up, and its new time (see `sources`).
     pub bucket: BucketKey,
     pub bucket_tat: u64,
+    /// Whether this packet is traced (`trace`; written only while a trace
+    /// session runs).
+    pub traced: u32,
 }
 
 #[map]
@@ -104,3 +107,7 @@ pub static LB_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0
 
 #[map]
 pub static LB_NEXT_HOPS: Array<NextHop> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+/// `lb trace`'s filter (array of one; see `trace`).
+#[map]
+pub static LB_TRACE: Array<TraceFilter> = Array::with_max_entries(1, 0);

@@ -13,6 +13,7 @@ pub mod passive;
 mod runtime;
 pub mod saved;
 mod status;
+mod trace;
 
 use std::{
     collections::BTreeMap,
@@ -79,6 +80,8 @@ pub struct Agent {
     losses: Mutex<LossWatch>,
     /// The interfaces with a peer device, as last written to the datapath.
     peer_devices: Mutex<Vec<u32>>,
+    /// `lb trace` sessions (XDP mode).
+    tracer: Option<Arc<crate::trace::Tracer>>,
 }
 
 /// Everything a change replaces, under one lock so readers never see a
@@ -174,6 +177,7 @@ impl Agent {
             flow_counts: Mutex::default(),
             losses: Mutex::default(),
             peer_devices: Mutex::default(),
+            tracer: None,
         }
     }
 
@@ -381,7 +385,10 @@ impl Agent {
     pub fn status(&self) -> Result<StatusReport, DatapathError> {
         let st = self.lock();
         let counts = self.flow_counts(&st);
-        status::report(&st, &self.interfaces_now(), self.mode_reason.as_deref(), &counts)
+        let mut report =
+            status::report(&st, &self.interfaces_now(), self.mode_reason.as_deref(), &counts)?;
+        report.trace = self.tracer.as_ref().and_then(|t| t.running());
+        Ok(report)
     }
 }
 
@@ -559,6 +566,10 @@ impl metrics::Source for Agent {
 }
 
 impl Handler for Agent {
+    fn trace(&self, spec: crate::trace::TraceSpec) -> Result<crate::trace::Session, String> {
+        self.start_trace(spec)
+    }
+
     fn handle(&self, req: Request) -> Response {
         match req {
             Request::Status => match self.status() {
@@ -586,6 +597,8 @@ impl Handler for Agent {
                     }
                 }
             },
+            // Streamed: the control socket hands it to `Handler::trace`.
+            Request::Trace(_) => Response::Error { message: "a trace is streamed".into() },
             Request::Backend { service, backend, action } => {
                 match self.backend(&service, &backend, action) {
                     Ok(message) => Response::Done { message },

@@ -92,6 +92,7 @@ pub(super) fn report(
         exceptions,
         flows_age_ms: *flows_age_ms,
         vip_routes: st.routes.status(),
+        trace: None,
     })
 }
 

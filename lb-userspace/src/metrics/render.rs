@@ -281,6 +281,7 @@ mod tests {
             exceptions: vec![],
             flows_age_ms: 0,
             vip_routes: Default::default(),
+            trace: None,
         };
         let text = render(&r, &BTreeMap::new());
         for line in [
@@ -321,6 +322,7 @@ mod tests {
             exceptions: vec![],
             flows_age_ms: 0,
             vip_routes: Default::default(),
+            trace: None,
         };
         let text = render(&r, &BTreeMap::new());
         for line in [
