@@ -15,12 +15,13 @@ use std::{
 use aya::maps::{Array, Map, MapData};
 use lb_common::abi::{MAP_TRACE, TraceFilter};
 use lb_tests::{
-    agent::{Lb, lb_binary, pin_dir, wait_for},
+    agent::{Lb, lb_binary, pin_dir, start_lb, wait_for},
     client::{Conn, Setup, vip},
     mode::Mode,
     netns::Proc,
     topology::{VIP4, backend4},
 };
+use nix::sys::signal::Signal;
 
 const SERVER: &str = env!("CARGO_BIN_EXE_lbt-server");
 
@@ -82,14 +83,21 @@ fn finish(child: &mut Child, limit: Duration) -> (bool, Vec<String>, String) {
 
 fn only_the_filtered_flow_is_traced(mode: Mode) {
     let s = Setup::in_mode(mode, SERVER, 2, 2, "maglev");
+    trace_one_connection(&s, mode, TRACED);
+}
+
+/// Traces port `traced` (`--count` the SYN's records) while [`OTHERS`] and
+/// then `traced` connect: only its records arrive, naming its backend, and
+/// the filter is cleared once the count is reached.
+fn trace_one_connection(s: &Setup, mode: Mode, traced: u16) {
     let control = s.dir.0.join("control.sock");
     assert_eq!(pinned_filter(&s.dir.0), TraceFilter::default(), "no filter before a trace");
-    let port = TRACED.to_string();
+    let port = traced.to_string();
     let count = SYN_RECORDS.to_string();
     let mut t = trace(&control, &["--port", &port, "--proto", "tcp", "--count", &count]);
     let what = until_running(&s.lb, true).expect("running");
-    assert_eq!(what, format!("port {TRACED} tcp"));
-    assert_eq!(u16::from_be(pinned_filter(&s.dir.0).port_be), TRACED, "the filter is set");
+    assert_eq!(what, format!("port {traced} tcp"));
+    assert_eq!(u16::from_be(pinned_filter(&s.dir.0).port_be), traced, "the filter is set");
 
     // The other ports first: a filter that let them through would put
     // their records ahead of the traced flow's.
@@ -98,14 +106,14 @@ fn only_the_filtered_flow_is_traced(mode: Mode) {
         for p in OTHERS {
             Conn::open_from(p, vip(VIP4, 80), mode).ask();
         }
-        Conn::open_from(TRACED, vip(VIP4, 80), mode).ask()
+        Conn::open_from(traced, vip(VIP4, 80), mode).ask()
     };
     let (ok, lines, err) = finish(&mut t.0, Duration::from_secs(10));
     assert!(ok, "lb trace failed: {err}\n{}", lines.join("\n"));
     eprintln!("{}\n{err}", lines.join("\n"));
     assert_eq!(lines.len(), SYN_RECORDS, "--count {SYN_RECORDS}: {lines:?}");
     assert!(
-        lines[0].starts_with("packet: 10.200.0.2:43210 > 10.201.0.100:80 tcp [S]"),
+        lines[0].starts_with(&format!("packet: 10.200.0.2:{traced} > 10.201.0.100:80 tcp [S]")),
         "the first record is the traced port's SYN: {lines:?}"
     );
     assert!(lines[1].starts_with("service: tcp-v4"), "{lines:?}");
@@ -133,6 +141,28 @@ fn only_the_filtered_flow_is_traced_at_the_xdp_hook() {
 #[test]
 fn only_the_filtered_flow_is_traced_at_the_tc_hook() {
     only_the_filtered_flow_is_traced(Mode::Tc);
+}
+
+#[test]
+fn an_agent_that_took_over_a_datapath_traces_it() {
+    let mut s = Setup::in_mode(Mode::Tc, SERVER, 2, 2, "maglev");
+    let control = s.dir.0.join("control.sock");
+    // The first agent is killed while a session runs: its program keeps
+    // forwarding, its switch still on, the pinned filter still set.
+    let mut orphan = trace(&control, &["--port", "43300"]);
+    until_running(&s.lb, true);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(s.lb.pid() as i32), Signal::SIGKILL)
+        .expect("SIGKILL lb");
+    s.lb.wait_exit(Duration::from_secs(5));
+    let (ok, _, err) = finish(&mut orphan.0, Duration::from_secs(10));
+    assert!(!ok && err.contains("the agent closed the trace"), "{err}");
+    assert_eq!(u16::from_be(pinned_filter(&s.dir.0).port_be), 43300, "left set");
+
+    s.lb = start_lb(&s.topo, &s.dir.0.join("lb.toml"), &s.dir.0);
+    assert!(s.lb.log().contains("took over the running datapath"), "{}", s.lb.log());
+    assert_eq!(pinned_filter(&s.dir.0), TraceFilter::default(), "the new agent cleared it");
+    assert_eq!(s.lb.report().trace, None);
+    trace_one_connection(&s, Mode::Tc, TRACED + 100);
 }
 
 #[test]
