@@ -2,8 +2,9 @@
 //! for one client port while several ports connect; only the traced flow's
 //! records arrive, they name its backend and why, `--count` ends the trace
 //! and the agent clears the filter (status and the pinned map say so), also
-//! when the client is killed. Splice mode refuses, naming the mode. Needs
-//! root.
+//! on Ctrl-C, when the client is killed, and when the agent was killed and
+//! the next one takes the datapath over. Splice mode refuses, naming the
+//! mode. Needs root.
 
 use std::{
     io::{BufRead, BufReader},
@@ -166,7 +167,7 @@ fn an_agent_that_took_over_a_datapath_traces_it() {
 }
 
 #[test]
-fn a_killed_trace_client_leaves_no_filter_and_a_second_waits_its_turn() {
+fn a_killed_or_interrupted_trace_client_leaves_no_filter_and_a_second_waits_its_turn() {
     let s = Setup::in_mode(Mode::Tc, SERVER, 1, 1, "maglev");
     let control = s.dir.0.join("control.sock");
     let mut first = trace(&control, &["--src", "10.200.0.0/24"]);
@@ -180,6 +181,15 @@ fn a_killed_trace_client_leaves_no_filter_and_a_second_waits_its_turn() {
     let _ = first.0.wait();
     until_running(&s.lb, false);
     assert_eq!(pinned_filter(&s.dir.0), TraceFilter::default(), "the filter is cleared");
+
+    // Ctrl-C: the client ends the session itself and waits for the agent.
+    let mut second = trace(&control, &["--dst", "10.201.0.100"]);
+    until_running(&s.lb, true);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(second.0.id() as i32), Signal::SIGINT)
+        .expect("SIGINT lb trace");
+    let (ok, _, err) = finish(&mut second.0, Duration::from_secs(10));
+    assert!(ok && err.contains("(interrupted)") && err.contains("filter cleared"), "{err}");
+    assert_eq!(s.lb.report().trace, None, "cleared before the client exits");
 }
 
 #[test]

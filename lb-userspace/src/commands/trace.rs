@@ -16,6 +16,7 @@ use lb_userspace::{
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
     net::UnixStream,
+    signal::unix::{SignalKind, signal},
 };
 
 use super::target::Target;
@@ -32,6 +33,9 @@ pub fn run(target: &Target, spec: TraceSpec, count: Option<u64>) -> Result<()> {
 }
 
 async fn session(target: &Target, spec: TraceSpec, count: Option<u64>) -> Result<()> {
+    // Before anything else: a Ctrl-C from now on ends the session cleanly
+    // (registered at creation, unlike `ctrl_c()`, which waits for a poll).
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let path = &target.socket;
     let stream = UnixStream::connect(path)
         .await
@@ -65,7 +69,7 @@ async fn session(target: &Target, spec: TraceSpec, count: Option<u64>) -> Result
                 Some(_) => {}
                 None => bail!("the agent closed the trace (did it stop?)"),
             },
-            _ = tokio::signal::ctrl_c() => break true,
+            _ = interrupt.recv() => break true,
         }
     };
     // Our half closed: the agent clears the filter and confirms.
