@@ -3,7 +3,8 @@
 //! Included by path into `lb-ebpf/build.rs` (which stamps the object with it)
 //! and `lb-userspace/build.rs` (which expects it), so both compute it the same
 //! way. It covers the eBPF crate, the shared ABI crate and the lock entries
-//! of the eBPF crate's dependencies (`aya-ebpf*`): any change to what the
+//! of the eBPF crate's dependencies (`aya-ebpf*`, `aya-log-ebpf*` and the
+//! `aya-log-common` / `aya-log-parser` they build on): any change to what the
 //! kernel program is made of gives a new fingerprint, and nothing else does
 //! (adding a userspace dependency must not make the object stale).
 
@@ -68,9 +69,15 @@ pub fn source_fingerprint(root: &Path) -> io::Result<String> {
 /// The `[[package]]` entries of a lock file that belong to the eBPF crate's
 /// dependencies.
 fn ebpf_lock_entries(lock: &[u8]) -> Vec<u8> {
+    const EBPF: [&str; 4] = [
+        "name = \"aya-ebpf",
+        "name = \"aya-log-ebpf",
+        "name = \"aya-log-common\"",
+        "name = \"aya-log-parser\"",
+    ];
     String::from_utf8_lossy(lock)
         .split("[[package]]")
-        .filter(|entry| entry.trim_start().starts_with("name = \"aya-ebpf"))
+        .filter(|entry| EBPF.iter().any(|name| entry.trim_start().starts_with(name)))
         .flat_map(|entry| entry.bytes())
         .collect()
 }

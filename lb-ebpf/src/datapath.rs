@@ -2,23 +2,32 @@
 //! follow the flow rules, pick by Maglev, rewrite, forward.
 
 use lb_common::{
-    abi::{DropReason, SERVICE_ALLOW_LIST, SERVICE_DENY_LIST, ServiceKey},
+    abi::{DropReason, NO_SERVICE, SERVICE_ALLOW_LIST, SERVICE_DENY_LIST, ServiceKey},
     parse::{FRAG_FIRST, Fragment, IcmpError, L4Packet, Parsed, parse},
 };
 
 use crate::{
     answer, dsr, forward, fragments,
-    hook::Hook,
+    hook::{Hook, Traced},
     icmp,
     maps::{LB_SCRATCH, LB_SERVICES},
-    reverse, sources, stats,
+    reverse, sources, stats, trace,
 };
 
 /// The action for the packet `h`. Each `DropReason` has one fixed action
 /// (drop, or pass to the kernel) and is counted in `LB_DROPS`.
+///
 #[inline(always)]
 pub fn run<H: Hook>(h: &H) -> u32 {
     settle::<H>(try_lb(h))
+}
+
+/// [`run`] with trace records, for the packets that arrive while an `lb
+/// trace` session runs (see `trace`).
+#[inline(always)]
+pub fn run_traced<H: Hook>(h: &H) -> u32 {
+    trace::reset();
+    trace::action(H::HOOK, settle::<Traced<&H>>(try_lb(&Traced(h))))
 }
 
 /// The action of an outcome: a `DropReason` is counted and decides it.
@@ -34,6 +43,9 @@ pub fn settle<H: Hook>(outcome: Result<u32, DropReason>) -> u32 {
         Ok(action) => action,
         Err(reason) => {
             stats::exception(reason);
+            if H::TRACE {
+                trace::exception(reason);
+            }
             if reason.drops() { H::DROP } else { H::PASS }
         }
     }
@@ -60,7 +72,12 @@ fn try_lb<H: Hook>(h: &H) -> Result<u32, DropReason> {
         )
     };
     let pkt = match classify(h, pkt, icmp, frag) {
-        KIND_L4 => &*pkt,
+        KIND_L4 => {
+            if H::TRACE {
+                trace::start(pkt);
+            }
+            &*pkt
+        }
         KIND_ICMP => {
             return Ok(match icmp::translate(h, icmp) {
                 dsr::ICMP_PENDING => dsr::icmp_to_backend(h, icmp),
@@ -70,6 +87,9 @@ fn try_lb<H: Hook>(h: &H) -> Result<u32, DropReason> {
         KIND_FRAGMENT => {
             if !fragments::later(frag, pkt) {
                 return Err(DropReason::Fragment);
+            }
+            if H::TRACE {
+                trace::start(pkt);
             }
             &*pkt
         }
@@ -96,6 +116,9 @@ fn try_lb<H: Hook>(h: &H) -> Result<u32, DropReason> {
     // fragments the gateway merely passes must not take (or evict) entries.
     let first = pkt.fragment == FRAG_FIRST;
     let action = if let Some(svc) = unsafe { LB_SERVICES.get(&service) } {
+        if H::TRACE {
+            trace::service(svc.id);
+        }
         // Every packet, not only new flows': a source a reload denies
         // loses its established flows too. Before anything else, so a
         // refused packet costs little; here, not in `to_backend`, whose
@@ -117,6 +140,9 @@ fn try_lb<H: Hook>(h: &H) -> Result<u32, DropReason> {
             action => action,
         }
     } else {
+        if H::TRACE {
+            trace::service(NO_SERVICE);
+        }
         match reverse::find_reply(pkt) {
             reverse::NOT_A_REPLY => {
                 reverse::direct(pkt);

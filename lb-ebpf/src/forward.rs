@@ -2,9 +2,9 @@
 
 use lb_common::{
     abi::{
-        Addr, BACKEND_DOWN, BackendRecord, DropReason, FLOW_CLOSING, FLOW_ESTABLISHED,
-        FLOW_OPENING, FORWARD_NAT, FlowKey, FlowValue, NO_BACKEND, PROTO_TCP,
-        SERVICE_HASH_CLIENT_IP, ServiceRecord,
+        Addr, BACKEND_DOWN, BackendRecord, DropReason, FLOW_CLOSING, FLOW_ESTABLISHED, FLOW_KEPT,
+        FLOW_MAGLEV, FLOW_OPENING, FLOW_REHASH, FLOW_REUSED_PORT, FLOW_SYN_AGAIN, FORWARD_NAT,
+        FlowKey, FlowValue, NO_BACKEND, PROTO_TCP, SERVICE_HASH_CLIENT_IP, ServiceRecord,
     },
     hash::{client_hash, flow_hash, slot_for},
     icmp::Answer,
@@ -17,7 +17,7 @@ use crate::{
     maps::{LB_BACKENDS, LB_FLOWS, LB_HAIRPIN, LB_MAGLEV},
     passive,
     rewrite::{self, Side},
-    route, sources, stats,
+    route, sources, stats, trace,
 };
 
 /// Forwards a packet addressed to the service `svc`.
@@ -61,6 +61,9 @@ fn try_to_backend<H: Hook>(h: &H, pkt: &L4Packet, svc: &ServiceRecord) -> Result
     let (backend_id, backend, new_flow) = match (kept, entry) {
         (Some((flow, backend)), Some(entry)) => {
             refresh(entry, flow, closing, now, svc.forwarding != FORWARD_NAT);
+            if H::TRACE {
+                trace::flow(FLOW_KEPT, flow.backend_id, flow.backend_id, 0);
+            }
             (flow.backend_id, backend, false)
         }
         _ => {
@@ -79,12 +82,22 @@ fn try_to_backend<H: Hook>(h: &H, pkt: &L4Packet, svc: &ServiceRecord) -> Result
                 stats::rate_limited(svc.id);
                 return Err(DropReason::RateLimited);
             }
-            let id = pick(pkt, svc)?;
+            let (id, slot) = pick(pkt, svc)?;
             let backend = *LB_BACKENDS.get(id).ok_or(DropReason::BadTableEntry)?;
             // A retransmitted SYN of a connection already waiting on this
             // backend is the same connection; a new one on a reused port
             // has another sequence number.
             let again = waiting.is_some_and(|f| f.backend_id == id);
+            if H::TRACE {
+                let previous = current.map_or(NO_BACKEND, |f| f.backend_id);
+                let why = match current {
+                    _ if again => FLOW_SYN_AGAIN,
+                    Some(_) if syn => FLOW_REUSED_PORT,
+                    Some(_) => FLOW_REHASH,
+                    None => FLOW_MAGLEV,
+                };
+                trace::flow(why, id, previous, slot);
+            }
             let state = if syn {
                 FLOW_OPENING
             } else if closing {
@@ -193,9 +206,9 @@ fn refresh(entry: *mut FlowValue, flow: FlowValue, closing: bool, now: u32, dsr:
     }
 }
 
-/// The backend of the flow's Maglev slot.
+/// The backend of the flow's Maglev slot, and the slot.
 #[inline(always)]
-fn pick(pkt: &L4Packet, svc: &ServiceRecord) -> Result<u32, DropReason> {
+fn pick(pkt: &L4Packet, svc: &ServiceRecord) -> Result<(u32, u32), DropReason> {
     let hash = if svc.flags & SERVICE_HASH_CLIENT_IP != 0 {
         client_hash(&pkt.key.src)
     } else {
@@ -206,7 +219,7 @@ fn pick(pkt: &L4Packet, svc: &ServiceRecord) -> Result<u32, DropReason> {
     match LB_MAGLEV.get(index) {
         None => Err(DropReason::BadTableEntry),
         Some(&NO_BACKEND) => Err(DropReason::NoBackend),
-        Some(&id) => Ok(id),
+        Some(&id) => Ok((id, slot)),
     }
 }
 

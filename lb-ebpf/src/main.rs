@@ -5,7 +5,8 @@
 //!
 //! `datapath::try_lb` returns the action, or the `DropReason` that decides
 //! it: each reason has one fixed action (drop, or pass to the kernel) and is
-//! counted in `LB_DROPS`. The hot path never logs.
+//! counted in `LB_DROPS`. The hot path never logs: only packets an `lb trace`
+//! filter takes are recorded ([`trace`]).
 #![no_std]
 #![no_main]
 // Map keys and values go by reference: by value, each call would copy
@@ -28,6 +29,7 @@ mod rewrite;
 mod route;
 mod sources;
 mod stats;
+mod trace;
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -56,16 +58,41 @@ const fn build_id() -> [u8; 44] {
 }
 
 /// The datapath at the XDP hook (physical NICs).
+///
+/// While no `lb trace` session runs, tracing costs this one load and
+/// branch. Each branch is a function of its own: this frame then holds
+/// nothing, and the deepest call chain (the datapath's, which has no byte
+/// of the 512 to spare) is as long in both.
 #[xdp]
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
+    if trace::enabled() { xdp_traced(ctx) } else { xdp(ctx) }
+}
+
+#[inline(never)]
+fn xdp(ctx: XdpContext) -> u32 {
     datapath::run(&XdpFrame::new(&ctx))
 }
 
+#[inline(never)]
+fn xdp_traced(ctx: XdpContext) -> u32 {
+    datapath::run_traced(&XdpFrame::new(&ctx))
+}
+
 /// The datapath at the tc hook (ingress; veth and other virtual
-/// interfaces, and drivers without native XDP).
+/// interfaces, and drivers without native XDP); tracing as at [`lb_xdp`].
 #[classifier]
 pub fn lb_tc(ctx: TcContext) -> i32 {
-    datapath::run(&TcSkb::new(&ctx)) as i32
+    (if trace::enabled() { tc_traced(ctx) } else { tc(ctx) }) as i32
+}
+
+#[inline(never)]
+fn tc(ctx: TcContext) -> u32 {
+    datapath::run(&TcSkb::new(&ctx))
+}
+
+#[inline(never)]
+fn tc_traced(ctx: TcContext) -> u32 {
+    datapath::run_traced(&TcSkb::new(&ctx))
 }
 
 /// The backend side of direct server return at the XDP hook: strips the

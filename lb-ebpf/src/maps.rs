@@ -24,7 +24,7 @@ use lb_common::{
         DEFAULT_MAGLEV_SLOTS, DropReason, EVENTS_BYTES, Endpoint, FlowKey, FlowTimeouts, FlowValue,
         FragKey, FragPorts, MAX_ACL_ENTRIES, MAX_BACKEND_ENDPOINTS, MAX_BACKENDS, MAX_BUCKETS,
         MAX_FRAGS, MAX_HAIRPIN_SOURCES, MAX_PEER_DEVICES, MAX_SERVICES, NextHop, Replies,
-        ServiceKey, ServiceRecord, SynCounters,
+        ServiceKey, ServiceRecord, SynCounters, TraceFilter,
     },
     parse::{Fragment, IcmpError, L4Packet},
 };
@@ -105,6 +105,9 @@ pub struct Scratch {
     pub dsr_key: FlowKey,
     /// Where a `dsr-ipip` packet goes once wrapped (see `dsr`).
     pub dsr_route: crate::route::Route,
+    /// Whether this packet is traced (`trace`; written only while a trace
+    /// session runs).
+    pub traced: u32,
 }
 
 #[map]
@@ -112,3 +115,7 @@ pub static LB_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0
 
 #[map]
 pub static LB_NEXT_HOPS: Array<NextHop> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+/// `lb trace`'s filter (array of one; see `trace`).
+#[map]
+pub static LB_TRACE: Array<TraceFilter> = Array::with_max_entries(1, 0);

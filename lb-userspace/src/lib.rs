@@ -13,6 +13,7 @@
 //! - [`metrics`]: the HTTP endpoint: Prometheus metrics, the status page and its JSON.
 //! - [`routes`]: a local route for every VIP on the lb host (rtnetlink).
 //! - [`splice`]: the userspace fallback datapath (splice(2) relay).
+//! - [`trace`]: `lb trace` sessions: the datapath's filter and its aya-log records.
 //! - [`object`]: finds the eBPF object (embedded or `--bpf-object`) and refuses
 //!   a missing or stale one.
 pub mod accept;
@@ -27,3 +28,4 @@ pub mod metrics;
 pub mod object;
 pub mod routes;
 pub mod splice;
+pub mod trace;

@@ -18,8 +18,8 @@ use tracing_subscriber::EnvFilter;
 #[command(name = "lb", version, propagate_version = true)]
 #[command(long_version = concat!(env!("CARGO_PKG_VERSION"), "\n", env!("LB_OBJECT_STATUS")))]
 #[command(after_help = concat!("Start with `lb check --config config/example.toml`; every \
-    field is documented in config/example.toml.\n\nstatus, flow, backend, reload and stop talk to \
-    the running agent, each taking --control PATH or --config FILE. ", precedence!()))]
+    field is documented in config/example.toml.\n\nstatus, flow, backend, reload, trace and stop \
+    talk to the running agent, each taking --control PATH or --config FILE. ", precedence!()))]
 struct Cli {
     /// More log output (-v debug, -vv trace). RUST_LOG, when set, wins.
     #[arg(short, long, action = ArgAction::Count, global = true)]
@@ -84,6 +84,30 @@ enum Command {
     /// stop the agent if one runs. A plain SIGTERM leaves the datapath
     /// forwarding for the next `lb run` to take over.
     Stop {
+        #[command(flatten)]
+        agent: AgentArgs,
+    },
+    /// Follow matching packets through the running datapath: one line per
+    /// decision (the parsed tuple, the service, the flow pinned or new and
+    /// its backend and why, the action or exception). Runs until Ctrl-C or
+    /// --count records; either way the agent clears the filter. Costs one
+    /// branch per packet while no trace runs (XDP/tc modes only).
+    Trace {
+        /// Source prefix (an address, or e.g. 10.0.0.0/24).
+        #[arg(long, value_name = "PREFIX")]
+        src: Option<String>,
+        /// Destination prefix (a VIP, or a prefix).
+        #[arg(long, value_name = "PREFIX")]
+        dst: Option<String>,
+        /// A port on either side (a client's port follows its flow both ways).
+        #[arg(long, value_name = "N")]
+        port: Option<u16>,
+        /// tcp or udp.
+        #[arg(long, value_enum)]
+        proto: Option<ProtoArg>,
+        /// Stop after this many records.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
         #[command(flatten)]
         agent: AgentArgs,
     },
@@ -196,6 +220,13 @@ impl From<AttachArg> for lb_userspace::config::Attach {
     }
 }
 
+/// The `--proto` values of `lb trace`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ProtoArg {
+    Tcp,
+    Udp,
+}
+
 /// The `--mode` values.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum ModeArg {
@@ -236,6 +267,14 @@ fn main() -> ExitCode {
         Command::Flow { src, dst, protocol, agent, json } => Target::resolve(&agent)
             .and_then(|t| commands::flow::run(&t, &src, &dst, &protocol, json)),
         Command::Stop { agent } => Target::resolve(&agent).and_then(|t| commands::stop::run(&t)),
+        Command::Trace { src, dst, port, proto, count, agent } => {
+            let proto = proto.map(|p| match p {
+                ProtoArg::Tcp => "tcp".to_owned(),
+                ProtoArg::Udp => "udp".to_owned(),
+            });
+            let spec = lb_userspace::trace::TraceSpec { src, dst, port, proto };
+            Target::resolve(&agent).and_then(|t| commands::trace::run(&t, spec, count))
+        }
         Command::Reload { agent } => {
             Target::resolve(&agent).and_then(|t| commands::backend::request(&t, Request::Reload))
         }

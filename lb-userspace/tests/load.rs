@@ -60,8 +60,14 @@ fn the_object_has_exactly_the_maps_lb_common_names() {
         .expect("load");
     // Sections such as `.rodata.cst4` are the compiler's constants, which
     // aya loads as read-only maps: no state, nothing to pin or look up.
+    // `lb trace`'s ring (aya-log's `AYA_LOGS`) and switch belong to each
+    // loaded program, never pinned: present, but not in `ALL_MAPS`.
+    let all: Vec<&str> = ebpf.maps().map(|(name, _)| name).collect();
+    for own in [lb_common::abi::MAP_TRACE_ON, "AYA_LOGS"] {
+        assert!(all.contains(&own), "{own} missing from {all:?}");
+    }
     let mut in_object: Vec<&str> =
-        ebpf.maps().map(|(name, _)| name).filter(|n| !n.starts_with('.')).collect();
+        all.into_iter().filter(|n| !n.starts_with('.') && *n != "AYA_LOGS").collect();
     in_object.sort_unstable();
     let mut declared = lb_common::abi::ALL_MAPS.to_vec();
     declared.sort_unstable();

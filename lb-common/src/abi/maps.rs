@@ -52,11 +52,18 @@ pub const MAP_ACL_V6: &str = "LB_ACL_V6";
 /// bucket's theoretical arrival time in ns (LRU hash; written by the
 /// datapath).
 pub const MAP_BUCKETS: &str = "LB_BUCKETS";
+/// `lb trace`'s filter: index 0 -> `TraceFilter` (array of one; written
+/// by the agent while a trace session runs, zero otherwise).
+pub const MAP_TRACE: &str = "LB_TRACE";
+/// `lb trace`'s switch: the datapath's global `LB_TRACE_ON` (`u32`, 1 while
+/// a session runs), in a data section of its own that the loader makes an
+/// array of one value. Each loaded program has its own: never pinned.
+pub const MAP_TRACE_ON: &str = ".data.lb_trace_on";
 /// Size of the events ring buffer: 32768 events.
 pub const EVENTS_BYTES: u32 = 256 * 1024;
 
 /// Every map the agent expects in the object.
-pub const ALL_MAPS: [&str; 19] = [
+pub const ALL_MAPS: [&str; 20] = [
     MAP_SERVICES,
     MAP_BACKENDS,
     MAP_MAGLEV,
@@ -76,6 +83,7 @@ pub const ALL_MAPS: [&str; 19] = [
     MAP_ACL_V4,
     MAP_ACL_V6,
     MAP_BUCKETS,
+    MAP_TRACE,
 ];
 
 /// Most services one program serves.

@@ -19,6 +19,7 @@ mod hop;
 mod maps;
 mod service;
 mod sources;
+mod trace;
 
 pub use addr::{Addr, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, family_of};
 pub use backend::{BACKEND_ACTIVE, BACKEND_DOWN, BACKEND_DRAINING, BackendRecord, NO_BACKEND};
@@ -37,6 +38,10 @@ pub use service::{
 };
 pub use sources::{
     ACL_ALLOW, ACL_DENY, AclV4, AclV6, BucketKey, admit, cost_ns, masked, tolerance_ns,
+};
+pub use trace::{
+    FLOW_KEPT, FLOW_MAGLEV, FLOW_REHASH, FLOW_REUSED_PORT, FLOW_SYN_AGAIN, HOOK_TC, HOOK_XDP,
+    NO_SERVICE, TRACE_ON, TraceFilter, record,
 };
 
 /// Asserts a map type's size and alignment at compile time and, with the

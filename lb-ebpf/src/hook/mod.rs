@@ -13,7 +13,10 @@
 
 pub mod strip;
 pub mod tc;
+mod traced;
 pub mod xdp;
+
+pub use traced::Traced;
 
 use aya_ebpf::bindings::bpf_fib_lookup;
 use lb_common::{
@@ -39,6 +42,11 @@ pub trait Hook: PacketView {
     const PASS: u32;
     /// The action that drops it.
     const DROP: u32;
+    /// Which hook, as trace records name it (`HOOK_*`).
+    const HOOK: u32;
+    /// Whether this instantiation of the datapath writes trace records:
+    /// true only for [`Traced`], run while an `lb trace` session is on.
+    const TRACE: bool = false;
 
     /// Reads `N` bytes at `off`.
     fn load<const N: usize>(&self, off: usize) -> Option<[u8; N]>;

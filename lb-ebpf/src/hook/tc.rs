@@ -27,7 +27,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use lb_common::{
-    abi::{DropReason, NextHop},
+    abi::{DropReason, HOOK_TC, NextHop},
     parse::{Header, PacketView},
 };
 
@@ -82,6 +82,7 @@ impl<'a> TcSkb<'a> {
 impl Hook for TcSkb<'_> {
     const PASS: u32 = TC_ACT_UNSPEC as u32;
     const DROP: u32 = TC_ACT_SHOT as u32;
+    const HOOK: u32 = HOOK_TC;
 
     #[inline(always)]
     fn load<const N: usize>(&self, off: usize) -> Option<[u8; N]> {

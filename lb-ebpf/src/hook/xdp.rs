@@ -9,7 +9,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    abi::{DropReason, NextHop},
+    abi::{DropReason, HOOK_XDP, NextHop},
     csum,
     parse::{Header, PacketView},
 };
@@ -43,6 +43,7 @@ impl<'a> XdpFrame<'a> {
 impl Hook for XdpFrame<'_> {
     const PASS: u32 = xdp_action::XDP_PASS;
     const DROP: u32 = xdp_action::XDP_DROP;
+    const HOOK: u32 = HOOK_XDP;
 
     #[inline(always)]
     fn load<const N: usize>(&self, off: usize) -> Option<[u8; N]> {

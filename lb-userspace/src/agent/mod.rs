@@ -14,6 +14,7 @@ pub mod passive;
 mod runtime;
 pub mod saved;
 mod status;
+mod trace;
 
 use std::{
     collections::BTreeMap,
@@ -80,6 +81,8 @@ pub struct Agent {
     losses: Mutex<LossWatch>,
     /// The interfaces with a peer device, as last written to the datapath.
     peer_devices: Mutex<Vec<u32>>,
+    /// `lb trace` sessions (XDP mode).
+    tracer: Option<Arc<crate::trace::Tracer>>,
 }
 
 /// Everything a change replaces, under one lock so readers never see a
@@ -180,6 +183,7 @@ impl Agent {
             flow_counts: Mutex::default(),
             losses: Mutex::default(),
             peer_devices: Mutex::default(),
+            tracer: None,
         }
     }
 
@@ -388,7 +392,10 @@ impl Agent {
     pub fn status(&self) -> Result<StatusReport, DatapathError> {
         let st = self.lock();
         let counts = self.flow_counts(&st);
-        status::report(&st, &self.interfaces_now(), self.mode_reason.as_deref(), &counts)
+        let mut report =
+            status::report(&st, &self.interfaces_now(), self.mode_reason.as_deref(), &counts)?;
+        report.trace = self.tracer.as_ref().and_then(|t| t.running());
+        Ok(report)
     }
 }
 
@@ -569,6 +576,10 @@ impl metrics::Source for Agent {
 }
 
 impl Handler for Agent {
+    fn trace(&self, spec: crate::trace::TraceSpec) -> Result<crate::trace::Session, String> {
+        self.start_trace(spec)
+    }
+
     fn handle(&self, req: Request) -> Response {
         match req {
             Request::Status => match self.status() {
@@ -596,6 +607,8 @@ impl Handler for Agent {
                     }
                 }
             },
+            // Streamed: the control socket hands it to `Handler::trace`.
+            Request::Trace(_) => Response::Error { message: "a trace is streamed".into() },
             Request::Backend { service, backend, action } => {
                 match self.backend(&service, &backend, action) {
                     Ok(message) => Response::Done { message },

@@ -93,6 +93,7 @@ pub(super) fn report(
         flows_age_ms: *flows_age_ms,
         vip_routes: st.routes.status(),
         announce: st.announcer.as_ref().map(crate::routes::announce::Announcer::status),
+        trace: None,
     })
 }
 

@@ -26,7 +26,9 @@ pub fn request(target: &Target, req: Request) -> Result<()> {
             Ok(())
         }
         Response::Error { message } => bail!("{message}"),
-        Response::Status(_) | Response::Flow(_) => bail!("the agent answered something else"),
+        Response::Status(_) | Response::Flow(_) | Response::Trace { .. } => {
+            bail!("the agent answered something else")
+        }
     }
 }
 

@@ -6,5 +6,6 @@ pub mod flow;
 pub mod run;
 pub mod status;
 pub mod stop;
+pub mod trace;
 #[macro_use]
 pub mod target;

@@ -26,6 +26,7 @@ use lb_userspace::{
     health, metrics, object,
     routes::{self, VipRoutes},
     splice::forwarder::SpliceForwarder,
+    trace::hub::{Reader, Tracer},
 };
 use tokio::{
     io::unix::AsyncFd,
@@ -110,7 +111,7 @@ pub fn run(
             return Err(e);
         }
     };
-    let Started { plan, forwarder, events, syns, interfaces, pins, why, restored } = started;
+    let Started { plan, forwarder, events, syns, interfaces, pins, why, restored, trace } = started;
     let metrics_listener = match cfg.agent.metrics_addr {
         Some(addr) => {
             Some(rt.block_on(tokio::net::TcpListener::bind(addr)).with_context(|| {
@@ -132,6 +133,11 @@ pub fn run(
         Agent::new(cfg, plan, forwarder, interfaces, &restored, routes).with_dns(dns_states);
     if let Some(why) = why {
         agent = agent.with_mode_reason(why);
+    }
+    let mut trace_reader = None;
+    if let Some((tracer, reader)) = trace {
+        agent = agent.with_tracer(tracer);
+        trace_reader = Some(reader);
     }
     let agent = Arc::new(agent);
     // The datapath is attached (or the proxy listening): the VIPs that
@@ -166,6 +172,7 @@ pub fn run(
         // and the SYN counters sampled for backends that stopped answering.
         let sweeping = tokio::spawn(sweep_flows(agent.clone()));
         let watching = syns.map(|view| tokio::spawn(watch_syns(view, agent.clone())));
+        let tracing_task = trace_reader.map(|r| tokio::spawn(lb_userspace::trace::hub::read(r)));
         let metrics_task = metrics_listener.map(|l| {
             let source: Arc<dyn metrics::Source> = agent.clone();
             tokio::spawn(metrics::serve(l, source, std::future::pending()))
@@ -217,6 +224,9 @@ pub fn run(
         sweeping.abort();
         if let Some(w) = watching {
             w.abort();
+        }
+        if let Some(t) = tracing_task {
+            t.abort();
         }
         finish_connections(&agent, shutdown_timeout).await;
         if let Some(t) = metrics_task {
@@ -498,6 +508,9 @@ struct Started {
     restored: Vec<SavedBackend>,
     interfaces: Vec<InterfaceStatus>,
     pins: Option<Pins>,
+    /// `lb trace`'s filter and the reader of the datapath's records (XDP
+    /// mode; none if they could not be opened).
+    trace: Option<(Tracer, Reader)>,
 }
 
 /// The XDP datapath: loaded (or taken over), filled, attached.
@@ -523,6 +536,9 @@ fn start_xdp(
     let events = dp.take_events()?;
     let syns = dp.syn_view()?;
     let attached = attach::attach_all(&mut dp, &cfg.agent.attach_choices(attach), Some(&pins))?;
+    // After attaching: the rings and maps taken out of the object must
+    // outlive the loading of every program that uses them.
+    let trace = dp.take_trace().inspect_err(|e| tracing::warn!("lb trace is off: {e}")).ok();
     if routes::wanted(cfg).iter().any(std::net::IpAddr::is_ipv4) {
         let xdp: Vec<String> = attached
             .iter()
@@ -558,6 +574,7 @@ fn start_xdp(
         restored,
         interfaces,
         pins: Some(pins),
+        trace,
     })
 }
 
@@ -577,5 +594,6 @@ fn start_splice(cfg: &config::Config, rt: &tokio::runtime::Runtime, why: &str) -
         restored: Vec::new(),
         interfaces: Vec::new(),
         pins: None,
+        trace: None,
     })
 }

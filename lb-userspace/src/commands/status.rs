@@ -36,7 +36,7 @@ fn fetch(target: &Target) -> Result<StatusReport> {
     match target.request(&Request::Status)? {
         Response::Status(report) => Ok(report),
         Response::Error { message } => bail!("the agent could not report its status: {message}"),
-        Response::Done { .. } | Response::Flow(_) => {
+        Response::Done { .. } | Response::Flow(_) | Response::Trace { .. } => {
             bail!("the agent answered something other than a status")
         }
     }
@@ -135,6 +135,9 @@ fn render(r: &StatusReport) -> String {
     let _ = writeln!(out, "{}", vip_routes(&r.vip_routes));
     if let Some(a) = &r.announce {
         let _ = writeln!(out, "{}", announce(a));
+    }
+    if let Some(what) = &r.trace {
+        let _ = writeln!(out, "lb trace running: {what}");
     }
     let _ = writeln!(
         out,

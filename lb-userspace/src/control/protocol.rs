@@ -21,6 +21,11 @@ pub enum Request {
         /// "tcp" or "udp".
         protocol: String,
     },
+    /// Trace packets through the datapath (`lb trace`): the agent answers
+    /// with `Done` once the filter is set, then one `Trace` per record,
+    /// until the client closes its side (the agent then clears the filter
+    /// and ends with `Done`).
+    Trace(crate::trace::TraceSpec),
     /// Change one backend.
     Backend {
         /// The service's name.
@@ -57,6 +62,11 @@ pub enum Response {
     Status(StatusReport),
     /// Answer to [`Request::Flow`].
     Flow(FlowReport),
+    /// One record of a trace session.
+    Trace {
+        /// The record, readable.
+        line: String,
+    },
     /// The request was carried out.
     Done {
         /// What was done.
@@ -95,6 +105,9 @@ pub struct StatusReport {
     /// The announced routes (`[agent.announce]`), when configured.
     #[serde(default)]
     pub announce: Option<AnnounceStatus>,
+    /// What the running `lb trace` session traces, if one runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 /// The announced routes of `[agent.announce]`.

@@ -15,11 +15,17 @@ use tokio::{
 };
 
 use super::protocol::{Request, Response};
+use crate::trace::{Session, TraceSpec};
 
 /// Answers requests; implemented by the agent.
 pub trait Handler: Send + Sync + 'static {
     /// The response to one request.
     fn handle(&self, req: Request) -> Response;
+
+    /// Starts a trace session (`Request::Trace`), or says why not.
+    fn trace(&self, _spec: TraceSpec) -> Result<Session, String> {
+        Err("this agent does not trace".into())
+    }
 }
 
 /// A bound control socket, removed from the file system on drop.
@@ -94,10 +100,52 @@ async fn answer(stream: UnixStream, handler: Arc<dyn Handler>) -> io::Result<()>
     let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(read, 64 * 1024));
     reader.read_line(&mut line).await?;
     let response = match serde_json::from_str::<Request>(&line) {
+        Ok(Request::Trace(spec)) => return trace(&*handler, spec, reader, write).await,
         Ok(req) => handler.handle(req),
         Err(e) => Response::Error { message: format!("invalid request: {e}") },
     };
-    let mut out = serde_json::to_string(&response).map_err(io::Error::other)?;
+    send(&mut write, &response).await
+}
+
+/// Writes `response` as one line.
+async fn send(write: &mut (impl AsyncWriteExt + Unpin), response: &Response) -> io::Result<()> {
+    let mut out = serde_json::to_string(response).map_err(io::Error::other)?;
     out.push('\n');
     write.write_all(out.as_bytes()).await
+}
+
+/// Streams a trace session's records until the client closes its side or
+/// goes away; the session's end clears the filter (also when writing to a
+/// client that died fails, through the session's drop).
+async fn trace(
+    handler: &dyn Handler,
+    spec: TraceSpec,
+    mut reader: impl AsyncBufReadExt + Unpin,
+    mut write: impl AsyncWriteExt + Unpin,
+) -> io::Result<()> {
+    let what = spec.to_string();
+    let mut session = match handler.trace(spec) {
+        Ok(s) => s,
+        Err(message) => return send(&mut write, &Response::Error { message }).await,
+    };
+    send(&mut write, &Response::Done { message: format!("tracing {what}") }).await?;
+    let mut rest = String::new();
+    loop {
+        tokio::select! {
+            line = session.rx.recv() => match line {
+                Some(line) => send(&mut write, &Response::Trace { line }).await?,
+                None => break,
+            },
+            // End of file (the client stopped) or anything it sends.
+            _ = reader.read_line(&mut rest) => break,
+        }
+    }
+    let dropped = session.finish();
+    let message = match dropped {
+        0 => "trace stopped; filter cleared".to_owned(),
+        n => format!(
+            "trace stopped; filter cleared ({n} records dropped: the client read too slowly)"
+        ),
+    };
+    send(&mut write, &Response::Done { message }).await
 }

@@ -10,7 +10,7 @@ use aya::{
 use lb_common::abi::{
     ALL_MAPS, BackendRecord, DEFAULT_FLOW_CAPACITY, Endpoint, FlowTimeouts, MAP_BACKENDS,
     MAP_EVENTS, MAP_FLOWS, MAP_MAGLEV, MAP_PEER_DEVICES, MAP_REPLIES, MAP_SERVICES, MAP_SETTINGS,
-    MAP_SYNS, Replies, ServiceKey, ServiceRecord,
+    MAP_SYNS, MAP_TRACE, MAP_TRACE_ON, Replies, ServiceKey, ServiceRecord,
 };
 
 use super::{
@@ -21,7 +21,10 @@ use super::{
     syns::SynView,
     window::SlotWindow,
 };
-use crate::object::BpfObject;
+use crate::{
+    object::BpfObject,
+    trace::hub::{Reader, Tracer},
+};
 
 /// Name of the XDP entry point in the object.
 pub const PROGRAM: &str = "lb_xdp";
@@ -58,6 +61,10 @@ pub enum DatapathError {
     /// text names the map and the step).
     #[error("{0}")]
     Window(String),
+    /// The program's aya-log ring (`AYA_LOGS`, `lb trace`'s records)
+    /// could not be opened.
+    #[error("opening the datapath's log ring AYA_LOGS (lb trace's records): {0}")]
+    Logs(String),
     /// The splice proxy could not listen on a VIP.
     #[error("cannot listen on {vip}: {reason}")]
     Listen {
@@ -244,6 +251,22 @@ impl Datapath {
     pub fn take_events(&mut self) -> Result<aya::maps::RingBuf<MapData>, DatapathError> {
         let map = self.ebpf.take_map(MAP_EVENTS).ok_or(DatapathError::NoMap(MAP_EVENTS))?;
         aya::maps::RingBuf::try_from(map).map_err(map_err(MAP_EVENTS))
+    }
+
+    /// `lb trace`'s parts, taken out of the object: the filter map, the
+    /// switch, and the reader of this program's aya-log ring. The switch
+    /// and the ring belong to the program this agent loaded (a taken-over
+    /// datapath gets this agent's program swapped into its links), so they
+    /// are never pinned.
+    pub fn take_trace(&mut self) -> Result<(Tracer, Reader), DatapathError> {
+        let map = self.ebpf.take_map(MAP_TRACE).ok_or(DatapathError::NoMap(MAP_TRACE))?;
+        let map = Array::try_from(map).map_err(map_err(MAP_TRACE))?;
+        let switch = self.ebpf.take_map(MAP_TRACE_ON).ok_or(DatapathError::NoMap(MAP_TRACE_ON))?;
+        let switch = Array::try_from(switch).map_err(map_err(MAP_TRACE_ON))?;
+        let (tracer, sink) = Tracer::new(map, switch).map_err(map_err(MAP_TRACE))?;
+        let reader = aya_log::EbpfLogger::init_with_logger(&mut self.ebpf, sink)
+            .map_err(|e| DatapathError::Logs(e.to_string()))?;
+        Ok((tracer, reader))
     }
 
     /// A second handle on the flow table (its own fd), so flows can be

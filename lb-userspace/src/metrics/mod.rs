@@ -188,6 +188,7 @@ mod tests {
             flows_age_ms: 5,
             vip_routes: Default::default(),
             announce: None,
+            trace: None,
         }
     }
 

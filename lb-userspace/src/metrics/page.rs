@@ -60,6 +60,7 @@ mod tests {
             flows_age_ms: 0,
             vip_routes: Default::default(),
             announce: None,
+            trace: None,
         }
     }
 

@@ -294,6 +294,7 @@ mod tests {
             flows_age_ms: 0,
             vip_routes: Default::default(),
             announce: None,
+            trace: None,
         };
         let text = render(&r, &BTreeMap::new());
         for line in [
@@ -335,6 +336,7 @@ mod tests {
             flows_age_ms: 0,
             vip_routes: Default::default(),
             announce: None,
+            trace: None,
         };
         let text = render(&r, &BTreeMap::new());
         for line in [
