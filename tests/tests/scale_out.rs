@@ -135,12 +135,18 @@ impl Hosts {
     /// The host (1-based) whose flow table holds the TCP flow from
     /// `client`, if exactly one does.
     fn carrier(&self, client: SocketAddr) -> Option<usize> {
-        let pinned: Vec<usize> = (1..)
+        let pinned = self.pinning(client);
+        (pinned.len() == 1).then(|| pinned[0])
+    }
+
+    /// The hosts (1-based) whose flow tables hold the TCP flow from
+    /// `client`.
+    fn pinning(&self, client: SocketAddr) -> Vec<usize> {
+        (1..)
             .zip(&self.lbs)
             .filter(|(_, lb)| lb.flow(client, vip(), "tcp").source == "flow-table")
             .map(|(k, _)| k)
-            .collect();
-        (pinned.len() == 1).then(|| pinned[0])
+            .collect()
     }
 
     /// Every host's count of new flows of the service.
@@ -284,8 +290,12 @@ fn failover(net: &ScaleOut, hosts: &Hosts) {
         let name = c.ask();
         (c, name)
     });
-    let on_2 =
-        ports.iter().filter(|p| hosts.carrier(SocketAddr::new(client, **p)) == Some(2)).count();
+    let via_2: Vec<SocketAddr> = ports
+        .iter()
+        .map(|p| SocketAddr::new(client, *p))
+        .filter(|from| hosts.carrier(*from) == Some(2))
+        .collect();
+    let on_2 = via_2.len();
     assert!(on_2 > 0, "some of the 50 connections go through host 2");
     let stop = Arc::new(AtomicBool::new(false));
     let attempts = Arc::new(Mutex::new(Vec::<(Instant, bool)>::new()));
@@ -336,6 +346,13 @@ fn failover(net: &ScaleOut, hosts: &Hosts) {
         });
         let t_route_down = Instant::now();
         std::thread::sleep(Duration::from_secs(2));
+        // Host 2's connections went on through another host, which took
+        // their first packet there (no SYN) for a new flow of the same
+        // backend, and pinned it.
+        for from in &via_2 {
+            let pinned = hosts.pinning(*from);
+            assert!(pinned.contains(&1) || pinned.contains(&3), "{from} moved: {pinned:?}");
+        }
         let t_up = Instant::now();
         net.host_back(2);
         wait_for(Duration::from_secs(30), "the router takes host 2's path back", || {
@@ -439,8 +456,19 @@ fn backend_crash(net: &ScaleOut, hosts: &mut Hosts) {
         });
         let spread = seen.iter().max().copied().unwrap_or_default()
             - seen.iter().min().copied().unwrap_or_default();
+        // What told each host (the last change it logged for backend 3).
+        let signals: Vec<String> = hosts
+            .lbs
+            .iter()
+            .map(|lb| {
+                let changes = lb.health_changes();
+                let last = changes.iter().rev().find(|c| c.backend == addr && c.to == health);
+                last.map_or_else(|| "?".into(), |c| c.signal.clone())
+            })
+            .collect();
         eprintln!(
-            "backend 3 {what}: {health} on the hosts after {:?} ms; they disagreed for {} ms",
+            "backend 3 {what}: {health} on the hosts after {:?} ms (found by {signals:?}, status \
+             polled every 20 ms); they disagreed for {} ms",
             seen.iter().map(Duration::as_millis).collect::<Vec<_>>(),
             spread.as_millis()
         );
