@@ -17,13 +17,9 @@
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead, BufReader, Write},
-    net::{SocketAddr, TcpStream},
+    net::SocketAddr,
     path::Path,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering::Relaxed},
-    },
+    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -36,6 +32,7 @@ use lb_tests::{
     predict,
     scale_out::{self, CLIENT, HOSTS, PROTOCOL, ROUTER_LAN, ScaleOut, TABLE},
     topology::VIP4,
+    under_load::UnderLoad,
 };
 
 const SERVER: &str = env!("CARGO_BIN_EXE_lbt-server");
@@ -270,16 +267,6 @@ fn same_backend_everywhere(hosts: &Hosts, plan: &lb_userspace::datapath::Plan) {
     );
 }
 
-/// What one long-lived connection saw.
-#[derive(Debug, Default)]
-struct Outcome {
-    /// When it broke (a request failed or another backend answered).
-    broke: Option<Instant>,
-    /// Its slowest request: how long, and when it started.
-    slowest: (Duration, Option<Instant>),
-    requests: u64,
-}
-
 /// Host 2 lost under load (50 established connections asking every 20-50
 /// ms, a new connection every 5 ms), then back.
 fn failover(net: &ScaleOut, hosts: &Hosts) {
@@ -297,74 +284,32 @@ fn failover(net: &ScaleOut, hosts: &Hosts) {
         .collect();
     let on_2 = via_2.len();
     assert!(on_2 > 0, "some of the 50 connections go through host 2");
-    let stop = Arc::new(AtomicBool::new(false));
-    let attempts = Arc::new(Mutex::new(Vec::<(Instant, bool)>::new()));
-    let (t_down, t_route_down, t_up, t_route_up, outcomes) = std::thread::scope(|scope| {
-        let mut long = Vec::new();
-        for (i, (mut c, name)) in conns.into_iter().enumerate() {
-            let (stop, ns) = (&stop, net.client.name());
-            long.push(scope.spawn(move || {
-                let _in = lb_tests::netns::enter(ns);
-                let mut o = Outcome::default();
-                let mut n = 0u64;
-                while !stop.load(Relaxed) && o.broke.is_none() {
-                    let t = Instant::now();
-                    if c.try_ask().as_ref() != Some(&name) {
-                        o.broke = Some(t);
-                    }
-                    o.requests += 1;
-                    if t.elapsed() > o.slowest.0 {
-                        o.slowest = (t.elapsed(), Some(t));
-                    }
-                    n += 1;
-                    std::thread::sleep(Duration::from_millis(20 + (i as u64 * 13 + n * 7) % 31));
-                }
-                o
-            }));
-        }
-        // New connections start every 5 ms, each on a thread of its own,
-        // so one waiting on the lost host holds up no other: the last
-        // failure's start says when the router stopped sending there.
-        let (stop_ref, attempts_ref, ns) = (&stop, &attempts, net.client.name());
-        scope.spawn(move || {
-            while !stop_ref.load(Relaxed) {
-                let t = Instant::now();
-                scope.spawn(move || {
-                    let _in = lb_tests::netns::enter(ns);
-                    let ok = answered(vip(), Duration::from_millis(300));
-                    attempts_ref.lock().expect("attempts").push((t, ok));
-                });
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        });
-        std::thread::sleep(Duration::from_secs(1));
-        let t_down = Instant::now();
-        net.host_lost(2);
-        let two: Vec<String> = [1, 3].map(scale_out::uplink).to_vec();
-        wait_for(Duration::from_secs(10), "the router drops host 2's path", || {
-            (net.next_hops(VIP4) == two).then_some(())
-        });
-        let t_route_down = Instant::now();
-        std::thread::sleep(Duration::from_secs(2));
-        // Host 2's connections went on through another host, which took
-        // their first packet there (no SYN) for a new flow of the same
-        // backend, and pinned it.
-        for from in &via_2 {
-            let pinned = hosts.pinning(*from);
-            assert!(pinned.contains(&1) || pinned.contains(&3), "{from} moved: {pinned:?}");
-        }
-        let t_up = Instant::now();
-        net.host_back(2);
-        wait_for(Duration::from_secs(30), "the router takes host 2's path back", || {
-            (net.next_hops(VIP4).len() == HOSTS).then_some(())
-        });
-        let t_route_up = Instant::now();
-        std::thread::sleep(Duration::from_secs(2));
-        stop.store(true, Relaxed);
-        let outcomes: Vec<Outcome> =
-            long.into_iter().map(|t| t.join().expect("connection thread")).collect();
-        (t_down, t_route_down, t_up, t_route_up, outcomes)
+    let every = Duration::from_millis(5);
+    let load = UnderLoad::start(net.client.name(), conns, vip(), every, Duration::from_millis(300));
+    std::thread::sleep(Duration::from_secs(1));
+    let t_down = Instant::now();
+    net.host_lost(2);
+    let two: Vec<String> = [1, 3].map(scale_out::uplink).to_vec();
+    wait_for(Duration::from_secs(10), "the router drops host 2's path", || {
+        (net.next_hops(VIP4) == two).then_some(())
     });
+    let t_route_down = Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    // Host 2's connections went on through another host, which took their
+    // first packet there (no SYN) for a new flow of the same backend, and
+    // pinned it.
+    for from in &via_2 {
+        let pinned = hosts.pinning(*from);
+        assert!(pinned.contains(&1) || pinned.contains(&3), "{from} moved: {pinned:?}");
+    }
+    let t_up = Instant::now();
+    net.host_back(2);
+    wait_for(Duration::from_secs(30), "the router takes host 2's path back", || {
+        (net.next_hops(VIP4).len() == HOSTS).then_some(())
+    });
+    let t_route_up = Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    let (outcomes, attempts) = load.stop();
     let ms = |d: Duration| d.as_millis();
     let since = |t: Instant, from: Instant| t.saturating_duration_since(from);
     eprintln!(
@@ -388,7 +333,6 @@ fn failover(net: &ScaleOut, hosts: &Hosts) {
         .collect();
     assert!(broken.is_empty(), "established connections broken: {broken:?}");
 
-    let attempts = attempts.lock().expect("attempts").clone();
     let failed = |from: Instant, to: Instant| -> Vec<Instant> {
         attempts.iter().filter(|(t, ok)| !ok && *t >= from && *t < to).map(|(t, _)| *t).collect()
     };
@@ -413,19 +357,6 @@ fn failover(net: &ScaleOut, hosts: &Hosts) {
     );
     assert!(window <= RECOVERY_GOAL, "new connections failed until {window:?} after the loss");
     assert!(back.is_empty(), "new connections failed after host 2 came back: {}", back.len());
-}
-
-/// Connects (within `timeout`) and asks one line (answered within it).
-fn answered(vip: SocketAddr, timeout: Duration) -> bool {
-    let ask = || -> std::io::Result<bool> {
-        let mut s = TcpStream::connect_timeout(&vip, timeout)?;
-        s.set_read_timeout(Some(timeout))?;
-        s.write_all(b"hello\n")?;
-        let mut line = String::new();
-        BufReader::new(s).read_line(&mut line)?;
-        Ok(line.starts_with('b'))
-    };
-    ask().unwrap_or(false)
 }
 
 /// Backend 3's server killed, then started again: when each host's status
