@@ -25,7 +25,10 @@ use std::{
 
 use lb_common::abi::{FlowKey, PROTO_TCP};
 use lb_tests::{
-    agent::{Lb, TempDir, agent_table, lb_binary, pin_dir, start_lb_in, test_bpffs, wait_for},
+    agent::{
+        HealthChange, Lb, TempDir, agent_table, lb_binary, pin_dir, start_lb_in, test_bpffs,
+        wait_for,
+    },
     client::{Conn, in_parallel},
     mode::Mode,
     netns::{NetNs, Proc},
@@ -387,23 +390,38 @@ fn backend_crash(net: &ScaleOut, hosts: &mut Hosts) {
         });
         let spread = seen.iter().max().copied().unwrap_or_default()
             - seen.iter().min().copied().unwrap_or_default();
-        // What told each host (the last change it logged for backend 3).
-        let signals: Vec<String> = hosts
+        // What told each host, and when it logged the change (the hosts
+        // share a clock): the exact disagreement, which polling only bounds.
+        let changes: Vec<HealthChange> = hosts
             .lbs
             .iter()
             .map(|lb| {
                 let changes = lb.health_changes();
-                let last = changes.iter().rev().find(|c| c.backend == addr && c.to == health);
-                last.map_or_else(|| "?".into(), |c| c.signal.clone())
+                let last = changes.into_iter().rev().find(|c| c.backend == addr && c.to == health);
+                last.unwrap_or_else(|| panic!("no change of {addr} to {health} logged"))
             })
             .collect();
+        let logged: Vec<u64> = changes.iter().map(|c| logged_at_us(&c.line)).collect();
+        let logged_spread = logged.iter().max().unwrap_or(&0) - logged.iter().min().unwrap_or(&0);
+        let signals: Vec<&str> = changes.iter().map(|c| c.signal.as_str()).collect();
         eprintln!(
-            "backend 3 {what}: {health} on the hosts after {:?} ms (found by {signals:?}, status \
-             polled every 20 ms); they disagreed for {} ms",
+            "backend 3 {what}: {health} in the hosts' status after {:?} ms (polled every 20 ms; \
+             found by {signals:?}); the hosts disagreed for {} ms by their logs ({} ms polled)",
             seen.iter().map(Duration::as_millis).collect::<Vec<_>>(),
+            logged_spread / 1000,
             spread.as_millis()
         );
     }
+}
+
+/// When lb logged `line`, in microseconds since the start of its month
+/// (the line starts with an RFC 3339 UTC time, `2026-12-06T22:44:01.073032Z`).
+fn logged_at_us(line: &str) -> u64 {
+    let num = |range: std::ops::Range<usize>| -> u64 {
+        line.get(range).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("time of {line:?}"))
+    };
+    let secs = ((num(8..10) * 24 + num(11..13)) * 60 + num(14..16)) * 60 + num(17..19);
+    secs * 1_000_000 + num(20..26)
 }
 
 #[test]
