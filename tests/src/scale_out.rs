@@ -14,7 +14,8 @@
 //! ```
 //!
 //! Each uplink crosses a bridge (the switch namespace, one bridge per
-//! host), so a host going away leaves the router's port up. The router runs BIRD with `merge paths` (ECMP) and
+//! host), so a host going away leaves the router's port up. The router
+//! runs BIRD with `merge paths` (ECMP) and
 //! `fib_multipath_hash_policy = 1` (the 5-tuple picks the path); each lb
 //! host runs BIRD learning lb's announce table. The LAN's MTU is 1600, so a
 //! 1500-byte packet still fits once wrapped in IP-in-IP. Veths keep the
