@@ -362,6 +362,12 @@ pub fn start_lb(topo: &Topology, config: &Path, dir: &Path) -> Lb {
 /// something up and execs the rest of its arguments in place (`prlimit`,
 /// `setpriv`), so the guard's process id stays lb's.
 pub fn start_lb_via(topo: &Topology, config: &Path, dir: &Path, wrapper: &[&str]) -> Lb {
+    start_lb_in(&topo.lb, config, dir, wrapper)
+}
+
+/// [`start_lb_via`] in namespace `ns`: for topologies with several
+/// balancer hosts.
+pub fn start_lb_in(ns: &NetNs, config: &Path, dir: &Path, wrapper: &[&str]) -> Lb {
     let lb = lb_binary();
     let log = dir.join("lb.log");
     let control = dir.join("control.sock");
@@ -369,8 +375,7 @@ pub fn start_lb_via(topo: &Topology, config: &Path, dir: &Path, wrapper: &[&str]
     let run =
         [lb.to_str().expect("utf-8 path"), "run", "--config", config.to_str().expect("utf-8 path")];
     let cmd: Vec<&str> = wrapper.iter().copied().chain(run).collect();
-    let child = topo
-        .lb
+    let child = ns
         .command(&cmd)
         .stdin(std::process::Stdio::null())
         .stdout(file.try_clone().expect("log file"))

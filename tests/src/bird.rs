@@ -35,11 +35,11 @@ pub struct Bird {
 }
 
 /// Session timers shared by both ends.
-const TIMERS: &str = "hold time 3; keepalive time 1; connect delay time 1; connect retry time 1; \
+pub(crate) const TIMERS: &str = "hold time 3; keepalive time 1; connect delay time 1; connect retry time 1; \
                       error wait time 1, 2; bfd on;";
 
 /// The BFD protocol both ends run on their link.
-fn bfd(iface: &str) -> String {
+pub(crate) fn bfd(iface: &str) -> String {
     format!(
         "protocol bfd {{\n  interface \"{iface}\" {{ min rx interval 100 ms; min tx interval \
          100 ms; idle tx interval 100 ms; multiplier 3; }};\n}}\n"
@@ -84,7 +84,10 @@ impl Bird {
         Self::start(ns, dir, "router", &conf)
     }
 
-    fn start(ns: &NetNs, dir: &Path, name: &str, body: &str) -> Self {
+    /// BIRD in `ns` with `body` as its config (after the log line), its
+    /// files named `bird-<name>.*` in `dir`: for topologies this module's
+    /// two roles do not fit.
+    pub fn start(ns: &NetNs, dir: &Path, name: &str, body: &str) -> Self {
         let conf = dir.join(format!("bird-{name}.conf"));
         let socket = dir.join(format!("bird-{name}.ctl"));
         let log = dir.join(format!("bird-{name}.log"));

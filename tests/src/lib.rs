@@ -18,6 +18,8 @@
 //! - [`ping`]: ICMP echo through a ping socket, duplicates counted.
 //! - [`predict`]: the backend a flow must reach, from the userspace plan.
 //! - [`router`]: the topology plus a router with a 1280-byte link beyond it.
+//! - [`scale_out`]: a client, an ECMP router, three lb hosts and a backend LAN.
+//! - [`under_load`]: connections kept asking and new ones started, timed.
 //! - [`topology`]: client, balancer and backend namespaces for end-to-end tests.
 //! - [`xdp_pass`]: an XDP_PASS program for the far end of an XDP-mode veth.
 pub mod agent;
@@ -37,6 +39,8 @@ pub mod packet;
 pub mod ping;
 pub mod predict;
 pub mod router;
+pub mod scale_out;
 pub mod stream;
 pub mod topology;
+pub mod under_load;
 pub mod xdp_pass;
