@@ -199,11 +199,15 @@ pub fn kill_all(name: &str) {
     }
 }
 
-/// Whether `rest` (a name after [`PREFIX`]) is `<pid>-<n>` of a process that
+/// Whether `rest` (a name after [`PREFIX`]) is `<pid>-<n>` (then maybe
+/// `-<more>`) of a process that
 /// is gone. Only that shape: other things in the temp dir may start with the
 /// prefix too (a `lbt-merged` scratch tree was deleted before this check).
 fn left_by_dead_process(rest: &str) -> bool {
     let Some((pid, n)) = rest.split_once('-') else { return false };
+    // A name may go on after its number (`lbt-<pid>-<n>-decap1`: the pins
+    // of an `lb decap` a test ran beside its agent).
+    let n = n.split('-').next().unwrap_or_default();
     let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     numeric(pid) && numeric(n) && !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
