@@ -373,6 +373,7 @@ mod tests {
             exceptions: vec![],
             flows_age_ms: 0,
             vip_routes: Default::default(),
+            trace: None,
         };
         let text = render(&r, &BTreeMap::new());
         assert!(text.contains("# TYPE lb_vip_announced gauge"), "{text}");
