@@ -129,8 +129,12 @@ enum Command {
     Decap {
         /// An interface the balancer's encapsulated packets arrive on
         /// (repeat for more).
-        #[arg(long = "interface", value_name = "IF", required_unless_present_any = ["stop", "status"])]
+        #[arg(long = "interface", value_name = "IF", required_unless_present_any = ["stop", "status", "config"])]
         interfaces: Vec<String>,
+        /// Take the interfaces, addresses, hook and pin directory from the
+        /// `[decap]` table of this config file instead of the flags.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["interfaces", "addresses", "attach", "pin_dir"])]
+        config: Option<PathBuf>,
         /// An outer destination to decapsulate for (repeat for more);
         /// default: every address of the host, followed as they change.
         #[arg(long = "address", value_name = "ADDR")]
@@ -246,7 +250,20 @@ fn main() -> ExitCode {
             attach.map(Into::into),
             bpf_object.as_deref(),
         ),
-        Command::Decap { interfaces, addresses, attach, pin_dir, bpf_object, stop, status } => {
+        Command::Decap {
+            interfaces,
+            addresses,
+            attach,
+            pin_dir,
+            config,
+            bpf_object,
+            stop,
+            status,
+        } => commands::decap::role(config.as_deref()).and_then(|role| {
+            let (interfaces, addresses, attach, pin_dir) = match role {
+                Some(r) => (r.interfaces, r.addresses, r.attach, r.pin_dir),
+                None => (interfaces, addresses, attach.into(), pin_dir),
+            };
             if stop {
                 commands::decap::stop(&pin_dir)
             } else if status {
@@ -255,12 +272,12 @@ fn main() -> ExitCode {
                 commands::decap::run(&commands::decap::Args {
                     interfaces: &interfaces,
                     addresses: &addresses,
-                    attach: attach.into(),
+                    attach,
                     pin_dir: &pin_dir,
                     bpf_object: bpf_object.as_deref(),
                 })
             }
-        }
+        }),
         Command::Status { agent, json, rates } => {
             Target::resolve(&agent).and_then(|t| commands::status::run(&t, json, rates))
         }

@@ -95,16 +95,33 @@ fn delivers_and_replies_directly(attach: &str) {
         raw.send_to(&outer[14..], &to_backend).expect("send the IP-in-IP datagram");
     };
 
-    let mut decap: Proc = backend.spawn(&[
-        &lb,
-        "decap",
-        "--interface",
-        "b0",
-        "--attach",
-        attach,
-        "--pin-dir",
-        &pins_arg,
-    ]);
+    // At tc the role comes from a config file (`[decap]`), as a unit runs
+    // it; at XDP from the flags. `--status` and `--stop` take the same.
+    let role = dir.0.join("backend.toml");
+    std::fs::write(
+        &role,
+        format!(
+            "[decap]\ninterfaces = [\"b0\"]\nattach = \"{attach}\"\npin_dir = \"{pins_arg}\"\n"
+        ),
+    )
+    .expect("write the role");
+    let role = role.to_string_lossy().into_owned();
+    let target: Vec<&str> =
+        if attach == "tc" { vec!["--config", &role] } else { vec!["--pin-dir", &pins_arg] };
+    let mut decap: Proc = if attach == "tc" {
+        backend.spawn(&[&lb, "decap", "--config", &role])
+    } else {
+        backend.spawn(&[
+            &lb,
+            "decap",
+            "--interface",
+            "b0",
+            "--attach",
+            attach,
+            "--pin-dir",
+            &pins_arg,
+        ])
+    };
 
     // UDP: resent until one arrives (the decap is attached by then), then
     // each of a few must arrive with its payload.
@@ -157,7 +174,7 @@ fn delivers_and_replies_directly(attach: &str) {
     assert_eq!(ack, 7001, "the SYN-ACK acknowledges our SYN");
 
     // The counters say the same; then --stop detaches and the process ends.
-    let status = backend.exec(&[&lb, "decap", "--status", "--pin-dir", &pins_arg]);
+    let status = backend.exec(&[&[lb.as_ref(), "decap", "--status"], &target[..]].concat());
     let text = String::from_utf8_lossy(&status.stdout).into_owned();
     let count = |name: &str| -> u64 {
         text.lines()
@@ -166,7 +183,7 @@ fn delivers_and_replies_directly(attach: &str) {
     };
     assert!(count("decapsulated ") >= 7, "{text}");
     assert_eq!(count("malformed "), 0, "{text}");
-    backend.exec(&[&lb, "decap", "--stop", "--pin-dir", &pins_arg]);
+    backend.exec(&[&[lb.as_ref(), "decap", "--stop"], &target[..]].concat());
     let deadline = Instant::now() + LIMIT;
     loop {
         if let Some(status) = decap.0.try_wait().expect("wait") {

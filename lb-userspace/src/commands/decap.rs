@@ -34,6 +34,21 @@ pub struct Args<'a> {
     pub bpf_object: Option<&'a Path>,
 }
 
+/// The `[decap]` role of the config file `path`, if one was given
+/// (`--config`): a file without one is an error naming the fix.
+pub fn role(path: Option<&Path>) -> Result<Option<lb_userspace::config::DecapRole>> {
+    let Some(path) = path else { return Ok(None) };
+    let cfg = lb_userspace::config::load(path)?;
+    match cfg.decap {
+        Some(role) => Ok(Some(role)),
+        None => bail!(
+            "{} has no [decap] table; add one (e.g. [decap] interfaces = [\"eth0\"]) or give \
+             --interface instead of --config",
+            path.display()
+        ),
+    }
+}
+
 /// Runs in the foreground until a signal or `--stop`, detaching at the end.
 pub fn run(args: &Args<'_>) -> Result<()> {
     if decap::pinned(args.pin_dir) {

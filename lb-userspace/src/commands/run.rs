@@ -40,6 +40,14 @@ pub fn run(
     bpf_object: Option<&Path>,
 ) -> Result<()> {
     let cfg = config::load(path)?;
+    if cfg.services.is_empty() {
+        anyhow::bail!(
+            "{} defines no [[service]], only a [decap] role: this is a backend's file; run `lb \
+             decap --config {}` on this host",
+            path.display(),
+            path.display()
+        );
+    }
     let mode = mode.unwrap_or(cfg.agent.mode);
     // Several threads: in splice mode they move the bytes.
     // First, so a running agent is found before anything of it is touched.

@@ -22,9 +22,9 @@ use std::path::Path;
 
 pub use error::{ConfigError, Problem, Subject};
 pub use model::{
-    Agent, Announce, Attach, AttachChoice, Backend, Config, Dns, DnsRecords, Flows, Forwarding,
-    Health, HealthKind, Mode, NewFlowLimit, Protocol, ProxyProtocol, Scheduler, Service, Sources,
-    Splice, VipRoutes,
+    Agent, Announce, Attach, AttachChoice, Backend, Config, DecapRole, Dns, DnsRecords, Flows,
+    Forwarding, Health, HealthKind, Mode, NewFlowLimit, Protocol, ProxyProtocol, Scheduler,
+    Service, Sources, Splice, VipRoutes,
 };
 pub use prefix::{Prefix, PrefixError};
 pub use summary::Summary;

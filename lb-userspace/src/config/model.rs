@@ -20,8 +20,27 @@ pub struct Config {
     pub splice: Splice,
     /// How long the XDP datapath remembers idle flows.
     pub flows: Flows,
-    /// The services to balance, in file order (at least one).
+    /// The services to balance, in file order (at least one, unless the
+    /// file is a backend's: `decap` and no services).
     pub services: Vec<Service>,
+    /// `[decap]`: this host is a direct-server-return backend, the role
+    /// `lb decap --config` runs.
+    pub decap: Option<DecapRole>,
+}
+
+/// `[decap]`: what `lb decap --config FILE` runs (the command's flags, as
+/// a file a unit can be pointed at).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecapRole {
+    /// Interfaces the balancers' encapsulated packets arrive on (at least one).
+    pub interfaces: Vec<String>,
+    /// Outer destinations to decapsulate for; empty: every address of the
+    /// host, followed as they change.
+    pub addresses: Vec<std::net::IpAddr>,
+    /// The hook.
+    pub attach: Attach,
+    /// The bpffs directory it pins under.
+    pub pin_dir: PathBuf,
 }
 
 impl Config {

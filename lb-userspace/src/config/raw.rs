@@ -22,6 +22,19 @@ pub(crate) struct RawConfig {
     pub(crate) flows: RawFlows,
     #[serde(default)]
     pub(crate) service: Vec<RawService>,
+    pub(crate) decap: Option<RawDecap>,
+}
+
+/// `[decap]`: the backend role of direct server return.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDecap {
+    #[serde(default)]
+    pub(crate) interfaces: Vec<String>,
+    #[serde(default)]
+    pub(crate) addresses: Vec<String>,
+    pub(crate) attach: Option<String>,
+    pub(crate) pin_dir: Option<String>,
 }
 
 /// `[splice]`.

@@ -5,7 +5,8 @@ use std::fmt;
 use super::defaults::SLOTS_PER_BACKEND;
 use super::duration::Written;
 use super::model::{
-    Config, Dns, DnsRecords, Forwarding, Health, HealthKind, Protocol, ProxyProtocol, Service,
+    Config, DecapRole, Dns, DnsRecords, Forwarding, Health, HealthKind, Protocol, ProxyProtocol,
+    Service,
 };
 
 impl Config {
@@ -45,6 +46,14 @@ impl fmt::Display for Summary {
         };
         let metrics = agent.metrics_addr.map_or("off".to_owned(), |addr| addr.to_string());
         writeln!(f, "{}", config.source.display())?;
+        // A backend's file: the role is all it runs.
+        if let (true, Some(d)) = (config.services.is_empty(), &config.decap) {
+            decap_lines(f, d)?;
+            return writeln!(
+                f,
+                "config OK: a direct-server-return backend (lb decap --config), no services"
+            );
+        }
         writeln!(f, "agent")?;
         writeln!(f, "  mode            {} (attach {})", agent.mode, agent.attach)?;
         writeln!(f, "  interfaces      {interfaces}")?;
@@ -66,6 +75,9 @@ impl fmt::Display for Summary {
                 a.table, a.protocol
             )?,
             None => writeln!(f, "  announce        off")?,
+        }
+        if let Some(d) = &config.decap {
+            decap_lines(f, d)?;
         }
         let sp = &config.splice;
         writeln!(
@@ -169,6 +181,23 @@ impl fmt::Display for Summary {
             plural(backends)
         )
     }
+}
+
+/// The `[decap]` role, a few lines.
+fn decap_lines(f: &mut fmt::Formatter<'_>, d: &DecapRole) -> fmt::Result {
+    let addresses = if d.addresses.is_empty() {
+        "every address of the host".to_owned()
+    } else {
+        d.addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    };
+    writeln!(
+        f,
+        "decap (lb decap --config: a direct-server-return backend)\n  interfaces      {} \
+         (attach {})\n  addresses       {addresses}\n  pins            {}",
+        d.interfaces.join(", "),
+        d.attach,
+        d.pin_dir.display()
+    )
 }
 
 /// What a `dns` table asks for, on one line.

@@ -11,9 +11,10 @@ use super::values::identity;
 use crate::config::model::{Mode, Protocol, ProxyProtocol};
 use lb_common::abi::{MAX_BACKENDS, MAX_REPLY_TARGETS, MAX_SERVICES};
 
-/// Checks the services as a whole, after each was checked on its own.
-pub(super) fn check(services: &[Checked], report: &mut Report) {
-    if services.is_empty() {
+/// Checks the services as a whole, after each was checked on its own. A
+/// backend's file (`backend_role`: a `[decap]` table) may have none.
+pub(super) fn check(services: &[Checked], backend_role: bool, report: &mut Report) {
+    if services.is_empty() && !backend_role {
         report.add(
             &Scope::FILE,
             Issue::new(

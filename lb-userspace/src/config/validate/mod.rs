@@ -10,6 +10,7 @@ mod agent;
 mod announce;
 mod backend;
 mod cross;
+mod decap;
 mod dns;
 mod flows;
 mod forwarding;
@@ -39,14 +40,20 @@ pub(super) fn validate(raw: RawConfig, file: &Path) -> Result<Config, Vec<Proble
         .enumerate()
         .map(|(index, raw)| service::check(index, raw, &mut report))
         .collect();
-    cross::check(&checked, &mut report);
+    // A [decap] table makes the file a backend's, valid or not: its own
+    // problems are reported, not a missing service besides.
+    let backend_role = raw.decap.is_some();
+    let decap = decap::check(raw.decap, &mut report);
+    cross::check(&checked, backend_role, &mut report);
     if let Some(agent) = &agent {
         cross::proxy_protocol_needs_splice(agent.mode, &checked, &mut report);
     }
     let services: Option<Vec<_>> = checked.into_iter().map(|s| s.service).collect();
-    match (agent, splice, flows, services) {
-        (Some(agent), Some(splice), Some(flows), Some(services)) if report.count() == 0 => {
-            Ok(Config { source: file.to_owned(), agent, splice, flows, services })
+    match (agent, splice, flows, services, decap) {
+        (Some(agent), Some(splice), Some(flows), Some(services), Some(decap))
+            if report.count() == 0 =>
+        {
+            Ok(Config { source: file.to_owned(), agent, splice, flows, services, decap })
         }
         _ => Err(report.into_problems()),
     }
