@@ -17,6 +17,7 @@ mod clock;
 mod datapath;
 mod decap;
 mod dsr;
+mod flows;
 mod forward;
 mod fragments;
 mod hook;

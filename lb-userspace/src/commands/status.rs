@@ -94,6 +94,25 @@ fn vip_routes(v: &lb_userspace::control::protocol::VipRouteStatus) -> String {
     line
 }
 
+/// The flood-mode line: its state, the rate it is judged by, the threshold.
+fn flood(f: &lb_userspace::control::protocol::FloodStatus) -> String {
+    if f.on {
+        format!(
+            "flood mode ON for {:.1} s: {} new flows/s (on above flows.flood_threshold {}, off \
+             below {} for 5 s)",
+            f.on_for_ms as f64 / 1000.0,
+            f.rate,
+            f.threshold,
+            f.threshold / 2
+        )
+    } else {
+        format!(
+            "flood mode off: {} new flows/s (on above flows.flood_threshold {}; {} times so far)",
+            f.rate, f.threshold, f.episodes
+        )
+    }
+}
+
 fn render(r: &StatusReport) -> String {
     let mut out = String::new();
     let ifaces: Vec<String> =
@@ -115,6 +134,7 @@ fn render(r: &StatusReport) -> String {
         }
     }
     let _ = writeln!(out, "{}", vip_routes(&r.vip_routes));
+    let _ = writeln!(out, "{}", flood(&r.flood));
     let _ = writeln!(
         out,
         "\n{:<28} {:<9} {:<6} {:<9} {:>6} {:>12} {:>14} {:>10} {:>8} {:>8}",

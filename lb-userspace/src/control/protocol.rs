@@ -92,6 +92,25 @@ pub struct StatusReport {
     /// The local routes lb holds for its VIPs (`agent.vip_routes`).
     #[serde(default)]
     pub vip_routes: VipRouteStatus,
+    /// Flood mode (`flows.flood_threshold`).
+    #[serde(default)]
+    pub flood: FloodStatus,
+}
+
+/// Flood mode: on while new flows arrive faster than the threshold.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FloodStatus {
+    /// Whether it is on.
+    pub on: bool,
+    /// New flows a second over every service, as last measured (in splice
+    /// mode with the SYNs the kernel answered with a cookie).
+    pub rate: u64,
+    /// `flows.flood_threshold`: on above it, off below half of it for 5 s.
+    pub threshold: u32,
+    /// How long it has been on, in ms (0 when off).
+    pub on_for_ms: u64,
+    /// How many times it turned on since the agent started.
+    pub episodes: u64,
 }
 
 /// The VIP routes of `agent.vip_routes`.

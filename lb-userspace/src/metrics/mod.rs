@@ -187,6 +187,7 @@ mod tests {
             exceptions: Vec::new(),
             flows_age_ms: 5,
             vip_routes: Default::default(),
+            flood: Default::default(),
         }
     }
 

@@ -59,6 +59,7 @@ mod tests {
             }],
             flows_age_ms: 0,
             vip_routes: Default::default(),
+            flood: Default::default(),
         }
     }
 
