@@ -1,10 +1,13 @@
-//! A bounded flood of new flows: UDP datagrams to one VIP, each from a
+//! Floods. A bounded flood of new flows: UDP datagrams to one VIP, each from a
 //! source address and port no other datagram of the flood uses, sent from a
 //! raw socket inside a namespace. Every datagram is a new flow for the
 //! balancer, so a flood of N puts N entries through its flow table.
 //!
 //! Sources are taken from [`FLOOD_NET`] (10.202.0.0/16, nobody's address):
 //! replies to them find no route at the balancer and end there.
+//!
+//! And a spoofed SYN flood by hping3 ([`SynFlood`]), started and stopped
+//! by the caller.
 
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
@@ -91,4 +94,88 @@ pub fn source(j: u64) -> (Ipv4Addr, u16) {
     let [hi, lo] = host.to_be_bytes();
     let port = 1024 + (j >> 16) as u16;
     (Ipv4Addr::new(FLOOD_NET[0], FLOOD_NET[1], hi, lo), port)
+}
+
+/// A spoofed TCP SYN flood (`hping3 --flood -S --rand-source`) from a
+/// namespace at one VIP port, until [`SynFlood::stop`] or drop.
+///
+/// hping3 runs in a process group of its own (`ip netns exec` execs it in
+/// place, so the group is hping3's): stopping signals the whole group,
+/// which also reaches a flooder a wrapper would have forked.
+#[derive(Debug)]
+pub struct SynFlood {
+    child: Option<std::process::Child>,
+}
+
+/// What a stopped SYN flood sent.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SynFlooded {
+    /// Packets hping3 said it sent (0 if it printed no statistics).
+    pub sent: u64,
+}
+
+impl SynFlood {
+    /// Starts flooding `vip`:`port` from namespace `ns`.
+    pub fn start(ns: &str, vip: Ipv4Addr, port: u16) -> SynFlood {
+        use std::os::unix::process::CommandExt;
+        let vip = vip.to_string();
+        let port = port.to_string();
+        let child = std::process::Command::new("ip")
+            .args(["netns", "exec", ns, "hping3", "--flood", "-S", "-p", &port, "--rand-source"])
+            .arg(&vip)
+            .process_group(0)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting hping3 in {ns} (is hping3 installed?): {e}"));
+        SynFlood { child: Some(child) }
+    }
+
+    /// Stops the flood: SIGINT (hping3 prints its statistics), then SIGKILL
+    /// to the group if it is still there a second later.
+    pub fn stop(mut self) -> SynFlooded {
+        let Some(child) = self.child.take() else { return SynFlooded::default() };
+        finish(child)
+    }
+}
+
+impl Drop for SynFlood {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.take() {
+            finish(child);
+        }
+    }
+}
+
+/// Signals `child`'s process group to stop, reaps it and reads what it
+/// printed.
+fn finish(mut child: std::process::Child) -> SynFlooded {
+    use nix::{sys::signal, unistd::Pid};
+    let group = Pid::from_raw(child.id() as i32);
+    let _ = signal::killpg(group, signal::Signal::SIGINT);
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = signal::killpg(group, signal::Signal::SIGKILL);
+    let out = child.wait_with_output().map(|o| {
+        let mut text = String::from_utf8_lossy(&o.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&o.stderr));
+        text
+    });
+    SynFlooded { sent: out.as_deref().map_or(0, packets_transmitted) }
+}
+
+/// "N packets transmitted" from hping3's statistics.
+fn packets_transmitted(text: &str) -> u64 {
+    text.lines()
+        .find_map(|l| {
+            l.split(" packets transmitted").next().filter(|_| l.contains(" packets transmitted"))
+        })
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
 }
