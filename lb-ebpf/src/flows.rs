@@ -25,11 +25,16 @@
 //! frames leave their callees little of the 512-byte stack. Where a flow
 //! was found, and its key when it is pending, go to the scratch map.
 
-use lb_common::abi::{FLOOD_ON, FlowKey, FlowValue};
+use lb_common::abi::{
+    DropReason, Endpoint, FLOOD_ON, FLOW_ESTABLISHED, FORWARD_NAT, FlowKey, FlowValue,
+    MAX_REPLY_TARGETS, ServiceKey,
+};
+use lb_common::parse::L4Packet;
 
 use crate::{
-    clock,
-    maps::{LB_FLOWS, LB_PENDING, LB_SCRATCH, LB_SETTINGS},
+    clock, forward,
+    maps::{LB_BACKENDS, LB_FLOWS, LB_PENDING, LB_REPLIES, LB_SCRATCH, LB_SERVICES, LB_SETTINGS},
+    passive, reverse, stats,
 };
 
 /// Whether the agent has flood mode on (new flows above its threshold).
@@ -103,7 +108,7 @@ pub fn pin(key: &FlowKey, entry: *mut FlowValue, flow: &FlowValue) {
         return;
     }
     if LB_PENDING.insert(key, flow, 0).is_err() {
-        crate::stats::exception(lb_common::abi::DropReason::PendingTableFull);
+        stats::exception(DropReason::PendingTableFull);
     }
 }
 
@@ -121,8 +126,104 @@ pub fn promote(entry: *mut FlowValue, state: u32, now: u32) {
     if LB_FLOWS.insert(key, &flow, 0).is_ok() {
         let _ = LB_PENDING.remove(key);
     } else {
-        crate::stats::exception(lb_common::abi::DropReason::FlowTableFull);
+        stats::exception(DropReason::FlowTableFull);
         // SAFETY: as above.
         unsafe { *entry = flow };
     }
+}
+
+/// Flood mode: adopts a backend's SYN-ACK that matches no flow (`pkt`, from
+/// the backend's endpoint to the client) if, for one of the VIPs the
+/// backend serves, the service's Maglev choice for that client is this
+/// backend: the balancer sent it that SYN, and the flood pushed the
+/// flow's pending entry out before the answer came (under a flood faster
+/// than the pending table turns over, a slow backend's answers would
+/// otherwise leave untranslated and the connection fail). The flow is
+/// pinned again in `LB_PENDING`, answered, and its VIP left in the scratch
+/// map for `reverse::to_client`, as `reverse::find_reply` does: the reply
+/// is translated and the client's ACK promotes the flow as ever. A
+/// flood's own SYN-ACKs, adopted the same way, still only churn the
+/// pending table. Only in flood mode: otherwise the pending table holds
+/// every waiting SYN, and a SYN-ACK of no flow is direct traffic, which a
+/// Maglev match would take for balanced one time in N backends. A table
+/// changed between the SYN and its answer makes the check fail: the
+/// answer passes untranslated, as without flood mode.
+///
+/// Called from the datapath beside `find_reply`, not from it: a frame of
+/// its own on top of `find_reply`'s would not fit the 512-byte stack. Its
+/// keys live in the scratch map for the same reason.
+#[inline(never)]
+pub fn adopt(pkt: &L4Packet) -> u32 {
+    if !reverse::answers_syn(pkt) || !flood_mode() {
+        return reverse::NOT_A_REPLY;
+    }
+    let Some(s) = LB_SCRATCH.get_ptr_mut(0) else { return reverse::NOT_A_REPLY };
+    // SAFETY: this CPU's scratch element; these fields are this
+    // function's until it returns (`reply_vip` is read by `to_client`).
+    let (backend, key, flow) = unsafe {
+        (
+            &mut *core::ptr::addr_of_mut!((*s).adopt_backend),
+            &mut *core::ptr::addr_of_mut!((*s).pending_key),
+            &mut *core::ptr::addr_of_mut!((*s).adopt_flow),
+        )
+    };
+    *backend = Endpoint {
+        addr: pkt.key.src,
+        port_be: pkt.key.src_port_be,
+        proto: pkt.key.proto,
+        family: pkt.key.family,
+    };
+    // SAFETY: replaced whole by the agent, never written into (RCU).
+    let Some(replies) = (unsafe { LB_REPLIES.get(&*backend) }) else {
+        return reverse::NOT_A_REPLY;
+    };
+    for i in 0..MAX_REPLY_TARGETS {
+        if i as u32 >= replies.count {
+            break;
+        }
+        let Some(vip) = replies.vips.get(i) else { break };
+        // SAFETY: as above; the service key is the VIP endpoint's layout.
+        let Some(svc) = (unsafe { LB_SERVICES.get(&service_of(vip)) }) else { continue };
+        if svc.forwarding != FORWARD_NAT {
+            continue;
+        }
+        *key = FlowKey {
+            src: pkt.key.dst,
+            dst: vip.addr,
+            src_port_be: pkt.key.dst_port_be,
+            dst_port_be: vip.port_be,
+            proto: vip.proto,
+            family: vip.family,
+            _pad: [0; 2],
+        };
+        let Ok(id) = forward::pick(key, svc) else { continue };
+        let here = LB_BACKENDS
+            .get(id)
+            .is_some_and(|b| b.addr == backend.addr && b.port_be == backend.port_be);
+        if !here {
+            continue;
+        }
+        *flow = FlowValue {
+            backend_id: id,
+            last_seen: clock::now(),
+            syn_seq: 0,
+            state: FLOW_ESTABLISHED,
+            _pad: [0; 3],
+        };
+        if LB_PENDING.insert(&*key, &*flow, 0).is_err() {
+            stats::exception(DropReason::PendingTableFull);
+            return reverse::NOT_A_REPLY;
+        }
+        passive::answered(id);
+        // SAFETY: as above.
+        unsafe { *core::ptr::addr_of_mut!((*s).reply_vip) = *vip };
+        return reverse::REPLY;
+    }
+    reverse::NOT_A_REPLY
+}
+
+/// The service key of a VIP endpoint.
+#[inline(always)]
+fn service_of(vip: &Endpoint) -> ServiceKey {
+    ServiceKey { addr: vip.addr, port_be: vip.port_be, proto: vip.proto, family: vip.family }
 }

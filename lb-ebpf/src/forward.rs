@@ -82,7 +82,7 @@ fn try_to_backend<H: Hook>(h: &H, pkt: &L4Packet, svc: &ServiceRecord) -> Result
                 stats::rate_limited(svc.id);
                 return Err(DropReason::RateLimited);
             }
-            let id = pick(pkt, svc)?;
+            let id = pick(&pkt.key, svc)?;
             let backend = *LB_BACKENDS.get(id).ok_or(DropReason::BadTableEntry)?;
             // A retransmitted SYN of a connection already waiting on this
             // backend is the same connection; a new one on a reused port
@@ -212,13 +212,13 @@ fn refresh(
     }
 }
 
-/// The backend of the flow's Maglev slot.
+/// The backend of the Maglev slot of the flow `key` (client -> VIP).
 #[inline(always)]
-fn pick(pkt: &L4Packet, svc: &ServiceRecord) -> Result<u32, DropReason> {
+pub fn pick(key: &FlowKey, svc: &ServiceRecord) -> Result<u32, DropReason> {
     let hash = if svc.flags & SERVICE_HASH_CLIENT_IP != 0 {
-        client_hash(&pkt.key.src)
+        client_hash(&key.src)
     } else {
-        flow_hash(&pkt.key)
+        flow_hash(key)
     };
     let slot = slot_for(hash, svc.table_size).ok_or(DropReason::NoBackend)?;
     let index = svc.table_base.checked_add(slot).ok_or(DropReason::BadTableEntry)?;

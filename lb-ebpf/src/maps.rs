@@ -111,8 +111,12 @@ pub struct Scratch {
     pub dsr_route: crate::route::Route,
     /// Where `flows::find` found the flow last (`flows::IN_*`).
     pub flow_in: u32,
-    /// The key of the pending flow `flows::find` found last.
+    /// The key of the pending flow `flows::find` found (or
+    /// `flows::adopt` pinned) last.
     pub pending_key: FlowKey,
+    /// The backend endpoint and flow `flows::adopt` works on.
+    pub adopt_backend: Endpoint,
+    pub adopt_flow: FlowValue,
 }
 
 #[map]

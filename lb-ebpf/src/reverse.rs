@@ -240,6 +240,13 @@ fn forget(found: &Found, key: &FlowKey) {
     let _ = if found.pending { LB_PENDING.remove(key) } else { LB_FLOWS.remove(key) };
 }
 
+/// Whether `pkt` answers a TCP SYN (a SYN-ACK).
+#[inline(always)]
+pub fn answers_syn(pkt: &L4Packet) -> bool {
+    let both = TcpHdr::SYN | TcpHdr::ACK;
+    pkt.key.proto == PROTO_TCP && pkt.tcp_flags & both == both
+}
+
 /// Whether `pkt` opens a TCP connection (a SYN without ACK).
 #[inline(always)]
 fn opens(pkt: &L4Packet) -> bool {

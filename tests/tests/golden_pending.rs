@@ -11,7 +11,7 @@ use lb_common::abi::{
     MAP_FLOWS, MAP_PENDING, PROTO_TCP, PROTO_UDP, SynCounters,
 };
 use lb_tests::{
-    fixture::{Golden, Prog, XDP_REDIRECT},
+    fixture::{Golden, Prog, XDP_PASS, XDP_REDIRECT},
     packet::{Frame, endpoint},
 };
 
@@ -19,6 +19,7 @@ lb_tests::in_both_hooks!(
     unanswered_syns_beyond_the_pending_table_move_no_answered_flow,
     syn_acks_to_spoofed_syns_do_not_promote_them,
     in_flood_mode_a_udp_flow_waits_for_the_clients_next_datagram,
+    in_flood_mode_a_syn_ack_whose_entry_was_pushed_out_is_adopted_if_maglev_sent_it,
     a_promoted_flow_survives_a_flood_and_a_table_change,
     a_retransmitted_syn_still_matches_its_pending_entry,
     a_udp_flow_waits_until_its_first_reply_and_single_datagrams_evict_nothing,
@@ -239,4 +240,46 @@ fn in_flood_mode_a_udp_flow_waits_for_the_clients_next_datagram(prog: Prog) {
     g.run(&query, g.gin);
     assert!(table(&g, MAP_FLOWS).get(&k, 0).is_ok(), "the client's next datagram promoted it");
     assert!(table(&g, MAP_PENDING).get(&k, 0).is_err());
+}
+
+fn in_flood_mode_a_syn_ack_whose_entry_was_pushed_out_is_adopted_if_maglev_sent_it(prog: Prog) {
+    let mut g = Golden::with_prog(CAPACITY, prog);
+    let client = "10.0.0.2:48000";
+    let k = key(client, VIP3, PROTO_TCP);
+    let (_, out) = g.run(&Frame::tcp(client, VIP3).tcp_flags(SYN).bytes(), g.gin);
+    let backend = sent_to(&out);
+    // The flood pushed the waiting entry out before the answer came.
+    let forget = |g: &mut Golden| {
+        let mut pending: HashMap<&mut MapData, FlowKey, FlowValue> =
+            g.dp.map_mut(MAP_PENDING).expect("pending map");
+        pending.remove(&k).expect("the waiting entry");
+    };
+    forget(&mut g);
+    let synack = Frame::tcp(&backend, client).tcp_flags(SYN_ACK).bytes();
+    assert_eq!(g.run(&synack, g.gout), (XDP_PASS, synack.clone()), "not in flood mode: no flow");
+    g.run(&Frame::tcp(client, VIP3).tcp_flags(SYN).bytes(), g.gin);
+    forget(&mut g);
+    flood_mode(&mut g);
+    let (action, out) = g.run(&synack, g.gout);
+    assert_eq!(action, XDP_REDIRECT, "adopted: Maglev sent the SYN there");
+    assert_eq!(&out[26..30], &[10, 100, 0, 3], "from the VIP");
+    let adopted = table(&g, MAP_PENDING).get(&k, 0).expect("pinned again, pending");
+    assert_eq!(adopted.state, FLOW_ESTABLISHED);
+    g.run(&Frame::tcp(client, VIP3).tcp_flags(ACK).bytes(), g.gin);
+    assert!(table(&g, MAP_FLOWS).get(&k, 0).is_ok(), "the client's ACK promoted it");
+    // A SYN-ACK from a backend Maglev would not have chosen is not ours.
+    let stray_client = "10.0.0.2:48001";
+    let syn = Frame::tcp(stray_client, VIP3).tcp_flags(SYN).bytes();
+    let chosen = sent_to(&g.run(&syn, g.gin).1);
+    {
+        let mut pending: HashMap<&mut MapData, FlowKey, FlowValue> =
+            g.dp.map_mut(MAP_PENDING).expect("pending map");
+        pending.remove(&key(stray_client, VIP3, PROTO_TCP)).expect("its entry");
+    }
+    let ids = &g.plan.services[THREE].backend_ids;
+    let other = other_than(&g, &chosen);
+    let other = ["10.1.0.12:80", "10.1.0.13:80", "10.1.0.14:80"]
+        [ids.iter().position(|&id| id == other).expect("a backend of three")];
+    let stray = Frame::tcp(other, stray_client).tcp_flags(SYN_ACK).bytes();
+    assert_eq!(g.run(&stray, g.gout), (XDP_PASS, stray.clone()), "not Maglev's choice");
 }

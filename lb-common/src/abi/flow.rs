@@ -117,7 +117,8 @@ pub struct FlowTimeouts {
 /// backend's SYN-ACK that matches no flow if the service's Maglev choice
 /// for its client is that backend (see `lb-ebpf`'s `flows::adopt`): the
 /// unanswered table turns over too fast under a flood to be sure to hold
-/// every legitimate SYN until its answer.
+/// every legitimate SYN until its answer. And a UDP flow's first reply no
+/// longer promotes it: the client's next datagram does.
 pub const FLOOD_ON: u32 = 1;
 abi_type!(FlowTimeouts, size = 16, align = 4);
 
