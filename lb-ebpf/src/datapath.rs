@@ -7,7 +7,7 @@ use lb_common::{
 };
 
 use crate::{
-    answer, dsr, forward, fragments,
+    answer, dsr, flows, forward, fragments,
     hook::{Hook, Traced},
     icmp,
     maps::{LB_SCRATCH, LB_SERVICES},
@@ -144,6 +144,11 @@ fn try_lb<H: Hook>(h: &H) -> Result<u32, DropReason> {
             trace::service(NO_SERVICE);
         }
         match reverse::find_reply(pkt) {
+            // Flood mode: a SYN-ACK whose pending entry the flood pushed
+            // out is taken back if Maglev sent its SYN there (`flows`).
+            reverse::NOT_A_REPLY if flows::adopt(pkt) == reverse::REPLY => {
+                reverse::to_client(h, pkt, reverse::REPLY)
+            }
             reverse::NOT_A_REPLY => {
                 reverse::direct(pkt);
                 return Ok(H::PASS);

@@ -12,9 +12,9 @@ use lb_common::{
 };
 
 use crate::{
-    answer, clock, datapath, dsr,
+    answer, clock, datapath, dsr, flows,
     hook::Hook,
-    maps::{LB_BACKENDS, LB_FLOWS, LB_HAIRPIN, LB_MAGLEV},
+    maps::{LB_BACKENDS, LB_HAIRPIN, LB_MAGLEV},
     passive,
     rewrite::{self, Side},
     route, sources, stats, trace,
@@ -51,16 +51,19 @@ fn try_to_backend<H: Hook>(h: &H, pkt: &L4Packet, svc: &ServiceRecord) -> Result
     let tcp = pkt.key.proto == PROTO_TCP;
     let syn = tcp && pkt.tcp_flags & (TcpHdr::SYN | TcpHdr::ACK) == TcpHdr::SYN;
     let closing = tcp && pkt.tcp_flags & (TcpHdr::FIN | TcpHdr::RST) != 0;
-    let entry = LB_FLOWS.get_ptr_mut(&pkt.key);
-    // SAFETY: a pointer to a live map value, read once.
-    let current = entry.map(|p| unsafe { *p }).filter(|f| !clock::expired(f, pkt.key.proto, now));
+    // Answered flows first, then unanswered ones (see `flows`).
+    let entry = flows::find(&pkt.key);
+    // SAFETY: null, or a pointer to a live map value, read once.
+    let current = (!entry.is_null())
+        .then(|| unsafe { *entry })
+        .filter(|f| !clock::expired(f, pkt.key.proto, now));
     // A flow pinned to a backend that is down is re-hashed like a new one:
     // UDP flows move on at once, and an established TCP flow gets a reset
     // from its new backend rather than silence until it times out.
     let kept = current.filter(|_| !syn).and_then(|f| live(f.backend_id).map(|b| (f, b)));
-    let (backend_id, backend, new_flow) = match (kept, entry) {
-        (Some((flow, backend)), Some(entry)) => {
-            refresh(entry, flow, closing, now, svc.forwarding != FORWARD_NAT);
+    let (backend_id, backend, new_flow) = match kept {
+        Some((flow, backend)) => {
+            refresh(entry, flow, (closing, tcp), now, svc.forwarding != FORWARD_NAT);
             if H::TRACE {
                 trace::flow(FLOW_KEPT, flow.backend_id, flow.backend_id, 0);
             }
@@ -82,7 +85,7 @@ fn try_to_backend<H: Hook>(h: &H, pkt: &L4Packet, svc: &ServiceRecord) -> Result
                 stats::rate_limited(svc.id);
                 return Err(DropReason::RateLimited);
             }
-            let (id, slot) = pick(pkt, svc)?;
+            let (id, slot) = pick(&pkt.key, svc)?;
             let backend = *LB_BACKENDS.get(id).ok_or(DropReason::BadTableEntry)?;
             // A retransmitted SYN of a connection already waiting on this
             // backend is the same connection; a new one on a reused port
@@ -98,17 +101,17 @@ fn try_to_backend<H: Hook>(h: &H, pkt: &L4Packet, svc: &ServiceRecord) -> Result
                 };
                 trace::flow(why, id, previous, slot);
             }
-            let state = if syn {
+            // A UDP flow is `opening` until its first reply (see `flows`).
+            let state = if syn || !tcp {
                 FLOW_OPENING
             } else if closing {
                 FLOW_CLOSING
             } else {
                 FLOW_ESTABLISHED
             };
-            pin(
-                pkt,
-                FlowValue { backend_id: id, last_seen: now, syn_seq: seq, state, _pad: [0; 3] },
-            );
+            let flow =
+                FlowValue { backend_id: id, last_seen: now, syn_seq: seq, state, _pad: [0; 3] };
+            flows::pin(&pkt.key, entry, &flow);
             if syn && !again {
                 passive::opened(id);
             }
@@ -184,12 +187,24 @@ fn live(id: u32) -> Option<BackendRecord> {
 /// write its entry on every packet.
 ///
 /// With direct server return (`dsr`) the backend's answer never passes
-/// here: the client's first packet after its SYN (the handshake's ACK)
-/// is what shows the backend answered, and establishes the flow.
+/// here: the client's first packet after its SYN (the handshake's ACK), or
+/// its second UDP datagram, is what shows the backend answered, and
+/// establishes the flow.
+///
+/// An unanswered flow (in `LB_PENDING`) moves to the answered flows at the
+/// client's first packet once the flow is established: the client's ACK of
+/// the backend's SYN-ACK, which a spoofed source never sees (the backend
+/// answers a spoofed SYN too: its answer alone proves nothing).
 #[inline(always)]
-fn refresh(entry: *mut FlowValue, flow: FlowValue, closing: bool, now: u32, dsr: bool) {
+fn refresh(
+    entry: *mut FlowValue,
+    flow: FlowValue,
+    (closing, tcp): (bool, bool),
+    now: u32,
+    dsr: bool,
+) {
     let answered = dsr && flow.state == FLOW_OPENING && !closing;
-    if answered {
+    if answered && tcp {
         passive::answered(flow.backend_id);
     }
     let state = if closing {
@@ -199,6 +214,10 @@ fn refresh(entry: *mut FlowValue, flow: FlowValue, closing: bool, now: u32, dsr:
     } else {
         flow.state
     };
+    if state == FLOW_ESTABLISHED && flows::found_in() == flows::IN_PENDING {
+        flows::promote(entry, u32::from(state), now);
+        return;
+    }
     if state != flow.state || flow.stale(now) {
         // SAFETY: a pointer to a live map value; a concurrent writer of the
         // same flow can only make the entry one refresh older or newer.
@@ -206,13 +225,14 @@ fn refresh(entry: *mut FlowValue, flow: FlowValue, closing: bool, now: u32, dsr:
     }
 }
 
-/// The backend of the flow's Maglev slot, and the slot.
+/// The backend of the Maglev slot of the flow `key` (client -> VIP), and
+/// the slot.
 #[inline(always)]
-fn pick(pkt: &L4Packet, svc: &ServiceRecord) -> Result<(u32, u32), DropReason> {
+pub fn pick(key: &FlowKey, svc: &ServiceRecord) -> Result<(u32, u32), DropReason> {
     let hash = if svc.flags & SERVICE_HASH_CLIENT_IP != 0 {
-        client_hash(&pkt.key.src)
+        client_hash(&key.src)
     } else {
-        flow_hash(&pkt.key)
+        flow_hash(key)
     };
     let slot = slot_for(hash, svc.table_size).ok_or(DropReason::NoBackend)?;
     let index = svc.table_base.checked_add(slot).ok_or(DropReason::BadTableEntry)?;
@@ -220,16 +240,5 @@ fn pick(pkt: &L4Packet, svc: &ServiceRecord) -> Result<(u32, u32), DropReason> {
         None => Err(DropReason::BadTableEntry),
         Some(&NO_BACKEND) => Err(DropReason::NoBackend),
         Some(&id) => Ok((id, slot)),
-    }
-}
-
-/// Records the flow (replacing whatever the 5-tuple held). A full table is
-/// counted, not fatal: Maglev sends the next packet of the flow to the same
-/// backend as long as the service's table is unchanged, and a reply finds
-/// no flow and passes to the kernel.
-#[inline(always)]
-fn pin(pkt: &L4Packet, flow: FlowValue) {
-    if LB_FLOWS.insert(&pkt.key, &flow, 0).is_err() {
-        stats::exception(DropReason::FlowTableFull);
     }
 }

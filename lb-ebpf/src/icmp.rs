@@ -28,9 +28,9 @@ use lb_common::{
 };
 
 use crate::{
-    clock, datapath, dsr,
+    clock, datapath, dsr, flows,
     hook::Hook,
-    maps::{LB_BACKENDS, LB_FLOWS, LB_SERVICES},
+    maps::{LB_BACKENDS, LB_SERVICES},
     passive,
     reverse::{self, Found},
     rewrite::{self, Side},
@@ -72,8 +72,13 @@ fn to_backend<H: Hook>(h: &H, e: &IcmpError) -> Result<Option<u32>, DropReason> 
         dst_port_be: q.src_port_be,
         ..*q
     };
-    // SAFETY: copied out at once.
-    let Some(flow) = (unsafe { LB_FLOWS.get(&key) }).copied() else { return Ok(None) };
+    // Answered flows first, then those still waiting (see `flows`).
+    let entry = flows::find(&key);
+    if entry.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: a pointer to a live map value, copied out at once.
+    let flow = unsafe { *entry };
     if clock::expired(&flow, q.proto, clock::now()) {
         return Ok(None);
     }

@@ -18,6 +18,7 @@ mod clock;
 mod datapath;
 mod decap;
 mod dsr;
+mod flows;
 mod forward;
 mod fragments;
 mod hook;

@@ -24,7 +24,7 @@ use lb_common::{
         DEFAULT_MAGLEV_SLOTS, DropReason, EVENTS_BYTES, Endpoint, FlowKey, FlowTimeouts, FlowValue,
         FragKey, FragPorts, MAX_ACL_ENTRIES, MAX_BACKEND_ENDPOINTS, MAX_BACKENDS, MAX_BUCKETS,
         MAX_FRAGS, MAX_HAIRPIN_SOURCES, MAX_PEER_DEVICES, MAX_SERVICES, NextHop, Replies,
-        ServiceKey, ServiceRecord, SynCounters, TraceFilter,
+        ServiceKey, ServiceRecord, SynCounters, TraceFilter, pending_capacity,
     },
     parse::{Fragment, IcmpError, L4Packet},
 };
@@ -42,6 +42,12 @@ pub static LB_MAGLEV: Array<u32> = Array::with_max_entries(DEFAULT_MAGLEV_SLOTS,
 #[map]
 pub static LB_FLOWS: LruHashMap<FlowKey, FlowValue> =
     LruHashMap::with_max_entries(DEFAULT_FLOW_CAPACITY, BPF_F_NO_COMMON_LRU);
+
+/// Flows not answered yet (see `flows`); the agent sizes it from the flow
+/// table's capacity (`pending_capacity`).
+#[map]
+pub static LB_PENDING: LruHashMap<FlowKey, FlowValue> =
+    LruHashMap::with_max_entries(pending_capacity(DEFAULT_FLOW_CAPACITY), BPF_F_NO_COMMON_LRU);
 
 #[map]
 pub static LB_REPLIES: HashMap<Endpoint, Replies> =
@@ -108,6 +114,14 @@ pub struct Scratch {
     /// Whether this packet is traced (`trace`; written only while a trace
     /// session runs).
     pub traced: u32,
+    /// Where `flows::find` found the flow last (`flows::IN_*`).
+    pub flow_in: u32,
+    /// The key of the pending flow `flows::find` found (or
+    /// `flows::adopt` pinned) last.
+    pub pending_key: FlowKey,
+    /// The backend endpoint and flow `flows::adopt` works on.
+    pub adopt_backend: Endpoint,
+    pub adopt_flow: FlowValue,
 }
 
 #[map]

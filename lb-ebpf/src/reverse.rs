@@ -28,9 +28,9 @@ use lb_common::{
 };
 
 use crate::{
-    answer, clock, datapath,
+    answer, clock, datapath, flows,
     hook::Hook,
-    maps::{LB_BACKENDS, LB_FLOWS, LB_HAIRPIN, LB_REPLIES, LB_SCRATCH},
+    maps::{LB_BACKENDS, LB_FLOWS, LB_HAIRPIN, LB_PENDING, LB_REPLIES, LB_SCRATCH},
     passive,
     rewrite::{self, Side},
     route,
@@ -44,12 +44,19 @@ pub struct Found {
     pub flow: FlowValue,
     /// The VIP it was addressed to.
     pub vip: Endpoint,
+    /// Whether it is still unanswered (in `LB_PENDING`, see `flows`).
+    pub pending: bool,
 }
 
 impl Default for Found {
     #[inline(always)]
     fn default() -> Self {
-        Self { entry: core::ptr::null_mut(), flow: FlowValue::default(), vip: Endpoint::default() }
+        Self {
+            entry: core::ptr::null_mut(),
+            flow: FlowValue::default(),
+            vip: Endpoint::default(),
+            pending: false,
+        }
     }
 }
 
@@ -97,7 +104,11 @@ pub fn find_flow(backend: &Endpoint, client: &Addr, client_port_be: u16, out: &m
             family: backend.family,
             _pad: [0; 2],
         };
-        let Some(entry) = LB_FLOWS.get_ptr_mut(&key) else { continue };
+        // Answered flows first, then unanswered ones (see `flows`).
+        let entry = flows::find(&key);
+        if entry.is_null() {
+            continue;
+        }
         // SAFETY: a pointer to a live map value, read once.
         let flow = unsafe { *entry };
         if clock::expired(&flow, backend.proto, now) {
@@ -109,7 +120,8 @@ pub fn find_flow(backend: &Endpoint, client: &Addr, client_port_be: u16, out: &m
             .get(flow.backend_id)
             .is_some_and(|b| b.addr == backend.addr && b.port_be == backend.port_be);
         if pinned_here {
-            *out = Found { entry, flow, vip: *vip };
+            *out =
+                Found { entry, flow, vip: *vip, pending: flows::found_in() == flows::IN_PENDING };
             return true;
         }
     }
@@ -154,7 +166,7 @@ pub fn find_reply(pkt: &L4Packet) -> u32 {
     };
     if opens(pkt) {
         let client = if kind == HAIRPIN_REPLY { backend.addr } else { pkt.key.dst };
-        let _ = LB_FLOWS.remove(&found.key(&client, pkt.key.dst_port_be));
+        forget(found, &found.key(&client, pkt.key.dst_port_be));
         return NOT_A_REPLY;
     }
     observe(pkt, found);
@@ -218,8 +230,21 @@ pub fn direct(pkt: &L4Packet) {
     };
     let mut found = Found::default();
     if find_flow(&backend, &pkt.key.src, pkt.key.src_port_be, &mut found) {
-        let _ = LB_FLOWS.remove(&found.key(&pkt.key.src, pkt.key.src_port_be));
+        forget(&found, &found.key(&pkt.key.src, pkt.key.src_port_be));
     }
+}
+
+/// Ends the flow `found` (its key `key`), in whichever table holds it.
+#[inline(always)]
+fn forget(found: &Found, key: &FlowKey) {
+    let _ = if found.pending { LB_PENDING.remove(key) } else { LB_FLOWS.remove(key) };
+}
+
+/// Whether `pkt` answers a TCP SYN (a SYN-ACK).
+#[inline(always)]
+pub fn answers_syn(pkt: &L4Packet) -> bool {
+    let both = TcpHdr::SYN | TcpHdr::ACK;
+    pkt.key.proto == PROTO_TCP && pkt.tcp_flags & both == both
 }
 
 /// Whether `pkt` opens a TCP connection (a SYN without ACK).
@@ -238,8 +263,13 @@ fn hairpin_flow(backend: &Endpoint, pkt: &L4Packet, out: &mut Found) -> bool {
 }
 
 /// Moves the flow's state on for a reply: the first answer to a SYN is
-/// counted (and a reset reported as a refusal), FIN and RST start closing,
-/// and the entry's time is refreshed when stale.
+/// counted (and a reset reported as a refusal), a UDP flow's first reply
+/// establishes it, FIN and RST start closing, and the entry's time is
+/// refreshed when stale.
+///
+/// A pending UDP flow's first reply moves it to the answered flows, except
+/// in flood mode: then, as TCP flows always do (see `forward`), it waits
+/// for the client's next datagram, which a spoofed source does not send.
 #[inline(always)]
 fn observe(pkt: &L4Packet, found: &Found) {
     let (old, now) = (found.flow, clock::now());
@@ -256,8 +286,12 @@ fn observe(pkt: &L4Packet, found: &Found) {
         if rst || pkt.tcp_flags & TcpHdr::FIN != 0 {
             new.state = FLOW_CLOSING;
         }
+    } else {
+        new.state = FLOW_ESTABLISHED;
     }
-    if new.state != old.state || old.stale(now) {
+    if found.pending && pkt.key.proto != PROTO_TCP && !flows::flood_mode() {
+        flows::promote(found.entry, u32::from(new.state), now);
+    } else if new.state != old.state || old.stale(now) {
         // SAFETY: a pointer to a live map value; a concurrent writer of the
         // same flow can only make the entry one refresh older or newer.
         unsafe { *found.entry = new };

@@ -328,6 +328,7 @@ fn valid_fixtures_load() {
             tcp_closing_timeout: Duration::from_secs(2),
             udp_idle_timeout: Duration::from_secs(7 * 24 * 3600),
             capacity: 1 << 20,
+            flood_threshold: 20_000,
         }
     );
 

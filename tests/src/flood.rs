@@ -1,10 +1,13 @@
-//! A bounded flood of new flows: UDP datagrams to one VIP, each from a
+//! Floods. A bounded flood of new flows: UDP datagrams to one VIP, each from a
 //! source address and port no other datagram of the flood uses, sent from a
 //! raw socket inside a namespace. Every datagram is a new flow for the
 //! balancer, so a flood of N puts N entries through its flow table.
 //!
 //! Sources are taken from [`FLOOD_NET`] (10.202.0.0/16, nobody's address):
 //! replies to them find no route at the balancer and end there.
+//!
+//! And a spoofed SYN flood by hping3 ([`SynFlood`]), started and stopped
+//! by the caller.
 
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
@@ -91,4 +94,58 @@ pub fn source(j: u64) -> (Ipv4Addr, u16) {
     let [hi, lo] = host.to_be_bytes();
     let port = 1024 + (j >> 16) as u16;
     (Ipv4Addr::new(FLOOD_NET[0], FLOOD_NET[1], hi, lo), port)
+}
+
+/// A spoofed TCP SYN flood (`hping3 --flood -S --rand-source`) from a
+/// namespace at one VIP port, until [`SynFlood::stop`] or drop.
+///
+/// hping3 runs in a process group of its own (`ip netns exec` execs it in
+/// place, so the group is hping3's), and stopping kills the whole group at
+/// once (SIGKILL): hping3 was seen to go on flooding for seconds after a
+/// SIGINT, which would have moved the flood's end. What it sent is
+/// counted at the interfaces, not from its own statistics.
+#[derive(Debug)]
+pub struct SynFlood {
+    child: Option<std::process::Child>,
+}
+
+impl SynFlood {
+    /// Starts flooding `vip`:`port` from namespace `ns`.
+    pub fn start(ns: &str, vip: Ipv4Addr, port: u16) -> SynFlood {
+        use std::os::unix::process::CommandExt;
+        let vip = vip.to_string();
+        let port = port.to_string();
+        let child = std::process::Command::new("ip")
+            .args(["netns", "exec", ns, "hping3", "--flood", "-S", "-p", &port, "--rand-source"])
+            .arg(&vip)
+            .process_group(0)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting hping3 in {ns} (is hping3 installed?): {e}"));
+        SynFlood { child: Some(child) }
+    }
+
+    /// Stops the flood: SIGKILL to its process group, then reaps it.
+    pub fn stop(mut self) {
+        if let Some(child) = self.child.take() {
+            kill_group(child);
+        }
+    }
+}
+
+impl Drop for SynFlood {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.take() {
+            kill_group(child);
+        }
+    }
+}
+
+/// Kills `child`'s process group and reaps it.
+fn kill_group(mut child: std::process::Child) {
+    use nix::{sys::signal, unistd::Pid};
+    let _ = signal::killpg(Pid::from_raw(child.id() as i32), signal::Signal::SIGKILL);
+    let _ = child.wait();
 }

@@ -186,7 +186,7 @@ fn icmp_unreachable_about_a_forwarded_flow_is_reported_and_translated(prog: Prog
 fn idle_flows_expire_and_closing_ones_sooner(prog: Prog) {
     let mut g = Golden::with_prog(4096, prog);
     // Every idle limit one tick (~1 ms), then the defaults for TCP.
-    let tiny = FlowTimeouts { tcp: 1, tcp_closing: 1, udp: 1, _pad: 0 };
+    let tiny = FlowTimeouts { tcp: 1, tcp_closing: 1, udp: 1, flood: 0 };
     g.dp.set_timeouts(tiny).expect("timeouts");
     let udp = Frame::udp("10.0.0.2:47400", "10.100.0.1:53");
     assert_eq!(g.run(&udp.bytes(), g.gin).0, XDP_REDIRECT);

@@ -23,6 +23,11 @@ pub enum Which {
     /// nginx: TCP throughput, UDP rate, connections, latency, CPU, plus the
     /// datapath ns/packet; writes bench-results/peers.{md,json,svg} (root).
     Peers,
+    /// lb (XDP, tc, splice), nftables DNAT and HAProxy under a spoofed SYN
+    /// flood: legitimate success rate, rate during / before, p99, broken
+    /// keep-alive connections, CPU; writes bench-results/flood.{md,json}
+    /// (root).
+    Flood,
 }
 
 /// Runs the chosen benchmarks; `quick`: fewer repetitions where a
@@ -34,11 +39,13 @@ pub fn run(root: &Path, which: Which, quick: bool) -> Result<()> {
         Which::Failover => release_bin(root, "lb-failover"),
         Which::Agent => release_bin(root, "lb-scale"),
         Which::Peers => peers(root, quick),
+        Which::Flood => flood(root),
         // peers runs the datapath benchmark too (its report includes it).
         Which::All => maglev(root)
             .and_then(|()| release_bin(root, "lb-failover"))
             .and_then(|()| release_bin(root, "lb-scale"))
-            .and_then(|()| peers(root, quick)),
+            .and_then(|()| peers(root, quick))
+            .and_then(|()| flood(root)),
     }
 }
 
@@ -61,6 +68,16 @@ fn peers(root: &Path, quick: bool) -> Result<()> {
         c.arg("--quick");
     }
     cmd::run(&mut c)
+}
+
+/// Installs hping3 and the peers it compares with (nftables, HAProxy), then
+/// runs lb-flood.
+fn flood(root: &Path) -> Result<()> {
+    if !crate::prereqs::is_root() {
+        anyhow::bail!("this benchmark creates namespaces and loads XDP programs: run it as root");
+    }
+    crate::prereqs::ensure_packages(&["hping3", "haproxy", "nftables", "ethtool"], "")?;
+    release_bin(root, "lb-flood")
 }
 
 fn datapath(root: &Path) -> Result<()> {

@@ -26,8 +26,9 @@ pub const APT_PACKAGES: &[&str] = &[
 ];
 
 /// What the namespace tests (and the demo) run: `ip`, `ethtool` (veth
-/// offloads).
-pub const TEST_PACKAGES: &[&str] = &["iproute2", "ethtool"];
+/// offloads), `hping3` (the spoofed SYN flood of `flood_mode.rs` and
+/// `cargo xtask bench flood`).
+pub const TEST_PACKAGES: &[&str] = &["iproute2", "ethtool", "hping3"];
 
 /// What only the test suite runs: headless `chromium`, which the status page
 /// test loads the page in (about 350 MB with its libraries).

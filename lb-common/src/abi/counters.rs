@@ -99,11 +99,14 @@ pub enum DropReason {
     /// as it is still addressed to the VIP). Dropped; the agent's health
     /// probes towards the backend make the kernel learn it.
     NoNeighbour = 16,
+    /// The table of unanswered flows refused a new entry. The packet is
+    /// still forwarded by Maglev, just not pinned.
+    PendingTableFull = 17,
 }
 
 impl DropReason {
     /// Number of reasons: the size of the counter array.
-    pub const COUNT: u32 = 17;
+    pub const COUNT: u32 = 18;
 
     /// Every reason, in index order.
     pub const ALL: [DropReason; Self::COUNT as usize] = [
@@ -124,6 +127,7 @@ impl DropReason {
         DropReason::RateLimited,
         DropReason::EncapFailed,
         DropReason::NoNeighbour,
+        DropReason::PendingTableFull,
     ];
 
     /// Stable snake_case name, used in status output and metric labels.
@@ -146,6 +150,7 @@ impl DropReason {
             DropReason::RateLimited => "rate_limited",
             DropReason::EncapFailed => "encap_failed",
             DropReason::NoNeighbour => "no_neighbour",
+            DropReason::PendingTableFull => "pending_table_full",
         }
     }
 
@@ -222,7 +227,8 @@ mod tests {
             | DropReason::AclDenied
             | DropReason::RateLimited
             | DropReason::EncapFailed
-            | DropReason::NoNeighbour => DropReason::ALL.contains(&r),
+            | DropReason::NoNeighbour
+            | DropReason::PendingTableFull => DropReason::ALL.contains(&r),
         };
         let every = [
             DropReason::TruncatedEthernet,
@@ -242,6 +248,7 @@ mod tests {
             DropReason::RateLimited,
             DropReason::EncapFailed,
             DropReason::NoNeighbour,
+            DropReason::PendingTableFull,
         ];
         for r in every {
             assert!(listed(r), "{} is missing from DropReason::ALL", r.name());

@@ -108,9 +108,18 @@ pub struct FlowTimeouts {
     pub tcp_closing: u32,
     /// A UDP flow.
     pub udp: u32,
-    /// Always zero.
-    pub _pad: u32,
+    /// [`FLOOD_ON`] while the agent has flood mode on (new flows arrive
+    /// faster than `flows.flood_threshold`), else 0.
+    pub flood: u32,
 }
+
+/// `FlowTimeouts::flood`: flood mode is on. The datapath then adopts a
+/// backend's SYN-ACK that matches no flow if the service's Maglev choice
+/// for its client is that backend (see `lb-ebpf`'s `flows::adopt`): the
+/// unanswered table turns over too fast under a flood to be sure to hold
+/// every legitimate SYN until its answer. And a UDP flow's first reply no
+/// longer promotes it: the client's next datagram does.
+pub const FLOOD_ON: u32 = 1;
 abi_type!(FlowTimeouts, size = 16, align = 4);
 
 /// Ticks in `secs` seconds.
@@ -121,7 +130,7 @@ const fn secs(secs: u64) -> u32 {
 impl FlowTimeouts {
     /// The defaults: established TCP 300 s, closing TCP 10 s, UDP 30 s.
     pub const DEFAULT: FlowTimeouts =
-        FlowTimeouts { tcp: secs(300), tcp_closing: secs(10), udp: secs(30), _pad: 0 };
+        FlowTimeouts { tcp: secs(300), tcp_closing: secs(10), udp: secs(30), flood: 0 };
 
     /// These timeouts, or the defaults if none were written yet (a zero
     /// TCP timeout, which the config never allows).

@@ -11,9 +11,15 @@ pub const MAP_BACKENDS: &str = "LB_BACKENDS";
 pub const MAP_MAGLEV: &str = "LB_MAGLEV";
 /// Flow table: forward `FlowKey` -> `FlowValue` (LRU hash).
 pub const MAP_FLOWS: &str = "LB_FLOWS";
+/// Flows not answered yet: forward `FlowKey` -> `FlowValue` (LRU hash, an
+/// eighth of the flow table: see [`pending_capacity`]). A new flow is
+/// pinned here and moves to [`MAP_FLOWS`] at its first answer, so flows
+/// never answered (a spoofed SYN flood) churn only this table.
+pub const MAP_PENDING: &str = "LB_PENDING";
 /// Replies: backend `Endpoint` -> `Replies`, the VIPs it answers for (hash).
 pub const MAP_REPLIES: &str = "LB_REPLIES";
-/// Settings: index 0 -> `FlowTimeouts` (array of one).
+/// Settings: index 0 -> `FlowTimeouts` (array of one): idle timeouts and
+/// the flood-mode flag.
 pub const MAP_SETTINGS: &str = "LB_SETTINGS";
 /// Connections opened and answered per backend id: `SynCounters` (array,
 /// memory-mappable, updated with atomic adds).
@@ -63,11 +69,12 @@ pub const MAP_TRACE_ON: &str = ".data.lb_trace_on";
 pub const EVENTS_BYTES: u32 = 256 * 1024;
 
 /// Every map the agent expects in the object.
-pub const ALL_MAPS: [&str; 20] = [
+pub const ALL_MAPS: [&str; 21] = [
     MAP_SERVICES,
     MAP_BACKENDS,
     MAP_MAGLEV,
     MAP_FLOWS,
+    MAP_PENDING,
     MAP_REPLIES,
     MAP_SETTINGS,
     MAP_SYNS,
@@ -97,6 +104,19 @@ pub const DEFAULT_TABLE_SIZE: u32 = 65537;
 pub const DEFAULT_MAGLEV_SLOTS: u32 = 2 * 4 * DEFAULT_TABLE_SIZE;
 /// Default flow-table capacity.
 pub const DEFAULT_FLOW_CAPACITY: u32 = 1 << 18;
+/// Smallest table of unanswered flows: an LRU hash with per-CPU lists
+/// gives each CPU its share, and a share of a few entries would turn over
+/// faster than a backend answers a SYN.
+pub const MIN_PENDING_CAPACITY: u32 = 1024;
+
+/// Entries of the table of unanswered flows (`LB_PENDING`) for a flow table
+/// of `flow_capacity`: an eighth (a flood of unanswered flows then holds at
+/// most that much memory), at least [`MIN_PENDING_CAPACITY`].
+pub const fn pending_capacity(flow_capacity: u32) -> u32 {
+    let eighth = flow_capacity / 8;
+    if eighth < MIN_PENDING_CAPACITY { MIN_PENDING_CAPACITY } else { eighth }
+}
+
 /// Most distinct backend endpoints (address, port, protocol).
 pub const MAX_BACKEND_ENDPOINTS: u32 = MAX_BACKENDS;
 /// Fragmented datagrams whose ports `LB_FRAGS` remembers at once.

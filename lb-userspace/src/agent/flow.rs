@@ -6,7 +6,8 @@ use aya::maps::{Array, HashMap, MapData};
 use lb_common::{
     abi::{
         BACKEND_DOWN, BackendRecord, FLOW_CLOSING, FLOW_OPENING, FlowKey, FlowValue, MAP_BACKENDS,
-        MAP_FLOWS, MAP_MAGLEV, NO_BACKEND, PROTO_TCP, SERVICE_HASH_CLIENT_IP, TICK_SHIFT,
+        MAP_FLOWS, MAP_MAGLEV, MAP_PENDING, NO_BACKEND, PROTO_TCP, SERVICE_HASH_CLIENT_IP,
+        TICK_SHIFT,
     },
     hash::{client_hash, flow_hash, slot_for},
 };
@@ -84,9 +85,17 @@ pub(super) fn explain(
         why: String::new(),
     };
     let flows: HashMap<&MapData, FlowKey, FlowValue> = dp.map(MAP_FLOWS).map_err(|e| err(&e))?;
-    let timeouts = super::flow_timeouts(&st.config);
+    let timeouts = super::flow_timeouts(&st.config, false);
     let now = crate::datapath::flows::now_ticks();
-    if let Ok(pinned) = flows.get(&flow, 0)
+    // Answered flows first, then those not answered yet, as the datapath
+    // looks (see lb-ebpf's `flows`).
+    let pending: HashMap<&MapData, FlowKey, FlowValue> =
+        dp.map(MAP_PENDING).map_err(|e| err(&e))?;
+    let found = match flows.get(&flow, 0) {
+        Ok(v) if !v.expired(flow.proto, now, &timeouts) => Ok((v, "")),
+        _ => pending.get(&flow, 0).map(|v| (v, ", not answered yet")),
+    };
+    if let Ok((pinned, unanswered)) = found
         && let Some((addr, r)) = addr_of(pinned.backend_id)
     {
         let idle =
@@ -96,6 +105,7 @@ pub(super) fn explain(
             FLOW_CLOSING => "closing",
             _ => "established",
         };
+        let state = format!("{state}{unanswered}");
         if pinned.expired(flow.proto, now, &timeouts) {
             report.why = format!(
                 "pinned to {addr} until it expired ({state}, idle {idle:.0} s): the next packet \

@@ -8,6 +8,7 @@
 
 mod announce;
 pub mod dns;
+pub mod flood;
 mod flow;
 pub mod forwarder;
 pub mod passive;
@@ -83,6 +84,9 @@ pub struct Agent {
     peer_devices: Mutex<Vec<u32>>,
     /// `lb trace` sessions (XDP mode).
     tracer: Option<Arc<crate::trace::Tracer>>,
+    /// Flood mode and the new-flow rate it is judged by (locked after
+    /// `state` where both are held).
+    flood: Mutex<flood::FloodWatch>,
 }
 
 /// Everything a change replaces, under one lock so readers never see a
@@ -168,6 +172,7 @@ impl Agent {
                 None
             }
         };
+        let flood = Mutex::new(flood::FloodWatch::new(state.config.flows.flood_threshold));
         let pins = Pins::new(&state.config.agent.pin_dir);
         let state_file = pins::state_file(&state.config.agent.control_socket);
         Self {
@@ -184,6 +189,7 @@ impl Agent {
             losses: Mutex::default(),
             peer_devices: Mutex::default(),
             tracer: None,
+            flood,
         }
     }
 
@@ -340,7 +346,12 @@ impl Agent {
             Ok(c) => routes::log_changes(&c, "reload"),
             Err(e) => tracing::error!("reload: the routes of VIPs no longer configured stay: {e}"),
         }
-        if let Err(e) = state.datapath.set_flow_timeouts(flow_timeouts(&config)) {
+        let flooded = {
+            let mut watch = self.flood.lock().unwrap_or_else(|p| p.into_inner());
+            watch.set_threshold(config.flows.flood_threshold);
+            watch.on()
+        };
+        if let Err(e) = state.datapath.set_flow_timeouts(flow_timeouts(&config, flooded)) {
             tracing::error!("reload: the flow timeouts stay as they were: {e}");
         }
         state.config = config;
@@ -392,8 +403,14 @@ impl Agent {
     pub fn status(&self) -> Result<StatusReport, DatapathError> {
         let st = self.lock();
         let counts = self.flow_counts(&st);
-        let mut report =
-            status::report(&st, &self.interfaces_now(), self.mode_reason.as_deref(), &counts)?;
+        let flood = self.flood_status();
+        let mut report = status::report(
+            &st,
+            &self.interfaces_now(),
+            self.mode_reason.as_deref(),
+            &counts,
+            &flood,
+        )?;
         report.trace = self.tracer.as_ref().and_then(|t| t.running());
         Ok(report)
     }
@@ -491,13 +508,64 @@ impl Agent {
     pub fn sweep_flows(&self) {
         use std::os::fd::AsFd;
         let Some(table) = &self.flow_table else { return };
-        let timeouts = flow_timeouts(&self.lock().config);
+        let timeouts = flow_timeouts(&self.lock().config, false);
         let counts = match flows::sweep(table.as_fd(), &timeouts, flows::now_ticks()) {
             Ok(c) => c,
             Err(e) => return tracing::warn!("counting flows failed: {e}"),
         };
         *self.flow_counts.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((Arc::new(counts), Instant::now()));
+    }
+
+    /// Measures the new-flow rate (blocking: a read of the per-CPU
+    /// counters) and turns flood mode on or off by it, telling the
+    /// datapath (the settings map) and the log once per change.
+    pub fn watch_flood(&self) {
+        let mut st = self.lock();
+        let totals = match st.datapath.totals(st.plan.services.len() as u32, 0) {
+            Ok(t) => t,
+            Err(e) => return tracing::warn!("reading the new-flow counters failed: {e}"),
+        };
+        let mut total: u64 = totals.services.iter().map(|c| c.new_flows).sum();
+        if st.datapath.xdp().is_none() {
+            // Splice mode: a SYN flood at the VIP's listener never becomes
+            // an accepted connection; the kernel's SYN cookies show it.
+            total = total.wrapping_add(flood::kernel_syncookies());
+        }
+        let mut watch = self.flood.lock().unwrap_or_else(|p| p.into_inner());
+        let threshold = watch.threshold();
+        match watch.observe(Instant::now(), total) {
+            Some(flood::Change::On { rate }) => tracing::warn!(
+                rate,
+                threshold,
+                "flood mode on: {rate} new flows/s, above flows.flood_threshold {threshold}"
+            ),
+            Some(flood::Change::Off { rate }) => tracing::info!(
+                rate,
+                threshold,
+                "flood mode off: {rate} new flows/s, below half of flows.flood_threshold \
+                 {threshold} for {} s",
+                flood::CALM.as_secs()
+            ),
+            None => return,
+        }
+        let timeouts = flow_timeouts(&st.config, watch.on());
+        drop(watch);
+        if let Err(e) = st.datapath.set_flow_timeouts(timeouts) {
+            tracing::error!("telling the datapath about flood mode failed: {e}");
+        }
+    }
+
+    /// Flood mode now, for status and metrics.
+    fn flood_status(&self) -> crate::control::protocol::FloodStatus {
+        let watch = self.flood.lock().unwrap_or_else(|p| p.into_inner());
+        crate::control::protocol::FloodStatus {
+            on: watch.on(),
+            rate: watch.rate(),
+            threshold: watch.threshold(),
+            on_for_ms: watch.on_for(Instant::now()).map_or(0, |d| d.as_millis() as u64),
+            episodes: watch.episodes(),
+        }
     }
 
     /// Warns of frames the kernel lost on the datapath's interfaces since
@@ -553,14 +621,15 @@ impl Agent {
     }
 }
 
-/// The flow table's idle timeouts `cfg` asks for, in datapath ticks.
-pub fn flow_timeouts(cfg: &Config) -> FlowTimeouts {
+/// The flow table's idle timeouts `cfg` asks for, in datapath ticks, and
+/// whether flood mode is on (`flooded`).
+pub fn flow_timeouts(cfg: &Config, flooded: bool) -> FlowTimeouts {
     let t = |d: std::time::Duration| lb_common::abi::ticks(d.as_nanos() as u64);
     FlowTimeouts {
         tcp: t(cfg.flows.tcp_idle_timeout),
         tcp_closing: t(cfg.flows.tcp_closing_timeout),
         udp: t(cfg.flows.udp_idle_timeout),
-        _pad: 0,
+        flood: if flooded { lb_common::abi::FLOOD_ON } else { 0 },
     }
 }
 
@@ -568,9 +637,15 @@ impl metrics::Source for Agent {
     fn snapshot(&self) -> Result<metrics::Snapshot, String> {
         let st = self.lock();
         let counts = self.flow_counts(&st);
-        let report =
-            status::report(&st, &self.interfaces_now(), self.mode_reason.as_deref(), &counts)
-                .map_err(|e| e.to_string())?;
+        let flood = self.flood_status();
+        let report = status::report(
+            &st,
+            &self.interfaces_now(),
+            self.mode_reason.as_deref(),
+            &counts,
+            &flood,
+        )
+        .map_err(|e| e.to_string())?;
         Ok(metrics::Snapshot { report, probes: st.probe_durations.clone() })
     }
 }

@@ -5,8 +5,8 @@ use lb_common::abi::{Counters, DropReason};
 use super::{State, runtime::state_name};
 use crate::{
     control::protocol::{
-        BackendStatus, DnsStatus, ExceptionStatus, InterfaceStatus, ServiceStatus, StatusReport,
-        Traffic,
+        BackendStatus, DnsStatus, ExceptionStatus, FloodStatus, InterfaceStatus, ServiceStatus,
+        StatusReport, Traffic,
     },
     datapath::{DatapathError, flows::FlowCounts},
     health::Health,
@@ -17,6 +17,7 @@ pub(super) fn report(
     interfaces: &[InterfaceStatus],
     mode_reason: Option<&str>,
     (flows, flows_age_ms): &(std::sync::Arc<FlowCounts>, u64),
+    flood: &FloodStatus,
 ) -> Result<StatusReport, DatapathError> {
     let totals =
         st.datapath.totals(st.plan.services.len() as u32, st.plan.backends.len() as u32)?;
@@ -94,6 +95,7 @@ pub(super) fn report(
         vip_routes: st.routes.status(),
         announce: st.announcer.as_ref().map(crate::routes::announce::Announcer::status),
         trace: None,
+        flood: flood.clone(),
     })
 }
 

@@ -179,6 +179,8 @@ pub fn run(
         // XDP mode: the flow table is swept for live flows per backend,
         // and the SYN counters sampled for backends that stopped answering.
         let sweeping = tokio::spawn(sweep_flows(agent.clone()));
+        // Every mode: the new-flow rate, and flood mode by it.
+        let flood_watch = tokio::spawn(watch_flood(agent.clone()));
         let watching = syns.map(|view| tokio::spawn(watch_syns(view, agent.clone())));
         let tracing_task = trace_reader.map(|r| tokio::spawn(lb_userspace::trace::hub::read(r)));
         let metrics_task = metrics_listener.map(|l| {
@@ -230,6 +232,7 @@ pub fn run(
         feeding.abort();
         passive.abort();
         sweeping.abort();
+        flood_watch.abort();
         if let Some(w) = watching {
             w.abort();
         }
@@ -380,6 +383,24 @@ async fn watch_syns(view: SynView, agent: Arc<Agent>) {
     loop {
         tick.tick().await;
         agent.check_unanswered(&view, &mut watches);
+    }
+}
+
+/// Time between two readings of the new-flow rate.
+const FLOOD_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Reads the new-flow rate every [`FLOOD_EVERY`] and turns flood mode on
+/// or off by it (its own task: the flow-table sweep slows down with the
+/// table, flood mode must not).
+async fn watch_flood(agent: Arc<Agent>) {
+    let mut tick = tokio::time::interval(FLOOD_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let a = agent.clone();
+        if tokio::task::spawn_blocking(move || a.watch_flood()).await.is_err() {
+            return;
+        }
     }
 }
 
@@ -540,7 +561,7 @@ fn start_xdp(
         .with_context(|| format!("preparing {} (agent.pin_dir)", pins.dir().display()))?;
     let state = pins::state_file(&cfg.agent.control_socket);
     let (plan, mut dp, restored) = takeover_or_load(cfg, &obj, &pins, &state)?;
-    dp.set_timeouts(agent::flow_timeouts(cfg)).context("writing the flow timeouts")?;
+    dp.set_timeouts(agent::flow_timeouts(cfg, false)).context("writing the flow timeouts")?;
     let events = dp.take_events()?;
     let syns = dp.syn_view()?;
     let attached = attach::attach_all(&mut dp, &cfg.agent.attach_choices(attach), Some(&pins))?;

@@ -112,6 +112,25 @@ fn announce(a: &lb_userspace::control::protocol::AnnounceStatus) -> String {
     out
 }
 
+/// The flood-mode line: its state, the rate it is judged by, the threshold.
+fn flood(f: &lb_userspace::control::protocol::FloodStatus) -> String {
+    if f.on {
+        format!(
+            "flood mode ON for {:.1} s: {} new flows/s (on above flows.flood_threshold {}, off \
+             below {} for 5 s)",
+            f.on_for_ms as f64 / 1000.0,
+            f.rate,
+            f.threshold,
+            f.threshold / 2
+        )
+    } else {
+        format!(
+            "flood mode off: {} new flows/s (on above flows.flood_threshold {}; {} times so far)",
+            f.rate, f.threshold, f.episodes
+        )
+    }
+}
+
 fn render(r: &StatusReport) -> String {
     let mut out = String::new();
     let ifaces: Vec<String> =
@@ -139,6 +158,7 @@ fn render(r: &StatusReport) -> String {
     if let Some(what) = &r.trace {
         let _ = writeln!(out, "lb trace running: {what}");
     }
+    let _ = writeln!(out, "{}", flood(&r.flood));
     let _ = writeln!(
         out,
         "\n{:<28} {:<9} {:<6} {:<9} {:>6} {:>12} {:>14} {:>10} {:>8} {:>8}",

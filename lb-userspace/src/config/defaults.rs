@@ -78,6 +78,10 @@ pub const FLOW_TCP_CLOSING_TIMEOUT: Duration = Duration::from_secs(10);
 /// XDP flow table: a UDP flow idle this long is over (Katran's UDP flow
 /// lifetime, as `UDP_IDLE_TIMEOUT` is for splice mode).
 pub const FLOW_UDP_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// `flows.flood_threshold`: new flows a second above which flood mode
+/// turns on. Well above the few thousand a second of a busy service's
+/// ordinary traffic, well below what a single flooding host sends.
+pub const FLOOD_THRESHOLD: u32 = 20_000;
 
 /// DNS backends: the longest time between two resolutions of a name (a
 /// shorter TTL in the answer brings the next one forward).

@@ -173,6 +173,9 @@ pub struct Flows {
     /// Entries of the flow table (fixed when the datapath is created: a
     /// taken-over datapath keeps its table, and a reload cannot change it).
     pub capacity: u32,
+    /// New flows a second (over every service) above which the agent turns
+    /// flood mode on; it turns it off below half of it for 5 s.
+    pub flood_threshold: u32,
 }
 
 impl Default for Flows {
@@ -184,6 +187,7 @@ impl Default for Flows {
             tcp_closing_timeout: d::FLOW_TCP_CLOSING_TIMEOUT,
             udp_idle_timeout: d::FLOW_UDP_IDLE_TIMEOUT,
             capacity: lb_common::abi::DEFAULT_FLOW_CAPACITY,
+            flood_threshold: d::FLOOD_THRESHOLD,
         }
     }
 }

@@ -57,6 +57,7 @@ pub(crate) struct RawFlows {
     pub(crate) tcp_closing_timeout: Option<String>,
     pub(crate) udp_idle_timeout: Option<String>,
     pub(crate) capacity: Option<i64>,
+    pub(crate) flood_threshold: Option<i64>,
 }
 
 /// `[agent]`.

@@ -57,6 +57,9 @@ pub enum BackendAction {
 /// What the agent answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "response", rename_all = "snake_case")]
+// One response a request, moved once onto the socket: the status report's
+// size (hundreds of bytes, not a hot path) is not worth a box.
+#[allow(clippy::large_enum_variant)]
 pub enum Response {
     /// Answer to [`Request::Status`].
     Status(StatusReport),
@@ -108,6 +111,9 @@ pub struct StatusReport {
     /// What the running `lb trace` session traces, if one runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<String>,
+    /// Flood mode (`flows.flood_threshold`).
+    #[serde(default)]
+    pub flood: FloodStatus,
 }
 
 /// The announced routes of `[agent.announce]`.
@@ -136,6 +142,22 @@ pub struct VipAnnouncement {
     pub servable: bool,
     /// Why, e.g. "web 0 of 2 usable (2 down)".
     pub why: String,
+}
+
+/// Flood mode: on while new flows arrive faster than the threshold.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FloodStatus {
+    /// Whether it is on.
+    pub on: bool,
+    /// New flows a second over every service, as last measured (in splice
+    /// mode with the SYNs the kernel answered with a cookie).
+    pub rate: u64,
+    /// `flows.flood_threshold`: on above it, off below half of it for 5 s.
+    pub threshold: u32,
+    /// How long it has been on, in ms (0 when off).
+    pub on_for_ms: u64,
+    /// How many times it turned on since the agent started.
+    pub episodes: u64,
 }
 
 /// The VIP routes of `agent.vip_routes`.

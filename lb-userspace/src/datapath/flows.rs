@@ -86,7 +86,7 @@ mod tests {
 
     #[test]
     fn counts_live_flows_by_state_and_skips_expired_ones() {
-        let t = FlowTimeouts { tcp: 1000, tcp_closing: 100, udp: 300, _pad: 0 };
+        let t = FlowTimeouts { tcp: 1000, tcp_closing: 100, udp: 300, flood: 0 };
         let now = 50_000;
         // A flow expires REFRESH_TICKS after its limit (last_seen lags).
         let seen = |idle: u32| now - idle - lb_common::abi::REFRESH_TICKS;
@@ -108,7 +108,7 @@ mod tests {
 
     #[test]
     fn ages_wrap_with_the_tick_counter() {
-        let t = FlowTimeouts { tcp: 1000, tcp_closing: 100, udp: 300, _pad: 0 };
+        let t = FlowTimeouts { tcp: 1000, tcp_closing: 100, udp: 300, flood: 0 };
         let c = count([flow(PROTO_UDP, 7, FLOW_ESTABLISHED, u32::MAX - 10)].into_iter(), &t, 20);
         assert_eq!(c[&7].active, 1);
     }

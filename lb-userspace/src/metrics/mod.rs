@@ -189,6 +189,7 @@ mod tests {
             vip_routes: Default::default(),
             announce: None,
             trace: None,
+            flood: Default::default(),
         }
     }
 

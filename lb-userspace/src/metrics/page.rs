@@ -61,6 +61,7 @@ mod tests {
             vip_routes: Default::default(),
             announce: None,
             trace: None,
+            flood: Default::default(),
         }
     }
 

@@ -194,6 +194,26 @@ pub fn render(r: &StatusReport, probes: &BTreeMap<String, Histogram>) -> String 
     );
 
     family(
+        "lb_flood_mode",
+        "gauge",
+        "1 while flood mode is on (new flows above flows.flood_threshold a second; off below \
+         half of it for 5 s), else 0.",
+        vec![(String::new(), u8::from(r.flood.on).to_string())],
+    );
+    family(
+        "lb_new_flows_per_second",
+        "gauge",
+        "New flows a second over every service, as flood mode last measured them.",
+        vec![(String::new(), r.flood.rate.to_string())],
+    );
+    family(
+        "lb_flood_episodes_total",
+        "counter",
+        "Times flood mode turned on since the agent started.",
+        vec![(String::new(), r.flood.episodes.to_string())],
+    );
+
+    family(
         "lb_exceptions_total",
         "counter",
         "Packets the datapath dropped or did not balance, by reason and action.",
@@ -295,6 +315,7 @@ mod tests {
             vip_routes: Default::default(),
             announce: None,
             trace: None,
+            flood: Default::default(),
         };
         let text = render(&r, &BTreeMap::new());
         for line in [
@@ -337,6 +358,7 @@ mod tests {
             vip_routes: Default::default(),
             announce: None,
             trace: None,
+            flood: Default::default(),
         };
         let text = render(&r, &BTreeMap::new());
         for line in [
@@ -374,6 +396,7 @@ mod tests {
             flows_age_ms: 0,
             vip_routes: Default::default(),
             trace: None,
+            flood: Default::default(),
         };
         let text = render(&r, &BTreeMap::new());
         assert!(text.contains("# TYPE lb_vip_announced gauge"), "{text}");

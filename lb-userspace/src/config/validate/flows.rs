@@ -38,6 +38,12 @@ const MIN_CAPACITY: u32 = 1024;
 /// are 1.9 GB of kernel memory, before the kernel's per-element overhead.
 const MAX_CAPACITY: u32 = 1 << 25;
 
+/// Fewest new flows a second flood mode may be set to switch on at: below
+/// this an ordinary busy minute would count as a flood.
+const MIN_FLOOD_THRESHOLD: u32 = 100;
+/// Most: about what one core can admit; a threshold above it never fires.
+const MAX_FLOOD_THRESHOLD: u32 = 10_000_000;
+
 /// Validates the flows table (absent = all defaults).
 pub(super) fn check(raw: RawFlows, report: &mut Report) -> Option<Flows> {
     let d = Flows::default();
@@ -61,7 +67,17 @@ pub(super) fn check(raw: RawFlows, report: &mut Report) -> Option<Flows> {
             MAX_CAPACITY,
         ),
     );
+    let flood_threshold = report.take(
+        &Scope::FILE,
+        bounded(
+            "flows.flood_threshold",
+            raw.flood_threshold.unwrap_or(d.flood_threshold.into()),
+            MIN_FLOOD_THRESHOLD,
+            MAX_FLOOD_THRESHOLD,
+        ),
+    );
     Some(Flows {
+        flood_threshold: flood_threshold?,
         tcp_idle_timeout: tcp_idle_timeout?,
         tcp_closing_timeout: tcp_closing_timeout?,
         udp_idle_timeout: udp_idle_timeout?,
@@ -136,5 +152,18 @@ mod tests {
         refused(&with("capacity = 100"), &["flows.capacity = 100 is below the minimum 1024"]);
         refused(&with("capacity = 1000000000"), &["flows.capacity", "above the maximum 33554432"]);
         assert_eq!(accepted(&with("capacity = 4096")).flows.capacity, 4096);
+    }
+
+    #[test]
+    fn the_flood_threshold_is_bounded() {
+        assert_eq!(accepted(&with("flood_threshold = 5000")).flows.flood_threshold, 5000);
+        refused(
+            &with("flood_threshold = 10"),
+            &["flows.flood_threshold = 10 is below the minimum 100"],
+        );
+        refused(
+            &with("flood_threshold = 100000000"),
+            &["flows.flood_threshold", "above the maximum"],
+        );
     }
 }

@@ -91,7 +91,7 @@ pub struct Running {
     /// The balancer process whose CPU time counts (proxies and lb).
     pub pid: Option<u32>,
     daemon: Option<Proc>,
-    lb: Option<Lb>,
+    pub lb: Option<Lb>,
     lb_ns: String,
     /// lb-dsr: the backend's namespace, where its set-up is undone.
     dsr_backend: Option<String>,
