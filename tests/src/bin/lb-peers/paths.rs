@@ -230,8 +230,12 @@ impl Drop for Running {
             drop(lb);
             // A killed agent leaves its datapath forwarding (restarts keep
             // traffic flowing): remove it, or it would serve the next path.
+            // In its namespace: `lb stop` also removes the VIP's local route
+            // there, which the next path (a proxy) adds itself.
             let cfg = self.dir.0.join("lb.toml");
-            let _ = std::process::Command::new(lb_tests::agent::lb_binary())
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "exec", &self.lb_ns])
+                .arg(lb_tests::agent::lb_binary())
                 .args(["stop", "--config"])
                 .arg(&cfg)
                 .output();
