@@ -103,9 +103,30 @@ pub fn build(root: &Path, binary: &Path, out_dir: &Path) -> Result<PathBuf> {
         bail!("deploy/lb.service no longer names /usr/local/bin/lb; update xtask/src/deb.rs");
     }
     let unit = unit.replace("/usr/local/bin/lb ", &format!("{BIN} "));
-    let files: [(&str, Content, u32); 7] = [
+    // The backend role's unit, installed but never enabled: a host is a
+    // balancer or a direct-server-return backend, and the package cannot
+    // tell which.
+    let decap_unit = fs::read_to_string(root.join("deploy/lb-decap.service"))
+        .context("reading deploy/lb-decap.service")?;
+    if !decap_unit.contains("/usr/local/bin/lb ") {
+        bail!("deploy/lb-decap.service no longer names /usr/local/bin/lb; update xtask/src/deb.rs");
+    }
+    let decap_unit = decap_unit.replace("/usr/local/bin/lb ", &format!("{BIN} "));
+    let files: [(&str, Content, u32); 11] = [
         ("usr/bin/lb", Content::File(binary.to_owned()), 0o755),
         ("lib/systemd/system/lb.service", Content::Text(unit), 0o644),
+        ("lib/systemd/system/lb-decap.service", Content::Text(decap_unit), 0o644),
+        ("usr/share/lb/backend.toml", Content::File(root.join("config/backend.toml")), 0o644),
+        (
+            "usr/share/lb/bird.conf.example",
+            Content::File(root.join("config/bird.conf.example")),
+            0o644,
+        ),
+        (
+            "usr/share/lb/frr.conf.example",
+            Content::File(root.join("config/frr.conf.example")),
+            0o644,
+        ),
         ("etc/lb/lb.toml", Content::File(root.join("config/example.toml")), 0o644),
         // `ip route` shows lb's VIP routes as `proto lb` instead of `proto 252`.
         (RT_PROTOS, Content::File(root.join("deploy/iproute2/lb.conf")), 0o644),

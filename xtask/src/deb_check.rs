@@ -22,10 +22,15 @@ lb check --config /etc/lb/lb.toml | grep -q 'config OK' || fail "lb check of /et
 [ ! -e /run/lb/control.sock ] || fail "the install started an agent"
 grep -q '^ExecStart=/usr/bin/lb run ' /lib/systemd/system/lb.service || fail "unit names another binary"
 grep -q '^252[[:space:]]lb$' /etc/iproute2/rt_protos.d/lb.conf || fail "no name for route protocol 252"
+grep -q '^ExecStart=/usr/bin/lb decap --config ' /lib/systemd/system/lb-decap.service || fail "the decap unit names another binary"
+[ "$(systemctl is-enabled lb-decap.service 2>/dev/null || true)" != enabled ] || fail "lb-decap.service is enabled"
+lb check --config /usr/share/lb/backend.toml | grep -q 'config OK' || fail "lb check of the backend example"
+[ -e /usr/share/lb/bird.conf.example ] && [ -e /usr/share/lb/frr.conf.example ] || fail "no BIRD/FRR examples"
 echo "deb check: installed, lb check passes, unit enabled and not started"
 dpkg -r lb
 [ ! -e /usr/bin/lb ] || fail "dpkg -r left /usr/bin/lb"
 [ ! -e /lib/systemd/system/lb.service ] || fail "dpkg -r left the unit"
+[ ! -e /lib/systemd/system/lb-decap.service ] || fail "dpkg -r left the decap unit"
 [ ! -e /etc/systemd/system/multi-user.target.wants/lb.service ] || fail "dpkg -r left the unit enabled"
 [ -e /etc/lb/lb.toml ] || fail "dpkg -r removed the conffile (only purge should)"
 dpkg --purge lb
