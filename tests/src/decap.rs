@@ -75,3 +75,15 @@ impl Loaded {
         self.dp.counters().expect("decap counters")
     }
 }
+
+/// Readies `ns` as a direct-server-return backend the README's way: the
+/// VIP `vip` on `lo` (answered from, never announced) and a loose
+/// reverse-path check on `iface` (the client is not behind the tunnel's
+/// source). The one place the tests and the bench set a DSR backend up.
+pub fn hold_vip(ns: &crate::netns::NetNs, vip: &str, iface: &str) {
+    ns.ip(&format!("addr add {vip}/32 dev lo"));
+    ns.ip("link set lo up");
+    for key in ["all", iface] {
+        ns.sysctl(&format!("net.ipv4.conf.{key}.rp_filter"), "2");
+    }
+}

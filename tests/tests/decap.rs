@@ -52,13 +52,9 @@ fn topology() -> (NetNs, NetNs) {
     sender.ip("link set lo up");
     sender.ip("link set s0 up");
     backend.ip(&format!("addr add {BACKEND}/24 dev b0"));
-    backend.ip(&format!("addr add {VIP}/32 dev lo"));
-    backend.ip("link set lo up");
+    lb_tests::decap::hold_vip(&backend, &VIP.to_string(), "b0");
     backend.ip("link set b0 up");
     backend.ip(&format!("route add 10.0.0.0/24 via {SENDER}"));
-    for key in ["all", "b0"] {
-        backend.sysctl(&format!("net.ipv4.conf.{key}.rp_filter"), "2");
-    }
     (sender, backend)
 }
 

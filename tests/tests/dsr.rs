@@ -76,10 +76,7 @@ fn backends(topo: &Topology, dir: &Path, mode: Mode) -> Vec<Proc> {
     let attach = if mode == Mode::Tc { "tc" } else { "native" };
     let mut procs = Vec::new();
     for (i, ns) in topo.backends.iter().enumerate() {
-        ns.ip(&format!("addr add {VIP4}/32 dev lo"));
-        for key in ["all", "b0"] {
-            ns.sysctl(&format!("net.ipv4.conf.{key}.rp_filter"), "2");
-        }
+        lb_tests::decap::hold_vip(ns, VIP4, "b0");
         procs.push(ns.spawn(&[SERVER, &format!("b{}", i + 1), "80", "81", "5353"]));
         let pins = decap_pins(dir, i + 1);
         procs.push(ns.spawn(&[

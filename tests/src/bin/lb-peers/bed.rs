@@ -121,10 +121,7 @@ impl Bed {
     /// process is returned.
     pub fn dsr_backend(&self, dir: &std::path::Path) -> Result<Proc> {
         let b = self.backend();
-        b.ip(&format!("addr add {VIP4}/32 dev lo"));
-        for key in ["all", "b0"] {
-            b.sysctl(&format!("net.ipv4.conf.{key}.rp_filter"), "2");
-        }
+        lb_tests::decap::hold_vip(b, VIP4, "b0");
         b.ip("route add 10.200.0.2/32 via 10.210.0.2 dev b0r");
         let lb = lb_tests::agent::lb_binary();
         let pins = decap_pins(dir);
