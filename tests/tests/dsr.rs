@@ -21,7 +21,7 @@ use lb_tests::{
     client::Conn,
     mode::Mode,
     netns::Proc,
-    topology::{Topology, VIP4},
+    topology::{Topology, VIP4, VIP6},
 };
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -38,8 +38,9 @@ fn dsr_at_the_tc_hook_at_default_offloads_serves_every_backend() {
 }
 
 /// The config: the agent on every lb interface, no VIP routes, and the
-/// three services, probed by TCP (the probes also make the kernel learn
-/// the backends' MACs, which `dsr-l2` at XDP needs).
+/// three services, probed by TCP and UDP (the probes also make the kernel
+/// learn the backends' MACs, which `dsr-l2` at XDP needs). The `dsr-ipip`
+/// services' probes also go through the tunnel, by default.
 fn config(topo: &Topology, dir: &Path, mode: Mode) -> String {
     let mut s = mode.config(&agent::agent_table(&topo.lb_interfaces(), dir));
     s += "vip_routes = \"none\"\n";
@@ -57,7 +58,8 @@ fn config(topo: &Topology, dir: &Path, mode: Mode) -> String {
     s += &format!(
         "\n[[service]]\nname = \"ipip-udp\"\nvip = \"{VIP4}:5353\"\nprotocol = \"udp\"\n\
          forwarding = \"dsr-ipip\"\ntunnel_source = \"10.201.9.0/28\"\n\
-         [service.health]\nkind = \"none\"\n{}",
+         [service.health]\nkind = \"udp\"\nsend = \"hello\\n\"\ninterval = \"500ms\"\n\
+         timeout = \"400ms\"\n{}",
         backends(5353)
     );
     s += &format!(
@@ -68,15 +70,18 @@ fn config(topo: &Topology, dir: &Path, mode: Mode) -> String {
 }
 
 /// Readies backend namespaces as the README's DSR section says: the VIP on
-/// `lo`, rp_filter loose, a server on the service ports and `lb decap` on
-/// the link at the mode's hook.
-fn backends(topo: &Topology, dir: &Path, mode: Mode) -> Vec<Proc> {
+/// `lo` (but for backend `without_vip`, 1-based), rp_filter loose, a
+/// server on the service ports and `lb decap` on the link at the mode's
+/// hook.
+fn backends(topo: &Topology, dir: &Path, mode: Mode, without_vip: Option<usize>) -> Vec<Proc> {
     let lb = lb_binary();
     let lb = lb.to_string_lossy().into_owned();
     let attach = if mode == Mode::Tc { "tc" } else { "native" };
     let mut procs = Vec::new();
     for (i, ns) in topo.backends.iter().enumerate() {
-        lb_tests::decap::hold_vip(ns, VIP4, "b0");
+        if without_vip != Some(i + 1) {
+            lb_tests::decap::hold_vip(ns, VIP4, "b0");
+        }
         procs.push(ns.spawn(&[SERVER, &format!("b{}", i + 1), "80", "81", "5353"]));
         let pins = decap_pins(dir, i + 1);
         procs.push(ns.spawn(&[
@@ -100,12 +105,12 @@ fn serves(mode: Mode) {
     }
     let dir = TempDir::new();
     test_bpffs();
-    let _backends = backends(&topo, &dir.0, mode);
+    let _backends = backends(&topo, &dir.0, mode, None);
     let cfg = dir.0.join("lb.toml");
     std::fs::write(&cfg, config(&topo, &dir.0, mode)).expect("config");
     let lb = start_lb(&topo, &cfg, &dir.0);
     for b in 1..=3 {
-        for svc in ["ipip", "l2"] {
+        for svc in ["ipip", "ipip-udp", "l2"] {
             lb.wait_health(svc, &format!("10.200.{b}.1:{}", port(svc)), "up", LIMIT);
         }
     }
@@ -127,6 +132,13 @@ fn serves(mode: Mode) {
     }
     udp_answered(format!("{VIP4}:5353").parse().expect("vip"));
 
+    // Every probe, through the tunnel too, kept succeeding all along.
+    for b in 1..=3 {
+        for svc in ["ipip", "ipip-udp", "l2"] {
+            let (status, _) = lb.backend(svc, &format!("10.200.{b}.1:{}", port(svc)));
+            assert_eq!((status.health.as_str(), status.transitions), ("up", 0), "{svc} b{b}");
+        }
+    }
     let report = lb.report();
     let count = |reason: &str| {
         report.exceptions.iter().find(|e| e.reason == reason).map_or(0, |e| e.packets)
@@ -169,7 +181,72 @@ fn decap_pins(dir: &Path, i: usize) -> String {
 }
 
 fn port(svc: &str) -> u16 {
-    if svc == "l2" { 81 } else { 80 }
+    match svc {
+        "l2" => 81,
+        "ipip-udp" => 5353,
+        _ => 80,
+    }
+}
+
+/// A backend that answers on its own address but lacks the VIP passes
+/// direct probes and would drop every packet of the service: its probes
+/// through the tunnel take it out (TCP and UDP), and giving it the VIP
+/// brings it back. The probes leave no half-open connection behind.
+#[test]
+fn a_backend_without_the_vip_is_taken_out_by_its_tunnel_probes() {
+    let mode = Mode::Tc;
+    let topo = Topology::new(3);
+    let dir = TempDir::new();
+    test_bpffs();
+    let _backends = backends(&topo, &dir.0, mode, Some(2));
+    let cfg = dir.0.join("lb.toml");
+    std::fs::write(&cfg, config(&topo, &dir.0, mode)).expect("config");
+    let lb = start_lb(&topo, &cfg, &dir.0);
+    for svc in ["ipip", "ipip-udp"] {
+        for b in [1, 3] {
+            lb.wait_health(svc, &format!("10.200.{b}.1:{}", port(svc)), "up", LIMIT);
+        }
+        let lacking = format!("10.200.2.1:{}", port(svc));
+        lb.wait_health(svc, &lacking, "down", LIMIT);
+        let change = lb
+            .health_changes()
+            .into_iter()
+            .find(|c| c.service == svc && c.backend == lacking && c.to == "down")
+            .unwrap_or_else(|| panic!("{svc}: no health change logged for {lacking}"));
+        assert!(change.line.contains("through the tunnel"), "{svc}: {}", change.line);
+    }
+    for svc in ["ipip", "ipip-udp"] {
+        for b in [1, 3] {
+            let (status, _) = lb.backend(svc, &format!("10.200.{b}.1:{}", port(svc)));
+            assert_eq!(status.transitions, 0, "{svc} b{b} stayed up");
+        }
+    }
+    // dsr-l2 has no tunnel: its probes reach backend 2's own address.
+    assert_eq!(lb.backend("l2", "10.200.2.1:81").0.health, "up");
+
+    let vip: SocketAddr = format!("{VIP4}:80").parse().expect("vip");
+    let spread = || {
+        let _client = topo.client.enter();
+        wait_answered(vip);
+        (0..150).map(|_| Conn::open_via(vip, mode).ask()).collect::<BTreeSet<_>>()
+    };
+    let seen = spread();
+    assert_eq!(seen, ["b1", "b3"].map(String::from).into(), "backend 2 gets nothing");
+
+    lb_tests::decap::hold_vip(&topo.backends[1], VIP4, "b0");
+    for svc in ["ipip", "ipip-udp"] {
+        lb.wait_health(svc, &format!("10.200.2.1:{}", port(svc)), "up", LIMIT);
+    }
+    assert_eq!(spread().len(), 3, "backend 2 is back");
+
+    // Each SYN-ACK to a probe is reset through the tunnel. Unreset, every
+    // probe would leave a half-open connection for about a minute of
+    // SYN-ACK retries (over 100 at two probes a second).
+    for ns in &topo.backends {
+        let out = ns.exec(&["ss", "-Htn", "state", "syn-recv"]);
+        let half_open = String::from_utf8_lossy(&out.stdout).lines().count();
+        assert!(half_open <= 1, "{half_open} half-open connections on {}", ns.name());
+    }
 }
 
 fn wait_answered(vip: SocketAddr) {
@@ -219,4 +296,54 @@ fn udp_answered(vip: SocketAddr) {
         names.insert(text.split_whitespace().next().unwrap_or_default().to_owned());
     }
     assert_eq!(names.len(), 3, "every backend answers UDP: {names:?}");
+}
+
+/// The tunnel probe on its own, from the balancer's namespace with no lb
+/// running: each answer the backends can give is told apart, in both
+/// kinds, and a backend without the VIP gives none.
+#[test]
+fn tunnel_probes_tell_each_answer_apart() {
+    use lb_userspace::{
+        config::HealthKind,
+        health::{
+            probe::ProbeError,
+            tunnel::{Tunnel, probe},
+        },
+    };
+    let topo = Topology::new(2);
+    let dir = TempDir::new();
+    test_bpffs();
+    let _backends = backends(&topo, &dir.0, Mode::Tc, Some(2));
+    // Backend 1 holds the IPv6 VIP too.
+    topo.backends[0].ip(&format!("-6 addr add {VIP6}/128 dev lo"));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let _lb = topo.lb.enter();
+    let run = |kind: &HealthKind, port: u16, backend: &str| {
+        let v6 = backend.contains(':');
+        let tunnel = Tunnel {
+            vip: SocketAddr::new(if v6 { VIP6 } else { VIP4 }.parse().expect("vip"), port),
+            source: if v6 { "fd00:201:9::/120" } else { "10.201.9.0/28" }.parse().expect("prefix"),
+        };
+        let backend = SocketAddr::new(backend.parse().expect("backend"), port);
+        let limit = Duration::from_millis(400);
+        rt.block_on(async { tokio::time::timeout(limit, probe(kind, &tunnel, backend)).await })
+            .unwrap_or(Err(ProbeError::Timeout(limit)))
+    };
+    let udp = HealthKind::Udp { send: b"hello\n".to_vec(), expect: None };
+    // The decap programs may still be loading: the first success may wait.
+    agent::wait_for(LIMIT, "a TCP probe through the tunnel", || {
+        run(&HealthKind::Tcp, 80, "10.200.1.1").ok()
+    });
+    let r = run(&udp, 5353, "10.200.1.1");
+    assert!(r.is_ok(), "UDP through the tunnel: {r:?}");
+    let r = run(&HealthKind::Tcp, 7, "10.200.1.1");
+    assert!(matches!(r, Err(ProbeError::Refused)), "a port nothing serves: {r:?}");
+    for (kind, port) in [(&HealthKind::Tcp, 80), (&udp, 5353)] {
+        let r = run(kind, port, "fd00:200:1::1");
+        assert!(r.is_ok(), "IPv6 in IPv6, {kind:?}: {r:?}");
+        for lacking in ["10.200.2.1", "fd00:200:2::1"] {
+            let r = run(kind, port, lacking);
+            assert!(matches!(r, Err(ProbeError::Timeout(_))), "no VIP on {lacking}: {r:?}");
+        }
+    }
 }

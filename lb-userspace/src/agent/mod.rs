@@ -49,6 +49,7 @@ use crate::{
     health::{
         Health,
         scheduler::{Outcome, Target},
+        tunnel::Tunnel,
     },
     metrics::{self, histogram::Histogram},
     routes::{self, RouteError, VipRoutes},
@@ -206,10 +207,17 @@ impl Agent {
     /// The probes the current config asks for.
     pub fn targets(&self) -> Vec<Target> {
         let st = self.lock();
+        // Splice mode connects to the backends' own addresses whatever the
+        // forwarding: no tunnel to probe there.
+        let kernel = st.datapath.xdp().is_some();
         st.config
             .services
             .iter()
             .flat_map(|svc| {
+                let tunnel = match (&svc.tunnel_source, svc.health.tunnel && kernel) {
+                    (Some(source), true) => Some(Tunnel { vip: svc.vip, source: *source }),
+                    _ => None,
+                };
                 svc.backends.iter().map(move |b| Target {
                     service: svc.name.clone(),
                     backend: b.addr,
@@ -217,6 +225,7 @@ impl Agent {
                     interval: svc.health.interval,
                     timeout: svc.health.timeout,
                     proxy_protocol: svc.proxy_protocol != ProxyProtocol::None,
+                    tunnel: tunnel.clone(),
                 })
             })
             .collect()

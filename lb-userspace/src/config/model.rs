@@ -431,6 +431,11 @@ pub struct Health {
     /// probes bring a backend back; validation refuses a non-zero value set
     /// explicitly where it could not act, but a default stays here as is.
     pub syn_unanswered: u32,
+    /// `dsr-ipip` services in a kernel mode: each probe also goes through
+    /// the tunnel to the VIP, as the service's packets do (a SYN, or the
+    /// `udp` kind's datagram), and must be answered from the VIP. Never set
+    /// where it cannot apply (another forwarding, or kind `none`).
+    pub tunnel: bool,
 }
 
 /// What a health probe does.

@@ -147,6 +147,7 @@ pub(crate) struct RawHealth {
     pub(crate) expect: Option<String>,
     pub(crate) syn_timeout: Option<String>,
     pub(crate) syn_unanswered: Option<i64>,
+    pub(crate) tunnel: Option<bool>,
 }
 
 /// One `[[service.backend]]`.

@@ -130,7 +130,11 @@ impl fmt::Display for Summary {
             }
             match (service.forwarding, service.tunnel_source) {
                 (Forwarding::Nat, _) => {}
-                (fwd, Some(src)) => writeln!(f, "    forwarding: {fwd} from {src}")?,
+                (fwd, Some(src)) => {
+                    let probes =
+                        if service.health.tunnel { ", probed through the tunnel too" } else { "" };
+                    writeln!(f, "    forwarding: {fwd} from {src}{probes}")?
+                }
                 (fwd, None) => writeln!(f, "    forwarding: {fwd}")?,
             }
             let sources = service.sources.describe();

@@ -5,6 +5,7 @@
 pub mod probe;
 pub mod scheduler;
 pub mod tracker;
+pub mod tunnel;
 pub mod unanswered;
 
 pub use tracker::{Health, Tracker, Transition};

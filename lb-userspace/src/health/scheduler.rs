@@ -9,7 +9,10 @@ use std::{
 
 use tokio::{sync::mpsc, task::JoinHandle};
 
-use super::probe::probe;
+use super::{
+    probe::{ProbeError, probe},
+    tunnel::{self, Tunnel},
+};
 use crate::config::HealthKind;
 
 /// What to probe, and how often.
@@ -27,6 +30,8 @@ pub struct Target {
     pub timeout: Duration,
     /// The backend expects a PROXY protocol v2 header first.
     pub proxy_protocol: bool,
+    /// Also probe through the tunnel (`dsr-ipip` in a kernel mode).
+    pub tunnel: Option<Tunnel>,
 }
 
 /// One probe's result.
@@ -79,9 +84,7 @@ async fn run(t: Target, tx: mpsc::UnboundedSender<Outcome>) {
         // 3 KB, and held inline it would stay in every task's future for the
         // whole interval between probes: 30 MB at 10 000 backends. Boxed, it
         // exists only while a probe runs.
-        let result = Box::pin(probe(&t.kind, t.backend, t.proxy_protocol, t.timeout))
-            .await
-            .map_err(|e| e.to_string());
+        let result = Box::pin(probe_once(&t)).await;
         let at = Instant::now();
         let outcome = Outcome {
             service: t.service.clone(),
@@ -97,6 +100,38 @@ async fn run(t: Target, tx: mpsc::UnboundedSender<Outcome>) {
         let next = t.interval.mul_f64(0.9) + rng.fraction_of(t.interval / 5);
         tokio::time::sleep((start + next).saturating_duration_since(Instant::now())).await;
     }
+}
+
+/// One probe of `t`: the direct one and, for a tunnelled service, the one
+/// through the tunnel, side by side, so together they take no longer than
+/// the timeout. Both must succeed.
+async fn probe_once(t: &Target) -> Result<(), String> {
+    let direct = probe(&t.kind, t.backend, t.proxy_protocol, t.timeout);
+    let through =
+        async {
+            let Some(tunnel) = &t.tunnel else { return Ok(()) };
+            let result =
+                match tokio::time::timeout(t.timeout, tunnel::probe(&t.kind, tunnel, t.backend))
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(_) => Err(ProbeError::Timeout(t.timeout)),
+                };
+            result.map_err(|e| {
+                let hint = match e {
+                    ProbeError::Timeout(_) => {
+                        " (does the backend hold the VIP on lo, and run lb decap on the interface \
+                     the tunnel reaches?)"
+                    }
+                    ProbeError::Refused => " (nothing serves the port on the VIP there)",
+                    _ => "",
+                };
+                format!("through the tunnel to {}: {e}{hint}", tunnel.vip)
+            })
+        };
+    let (direct, through) = tokio::join!(direct, through);
+    direct.map_err(|e| e.to_string())?;
+    through
 }
 
 /// A small xorshift generator: jitter needs spread, not quality, and not a
@@ -136,6 +171,7 @@ mod tests {
             interval: Duration::from_millis(interval),
             timeout: Duration::from_millis(timeout),
             proxy_protocol: false,
+            tunnel: None,
         }
     }
 

@@ -8,7 +8,7 @@ use lb_common::encap::MAX_SOURCE_HOST_BITS;
 use super::backend;
 use super::report::{Issue, Report, Scope};
 use super::values::choice;
-use crate::config::model::Forwarding;
+use crate::config::model::{Forwarding, HealthKind};
 use crate::config::prefix::Prefix;
 
 /// The forwarding of the service on `vip` (if it parsed) and, for
@@ -93,6 +93,44 @@ fn tunnel_prefix(text: &str, vip: Option<SocketAddr>) -> Result<Prefix, Issue> {
     Ok(prefix)
 }
 
+/// Whether the service's probes also go through the tunnel
+/// (`health.tunnel`): on by default where they can (`dsr-ipip` with a probe
+/// kind), since only that catches a backend without the VIP or without
+/// `lb decap`; asking for it where it cannot apply is refused, as it would
+/// silently do nothing.
+pub(super) fn tunnel_probe(
+    asked: Option<bool>,
+    forwarding: Option<Forwarding>,
+    kind: Option<&HealthKind>,
+    scope: &Scope,
+    report: &mut Report,
+) -> Option<bool> {
+    let (Some(forwarding), Some(kind)) = (forwarding, kind) else { return None };
+    let can = forwarding == Forwarding::DsrIpip && *kind != HealthKind::None;
+    match asked {
+        Some(true) if !can => {
+            let issue = if forwarding != Forwarding::DsrIpip {
+                Issue::new(
+                    format!(
+                        "health.tunnel = true, but forwarding is \"{forwarding}\"; only \
+                         \"dsr-ipip\" has a tunnel to probe through"
+                    ),
+                    "remove health.tunnel, or set forwarding = \"dsr-ipip\"",
+                )
+            } else {
+                Issue::new(
+                    "health.tunnel = true, but kind = \"none\" runs no probe",
+                    "remove health.tunnel, or set a probe kind such as kind = \"tcp\"",
+                )
+            };
+            report.add(scope, issue);
+            None
+        }
+        Some(asked) => Some(asked && can),
+        None => Some(can),
+    }
+}
+
 /// With direct server return the packet keeps the VIP's port, so each
 /// backend must serve on it.
 pub(super) fn check_ports(
@@ -147,7 +185,7 @@ pub(super) fn check_ports(
 #[cfg(test)]
 mod tests {
     use super::super::testing::{accepted, refused, service};
-    use crate::config::model::Forwarding;
+    use crate::config::model::{Forwarding, HealthKind};
 
     /// A service on 10.0.0.100:80 with one backend and `keys` added.
     fn web(keys: &str, backend: &str) -> String {
@@ -202,6 +240,38 @@ mod tests {
         refused(
             &web("forwarding = \"dsr-l2\"", "10.0.1.1:8080"),
             &["backend 10.0.1.1:8080", "VIP's port 80", "addr = \"10.0.1.1:80\""],
+        );
+    }
+
+    const DSR: &str = "forwarding = \"dsr-ipip\"\ntunnel_source = \"10.9.0.0/24\"";
+
+    #[test]
+    fn dsr_ipip_probes_through_the_tunnel_unless_told_not_to() {
+        let tunnel = |keys: &str| accepted(&web(keys, "10.0.1.1:80")).services[0].health.tunnel;
+        assert!(tunnel(DSR));
+        assert!(!tunnel(&format!("{DSR}\nhealth = {{ tunnel = false }}")));
+        assert!(tunnel(&format!("{DSR}\nhealth = {{ kind = \"http\", tunnel = true }}")));
+        // Nothing to probe through, or no probe: off, whatever the kind.
+        assert!(!tunnel(&format!("{DSR}\nhealth = {{ kind = \"none\" }}")));
+        assert!(!tunnel("forwarding = \"dsr-l2\""));
+        let c = accepted(&service("web", "10.0.0.100:80", "10.0.1.1:8080"));
+        assert!(!c.services[0].health.tunnel);
+        assert_eq!(c.services[0].health.kind, HealthKind::Tcp);
+    }
+
+    #[test]
+    fn a_tunnel_probe_that_could_not_run_is_refused() {
+        refused(
+            &web("forwarding = \"dsr-l2\"\nhealth = { tunnel = true }", "10.0.1.1:80"),
+            &["health.tunnel = true", "\"dsr-l2\"", "set forwarding = \"dsr-ipip\""],
+        );
+        refused(
+            &web("health = { tunnel = true }", "10.0.1.1:80"),
+            &["health.tunnel = true", "\"nat\""],
+        );
+        refused(
+            &web(&format!("{DSR}\nhealth = {{ kind = \"none\", tunnel = true }}"), "10.0.1.1:80"),
+            &["kind = \"none\" runs no probe", "kind = \"tcp\""],
         );
     }
 }

@@ -57,6 +57,8 @@ pub(super) fn check(
         fall: fall?,
         syn_timeout: syn_timeout?,
         syn_unanswered: syn_unanswered?,
+        // Set by the service's check, which knows its forwarding.
+        tunnel: false,
     })
 }
 

@@ -12,7 +12,7 @@ use super::sources;
 use super::values::{choice, identity, nonzero_port, service_name, socket_addr};
 use crate::config::defaults;
 use crate::config::error::Subject;
-use crate::config::model::{Protocol, ProxyProtocol, Scheduler, Service};
+use crate::config::model::{Health, Protocol, ProxyProtocol, Scheduler, Service};
 use crate::config::raw::RawService;
 use lb_common::maglev::{is_prime, next_prime};
 
@@ -56,6 +56,7 @@ pub(super) fn check(index: usize, raw: RawService, report: &mut Report) -> Check
     );
     let proxy_protocol =
         report.take(&scope, proxy_protocol(raw.proxy_protocol.as_deref(), protocol));
+    let tunnel_probe = raw.health.as_ref().and_then(|h| h.tunnel);
     let health = health::check(raw.health, protocol, &scope, report);
     let has_dns = raw.dns.is_some();
     let dns = raw.dns.map(|d| dns::check(d, &scope, report));
@@ -67,6 +68,14 @@ pub(super) fn check(index: usize, raw: RawService, report: &mut Report) -> Check
         &scope,
         report,
     );
+    let tunnel = forwarding::tunnel_probe(
+        tunnel_probe,
+        forwarding.map(|f| f.0),
+        health.as_ref().map(|h| &h.kind),
+        &scope,
+        report,
+    );
+    let health = health.map(|h| Health { tunnel: tunnel.unwrap_or(false), ..h });
     let backend_count = raw.backend.len();
     let backends: Vec<backend::Checked> = raw
         .backend
