@@ -299,8 +299,9 @@ fn udp_answered(vip: SocketAddr) {
 }
 
 /// The tunnel probe on its own, from the balancer's namespace with no lb
-/// running: each answer the backends can give is told apart, in both
-/// kinds, and a backend without the VIP gives none.
+/// running but the VIPs local there: each answer the backends can give is
+/// told apart, in both kinds and both families, and a backend without the
+/// VIP gives none.
 #[test]
 fn tunnel_probes_tell_each_answer_apart() {
     use lb_userspace::{
@@ -316,6 +317,11 @@ fn tunnel_probes_tell_each_answer_apart() {
     let _backends = backends(&topo, &dir.0, Mode::Tc, Some(2));
     // Backend 1 holds the IPv6 VIP too.
     topo.backends[0].ip(&format!("-6 addr add {VIP6}/128 dev lo"));
+    // The VIPs are local on the balancer, as lb's default VIP routes make
+    // them: answers from them are martians to its kernel, and must still
+    // be seen.
+    topo.lb.ip(&format!("route add local {VIP4}/32 dev lo table local"));
+    topo.lb.ip(&format!("-6 route add local {VIP6}/128 dev lo table local"));
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let _lb = topo.lb.enter();
     let run = |kind: &HealthKind, port: u16, backend: &str| {
