@@ -444,3 +444,14 @@ impl Drop for Load {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+/// Raises this process's open-file limit to at least `n` (a test holding
+/// many connections open at once: two descriptors per [`Conn`]).
+pub fn allow_open_files(n: u64) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    if soft < n {
+        setrlimit(Resource::RLIMIT_NOFILE, n.max(hard), n.max(hard))
+            .unwrap_or_else(|e| panic!("raising RLIMIT_NOFILE to {n} (now {soft}/{hard}): {e}"));
+    }
+}

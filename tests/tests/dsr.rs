@@ -69,22 +69,33 @@ fn config(topo: &Topology, dir: &Path, mode: Mode) -> String {
     s
 }
 
+/// The backends' processes: each one's server and its `lb decap`.
+struct Backends {
+    servers: Vec<Proc>,
+    _decaps: Vec<Proc>,
+}
+
+/// Backend `i`'s server (1-based), on the service ports.
+fn server(topo: &Topology, i: usize) -> Proc {
+    topo.backends[i - 1].spawn(&[SERVER, &format!("b{i}"), "80", "81", "5353"])
+}
+
 /// Readies backend namespaces as the README's DSR section says: the VIP on
 /// `lo` (but for backend `without_vip`, 1-based), rp_filter loose, a
 /// server on the service ports and `lb decap` on the link at the mode's
 /// hook.
-fn backends(topo: &Topology, dir: &Path, mode: Mode, without_vip: Option<usize>) -> Vec<Proc> {
+fn backends(topo: &Topology, dir: &Path, mode: Mode, without_vip: Option<usize>) -> Backends {
     let lb = lb_binary();
     let lb = lb.to_string_lossy().into_owned();
     let attach = if mode == Mode::Tc { "tc" } else { "native" };
-    let mut procs = Vec::new();
+    let mut b = Backends { servers: Vec::new(), _decaps: Vec::new() };
     for (i, ns) in topo.backends.iter().enumerate() {
         if without_vip != Some(i + 1) {
             lb_tests::decap::hold_vip(ns, VIP4, "b0");
         }
-        procs.push(ns.spawn(&[SERVER, &format!("b{}", i + 1), "80", "81", "5353"]));
+        b.servers.push(server(topo, i + 1));
         let pins = decap_pins(dir, i + 1);
-        procs.push(ns.spawn(&[
+        b._decaps.push(ns.spawn(&[
             &lb,
             "decap",
             "--interface",
@@ -95,7 +106,7 @@ fn backends(topo: &Topology, dir: &Path, mode: Mode, without_vip: Option<usize>)
             &pins,
         ]));
     }
-    procs
+    b
 }
 
 fn serves(mode: Mode) {
@@ -351,5 +362,102 @@ fn tunnel_probes_tell_each_answer_apart() {
             let r = run(kind, port, lacking);
             assert!(matches!(r, Err(ProbeError::Timeout(_))), "no VIP on {lacking}: {r:?}");
         }
+    }
+}
+
+/// Direct server return under traffic as the world sends it, at the tc
+/// hook at default veth offloads: IPv4 and IPv6, 1 000 connections open at
+/// once, clients reusing their ports, and the same backend killed twice.
+#[test]
+fn dsr_holds_under_concurrency_port_reuse_and_repeated_kills() {
+    const N: usize = 1000;
+    lb_tests::client::allow_open_files(4 * N as u64);
+    let mode = Mode::Tc;
+    let topo = Topology::new(3);
+    topo.default_offloads();
+    topo.reuse_time_wait();
+    let dir = TempDir::new();
+    test_bpffs();
+    let mut procs = backends(&topo, &dir.0, mode, None);
+    for ns in &topo.backends {
+        ns.ip(&format!("-6 addr add {VIP6}/128 dev lo"));
+    }
+    let mut cfg = mode.config(&agent::agent_table(&topo.lb_interfaces(), &dir.0));
+    cfg += "vip_routes = \"none\"\n";
+    let health = "[service.health]\nkind = \"tcp\"\ninterval = \"200ms\"\ntimeout = \"150ms\"\n";
+    for (name, vip, source, fmt) in [
+        ("v4", format!("{VIP4}:80"), "10.201.9.0/28", "10.200.{i}.1:80"),
+        ("v6", format!("[{VIP6}]:80"), "fd00:201:9::/120", "[fd00:200:{i}::1]:80"),
+    ] {
+        cfg += &format!(
+            "\n[[service]]\nname = \"{name}\"\nvip = \"{vip}\"\nforwarding = \"dsr-ipip\"\n\
+             tunnel_source = \"{source}\"\n{health}"
+        );
+        for i in 1..=3 {
+            cfg += &format!(
+                "[[service.backend]]\naddr = \"{}\"\n",
+                fmt.replace("{i}", &i.to_string())
+            );
+        }
+    }
+    let path = dir.0.join("lb.toml");
+    std::fs::write(&path, cfg).expect("config");
+    let lb = start_lb(&topo, &path, &dir.0);
+    let v4: SocketAddr = format!("{VIP4}:80").parse().expect("vip");
+    let v6: SocketAddr = format!("[{VIP6}]:80").parse().expect("vip");
+    let client = topo.client.enter();
+    wait_answered(v4);
+    wait_answered(v6);
+
+    // 1 000 connections open at once over IPv4 and 200 over IPv6, each
+    // answered by the backend it keeps, all three backends between them.
+    for (vip, n) in [(v4, N), (v6, 200)] {
+        let mut conns: Vec<Conn> = (0..n).map(|_| Conn::open_via(vip, mode)).collect();
+        let names: Vec<String> = conns.iter_mut().map(Conn::ask).collect();
+        assert_eq!(names.iter().collect::<BTreeSet<_>>().len(), 3, "{vip}: spread over 3");
+        let again: Vec<String> = conns.iter_mut().map(Conn::ask).collect();
+        assert_eq!(again, names, "{vip}: each connection keeps its backend");
+    }
+
+    // Clients reuse their ports: each round opens a new connection from
+    // each of 150 ports. Until something changes, a port keeps its backend.
+    let ports =
+        lb_tests::topology::CHOSEN_PORTS.start..lb_tests::topology::CHOSEN_PORTS.start + 150;
+    let round =
+        || -> Vec<String> { ports.clone().map(|p| Conn::open_from(p, v4, mode).ask()).collect() };
+    let first = round();
+    assert_eq!(round(), first, "a reused port keeps its backend");
+    // Established connections on the other backends live through the kills.
+    let mut held: Vec<Conn> = (0..60).map(|_| Conn::open_via(v4, mode)).collect();
+    let held_on: Vec<String> = held.iter_mut().map(Conn::ask).collect();
+    drop(client);
+
+    // Backend 2 dies, comes back, and dies again.
+    for kill in 1..=2 {
+        // Killed (a Proc is killed when dropped); a placeholder holds its place.
+        drop(std::mem::replace(&mut procs.servers[1], topo.backends[1].spawn(&["sleep", "600"])));
+        for svc in ["v4", "v6"] {
+            let addr = if svc == "v4" { "10.200.2.1:80" } else { "[fd00:200:2::1]:80" };
+            lb.wait_health(svc, addr, "down", LIMIT);
+        }
+        let client = topo.client.enter();
+        let now = round();
+        for (port, (before, after)) in ports.clone().zip(first.iter().zip(&now)) {
+            assert_ne!(after, "b2", "kill {kill}: port {port} reached the dead backend");
+            if before != "b2" {
+                assert_eq!(after, before, "kill {kill}: port {port} moved off a live backend");
+            }
+        }
+        for (c, name) in held.iter_mut().zip(&held_on).filter(|(_, n)| *n != "b2") {
+            assert_eq!(&c.ask(), name, "kill {kill}: an established connection broke");
+        }
+        drop(client);
+        drop(std::mem::replace(&mut procs.servers[1], server(&topo, 2)));
+        for svc in ["v4", "v6"] {
+            let addr = if svc == "v4" { "10.200.2.1:80" } else { "[fd00:200:2::1]:80" };
+            lb.wait_health(svc, addr, "up", LIMIT);
+        }
+        let _client = topo.client.enter();
+        assert_eq!(round(), first, "kill {kill}: back up, every port has its backend again");
     }
 }

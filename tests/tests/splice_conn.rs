@@ -21,22 +21,11 @@ use lb_userspace::{
 
 const SERVER: &str = env!("CARGO_BIN_EXE_lbt-server");
 
-/// Raises this process's open-file limit to at least `n` (two descriptors
-/// per client connection).
-fn allow_open_files(n: u64) {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
-    if soft < n {
-        setrlimit(Resource::RLIMIT_NOFILE, n.max(hard), n.max(hard))
-            .unwrap_or_else(|e| panic!("raising RLIMIT_NOFILE to {n} (now {soft}/{hard}): {e}"));
-    }
-}
-
 #[test]
 fn a_thousand_concurrent_connections_are_all_served() {
     const N: usize = 1000;
     // The client's sockets here, and lb's six descriptors a connection.
-    allow_open_files(8 * N as u64);
+    lb_tests::client::allow_open_files(8 * N as u64);
     // lb as a service manager starts it: systemd's default soft limit of
     // 1024 open files (the hard limit stays what this process has). Each
     // relayed connection takes two sockets and two pipes.
@@ -145,7 +134,7 @@ fn the_counters_show_which_backend_refused_and_where_connections_went() {
 /// pipes only for those that move more than a small message), and 700
 /// client connections to it, all completed by the kernel, accepted or not.
 fn beyond_the_open_file_limit() -> (Setup, Vec<Conn>) {
-    allow_open_files(4096);
+    lb_tests::client::allow_open_files(4096);
     let s = Setup::splice(Some(SERVER), 3, &["prlimit", "--nofile=1024:1024"], "splice");
     let inside = s.topo.client.enter();
     let held: Vec<Conn> = (0..700).map(|_| s.conn(vip(VIP4, 80))).collect();
