@@ -28,3 +28,4 @@ pub mod icmp;
 #[cfg(feature = "alloc")]
 pub mod maglev;
 pub mod parse;
+pub mod prefilter;

@@ -11,7 +11,7 @@ use crate::{
     hook::{Hook, Traced},
     icmp,
     maps::{LB_SCRATCH, LB_SERVICES},
-    reverse, sources, stats, trace,
+    prefilter, reverse, sources, stats, trace,
 };
 
 /// The action for the packet `h`. Each `DropReason` has one fixed action
@@ -107,15 +107,19 @@ fn try_lb<H: Hook>(h: &H) -> Result<u32, DropReason> {
         proto: pkt.key.proto,
         family: pkt.key.family,
     };
+    // A first fragment's ports are remembered only for balanced traffic:
+    // fragments the gateway merely passes must not take (or evict) entries.
+    let first = pkt.fragment == FRAG_FIRST;
+    // Most of what a gateway passes is to and from neither a VIP nor a
+    // backend: the prefilter spares it every lookup below.
+    let to_ours = prefilter::maybe(&pkt.key.dst, pkt.key.dst_port_be, pkt.key.proto);
     // SAFETY: the agent replaces elements rather than writing into them,
     // and a replaced element stays readable until this program run ends
     // (RCU), so the reference holds one consistent record. Not copied:
     // the record's bytes on this frame would leave its callees too little
     // of the 512.
-    // A first fragment's ports are remembered only for balanced traffic:
-    // fragments the gateway merely passes must not take (or evict) entries.
-    let first = pkt.fragment == FRAG_FIRST;
-    let action = if let Some(svc) = unsafe { LB_SERVICES.get(&service) } {
+    let found = if to_ours { unsafe { LB_SERVICES.get(&service) } } else { None };
+    let action = if let Some(svc) = found {
         if H::TRACE {
             trace::service(svc.id);
         }
@@ -142,6 +146,14 @@ fn try_lb<H: Hook>(h: &H) -> Result<u32, DropReason> {
     } else {
         if H::TRACE {
             trace::service(NO_SERVICE);
+        }
+        // Not from a backend: no reply to translate or adopt; only direct
+        // traffic to a backend has something to do.
+        if !prefilter::maybe(&pkt.key.src, pkt.key.src_port_be, pkt.key.proto) {
+            if to_ours {
+                reverse::direct(pkt);
+            }
+            return Ok(H::PASS);
         }
         match reverse::find_reply(pkt) {
             // Flood mode: a SYN-ACK whose pending entry the flood pushed

@@ -25,6 +25,7 @@ mod hook;
 mod icmp;
 mod maps;
 mod passive;
+mod prefilter;
 mod reverse;
 mod rewrite;
 mod route;

@@ -133,3 +133,6 @@ pub static LB_NEXT_HOPS: Array<NextHop> = Array::with_max_entries(MAX_BACKENDS, 
 /// `lb trace`'s filter (array of one; see `trace`).
 #[map]
 pub static LB_TRACE: Array<TraceFilter> = Array::with_max_entries(1, 0);
+
+#[map]
+pub static LB_PREFILTER: Array<u64> = Array::with_max_entries(lb_common::prefilter::WORDS, 0);

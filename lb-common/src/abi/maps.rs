@@ -65,11 +65,15 @@ pub const MAP_TRACE: &str = "LB_TRACE";
 /// a session runs), in a data section of its own that the loader makes an
 /// array of one value. Each loaded program has its own: never pinned.
 pub const MAP_TRACE_ON: &str = ".data.lb_trace_on";
+/// The "maybe ours" prefilter: word -> `u64`, one bit per endpoint hash
+/// ([`crate::prefilter`]) of every VIP and backend endpoint (array of
+/// [`crate::prefilter::WORDS`]; written by the agent).
+pub const MAP_PREFILTER: &str = "LB_PREFILTER";
 /// Size of the events ring buffer: 32768 events.
 pub const EVENTS_BYTES: u32 = 256 * 1024;
 
 /// Every map the agent expects in the object.
-pub const ALL_MAPS: [&str; 21] = [
+pub const ALL_MAPS: [&str; 22] = [
     MAP_SERVICES,
     MAP_BACKENDS,
     MAP_MAGLEV,
@@ -91,6 +95,7 @@ pub const ALL_MAPS: [&str; 21] = [
     MAP_ACL_V6,
     MAP_BUCKETS,
     MAP_TRACE,
+    MAP_PREFILTER,
 ];
 
 /// Most services one program serves.

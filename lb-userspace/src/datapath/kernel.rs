@@ -18,6 +18,7 @@ use super::{
     acl,
     pins::Pins,
     plan::{Plan, PlannedService},
+    prefilter,
     replies::replies,
     syns::SynView,
     window::SlotWindow,
@@ -166,6 +167,20 @@ impl Datapath {
     }
 
     fn write(&mut self, old: Option<&Plan>, new: &Plan) -> Result<(), DatapathError> {
+        // The prefilter's new bits first, its stale bits last (see there):
+        // with no old plan, what the map holds is what another agent wrote.
+        let had = match old {
+            Some(o) => prefilter::words(o),
+            None => prefilter::read(self)?,
+        };
+        let want = prefilter::words(new);
+        let both = prefilter::union(&had, &want);
+        prefilter::write(self, &had, &both)?;
+        self.write_entries(old, new)?;
+        prefilter::write(self, &both, &want)
+    }
+
+    fn write_entries(&mut self, old: Option<&Plan>, new: &Plan) -> Result<(), DatapathError> {
         let mut backends: Array<&mut MapData, BackendRecord> = self.map_mut(MAP_BACKENDS)?;
         for (id, b) in new.backends.iter().enumerate() {
             if old.and_then(|o| o.backends.get(id)) != Some(b) {
@@ -366,6 +381,6 @@ where
     Ok(prog)
 }
 
-fn map_err(map: &'static str) -> impl Fn(MapError) -> DatapathError {
+pub(super) fn map_err(map: &'static str) -> impl Fn(MapError) -> DatapathError {
     move |source| DatapathError::Map { map, source }
 }

@@ -11,6 +11,7 @@ pub mod kernel;
 pub mod lost;
 pub mod pins;
 pub mod plan;
+pub mod prefilter;
 pub mod replies;
 pub mod stats;
 pub mod syns;
