@@ -9,8 +9,8 @@
 //! one repetition of shorter runs.
 //!
 //! Modules: [`bed`] the namespaces and backend servers, [`paths`] each peer
-//! started and torn down, [`measure`] one run of each measurement, [`udpgen`]
-//! the packet generator, [`cpu`] CPU accounting, [`results`] figures,
+//! started and torn down, [`measure`] one run of each measurement (the packet
+//! generator is `lb_tests::udpgen`), [`cpu`] CPU accounting, [`results`] figures,
 //! [`report`] markdown and JSON, [`svg`] the chart, [`signals`] interruption.
 
 mod bed;
@@ -21,7 +21,6 @@ mod report;
 mod results;
 mod signals;
 mod svg;
-mod udpgen;
 
 use std::process::Command;
 
