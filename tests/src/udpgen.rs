@@ -9,10 +9,14 @@
 //! live-frames mode (BPF_F_TEST_XDP_LIVE_FRAMES: an XDP program whose
 //! XDP_TX the kernel turns into a redirect out of the interface, what
 //! xdp-trafficgen does). The sandbox's kernel 6.18.44-fc-v1300 refuses every
-//! live-frames run with EPERM (any program, netns, interface, repeat, batch
-//! size or context, while the same run without the flag passes; upstream
-//! 6.18's test_run.c has no EPERM on that path), where fc-v595 and fc-v1147
-//! ran it. [`live_frames_refused`] checks for it, to name the cause.
+//! live-frames run with EPERM (XDP_DROP, PASS or TX, any namespace,
+//! interface, repeat or batch size, with or without a context), while the
+//! same run without the flag passes; fc-v595 and fc-v1147 ran it. Upstream's
+//! bpf_prog_test_run_xdp has no EPERM. This build's refusal comes after that
+//! function's attach-type and flags checks (a devmap program or an unknown
+//! flag still get EINVAL) and before its batch-size check (batch 300 gets
+//! EPERM, not E2BIG). [`live_frames_refused`] checks for it, to name the
+//! cause.
 //!
 //! Raw syscalls: aya loads programs from ELF objects only, and these are
 //! built here.
