@@ -20,6 +20,8 @@
 //! - [`router`]: the topology plus a router with a 1280-byte link beyond it.
 //! - [`scale_out`]: a client, an ECMP router, three lb hosts and a backend LAN.
 //! - [`under_load`]: connections kept asking and new ones started, timed.
+//! - [`udpgen`]: a small-packet generator (tc clones), a dropping sink, and
+//!   loading a program from its instructions (also for [`xdp_pass`]).
 //! - [`topology`]: client, balancer and backend namespaces for end-to-end tests.
 //! - [`xdp_pass`]: an XDP_PASS program for the far end of an XDP-mode veth.
 pub mod agent;
@@ -42,5 +44,6 @@ pub mod router;
 pub mod scale_out;
 pub mod stream;
 pub mod topology;
+pub mod udpgen;
 pub mod under_load;
 pub mod xdp_pass;

@@ -18,48 +18,15 @@
 use std::{
     ffi::CString,
     io,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::fd::{AsRawFd, OwnedFd},
     sync::atomic::{AtomicU32, Ordering},
 };
 
-use lb_userspace::datapath::sys::{BPF_OBJ_PIN, BPF_PROG_LOAD, bpf};
+use lb_userspace::datapath::sys::{BPF_OBJ_PIN, bpf};
 
-use crate::netns::NetNs;
+use crate::{netns::NetNs, udpgen::insn};
 
-const BPF_PROG_TYPE_XDP: u32 = 6;
 const XDP_PASS: i32 = 2;
-
-/// One eBPF instruction as the kernel reads it.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Insn {
-    code: u8,
-    regs: u8,
-    off: i16,
-    imm: i32,
-}
-
-/// `r0 = XDP_PASS; exit`.
-const PROGRAM: [Insn; 2] = [
-    // BPF_ALU64 | BPF_MOV | BPF_K, into r0.
-    Insn { code: 0xb7, regs: 0, off: 0, imm: XDP_PASS },
-    // BPF_JMP | BPF_EXIT.
-    Insn { code: 0x95, regs: 0, off: 0, imm: 0 },
-];
-
-/// The head of `union bpf_attr` for BPF_PROG_LOAD; the kernel zero-extends
-/// a shorter attr.
-#[repr(C)]
-#[derive(Default)]
-struct ProgLoad {
-    prog_type: u32,
-    insn_cnt: u32,
-    insns: u64,
-    license: u64,
-    log_level: u32,
-    log_size: u32,
-    log_buf: u64,
-}
 
 /// The head of `union bpf_attr` for BPF_OBJ_PIN.
 #[repr(C)]
@@ -70,19 +37,12 @@ struct ObjPin {
     file_flags: u32,
 }
 
-fn load() -> io::Result<OwnedFd> {
-    let license = c"GPL";
-    let mut attr = ProgLoad {
-        prog_type: BPF_PROG_TYPE_XDP,
-        insn_cnt: PROGRAM.len() as u32,
-        insns: PROGRAM.as_ptr() as u64,
-        license: license.as_ptr() as u64,
-        ..ProgLoad::default()
-    };
-    let fd = bpf(BPF_PROG_LOAD, &mut attr)?;
-    // SAFETY: the kernel just returned this new descriptor, owned by no one
-    // else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+/// `r0 = XDP_PASS; exit`, loaded.
+fn load() -> anyhow::Result<OwnedFd> {
+    crate::udpgen::load(
+        crate::udpgen::BPF_PROG_TYPE_XDP,
+        &[insn(0xb7, 0, 0, 0, XDP_PASS), insn(0x95, 0, 0, 0, 0)],
+    )
 }
 
 fn pin(prog: &OwnedFd, path: &str) -> io::Result<()> {
@@ -99,7 +59,7 @@ fn pin(prog: &OwnedFd, path: &str) -> io::Result<()> {
 /// Panics if it cannot: the XDP-mode tests must not run without it.
 pub fn attach(ns: &NetNs, iface: &str) {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let prog = load().expect("load an XDP_PASS program (bpf(2) BPF_PROG_LOAD)");
+    let prog = load().unwrap_or_else(|e| panic!("load an XDP_PASS program: {e:#}"));
     let path = crate::agent::test_bpffs()
         .join(format!("xdp-pass-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)))
         .display()

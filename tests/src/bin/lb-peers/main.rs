@@ -9,8 +9,8 @@
 //! one repetition of shorter runs.
 //!
 //! Modules: [`bed`] the namespaces and backend servers, [`paths`] each peer
-//! started and torn down, [`measure`] one run of each measurement, [`udpgen`]
-//! the packet generator, [`cpu`] CPU accounting, [`results`] figures,
+//! started and torn down, [`measure`] one run of each measurement (the packet
+//! generator is `lb_tests::udpgen`), [`cpu`] CPU accounting, [`results`] figures,
 //! [`report`] markdown and JSON, [`svg`] the chart, [`signals`] interruption.
 
 mod bed;
@@ -21,7 +21,6 @@ mod report;
 mod results;
 mod signals;
 mod svg;
-mod udpgen;
 
 use std::process::Command;
 
@@ -96,7 +95,7 @@ fn main() -> Result<()> {
         machine.push(("failed run".into(), f.clone()));
     }
     let ctx = report::Context {
-        command: format!("cargo xtask bench peers{}", if quick { " --quick" } else { "" }),
+        command: command(quick, &name),
         reps,
         iperf_secs,
         secs,
@@ -160,6 +159,22 @@ fn measure_path(
         }
     }
     Ok(())
+}
+
+/// The command that reproduces this run: the selecting variables that were
+/// set, and the binary itself where a name other than the default was given
+/// (`cargo xtask bench peers` takes none).
+fn command(quick: bool, name: &str) -> String {
+    let env: String = ["LB_PEERS_ONLY", "LB_PEERS_METRICS", "LB_PEERS_OFFLOADS"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| format!("{k}={v} ")))
+        .collect();
+    let quick = if quick { " --quick" } else { "" };
+    if name == "peers" {
+        format!("{env}cargo xtask bench peers{quick}")
+    } else {
+        format!("{env}target/release/lb-peers{quick} --name {name}")
+    }
 }
 
 /// Runs lb-bench and keeps its table.

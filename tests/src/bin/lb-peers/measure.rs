@@ -154,7 +154,7 @@ pub fn udp(bed: &Bed, run: &Running, secs: f64) -> Result<Sample> {
     let b0 = backend.ifindex("b0");
     let sink = {
         let _in = backend.enter();
-        crate::udpgen::attach_drop(b0)?
+        lb_tests::udpgen::attach_drop(b0)?
     };
     let before = Bed::iface_stat(backend, "b0", "rx_packets");
     let lb_before = Bed::iface_stat(&bed.topo.lb, "lb-cli", "rx_packets");
@@ -163,7 +163,7 @@ pub fn udp(bed: &Bed, run: &Running, secs: f64) -> Result<Sample> {
     let ns = client.name().to_owned();
     let sent = std::thread::spawn(move || {
         let _in = lb_tests::netns::enter(&ns);
-        crate::udpgen::blast(ifindex, &frame, secs)
+        lb_tests::udpgen::blast(ifindex, &frame, secs, &crate::signals::stopped)
     })
     .join()
     .map_err(|_| anyhow::anyhow!("the generator thread panicked"))??;
@@ -174,6 +174,12 @@ pub fn udp(bed: &Bed, run: &Running, secs: f64) -> Result<Sample> {
     let got = Bed::iface_stat(backend, "b0", "rx_packets").saturating_sub(before) as f64;
     drop(sink);
     let at_lb = Bed::iface_stat(&bed.topo.lb, "lb-cli", "rx_packets").saturating_sub(lb_before);
+    if at_lb == 0 {
+        bail!(
+            "none of the generator's {sent} frames reached the balancer's interface \
+             (lb-cli rx_packets did not move): the generator is broken, not the path"
+        );
+    }
     eprintln!(
         "    udp via {}: offered {:.2} Mpps, reached the balancer {:.2} Mpps, delivered {:.3} Mpps",
         run.path.name(),

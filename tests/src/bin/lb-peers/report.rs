@@ -42,9 +42,10 @@ const HOW: &str = "\
   (only while lb-dsr runs). Client segments of 1500 bytes do not fit once wrapped: \
   they are answered \"fragmentation needed\" and the client's path MTU to the VIP \
   drops to 1480 (20 bytes per segment less payload than the NAT paths).
-- UDP: one flow of 64-byte frames (60 without FCS) sent by BPF_PROG_TEST_RUN in \
-  live-frames mode out of the client's veth (a tiny XDP program rewrites and XDP_TXes \
-  the frame each run); counted as frames arriving at the backend's veth, where an XDP \
+- UDP: one flow of 64-byte frames (60 without FCS) sent out of the client's veth by \
+  BPF_PROG_TEST_RUN of a tiny tc program that transmits 32 clones of its skb per run \
+  with bpf_clone_redirect (lb_tests::udpgen; this kernel refuses live-frames XDP runs); \
+  counted as frames arriving at the backend's veth, where an XDP \
   program drops them (and a tc ingress one, for what lb-tc's bpf_redirect_peer puts \
   straight into its ingress, where XDP never runs). The generator, the path and the sink run in softirq on the \
   generator's CPU, so a path's rate is 1 / (its per-packet cost + a fixed cost of \
