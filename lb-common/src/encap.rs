@@ -11,7 +11,7 @@
 
 use crate::{
     abi::{Addr, FAMILY_V4},
-    icmp::{finish, sum},
+    iphdr,
 };
 
 /// Bytes an outer IPv4 header adds.
@@ -55,16 +55,8 @@ pub fn tunnel_source(prefix: &Addr, host_bits: u8, family: u8, hash: u32) -> Add
 /// [`OUTER_TTL`], checksum filled in.
 #[inline(always)]
 pub fn outer_v4(src: &Addr, dst: &Addr, inner_len: u16, tos: u8) -> [u8; V4_OVERHEAD] {
-    let len = inner_len.saturating_add(V4_OVERHEAD as u16).to_be_bytes();
-    let (s, d) = (src.words[0].to_ne_bytes(), dst.words[0].to_ne_bytes());
-    let mut h = [
-        0x45, tos, len[0], len[1], 0, 0, 0x40, 0, OUTER_TTL, PROTO_IPIP, 0, 0, s[0], s[1], s[2],
-        s[3], d[0], d[1], d[2], d[3],
-    ];
-    let check = finish(sum(&h));
-    h[10] = check[0];
-    h[11] = check[1];
-    h
+    let total = inner_len.saturating_add(V4_OVERHEAD as u16);
+    iphdr::v4(tos, total, true, OUTER_TTL, PROTO_IPIP, src, dst)
 }
 
 /// The outer IPv6 header from `src` to `dst` in front of an IPv6 packet of
@@ -80,25 +72,10 @@ pub fn outer_v6(
     inner_first: [u8; 4],
     hash: u32,
 ) -> [u8; V6_OVERHEAD] {
-    let len = inner_len.to_be_bytes();
-    let (s, d) = (src.to_bytes(), dst.to_bytes());
     let label = (hash & 0x000f_ffff).to_be_bytes();
-    let mut h = [0u8; V6_OVERHEAD];
-    h[0] = 0x60 | (inner_first[0] & 0x0f);
-    h[1] = (inner_first[1] & 0xf0) | label[1];
-    h[2] = label[2];
-    h[3] = label[3];
-    h[4] = len[0];
-    h[5] = len[1];
-    h[6] = PROTO_IPV6;
-    h[7] = OUTER_TTL;
-    let mut i = 0;
-    while i < 16 {
-        h[8 + i] = s[i];
-        h[24 + i] = d[i];
-        i += 1;
-    }
-    h
+    let first =
+        [0x60 | (inner_first[0] & 0x0f), (inner_first[1] & 0xf0) | label[1], label[2], label[3]];
+    iphdr::v6(first, inner_len, PROTO_IPV6, OUTER_TTL, src, dst)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 //! and ICMP headers are put in front of them. Only the quote's checksum sum
 //! is needed here; the caller reads it from the packet.
 
-use crate::abi::Addr;
+use crate::{abi::Addr, iphdr};
 
 /// TTL / hop limit of an answer.
 pub const ANSWER_TTL: u8 = 64;
@@ -104,14 +104,9 @@ pub fn headers_v4(
     quote_len: usize,
     quote_sum: u32,
 ) -> [u8; V4_HEADERS] {
-    let total = ((V4_HEADERS + quote_len) as u16).to_be_bytes();
-    let (s, d) = (src.words[0].to_ne_bytes(), dst.words[0].to_ne_bytes());
+    let total = (V4_HEADERS + quote_len) as u16;
     let mut out = [0u8; V4_HEADERS];
-    let ip = [
-        0x45, 0, total[0], total[1], 0, 0, 0, 0, ANSWER_TTL, 1, 0, 0, s[0], s[1], s[2], s[3], d[0],
-        d[1], d[2], d[3],
-    ];
-    let check = finish(sum(&ip));
+    let ip = iphdr::v4(0, total, false, ANSWER_TTL, 1, src, dst);
     let mut icmp = answer.v4();
     let icmp_check = finish(sum(&icmp) + quote_sum);
     icmp[2] = icmp_check[0];
@@ -121,8 +116,6 @@ pub fn headers_v4(
         out[i] = ip[i];
         i += 1;
     }
-    out[10] = check[0];
-    out[11] = check[1];
     while i < V4_HEADERS {
         out[i] = icmp[i - 20];
         i += 1;
@@ -143,16 +136,11 @@ pub fn headers_v6(
     let len = (8 + quote_len) as u16;
     let l = len.to_be_bytes();
     let (s, d) = (src.to_bytes(), dst.to_bytes());
+    let ip = iphdr::v6([0x60, 0, 0, 0], len, 58, ANSWER_TTL, src, dst);
     let mut out = [0u8; V6_HEADERS];
-    out[0] = 0x60;
-    out[4] = l[0];
-    out[5] = l[1];
-    out[6] = 58;
-    out[7] = ANSWER_TTL;
     let mut i = 0;
-    while i < 16 {
-        out[8 + i] = s[i];
-        out[24 + i] = d[i];
+    while i < 40 {
+        out[i] = ip[i];
         i += 1;
     }
     // The pseudo-header: both addresses, the upper-layer length and the

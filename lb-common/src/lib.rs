@@ -25,6 +25,7 @@ pub mod csum;
 pub mod encap;
 pub mod hash;
 pub mod icmp;
+pub mod iphdr;
 #[cfg(feature = "alloc")]
 pub mod maglev;
 pub mod parse;

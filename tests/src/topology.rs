@@ -70,6 +70,35 @@ pub struct Topology {
 }
 
 impl Topology {
+    /// A router namespace beside the balancer, joined by a veth pair
+    /// (`lb-up` on the balancer, `r0` on the router) with both families:
+    /// `lb` and `router` are each end's IPv4 and IPv6 addresses with their
+    /// prefix lengths. Routes are the caller's.
+    pub fn router_beside(&self, lb: [&str; 2], router: [&str; 2]) -> NetNs {
+        let ns = NetNs::new();
+        crate::netns::run(std::process::Command::new("ip").args([
+            "link",
+            "add",
+            "name",
+            "lb-up",
+            "netns",
+            self.lb.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "r0",
+            "netns",
+            ns.name(),
+        ]));
+        for (at, iface, [v4, v6]) in [(&self.lb, "lb-up", lb), (&ns, "r0", router)] {
+            at.ip(&format!("link set {iface} up"));
+            at.ip(&format!("addr add {v4} dev {iface}"));
+            at.ip(&format!("addr add {v6} dev {iface} nodad"));
+        }
+        ns
+    }
+
     /// Builds the topology with `n` backends.
     pub fn new(n: usize) -> Self {
         let client = NetNs::new();

@@ -20,7 +20,7 @@ use lb_tests::{
     bird::{Bird, LB_LINK4, LB_LINK6, ROUTER_LINK4, ROUTER_LINK6},
     client::Setup,
     mode::Mode,
-    netns::{self, NetNs},
+    netns::NetNs,
     topology::{Topology, VIP4, VIP6, backend4, backend6, sock},
 };
 
@@ -43,30 +43,10 @@ lb_tests::in_both_modes!(announced_while_servable);
 
 /// A link `lb-up` (balancer) / `r0` (router) with both families.
 fn router(topo: &Topology) -> NetNs {
-    let router = NetNs::new();
-    netns::run(std::process::Command::new("ip").args([
-        "link",
-        "add",
-        "name",
-        "lb-up",
-        "netns",
-        topo.lb.name(),
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "r0",
-        "netns",
-        router.name(),
-    ]));
-    for (ns, iface, v4, v6) in
-        [(&topo.lb, "lb-up", LB_LINK4, LB_LINK6), (&router, "r0", ROUTER_LINK4, ROUTER_LINK6)]
-    {
-        ns.ip(&format!("link set {iface} up"));
-        ns.ip(&format!("addr add {v4}/24 dev {iface}"));
-        ns.ip(&format!("addr add {v6}/64 dev {iface} nodad"));
-    }
-    router
+    topo.router_beside(
+        [&format!("{LB_LINK4}/24"), &format!("{LB_LINK6}/64")],
+        [&format!("{ROUTER_LINK4}/24"), &format!("{ROUTER_LINK6}/64")],
+    )
 }
 
 fn config(topo: &Topology, dir: &Path, n: usize) -> String {

@@ -14,7 +14,7 @@ use lb_tests::{
     client::{Conn, Setup, vip},
     in_both_modes,
     mode::{self, Mode},
-    netns::{self, NetNs},
+    netns::NetNs,
     ping::{self, ping},
     topology::{Topology, VIP4, VIP6},
 };
@@ -118,30 +118,10 @@ fn packets(ns: &NetNs, iface: &str) -> (u64, u64) {
 /// it. Without VIP routes, what the datapath passes to the kernel bounces
 /// between the two until its TTL runs out.
 fn upstream_router(topo: &Topology) -> NetNs {
-    let router = NetNs::new();
-    netns::run(std::process::Command::new("ip").args([
-        "link",
-        "add",
-        "name",
-        "lb-up",
-        "netns",
-        topo.lb.name(),
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "r0",
-        "netns",
-        router.name(),
-    ]));
-    for (ns, iface, v4, v6) in [
-        (&topo.lb, "lb-up", "10.200.250.1/24", "fd00:200:fa::1/64"),
-        (&router, "r0", "10.200.250.2/24", "fd00:200:fa::2/64"),
-    ] {
-        ns.ip(&format!("link set {iface} up"));
-        ns.ip(&format!("addr add {v4} dev {iface}"));
-        ns.ip(&format!("addr add {v6} dev {iface} nodad"));
-    }
+    let router = topo.router_beside(
+        ["10.200.250.1/24", "fd00:200:fa::1/64"],
+        ["10.200.250.2/24", "fd00:200:fa::2/64"],
+    );
     router.sysctl("net.ipv4.ip_forward", "1");
     router.sysctl("net.ipv6.conf.all.forwarding", "1");
     router.sysctl("net.ipv4.conf.all.send_redirects", "0");

@@ -9,14 +9,13 @@ use lb_common::{
     abi::{Addr, FAMILY_V4, FlowKey, PROTO_TCP, PROTO_UDP, family_of},
     csum, encap,
     hash::flow_hash,
+    iphdr,
     parse::headers::TcpHdr,
 };
 use nix::libc::sock_filter;
 
 use crate::config::Prefix;
 
-const IPV4_HEADER: usize = 20;
-const IPV6_HEADER: usize = 40;
 const TCP_HEADER: usize = 20;
 const UDP_HEADER: usize = 8;
 /// TTL / hop limit of the inner packet, as a client's would have.
@@ -115,24 +114,12 @@ fn inner_packet(from: SocketAddr, vip: SocketAddr, segment: Segment<'_>) -> Vec<
     l4[check_at..check_at + 2].copy_from_slice(&check);
 
     let len = u16::try_from(l4.len()).unwrap_or(u16::MAX);
-    let mut ip = match (from.ip(), vip.ip()) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let total = (len + IPV4_HEADER as u16).to_be_bytes();
-            let mut h = vec![0x45, 0, total[0], total[1], 0, 0, 0x40, 0, INNER_TTL, proto, 0, 0];
-            h.extend_from_slice(&s.octets());
-            h.extend_from_slice(&d.octets());
-            let check = csum::full(&h).to_ne_bytes();
-            h[10..12].copy_from_slice(&check);
-            h
-        }
-        (s, d) => {
-            let mut h = vec![0x60, 0, 0, 0];
-            h.extend_from_slice(&len.to_be_bytes());
-            h.extend_from_slice(&[proto, INNER_TTL]);
-            h.extend_from_slice(&addr_bytes(s));
-            h.extend_from_slice(&addr_bytes(d));
-            h
-        }
+    let (src, dst) = (Addr::from(from.ip()), Addr::from(vip.ip()));
+    let mut ip = if vip.is_ipv4() {
+        let total = len.saturating_add(iphdr::V4_LEN as u16);
+        iphdr::v4(0, total, true, INNER_TTL, proto, &src, &dst).to_vec()
+    } else {
+        iphdr::v6([0x60, 0, 0, 0], len, proto, INNER_TTL, &src, &dst).to_vec()
     };
     ip.extend_from_slice(&l4);
     ip
@@ -177,7 +164,7 @@ pub fn answer_filter(vip: SocketAddr, proto: u8, port: u16) -> Vec<sock_filter> 
         f.expect(op(LD_W_IND, 0, 0, 0), ports);
     } else {
         f.expect(op(LD_B_ABS, 0, 0, 6), u32::from(proto));
-        f.expect(op(LD_W_ABS, 0, 0, IPV6_HEADER as u32), ports);
+        f.expect(op(LD_W_ABS, 0, 0, iphdr::V6_LEN as u32), ports);
     }
     f.finish()
 }
