@@ -25,9 +25,10 @@ pub fn udp(vip: SocketAddr) -> io::Result<Socket> {
 /// accepts evenly (4438 / 4347 accept4 calls per thread in 2 s), yet each
 /// thread spent 740 ms of those 2 s runnable but waiting for a CPU
 /// (/proc/PID/task/TID/schedstat), and a connection hashed to a thread that
-/// waits, waits with it while the other thread idles. With one socket the
-/// awake thread takes it (8327 / 5318 accepts), the way one shared runtime
-/// did before. No SO_REUSEPORT also keeps the VIP's port lb's alone: a
+/// waits, waits with it even when the other thread is idle. With one socket
+/// the awake thread takes it (8327 / 5318 accepts), the way one shared
+/// runtime did before; the rates of both designs were within this shared
+/// machine's noise (bench-results/issue18/percore-evidence.md). No SO_REUSEPORT also keeps the VIP's port lb's alone: a
 /// process that sets it can neither share the port before lb starts (lb's
 /// bind fails with EADDRINUSE, naming the fix) nor after. The price: a new
 /// connection wakes every thread idle in epoll_wait, and all but one find
