@@ -297,3 +297,42 @@ fn a_vip_that_is_not_a_local_address_is_served_with_ip_transparent() {
     let names: Vec<String> = (0..30).map(|_| s.conn(vip(VIP4, 80)).ask()).collect();
     assert_eq!(count(&names).len(), 3, "{:?}", count(&names));
 }
+
+#[test]
+fn a_vip_port_another_process_holds_with_so_reuseport_is_refused_with_the_fix() {
+    // lb serves a TCP VIP from one thread per CPU; another proxy that sets
+    // SO_REUSEPORT and already listens on the VIP's port must not end up
+    // sharing it with lb: lb refuses to start, naming the fix.
+    let topo = Topology::new(3);
+    let foreign = {
+        let _in = topo.lb.enter();
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        s.set_reuse_port(true).expect("SO_REUSEPORT");
+        s.set_freebind(true).expect("IP_FREEBIND");
+        s.bind(&vip(VIP4, 80).into()).expect("bind the VIP's port");
+        s.listen(8).expect("listen");
+        s
+    };
+    let dir = TempDir::new();
+    let path = dir.0.join("lb.toml");
+    std::fs::write(&path, splice_config("", "", "kind = \"none\"")(&topo, &dir.0)).expect("config");
+    let lb = lb_tests::agent::lb_binary();
+    let mut child = topo
+        .lb
+        .command(&[lb.to_str().expect("utf-8"), "run", "--config", path.to_str().expect("utf-8")])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn lb");
+    // It fails before it logs much: the pipes cannot fill meanwhile.
+    wait_for(Duration::from_secs(30), "lb to exit", || child.try_wait().ok()?);
+    let out = child.wait_with_output().expect("lb's output");
+    let said =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "lb served beside a foreign listener: {said}");
+    assert!(said.contains(&format!("cannot listen on {VIP4}:80")), "{said}");
+    assert!(said.contains("another process holds it"), "{said}");
+    drop(foreign);
+}

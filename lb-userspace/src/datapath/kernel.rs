@@ -75,6 +75,9 @@ pub enum DatapathError {
         /// Why.
         reason: String,
     },
+    /// The splice proxy could not start its serving threads.
+    #[error("starting the splice proxy's threads: {0}")]
+    Threads(#[source] std::io::Error),
     /// A table could not be written.
     #[error("service {service:?}: writing its Maglev table failed: {reason}")]
     Table {

@@ -10,20 +10,21 @@ use std::{
     collections::HashMap,
     io,
     net::SocketAddr,
-    sync::{Arc, RwLock, atomic::Ordering::Relaxed},
+    sync::{Arc, atomic::Ordering::Relaxed},
 };
 
 use lb_common::abi::{
     BACKEND_DOWN, Counters, DropReason, PROTO_TCP, PassiveEvent, SERVICE_HASH_CLIENT_IP, ServiceKey,
 };
-use socket2::{Domain, Socket, Type};
 use tokio::{
     net::{TcpListener, UdpSocket},
     runtime::Handle,
-    sync::{Notify, mpsc::UnboundedSender},
+    sync::{mpsc::UnboundedSender, watch},
 };
 
 use super::{
+    bind::{self, listen_failure},
+    cores::Cores,
     inflight::Inflight,
     pick,
     sources::Policy,
@@ -46,7 +47,8 @@ use crate::{
 struct Served {
     id: u32,
     shared: Arc<Shared>,
-    stop: Arc<Notify>,
+    /// Set to stop accepting (on every listener of the VIP).
+    stop: watch::Sender<bool>,
 }
 
 /// The splice proxy.
@@ -58,7 +60,11 @@ pub struct SpliceForwarder {
     limits: Splice,
     inflight: Arc<Inflight>,
     events: UnboundedSender<PassiveEvent>,
+    /// The agent's runtime: UDP services run there.
     rt: Handle,
+    /// The threads that serve TCP services (declared last: dropped after
+    /// the services, which only stop accepting).
+    cores: Cores,
 }
 
 impl SpliceForwarder {
@@ -70,6 +76,7 @@ impl SpliceForwarder {
         events: UnboundedSender<PassiveEvent>,
         rt: Handle,
     ) -> Result<Self, DatapathError> {
+        let cores = Cores::per_cpu().map_err(DatapathError::Threads)?;
         let mut f = Self {
             services: HashMap::new(),
             backends: HashMap::new(),
@@ -77,6 +84,7 @@ impl SpliceForwarder {
             inflight: Arc::default(),
             events,
             rt,
+            cores,
         };
         f.apply(plan)?;
         Ok(f)
@@ -119,7 +127,7 @@ impl SpliceForwarder {
         self.services.retain(|key, served| {
             let kept = keep.contains(key);
             if !kept {
-                served.stop.notify_one();
+                served.stop.send_replace(true);
             }
             kept
         });
@@ -130,125 +138,35 @@ impl SpliceForwarder {
         let vip =
             SocketAddr::new(svc.key.addr.to_ip(svc.key.family), u16::from_be(svc.key.port_be));
         let err = |e: io::Error| DatapathError::Listen { vip, reason: listen_failure(&e) };
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(Shared::new(
             vip,
-            view: RwLock::default(),
-            limits: self.limits,
-            stats: Default::default(),
-            buckets: Default::default(),
-            inflight: Arc::clone(&self.inflight),
-            events: Some(self.events.clone()),
-        });
-        let stop = Arc::new(Notify::new());
-        let served = Served { id: svc.record.id, shared: Arc::clone(&shared), stop: stop.clone() };
-        let _ctx = self.rt.enter();
+            self.limits,
+            Arc::clone(&self.inflight),
+            Some(self.events.clone()),
+        ));
+        let (stop, stopping) = watch::channel(false);
+        let stopped = move || {
+            let mut stopping = stopping.clone();
+            async move {
+                let _ = stopping.wait_for(|&s| s).await;
+            }
+        };
         if svc.key.proto == PROTO_TCP {
-            let std: std::net::TcpListener = bind(vip, Type::STREAM).map_err(err)?.into();
-            let listener = TcpListener::from_std(std).map_err(err)?;
-            self.rt.spawn(serve(listener, shared, async move { stop.notified().await }));
+            let group = bind::listeners(vip, self.cores.len()).map_err(err)?;
+            for (socket, core) in group.into_iter().zip(self.cores.handles()) {
+                // Registered with the reactor of the thread that serves it.
+                let _ctx = core.enter();
+                let listener = TcpListener::from_std(socket.into()).map_err(err)?;
+                core.spawn(serve(listener, Arc::clone(&shared), stopped()));
+            }
         } else {
-            let std: std::net::UdpSocket = bind(vip, Type::DGRAM).map_err(err)?.into();
-            let sock = UdpSocket::from_std(std).map_err(err)?;
-            self.rt.spawn(udp::serve(sock, shared, async move { stop.notified().await }));
+            let _ctx = self.rt.enter();
+            let sock = UdpSocket::from_std(bind::udp(vip).map_err(err)?.into()).map_err(err)?;
+            self.rt.spawn(udp::serve(sock, Arc::clone(&shared), stopped()));
         }
+        let served = Served { id: svc.record.id, shared, stop };
         tracing::info!(service = %svc.name, %vip, "splice: listening");
         Ok(served)
-    }
-}
-
-/// A socket bound to `vip` (listening, for TCP). A VIP that is a local
-/// address (assigned, or `ip route add local VIP/32 dev lo`) is bound with
-/// IP_FREEBIND, so it may appear after lb starts. One that is not (its
-/// traffic steered here by a TPROXY rule or policy routing) is bound with
-/// IP_TRANSPARENT, which accepts connections to a foreign address.
-fn bind(vip: SocketAddr, ty: Type) -> io::Result<Socket> {
-    let s = Socket::new(Domain::for_address(vip), ty, None)?;
-    s.set_reuse_address(true)?;
-    if vip.is_ipv6() {
-        s.set_only_v6(true)?;
-    }
-    if is_local(vip) {
-        s.set_freebind(true)?;
-    } else {
-        transparent(&s, vip)?;
-        tracing::info!(
-            %vip,
-            "the VIP is not a local address: listening with IP_TRANSPARENT (its traffic must reach \
-             this host through a TPROXY rule or policy routing, e.g. `ip rule add to VIP lookup \
-             100` + `ip route add local VIP dev lo table 100`)"
-        );
-    }
-    s.set_nonblocking(true)?;
-    s.bind(&vip.into())?;
-    if ty == Type::STREAM {
-        // Accepted sockets inherit it: no setsockopt per connection.
-        s.set_nodelay(true)?;
-        s.listen(4096)?;
-    }
-    Ok(s)
-}
-
-/// Why a listen failed, with the fix for the usual causes.
-fn listen_failure(e: &io::Error) -> String {
-    let fix = match e.raw_os_error() {
-        Some(nix::libc::EACCES) => {
-            "; ports below 1024 need CAP_NET_BIND_SERVICE: run lb as root or grant it"
-        }
-        Some(nix::libc::EADDRINUSE) => {
-            "; another process holds it (see `ss -ltnup`): stop it or move the VIP's port"
-        }
-        _ => "",
-    };
-    format!("{e}{fix}")
-}
-
-/// Whether `vip`'s address is local: a plain bind to it works.
-fn is_local(vip: SocketAddr) -> bool {
-    let Ok(s) = Socket::new(Domain::for_address(vip), Type::DGRAM, None) else { return true };
-    match s.bind(&SocketAddr::new(vip.ip(), 0).into()) {
-        Err(e) => e.raw_os_error() != Some(nix::libc::EADDRNOTAVAIL),
-        Ok(()) => true,
-    }
-}
-
-/// IP_TRANSPARENT (IPV6_TRANSPARENT for IPv6), which needs CAP_NET_ADMIN.
-fn transparent(s: &Socket, vip: SocketAddr) -> io::Result<()> {
-    use nix::sys::socket::{setsockopt, sockopt::IpTransparent};
-    let done = if vip.is_ipv4() {
-        setsockopt(s, IpTransparent, &true)
-    } else {
-        setsockopt(s, Ipv6Transparent, &true)
-    };
-    done.map_err(|e| {
-        io::Error::other(format!(
-            "{vip} is not a local address and IP_TRANSPARENT failed ({e}): add it to an \
-             interface or `ip route add local {}/{} dev lo`, or give lb CAP_NET_ADMIN",
-            vip.ip(),
-            if vip.is_ipv4() { 32 } else { 128 }
-        ))
-    })
-}
-
-/// IPV6_TRANSPARENT, which nix does not name.
-#[derive(Debug, Clone, Copy)]
-struct Ipv6Transparent;
-
-impl nix::sys::socket::SetSockOpt for Ipv6Transparent {
-    type Val = bool;
-
-    fn set<F: std::os::fd::AsFd>(&self, fd: &F, val: &bool) -> nix::Result<()> {
-        let on: nix::libc::c_int = (*val).into();
-        // SAFETY: `on` outlives the call and its size is passed with it.
-        let r = unsafe {
-            nix::libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(&fd.as_fd()),
-                nix::libc::SOL_IPV6,
-                nix::libc::IPV6_TRANSPARENT,
-                (&raw const on).cast(),
-                std::mem::size_of_val(&on) as nix::libc::socklen_t,
-            )
-        };
-        nix::errno::Errno::result(r).map(drop)
     }
 }
 
@@ -316,7 +234,7 @@ impl Forwarder for SpliceForwarder {
 
     fn stop_accepting(&mut self) -> Option<Arc<Inflight>> {
         for served in self.services.values() {
-            served.stop.notify_one();
+            served.stop.send_replace(true);
         }
         Some(Arc::clone(&self.inflight))
     }

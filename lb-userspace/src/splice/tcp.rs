@@ -162,6 +162,9 @@ pub struct Shared {
     pub view: RwLock<View>,
     /// Its bounds (the config's `[splice]` table).
     pub limits: Splice,
+    /// Connections it may relay at once (`limits.max_connections`): one
+    /// count for the service, whichever thread's listener accepted them.
+    pub permits: Arc<Semaphore>,
     /// Its counters.
     pub stats: Stats,
     /// Its new-flow buckets, kept across view changes.
@@ -174,6 +177,25 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The state of a service on `vip` with an empty view, counters at zero.
+    pub fn new(
+        vip: SocketAddr,
+        limits: Splice,
+        inflight: Arc<Inflight>,
+        events: Option<UnboundedSender<PassiveEvent>>,
+    ) -> Self {
+        Self {
+            vip,
+            view: RwLock::default(),
+            limits,
+            permits: Arc::new(Semaphore::new(limits.max_connections as usize)),
+            stats: Stats::default(),
+            buckets: Buckets::default(),
+            inflight,
+            events,
+        }
+    }
+
     /// The current view (cheap: the table is shared until replaced).
     pub fn view(&self) -> std::sync::RwLockReadGuard<'_, View> {
         self.view.read().unwrap_or_else(|p| p.into_inner())
@@ -201,7 +223,6 @@ impl Shared {
 /// stops accepting and returns (connections in flight finish on their own
 /// tasks, counted in `shared.inflight`).
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
-    let permits = Arc::new(Semaphore::new(shared.limits.max_connections as usize));
     let each = |(client, peer): (TcpStream, SocketAddr)| {
         if let Some(counter) = refusal(&shared, peer) {
             counter.fetch_add(1, Ordering::Relaxed);
@@ -210,7 +231,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Fu
             let _ = socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO));
             return drop(client);
         }
-        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+        let Ok(permit) = Arc::clone(&shared.permits).try_acquire_owned() else {
             // Refuse cleanly: close at once instead of letting it hang.
             shared.stats.refused_at_limit.fetch_add(1, Ordering::Relaxed);
             return drop(client);
@@ -333,7 +354,7 @@ async fn for_descriptors<T, F: Future<Output = io::Result<T>>>(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{super::cores::Cores, *};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn rt() -> tokio::runtime::Runtime {
@@ -366,15 +387,8 @@ mod tests {
     ) -> (SocketAddr, Arc<Shared>) {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let vip = l.local_addr().unwrap();
-        let shared = Arc::new(Shared {
-            vip,
-            view: RwLock::new(view),
-            limits,
-            stats: Stats::default(),
-            buckets: Default::default(),
-            inflight: Arc::default(),
-            events,
-        });
+        let shared = Arc::new(Shared::new(vip, limits, Arc::default(), events));
+        *shared.view.write().unwrap() = view;
         tokio::spawn(serve(l, Arc::clone(&shared), std::future::pending()));
         (vip, shared)
     }
@@ -419,40 +433,74 @@ mod tests {
         });
     }
 
+    /// A view whose one backend holds every connection open.
+    async fn held_open() -> View {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let slow = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                let (s, _) = l.accept().await.unwrap();
+                held.push(s);
+            }
+        });
+        View {
+            table: vec![1; 7],
+            owners: 1,
+            backends: HashMap::from([(1, backend(slow))]),
+            ..View::default()
+        }
+    }
+
+    /// Asserts a connection to `vip` is closed at once: reading ends, it
+    /// does not hang.
+    async fn closed_at_once(vip: SocketAddr) {
+        let mut c = TcpStream::connect(vip).await.unwrap();
+        let mut buf = [0u8; 8];
+        let n = tokio::time::timeout(Duration::from_secs(2), c.read(&mut buf)).await;
+        assert!(matches!(n, Ok(Ok(0)) | Ok(Err(_))), "refused cleanly, not left hanging: {n:?}");
+    }
+
     #[test]
     fn the_connection_limit_refuses_cleanly() {
         rt().block_on(async {
-            // A backend that holds connections open.
-            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let slow = l.local_addr().unwrap();
-            tokio::spawn(async move {
-                let mut held = Vec::new();
-                loop {
-                    let (s, _) = l.accept().await.unwrap();
-                    held.push(s);
-                }
-            });
-            let view = View {
-                table: vec![1; 7],
-                owners: 1,
-                backends: HashMap::from([(1, backend(slow))]),
-                ..View::default()
-            };
             let limits = Splice { max_connections: 2, ..Splice::default() };
-            let (vip, shared) = start(view, limits, None).await;
-            let stats = &shared.stats;
+            let (vip, shared) = start(held_open().await, limits, None).await;
             let _a = TcpStream::connect(vip).await.unwrap();
             let _b = TcpStream::connect(vip).await.unwrap();
             tokio::time::sleep(Duration::from_millis(100)).await;
-            // The third is closed at once: reading ends, it does not hang.
-            let mut c = TcpStream::connect(vip).await.unwrap();
-            let mut buf = [0u8; 8];
-            let n = tokio::time::timeout(Duration::from_secs(2), c.read(&mut buf)).await;
-            assert!(
-                matches!(n, Ok(Ok(0)) | Ok(Err(_))),
-                "refused cleanly, not left hanging: {n:?}"
-            );
-            assert_eq!(stats.refused_at_limit.load(Ordering::Relaxed), 1);
+            closed_at_once(vip).await;
+            assert_eq!(shared.stats.refused_at_limit.load(Ordering::Relaxed), 1);
+        });
+    }
+
+    #[test]
+    fn the_connection_limit_is_one_count_across_the_serving_threads() {
+        // lb serves a TCP service from one thread per CPU, each accepting
+        // on its own: here two threads, each with a listener of its own,
+        // so which thread took a connection is known. The limit is the
+        // service's, not each thread's.
+        let cores = Cores::start(2).unwrap();
+        rt().block_on(async {
+            let limits = Splice { max_connections: 2, ..Splice::default() };
+            let vip = SocketAddr::from(([127, 0, 0, 1], 1));
+            let shared = Arc::new(Shared::new(vip, limits, Arc::default(), None));
+            *shared.view.write().unwrap() = held_open().await;
+            let mut vips = Vec::new();
+            for core in cores.handles() {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                l.set_nonblocking(true).unwrap();
+                vips.push(l.local_addr().unwrap());
+                let _ctx = core.enter();
+                let l = TcpListener::from_std(l).unwrap();
+                core.spawn(serve(l, Arc::clone(&shared), std::future::pending()));
+            }
+            let _a = TcpStream::connect(vips[0]).await.unwrap();
+            let _b = TcpStream::connect(vips[0]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            closed_at_once(vips[1]).await;
+            assert_eq!(shared.stats.refused_at_limit.load(Ordering::Relaxed), 1);
+            assert_eq!(shared.stats.relayed.load(Ordering::Relaxed), 2);
         });
     }
 

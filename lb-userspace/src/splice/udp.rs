@@ -326,7 +326,7 @@ mod tests {
     use super::*;
     use crate::{
         config::Splice,
-        splice::tcp::{Backend, Stats, View},
+        splice::tcp::{Backend, View},
     };
 
     /// A VIP socket on the loopback serving `backend` (id 1) with
@@ -344,15 +344,9 @@ mod tests {
             backends: HashMap::from([(1, Backend { addr: backend, stats: Arc::default() })]),
             ..View::default()
         };
-        let shared = Arc::new(Shared {
-            vip,
-            view: std::sync::RwLock::new(view),
-            limits: Splice { max_connections, ..Splice::default() },
-            stats: Stats::default(),
-            buckets: Default::default(),
-            inflight: Arc::default(),
-            events,
-        });
+        let limits = Splice { max_connections, ..Splice::default() };
+        let shared = Arc::new(Shared::new(vip, limits, Arc::default(), events));
+        *shared.view.write().unwrap() = view;
         tokio::spawn(serve(vip_sock, Arc::clone(&shared), std::future::pending()));
         (vip, shared)
     }
