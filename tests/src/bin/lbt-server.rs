@@ -12,9 +12,18 @@
 //! backend expecting one would insist; any other is closed unanswered.
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
+    io::{BufRead, BufReader, IoSlice, IoSliceMut, Read, Write},
     net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    os::fd::AsRawFd,
     thread,
+};
+
+use nix::{
+    libc,
+    sys::socket::{
+        ControlMessage, ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, sendmsg,
+        setsockopt, sockopt,
+    },
 };
 
 use socket2::{Domain, Socket, Type};
@@ -131,14 +140,72 @@ fn proxy_header(reader: &mut BufReader<TcpStream>) -> Header {
 /// Answers each datagram with the server's name and the peer; a datagram
 /// that starts with [`ECHO`] gets itself back after them, so a reply is as
 /// large as its request (fragmented tests send datagrams over the MTU).
+/// The answer leaves from the address the datagram was sent to, as a UDP
+/// server behind direct server return must answer (from the VIP it holds
+/// on `lo`): a wildcard socket's own choice would be its interface's
+/// address, which a client that sent to the VIP does not expect.
 fn serve_udp(sock: UdpSocket, name: String) {
     const ECHO: &[u8] = b"echo:";
+    let v6 = sock.local_addr().is_ok_and(|a| a.is_ipv6());
+    let on = if v6 {
+        setsockopt(&sock, sockopt::Ipv6RecvPacketInfo, &true)
+    } else {
+        setsockopt(&sock, sockopt::Ipv4PacketInfo, &true)
+    };
+    on.expect("IP_PKTINFO / IPV6_RECVPKTINFO");
     let mut buf = vec![0u8; 65_536];
-    while let Ok((n, peer)) = sock.recv_from(&mut buf) {
-        let mut reply = format!("{name} {peer} ").into_bytes();
+    loop {
+        let mut space = nix::cmsg_space!(libc::in6_pktinfo);
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let Ok(msg) = recvmsg::<SockaddrStorage>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::empty(),
+        ) else {
+            return;
+        };
+        let (n, Some(peer)) = (msg.bytes, msg.address) else { continue };
+        let to = msg.cmsgs().ok().and_then(|mut c| {
+            c.find_map(|m| match m {
+                ControlMessageOwned::Ipv4PacketInfo(i) => Some(To::V4(i)),
+                ControlMessageOwned::Ipv6PacketInfo(i) => Some(To::V6(i)),
+                _ => None,
+            })
+        });
+        let peer_text = peer
+            .as_sockaddr_in()
+            .map(|a| SocketAddr::from(std::net::SocketAddrV4::from(*a)))
+            .or_else(|| {
+                peer.as_sockaddr_in6().map(|a| SocketAddr::from(std::net::SocketAddrV6::from(*a)))
+            });
+        let Some(peer_addr) = peer_text else { continue };
+        let mut reply = format!("{name} {peer_addr} ").into_bytes();
         if let Some(request) = buf.get(..n).filter(|r| r.starts_with(ECHO)) {
             reply.extend_from_slice(request);
         }
-        let _ = sock.send_to(&reply, peer);
+        let iov = [IoSlice::new(&reply)];
+        // From the datagram's destination, on whatever interface the route
+        // to the peer takes.
+        let _ = match to {
+            Some(To::V4(mut i)) => {
+                i.ipi_spec_dst = i.ipi_addr;
+                i.ipi_ifindex = 0;
+                let c = [ControlMessage::Ipv4PacketInfo(&i)];
+                sendmsg(sock.as_raw_fd(), &iov, &c, MsgFlags::empty(), Some(&peer))
+            }
+            Some(To::V6(mut i)) => {
+                i.ipi6_ifindex = 0;
+                let c = [ControlMessage::Ipv6PacketInfo(&i)];
+                sendmsg(sock.as_raw_fd(), &iov, &c, MsgFlags::empty(), Some(&peer))
+            }
+            None => sendmsg(sock.as_raw_fd(), &iov, &[], MsgFlags::empty(), Some(&peer)),
+        };
     }
+}
+
+/// Where a datagram was sent to (its packet info).
+enum To {
+    V4(libc::in_pktinfo),
+    V6(libc::in6_pktinfo),
 }
