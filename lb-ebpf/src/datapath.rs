@@ -155,10 +155,10 @@ fn try_lb<H: Hook>(h: &H) -> Result<u32, DropReason> {
             }
             return Ok(H::PASS);
         }
-        match reverse::find_reply(pkt) {
+        match reverse::find_reply(h, pkt) {
             // Flood mode: a SYN-ACK whose pending entry the flood pushed
             // out is taken back if Maglev sent its SYN there (`flows`).
-            reverse::NOT_A_REPLY if flows::adopt(pkt) == reverse::REPLY => {
+            reverse::NOT_A_REPLY if flows::adopt(h, pkt) == reverse::REPLY => {
                 reverse::to_client(h, pkt, reverse::REPLY)
             }
             reverse::NOT_A_REPLY => {

@@ -3,11 +3,16 @@
 //!
 //! A new flow is pinned in `LB_PENDING` and moves into `LB_FLOWS` once it
 //! is a two-way conversation:
-//! - TCP: at the client's first packet after the backend's SYN-ACK (its
-//!   ACK of it); with direct server return, where the SYN-ACK does not pass
-//!   here, the client's first packet after its SYN. The backend answers a
-//!   spoofed SYN as readily as a real one, so its SYN-ACK alone proves
-//!   nothing; the client's ACK shows the source is real.
+//! - TCP: at the client's first packet that acknowledges the backend's
+//!   SYN-ACK (its ACK of it): its acknowledgement number is the SYN-ACK's
+//!   sequence number plus one, give or take what the backend sent since
+//!   ([`ACK_WINDOW`]). The backend answers a spoofed SYN as readily as a
+//!   real one, so its SYN-ACK alone proves nothing, and a spoofer can send
+//!   an ACK too, but not one that acknowledges a SYN-ACK it never saw. A
+//!   flow picked up mid-connection (its first packet no SYN) is answered
+//!   when its backend sends anything but a reset or a SYN-ACK. With direct
+//!   server return, where the backend's packets do not pass here, the
+//!   client's first packet after its SYN: not proof, but all there is.
 //! - UDP: at the backend's first reply (`reverse`); in flood mode, at the
 //!   client's next datagram after it, as for TCP. With direct server
 //!   return, at the client's second datagram.
@@ -29,10 +34,11 @@ use lb_common::abi::{
     DropReason, Endpoint, FLOOD_ON, FLOW_ESTABLISHED, FORWARD_NAT, FlowKey, FlowValue,
     MAX_REPLY_TARGETS, ServiceKey,
 };
-use lb_common::parse::L4Packet;
+use lb_common::parse::{L4Packet, headers::TcpHdr};
 
 use crate::{
     clock, forward,
+    hook::Hook,
     maps::{LB_BACKENDS, LB_FLOWS, LB_PENDING, LB_REPLIES, LB_SCRATCH, LB_SERVICES, LB_SETTINGS},
     passive, reverse, stats,
 };
@@ -41,6 +47,29 @@ use crate::{
 #[inline(always)]
 pub fn flood_mode() -> bool {
     LB_SETTINGS.get(0).is_some_and(|t| t.flood == FLOOD_ON)
+}
+
+/// How far past the SYN-ACK the client's acknowledgement may be and still
+/// promote its flow: a lost first ACK is followed by packets acknowledging
+/// whatever the backend sent since. A blind guess hits one time in 65 536.
+pub const ACK_WINDOW: u32 = 1 << 16;
+
+/// What a pending flow keeps (in `syn_seq`, its SYN no longer needed once
+/// answered: a retransmitted SYN then pins the flow afresh, on the same
+/// backend while the table is unchanged) for a SYN-ACK whose sequence
+/// number is `isn`: the acknowledgement its client must send. Never 0,
+/// which marks a flow picked up mid-connection.
+#[inline(always)]
+pub fn expected_ack(isn: u32) -> u32 {
+    let ack = isn.wrapping_add(1);
+    if ack == 0 { 1 } else { ack }
+}
+
+/// Whether a client's acknowledgement number `ack` acknowledges the SYN-ACK
+/// of a pending flow that expects `expected` ([`expected_ack`]).
+#[inline(always)]
+pub fn acknowledged(expected: u32, ack: u32) -> bool {
+    expected != 0 && ack.wrapping_sub(expected) < ACK_WINDOW
 }
 
 /// Where [`find`] found a flow (the scratch map's `flow_in`).
@@ -153,10 +182,14 @@ pub fn promote(entry: *mut FlowValue, state: u32, now: u32) {
 /// its own on top of `find_reply`'s would not fit the 512-byte stack. Its
 /// keys live in the scratch map for the same reason.
 #[inline(never)]
-pub fn adopt(pkt: &L4Packet) -> u32 {
+pub fn adopt<H: Hook>(h: &H, pkt: &L4Packet) -> u32 {
     if !reverse::answers_syn(pkt) || !flood_mode() {
         return reverse::NOT_A_REPLY;
     }
+    // What the client's ACK must acknowledge, as for any SYN-ACK.
+    let Some(isn) = h.load::<4>(pkt.l4_off + TcpHdr::SEQ_OFF) else {
+        return reverse::NOT_A_REPLY;
+    };
     let Some(s) = LB_SCRATCH.get_ptr_mut(0) else { return reverse::NOT_A_REPLY };
     // SAFETY: this CPU's scratch element; these fields are this
     // function's until it returns (`reply_vip` is read by `to_client`).
@@ -206,7 +239,7 @@ pub fn adopt(pkt: &L4Packet) -> u32 {
         *flow = FlowValue {
             backend_id: id,
             last_seen: clock::now(),
-            syn_seq: 0,
+            syn_seq: expected_ack(u32::from_be_bytes(isn)),
             state: FLOW_ESTABLISHED,
             _pad: [0; 3],
         };

@@ -63,7 +63,14 @@ fn try_to_backend<H: Hook>(h: &H, pkt: &L4Packet, svc: &ServiceRecord) -> Result
     let kept = current.filter(|_| !syn).and_then(|f| live(f.backend_id).map(|b| (f, b)));
     let (backend_id, backend, new_flow) = match kept {
         Some((flow, backend)) => {
-            refresh(entry, flow, (closing, tcp), now, svc.forwarding != FORWARD_NAT);
+            let dsr = svc.forwarding != FORWARD_NAT;
+            // Read only for a TCP flow waiting to be promoted (see `flows`).
+            let ack = if tcp && !dsr && flows::found_in() == flows::IN_PENDING {
+                tcp_number(h, pkt, TcpHdr::ACK_OFF)?
+            } else {
+                0
+            };
+            refresh(entry, flow, (closing, tcp), now, (dsr, ack));
             if H::TRACE {
                 trace::flow(FLOW_KEPT, flow.backend_id, flow.backend_id, 0);
             }
@@ -72,7 +79,7 @@ fn try_to_backend<H: Hook>(h: &H, pkt: &L4Packet, svc: &ServiceRecord) -> Result
         _ => {
             // Read here, for SYNs only: the parser's result stays small, as
             // the BPF stack must.
-            let seq = if syn { syn_seq(h, pkt)? } else { 0 };
+            let seq = if syn { tcp_number(h, pkt, TcpHdr::SEQ_OFF)? } else { 0 };
             let waiting = current.filter(|f| syn && f.state == FLOW_OPENING && f.syn_seq == seq);
             // Only new flows are limited: not a flow re-hashed off a
             // backend that went down, nor a retransmitted SYN (same
@@ -169,11 +176,12 @@ fn hairpin_source<H: Hook>(
     Ok(src)
 }
 
-/// The sequence number of a TCP segment.
+/// The sequence (`TcpHdr::SEQ_OFF`) or acknowledgement (`ACK_OFF`) number
+/// of a TCP segment.
 #[inline(always)]
-fn syn_seq<H: Hook>(h: &H, pkt: &L4Packet) -> Result<u32, DropReason> {
-    let seq = h.load::<4>(pkt.l4_off + TcpHdr::SEQ_OFF).ok_or(DropReason::TruncatedL4)?;
-    Ok(u32::from_be_bytes(seq))
+fn tcp_number<H: Hook>(h: &H, pkt: &L4Packet, at: usize) -> Result<u32, DropReason> {
+    let n = h.load::<4>(pkt.l4_off + at).ok_or(DropReason::TruncatedL4)?;
+    Ok(u32::from_be_bytes(n))
 }
 
 /// The record of backend `id` if it may keep its flows (it is not down).
@@ -192,16 +200,17 @@ fn live(id: u32) -> Option<BackendRecord> {
 /// establishes the flow.
 ///
 /// An unanswered flow (in `LB_PENDING`) moves to the answered flows at the
-/// client's first packet once the flow is established: the client's ACK of
-/// the backend's SYN-ACK, which a spoofed source never sees (the backend
-/// answers a spoofed SYN too: its answer alone proves nothing).
+/// client's first packet once the flow is established that, for TCP in NAT
+/// mode, acknowledges the backend's SYN-ACK (`ack`, see `flows`): a spoofed
+/// source never saw it (the backend answers a spoofed SYN too: its answer
+/// alone proves nothing).
 #[inline(always)]
 fn refresh(
     entry: *mut FlowValue,
     flow: FlowValue,
     (closing, tcp): (bool, bool),
     now: u32,
-    dsr: bool,
+    (dsr, ack): (bool, u32),
 ) {
     let answered = dsr && flow.state == FLOW_OPENING && !closing;
     if answered && tcp {
@@ -214,7 +223,8 @@ fn refresh(
     } else {
         flow.state
     };
-    if state == FLOW_ESTABLISHED && flows::found_in() == flows::IN_PENDING {
+    let shown = !tcp || dsr || flows::acknowledged(flow.syn_seq, ack);
+    if state == FLOW_ESTABLISHED && shown && flows::found_in() == flows::IN_PENDING {
         flows::promote(entry, u32::from(state), now);
         return;
     }

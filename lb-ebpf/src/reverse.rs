@@ -142,7 +142,7 @@ pub const HAIRPIN_REPLY: u32 = 2;
 // Not inlined, as `to_client` is not: each is a frame of its own called
 // from the datapath, rather than one on top of the other.
 #[inline(never)]
-pub fn find_reply(pkt: &L4Packet) -> u32 {
+pub fn find_reply<H: Hook>(h: &H, pkt: &L4Packet) -> u32 {
     let Some(s) = LB_SCRATCH.get_ptr_mut(0) else { return NOT_A_REPLY };
     let mut found = Found::default();
     let found = &mut found;
@@ -169,7 +169,14 @@ pub fn find_reply(pkt: &L4Packet) -> u32 {
         forget(found, &found.key(&client, pkt.key.dst_port_be));
         return NOT_A_REPLY;
     }
-    observe(pkt, found);
+    // A SYN-ACK's sequence number, which the client's ACK must acknowledge
+    // before its flow counts as answered (see `flows`).
+    let isn = if answers_syn(pkt) {
+        h.load::<4>(pkt.l4_off + TcpHdr::SEQ_OFF).map_or(0, u32::from_be_bytes)
+    } else {
+        0
+    };
+    observe(pkt, found, isn);
     // SAFETY: this CPU's scratch element; its `reply_vip` part is written
     // here and read by `to_client` in the same run.
     unsafe { *core::ptr::addr_of_mut!((*s).reply_vip) = found.vip };
@@ -271,17 +278,20 @@ fn hairpin_flow(backend: &Endpoint, pkt: &L4Packet, out: &mut Found) -> bool {
 /// in flood mode: then, as TCP flows always do (see `forward`), it waits
 /// for the client's next datagram, which a spoofed source does not send.
 #[inline(always)]
-fn observe(pkt: &L4Packet, found: &Found) {
+fn observe(pkt: &L4Packet, found: &Found, isn: u32) {
     let (old, now) = (found.flow, clock::now());
     let mut new = FlowValue { last_seen: now, ..old };
-    if pkt.key.proto == PROTO_TCP {
-        let rst = pkt.tcp_flags & TcpHdr::RST != 0;
+    let tcp = pkt.key.proto == PROTO_TCP;
+    let rst = tcp && pkt.tcp_flags & TcpHdr::RST != 0;
+    if tcp {
         if old.state == FLOW_OPENING {
             passive::answered(old.backend_id);
             if rst {
                 passive::report(old.backend_id, EVENT_REFUSED);
             }
             new.state = FLOW_ESTABLISHED;
+            // What the client's ACK must acknowledge (`flows::acknowledged`).
+            new.syn_seq = flows::expected_ack(isn);
         }
         if rst || pkt.tcp_flags & TcpHdr::FIN != 0 {
             new.state = FLOW_CLOSING;
@@ -289,7 +299,15 @@ fn observe(pkt: &L4Packet, found: &Found) {
     } else {
         new.state = FLOW_ESTABLISHED;
     }
-    if found.pending && pkt.key.proto != PROTO_TCP && !flows::flood_mode() {
+    // A TCP flow picked up mid-connection (no SYN seen) is answered when
+    // its backend sends anything but a reset or a SYN-ACK: only a backend
+    // that holds the connection does.
+    let picked_up = tcp
+        && old.state == FLOW_ESTABLISHED
+        && old.syn_seq == 0
+        && !rst
+        && pkt.tcp_flags & TcpHdr::SYN == 0;
+    if found.pending && ((!tcp && !flows::flood_mode()) || picked_up) {
         flows::promote(found.entry, u32::from(new.state), now);
     } else if new.state != old.state || old.stale(now) {
         // SAFETY: a pointer to a live map value; a concurrent writer of the

@@ -18,6 +18,8 @@ use lb_tests::{
 lb_tests::in_both_hooks!(
     unanswered_syns_beyond_the_pending_table_move_no_answered_flow,
     syn_acks_to_spoofed_syns_do_not_promote_them,
+    spoofed_syns_followed_by_blind_acks_do_not_promote_them,
+    a_flow_picked_up_mid_connection_is_promoted_by_its_backends_answer,
     in_flood_mode_a_udp_flow_waits_for_the_clients_next_datagram,
     in_flood_mode_a_syn_ack_whose_entry_was_pushed_out_is_adopted_if_maglev_sent_it,
     a_promoted_flow_survives_a_flood_and_a_table_change,
@@ -33,6 +35,9 @@ const UDP_BACKEND: &str = "10.1.0.11:5300";
 const SYN: u8 = 0x02;
 const SYN_ACK: u8 = 0x12;
 const ACK: u8 = 0x10;
+/// The backends' initial sequence number in these cases: the client's ACK
+/// acknowledges it plus one.
+const ISN: u32 = 0x1234_5678;
 /// The flow table's capacity in these cases: the pending table is then
 /// its minimum (1024), and both are split between the CPUs' LRU lists,
 /// while a test run's packets all come from one CPU.
@@ -66,9 +71,9 @@ fn establish(g: &mut Golden, client: &str) -> String {
     let (action, out) = g.run(&Frame::tcp(client, VIP3).tcp_flags(SYN).bytes(), g.gin);
     assert_eq!(action, XDP_REDIRECT);
     let backend = sent_to(&out);
-    let synack = Frame::tcp(&backend, client).tcp_flags(SYN_ACK).bytes();
+    let synack = Frame::tcp(&backend, client).tcp_flags(SYN_ACK).seq(ISN).bytes();
     assert_eq!(g.run(&synack, g.gout).0, XDP_REDIRECT, "SYN-ACK to {client}");
-    let ack = Frame::tcp(client, VIP3).tcp_flags(ACK).bytes();
+    let ack = Frame::tcp(client, VIP3).tcp_flags(ACK).ack(ISN + 1).bytes();
     assert_eq!(sent_to(&g.run(&ack, g.gin).1), backend, "ACK from {client}");
     backend
 }
@@ -139,11 +144,15 @@ fn a_promoted_flow_survives_a_flood_and_a_table_change(prog: Prog) {
     let waiting = table(&g, MAP_PENDING).get(&k, 0).expect("the SYN waits in LB_PENDING");
     assert_eq!(waiting.state, FLOW_OPENING);
     assert!(table(&g, MAP_FLOWS).get(&k, 0).is_err(), "not answered yet");
-    g.run(&Frame::tcp(&backend, client).tcp_flags(SYN_ACK).bytes(), g.gout);
+    g.run(&Frame::tcp(&backend, client).tcp_flags(SYN_ACK).seq(ISN).bytes(), g.gout);
     let answered = table(&g, MAP_PENDING).get(&k, 0).expect("answered, still pending");
     assert_eq!(answered.state, FLOW_ESTABLISHED);
     assert!(table(&g, MAP_FLOWS).get(&k, 0).is_err(), "the SYN-ACK alone proves nothing");
-    g.run(&Frame::tcp(client, VIP3).tcp_flags(ACK).bytes(), g.gin);
+    // An ACK that does not acknowledge the SYN-ACK (a spoofer's guess)
+    // is forwarded, but proves nothing either.
+    g.run(&Frame::tcp(client, VIP3).tcp_flags(ACK).ack(ISN ^ 0x8000_0000).bytes(), g.gin);
+    assert!(table(&g, MAP_FLOWS).get(&k, 0).is_err(), "a blind ACK promotes nothing");
+    g.run(&Frame::tcp(client, VIP3).tcp_flags(ACK).ack(ISN + 1).bytes(), g.gin);
     let answered = table(&g, MAP_FLOWS).get(&k, 0).expect("the client's ACK promoted it");
     assert_eq!(answered.state, FLOW_ESTABLISHED);
     assert!(table(&g, MAP_PENDING).get(&k, 0).is_err(), "promoted, not copied");
@@ -255,7 +264,7 @@ fn in_flood_mode_a_syn_ack_whose_entry_was_pushed_out_is_adopted_if_maglev_sent_
         pending.remove(&k).expect("the waiting entry");
     };
     forget(&mut g);
-    let synack = Frame::tcp(&backend, client).tcp_flags(SYN_ACK).bytes();
+    let synack = Frame::tcp(&backend, client).tcp_flags(SYN_ACK).seq(ISN).bytes();
     assert_eq!(g.run(&synack, g.gout), (XDP_PASS, synack.clone()), "not in flood mode: no flow");
     g.run(&Frame::tcp(client, VIP3).tcp_flags(SYN).bytes(), g.gin);
     forget(&mut g);
@@ -265,7 +274,7 @@ fn in_flood_mode_a_syn_ack_whose_entry_was_pushed_out_is_adopted_if_maglev_sent_
     assert_eq!(&out[26..30], &[10, 100, 0, 3], "from the VIP");
     let adopted = table(&g, MAP_PENDING).get(&k, 0).expect("pinned again, pending");
     assert_eq!(adopted.state, FLOW_ESTABLISHED);
-    g.run(&Frame::tcp(client, VIP3).tcp_flags(ACK).bytes(), g.gin);
+    g.run(&Frame::tcp(client, VIP3).tcp_flags(ACK).ack(ISN + 1).bytes(), g.gin);
     assert!(table(&g, MAP_FLOWS).get(&k, 0).is_ok(), "the client's ACK promoted it");
     // A SYN-ACK from a backend Maglev would not have chosen is not ours.
     let stray_client = "10.0.0.2:48001";
@@ -282,4 +291,60 @@ fn in_flood_mode_a_syn_ack_whose_entry_was_pushed_out_is_adopted_if_maglev_sent_
         [ids.iter().position(|&id| id == other).expect("a backend of three")];
     let stray = Frame::tcp(other, stray_client).tcp_flags(SYN_ACK).bytes();
     assert_eq!(g.run(&stray, g.gout), (XDP_PASS, stray.clone()), "not Maglev's choice");
+}
+
+/// A smarter flood: each spoofed SYN followed by an ACK from the same
+/// source, as a tool that never sees the SYN-ACK can send (acknowledging
+/// its own SYN, or a guess). None promotes a flow: only an ACK of the
+/// backend's SYN-ACK does.
+fn spoofed_syns_followed_by_blind_acks_do_not_promote_them(prog: Prog) {
+    let mut g = Golden::with_prog(CAPACITY, prog);
+    let clients: Vec<String> = (0..100).map(|i| format!("10.0.0.2:{}", 32000 + i)).collect();
+    let pinned: Vec<String> = clients.iter().map(|c| establish(&mut g, c)).collect();
+    for i in 0..FLOOD {
+        let src = format!("10.0.{}.{}:{}", 100 + i / 250, 1 + i % 250, 1024 + i);
+        let syn = Frame::tcp(&src, VIP3).tcp_flags(SYN).seq(u32::from(i)).bytes();
+        let (_, out) = g.run(&syn, g.gin);
+        let synack =
+            Frame::tcp(&sent_to(&out), &src).tcp_flags(SYN_ACK).seq(ISN).ack(u32::from(i) + 1);
+        g.run(&synack.bytes(), g.gout);
+        let guess = if i % 2 == 0 { u32::from(i) + 1 } else { 1 };
+        let ack = Frame::tcp(&src, VIP3).tcp_flags(ACK).seq(u32::from(i) + 1).ack(guess);
+        g.run(&ack.bytes(), g.gin);
+    }
+    assert_eq!(table(&g, MAP_FLOWS).keys().count(), 100, "no spoofed flow in LB_FLOWS");
+    let target = other_than(&g, &pinned[0]);
+    g.fill_table(THREE, target);
+    for (client, backend) in clients.iter().zip(&pinned) {
+        still_pinned(&mut g, client, backend);
+    }
+}
+
+/// A flow whose first packet is no SYN (after a restart without takeover,
+/// or a spoofer's ACKs) waits in LB_PENDING however many packets the
+/// client sends; the backend's answer (not a reset, not a SYN-ACK)
+/// promotes it, since only a backend that holds the connection sends one.
+fn a_flow_picked_up_mid_connection_is_promoted_by_its_backends_answer(prog: Prog) {
+    let mut g = Golden::with_prog(CAPACITY, prog);
+    let client = "10.0.0.2:47950";
+    let k = key(client, VIP3, PROTO_TCP);
+    let data = Frame::tcp(client, VIP3).tcp_flags(ACK).seq(500).ack(900).payload(b"more");
+    let (action, out) = g.run(&data.clone().bytes(), g.gin);
+    assert_eq!(action, XDP_REDIRECT, "picked up: forwarded");
+    let backend = sent_to(&out);
+    for _ in 0..3 {
+        g.run(&data.clone().bytes(), g.gin);
+    }
+    assert!(table(&g, MAP_FLOWS).get(&k, 0).is_err(), "the client alone proves nothing");
+    assert!(table(&g, MAP_PENDING).get(&k, 0).is_ok());
+    let rst_client = "10.0.0.2:47951";
+    let (_, out) = g.run(&Frame::tcp(rst_client, VIP3).tcp_flags(ACK).bytes(), g.gin);
+    let reset = Frame::tcp(&sent_to(&out), rst_client).tcp_flags(0x04).bytes();
+    g.run(&reset, g.gout);
+    let rk = key(rst_client, VIP3, PROTO_TCP);
+    assert!(table(&g, MAP_FLOWS).get(&rk, 0).is_err(), "a reset promotes nothing");
+    let answer = Frame::tcp(&backend, client).tcp_flags(ACK).seq(900).ack(504).payload(b"ok");
+    assert_eq!(g.run(&answer.bytes(), g.gout).0, XDP_REDIRECT);
+    assert!(table(&g, MAP_FLOWS).get(&k, 0).is_ok(), "its backend's answer promoted it");
+    assert!(table(&g, MAP_PENDING).get(&k, 0).is_err());
 }

@@ -163,6 +163,8 @@ impl TcpHdr {
     pub const CHECK_OFF: usize = 16;
     /// Offset of the sequence number in the header.
     pub const SEQ_OFF: usize = 4;
+    /// Offset of the acknowledgement number in the header.
+    pub const ACK_OFF: usize = 8;
     /// FIN flag.
     pub const FIN: u8 = 0x01;
     /// SYN flag.
