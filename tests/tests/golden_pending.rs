@@ -214,15 +214,25 @@ fn a_udp_flow_waits_until_its_first_reply_and_single_datagrams_evict_nothing(pro
 }
 
 fn syn_acks_to_spoofed_syns_do_not_promote_them(prog: Prog) {
-    let mut g = Golden::with_prog(CAPACITY, prog);
-    let clients: Vec<String> = (0..100).map(|i| format!("10.0.0.2:{}", 31000 + i)).collect();
-    let pinned: Vec<String> = clients.iter().map(|c| establish(&mut g, c)).collect();
     // The backend answers every spoofed SYN (its listener, or its SYN
     // cookies, cannot tell them apart); the sources never acknowledge.
+    survives_spoofed_syns(prog, 31000, |g, src, _| {
+        let (_, out) = g.run(&Frame::tcp(src, VIP3).tcp_flags(SYN).bytes(), g.gin);
+        g.run(&Frame::tcp(&sent_to(&out), src).tcp_flags(SYN_ACK).bytes(), g.gout);
+    });
+}
+
+/// 100 connections established from ports `base`.., then [`FLOOD`]
+/// spoofed sources each sent through `spoof`: no spoofed flow reaches
+/// LB_FLOWS, and every established one stays on its backend after the
+/// Maglev table changed.
+fn survives_spoofed_syns(prog: Prog, base: u16, mut spoof: impl FnMut(&mut Golden, &str, u16)) {
+    let mut g = Golden::with_prog(CAPACITY, prog);
+    let clients: Vec<String> = (0..100).map(|i| format!("10.0.0.2:{}", base + i)).collect();
+    let pinned: Vec<String> = clients.iter().map(|c| establish(&mut g, c)).collect();
     for i in 0..FLOOD {
         let src = format!("10.0.{}.{}:{}", 100 + i / 250, 1 + i % 250, 1024 + i);
-        let (_, out) = g.run(&Frame::tcp(&src, VIP3).tcp_flags(SYN).bytes(), g.gin);
-        g.run(&Frame::tcp(&sent_to(&out), &src).tcp_flags(SYN_ACK).bytes(), g.gout);
+        spoof(&mut g, &src, i);
     }
     assert_eq!(table(&g, MAP_FLOWS).keys().count(), 100, "no spoofed flow in LB_FLOWS");
     let target = other_than(&g, &pinned[0]);
@@ -298,26 +308,15 @@ fn in_flood_mode_a_syn_ack_whose_entry_was_pushed_out_is_adopted_if_maglev_sent_
 /// its own SYN, or a guess). None promotes a flow: only an ACK of the
 /// backend's SYN-ACK does.
 fn spoofed_syns_followed_by_blind_acks_do_not_promote_them(prog: Prog) {
-    let mut g = Golden::with_prog(CAPACITY, prog);
-    let clients: Vec<String> = (0..100).map(|i| format!("10.0.0.2:{}", 32000 + i)).collect();
-    let pinned: Vec<String> = clients.iter().map(|c| establish(&mut g, c)).collect();
-    for i in 0..FLOOD {
-        let src = format!("10.0.{}.{}:{}", 100 + i / 250, 1 + i % 250, 1024 + i);
-        let syn = Frame::tcp(&src, VIP3).tcp_flags(SYN).seq(u32::from(i)).bytes();
+    survives_spoofed_syns(prog, 32000, |g, src, i| {
+        let seq = u32::from(i);
+        let syn = Frame::tcp(src, VIP3).tcp_flags(SYN).seq(seq).bytes();
         let (_, out) = g.run(&syn, g.gin);
-        let synack =
-            Frame::tcp(&sent_to(&out), &src).tcp_flags(SYN_ACK).seq(ISN).ack(u32::from(i) + 1);
+        let synack = Frame::tcp(&sent_to(&out), src).tcp_flags(SYN_ACK).seq(ISN).ack(seq + 1);
         g.run(&synack.bytes(), g.gout);
-        let guess = if i % 2 == 0 { u32::from(i) + 1 } else { 1 };
-        let ack = Frame::tcp(&src, VIP3).tcp_flags(ACK).seq(u32::from(i) + 1).ack(guess);
-        g.run(&ack.bytes(), g.gin);
-    }
-    assert_eq!(table(&g, MAP_FLOWS).keys().count(), 100, "no spoofed flow in LB_FLOWS");
-    let target = other_than(&g, &pinned[0]);
-    g.fill_table(THREE, target);
-    for (client, backend) in clients.iter().zip(&pinned) {
-        still_pinned(&mut g, client, backend);
-    }
+        let guess = if i % 2 == 0 { seq + 1 } else { 1 };
+        g.run(&Frame::tcp(src, VIP3).tcp_flags(ACK).seq(seq + 1).ack(guess).bytes(), g.gin);
+    });
 }
 
 /// A flow whose first packet is no SYN (after a restart without takeover,
