@@ -232,6 +232,12 @@ fn a_backend_without_the_vip_is_taken_out_by_its_tunnel_probes() {
             assert_eq!(status.transitions, 0, "{svc} b{b} stayed up");
         }
     }
+    // One packet socket reads every probe's answers (IPv4 services only
+    // here): closing one per probe would stall the agent an RCU grace
+    // period each time.
+    let sockets = topo.lb.exec(&["cat", "/proc/net/packet"]);
+    let open = String::from_utf8_lossy(&sockets.stdout).lines().count() - 1;
+    assert_eq!(open, 1, "packet sockets in the balancer's namespace");
     // dsr-l2 has no tunnel: its probes reach backend 2's own address.
     assert_eq!(lb.backend("l2", "10.200.2.1:81").0.health, "up");
 
@@ -319,7 +325,7 @@ fn tunnel_probes_tell_each_answer_apart() {
         config::HealthKind,
         health::{
             probe::ProbeError,
-            tunnel::{Tunnel, probe},
+            tunnel::{Tunnel, answers::Answers, probe},
         },
     };
     let topo = Topology::new(2);
@@ -335,6 +341,10 @@ fn tunnel_probes_tell_each_answer_apart() {
     topo.lb.ip(&format!("-6 route add local {VIP6}/128 dev lo table local"));
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let _lb = topo.lb.enter();
+    let answers = {
+        let _in = rt.enter();
+        Answers::start(true, true).expect("the answers' packet sockets")
+    };
     let run = |kind: &HealthKind, port: u16, backend: &str| {
         let v6 = backend.contains(':');
         let tunnel = Tunnel {
@@ -343,8 +353,10 @@ fn tunnel_probes_tell_each_answer_apart() {
         };
         let backend = SocketAddr::new(backend.parse().expect("backend"), port);
         let limit = Duration::from_millis(400);
-        rt.block_on(async { tokio::time::timeout(limit, probe(kind, &tunnel, backend)).await })
-            .unwrap_or(Err(ProbeError::Timeout(limit)))
+        rt.block_on(async {
+            tokio::time::timeout(limit, probe(kind, &tunnel, backend, &answers)).await
+        })
+        .unwrap_or(Err(ProbeError::Timeout(limit)))
     };
     let udp = HealthKind::Udp { send: b"hello\n".to_vec(), expect: None };
     // The decap programs may still be loading: the first success may wait.

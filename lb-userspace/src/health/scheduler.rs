@@ -4,6 +4,7 @@
 
 use std::{
     net::SocketAddr,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -11,7 +12,7 @@ use tokio::{sync::mpsc, task::JoinHandle};
 
 use super::{
     probe::{ProbeError, probe},
-    tunnel::{self, Tunnel},
+    tunnel::{self, Tunnel, answers::Answers},
 };
 use crate::config::HealthKind;
 
@@ -53,6 +54,8 @@ pub struct Outcome {
 #[derive(Debug, Default)]
 pub struct Probes {
     tasks: Vec<JoinHandle<()>>,
+    /// Where answers through the tunnel are read, while any probe needs it.
+    _answers: Option<Arc<Answers>>,
 }
 
 impl Drop for Probes {
@@ -66,15 +69,33 @@ impl Drop for Probes {
 /// Starts one probe loop per target (kind `none` needs none). Must be called
 /// inside a tokio runtime.
 pub fn spawn(targets: Vec<Target>, tx: mpsc::UnboundedSender<Outcome>) -> Probes {
+    let tunnelled = |v6: bool| {
+        targets.iter().any(|t| {
+            t.kind != HealthKind::None && t.tunnel.as_ref().is_some_and(|u| u.vip.is_ipv6() == v6)
+        })
+    };
+    // The sockets for answers through the tunnel, if any probe goes there;
+    // without them those probes fail, saying why.
+    let answers = match (tunnelled(false), tunnelled(true)) {
+        (false, false) => None,
+        (v4, v6) => Some(Answers::start(v4, v6).map(Arc::new).map_err(|e| {
+            tracing::error!("health probes through the tunnel cannot read answers: {e}");
+            e.to_string()
+        })),
+    };
     let tasks = targets
         .into_iter()
         .filter(|t| t.kind != HealthKind::None)
-        .map(|t| tokio::spawn(run(t, tx.clone())))
+        .map(|t| tokio::spawn(run(t, answers.clone(), tx.clone())))
         .collect();
-    Probes { tasks }
+    Probes { tasks, _answers: answers.and_then(Result::ok) }
 }
 
-async fn run(t: Target, tx: mpsc::UnboundedSender<Outcome>) {
+async fn run(
+    t: Target,
+    answers: Option<Result<Arc<Answers>, String>>,
+    tx: mpsc::UnboundedSender<Outcome>,
+) {
     let mut rng = Jitter::seeded(&t.backend);
     // Start somewhere in the first interval, so probes spread out.
     tokio::time::sleep(rng.fraction_of(t.interval)).await;
@@ -84,7 +105,7 @@ async fn run(t: Target, tx: mpsc::UnboundedSender<Outcome>) {
         // 3 KB, and held inline it would stay in every task's future for the
         // whole interval between probes: 30 MB at 10 000 backends. Boxed, it
         // exists only while a probe runs.
-        let result = Box::pin(probe_once(&t)).await;
+        let result = Box::pin(probe_once(&t, answers.as_ref())).await;
         let at = Instant::now();
         let outcome = Outcome {
             service: t.service.clone(),
@@ -105,30 +126,35 @@ async fn run(t: Target, tx: mpsc::UnboundedSender<Outcome>) {
 /// One probe of `t`: the direct one and, for a tunnelled service, the one
 /// through the tunnel, side by side, so together they take no longer than
 /// the timeout. Both must succeed.
-async fn probe_once(t: &Target) -> Result<(), String> {
+async fn probe_once(
+    t: &Target,
+    answers: Option<&Result<Arc<Answers>, String>>,
+) -> Result<(), String> {
     let direct = probe(&t.kind, t.backend, t.proxy_protocol, t.timeout);
-    let through =
-        async {
-            let Some(tunnel) = &t.tunnel else { return Ok(()) };
-            let result =
-                match tokio::time::timeout(t.timeout, tunnel::probe(&t.kind, tunnel, t.backend))
-                    .await
-                {
-                    Ok(r) => r,
-                    Err(_) => Err(ProbeError::Timeout(t.timeout)),
-                };
-            result.map_err(|e| {
-                let hint = match e {
-                    ProbeError::Timeout(_) => {
-                        " (does the backend hold the VIP on lo, and run lb decap on the interface \
-                     the tunnel reaches?)"
-                    }
-                    ProbeError::Refused => " (nothing serves the port on the VIP there)",
-                    _ => "",
-                };
-                format!("through the tunnel to {}: {e}{hint}", tunnel.vip)
-            })
+    let through = async {
+        let Some(tunnel) = &t.tunnel else { return Ok(()) };
+        let answers = match answers {
+            Some(Ok(a)) => a,
+            Some(Err(e)) => return Err(format!("through the tunnel: cannot read answers: {e}")),
+            None => return Err("through the tunnel: no reader of answers".to_owned()),
         };
+        let once = tunnel::probe(&t.kind, tunnel, t.backend, answers);
+        let result = match tokio::time::timeout(t.timeout, once).await {
+            Ok(r) => r,
+            Err(_) => Err(ProbeError::Timeout(t.timeout)),
+        };
+        result.map_err(|e| {
+            let hint = match e {
+                ProbeError::Timeout(_) => {
+                    " (does the backend hold the VIP on lo, and run lb decap on the interface \
+                     the tunnel reaches?)"
+                }
+                ProbeError::Refused => " (nothing serves the port on the VIP there)",
+                _ => "",
+            };
+            format!("through the tunnel to {}: {e}{hint}", tunnel.vip)
+        })
+    };
     let (direct, through) = tokio::join!(direct, through);
     direct.map_err(|e| e.to_string())?;
     through
@@ -181,7 +207,8 @@ mod tests {
     #[test]
     fn a_probe_task_between_probes_is_small() {
         let (tx, _rx) = mpsc::unbounded_channel();
-        let task = run(target("127.0.0.1:1".parse().unwrap(), HealthKind::Tcp, 1000, 500), tx);
+        let task =
+            run(target("127.0.0.1:1".parse().unwrap(), HealthKind::Tcp, 1000, 500), None, tx);
         let size = size_of_val(&task);
         assert!(size <= 1024, "a probe task's future is {size} bytes");
     }

@@ -12,24 +12,25 @@
 //! this host's own addresses (the agent's VIP routes make it one), the
 //! kernel drops an answer from it as a martian before any socket sees it.
 //! So answers are read from a packet socket, which sees packets before
-//! routing, through a classic BPF filter that lets only answers to this
-//! probe's port be copied to it.
+//! routing: one per family for all probes ([`answers`]), through a classic
+//! BPF filter that lets only packets to the probes' ports be copied.
 
+pub mod answers;
 pub mod packet;
 
 use std::{
-    io::{self, Read},
+    io,
     net::{IpAddr, SocketAddr, UdpSocket},
 };
 
 use lb_common::parse::{Parsed, headers::TcpHdr, parse};
 use nix::libc;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::unix::AsyncFd;
 
 use super::probe::ProbeError;
 use crate::config::{HealthKind, Prefix};
-use packet::{Segment, answer_filter, wrapped};
+use answers::Answers;
+use packet::{Segment, wrapped};
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -56,30 +57,20 @@ enum Answer {
 
 /// Probes the backend at `backend` through the tunnel of `tunnel` once:
 /// a SYN (kinds `tcp` and `http`; the HTTP exchange itself is the direct
-/// probe's) or the `udp` kind's datagram. Unbounded: the caller times it.
+/// probe's) or the `udp` kind's datagram, its answer read from `answers`.
+/// Unbounded: the caller times it.
 pub async fn probe(
     kind: &HealthKind,
     tunnel: &Tunnel,
     backend: SocketAddr,
+    answers: &Answers,
 ) -> Result<(), ProbeError> {
     let tcp = !matches!(kind, HealthKind::Udp { .. });
     let local = local_address(backend)?;
-    // A port of our own for the probe, held while it runs, so no connection
-    // of this host uses it meanwhile.
-    let reserved = Socket::new(
-        Domain::for_address(SocketAddr::new(local, 0)),
-        if tcp { Type::STREAM } else { Type::DGRAM },
-        None,
-    )?;
-    reserved.bind(&SocketAddr::new(local, 0).into())?;
-    let from = reserved.local_addr()?.as_socket().ok_or_else(|| io::Error::other("no port"))?;
-    let proto = if tcp { lb_common::abi::PROTO_TCP } else { lb_common::abi::PROTO_UDP };
-    let socket = listen(tunnel.vip, proto, from.port())?;
-    // SAFETY: the socket owns its fd, open and unchanged while it lives, and
-    // the AsyncFd owns the socket.
-    let answers = unsafe { AsyncFd::register_with_interest(socket, tokio::io::Interest::READABLE) }
-        .map_err(|e| io::Error::other(e.to_string()))?;
-
+    // A port of our own for the probe, held while it runs, so no other
+    // probe and no connection of this host uses it meanwhile.
+    let (reserved, from) = reserve(local, tcp)?;
+    let mut waiting = answers.register(from.port());
     let send = |segment: Segment<'_>| -> io::Result<()> {
         let pkt = wrapped(from, tunnel.vip, backend.ip(), &tunnel.source, segment);
         let raw = Socket::new(
@@ -94,20 +85,16 @@ pub async fn probe(
         HealthKind::Udp { send: payload, .. } => send(Segment::Udp(payload))?,
         _ => send(Segment::Tcp { flags: TcpHdr::SYN, seq: isn, ack: 0 })?,
     }
+    let sources = [tunnel.vip.ip(), backend.ip()];
     let answer = loop {
-        let mut ready = answers.readable().await?;
-        let mut buf = [0u8; 2048];
-        match ready.try_io(|s| s.get_ref().read(&mut buf)) {
-            Ok(Ok(n)) => {
-                let sources = [tunnel.vip.ip(), backend.ip()];
-                if let Some(a) = classify(buf.get(..n).unwrap_or_default(), &sources, isn) {
-                    break a;
-                }
-            }
-            Ok(Err(e)) => return Err(e.into()),
-            Err(_would_block) => continue,
+        let Some(packet) = waiting.rx.recv().await else {
+            return Err(ProbeError::Io(io::Error::other("the answers' reader stopped")));
+        };
+        if let Some(a) = classify(&packet, &sources, isn) {
+            break a;
         }
     };
+    drop(reserved);
     match (answer, kind) {
         (Answer::Accepted(ack), _) => {
             // The backend holds a half-open connection: close it, so probes
@@ -123,6 +110,27 @@ pub async fn probe(
     }
 }
 
+/// A socket bound to `local` and a free port of [`answers::PORTS`] (TCP or
+/// UDP as the probe), starting at a random one; the address it holds.
+fn reserve(local: IpAddr, tcp: bool) -> io::Result<(Socket, SocketAddr)> {
+    let ports = answers::PORTS;
+    let span = u32::from(ports.end() - ports.start()) + 1;
+    let first = random_u32() % span;
+    let ty = if tcp { Type::STREAM } else { Type::DGRAM };
+    let mut last = io::Error::other("no port");
+    for i in 0..span {
+        let port = *ports.start() + ((first + i) % span) as u16;
+        let addr = SocketAddr::new(local, port);
+        let s = Socket::new(Domain::for_address(addr), ty, None)?;
+        match s.bind(&addr.into()) {
+            Ok(()) => return Ok((s, addr)),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = e,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(last.kind(), format!("every port of {ports:?} is in use: {last}")))
+}
+
 /// This host's address towards `backend`, the one the backend answers:
 /// the kernel's own choice for a datagram to it.
 fn local_address(backend: SocketAddr) -> io::Result<IpAddr> {
@@ -131,25 +139,6 @@ fn local_address(backend: SocketAddr) -> io::Result<IpAddr> {
     let s = UdpSocket::bind(any)?;
     s.connect(backend)?;
     Ok(s.local_addr()?.ip())
-}
-
-/// A packet socket on every interface that receives only `proto` packets
-/// from `vip` to `port`.
-fn listen(vip: SocketAddr, proto: u8, port: u16) -> io::Result<Socket> {
-    // Bound to the family's EtherType at creation, the socket receives
-    // from then on; packets taken before the filter is in place are read
-    // and thrown away below (the probe has not been sent yet).
-    let ethertype = if vip.is_ipv4() { ETH_P_IP } else { ETH_P_IPV6 };
-    let s = Socket::new(
-        Domain::PACKET,
-        Type::DGRAM,
-        Some(Protocol::from(i32::from(ethertype.to_be()))),
-    )?;
-    s.set_nonblocking(true)?;
-    s.attach_filter(&answer_filter(vip, proto, port))?;
-    let mut buf = [0u8; 64];
-    while (&s).read(&mut buf).is_ok() {}
-    Ok(s)
 }
 
 /// What an IP packet from the packet socket says, if it answers the probe

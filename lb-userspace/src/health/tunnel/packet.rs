@@ -133,12 +133,12 @@ fn addr_bytes(ip: IpAddr) -> Vec<u8> {
     }
 }
 
-const LD_W_ABS: u16 = 0x20;
 const LD_H_ABS: u16 = 0x28;
 const LD_B_ABS: u16 = 0x30;
 const LDX_B_MSH: u16 = 0xb1;
-const LD_W_IND: u16 = 0x40;
+const LD_H_IND: u16 = 0x48;
 const JEQ_K: u16 = 0x15;
+const JGE_K: u16 = 0x35;
 const JSET_K: u16 = 0x45;
 const RET_K: u16 = 0x06;
 
@@ -147,24 +147,26 @@ fn op(code: u16, jt: u8, jf: u8, k: u32) -> sock_filter {
 }
 
 /// A classic BPF filter for a packet socket of type `SOCK_DGRAM` bound to
-/// `vip`'s family (packets start at the IP header) that accepts only
-/// `proto` packets from the VIP's port to `port` (whole packets and first
+/// one family (packets start at the IP header) that accepts only TCP and
+/// UDP packets to port `lowest` or above (whole packets and first
 /// fragments; IPv6 without extension headers, as a backend's answers are),
-/// and drops everything else before it is copied. Which address they come
-/// from is checked by the reader: the filter only has to be narrow.
-pub fn answer_filter(vip: SocketAddr, proto: u8, port: u16) -> Vec<sock_filter> {
+/// and drops everything else before it is copied. Which probe a packet
+/// answers, if any, is the reader's business: the filter only has to be
+/// narrow.
+pub fn answer_filter(v6: bool, lowest: u16) -> Vec<sock_filter> {
     let mut f = Filter::default();
-    let ports = u32::from(vip.port()) << 16 | u32::from(port);
-    if vip.is_ipv4() {
-        f.expect(op(LD_B_ABS, 0, 0, 9), u32::from(proto));
+    if v6 {
+        f.code.push(op(LD_B_ABS, 0, 0, 6));
+        f.transport();
+        f.at_least(op(LD_H_ABS, 0, 0, iphdr::V6_LEN as u32 + 2), u32::from(lowest));
+    } else {
+        f.code.push(op(LD_B_ABS, 0, 0, 9));
+        f.transport();
         // A later fragment has no ports where they would be read.
         f.code.push(op(LD_H_ABS, 0, 0, 6));
         f.drop_if_set(0x1fff);
         f.code.push(op(LDX_B_MSH, 0, 0, 0));
-        f.expect(op(LD_W_IND, 0, 0, 0), ports);
-    } else {
-        f.expect(op(LD_B_ABS, 0, 0, 6), u32::from(proto));
-        f.expect(op(LD_W_ABS, 0, 0, iphdr::V6_LEN as u32), ports);
+        f.at_least(op(LD_H_IND, 0, 0, 2), u32::from(lowest));
     }
     f.finish()
 }
@@ -180,11 +182,19 @@ struct Filter {
 }
 
 impl Filter {
-    /// Load with `load`, go on only if the value equals `k`.
-    fn expect(&mut self, load: sock_filter, k: u32) {
+    /// Go on only if the loaded protocol is TCP or UDP.
+    fn transport(&mut self) {
+        // TCP: jump over the UDP test.
+        self.code.push(op(JEQ_K, 1, 0, u32::from(PROTO_TCP)));
+        self.to_drop.push((self.code.len(), false));
+        self.code.push(op(JEQ_K, 0, 0, u32::from(PROTO_UDP)));
+    }
+
+    /// Load with `load`, go on only if the value is `k` or more.
+    fn at_least(&mut self, load: sock_filter, k: u32) {
         self.code.push(load);
         self.to_drop.push((self.code.len(), false));
-        self.code.push(op(JEQ_K, 0, 0, k));
+        self.code.push(op(JGE_K, 0, 0, k));
     }
 
     /// Drop if the loaded value has any bit of `mask`.
@@ -292,10 +302,10 @@ mod tests {
             match i.code {
                 LD_B_ABS => a = byte(k),
                 LD_H_ABS => a = half(k),
-                LD_W_ABS => a = (half(k) << 16) | half(k + 2),
-                LD_W_IND => a = (half(x as usize + k) << 16) | half(x as usize + k + 2),
+                LD_H_IND => a = half(x as usize + k),
                 LDX_B_MSH => x = 4 * (byte(k) & 0xf),
                 JEQ_K => pc += usize::from(if a == i.k { i.jt } else { i.jf }),
+                JGE_K => pc += usize::from(if a >= i.k { i.jt } else { i.jf }),
                 JSET_K => pc += usize::from(if a & i.k != 0 { i.jt } else { i.jf }),
                 RET_K => return i.k,
                 other => panic!("unexpected op {other:#x}"),
@@ -310,32 +320,33 @@ mod tests {
     }
 
     #[test]
-    fn the_filter_takes_the_answer_and_nothing_else() {
+    fn the_filter_takes_answers_to_the_probe_ports_and_nothing_else() {
         for (from, vip) in
-            [("10.0.2.1:40000", "10.0.0.10:80"), ("[fd00:2::1]:40000", "[fd00::10]:80")]
+            [("10.0.2.1:61000", "10.0.0.10:80"), ("[fd00:2::1]:65535", "[fd00::10]:80")]
         {
             let from: SocketAddr = from.parse().unwrap();
             let vip: SocketAddr = vip.parse().unwrap();
-            let prog = answer_filter(vip, PROTO_TCP, from.port());
-            assert!(prog.len() < 12);
+            let prog = answer_filter(vip.is_ipv6(), 61000);
+            assert!(prog.len() < 14);
             let synack = Segment::Tcp { flags: TcpHdr::SYN | TcpHdr::ACK, seq: 1, ack: 8 };
             assert_eq!(run(&prog, &answer(from, vip, synack)), 0xffff, "{vip}");
-            let other_port = SocketAddr::new(from.ip(), 40001);
-            assert_eq!(run(&prog, &answer(other_port, vip, synack)), 0, "another port");
-            let other_svc = SocketAddr::new(vip.ip(), 81);
-            assert_eq!(run(&prog, &answer(from, other_svc, synack)), 0, "another service");
-            assert_eq!(run(&prog, &answer(from, vip, Segment::Udp(b"x"))), 0, "UDP");
+            assert_eq!(run(&prog, &answer(from, vip, Segment::Udp(b"x"))), 0xffff, "UDP");
+            let below = SocketAddr::new(from.ip(), 60999);
+            assert_eq!(run(&prog, &answer(below, vip, synack)), 0, "below the probe ports");
         }
         // IPv4 with options: the ports are found behind them.
-        let from: SocketAddr = "10.0.2.1:40000".parse().unwrap();
+        let from: SocketAddr = "10.0.2.1:62000".parse().unwrap();
         let vip: SocketAddr = "10.0.0.10:80".parse().unwrap();
         let mut pkt = answer(from, vip, Segment::Tcp { flags: TcpHdr::RST, seq: 0, ack: 1 });
         pkt[0] = 0x46;
         pkt.splice(20..20, [1, 1, 1, 1]);
-        assert_eq!(run(&answer_filter(vip, PROTO_TCP, 40000), &pkt), 0xffff);
-        // A later fragment is dropped.
+        assert_eq!(run(&answer_filter(false, 61000), &pkt), 0xffff);
+        // A later fragment, and a protocol other than TCP and UDP, are dropped.
         let mut frag = answer(from, vip, Segment::Udp(b"x"));
         frag[7] = 1;
-        assert_eq!(run(&answer_filter(vip, PROTO_UDP, 40000), &frag), 0);
+        assert_eq!(run(&answer_filter(false, 61000), &frag), 0);
+        let mut icmp = answer(from, vip, Segment::Udp(b"x"));
+        icmp[9] = 1;
+        assert_eq!(run(&answer_filter(false, 61000), &icmp), 0);
     }
 }
