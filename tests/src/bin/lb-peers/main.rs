@@ -150,7 +150,9 @@ fn measure_path(
     ];
     for (metric, clients, n, secs, what) in rr_runs {
         if wanted(metric) {
-            let s = measure::rr(bed, &run, clients, n, secs)?;
+            let before = measure::lb_lost(&run);
+            let mut s = measure::rr(bed, &run, clients, n, secs)?;
+            s.lb_lost_frames = before.zip(measure::lb_lost(&run)).map(|(b, a)| a.saturating_sub(b));
             eprintln!(
                 "    {what}, {n} clients: {:.0}/s, p50 {:.1} µs, p99 {:.1} µs",
                 s.value, s.p50_us, s.p99_us

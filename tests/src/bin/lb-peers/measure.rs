@@ -32,6 +32,9 @@ pub struct Sample {
     /// Gbit the backend sent into the balancer namespace (received on its
     /// backend-side veth) during a download run.
     pub lb_out_gbit: f64,
+    /// Frames lb's interfaces lost during the run, as `lb status` counts
+    /// them (XDP redirects a veth could not take, drops): lb paths only.
+    pub lb_lost_frames: Option<u64>,
 }
 
 /// iperf3 for `secs` seconds with `streams` parallel streams: Gbit/s
@@ -130,6 +133,7 @@ pub fn rr(bed: &Bed, run: &Running, clients: Clients, conc: u32, secs: f64) -> R
         cpu,
         work: ok,
         lb_out_gbit: 0.0,
+        lb_lost_frames: None,
     })
 }
 
@@ -221,4 +225,12 @@ fn wait_bounded(mut child: Child, secs: u32) -> Result<String> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Frames lb's interfaces have lost so far, where the path is lb in a
+/// kernel mode (`None` otherwise).
+pub fn lb_lost(run: &Running) -> Option<u64> {
+    let lb = run.lb.as_ref()?;
+    let report = lb.report();
+    Some(report.interfaces.iter().map(|i| i.lost.total()).sum())
 }

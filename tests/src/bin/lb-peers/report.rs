@@ -61,7 +61,9 @@ const HOW: &str = "\
   TCP_RR style: 1000 connections opened before the clock starts, each sending a \
   64-byte request and awaiting the 128-byte response in a loop) for requests/s and \
   the p50/p99 of one request. An exchange slower than 1 s (2 s with its connect) \
-  counts as an error; a run with more than 1% errors is a failed run.
+  counts as an error; a run with more than 1% errors is a failed run. Frames lost \
+  by lb: what `lb status` counts as lost on lb's interfaces (XDP redirects a veth \
+  could not take, drops), summed over the short-connection runs at 1000 clients.
 - CPU: /proc/stat and /proc/PID/stat deltas across each run.";
 
 fn cell(s: Option<Spread>, digits: usize) -> String {
@@ -84,6 +86,17 @@ fn cpu_ratio(r: &Results, metric: Metric) -> Option<f64> {
     Some(
         r.proc_cpu_per_unit(Path::LbSplice, metric)?
             / r.proc_cpu_per_unit(Path::Haproxy, metric)?,
+    )
+}
+
+/// The goal of no frame lost by lb at 1000 clients (issue 12).
+fn none_lost(r: &Results, p: Path) -> (String, Option<f64>, String, Option<bool>) {
+    let lost = r.lost_frames(p, Metric::Conn1k);
+    (
+        format!("{}: frames lost by lb, 1000 clients", p.name()),
+        lost.map(|n| n as f64),
+        "0".to_owned(),
+        lost.map(|n| n == 0),
     )
 }
 
@@ -111,6 +124,10 @@ pub fn goals(r: &Results) -> Vec<(String, Option<f64>, String, Option<bool>)> {
         ratio(Path::LbTc, Path::Direct, Metric::Tcp1, "lb-tc / direct, TCP 1 stream", 1.0),
         ratio(Path::LbTc, Path::Direct, Metric::Tcp4, "lb-tc / direct, TCP 4 streams", 1.0),
         ratio(Path::LbTc, Path::Nft, Metric::Udp, "lb-tc / nft-dnat, UDP 64 B rate", 3.0),
+        ratio(Path::LbTc, Path::Nft, Metric::Conn1k, "lb-tc / nft-dnat, 1000 clients", 1.2),
+        none_lost(r, Path::LbTc),
+        ratio(Path::LbXdp, Path::Nft, Metric::Conn1k, "lb-xdp / nft-dnat, 1000 clients", 1.2),
+        none_lost(r, Path::LbXdp),
         ratio(Path::LbDsr, Path::LbTc, Metric::TcpDown, "lb-dsr / lb-tc, TCP download", 1.0),
         (
             "lb-dsr: Gbit through lb per Gbit downloaded".to_owned(),
@@ -212,18 +229,19 @@ pub fn markdown(r: &Results, c: &Context) -> String {
     let _ = writeln!(
         s,
         "| path | short connections/s | p50 µs | p99 µs | process s/1000 conns | \
-         requests/s (kept connections) | p50 µs | p99 µs |"
+         frames lost by lb | requests/s (kept connections) | p50 µs | p99 µs |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
     for p in Path::ALL {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             p.name(),
             cell(r.value(p, Metric::Conn1k), 0),
             cell(r.latency_of(p, Metric::Conn1k, false), 0),
             cell(r.latency_of(p, Metric::Conn1k, true), 0),
             opt(r.proc_cpu_per_unit(p, Metric::Conn1k), 3),
+            r.lost_frames(p, Metric::Conn1k).map_or("n/a".to_owned(), |n| n.to_string()),
             cell(r.value(p, Metric::Rr1k), 0),
             cell(r.latency_of(p, Metric::Rr1k, false), 0),
             cell(r.latency_of(p, Metric::Rr1k, true), 0),
@@ -291,7 +309,8 @@ pub fn json(r: &Results, c: &Context) -> Value {
                 .map(|s| {
                     json!({"value": s.value, "p50_us": s.p50_us, "p99_us": s.p99_us,
                            "work": s.work, "wall_s": s.cpu.wall_s, "machine_busy_s": s.cpu.busy_s,
-                           "machine_kernel_s": s.cpu.kernel_s, "process_s": s.cpu.proc_s})
+                           "machine_kernel_s": s.cpu.kernel_s, "process_s": s.cpu.proc_s,
+                           "lb_lost_frames": s.lb_lost_frames})
                 })
                 .collect();
             m.insert(

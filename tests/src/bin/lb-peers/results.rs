@@ -101,6 +101,15 @@ impl Results {
         self.samples.get(&(index(path), metric)).map_or(&[], Vec::as_slice)
     }
 
+    /// Frames lb lost over every run of `metric` (lb paths only).
+    pub fn lost_frames(&self, path: Path, metric: Metric) -> Option<u64> {
+        let samples = self.samples(path, metric);
+        if samples.is_empty() {
+            return None;
+        }
+        samples.iter().map(|s| s.lb_lost_frames).sum()
+    }
+
     /// Spread of the main figure.
     pub fn value(&self, path: Path, metric: Metric) -> Option<Spread> {
         Spread::of(self.samples(path, metric).iter().map(|s| s.value))
