@@ -30,8 +30,13 @@ pub const PORTS: RangeInclusive<u16> = 61000..=65535;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 
-/// The probes waiting, by the port their answers come to.
-type Waiting = Mutex<HashMap<u16, mpsc::UnboundedSender<Vec<u8>>>>;
+/// Which answers a probe waits for: IPv6 or not, the IP protocol, and the
+/// port they come to. Probes hold their ports with sockets bound to the
+/// wildcard address, so no two share one of a protocol and family.
+pub type Key = (bool, u8, u16);
+
+/// The probes waiting, by their [`Key`].
+type Waiting = Mutex<HashMap<Key, mpsc::UnboundedSender<Vec<u8>>>>;
 
 /// The sockets, their readers, and the probes waiting on them.
 #[derive(Debug)]
@@ -52,7 +57,7 @@ impl Drop for Answers {
 /// dropped.
 #[derive(Debug)]
 pub struct Registration {
-    port: u16,
+    key: Key,
     waiting: Arc<Waiting>,
     /// The IP packets to the probe's port (from any source: the probe
     /// tells its answer apart).
@@ -61,11 +66,11 @@ pub struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        lock(&self.waiting).remove(&self.port);
+        lock(&self.waiting).remove(&self.key);
     }
 }
 
-fn lock(w: &Waiting) -> std::sync::MutexGuard<'_, HashMap<u16, mpsc::UnboundedSender<Vec<u8>>>> {
+fn lock(w: &Waiting) -> std::sync::MutexGuard<'_, HashMap<Key, mpsc::UnboundedSender<Vec<u8>>>> {
     w.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -85,12 +90,12 @@ impl Answers {
         Ok(Self { waiting, readers })
     }
 
-    /// Waits for the packets to `port` (one probe at a time per port: the
-    /// probe holds a socket bound to it).
-    pub fn register(&self, port: u16) -> Registration {
+    /// Waits for the packets of `key` (one probe at a time per key: the
+    /// probe holds a socket bound to its port).
+    pub fn register(&self, key: Key) -> Registration {
         let (tx, rx) = mpsc::unbounded_channel();
-        lock(&self.waiting).insert(port, tx);
-        Registration { port, waiting: Arc::clone(&self.waiting), rx }
+        lock(&self.waiting).insert(key, tx);
+        Registration { key, waiting: Arc::clone(&self.waiting), rx }
     }
 }
 
@@ -120,8 +125,8 @@ async fn read(socket: AsyncFd<Socket>, waiting: Arc<Waiting>) {
         match ready.try_io(|s| s.get_ref().read(&mut buf)) {
             Ok(Ok(n)) => {
                 let packet = buf.get(..n).unwrap_or_default();
-                if let Some(port) = destination_port(packet)
-                    && let Some(tx) = lock(&waiting).get(&port)
+                if let Some(key) = key_of(packet)
+                    && let Some(tx) = lock(&waiting).get(&key)
                 {
                     let _ = tx.send(packet.to_vec());
                 }
@@ -135,16 +140,17 @@ async fn read(socket: AsyncFd<Socket>, waiting: Arc<Waiting>) {
     }
 }
 
-/// The TCP or UDP destination port of an IP packet (IPv4 with any header
-/// length; IPv6 without extension headers, as the filter passes them).
-fn destination_port(ip: &[u8]) -> Option<u16> {
-    let l4 = match ip.first()? >> 4 {
-        4 => usize::from(ip.first()? & 0x0f) * 4,
-        6 => 40,
+/// The [`Key`] of an IP packet: its family, protocol and TCP or UDP
+/// destination port (IPv4 with any header length; IPv6 without extension
+/// headers, as the filter passes them).
+fn key_of(ip: &[u8]) -> Option<Key> {
+    let (v6, proto, l4) = match ip.first()? >> 4 {
+        4 => (false, *ip.get(9)?, usize::from(ip.first()? & 0x0f) * 4),
+        6 => (true, *ip.get(6)?, 40),
         _ => return None,
     };
     let p = ip.get(l4 + 2..l4 + 4)?;
-    Some(u16::from_be_bytes([p[0], p[1]]))
+    Some((v6, proto, u16::from_be_bytes([p[0], p[1]])))
 }
 
 #[cfg(test)]
@@ -152,14 +158,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_destination_port_is_read_in_both_families() {
+    fn the_key_is_read_in_both_families() {
         let mut v4 = vec![0x46u8; 24];
+        v4[9] = 6;
         v4.extend_from_slice(&[0, 80, 0xee, 0x48]);
-        assert_eq!(destination_port(&v4), Some(61000));
+        assert_eq!(key_of(&v4), Some((false, 6, 61000)));
         let mut v6 = vec![0x60u8; 40];
+        v6[6] = 17;
         v6.extend_from_slice(&[0, 80, 0xff, 0xff]);
-        assert_eq!(destination_port(&v6), Some(65535));
-        assert_eq!(destination_port(&[0x45; 10]), None);
-        assert_eq!(destination_port(&[]), None);
+        assert_eq!(key_of(&v6), Some((true, 17, 65535)));
+        assert_eq!(key_of(&[0x45; 10]), None);
+        assert_eq!(key_of(&[]), None);
     }
 }

@@ -69,8 +69,10 @@ pub async fn probe(
     let local = local_address(backend)?;
     // A port of our own for the probe, held while it runs, so no other
     // probe and no connection of this host uses it meanwhile.
-    let (reserved, from) = reserve(local, tcp)?;
-    let mut waiting = answers.register(from.port());
+    let (reserved, port) = reserve(local.is_ipv6(), tcp)?;
+    let from = SocketAddr::new(local, port);
+    let proto = if tcp { lb_common::abi::PROTO_TCP } else { lb_common::abi::PROTO_UDP };
+    let mut waiting = answers.register((local.is_ipv6(), proto, port));
     let send = |segment: Segment<'_>| -> io::Result<()> {
         let pkt = wrapped(from, tunnel.vip, backend.ip(), &tunnel.source, segment);
         let raw = Socket::new(
@@ -110,20 +112,24 @@ pub async fn probe(
     }
 }
 
-/// A socket bound to `local` and a free port of [`answers::PORTS`] (TCP or
-/// UDP as the probe), starting at a random one; the address it holds.
-fn reserve(local: IpAddr, tcp: bool) -> io::Result<(Socket, SocketAddr)> {
+/// A socket bound to the wildcard address of the family and a free port
+/// of [`answers::PORTS`] (TCP or UDP as the probe), starting at a random
+/// one: bound to every address, so no other probe, whatever its source
+/// address, and no connection of this host takes the port meanwhile; the
+/// port.
+fn reserve(v6: bool, tcp: bool) -> io::Result<(Socket, u16)> {
     let ports = answers::PORTS;
     let span = u32::from(ports.end() - ports.start()) + 1;
     let first = random_u32() % span;
     let ty = if tcp { Type::STREAM } else { Type::DGRAM };
+    let any: IpAddr = if v6 { [0u16; 8].into() } else { [0u8; 4].into() };
     let mut last = io::Error::other("no port");
     for i in 0..span {
         let port = *ports.start() + ((first + i) % span) as u16;
-        let addr = SocketAddr::new(local, port);
+        let addr = SocketAddr::new(any, port);
         let s = Socket::new(Domain::for_address(addr), ty, None)?;
         match s.bind(&addr.into()) {
-            Ok(()) => return Ok((s, addr)),
+            Ok(()) => return Ok((s, port)),
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = e,
             Err(e) => return Err(e),
         }
