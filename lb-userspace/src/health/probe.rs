@@ -36,6 +36,10 @@ pub enum ProbeError {
     /// The UDP reply was not the expected one.
     #[error("unexpected UDP reply")]
     Reply,
+    /// This host could not probe (it ran out of something of its own):
+    /// says nothing about the backend.
+    #[error("cannot probe now: {0}")]
+    Busy(String),
 }
 
 impl From<io::Error> for ProbeError {

@@ -140,6 +140,14 @@ async fn probe_once(
         };
         let once = tunnel::probe(&t.kind, tunnel, t.backend, answers);
         let result = match tokio::time::timeout(t.timeout, once).await {
+            Ok(Err(ProbeError::Busy(why))) => {
+                // Thousands of backends timing out at once hold every probe
+                // port: their own probes fail anyway, and a healthy
+                // backend must not be taken out for a port of ours. This
+                // round counts on the direct probe alone.
+                busy_warning(&why);
+                Ok(())
+            }
             Ok(r) => r,
             Err(_) => Err(ProbeError::Timeout(t.timeout)),
         };
@@ -158,6 +166,23 @@ async fn probe_once(
     let (direct, through) = tokio::join!(direct, through);
     direct.map_err(|e| e.to_string())?;
     through
+}
+
+/// Says, at most every 10 s, that probes through the tunnel were skipped.
+fn busy_warning(why: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST.load(Ordering::Relaxed);
+    if now >= last + 10
+        && LAST.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    {
+        tracing::warn!(
+            "health probes through the tunnel skipped a round ({why}); the direct probes still run"
+        );
+    }
 }
 
 /// A small xorshift generator: jitter needs spread, not quality, and not a

@@ -69,7 +69,10 @@ pub async fn probe(
     let local = local_address(backend)?;
     // A port of our own for the probe, held while it runs, so no other
     // probe and no connection of this host uses it meanwhile.
-    let (reserved, port) = reserve(local.is_ipv6(), tcp)?;
+    let (reserved, port) = reserve(local.is_ipv6(), tcp).map_err(|e| match e.kind() {
+        io::ErrorKind::AddrInUse => ProbeError::Busy(e.to_string()),
+        _ => e.into(),
+    })?;
     let from = SocketAddr::new(local, port);
     let proto = if tcp { lb_common::abi::PROTO_TCP } else { lb_common::abi::PROTO_UDP };
     let mut waiting = answers.register((local.is_ipv6(), proto, port));
@@ -118,7 +121,15 @@ pub async fn probe(
 /// address, and no connection of this host takes the port meanwhile; the
 /// port.
 fn reserve(v6: bool, tcp: bool) -> io::Result<(Socket, u16)> {
-    let ports = answers::PORTS;
+    reserve_in(answers::PORTS, v6, tcp)
+}
+
+/// [`reserve`] from `ports`; every one taken is an `AddrInUse` error.
+fn reserve_in(
+    ports: std::ops::RangeInclusive<u16>,
+    v6: bool,
+    tcp: bool,
+) -> io::Result<(Socket, u16)> {
     let span = u32::from(ports.end() - ports.start()) + 1;
     let first = random_u32() % span;
     let ty = if tcp { Type::STREAM } else { Type::DGRAM };
@@ -219,6 +230,24 @@ mod tests {
 
     fn sources() -> [IpAddr; 2] {
         [VIP.parse::<SocketAddr>().unwrap().ip(), "10.0.2.2".parse().unwrap()]
+    }
+
+    #[test]
+    fn probe_ports_are_held_on_every_address_until_none_is_left() {
+        // A free port (the kernel's pick), then the same range again.
+        let probe = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+        let port = probe.local_addr().unwrap().port();
+        drop(probe);
+        let (held, got) = reserve_in(port..=port, false, true).unwrap();
+        assert_eq!(got, port);
+        // Held on the wildcard address: no other address can take it.
+        assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_err());
+        let err = reserve_in(port..=port, false, true).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
+        // UDP is another port space.
+        assert!(reserve_in(port..=port, false, false).is_ok());
+        drop(held);
+        assert!(reserve_in(port..=port, false, true).is_ok());
     }
 
     #[test]
