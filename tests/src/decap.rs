@@ -76,6 +76,26 @@ impl Loaded {
     }
 }
 
+/// `lb decap` on `iface` at hook `attach` ("tc" or "native"), pinned in
+/// `pins`: the command line (the lb binary first).
+pub fn command(iface: &str, attach: &str, pins: &str) -> Vec<String> {
+    let lb = crate::agent::lb_binary().to_string_lossy().into_owned();
+    [lb.as_str(), "decap", "--interface", iface, "--attach", attach, "--pin-dir", pins]
+        .map(str::to_owned)
+        .to_vec()
+}
+
+/// Runs [`command`] in `ns`.
+pub fn spawn(
+    ns: &crate::netns::NetNs,
+    iface: &str,
+    attach: &str,
+    pins: &str,
+) -> crate::netns::Proc {
+    let cmd = command(iface, attach, pins);
+    ns.spawn(&cmd.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
 /// Readies `ns` as a direct-server-return backend the README's way: the
 /// VIP `vip` on `lo` (answered from, never announced) and a loose
 /// reverse-path check on `iface` (the client is not behind the tunnel's

@@ -319,3 +319,19 @@ fn hex(b: &[u8]) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// TCP flags of the golden cases' segments.
+pub const SYN: u8 = lb_common::parse::headers::TcpHdr::SYN;
+/// See [`SYN`].
+pub const ACK: u8 = lb_common::parse::headers::TcpHdr::ACK;
+/// See [`SYN`].
+pub const SYN_ACK: u8 = SYN | ACK;
+/// See [`SYN`].
+pub const RST: u8 = lb_common::parse::headers::TcpHdr::RST;
+
+/// The backend ("10.1.0.x:port") an IPv4 frame the program forwarded went
+/// to: its destination address and port.
+pub fn sent_to(out: &[u8]) -> String {
+    let at = |i: usize| out.get(i).copied().unwrap_or_default();
+    format!("{}.{}.{}.{}:{}", at(30), at(31), at(32), at(33), u16::from_be_bytes([at(36), at(37)]))
+}

@@ -107,16 +107,7 @@ fn delivers_and_replies_directly(attach: &str) {
     let mut decap: Proc = if attach == "tc" {
         backend.spawn(&[&lb, "decap", "--config", &role])
     } else {
-        backend.spawn(&[
-            &lb,
-            "decap",
-            "--interface",
-            "b0",
-            "--attach",
-            attach,
-            "--pin-dir",
-            &pins_arg,
-        ])
+        lb_tests::decap::spawn(&backend, "b0", attach, &pins_arg)
     };
 
     // UDP: resent until one arrives (the decap is attached by then), then

@@ -11,7 +11,7 @@ use lb_common::abi::{
     SynCounters, TICK_SHIFT,
 };
 use lb_tests::{
-    fixture::{Golden, Prog, XDP_PASS, XDP_REDIRECT},
+    fixture::{ACK, Golden, Prog, RST, SYN, SYN_ACK, XDP_PASS, XDP_REDIRECT, sent_to},
     packet::Frame,
 };
 
@@ -27,16 +27,7 @@ lb_tests::in_both_hooks!(
 /// The "three" service of the fixture: 10.1.0.12-14:80 behind 10.100.0.3:80.
 const THREE: usize = 5;
 const VIP3: &str = "10.100.0.3:80";
-const SYN: u8 = 0x02;
-const SYN_ACK: u8 = 0x12;
-const ACK: u8 = 0x10;
-const RST: u8 = 0x04;
 const FIN_ACK: u8 = 0x11;
-
-/// The backend address ("10.1.0.x:80") a forwarded frame went to.
-fn sent_to(out: &[u8]) -> String {
-    format!("{}.{}.{}.{}:80", out[30], out[31], out[32], out[33])
-}
 
 /// A frame from backend `backend` to the client `client`.
 fn reply(backend: &str, client: &str, flags: u8) -> Vec<u8> {

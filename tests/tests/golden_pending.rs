@@ -11,7 +11,7 @@ use lb_common::abi::{
     MAP_FLOWS, MAP_PENDING, PROTO_TCP, PROTO_UDP, SynCounters,
 };
 use lb_tests::{
-    fixture::{Golden, Prog, XDP_PASS, XDP_REDIRECT},
+    fixture::{ACK, Golden, Prog, SYN, SYN_ACK, XDP_PASS, XDP_REDIRECT, sent_to},
     packet::{Frame, endpoint},
 };
 
@@ -32,9 +32,6 @@ const THREE: usize = 5;
 const VIP3: &str = "10.100.0.3:80";
 const UDP_VIP: &str = "10.100.0.1:53";
 const UDP_BACKEND: &str = "10.1.0.11:5300";
-const SYN: u8 = 0x02;
-const SYN_ACK: u8 = 0x12;
-const ACK: u8 = 0x10;
 /// The backends' initial sequence number in these cases: the client's ACK
 /// acknowledges it plus one.
 const ISN: u32 = 0x1234_5678;
@@ -44,18 +41,6 @@ const ISN: u32 = 0x1234_5678;
 const CAPACITY: u32 = 1024;
 /// Unanswered flows sent as a flood: several times both tables.
 const FLOOD: u16 = 6000;
-
-/// The backend address ("10.1.0.x:80") a forwarded frame went to.
-fn sent_to(out: &[u8]) -> String {
-    format!(
-        "{}.{}.{}.{}:{}",
-        out[30],
-        out[31],
-        out[32],
-        out[33],
-        u16::from_be_bytes([out[36], out[37]])
-    )
-}
 
 fn key(client: &str, vip: &str, proto: u8) -> FlowKey {
     FlowKey::between(endpoint(client), endpoint(vip), proto)

@@ -10,7 +10,7 @@
 
 use lb_common::abi::DropReason;
 use lb_tests::{
-    fixture::{CONFIG, Golden, Prog, XDP_DROP, XDP_REDIRECT},
+    fixture::{ACK, CONFIG, Golden, Prog, SYN, XDP_DROP, XDP_REDIRECT},
     packet::Frame,
 };
 use lb_userspace::{
@@ -31,8 +31,6 @@ lb_tests::in_both_hooks!(
     ipv6_sources_share_a_bucket_per_prefix,
 );
 
-const SYN: u8 = 0x02;
-const ACK: u8 = 0x10;
 /// Service ids in the fixture's config.
 const TCP4: usize = 0;
 const TCP6: usize = 2;

@@ -25,10 +25,7 @@ use std::{
 
 use lb_common::abi::{FlowKey, PROTO_TCP};
 use lb_tests::{
-    agent::{
-        HealthChange, Lb, TempDir, agent_table, lb_binary, pin_dir, start_lb_in, test_bpffs,
-        wait_for,
-    },
+    agent::{HealthChange, Lb, TempDir, agent_table, pin_dir, start_lb_in, test_bpffs, wait_for},
     client::{Conn, in_parallel},
     mode::Mode,
     netns::{NetNs, Proc},
@@ -85,21 +82,14 @@ struct Hosts {
 fn start(net: &ScaleOut, forwarding: &str) -> Hosts {
     test_bpffs();
     let dirs: Vec<TempDir> = (0..HOSTS * 2 + 1).map(|_| TempDir::new()).collect();
-    let lb_bin = lb_binary();
-    let lb_bin = lb_bin.to_string_lossy().into_owned();
     let mut servers = Vec::new();
     let mut decaps = Vec::new();
     for (i, ns) in (1..).zip(&net.backends) {
         servers.push(Some(server(ns, i)));
         if forwarding == "dsr-ipip" {
-            ns.ip(&format!("addr add {VIP4}/32 dev lo"));
-            for key in ["all", "lan"] {
-                ns.sysctl(&format!("net.ipv4.conf.{key}.rp_filter"), "2");
-            }
+            lb_tests::decap::hold_vip(ns, VIP4, "lan");
             let pins = pin_dir(&dirs[HOSTS + i - 1].0).to_string_lossy().into_owned();
-            let cmd =
-                [&lb_bin, "decap", "--interface", "lan", "--attach", "tc", "--pin-dir", &pins];
-            decaps.push(ns.spawn(&cmd));
+            decaps.push(lb_tests::decap::spawn(ns, "lan", "tc", &pins));
         }
     }
     let mut lbs = Vec::new();

@@ -123,19 +123,9 @@ impl Bed {
         let b = self.backend();
         lb_tests::decap::hold_vip(b, VIP4, "b0");
         b.ip("route add 10.200.0.2/32 via 10.210.0.2 dev b0r");
-        let lb = lb_tests::agent::lb_binary();
         let pins = decap_pins(dir);
-        let cmd = [
-            lb.to_str().context("utf-8 path")?,
-            "decap",
-            "--interface",
-            "b0",
-            "--attach",
-            "tc",
-            "--pin-dir",
-            pins.to_str().context("utf-8 path")?,
-        ];
-        quiet(b, &cmd)
+        let cmd = lb_tests::decap::command("b0", "tc", pins.to_str().context("utf-8 path")?);
+        quiet(b, &cmd.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
     /// Reads a counter file of an interface inside its namespace.
