@@ -85,8 +85,6 @@ fn server(topo: &Topology, i: usize) -> Proc {
 /// server on the service ports and `lb decap` on the link at the mode's
 /// hook.
 fn backends(topo: &Topology, dir: &Path, mode: Mode, without_vip: Option<usize>) -> Backends {
-    let lb = lb_binary();
-    let lb = lb.to_string_lossy().into_owned();
     let attach = if mode == Mode::Tc { "tc" } else { "native" };
     let mut b = Backends { servers: Vec::new(), _decaps: Vec::new() };
     for (i, ns) in topo.backends.iter().enumerate() {
@@ -95,16 +93,7 @@ fn backends(topo: &Topology, dir: &Path, mode: Mode, without_vip: Option<usize>)
         }
         b.servers.push(server(topo, i + 1));
         let pins = decap_pins(dir, i + 1);
-        b._decaps.push(ns.spawn(&[
-            &lb,
-            "decap",
-            "--interface",
-            "b0",
-            "--attach",
-            attach,
-            "--pin-dir",
-            &pins,
-        ]));
+        b._decaps.push(lb_tests::decap::spawn(ns, "b0", attach, &pins));
     }
     b
 }
@@ -379,9 +368,10 @@ fn tunnel_probes_tell_each_answer_apart() {
 
 /// Direct server return under traffic as the world sends it, at the tc
 /// hook at default veth offloads: IPv4 and IPv6, 1 000 connections open at
-/// once, clients reusing their ports, and the same backend killed twice.
+/// once, clients reusing their ports, and backends killed in turn, one of
+/// them twice.
 #[test]
-fn dsr_holds_under_concurrency_port_reuse_and_repeated_kills() {
+fn dsr_holds_under_concurrency_port_reuse_and_rotating_kills() {
     const N: usize = 1000;
     lb_tests::client::allow_open_files(4 * N as u64);
     let mode = Mode::Tc;
@@ -444,29 +434,35 @@ fn dsr_holds_under_concurrency_port_reuse_and_repeated_kills() {
     let held_on: Vec<String> = held.iter_mut().map(Conn::ask).collect();
     drop(client);
 
-    // Backend 2 dies, comes back, and dies again.
-    for kill in 1..=2 {
+    // Failures rotate and repeat: backend 2 dies and comes back, then
+    // backend 3, then backend 2 again.
+    let mut dead_once = BTreeSet::new();
+    for (kill, victim) in (1..).zip([2usize, 3, 2]) {
+        let name = format!("b{victim}");
+        let addrs =
+            [("v4", format!("10.200.{victim}.1:80")), ("v6", format!("[fd00:200:{victim}::1]:80"))];
         // Killed (a Proc is killed when dropped); a placeholder holds its place.
-        drop(std::mem::replace(&mut procs.servers[1], topo.backends[1].spawn(&["sleep", "600"])));
-        for svc in ["v4", "v6"] {
-            let addr = if svc == "v4" { "10.200.2.1:80" } else { "[fd00:200:2::1]:80" };
+        let placeholder = topo.backends[victim - 1].spawn(&["sleep", "600"]);
+        drop(std::mem::replace(&mut procs.servers[victim - 1], placeholder));
+        dead_once.insert(name.clone());
+        for (svc, addr) in &addrs {
             lb.wait_health(svc, addr, "down", LIMIT);
         }
         let client = topo.client.enter();
         let now = round();
         for (port, (before, after)) in ports.clone().zip(first.iter().zip(&now)) {
-            assert_ne!(after, "b2", "kill {kill}: port {port} reached the dead backend");
-            if before != "b2" {
+            assert_ne!(*after, name, "kill {kill}: port {port} reached the dead backend");
+            if *before != name {
                 assert_eq!(after, before, "kill {kill}: port {port} moved off a live backend");
             }
         }
-        for (c, name) in held.iter_mut().zip(&held_on).filter(|(_, n)| *n != "b2") {
-            assert_eq!(&c.ask(), name, "kill {kill}: an established connection broke");
+        // Connections held on a backend that never died are unbroken.
+        for (c, on) in held.iter_mut().zip(&held_on).filter(|(_, n)| !dead_once.contains(*n)) {
+            assert_eq!(&c.ask(), on, "kill {kill}: an established connection broke");
         }
         drop(client);
-        drop(std::mem::replace(&mut procs.servers[1], server(&topo, 2)));
-        for svc in ["v4", "v6"] {
-            let addr = if svc == "v4" { "10.200.2.1:80" } else { "[fd00:200:2::1]:80" };
+        drop(std::mem::replace(&mut procs.servers[victim - 1], server(&topo, victim)));
+        for (svc, addr) in &addrs {
             lb.wait_health(svc, addr, "up", LIMIT);
         }
         let _client = topo.client.enter();
