@@ -11,18 +11,18 @@
 
 use crate::abi::{Addr, FlowKey};
 
-const SEED: u32 = 0x6c62_2d31; // "lb-1"
+pub(crate) const SEED: u32 = 0x6c62_2d31; // "lb-1"
 const C1: u32 = 0xcc9e_2d51;
 const C2: u32 = 0x1b87_3593;
 
 #[inline(always)]
-fn mix(h: u32, k: u32) -> u32 {
+pub(crate) fn mix(h: u32, k: u32) -> u32 {
     let k = k.wrapping_mul(C1).rotate_left(15).wrapping_mul(C2);
     (h ^ k).rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64)
 }
 
 #[inline(always)]
-fn finish(h: u32, len_words: u32) -> u32 {
+pub(crate) fn finish(h: u32, len_words: u32) -> u32 {
     let mut h = h ^ (len_words * 4);
     h ^= h >> 16;
     h = h.wrapping_mul(0x85eb_ca6b);

@@ -5,7 +5,7 @@
 //! hooks. Needs root.
 
 use lb_tests::{
-    fixture::{CONFIG, Golden, Prog, XDP_PASS, XDP_REDIRECT},
+    fixture::{CONFIG, Golden, Prog, SYN, XDP_PASS, XDP_REDIRECT},
     packet::Frame,
 };
 use lb_userspace::{
@@ -19,9 +19,8 @@ use lb_userspace::{
 lb_tests::in_both_hooks!(
     the_map_follows_every_reload,
     traffic_to_neither_a_vip_nor_a_backend_passes_untouched,
+    an_endpoint_that_shares_a_vips_bit_is_still_not_balanced,
 );
-
-const SYN: u8 = 0x02;
 
 /// A service the reloads add and remove; its backend (also "three"'s) has
 /// a neighbour in the fixture, so the XDP hook can forward to it.
@@ -71,4 +70,25 @@ fn traffic_to_neither_a_vip_nor_a_backend_passes_untouched(prog: Prog) {
         let udp = Frame::udp(src, dst).bytes();
         assert_eq!(g.run(&udp, g.gin).0, XDP_PASS, "UDP {src} -> {dst}");
     }
+}
+
+/// A set bit only says "maybe": an endpoint that is no VIP but hashes to
+/// the bit of one (found by search) takes the lookups and, as they say,
+/// passes untouched.
+fn an_endpoint_that_shares_a_vips_bit_is_still_not_balanced(prog: Prog) {
+    use lb_common::{abi::Addr, prefilter as bits};
+    let mut g = Golden::with_prog(4096, prog);
+    let bit = |ip: std::net::Ipv4Addr, port: u16| {
+        bits::bit(&Addr::from(std::net::IpAddr::V4(ip)), port.to_be(), 6)
+    };
+    let vip = bit([10, 100, 0, 1].into(), 80);
+    let twin = (0..=255u8)
+        .flat_map(|h| (1024..=65535u16).map(move |p| (std::net::Ipv4Addr::new(192, 0, 2, h), p)))
+        .find(|&(ip, p)| bit(ip, p) == vip)
+        .expect("an endpoint sharing the VIP's bit among 16 million");
+    let (word, mask) = bits::word_and_mask(vip);
+    assert_ne!(prefilter::read(&g.dp).expect("read")[word as usize] & mask, 0, "the bit is set");
+    let frame =
+        Frame::tcp("10.0.0.2:40000", &format!("{}:{}", twin.0, twin.1)).tcp_flags(SYN).bytes();
+    assert_eq!(g.run(&frame, g.gin), (XDP_PASS, frame), "{twin:?} is no VIP");
 }

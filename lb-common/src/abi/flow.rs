@@ -59,8 +59,12 @@ pub struct FlowValue {
     /// at most every [`REFRESH_TICKS`] so a busy flow does not write its
     /// entry on every packet.
     pub last_seen: u32,
-    /// The sequence number of the SYN that opened the flow (0 if none): a
-    /// SYN with the same one is a retransmission, not a new connection.
+    /// While the flow is opening: the sequence number of the SYN that
+    /// opened it (0 if none), so a SYN with the same one is a
+    /// retransmission, not a new connection. Once the backend's SYN-ACK
+    /// passed (NAT mode): that SYN-ACK's sequence number + 1, which the
+    /// client's ACK must acknowledge before a pending flow is promoted (0: a
+    /// flow picked up mid-connection, promoted by its backend's answer).
     pub syn_seq: u32,
     /// `FLOW_*`.
     pub state: u8,
