@@ -3,6 +3,7 @@
 //!
 //! - [`abi`]: the key and value layout of every BPF map. These structs are the
 //!   only definition of that layout; kernel and userspace both use them.
+//! - [`challenge`]: the SYN challenge of flood mode.
 //! - [`csum`]: incremental checksum updates for rewritten headers.
 //! - [`encap`]: the outer header of direct server return by IP-in-IP.
 //! - [`icmp`]: the ICMP errors the datapath answers with itself.
@@ -21,6 +22,7 @@
 extern crate alloc;
 
 pub mod abi;
+pub mod challenge;
 pub mod csum;
 pub mod encap;
 pub mod hash;

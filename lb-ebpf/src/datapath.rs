@@ -2,12 +2,12 @@
 //! follow the flow rules, pick by Maglev, rewrite, forward.
 
 use lb_common::{
-    abi::{DropReason, NO_SERVICE, SERVICE_ALLOW_LIST, SERVICE_DENY_LIST, ServiceKey},
+    abi::{DropReason, NO_SERVICE, PROTO_TCP, SERVICE_ALLOW_LIST, SERVICE_DENY_LIST, ServiceKey},
     parse::{FRAG_FIRST, Fragment, IcmpError, L4Packet, Parsed, parse},
 };
 
 use crate::{
-    answer, dsr, flows, forward, fragments,
+    answer, challenge, dsr, flows, forward, fragments,
     hook::{Hook, Traced},
     icmp,
     maps::{LB_SCRATCH, LB_SERVICES},
@@ -133,16 +133,34 @@ fn try_lb<H: Hook>(h: &H) -> Result<u32, DropReason> {
             stats::acl_denied(svc.id);
             return Err(DropReason::AclDenied);
         }
+        // Flood mode's SYN challenge: before the flow rules, so a spoofed
+        // SYN costs no flow entry and reaches no backend.
+        if pkt.key.proto == PROTO_TCP && challenge::candidate(pkt) {
+            let action = challenge::check(h, pkt);
+            if action != challenge::NOT_CHALLENGED {
+                return Ok(action);
+            }
+        }
         if first {
             fragments::first(pkt);
         }
-        match forward::to_backend(h, pkt, svc) {
+        let action = match forward::to_backend(h, pkt, svc) {
             dsr::DSR_PENDING => match dsr::to_backend(h, pkt, svc) {
                 dsr::WRAP_PENDING => dsr::wrap_and_send(h, pkt, svc),
                 action => action,
             },
             action => action,
+        };
+        // SAFETY: this CPU's scratch element; `promoted` is set by
+        // `flows::promote` in this run, and cleared here only.
+        unsafe {
+            let promoted = core::ptr::addr_of_mut!((*scratch).promoted);
+            if *promoted != 0 {
+                *promoted = 0;
+                challenge::remember(&pkt.key.src, pkt.key.family);
+            }
         }
+        action
     } else {
         if H::TRACE {
             trace::service(NO_SERVICE);

@@ -142,18 +142,26 @@ pub fn pin(key: &FlowKey, entry: *mut FlowValue, flow: &FlowValue) {
 }
 
 /// Moves the pending flow [`find`] found last (its entry `entry`) into
-/// `LB_FLOWS`, in state `state` and seen at `now`: it was answered. A full
+/// `LB_FLOWS`, in state `state` and seen at `now`: it was answered. If
+/// `proven` (its client acknowledged the backend's SYN-ACK), its source
+/// is verified too (see `challenge`). A full
 /// `LB_FLOWS` evicts its least recently used answered flow, as it would
 /// for any answered flow; if the insert fails, the flow stays pending.
 #[inline(never)]
-pub fn promote(entry: *mut FlowValue, state: u32, now: u32) {
-    let Some(s) = LB_SCRATCH.get_ptr(0) else { return };
+pub fn promote(entry: *mut FlowValue, state: u32, now: u32, proven: bool) {
+    let Some(s) = LB_SCRATCH.get_ptr_mut(0) else { return };
     // SAFETY: this CPU's scratch element; `pending_key` was written by the
     // `find` that returned `entry`; `entry` points to a live map value.
     let (key, old) = unsafe { (&*core::ptr::addr_of!((*s).pending_key), *entry) };
     let flow = FlowValue { state: state as u8, last_seen: now, ..old };
     if LB_FLOWS.insert(key, &flow, 0).is_ok() {
         let _ = LB_PENDING.remove(key);
+        if proven {
+            // Recorded by the datapath once `to_backend` has returned: a
+            // frame on top of this one would not fit the 512 bytes.
+            // SAFETY: this CPU's scratch element; read by `try_lb`.
+            unsafe { *core::ptr::addr_of_mut!((*s).promoted) = 1 };
+        }
     } else {
         stats::exception(DropReason::FlowTableFull);
         // SAFETY: as above.

@@ -225,7 +225,7 @@ fn refresh(
     };
     let shown = !tcp || dsr || flows::acknowledged(flow.syn_seq, ack);
     if state == FLOW_ESTABLISHED && shown && flows::found_in() == flows::IN_PENDING {
-        flows::promote(entry, u32::from(state), now);
+        flows::promote(entry, u32::from(state), now, tcp && !dsr);
         return;
     }
     if state != flow.state || flow.stale(now) {

@@ -14,6 +14,7 @@
 #![allow(clippy::needless_borrows_for_generic_args)]
 
 mod answer;
+mod challenge;
 mod clock;
 mod datapath;
 mod decap;

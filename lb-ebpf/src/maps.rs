@@ -24,7 +24,7 @@ use lb_common::{
         DEFAULT_MAGLEV_SLOTS, DropReason, EVENTS_BYTES, Endpoint, FlowKey, FlowTimeouts, FlowValue,
         FragKey, FragPorts, MAX_ACL_ENTRIES, MAX_BACKEND_ENDPOINTS, MAX_BACKENDS, MAX_BUCKETS,
         MAX_FRAGS, MAX_HAIRPIN_SOURCES, MAX_PEER_DEVICES, MAX_SERVICES, NextHop, Replies,
-        ServiceKey, ServiceRecord, SynCounters, TraceFilter, pending_capacity,
+        ServiceKey, ServiceRecord, SynCounters, TraceFilter, VerifiedKey, pending_capacity,
     },
     parse::{Fragment, IcmpError, L4Packet},
 };
@@ -91,6 +91,12 @@ pub static LB_ACL_V6: LpmTrie<AclV6, u32> = LpmTrie::with_max_entries(MAX_ACL_EN
 #[map]
 pub static LB_BUCKETS: LruHashMap<BucketKey, u64> = LruHashMap::with_max_entries(MAX_BUCKETS, 0);
 
+/// Sources known to receive what is sent to them (see `challenge`); the
+/// agent sizes it as `LB_PENDING`.
+#[map]
+pub static LB_VERIFIED: LruHashMap<VerifiedKey, u32> =
+    LruHashMap::with_max_entries(pending_capacity(DEFAULT_FLOW_CAPACITY), 0);
+
 /// Per-CPU room for what the 512-byte BPF stack cannot hold: the parse
 /// result every branch reads, and a FIB query (see `route`).
 pub struct Scratch {
@@ -122,6 +128,11 @@ pub struct Scratch {
     /// The backend endpoint and flow `flows::adopt` works on.
     pub adopt_backend: Endpoint,
     pub adopt_flow: FlowValue,
+    /// The source `challenge` looks up or records.
+    pub verified: VerifiedKey,
+    /// Set by `flows::promote` when a client acknowledged its backend's
+    /// SYN-ACK: the datapath then records its source (`challenge`).
+    pub promoted: u32,
 }
 
 #[map]

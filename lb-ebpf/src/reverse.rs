@@ -308,7 +308,7 @@ fn observe(pkt: &L4Packet, found: &Found, isn: u32) {
         && !rst
         && pkt.tcp_flags & TcpHdr::SYN == 0;
     if found.pending && ((!tcp && !flows::flood_mode()) || picked_up) {
-        flows::promote(found.entry, u32::from(new.state), now);
+        flows::promote(found.entry, u32::from(new.state), now, false);
     } else if new.state != old.state || old.stale(now) {
         // SAFETY: a pointer to a live map value; a concurrent writer of the
         // same flow can only make the entry one refresh older or newer.

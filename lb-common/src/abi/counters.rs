@@ -102,11 +102,20 @@ pub enum DropReason {
     /// The table of unanswered flows refused a new entry. The packet is
     /// still forwarded by Maglev, just not pinned.
     PendingTableFull = 17,
+    /// Flood mode: a TCP SYN to a VIP from a source not known to receive
+    /// what is sent to it. Not forwarded: answered with a SYN challenge
+    /// (`crate::challenge`), which a real client answers with a reset and
+    /// its SYN again, then forwarded.
+    SynChallenged = 18,
+    /// Flood mode: a reset answering a SYN challenge. Its source is
+    /// verified (its next SYNs reach a backend); the reset was meant for
+    /// the balancer and is dropped.
+    ChallengeAnswered = 19,
 }
 
 impl DropReason {
     /// Number of reasons: the size of the counter array.
-    pub const COUNT: u32 = 18;
+    pub const COUNT: u32 = 20;
 
     /// Every reason, in index order.
     pub const ALL: [DropReason; Self::COUNT as usize] = [
@@ -128,6 +137,8 @@ impl DropReason {
         DropReason::EncapFailed,
         DropReason::NoNeighbour,
         DropReason::PendingTableFull,
+        DropReason::SynChallenged,
+        DropReason::ChallengeAnswered,
     ];
 
     /// Stable snake_case name, used in status output and metric labels.
@@ -151,6 +162,8 @@ impl DropReason {
             DropReason::EncapFailed => "encap_failed",
             DropReason::NoNeighbour => "no_neighbour",
             DropReason::PendingTableFull => "pending_table_full",
+            DropReason::SynChallenged => "syn_challenged",
+            DropReason::ChallengeAnswered => "challenge_answered",
         }
     }
 
@@ -172,13 +185,15 @@ impl DropReason {
                 | DropReason::RateLimited
                 | DropReason::EncapFailed
                 | DropReason::NoNeighbour
+                | DropReason::SynChallenged
+                | DropReason::ChallengeAnswered
         )
     }
 
-    /// Whether the datapath answers the sender with an ICMP error in place
-    /// of the packet (which it drops).
+    /// Whether the datapath answers the sender in place of the packet
+    /// (which it drops): with an ICMP error, or a SYN challenge.
     pub const fn answers(self) -> bool {
-        matches!(self, DropReason::TtlExpired | DropReason::TooBig)
+        matches!(self, DropReason::TtlExpired | DropReason::TooBig | DropReason::SynChallenged)
     }
 
     /// What happens to a packet counted under this reason, as status and
@@ -228,7 +243,9 @@ mod tests {
             | DropReason::RateLimited
             | DropReason::EncapFailed
             | DropReason::NoNeighbour
-            | DropReason::PendingTableFull => DropReason::ALL.contains(&r),
+            | DropReason::PendingTableFull
+            | DropReason::SynChallenged
+            | DropReason::ChallengeAnswered => DropReason::ALL.contains(&r),
         };
         let every = [
             DropReason::TruncatedEthernet,
@@ -249,6 +266,8 @@ mod tests {
             DropReason::EncapFailed,
             DropReason::NoNeighbour,
             DropReason::PendingTableFull,
+            DropReason::SynChallenged,
+            DropReason::ChallengeAnswered,
         ];
         for r in every {
             assert!(listed(r), "{} is missing from DropReason::ALL", r.name());

@@ -69,11 +69,17 @@ pub const MAP_TRACE_ON: &str = ".data.lb_trace_on";
 /// ([`crate::prefilter`]) of every VIP and backend endpoint (array of
 /// [`crate::prefilter::WORDS`]; written by the agent).
 pub const MAP_PREFILTER: &str = "LB_PREFILTER";
+/// Sources shown to receive what is sent to them: `VerifiedKey` -> `u32`,
+/// the tick they last showed it (LRU hash, sized as [`MAP_PENDING`];
+/// written by the datapath). In flood mode a SYN from a source not in it
+/// is answered with a challenge (`crate::challenge`) instead of reaching a
+/// backend.
+pub const MAP_VERIFIED: &str = "LB_VERIFIED";
 /// Size of the events ring buffer: 32768 events.
 pub const EVENTS_BYTES: u32 = 256 * 1024;
 
 /// Every map the agent expects in the object.
-pub const ALL_MAPS: [&str; 22] = [
+pub const ALL_MAPS: [&str; 23] = [
     MAP_SERVICES,
     MAP_BACKENDS,
     MAP_MAGLEV,
@@ -96,6 +102,7 @@ pub const ALL_MAPS: [&str; 22] = [
     MAP_BUCKETS,
     MAP_TRACE,
     MAP_PREFILTER,
+    MAP_VERIFIED,
 ];
 
 /// Most services one program serves.

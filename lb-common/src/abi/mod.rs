@@ -37,7 +37,7 @@ pub use service::{
     SERVICE_BALANCING_FLAGS, SERVICE_DENY_LIST, SERVICE_HASH_CLIENT_IP, ServiceKey, ServiceRecord,
 };
 pub use sources::{
-    ACL_ALLOW, ACL_DENY, AclV4, AclV6, BucketKey, admit, cost_ns, masked, tolerance_ns,
+    ACL_ALLOW, ACL_DENY, AclV4, AclV6, BucketKey, VerifiedKey, admit, cost_ns, masked, tolerance_ns,
 };
 pub use trace::{
     FLOW_KEPT, FLOW_MAGLEV, FLOW_REHASH, FLOW_REUSED_PORT, FLOW_SYN_AGAIN, HOOK_TC, HOOK_XDP,

@@ -164,3 +164,28 @@ mod tests {
         assert!(admit(tat, 1 + cost, cost, 0).is_some());
     }
 }
+
+/// Key of `LB_VERIFIED`: a source that showed it receives what is sent to
+/// its address (it answered a SYN challenge, or acknowledged a backend's
+/// SYN-ACK through the balancer). IPv4 sources are kept whole, IPv6 ones
+/// by their /64, where one host's addresses usually lie.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct VerifiedKey {
+    /// The source address, IPv6 cut to its /64.
+    pub prefix: Addr,
+    /// `FAMILY_V4` or `FAMILY_V6`.
+    pub family: u8,
+    /// Always zero: keys are hashed byte for byte.
+    pub _pad: [u8; 3],
+}
+abi_type!(VerifiedKey, size = 20, align = 4);
+
+impl VerifiedKey {
+    /// The key of source `addr` of `family`.
+    #[inline(always)]
+    pub const fn of(addr: Addr, family: u8) -> Self {
+        let len = if family == FAMILY_V4 { 32 } else { 64 };
+        Self { prefix: masked(addr, family, len), family, _pad: [0; 3] }
+    }
+}

@@ -26,7 +26,7 @@ use std::{
 };
 
 use forwarder::Forwarder;
-use lb_common::abi::FlowTimeouts;
+use lb_common::abi::{DropReason, FlowTimeouts};
 
 pub use runtime::Admin;
 use runtime::Runtimes;
@@ -536,6 +536,11 @@ impl Agent {
             Err(e) => return tracing::warn!("reading the new-flow counters failed: {e}"),
         };
         let mut total: u64 = totals.services.iter().map(|c| c.new_flows).sum();
+        // SYNs answered with a challenge are new flows refused: without
+        // them, the rate would fall as soon as flood mode is on, and turn it
+        // off while the flood goes on.
+        let challenged = totals.exceptions.get(DropReason::SynChallenged as usize).copied();
+        total = total.wrapping_add(challenged.unwrap_or(0));
         if st.datapath.xdp().is_none() {
             // Splice mode: a SYN flood at the VIP's listener never becomes
             // an accepted connection; the kernel's SYN cookies show it.

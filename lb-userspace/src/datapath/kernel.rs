@@ -10,8 +10,8 @@ use aya::{
 use lb_common::abi::{
     ALL_MAPS, BackendRecord, DEFAULT_FLOW_CAPACITY, Endpoint, FlowTimeouts, MAP_BACKENDS,
     MAP_EVENTS, MAP_FLOWS, MAP_MAGLEV, MAP_PEER_DEVICES, MAP_PENDING, MAP_REPLIES, MAP_SERVICES,
-    MAP_SETTINGS, MAP_SYNS, MAP_TRACE, MAP_TRACE_ON, Replies, ServiceKey, ServiceRecord,
-    pending_capacity,
+    MAP_SETTINGS, MAP_SYNS, MAP_TRACE, MAP_TRACE_ON, MAP_VERIFIED, Replies, ServiceKey,
+    ServiceRecord, pending_capacity,
 };
 
 use super::{
@@ -127,7 +127,8 @@ impl Datapath {
         loader
             .map_max_entries(MAP_MAGLEV, plan.maglev_slots)
             .map_max_entries(MAP_FLOWS, opts.flow_capacity)
-            .map_max_entries(MAP_PENDING, pending_capacity(opts.flow_capacity));
+            .map_max_entries(MAP_PENDING, pending_capacity(opts.flow_capacity))
+            .map_max_entries(MAP_VERIFIED, pending_capacity(opts.flow_capacity));
         // Pinned maps are reused as they are (sizes included): the flow
         // table of a datapath being taken over keeps its flows.
         let paths: Vec<(&str, std::path::PathBuf)> = opts
