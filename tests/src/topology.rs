@@ -144,6 +144,37 @@ impl Topology {
             .collect()
     }
 
+    /// A home network behind the client namespace, which becomes its NAT
+    /// gateway as a home router or a carrier NAT is: it masquerades the
+    /// home namespace (192.168.77.2, default route via 192.168.77.1) and
+    /// drops what conntrack finds invalid, counting what it dropped of the
+    /// packets addressed to itself (`nft list chain ip home input`:
+    /// answers it could not translate back). It forwards home traffic only,
+    /// so the answers to a spoofed flood's sources are not sent on again.
+    pub fn nat_home(&self) -> NetNs {
+        let home = NetNs::new();
+        link(&self.client, "c-home", &home, "h0");
+        self.client.ip("addr add 192.168.77.1/24 dev c-home");
+        home.ip("addr add 192.168.77.2/24 dev h0");
+        home.ip("route add default via 192.168.77.1");
+        self.client.sysctl("net.ipv4.ip_forward", "1");
+        for rule in [
+            "add table ip home",
+            "add chain ip home post { type nat hook postrouting priority 100 ; }",
+            "add rule ip home post ip saddr 192.168.77.0/24 oifname c0 masquerade",
+            "add chain ip home forward { type filter hook forward priority 0 ; policy drop ; }",
+            "add rule ip home forward ct state invalid counter drop",
+            "add rule ip home forward iifname c-home accept",
+            "add rule ip home forward oifname c-home accept",
+            "add chain ip home input { type filter hook input priority 0 ; }",
+            "add rule ip home input ct state invalid counter drop",
+        ] {
+            let args: Vec<&str> = std::iter::once("nft").chain(rule.split(' ')).collect();
+            self.client.exec(&args);
+        }
+        home
+    }
+
     /// Adds one more backend namespace and returns its 1-based index.
     pub fn add_backend(&mut self) -> usize {
         let i = self.backends.len() + 1;

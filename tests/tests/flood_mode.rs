@@ -184,8 +184,19 @@ fn a_spoofed_syn_flood_breaks_no_connection_and_turns_flood_mode_on_and_off(mode
         "new connections: {ok} of {tried} succeeded ({lost} frames lost at the veths)"
     );
     if mode.kernel() {
+        // Once flood mode is on, the flood's SYNs are challenged (none of
+        // its sources answers), not new flows.
         let new_flows: u64 = report.services.iter().map(|v| v.traffic.new_flows).sum();
-        assert!(new_flows > 4 * 4096, "the flood made only {new_flows} new flows");
+        let challenged = report
+            .exceptions
+            .iter()
+            .find(|e| e.reason == "syn_challenged")
+            .map_or(0, |e| e.packets);
+        assert!(challenged > 0, "flood mode challenged no SYN:\n{status}");
+        assert!(
+            new_flows + challenged > 4 * 4096,
+            "the flood made only {new_flows} new flows and {challenged} challenges"
+        );
     }
     // Off once the rate has stayed below half the threshold for 5 s.
     wait_for(Duration::from_secs(20), "flood mode off after the flood", || {

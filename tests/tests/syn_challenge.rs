@@ -1,0 +1,107 @@
+//! Flood mode's SYN challenge with real TCP stacks, through a NAT gateway:
+//! during a bounded spoofed SYN flood (hping3 from the client namespace at
+//! the test VIP, stopped by the test), a client the balancer has never
+//! seen, behind a gateway that masquerades it and drops what conntrack
+//! finds invalid (as home routers and carrier NATs do), connects through
+//! the real `lb`: its kernel refuses the challenge, resets, sends its SYN
+//! again, and is served. The gateway must have let the challenge and the
+//! reset through (in the window conntrack allows) and dropped nothing of
+//! them. Kernel modes only: in splice mode the kernel's own SYN cookies
+//! answer floods. Needs root, hping3 and nft.
+
+use std::{
+    net::TcpStream,
+    time::{Duration, Instant},
+};
+
+use lb_tests::{
+    agent::{TempDir, config, wait_for, with_flows},
+    client::{Conn, Setup, vip},
+    flood::SynFlood,
+    in_kernel_modes,
+    mode::Mode,
+    topology::{Topology, VIP4},
+};
+
+const SERVER: &str = env!("CARGO_BIN_EXE_lbt-server");
+const FLOWS: &str = "capacity = 4096\nflood_threshold = 2000";
+/// New connections the home client makes during the flood, one after the
+/// other: the first is challenged, the others find its source verified.
+const CONNECTIONS: usize = 5;
+
+in_kernel_modes!(a_new_client_behind_a_nat_gateway_is_challenged_and_served_during_a_flood);
+
+fn exception(s: &Setup, reason: &str) -> u64 {
+    s.lb.report().exceptions.iter().find(|e| e.reason == reason).map_or(0, |e| e.packets)
+}
+
+/// Packets the gateway dropped as invalid that were addressed to itself:
+/// answers to its home client that conntrack could not translate back.
+fn gateway_invalid_drops(topo: &Topology) -> String {
+    let out = topo.client.exec(&["nft", "list", "chain", "ip", "home", "input"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.contains("invalid"))
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+fn a_new_client_behind_a_nat_gateway_is_challenged_and_served_during_a_flood(mode: Mode) {
+    let topo = Topology::new(2);
+    mode.prepare(&topo);
+    let s = Setup::with_config(SERVER, topo, TempDir::new(), |t, d| {
+        with_flows(&mode.config(&config(t, d, "maglev", 2)), FLOWS)
+    });
+    assert_eq!(s.mode, mode, "lb serves in the mode asked for:\n{}", s.lb.status());
+    // Answers to the flood's spoofed sources leave by the default route
+    // and end in the client namespace, as they would on the internet.
+    s.topo.lb.ip("route replace default via 10.200.0.2");
+    let home = s.topo.nat_home();
+    let to = vip(VIP4, 80);
+
+    let flood = SynFlood::start(s.topo.client.name(), VIP4.parse().expect("VIP"), 80);
+    wait_for(Duration::from_secs(10), "flood mode on", || s.lb.report().flood.on.then_some(()));
+    let challenged_before = exception(&s, "syn_challenged");
+    assert!(challenged_before > 0, "flood mode is on, yet no SYN was challenged");
+
+    let inside = home.enter();
+    let mut took = Vec::new();
+    for i in 0..CONNECTIONS {
+        let started = Instant::now();
+        let stream = TcpStream::connect_timeout(&to, Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("connection {i} from behind the gateway: {e}"));
+        took.push(started.elapsed());
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let answer = Conn::from_stream(stream).try_ask();
+        assert!(answer.is_some(), "connection {i} from behind the gateway got no answer");
+    }
+    drop(inside);
+    let on_throughout = s.lb.report().flood.on;
+    flood.stop();
+
+    let answered = exception(&s, "challenge_answered");
+    let challenged = exception(&s, "syn_challenged");
+    let invalid = gateway_invalid_drops(&s.topo);
+    eprintln!(
+        "{mode:?}: connect times {took:?}; {challenged} SYNs challenged, {answered} answered; \
+         gateway: {invalid}\n{}",
+        s.lb.status()
+    );
+    assert!(on_throughout, "flood mode turned off during the flood");
+    assert!(answered >= 1, "the home client's reset never verified it:\n{}", s.lb.status());
+    // The flood's sources never answer: only the home client's gateway did
+    // (once, or again if a challenge or reset was lost in the flood).
+    assert!(answered <= 3, "{answered} challenges answered; only one client could");
+    assert!(
+        invalid.contains("packets 0 "),
+        "the gateway dropped answers to its client as invalid: {invalid}"
+    );
+    // The first connection waited for one more round trip; the others
+    // found the gateway's address verified. Neither waited for a SYN
+    // retransmission timer (1 s), unless the flood lost a frame.
+    let lost: u64 = s.lb.report().interfaces.iter().map(|i| i.lost.total()).sum();
+    if lost == 0 {
+        assert!(took[0] < Duration::from_secs(1), "the challenged connect took {:?}", took[0]);
+    }
+}
