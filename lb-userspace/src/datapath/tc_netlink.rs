@@ -76,10 +76,15 @@ impl Slot {
 /// no tcx links. Test-only: it lets a kernel with tcx exercise the path
 /// older kernels take.
 pub fn forced() -> Result<bool, String> {
-    match std::env::var(ENV).as_deref() {
-        Err(_) | Ok("" | "auto") => Ok(false),
-        Ok("netlink") => Ok(true),
-        Ok(other) => Err(format!(
+    forced_by(std::env::var(ENV).ok().as_deref())
+}
+
+/// [`forced`] for the variable's value.
+fn forced_by(value: Option<&str>) -> Result<bool, String> {
+    match value {
+        None | Some("" | "auto") => Ok(false),
+        Some("netlink") => Ok(true),
+        Some(other) => Err(format!(
             "{ENV}={other:?} is not a tc link kind: unset it (tcx, or a netlink filter where the \
              kernel has no tcx) or set {ENV}=netlink (tests: force the netlink filter)"
         )),
@@ -452,6 +457,15 @@ mod tests {
         assert_eq!((word(4), word(8), word(12)), (7, 1, 0xffff_fff2));
         assert_eq!(word(16) >> 16, 0x4c42);
         assert_eq!((word(16) as u16).to_ne_bytes(), [0, 3], "ETH_P_ALL in network order");
+    }
+
+    #[test]
+    fn only_netlink_forces_the_filter_and_a_typo_names_the_fix() {
+        assert_eq!(forced_by(None), Ok(false));
+        assert_eq!(forced_by(Some("auto")), Ok(false));
+        assert_eq!(forced_by(Some("netlink")), Ok(true));
+        let e = forced_by(Some("netlnk")).unwrap_err();
+        assert!(e.contains("LB_TC_LINK=\"netlnk\"") && e.contains("LB_TC_LINK=netlink"), "{e}");
     }
 
     #[test]
