@@ -83,8 +83,9 @@ fn a_netlink_filter_balances_survives_restarts_and_crashes_once_and_goes_on_stop
         );
     }
     let log = s.lb.log();
-    let attached = log.lines().filter(|l| l.contains("datapath attached")).count();
-    assert_eq!(attached, s.topo.lb_interfaces().len(), "one line per interface:\n{log}");
+    let attached: Vec<&str> = log.lines().filter(|l| l.contains("datapath attached")).collect();
+    assert_eq!(attached.len(), s.topo.lb_interfaces().len(), "one line per interface:\n{log}");
+    assert!(attached.iter().all(|l| l.contains("link=\"netlink\"")), "{attached:#?}");
     // No tcx link: nothing pinned for the tc hook.
     let pins = lb_tests::agent::pin_dir(&s.dir.0);
     let links: Vec<_> = std::fs::read_dir(pins.join("links"))

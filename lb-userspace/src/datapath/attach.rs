@@ -64,6 +64,9 @@ pub struct Attached {
     pub interface: String,
     /// The hook.
     pub hook: Hook,
+    /// What holds the program there: `"xdp"` (an XDP link), `"tcx"` (a tcx
+    /// link) or `"netlink"` (a netlink tc filter).
+    pub link: &'static str,
     /// Why that hook, and whether it was taken over from a previous agent.
     pub why: String,
 }
@@ -237,7 +240,12 @@ fn attach_one(
              seconds); attach = \"auto\" or \"tc\" serves a {driver} without that"
         );
     }
-    Ok(Attached { interface: iface.to_owned(), hook, why })
+    let link = match (hook, by_netlink) {
+        (Hook::Tc, true) => "netlink",
+        (Hook::Tc, false) => "tcx",
+        _ => "xdp",
+    };
+    Ok(Attached { interface: iface.to_owned(), hook, link, why })
 }
 
 fn driver_name(driver: &str) -> &str {
