@@ -52,6 +52,19 @@ impl NetNs {
         run(Command::new("ip").args(["-n", &self.name]).args(args.split_whitespace()));
     }
 
+    /// The tc ingress filters of `iface` that hold the BPF program
+    /// `program`, as `tc filter show dev IF ingress` prints them (one line
+    /// each: `... pref P bpf chain 0 handle 0x1 lb_tc direct-action
+    /// not_in_hw id N ...`).
+    pub fn tc_filters(&self, iface: &str, program: &str) -> Vec<String> {
+        let out = self.exec(&["tc", "filter", "show", "dev", iface, "ingress"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.split_whitespace().any(|w| w == program))
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// Sets a sysctl inside the namespace.
     pub fn sysctl(&self, key: &str, value: &str) {
         self.exec(&["sysctl", "-qw", &format!("{key}={value}")]);

@@ -33,13 +33,24 @@ const LIMIT: Duration = Duration::from_secs(20);
 
 #[test]
 fn decap_at_xdp_delivers_to_the_vip_and_the_reply_goes_straight_to_the_client() {
-    delivers_and_replies_directly("native");
+    delivers_and_replies_directly("native", false);
 }
 
 #[test]
 fn decap_at_tc_delivers_to_the_vip_and_the_reply_goes_straight_to_the_client() {
-    delivers_and_replies_directly("tc");
+    delivers_and_replies_directly("tc", false);
 }
+
+/// At tc as kernels without tcx links have it (forced with
+/// `LB_TC_LINK=netlink`): one netlink filter in decap's slot while it
+/// runs, none after `--stop`.
+#[test]
+fn decap_at_tc_with_a_netlink_filter_delivers_and_stop_removes_the_filter() {
+    delivers_and_replies_directly("tc", true);
+}
+
+/// lb decap's slot at tc ingress (`lb_userspace::datapath::tc_netlink::DECAP`).
+const DECAP_PREF: u16 = 0x4c44;
 
 /// The sender and the backend, a veth between them; the backend holds the
 /// VIP on `lo`, routes the client's network back via the sender, and has
@@ -58,7 +69,8 @@ fn topology() -> (NetNs, NetNs) {
     (sender, backend)
 }
 
-fn delivers_and_replies_directly(attach: &str) {
+/// `netlink`: the tc hook with a netlink filter (`LB_TC_LINK=netlink`).
+fn delivers_and_replies_directly(attach: &str, netlink: bool) {
     let (sender, backend) = topology();
     let dir = TempDir::new();
     test_bpffs();
@@ -105,7 +117,8 @@ fn delivers_and_replies_directly(attach: &str) {
     let target: Vec<&str> =
         if attach == "tc" { vec!["--config", &role] } else { vec!["--pin-dir", &pins_arg] };
     let mut decap: Proc = if attach == "tc" {
-        backend.spawn(&[&lb, "decap", "--config", &role])
+        let env: &[&str] = if netlink { &["env", "LB_TC_LINK=netlink"] } else { &[] };
+        backend.spawn(&[env, &[&lb, "decap", "--config", &role]].concat())
     } else {
         lb_tests::decap::spawn(&backend, "b0", attach, &pins_arg)
     };
@@ -159,6 +172,14 @@ fn delivers_and_replies_directly(attach: &str) {
     assert_eq!(syn_ack[13] & 0x12, 0x12, "SYN and ACK set: {:x}", syn_ack[13]);
     let ack = u32::from_be_bytes([syn_ack[8], syn_ack[9], syn_ack[10], syn_ack[11]]);
     assert_eq!(ack, 7001, "the SYN-ACK acknowledges our SYN");
+    let filters = backend.tc_filters("b0", "lb_decap_tc");
+    if netlink {
+        assert_eq!(filters.len(), 1, "one decap filter: {filters:?}");
+        assert!(filters[0].contains(&format!("pref {DECAP_PREF} ")), "{}", filters[0]);
+        assert!(!pins.join("links").join("tc-b0").exists(), "no tcx link pinned");
+    } else {
+        assert!(filters.is_empty(), "a tcx link, no netlink filter: {filters:?}");
+    }
 
     // The counters say the same; then --stop detaches and the process ends.
     let status = backend.exec(&[&[lb.as_ref(), "decap", "--status"], &target[..]].concat());
@@ -184,4 +205,6 @@ fn delivers_and_replies_directly(attach: &str) {
     let links = Command::new("ip").args(["-n", backend.name(), "link", "show", "b0"]).output();
     let links = String::from_utf8_lossy(&links.expect("ip link").stdout).into_owned();
     assert!(!links.contains("xdp"), "XDP still attached after --stop: {links}");
+    let filters = backend.tc_filters("b0", "lb_decap_tc");
+    assert!(filters.is_empty(), "a decap filter left after --stop: {filters:?}");
 }

@@ -90,9 +90,14 @@ fn start(args: &Args<'_>, obj: &object::BpfObject, pins: &Pins) -> Result<Decap>
         "decapsulating IP-in-IP packets to {} address(es)",
         want.len()
     );
+    let netlink = lb_userspace::datapath::tc_netlink::forced().map_err(anyhow::Error::msg)?;
     for iface in args.interfaces {
-        let hook = attach::attach(&mut dp, iface, args.attach, pins)?;
-        tracing::info!(interface = %iface, hook = hook.name(), "decap attached");
+        let (hook, link) = attach::attach(&mut dp, iface, args.attach, pins, netlink)?;
+        if link.is_empty() {
+            tracing::info!(interface = %iface, hook = hook.name(), "decap attached");
+        } else {
+            tracing::info!(interface = %iface, hook = hook.name(), link = %link, "decap attached");
+        }
     }
     Ok(dp)
 }

@@ -580,6 +580,7 @@ fn start_xdp(
         tracing::info!(
             interface = %a.interface,
             hook = a.hook.name(),
+            link = a.link,
             why = %a.why,
             object = %obj.origin,
             "datapath attached"

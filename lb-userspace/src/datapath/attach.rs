@@ -6,16 +6,19 @@
 //!
 //! Links are pinned, so the next agent takes them over (the new program
 //! swapped in atomically): `<pin_dir>/links/<iface>` for XDP (the name
-//! earlier agents used) and `<pin_dir>/links/tc-<iface>` for tc. When an
-//! interface moves to the other hook, the new link is attached before the
-//! old one is removed, so the interface is never without the datapath.
+//! earlier agents used) and `<pin_dir>/links/tc-<iface>` for tc. On kernels
+//! without tcx links (before 6.6) the tc hook is a netlink filter instead
+//! ([`tc_netlink`]), which outlives the agent unpinned and is found again by
+//! its slot. When an interface moves to the other hook (or the tc hook to
+//! the other kind of attachment), the new one is attached before the old
+//! one is removed, so the interface is never without the datapath.
 
 use std::path::PathBuf;
 
 use aya::programs::{
-    LinkOrder, ProgramError, SchedClassifier, TcAttachType, XdpMode,
+    ProgramError, SchedClassifier, XdpMode,
     links::{FdLink, PinnedLink},
-    tc::{SchedClassifierLink, TcAttachOptions},
+    tc::SchedClassifierLink,
     xdp::XdpLink,
 };
 
@@ -23,6 +26,7 @@ use super::{
     ifaces,
     kernel::{Datapath, DatapathError},
     pins::Pins,
+    tc_netlink::{self, TcAttachFailure, Via},
 };
 use crate::config::{Attach, AttachChoice};
 
@@ -33,7 +37,8 @@ pub enum Hook {
     Native,
     /// Generic (skb) XDP.
     Generic,
-    /// tc ingress (a tcx link).
+    /// tc ingress (a tcx link; a netlink filter where the kernel has no
+    /// tcx links).
     Tc,
 }
 
@@ -59,6 +64,9 @@ pub struct Attached {
     pub interface: String,
     /// The hook.
     pub hook: Hook,
+    /// What holds the program there: `"xdp"` (an XDP link), `"tcx"` (a tcx
+    /// link) or `"netlink"` (a netlink tc filter).
+    pub link: &'static str,
     /// Why that hook, and whether it was taken over from a previous agent.
     pub why: String,
 }
@@ -69,6 +77,12 @@ pub enum AttachError {
     /// The datapath itself failed.
     #[error(transparent)]
     Datapath(#[from] DatapathError),
+    /// The netlink filter (kernels without tcx) failed.
+    #[error(transparent)]
+    Netlink(#[from] tc_netlink::Error),
+    /// `LB_TC_LINK` is set to something else than a link kind.
+    #[error("{0}")]
+    Env(String),
     /// The kernel refused the attachment.
     #[error("attaching the datapath to {interface} at the {hook} hook failed: {source}{hint}")]
     Refused {
@@ -91,9 +105,10 @@ pub fn attach_all(
     choices: &[AttachChoice],
     pins: Option<&Pins>,
 ) -> Result<Vec<Attached>, AttachError> {
+    let forced = tc_netlink::forced().map_err(AttachError::Env)?;
     let mut done = Vec::with_capacity(choices.len());
     for choice in choices {
-        done.push(attach_one(dp, choice, pins)?);
+        done.push(attach_one(dp, choice, pins, forced)?);
     }
     if done.iter().any(|a| a.hook == Hook::Tc) {
         match ifaces::peer_devices() {
@@ -107,10 +122,12 @@ pub fn attach_all(
     Ok(done)
 }
 
+/// `netlink`: the tc hook with a netlink filter even where tcx links exist.
 fn attach_one(
     dp: &mut Datapath,
     choice: &AttachChoice,
     pins: Option<&Pins>,
+    netlink: bool,
 ) -> Result<Attached, AttachError> {
     let (iface, how) = (choice.interface.as_str(), choice.how);
     let driver = ifaces::driver(iface).unwrap_or_default();
@@ -128,9 +145,14 @@ fn attach_one(
     };
     let xdp_pin = pins.map(|p| p.link(iface));
     let tc_pin = pins.map(|p| p.tc_link(iface));
+    // How the tc hook was attached, once it is.
+    let mut via = None;
     let taken = if hook.is_xdp() {
         let prog = dp.program_mut()?;
         take_over(iface, xdp_pin.as_ref(), hook, |l: XdpLink| prog.attach_to_link(l))?
+    } else if netlink {
+        // A tcx link pinned by an earlier agent goes once the filter runs.
+        false
     } else {
         let prog = dp.tc_program_mut()?;
         take_over(iface, tc_pin.as_ref(), hook, |l: SchedClassifierLink| prog.attach_to_link(l))?
@@ -154,7 +176,7 @@ fn attach_one(
                 );
                 hook = Hook::Tc;
                 why = format!("{}: no native XDP ({native})", driver_name(&driver));
-                attach_tc(dp.tc_program_mut()?, iface, tc_pin.as_ref())?;
+                via = Some(attach_tc(dp.tc_program_mut()?, iface, tc_pin.as_ref(), pins, netlink)?);
             }
             Err(e) => {
                 return Err(refused(
@@ -170,12 +192,30 @@ fn attach_one(
             }
         }
     } else {
-        attach_tc(dp.tc_program_mut()?, iface, tc_pin.as_ref())?;
+        via = Some(attach_tc(dp.tc_program_mut()?, iface, tc_pin.as_ref(), pins, netlink)?);
+    }
+    let by_netlink = matches!(via, Some(Via::Netlink { .. }));
+    if let Some(v) = &via {
+        if let Via::Netlink { taken: true, .. } = v {
+            why.push_str("; taken over from the previous agent");
+        }
+        let link = v.describe();
+        if !link.is_empty() {
+            why = format!("{why}; {link}");
+        }
     }
     // Only now that the new hook runs: drop the other hook's link, if an
-    // earlier agent attached there.
-    let other = if hook.is_xdp() { tc_pin } else { xdp_pin };
-    if let Some(path) = other.filter(|p| p.exists()) {
+    // earlier agent attached there (and the tcx link, if the tc hook is a
+    // netlink filter now; lb's netlink filter, if it is not).
+    if !by_netlink {
+        remove_netlink_filter(iface, pins);
+    }
+    let others = match (hook.is_xdp(), by_netlink) {
+        (true, _) => vec![tc_pin],
+        (false, false) => vec![xdp_pin],
+        (false, true) => vec![xdp_pin, tc_pin],
+    };
+    for path in others.into_iter().flatten().filter(|p| p.exists()) {
         match PinnedLink::from_pin(&path).map(PinnedLink::unpin) {
             Ok(_) => tracing::info!(
                 interface = iface,
@@ -200,7 +240,12 @@ fn attach_one(
              seconds); attach = \"auto\" or \"tc\" serves a {driver} without that"
         );
     }
-    Ok(Attached { interface: iface.to_owned(), hook, why })
+    let link = match (hook, by_netlink) {
+        (Hook::Tc, true) => "netlink",
+        (Hook::Tc, false) => "tcx",
+        _ => "xdp",
+    };
+    Ok(Attached { interface: iface.to_owned(), hook, link, why })
 }
 
 fn driver_name(driver: &str) -> &str {
@@ -251,29 +296,54 @@ where
 }
 
 /// Attaches at tc ingress with a tcx link (Linux 6.6), which can be pinned
-/// and taken over like an XDP link.
+/// and taken over like an XDP link; on older kernels (or `netlink`) with
+/// lb's netlink filter, taken over in place if an earlier agent left it.
 fn attach_tc(
     prog: &mut SchedClassifier,
     iface: &str,
     pin_at: Option<&PathBuf>,
-) -> Result<(), AttachError> {
-    let id = prog
-        .attach_with_options(
-            iface,
-            TcAttachType::Ingress,
-            TcAttachOptions::TcxOrder(LinkOrder::default()),
-        )
-        .map_err(|e| {
-            refused(
+    pins: Option<&Pins>,
+    netlink: bool,
+) -> Result<Via, AttachError> {
+    let mut via = tc_netlink::attach_tcx_or_netlink(prog, iface, tc_netlink::RUN, netlink, pins)
+        .map_err(|e| match e {
+            TcAttachFailure::Tcx(e) => refused(
                 iface,
                 Hook::Tc,
                 e,
-                "; the tc hook needs tcx links (Linux 6.6 or later): on older kernels use attach = \"native\" or \"generic\"",
-            )
+                "; the kernel has tcx links but refused this one: try attach = \"native\" or \"generic\"",
+            ),
+            TcAttachFailure::Netlink(e) => e.into(),
         })?;
-    match pin_at {
-        Some(at) => pin(prog.take_link(id), iface, at, Hook::Tc),
-        None => Ok(()),
+    if let (Via::Tcx(id), Some(at)) = (&mut via, pin_at)
+        && let Some(id) = id.take()
+    {
+        pin(prog.take_link(id), iface, at, Hook::Tc)?;
+    }
+    Ok(via)
+}
+
+/// Deletes lb's netlink tc filter from `iface`, if an earlier agent left
+/// one there (the interface is at another hook, or has a tcx link, now).
+fn remove_netlink_filter(iface: &str, pins: Option<&Pins>) {
+    let slot = tc_netlink::RUN;
+    match tc_netlink::detach(iface, slot) {
+        Ok(true) => tracing::info!(
+            interface = iface,
+            "removed the tc filter ({}) an earlier agent attached with",
+            slot.describe()
+        ),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(
+            interface = iface,
+            "cannot remove the earlier tc filter ({}): {e}; `tc filter del dev {iface} ingress \
+             pref {}` does",
+            slot.describe(),
+            slot.priority
+        ),
+    }
+    if let Some(p) = pins {
+        p.unmark_netlink(iface, slot);
     }
 }
 

@@ -16,6 +16,7 @@ pub mod replies;
 pub mod stats;
 pub mod syns;
 pub mod sys;
+pub mod tc_netlink;
 pub mod window;
 
 pub use kernel::{Datapath, DatapathError, LoadOptions};

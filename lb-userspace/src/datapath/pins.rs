@@ -6,6 +6,9 @@
 //! <pin_dir>/maps/LB_*        every map (flow table included: flows survive)
 //! <pin_dir>/links/<iface>    the XDP link of an interface at the XDP hook
 //! <pin_dir>/links/tc-<iface> the tcx link of an interface at the tc hook
+//! <pin_dir>/netlink/<iface>:<program>  an interface given a netlink tc
+//!                            filter (kernels without tcx; an empty
+//!                            directory: see `tc_netlink`)
 //! ```
 //! The agent's own state (the plan the maps hold) cannot live in bpffs,
 //! which holds only BPF objects; it is a JSON file beside the control
@@ -15,6 +18,8 @@ use std::{
     fs, io,
     path::{Path, PathBuf},
 };
+
+use super::tc_netlink::{self, Slot};
 
 /// The BPF file system's mount point and magic number.
 const BPFFS: &str = "/sys/fs/bpf";
@@ -80,6 +85,22 @@ impl Pins {
         self.dir.join("links").join(format!("tc-{iface}"))
     }
 
+    /// Records that `iface` has `slot`'s netlink tc filter (which no pin
+    /// holds), so [`Pins::remove`] deletes it.
+    pub fn mark_netlink(&self, iface: &str, slot: Slot) -> io::Result<()> {
+        fs::create_dir_all(self.netlink_mark(iface, slot))
+    }
+
+    /// Forgets [`Pins::mark_netlink`] (the filter was deleted).
+    pub fn unmark_netlink(&self, iface: &str, slot: Slot) {
+        let _ = fs::remove_dir(self.netlink_mark(iface, slot));
+    }
+
+    fn netlink_mark(&self, iface: &str, slot: Slot) -> PathBuf {
+        // ':' is in no interface name (the kernel refuses it there).
+        self.dir.join("netlink").join(format!("{iface}:{}", slot.program))
+    }
+
     /// Whether a datapath is pinned here.
     pub fn exist(&self) -> bool {
         fs::read_dir(self.dir.join("maps")).is_ok_and(|mut d| d.next().is_some())
@@ -100,9 +121,39 @@ impl Pins {
                 }
             }
         }
+        self.remove_netlink_filters();
         match fs::remove_dir_all(&self.dir) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
+        }
+    }
+
+    /// Deletes the netlink tc filters [`Pins::mark_netlink`] recorded.
+    fn remove_netlink_filters(&self) {
+        let Ok(marks) = fs::read_dir(self.dir.join("netlink")) else { return };
+        for mark in marks.flatten() {
+            let name = mark.file_name().to_string_lossy().into_owned();
+            let Some((iface, slot)) =
+                name.split_once(':').and_then(|(i, p)| Some((i, Slot::of(p)?)))
+            else {
+                tracing::warn!("{}: not a netlink filter record; skipped", mark.path().display());
+                continue;
+            };
+            match tc_netlink::detach(iface, slot) {
+                Ok(true) => tracing::info!(
+                    interface = iface,
+                    "removed the tc filter {} ({})",
+                    slot.program,
+                    slot.describe()
+                ),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(
+                    interface = iface,
+                    "removing the tc filter {} ({}): {e}",
+                    slot.program,
+                    slot.describe()
+                ),
+            }
         }
     }
 
@@ -110,7 +161,7 @@ impl Pins {
     /// them (a start that failed before pinning); a pinned datapath, even
     /// one left by another agent, is never touched.
     pub fn remove_if_empty(&self) {
-        for sub in ["links", "maps"] {
+        for sub in ["links", "maps", "netlink"] {
             let _ = fs::remove_dir(self.dir.join(sub));
         }
         let _ = fs::remove_dir(&self.dir);

@@ -37,10 +37,12 @@ const RTATTR_HDRLEN: usize = 4;
 const RTM_NEWROUTE: u16 = 24;
 const RTM_DELROUTE: u16 = 25;
 const RTM_GETROUTE: u16 = 26;
-const NLMSG_ERROR: u16 = 2;
+/// `NLMSG_ERROR`: an ACK (errno 0) or the kernel's refusal.
+pub const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 
-const NLM_F_REQUEST: u16 = 0x1;
+/// `NLM_F_REQUEST`.
+pub const NLM_F_REQUEST: u16 = 0x1;
 #[cfg(test)]
 const NLM_F_MULTI: u16 = 0x2;
 const NLM_F_ACK: u16 = 0x4;
@@ -409,6 +411,22 @@ pub fn error_code(payload: &[u8]) -> Result<i32, &'static str> {
     Ok(u32_at(payload, 0).ok_or("short error message")? as i32)
 }
 
+/// The attributes (type, value) of a run of rtattrs, in order. The type's
+/// nested and byte-order flags are cleared.
+pub fn attributes(mut attrs: &[u8]) -> Result<Vec<(u16, &[u8])>, &'static str> {
+    let mut out = Vec::new();
+    while attrs.len() >= RTATTR_HDRLEN {
+        let len = usize::from(u16_at(attrs, 0).ok_or("short rtattr")?);
+        let kind = u16_at(attrs, 2).ok_or("short rtattr")? & 0x3fff;
+        if len < RTATTR_HDRLEN || len > attrs.len() {
+            return Err("rtattr length out of bounds");
+        }
+        out.push((kind, &attrs[RTATTR_HDRLEN..len]));
+        attrs = &attrs[align(len).min(attrs.len())..];
+    }
+    Ok(out)
+}
+
 /// The route of an `RTM_NEWROUTE` dump entry, if it is of `place`'s type
 /// and table (others are skipped: `None`).
 pub fn parse_route(payload: &[u8], place: Place) -> Result<Option<LocalRoute>, &'static str> {
@@ -417,21 +435,13 @@ pub fn parse_route(payload: &[u8], place: Place) -> Result<Option<LocalRoute>, &
     let mut table = u32::from(table8);
     let mut dst = None;
     let mut oif = 0;
-    let mut attrs = &payload[RTMSG_LEN..];
-    while attrs.len() >= RTATTR_HDRLEN {
-        let len = usize::from(u16_at(attrs, 0).ok_or("short rtattr")?);
-        let kind = u16_at(attrs, 2).ok_or("short rtattr")?;
-        if len < RTATTR_HDRLEN || len > attrs.len() {
-            return Err("rtattr length out of bounds");
-        }
-        let value = &attrs[RTATTR_HDRLEN..len];
+    for (kind, value) in attributes(&payload[RTMSG_LEN..])? {
         match kind {
             RTA_TABLE => table = u32_at(value, 0).ok_or("short RTA_TABLE")?,
             RTA_OIF => oif = u32_at(value, 0).ok_or("short RTA_OIF")?,
             RTA_DST => dst = Some(value),
             _ => {}
         }
-        attrs = &attrs[align(len).min(attrs.len())..];
     }
     if rtype != place.rtype || table != place.table {
         return Ok(None);
@@ -449,6 +459,33 @@ pub fn parse_route(payload: &[u8], place: Place) -> Result<Option<LocalRoute>, &
     Ok(Some(LocalRoute { addr, prefix_len: dst_len, protocol, oif }))
 }
 
+/// A bound `NETLINK_ROUTE` socket whose receives time out after 5 s, with
+/// strict dump checking asked for (older kernels ignore it). The tc hook's
+/// netlink filters (`datapath::tc_netlink`) use it too.
+pub fn socket_route() -> Result<OwnedFd, Errno> {
+    let fd = socket(
+        AddressFamily::Netlink,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkRoute,
+    )?;
+    bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &NetlinkAddr::new(0, 0))?;
+    let timeout = nix::sys::time::TimeVal::new(5, 0);
+    setsockopt(&fd, sockopt::ReceiveTimeout, &timeout)?;
+    let on: libc::c_int = 1;
+    // SAFETY: `on` outlives the call and its size is passed with it.
+    let _ = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            SOL_NETLINK,
+            NETLINK_GET_STRICT_CHK,
+            (&raw const on).cast(),
+            std::mem::size_of_val(&on) as libc::socklen_t,
+        )
+    };
+    Ok(fd)
+}
+
 /// An open `NETLINK_ROUTE` socket.
 #[derive(Debug)]
 pub struct Netlink {
@@ -462,29 +499,7 @@ const RECV_BUF: usize = 64 * 1024;
 impl Netlink {
     /// Opens and binds a socket; each answer is awaited at most 5 s.
     pub fn open() -> Result<Self, NetlinkError> {
-        let fd = socket(
-            AddressFamily::Netlink,
-            SockType::Raw,
-            SockFlag::SOCK_CLOEXEC,
-            SockProtocol::NetlinkRoute,
-        )
-        .map_err(NetlinkError::Socket)?;
-        bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &NetlinkAddr::new(0, 0))
-            .map_err(NetlinkError::Socket)?;
-        let timeout = nix::sys::time::TimeVal::new(5, 0);
-        setsockopt(&fd, sockopt::ReceiveTimeout, &timeout).map_err(NetlinkError::Socket)?;
-        let on: libc::c_int = 1;
-        // SAFETY: `on` outlives the call and its size is passed with it.
-        let _ = unsafe {
-            libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(&fd),
-                SOL_NETLINK,
-                NETLINK_GET_STRICT_CHK,
-                (&raw const on).cast(),
-                std::mem::size_of_val(&on) as libc::socklen_t,
-            )
-        };
-        Ok(Self { fd, seq: std::process::id() })
+        Ok(Self { fd: socket_route().map_err(NetlinkError::Socket)?, seq: std::process::id() })
     }
 
     fn next_seq(&mut self) -> u32 {
