@@ -250,10 +250,22 @@ impl Hook for TcSkb<'_> {
         }
     }
 
+    /// Into the sender's own ingress if the interface has a peer (a veth:
+    /// the peer is the sender's end), as `send` does; otherwise out of the
+    /// interface.
     #[inline(always)]
     fn back_out(&self) -> u32 {
-        // SAFETY: a helper call with an interface index, no flags.
-        unsafe { bpf_redirect(self.ifindex(), 0) as u32 }
+        let ifindex = self.ifindex();
+        // SAFETY: a map lookup by value; the value is not kept.
+        let peer = unsafe { LB_PEER_DEVICES.get(&ifindex) }.is_some();
+        // SAFETY: helper calls with an interface index, no flags.
+        unsafe {
+            if peer {
+                bpf_redirect_peer(ifindex, 0) as u32
+            } else {
+                bpf_redirect(ifindex, 0) as u32
+            }
+        }
     }
 }
 
