@@ -104,6 +104,12 @@ fn in_flood_mode_a_syn_from_a_new_source_is_answered_with_a_challenge(prog: Prog
     assert_eq!(g.exceptions(DropReason::SynChallenged), 7);
     assert_eq!(count(&g, MAP_PENDING), 0, "a challenged SYN takes no flow entry");
     assert_eq!(count(&g, MAP_FLOWS), 0);
+    // A SYN in a first fragment is not turned around: its answer would
+    // keep the fragment's offset and flags.
+    let fragment = Frame::tcp("10.0.0.2:40002", VIP).tcp_flags(SYN).seq(ISN).fragment(0, true);
+    let (_, out) = g.run(&fragment.bytes(), g.gin);
+    assert_ne!(out.get(fragment.l4_offset() + 13), Some(&SYN_ACK), "a fragment challenged");
+    assert_eq!(g.exceptions(DropReason::SynChallenged), 7);
 }
 
 fn the_reset_that_returns_the_challenge_verifies_the_source(prog: Prog) {

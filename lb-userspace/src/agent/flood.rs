@@ -4,7 +4,7 @@
 //! off and on again each second).
 //!
 //! The rate is the growth of the services' `new_flows` counters between
-//! two readings (the agent's sweep, about once a second), plus, in splice
+//! two readings (every 250 ms, `commands::run`), plus, in splice
 //! mode, the SYNs the kernel answered with a SYN cookie (see
 //! [`kernel_syncookies`]): a spoofed SYN flood never reaches the proxy as
 //! accepted connections.

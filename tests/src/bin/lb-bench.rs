@@ -25,6 +25,9 @@
 //! - kernel loop at the tc hook: the same three cases run by `lb_tc` on
 //!   skbs, against a no-op tc program.
 //!
+//! - flood mode (issue 14): SYNs of 100k sources never verified, each
+//!   answered with a SYN challenge (rewritten in place, sent back).
+//!
 //! - refused (issue 14), after a reload that gives "tcp4" a deny list
 //!   covering every bench client and "three" a new-flow limit per /24 whose
 //!   bucket for the clients is emptied for good: a denied source's packets
@@ -38,7 +41,9 @@
 use std::time::Duration;
 
 use aya::maps::{HashMap, MapData};
-use lb_common::abi::{Addr, BucketKey, FAMILY_V4, MAP_BUCKETS, REFRESH_TICKS, TICK_SHIFT};
+use lb_common::abi::{
+    Addr, BucketKey, FAMILY_V4, FLOOD_ON, FlowTimeouts, MAP_BUCKETS, REFRESH_TICKS, TICK_SHIFT,
+};
 use lb_tests::{
     fixture::{
         CONFIG, Golden, TC_ACT_REDIRECT, TC_ACT_SHOT, XDP_DROP, XDP_PASS, XDP_REDIRECT, test_run,
@@ -156,6 +161,23 @@ fn main() {
             "lb, hit that refreshes last-seen (idle > 1.07 s)",
             per_packet(prog, &acks, gin, XDP_REDIRECT),
         );
+        // Flood mode: SYNs of sources never verified, each turned around
+        // into a challenge (rewritten in place and sent back).
+        let flood = FlowTimeouts { flood: FLOOD_ON, ..FlowTimeouts::DEFAULT };
+        g.dp.set_timeouts(flood).expect("flood mode on");
+        let spoofed: Vec<Vec<u8>> = (0..DISTINCT)
+            .map(|i| {
+                let src = format!("10.9.{}.{}:{}", i / 250 % 250, 1 + i % 250, 1024 + i % 50_000);
+                Frame::tcp(&src, "10.100.0.1:80").tcp_flags(SYN).pad_to(64).bytes()
+            })
+            .collect();
+        let prog = g.dp.program_mut().expect("program");
+        series.push(
+            "per packet",
+            "lb, flood mode: SYN of an unverified source (challenged)",
+            per_packet(prog, &spoofed, gin, XDP_REDIRECT),
+        );
+        g.dp.set_timeouts(FlowTimeouts::DEFAULT).expect("flood mode off");
         refused_rows(&mut g, &mut series, &syns);
         eprintln!("round {}/{ROUNDS} done", round + 1);
     }
