@@ -46,14 +46,15 @@ pub fn candidate(pkt: &L4Packet) -> bool {
     f == TcpHdr::SYN || f == TcpHdr::RST
 }
 
-/// In flood mode, for a [`candidate`] from a source not verified: a SYN is
+/// In flood mode with challenges on (`flows.syn_challenge`), for a
+/// [`candidate`] from a source not verified: a SYN is
 /// answered with the challenge, a reset that returns it verifies its
 /// source and is dropped. Anything else, and everything out of flood mode,
 /// goes on ([`NOT_CHALLENGED`]); so does a SYN whose challenge cannot be
 /// made (no SYN cookies in this kernel), which is then forwarded as ever.
 #[inline(never)]
 pub fn check<H: Hook>(h: &H, pkt: &L4Packet) -> u32 {
-    if !flows::flood_mode() {
+    if !flows::challenging() {
         return NOT_CHALLENGED;
     }
     let Some(s) = LB_SCRATCH.get_ptr_mut(0) else { return NOT_CHALLENGED };

@@ -31,8 +31,8 @@
 //! was found, and its key when it is pending, go to the scratch map.
 
 use lb_common::abi::{
-    DropReason, Endpoint, FLOOD_ON, FLOW_ESTABLISHED, FORWARD_NAT, FlowKey, FlowValue,
-    MAX_REPLY_TARGETS, ServiceKey,
+    DropReason, Endpoint, FLOOD_CHALLENGE, FLOOD_ON, FLOW_ESTABLISHED, FORWARD_NAT, FlowKey,
+    FlowValue, MAX_REPLY_TARGETS, ServiceKey,
 };
 use lb_common::parse::{L4Packet, headers::TcpHdr};
 
@@ -46,7 +46,15 @@ use crate::{
 /// Whether the agent has flood mode on (new flows above its threshold).
 #[inline(always)]
 pub fn flood_mode() -> bool {
-    LB_SETTINGS.get(0).is_some_and(|t| t.flood == FLOOD_ON)
+    LB_SETTINGS.get(0).is_some_and(|t| t.flood & FLOOD_ON != 0)
+}
+
+/// Whether flood mode is on and SYNs from sources not verified are to be
+/// challenged (`flows.syn_challenge`, see `challenge`).
+#[inline(always)]
+pub fn challenging() -> bool {
+    const BOTH: u32 = FLOOD_ON | FLOOD_CHALLENGE;
+    LB_SETTINGS.get(0).is_some_and(|t| t.flood & BOTH == BOTH)
 }
 
 /// How far past the SYN-ACK the client's acknowledgement may be and still

@@ -329,6 +329,7 @@ fn valid_fixtures_load() {
             udp_idle_timeout: Duration::from_secs(7 * 24 * 3600),
             capacity: 1 << 20,
             flood_threshold: 20_000,
+            syn_challenge: true,
         }
     );
 

@@ -7,8 +7,8 @@
 use aya::maps::{HashMap, MapData};
 use lb_common::{
     abi::{
-        DropReason, FLOOD_ON, FlowKey, FlowTimeouts, FlowValue, MAP_FLOWS, MAP_PENDING,
-        MAP_VERIFIED, VerifiedKey,
+        DropReason, FLOOD_CHALLENGE, FLOOD_ON, FlowKey, FlowTimeouts, FlowValue, MAP_FLOWS,
+        MAP_PENDING, MAP_VERIFIED, VerifiedKey,
     },
     challenge,
 };
@@ -21,7 +21,7 @@ lb_tests::in_both_hooks!(
     in_flood_mode_a_syn_from_a_new_source_is_answered_with_a_challenge,
     the_reset_that_returns_the_challenge_verifies_the_source,
     resets_that_do_not_return_the_challenge_verify_nothing,
-    out_of_flood_mode_nothing_is_challenged,
+    out_of_flood_mode_or_with_challenges_off_nothing_is_challenged,
     sources_that_acknowledged_a_backend_before_the_flood_are_not_challenged,
     a_spoofed_flood_takes_no_flow_entry_and_past_the_verified_table_only_costs_a_challenge,
 );
@@ -34,10 +34,11 @@ const ISN: u32 = 0x7000_0010;
 /// their minimum, 1024 entries.
 const CAPACITY: u32 = 1024;
 
-/// Turns the datapath's flood mode on (or off), as the agent does.
+/// Turns the datapath's flood mode on, with challenges (or off), as the
+/// agent does.
 fn flood_mode(g: &mut Golden, on: bool) {
-    let t = FlowTimeouts { flood: if on { FLOOD_ON } else { 0 }, ..FlowTimeouts::DEFAULT };
-    g.dp.set_timeouts(t).expect("settings");
+    let flood = if on { FLOOD_ON | FLOOD_CHALLENGE } else { 0 };
+    g.dp.set_timeouts(FlowTimeouts { flood, ..FlowTimeouts::DEFAULT }).expect("settings");
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -164,10 +165,15 @@ fn resets_that_do_not_return_the_challenge_verify_nothing(prog: Prog) {
     challenged(&mut g, client, VIP, ISN);
 }
 
-fn out_of_flood_mode_nothing_is_challenged(prog: Prog) {
+fn out_of_flood_mode_or_with_challenges_off_nothing_is_challenged(prog: Prog) {
     let mut g = Golden::with_prog(CAPACITY, prog);
     assert!(forwarded(&mut g, "10.0.0.2:40000", VIP));
     assert!(forwarded(&mut g, "[fd00::2]:40000", VIP6));
+    // `flows.syn_challenge = false`: flood mode without challenges.
+    let t = FlowTimeouts { flood: FLOOD_ON, ..FlowTimeouts::DEFAULT };
+    g.dp.set_timeouts(t).expect("settings");
+    assert!(forwarded(&mut g, "10.0.0.3:40000", VIP));
+    assert!(forwarded(&mut g, "[fd00::3]:40000", VIP6));
     assert_eq!(g.exceptions(DropReason::SynChallenged), 0);
 }
 

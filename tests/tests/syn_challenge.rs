@@ -78,7 +78,26 @@ fn a_new_client_behind_a_nat_gateway_is_challenged_and_served_during_a_flood(mod
     }
     drop(inside);
     let on_throughout = s.lb.report().flood.on;
+
+    // `flows.syn_challenge = false`, by reload during the flood: flood
+    // mode stays on, and SYNs are forwarded again, not challenged.
+    let cfg = with_flows(
+        &mode.config(&config(&s.topo, &s.dir.0, "maglev", 2)),
+        &format!("{FLOWS}\nsyn_challenge = false"),
+    );
+    std::fs::write(s.dir.0.join("lb.toml"), cfg).expect("write config");
+    let (ok, text) = s.lb.cli(&["reload"]);
+    assert!(ok, "reload: {text}");
+    let new_flows =
+        |s: &Setup| -> u64 { s.lb.report().services.iter().map(|v| v.traffic.new_flows).sum() };
+    let (off, forwarded) = (exception(&s, "syn_challenged"), new_flows(&s));
+    std::thread::sleep(Duration::from_millis(500));
+    let (still, forwarded_since) = (exception(&s, "syn_challenged"), new_flows(&s) - forwarded);
+    let flood_on = s.lb.report().flood.on;
     flood.stop();
+    assert_eq!(still, off, "SYNs challenged after syn_challenge = false");
+    assert!(forwarded_since > 100, "only {forwarded_since} of the flood's SYNs forwarded");
+    assert!(flood_on, "flood mode is still on, without challenges");
 
     let answered = exception(&s, "challenge_answered");
     let challenged = exception(&s, "syn_challenged");

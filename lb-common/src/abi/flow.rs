@@ -113,7 +113,9 @@ pub struct FlowTimeouts {
     /// A UDP flow.
     pub udp: u32,
     /// [`FLOOD_ON`] while the agent has flood mode on (new flows arrive
-    /// faster than `flows.flood_threshold`), else 0.
+    /// faster than `flows.flood_threshold`), with [`FLOOD_CHALLENGE`] if
+    /// SYNs from sources not verified are to be challenged then
+    /// (`flows.syn_challenge`); else 0.
     pub flood: u32,
 }
 
@@ -124,6 +126,10 @@ pub struct FlowTimeouts {
 /// every legitimate SYN until its answer. And a UDP flow's first reply no
 /// longer promotes it: the client's next datagram does.
 pub const FLOOD_ON: u32 = 1;
+/// `FlowTimeouts::flood`, with [`FLOOD_ON`]: a TCP SYN from a source not
+/// verified is answered with a SYN challenge (`crate::challenge`) rather
+/// than forwarded.
+pub const FLOOD_CHALLENGE: u32 = 2;
 abi_type!(FlowTimeouts, size = 16, align = 4);
 
 /// Ticks in `secs` seconds.

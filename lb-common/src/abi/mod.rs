@@ -26,9 +26,9 @@ pub use backend::{BACKEND_ACTIVE, BACKEND_DOWN, BACKEND_DRAINING, BackendRecord,
 pub use counters::{Counters, DropReason};
 pub use decap::{DECAP_MAPS, DecapCounters, MAP_DECAP_ADDRS, MAP_DECAP_COUNTERS, MAX_DECAP_ADDRS};
 pub use flow::{
-    EVENT_REFUSED, EVENT_UNREACHABLE, FLOOD_ON, FLOW_CLOSING, FLOW_ESTABLISHED, FLOW_OPENING,
-    FlowKey, FlowTimeouts, FlowValue, FragKey, FragPorts, MAX_REPLY_TARGETS, PassiveEvent,
-    REFRESH_TICKS, Replies, SynCounters, TICK_SHIFT, ticks,
+    EVENT_REFUSED, EVENT_UNREACHABLE, FLOOD_CHALLENGE, FLOOD_ON, FLOW_CLOSING, FLOW_ESTABLISHED,
+    FLOW_OPENING, FlowKey, FlowTimeouts, FlowValue, FragKey, FragPorts, MAX_REPLY_TARGETS,
+    PassiveEvent, REFRESH_TICKS, Replies, SynCounters, TICK_SHIFT, ticks,
 };
 pub use hop::NextHop;
 pub use maps::*;

@@ -643,7 +643,11 @@ pub fn flow_timeouts(cfg: &Config, flooded: bool) -> FlowTimeouts {
         tcp: t(cfg.flows.tcp_idle_timeout),
         tcp_closing: t(cfg.flows.tcp_closing_timeout),
         udp: t(cfg.flows.udp_idle_timeout),
-        flood: if flooded { lb_common::abi::FLOOD_ON } else { 0 },
+        flood: match (flooded, cfg.flows.syn_challenge) {
+            (false, _) => 0,
+            (true, false) => lb_common::abi::FLOOD_ON,
+            (true, true) => lb_common::abi::FLOOD_ON | lb_common::abi::FLOOD_CHALLENGE,
+        },
     }
 }
 

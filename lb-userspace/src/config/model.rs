@@ -176,6 +176,9 @@ pub struct Flows {
     /// New flows a second (over every service) above which the agent turns
     /// flood mode on; it turns it off below half of it for 5 s.
     pub flood_threshold: u32,
+    /// In flood mode, answer a SYN from a source not verified yet with a
+    /// SYN challenge instead of forwarding it (kernel modes).
+    pub syn_challenge: bool,
 }
 
 impl Default for Flows {
@@ -188,6 +191,7 @@ impl Default for Flows {
             udp_idle_timeout: d::FLOW_UDP_IDLE_TIMEOUT,
             capacity: lb_common::abi::DEFAULT_FLOW_CAPACITY,
             flood_threshold: d::FLOOD_THRESHOLD,
+            syn_challenge: true,
         }
     }
 }

@@ -58,6 +58,7 @@ pub(crate) struct RawFlows {
     pub(crate) udp_idle_timeout: Option<String>,
     pub(crate) capacity: Option<i64>,
     pub(crate) flood_threshold: Option<i64>,
+    pub(crate) syn_challenge: Option<bool>,
 }
 
 /// `[agent]`.

@@ -42,7 +42,8 @@ use std::time::Duration;
 
 use aya::maps::{HashMap, MapData};
 use lb_common::abi::{
-    Addr, BucketKey, FAMILY_V4, FLOOD_ON, FlowTimeouts, MAP_BUCKETS, REFRESH_TICKS, TICK_SHIFT,
+    Addr, BucketKey, FAMILY_V4, FLOOD_CHALLENGE, FLOOD_ON, FlowTimeouts, MAP_BUCKETS,
+    REFRESH_TICKS, TICK_SHIFT,
 };
 use lb_tests::{
     fixture::{
@@ -163,7 +164,7 @@ fn main() {
         );
         // Flood mode: SYNs of sources never verified, each turned around
         // into a challenge (rewritten in place and sent back).
-        let flood = FlowTimeouts { flood: FLOOD_ON, ..FlowTimeouts::DEFAULT };
+        let flood = FlowTimeouts { flood: FLOOD_ON | FLOOD_CHALLENGE, ..FlowTimeouts::DEFAULT };
         g.dp.set_timeouts(flood).expect("flood mode on");
         let spoofed: Vec<Vec<u8>> = (0..DISTINCT)
             .map(|i| {

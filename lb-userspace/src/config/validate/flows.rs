@@ -77,6 +77,7 @@ pub(super) fn check(raw: RawFlows, report: &mut Report) -> Option<Flows> {
         ),
     );
     Some(Flows {
+        syn_challenge: raw.syn_challenge.unwrap_or(d.syn_challenge),
         flood_threshold: flood_threshold?,
         tcp_idle_timeout: tcp_idle_timeout?,
         tcp_closing_timeout: tcp_closing_timeout?,
@@ -152,6 +153,15 @@ mod tests {
         refused(&with("capacity = 100"), &["flows.capacity = 100 is below the minimum 1024"]);
         refused(&with("capacity = 1000000000"), &["flows.capacity", "above the maximum 33554432"]);
         assert_eq!(accepted(&with("capacity = 4096")).flows.capacity, 4096);
+    }
+
+    #[test]
+    fn the_syn_challenge_is_on_unless_turned_off() {
+        assert!(accepted(&with("flood_threshold = 5000")).flows.syn_challenge);
+        assert!(!accepted(&with("syn_challenge = false")).flows.syn_challenge);
+        let wrong = crate::config::parse(&with("syn_challenge = \"no\""), "lb.toml".as_ref());
+        let error = wrong.expect_err("a string for a boolean").to_string();
+        assert!(error.contains("lb.toml:2") && error.contains("expected a boolean"), "{error}");
     }
 
     #[test]
