@@ -38,25 +38,20 @@ const ETH_ALEN: usize = 6;
 /// The TTL / hop limit of a challenge, as the kernel's own answers have.
 const TTL: u8 = 64;
 
-/// Whether `pkt` (TCP, to a VIP) is what [`check`] looks at: a SYN, or a
-/// reset without ACK (the kind that answers a SYN-ACK).
-#[inline(always)]
-pub fn candidate(pkt: &L4Packet) -> bool {
-    let f = pkt.tcp_flags & (TcpHdr::SYN | TcpHdr::ACK | TcpHdr::RST);
-    f == TcpHdr::SYN || f == TcpHdr::RST
-}
-
-/// In flood mode with challenges on (`flows.syn_challenge`), for a
-/// [`candidate`] from a source not verified: a SYN is
-/// answered with the challenge, a reset that returns it verifies its
-/// source and is dropped. Anything else, and everything out of flood mode,
-/// goes on ([`NOT_CHALLENGED`]); so does a SYN whose challenge cannot be
-/// made (no SYN cookies in this kernel), which is then forwarded as ever.
+/// In flood mode with challenges on (`flows::challenging`, which the
+/// caller checked), for a TCP packet to a VIP from a source not verified:
+/// - a SYN is answered with the challenge;
+/// - a reset without ACK that returns it verifies its source and is
+///   dropped;
+/// - anything else that belongs to no flow (a spoofed ACK, FIN or RST
+///   flood, which would otherwise be picked up as a flow and sent to a
+///   backend) is dropped;
+///
+/// and everything else, and every packet of a verified source, goes on
+/// ([`NOT_CHALLENGED`]). So does a SYN whose challenge cannot be made (no
+/// SYN cookies in this kernel), which is then forwarded as ever.
 #[inline(never)]
 pub fn check<H: Hook>(h: &H, pkt: &L4Packet) -> u32 {
-    if !flows::challenging() {
-        return NOT_CHALLENGED;
-    }
     let Some(s) = LB_SCRATCH.get_ptr_mut(0) else { return NOT_CHALLENGED };
     // SAFETY: this CPU's scratch element; `verified` is this function's
     // (and `remember`'s, not called while it runs) until it returns.
@@ -67,27 +62,34 @@ pub fn check<H: Hook>(h: &H, pkt: &L4Packet) -> u32 {
         return NOT_CHALLENGED;
     }
     let Some(pkt) = pkt.checked() else { return NOT_CHALLENGED };
-    let Some(token) = token(pkt) else { return NOT_CHALLENGED };
-    if pkt.tcp_flags & TcpHdr::RST != 0 {
-        let Some(seq) = h.load::<4>(pkt.l4_off + TcpHdr::SEQ_OFF) else {
-            return NOT_CHALLENGED;
+    let flags = pkt.tcp_flags & (TcpHdr::SYN | TcpHdr::ACK | TcpHdr::RST);
+    if flags == TcpHdr::SYN {
+        return match token(pkt).and_then(|token| turn_around(h, pkt, token)) {
+            Some(action) => {
+                stats::exception(DropReason::SynChallenged);
+                if H::TRACE {
+                    trace::exception(DropReason::SynChallenged);
+                }
+                action
+            }
+            None => NOT_CHALLENGED,
         };
-        if !challenge::answered(u32::from_be_bytes(seq), token) {
-            return NOT_CHALLENGED;
-        }
+    }
+    if flags == TcpHdr::RST && answers(h, pkt) {
         let _ = LB_VERIFIED.insert(&*key, &clock::now(), 0);
         return datapath::settle::<H>(Err(DropReason::ChallengeAnswered));
     }
-    match turn_around(h, pkt, token) {
-        Some(action) => {
-            stats::exception(DropReason::SynChallenged);
-            if H::TRACE {
-                trace::exception(DropReason::SynChallenged);
-            }
-            action
-        }
-        None => NOT_CHALLENGED,
+    if flows::find(&pkt.key).is_null() {
+        return datapath::settle::<H>(Err(DropReason::NoFlowUnverified));
     }
+    NOT_CHALLENGED
+}
+
+/// Whether the reset `pkt` returns the challenge of its connection.
+#[inline(always)]
+fn answers<H: Hook>(h: &H, pkt: &L4Packet) -> bool {
+    let Some(seq) = h.load::<4>(pkt.l4_off + TcpHdr::SEQ_OFF) else { return false };
+    token(pkt).is_some_and(|token| challenge::answered(u32::from_be_bytes(seq), token))
 }
 
 /// Records the source of the pending flow `flows::promote` just moved: it

@@ -134,9 +134,10 @@ fn try_lb<H: Hook>(h: &H) -> Result<u32, DropReason> {
             return Err(DropReason::AclDenied);
         }
         // Flood mode's SYN challenge: before the flow rules, so a spoofed
-        // SYN costs no flow entry and reaches no backend. Not for a first
-        // fragment: its answer would keep the fragment's offset and flags.
-        if pkt.key.proto == PROTO_TCP && !first && challenge::candidate(pkt) {
+        // SYN (or an ACK of no flow) from a source not verified costs no
+        // flow entry and reaches no backend. Not for a first fragment: its
+        // answer would keep the fragment's offset and flags.
+        if pkt.key.proto == PROTO_TCP && !first && flows::challenging() {
             let action = challenge::check(h, pkt);
             if action != challenge::NOT_CHALLENGED {
                 return Ok(action);

@@ -110,13 +110,19 @@ pub struct SynFlood {
 }
 
 impl SynFlood {
-    /// Starts flooding `vip`:`port` from namespace `ns`.
+    /// Starts flooding `vip`:`port` from namespace `ns` with SYNs.
     pub fn start(ns: &str, vip: Ipv4Addr, port: u16) -> SynFlood {
+        Self::with_flag(ns, vip, port, "-S")
+    }
+
+    /// As [`SynFlood::start`], with segments of hping3's TCP flag option
+    /// `flag` (`-S` SYN, `-A` ACK, ...).
+    pub fn with_flag(ns: &str, vip: Ipv4Addr, port: u16, flag: &str) -> SynFlood {
         use std::os::unix::process::CommandExt;
         let vip = vip.to_string();
         let port = port.to_string();
         let child = std::process::Command::new("ip")
-            .args(["netns", "exec", ns, "hping3", "--flood", "-S", "-p", &port, "--rand-source"])
+            .args(["netns", "exec", ns, "hping3", "--flood", flag, "-p", &port, "--rand-source"])
             .arg(&vip)
             .process_group(0)
             .stdin(std::process::Stdio::null())

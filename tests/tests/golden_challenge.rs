@@ -13,7 +13,9 @@ use lb_common::{
     challenge,
 };
 use lb_tests::{
-    fixture::{ACK, CLIENT_MAC, GIN_MAC, Golden, Prog, RST, SYN, SYN_ACK, XDP_DROP, XDP_REDIRECT},
+    fixture::{
+        ACK, CLIENT_MAC, GIN_MAC, Golden, Prog, RST, SYN, SYN_ACK, XDP_DROP, XDP_REDIRECT, sent_to,
+    },
     packet::{Frame, mac},
 };
 
@@ -21,6 +23,7 @@ lb_tests::in_both_hooks!(
     in_flood_mode_a_syn_from_a_new_source_is_answered_with_a_challenge,
     the_reset_that_returns_the_challenge_verifies_the_source,
     resets_that_do_not_return_the_challenge_verify_nothing,
+    in_flood_mode_packets_of_no_flow_from_unverified_sources_are_dropped,
     out_of_flood_mode_or_with_challenges_off_nothing_is_challenged,
     sources_that_acknowledged_a_backend_before_the_flood_are_not_challenged,
     a_spoofed_flood_takes_no_flow_entry_and_past_the_verified_table_only_costs_a_challenge,
@@ -150,19 +153,56 @@ fn resets_that_do_not_return_the_challenge_verify_nothing(prog: Prog) {
     let client = "10.0.0.2:40000";
     let ack = challenged(&mut g, client, VIP, ISN);
     // Every other number within the window below the SYN's: a blind
-    // spoofer's guesses, and a client's reset of another connection.
+    // spoofer's guesses, and a client's reset of another connection. Each
+    // is dropped as a packet of no flow from a source not verified, not
+    // taken for an answer.
+    let mut sent = 0;
     for miss in (1..challenge::WINDOW).step_by(97) {
         let (action, _) = g.run(&reset(client, VIP, ack.wrapping_sub(miss)), g.gin);
-        assert_ne!(action, XDP_DROP, "a reset that misses is not taken for an answer");
+        assert_eq!(action, XDP_DROP);
+        sent += 1;
     }
     // A reset with ACK (a client aborting a connection) is never one.
     let abort = Frame::tcp(client, VIP).tcp_flags(RST | ACK).seq(ack).bytes();
-    assert_ne!(g.run(&abort, g.gin).0, XDP_DROP);
+    assert_eq!(g.run(&abort, g.gin).0, XDP_DROP);
     // Nor a reset from another port of the same source.
-    assert_ne!(g.run(&reset("10.0.0.2:40001", VIP, ack), g.gin).0, XDP_DROP);
+    assert_eq!(g.run(&reset("10.0.0.2:40001", VIP, ack), g.gin).0, XDP_DROP);
+    assert_eq!(g.exceptions(DropReason::NoFlowUnverified), sent + 2);
     assert_eq!(g.exceptions(DropReason::ChallengeAnswered), 0);
     assert_eq!(verified(&g).keys().count(), 0);
     challenged(&mut g, client, VIP, ISN);
+}
+
+fn in_flood_mode_packets_of_no_flow_from_unverified_sources_are_dropped(prog: Prog) {
+    let mut g = Golden::with_prog(CAPACITY, prog);
+    flood_mode(&mut g, true);
+    // A spoofed ACK flood: no entry taken, nothing sent to a backend.
+    for i in 0..3000u32 {
+        let src = format!("10.3.{}.{}:{}", i / 250, 1 + i % 250, 1024 + i);
+        let ack = Frame::tcp(&src, VIP).tcp_flags(ACK).seq(i).ack(i).bytes();
+        assert_eq!(g.run(&ack, g.gin).0, XDP_DROP, "{src}'s ACK of no flow");
+    }
+    let fin = Frame::tcp("[fd00::9]:40000", VIP6).tcp_flags(ACK | 0x01).bytes();
+    assert_eq!(g.run(&fin, g.gin).0, XDP_DROP, "an IPv6 FIN of no flow");
+    assert_eq!(g.exceptions(DropReason::NoFlowUnverified), 3001);
+    assert_eq!(count(&g, MAP_PENDING), 0, "the ACK flood took no entry");
+    // A verified source's packet of no flow is picked up as ever (a
+    // connection whose entry lb lost), and a connection it opens is
+    // followed through its handshake.
+    let client = "10.0.0.2:40000";
+    let ack = challenged(&mut g, client, VIP, ISN);
+    assert_eq!(g.run(&reset(client, VIP, ack), g.gin).0, XDP_DROP);
+    let lost = Frame::tcp("10.0.0.2:40001", VIP).tcp_flags(ACK).payload(b"more").bytes();
+    assert_eq!(sent_to(&g.run(&lost, g.gin).1), BACKEND, "a verified source's ACK is picked up");
+    assert!(forwarded(&mut g, "10.0.0.2:40002", VIP));
+    let handshake = Frame::tcp("10.0.0.2:40002", VIP).tcp_flags(ACK).ack(1).bytes();
+    assert_eq!(sent_to(&g.run(&handshake, g.gin).1), BACKEND);
+    // Flood mode without challenges picks up every packet of no flow.
+    let t = FlowTimeouts { flood: FLOOD_ON, ..FlowTimeouts::DEFAULT };
+    g.dp.set_timeouts(t).expect("settings");
+    let other = Frame::tcp("10.3.0.1:1024", VIP).tcp_flags(ACK).bytes();
+    assert_eq!(sent_to(&g.run(&other, g.gin).1), BACKEND, "picked up without challenges");
+    assert_eq!(g.exceptions(DropReason::NoFlowUnverified), 3001);
 }
 
 fn out_of_flood_mode_or_with_challenges_off_nothing_is_challenged(prog: Prog) {

@@ -111,11 +111,18 @@ pub enum DropReason {
     /// verified (its next SYNs reach a backend); the reset was meant for
     /// the balancer and is dropped.
     ChallengeAnswered = 19,
+    /// Flood mode, with SYN challenges: a TCP packet to a VIP that is no
+    /// SYN and belongs to no flow, from a source not verified: a spoofed
+    /// ACK (or FIN, RST) flood's, which would otherwise be picked up as a
+    /// flow and sent to a backend. Dropped. A real connection lb lost track
+    /// of (a restart without takeover) is picked up again once flood mode
+    /// is off.
+    NoFlowUnverified = 20,
 }
 
 impl DropReason {
     /// Number of reasons: the size of the counter array.
-    pub const COUNT: u32 = 20;
+    pub const COUNT: u32 = 21;
 
     /// Every reason, in index order.
     pub const ALL: [DropReason; Self::COUNT as usize] = [
@@ -139,6 +146,7 @@ impl DropReason {
         DropReason::PendingTableFull,
         DropReason::SynChallenged,
         DropReason::ChallengeAnswered,
+        DropReason::NoFlowUnverified,
     ];
 
     /// Stable snake_case name, used in status output and metric labels.
@@ -164,6 +172,7 @@ impl DropReason {
             DropReason::PendingTableFull => "pending_table_full",
             DropReason::SynChallenged => "syn_challenged",
             DropReason::ChallengeAnswered => "challenge_answered",
+            DropReason::NoFlowUnverified => "no_flow_unverified",
         }
     }
 
@@ -187,6 +196,7 @@ impl DropReason {
                 | DropReason::NoNeighbour
                 | DropReason::SynChallenged
                 | DropReason::ChallengeAnswered
+                | DropReason::NoFlowUnverified
         )
     }
 
@@ -245,7 +255,8 @@ mod tests {
             | DropReason::NoNeighbour
             | DropReason::PendingTableFull
             | DropReason::SynChallenged
-            | DropReason::ChallengeAnswered => DropReason::ALL.contains(&r),
+            | DropReason::ChallengeAnswered
+            | DropReason::NoFlowUnverified => DropReason::ALL.contains(&r),
         };
         let every = [
             DropReason::TruncatedEthernet,
@@ -268,6 +279,7 @@ mod tests {
             DropReason::PendingTableFull,
             DropReason::SynChallenged,
             DropReason::ChallengeAnswered,
+            DropReason::NoFlowUnverified,
         ];
         for r in every {
             assert!(listed(r), "{} is missing from DropReason::ALL", r.name());
