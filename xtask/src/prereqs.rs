@@ -26,9 +26,11 @@ pub const APT_PACKAGES: &[&str] = &[
 ];
 
 /// What the namespace tests (and the demo) run: `ip`, `ethtool` (veth
-/// offloads), `hping3` (the spoofed SYN flood of `flood_mode.rs` and
-/// `cargo xtask bench flood`).
-pub const TEST_PACKAGES: &[&str] = &["iproute2", "ethtool", "hping3"];
+/// offloads), `hping3` (the spoofed SYN and ACK floods of `flood_mode.rs`,
+/// `syn_challenge.rs` and `cargo xtask bench flood`), `nft` (the NAT
+/// gateway of `syn_challenge.rs`, the blackholes of `failover.rs` and
+/// `edges.rs`).
+pub const TEST_PACKAGES: &[&str] = &["iproute2", "ethtool", "hping3", "nftables"];
 
 /// What only the test suite runs: headless `chromium`, which the status page
 /// test loads the page in (about 350 MB with its libraries).
