@@ -67,6 +67,9 @@ fn a_new_client_behind_a_nat_gateway_is_challenged_and_served_during_a_flood(mod
     wait_for(Duration::from_secs(10), "flood mode on", || s.lb.report().flood.on.then_some(()));
     let challenged_before = exception(&s, "syn_challenged");
     assert!(challenged_before > 0, "flood mode is on, yet no SYN was challenged");
+    assert!(s.lb.report().flood.challenging, "status does not say SYNs are challenged");
+    let status = s.lb.status();
+    assert!(status.contains("SYNs from sources not verified are challenged"), "{status}");
 
     let inside = home.enter();
     let mut took = Vec::new();
@@ -96,8 +99,10 @@ fn a_new_client_behind_a_nat_gateway_is_challenged_and_served_during_a_flood(mod
     let (off, forwarded) = (exception(&s, "syn_challenged"), new_flows(&s));
     std::thread::sleep(Duration::from_millis(500));
     let (still, forwarded_since) = (exception(&s, "syn_challenged"), new_flows(&s) - forwarded);
-    let flood_on = s.lb.report().flood.on;
+    let report = s.lb.report();
+    let (flood_on, still_challenging) = (report.flood.on, report.flood.challenging);
     flood.stop();
+    assert!(!still_challenging, "status says SYNs are challenged after syn_challenge = false");
     assert_eq!(still, off, "SYNs challenged after syn_challenge = false");
     assert!(forwarded_since > 100, "only {forwarded_since} of the flood's SYNs forwarded");
     assert!(flood_on, "flood mode is still on, without challenges");

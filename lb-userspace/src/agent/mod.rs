@@ -579,6 +579,8 @@ impl Agent {
             threshold: watch.threshold(),
             on_for_ms: watch.on_for(Instant::now()).map_or(0, |d| d.as_millis() as u64),
             episodes: watch.episodes(),
+            // Filled in by the status report, which knows the mode.
+            challenging: false,
         }
     }
 

@@ -95,7 +95,10 @@ pub(super) fn report(
         vip_routes: st.routes.status(),
         announce: st.announcer.as_ref().map(crate::routes::announce::Announcer::status),
         trace: None,
-        flood: flood.clone(),
+        flood: FloodStatus {
+            challenging: flood.on && st.config.flows.syn_challenge && st.datapath.xdp().is_some(),
+            ..flood.clone()
+        },
     })
 }
 

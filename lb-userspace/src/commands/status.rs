@@ -117,11 +117,17 @@ fn flood(f: &lb_userspace::control::protocol::FloodStatus) -> String {
     if f.on {
         format!(
             "flood mode ON for {:.1} s: {} new flows/s (on above flows.flood_threshold {}, off \
-             below {} for 5 s)",
+             below {} for 5 s){}",
             f.on_for_ms as f64 / 1000.0,
             f.rate,
             f.threshold,
-            f.threshold / 2
+            f.threshold / 2,
+            if f.challenging {
+                "; SYNs from sources not verified are challenged (syn_challenged, \
+                 challenge_answered)"
+            } else {
+                ""
+            }
         )
     } else {
         format!(

@@ -158,6 +158,10 @@ pub struct FloodStatus {
     pub on_for_ms: u64,
     /// How many times it turned on since the agent started.
     pub episodes: u64,
+    /// Whether SYNs from sources not verified are being answered with a
+    /// SYN challenge (flood mode on, a kernel mode, `flows.syn_challenge`).
+    #[serde(default)]
+    pub challenging: bool,
 }
 
 /// The VIP routes of `agent.vip_routes`.
