@@ -536,11 +536,14 @@ impl Agent {
             Err(e) => return tracing::warn!("reading the new-flow counters failed: {e}"),
         };
         let mut total: u64 = totals.services.iter().map(|c| c.new_flows).sum();
-        // SYNs answered with a challenge are new flows refused: without
-        // them, the rate would fall as soon as flood mode is on, and turn it
-        // off while the flood goes on.
-        let challenged = totals.exceptions.get(DropReason::SynChallenged as usize).copied();
-        total = total.wrapping_add(challenged.unwrap_or(0));
+        // SYNs answered with a challenge, and packets of no flow from
+        // sources not verified (an ACK flood's), are new flows refused:
+        // without them, the rate would fall as soon as flood mode is on,
+        // and turn it off while the flood goes on.
+        for refused in [DropReason::SynChallenged, DropReason::NoFlowUnverified] {
+            let n = totals.exceptions.get(refused as usize).copied().unwrap_or(0);
+            total = total.wrapping_add(n);
+        }
         if st.datapath.xdp().is_none() {
             // Splice mode: a SYN flood at the VIP's listener never becomes
             // an accepted connection; the kernel's SYN cookies show it.
