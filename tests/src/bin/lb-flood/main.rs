@@ -116,7 +116,7 @@ fn run_path(bed: &Bed, path: Path) -> Result<Figures> {
     sleep_until(start + BEFORE)?;
     let cpu = cpu::Cpu::start(running.pid);
     let sent_before = Bed::iface_stat(&bed.topo.client, "c0", "tx_packets");
-    let flood = SynFlood::start(&client, VIP4.parse()?, bed::RR_PORT);
+    let flood = SynFlood::with_flag(&client, VIP4.parse()?, bed::RR_PORT, &report::flag());
     let mut flood_mode_seen = false;
     while start.elapsed() < BEFORE + FLOOD {
         if let Some(lb) = &running.lb {

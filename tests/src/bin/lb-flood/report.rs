@@ -131,7 +131,7 @@ impl Figures {
         format!(
             "{}: success {:.2} % of {}, rate {:.0}/s during vs {:.0}/s before ({:.2}x), p99 \
              {:.1} ms (before {:.1}), {} keep-alive broken, first second after {:.2}x, flood \
-             {:.0} SYN/s",
+             {:.0} packets/s",
             self.path,
             self.success_during_pct,
             self.tried_during,
@@ -158,15 +158,22 @@ fn p99_ms(v: &[&Attempt]) -> f64 {
     d[i].as_secs_f64() * 1000.0
 }
 
+/// hping3's TCP flag option for the flood: `LB_FLOOD_FLAG` (`-A` for an
+/// ACK flood, the next attack once SYNs are challenged), `-S` by default.
+pub fn flag() -> String {
+    std::env::var("LB_FLOOD_FLAG").unwrap_or_else(|_| "-S".to_owned())
+}
+
 /// Every setting the figures depend on.
 pub fn settings(bed: &Bed) -> Vec<(String, String)> {
     let mut s = vec![
         (
             "flood".to_owned(),
             format!(
-                "hping3 --flood -S -p {} --rand-source {} from the client namespace, {} s, in \
+                "hping3 --flood {} -p {} --rand-source {} from the client namespace, {} s, in \
                  its own process group, stopped by SIGKILL to the group; its rate is the \
                  client interface's packets in that time (the legitimate load's included)",
+                flag(),
                 crate::bed::RR_PORT,
                 lb_tests::topology::VIP4,
                 FLOOD.as_secs()
