@@ -124,13 +124,12 @@ fn a_new_client_behind_a_nat_gateway_is_challenged_and_served_during_a_flood(mod
         invalid.contains("packets 0 "),
         "the gateway dropped answers to its client as invalid: {invalid}"
     );
-    // The first connection waited for one more round trip; the others
-    // found the gateway's address verified. Neither waited for a SYN
-    // retransmission timer (1 s), unless the flood lost a frame.
-    let lost: u64 = s.lb.report().interfaces.iter().map(|i| i.lost.total()).sum();
-    if lost == 0 {
-        assert!(took[0] < Duration::from_secs(1), "the challenged connect took {:?}", took[0]);
-    }
+    // The first connection waited for one more round trip (Linux sends
+    // its SYN again at once after the reset: 8-18 ms here); the others
+    // found the gateway's address verified. Within 3 s: one frame the
+    // flood crowds out of a queue (the client namespace's backlog, which
+    // lb does not see) costs a 1 s retransmission, two would cost 3 s.
+    assert!(took[0] < Duration::from_secs(3), "the challenged connect took {:?}", took[0]);
 }
 
 /// The next attack once SYNs are challenged: spoofed ACKs, which a flow
