@@ -20,7 +20,7 @@ use lb_tests::{
     flood::SynFlood,
     in_kernel_modes,
     mode::Mode,
-    topology::{Topology, VIP4},
+    topology::{Topology, VIP4, VIP6},
 };
 
 const SERVER: &str = env!("CARGO_BIN_EXE_lbt-server");
@@ -83,6 +83,17 @@ fn a_new_client_behind_a_nat_gateway_is_challenged_and_served_during_a_flood(mod
         assert!(answer.is_some(), "connection {i} from behind the gateway got no answer");
     }
     drop(inside);
+    // An IPv6 client lb has not seen (the client namespace's address: its
+    // connections so far were IPv4) is challenged and served the same way.
+    let inside = s.topo.client.enter();
+    let to6 = vip(VIP6, 80);
+    let started = Instant::now();
+    let stream = TcpStream::connect_timeout(&to6, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("IPv6 connection during the flood: {e}"));
+    let took6 = started.elapsed();
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    assert!(Conn::from_stream(stream).try_ask().is_some(), "the IPv6 connection got no answer");
+    drop(inside);
     let on_throughout = s.lb.report().flood.on;
 
     // `flows.syn_challenge = false`, by reload during the flood: flood
@@ -111,15 +122,16 @@ fn a_new_client_behind_a_nat_gateway_is_challenged_and_served_during_a_flood(mod
     let challenged = exception(&s, "syn_challenged");
     let invalid = gateway_invalid_drops(&s.topo);
     eprintln!(
-        "{mode:?}: connect times {took:?}; {challenged} SYNs challenged, {answered} answered; \
-         gateway: {invalid}\n{}",
+        "{mode:?}: connect times {took:?}, IPv6 {took6:?}; {challenged} SYNs challenged, \
+         {answered} answered; gateway: {invalid}\n{}",
         s.lb.status()
     );
     assert!(on_throughout, "flood mode turned off during the flood");
-    assert!(answered >= 1, "the home client's reset never verified it:\n{}", s.lb.status());
-    // The flood's sources never answer: only the home client's gateway did
-    // (once, or again if a challenge or reset was lost in the flood).
-    assert!(answered <= 3, "{answered} challenges answered; only one client could");
+    assert!(answered >= 2, "the clients' resets never verified them:\n{}", s.lb.status());
+    // The flood's sources never answer: only the home client's gateway and
+    // the IPv6 client did (once each, or again if a challenge or reset was
+    // lost in the flood).
+    assert!(answered <= 4, "{answered} challenges answered; only two clients could");
     assert!(
         invalid.contains("packets 0 "),
         "the gateway dropped answers to its client as invalid: {invalid}"
