@@ -94,8 +94,9 @@ fn answers<H: Hook>(h: &H, pkt: &L4Packet) -> bool {
 
 /// Records the source of the pending flow `flows::promote` just moved: it
 /// acknowledged its backend's SYN-ACK, so it receives what is sent to it.
-/// The key goes through the scratch map: `promote` runs deep in
-/// `forward::to_backend`'s frame.
+/// Called by the datapath once `forward::to_backend` has returned (a frame
+/// on top of `promote`'s would not fit the 512 bytes), which `promote`
+/// flags in the scratch map; the key goes through the scratch map too.
 #[inline(never)]
 pub fn remember(src: &Addr, family: u8) {
     let Some(s) = LB_SCRATCH.get_ptr_mut(0) else { return };
@@ -111,8 +112,9 @@ pub fn remember(src: &Addr, family: u8) {
 /// The keyed hash of `pkt`'s addresses and ports: the kernel's SYN cookie
 /// for a SYN of that tuple with sequence number 0 and no options (the
 /// reset that returns the challenge does not carry the client's sequence
-/// number, so the hash cannot cover it). A frame of its own, as is
-/// [`turn_around`]: their headers together would not fit one.
+/// number, so the hash cannot cover it). A frame of its own, as are the
+/// header rewrites of [`turn_around`]: their buffers together would not
+/// fit one.
 #[inline(never)]
 fn token(pkt: &L4Packet) -> Option<u32> {
     let [s0, s1] = pkt.key.src_port_be.to_ne_bytes();
