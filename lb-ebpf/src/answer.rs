@@ -58,7 +58,7 @@ pub fn pending<H: Hook>(h: &H, pkt: &L4Packet) -> u32 {
     send(h, pkt, &p.answer, &p.from)
 }
 
-const ETH_HLEN: usize = 14;
+pub const ETH_HLEN: usize = 14;
 const ETH_ALEN: usize = 6;
 
 /// Turns `pkt` into the ICMP error `answer` from `from` to its sender and
@@ -119,7 +119,7 @@ fn reshape<H: Hook>(h: &H, headers: usize, quote_len: usize) -> bool {
 /// The Ethernet header `eth` back to its sender: the MACs swapped, the
 /// ethertype kept.
 #[inline(always)]
-fn turned_around(eth: &[u8; ETH_HLEN]) -> [u8; ETH_HLEN] {
+pub fn turned_around(eth: &[u8; ETH_HLEN]) -> [u8; ETH_HLEN] {
     let mut out = *eth;
     let mut i = 0;
     while i < ETH_ALEN {

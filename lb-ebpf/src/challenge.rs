@@ -25,7 +25,7 @@ use lb_common::{
 };
 
 use crate::{
-    clock, datapath, flows,
+    answer, clock, datapath, flows,
     hook::Hook,
     maps::{LB_SCRATCH, LB_VERIFIED},
     stats, trace,
@@ -34,7 +34,6 @@ use crate::{
 /// [`check`]'s answer when the packet goes on as usual.
 pub const NOT_CHALLENGED: u32 = 0xc4a1_0000;
 
-const ETH_ALEN: usize = 6;
 /// The TTL / hop limit of a challenge, as the kernel's own answers have.
 const TTL: u8 = 64;
 
@@ -201,17 +200,11 @@ fn turn_ip<H: Hook>(h: &H, l3: usize, v4: bool) -> bool {
     turn_eth(h)
 }
 
+/// The MACs swapped (`answer::turned_around`, the ethertype kept).
 /// Inlined: a function of its own that reads only the packet's bounds is
 /// given them as arguments by the compiler, which the verifier refuses.
 #[inline(always)]
 fn turn_eth<H: Hook>(h: &H) -> bool {
-    let Some(eth) = h.load::<{ 2 * ETH_ALEN }>(0) else { return false };
-    let mut swapped = [0u8; 2 * ETH_ALEN];
-    let mut i = 0;
-    while i < ETH_ALEN {
-        swapped[i] = eth[ETH_ALEN + i];
-        swapped[ETH_ALEN + i] = eth[i];
-        i += 1;
-    }
-    h.store(0, swapped)
+    let Some(eth) = h.load::<{ answer::ETH_HLEN }>(0) else { return false };
+    h.store(0, answer::turned_around(&eth))
 }
