@@ -16,7 +16,7 @@ use std::{
 
 use lb_tests::{
     agent::{TempDir, config, wait_for, with_flows},
-    client::{Conn, Setup, vip},
+    client::{Conn, Setup, allow_open_files, connect_from, in_parallel, vip},
     flood::SynFlood,
     in_kernel_modes,
     mode::Mode,
@@ -32,7 +32,13 @@ const CONNECTIONS: usize = 5;
 in_kernel_modes!(
     a_new_client_behind_a_nat_gateway_is_challenged_and_served_during_a_flood,
     a_spoofed_ack_flood_reaches_no_backend_and_keeps_flood_mode_on,
+    a_thousand_connections_at_once_from_new_clients_during_a_flood,
 );
+
+/// New flows over every service so far.
+fn new_flows(s: &Setup) -> u64 {
+    s.lb.report().services.iter().map(|v| v.traffic.new_flows).sum()
+}
 
 fn exception(s: &Setup, reason: &str) -> u64 {
     s.lb.report().exceptions.iter().find(|e| e.reason == reason).map_or(0, |e| e.packets)
@@ -105,8 +111,6 @@ fn a_new_client_behind_a_nat_gateway_is_challenged_and_served_during_a_flood(mod
     std::fs::write(s.dir.0.join("lb.toml"), cfg).expect("write config");
     let (ok, text) = s.lb.cli(&["reload"]);
     assert!(ok, "reload: {text}");
-    let new_flows =
-        |s: &Setup| -> u64 { s.lb.report().services.iter().map(|v| v.traffic.new_flows).sum() };
     let (off, forwarded) = (exception(&s, "syn_challenged"), new_flows(&s));
     std::thread::sleep(Duration::from_millis(500));
     let (still, forwarded_since) = (exception(&s, "syn_challenged"), new_flows(&s) - forwarded);
@@ -167,8 +171,6 @@ fn a_spoofed_ack_flood_reaches_no_backend_and_keeps_flood_mode_on(mode: Mode) {
     }
     let acks = SynFlood::with_flag(&client, VIP4.parse().expect("VIP"), 80, "-A");
     wait_for(Duration::from_secs(10), "flood mode on", || s.lb.report().flood.on.then_some(()));
-    let new_flows =
-        |s: &Setup| -> u64 { s.lb.report().services.iter().map(|v| v.traffic.new_flows).sum() };
     let before = new_flows(&s);
     let inside = s.topo.client.enter();
     let started = Instant::now();
@@ -196,4 +198,47 @@ fn a_spoofed_ack_flood_reaches_no_backend_and_keeps_flood_mode_on(mode: Mode) {
     assert!(dropped > 10_000, "only {dropped} of the ACK flood dropped");
     // The client's own connections are the only new flows.
     assert!(picked_up <= answered as u64 + 10, "{picked_up} new flows for {answered} connections");
+}
+
+/// Not one polite client but a crowd: during the flood, 1 000 connections
+/// held open at once from 200 addresses lb has never seen, several
+/// connections of each address racing their first SYNs through the
+/// challenge. Every one is served; each address answers a challenge at
+/// least once (a connection whose SYN went out before its address was
+/// verified is challenged too), none is left out.
+fn a_thousand_connections_at_once_from_new_clients_during_a_flood(mode: Mode) {
+    const N: usize = 1000;
+    const ADDRESSES: u8 = 200;
+    allow_open_files(4 * N as u64);
+    let topo = Topology::new(2);
+    mode.prepare(&topo);
+    let sources = topo.more_client_addresses(ADDRESSES);
+    let s = Setup::with_config(SERVER, topo, TempDir::new(), |t, d| {
+        with_flows(&mode.config(&config(t, d, "maglev", 2)), FLOWS)
+    });
+    s.topo.lb.ip("route replace default via 10.200.0.2");
+    let to = vip(VIP4, 80);
+    let flood = SynFlood::start(s.topo.client.name(), VIP4.parse().expect("VIP"), 80);
+    wait_for(Duration::from_secs(10), "flood mode on", || s.lb.report().flood.on.then_some(()));
+    let answered_before = exception(&s, "challenge_answered");
+    let items: Vec<_> = (0..N).map(|i| sources[i % sources.len()]).collect();
+    let opened = in_parallel(s.topo.client.name(), items, 100, |src| {
+        connect_from(std::net::SocketAddr::new(src, 0), to, Duration::from_secs(10))
+    });
+    let failed = opened.iter().filter(|c| c.is_err()).count();
+    let mut conns: Vec<Conn> = opened.into_iter().flatten().map(Conn::from_stream).collect();
+    let unanswered = conns.iter_mut().map(Conn::try_ask).filter(Option::is_none).count();
+    let on = s.lb.report().flood.on;
+    flood.stop();
+    let answered = exception(&s, "challenge_answered") - answered_before;
+    eprintln!(
+        "{mode:?}: {} of {N} connections held at once, {failed} failed to connect, {unanswered} \
+         unanswered; {answered} challenges answered for {ADDRESSES} new addresses\n{}",
+        conns.len(),
+        s.lb.status()
+    );
+    assert!(on, "flood mode turned off during the test");
+    assert_eq!((failed, unanswered), (0, 0), "new clients left out during the flood");
+    assert!(answered >= u64::from(ADDRESSES), "{answered} challenges answered");
+    assert!(answered <= N as u64 + 50, "{answered} challenges answered for {N} connections");
 }
