@@ -15,9 +15,9 @@ use crate::{
 };
 
 /// Bytes an outer IPv4 header adds.
-pub const V4_OVERHEAD: usize = 20;
+pub const V4_OVERHEAD: usize = iphdr::V4_LEN;
 /// Bytes an outer IPv6 header adds.
-pub const V6_OVERHEAD: usize = 40;
+pub const V6_OVERHEAD: usize = iphdr::V6_LEN;
 /// The IP protocol of IPv4 carried in IP ("IPIP").
 pub const PROTO_IPIP: u8 = 4;
 /// The IP protocol of IPv6 carried in IP.

@@ -54,8 +54,6 @@ pub struct Outcome {
 #[derive(Debug, Default)]
 pub struct Probes {
     tasks: Vec<JoinHandle<()>>,
-    /// Where answers through the tunnel are read, while any probe needs it.
-    _answers: Option<Arc<Answers>>,
 }
 
 impl Drop for Probes {
@@ -88,7 +86,8 @@ pub fn spawn(targets: Vec<Target>, tx: mpsc::UnboundedSender<Outcome>) -> Probes
         .filter(|t| t.kind != HealthKind::None)
         .map(|t| tokio::spawn(run(t, answers.clone(), tx.clone())))
         .collect();
-    Probes { tasks, _answers: answers.and_then(Result::ok) }
+    // The answers' sockets live as long as the tasks holding them.
+    Probes { tasks }
 }
 
 async fn run(

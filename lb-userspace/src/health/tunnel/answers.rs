@@ -17,6 +17,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use lb_common::parse::headers::{ETH_P_IP, ETH_P_IPV6};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::{io::unix::AsyncFd, sync::mpsc, task::JoinHandle};
 
@@ -26,9 +27,6 @@ use super::packet::answer_filter;
 /// default end (60999), so the host's own connections rarely hold them
 /// (a probe takes the next free one).
 pub const PORTS: RangeInclusive<u16> = 61000..=65535;
-
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
 
 /// Which answers a probe waits for: IPv6 or not, the IP protocol, and the
 /// port they come to. Probes hold their ports with sockets bound to the
@@ -132,8 +130,11 @@ async fn read(socket: AsyncFd<Socket>, waiting: Arc<Waiting>) {
                 }
             }
             Ok(Err(e)) => {
+                // Not fatal: stopping here would time out every tunnel
+                // probe from now on, each blamed on its backend. A pause,
+                // so an error that persists is not a busy loop.
                 tracing::warn!("health probes through the tunnel: reading answers failed: {e}");
-                return;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
             Err(_would_block) => {}
         }

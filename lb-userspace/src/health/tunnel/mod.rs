@@ -23,7 +23,11 @@ use std::{
     net::{IpAddr, SocketAddr, UdpSocket},
 };
 
-use lb_common::parse::{Parsed, headers::TcpHdr, parse};
+use lb_common::parse::{
+    Parsed,
+    headers::{ETH_P_IP, ETH_P_IPV6, TcpHdr},
+    parse,
+};
 use nix::libc;
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -31,9 +35,6 @@ use super::probe::ProbeError;
 use crate::config::{HealthKind, Prefix};
 use answers::Answers;
 use packet::{Segment, wrapped};
-
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
 
 /// Where a service's tunnel probes go, besides the backend.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,7 +70,10 @@ pub async fn probe(
     let local = local_address(backend)?;
     // A port of our own for the probe, held while it runs, so no other
     // probe and no connection of this host uses it meanwhile.
-    let (reserved, port) = reserve(local.is_ipv6(), tcp).map_err(|e| match e.kind() {
+    // Dropped last (locals go in reverse): the port is freed only after
+    // this probe's registration is gone, so a probe that takes it next
+    // cannot have its registration removed by this one's.
+    let (_reserved, port) = reserve(local.is_ipv6(), tcp).map_err(|e| match e.kind() {
         io::ErrorKind::AddrInUse => ProbeError::Busy(e.to_string()),
         _ => e.into(),
     })?;
@@ -90,7 +94,9 @@ pub async fn probe(
         HealthKind::Udp { send: payload, .. } => send(Segment::Udp(payload))?,
         _ => send(Segment::Tcp { flags: TcpHdr::SYN, seq: isn, ack: 0 })?,
     }
-    let sources = [tunnel.vip.ip(), backend.ip()];
+    // From the VIP's port: a UDP server bound to the wildcard address
+    // answers from the backend's own address, but from that port still.
+    let sources = [tunnel.vip, SocketAddr::new(backend.ip(), tunnel.vip.port())];
     let answer = loop {
         let Some(packet) = waiting.rx.recv().await else {
             return Err(ProbeError::Io(io::Error::other("the answers' reader stopped")));
@@ -99,7 +105,6 @@ pub async fn probe(
             break a;
         }
     };
-    drop(reserved);
     match (answer, kind) {
         (Answer::Accepted(ack), _) => {
             // The backend holds a half-open connection: close it, so probes
@@ -159,10 +164,11 @@ fn local_address(backend: SocketAddr) -> io::Result<IpAddr> {
 }
 
 /// What an IP packet from the packet socket says, if it answers the probe
-/// whose first sequence number was `isn` from one of `sources` (a TCP
-/// answer acknowledging another number is a stale answer to an earlier
-/// probe, and ignored).
-fn classify(ip: &[u8], sources: &[IpAddr], isn: u32) -> Option<Answer> {
+/// whose first sequence number was `isn` from one of `sources` (address
+/// and port: another port of the VIP is another service's, whose late
+/// answer must not pass for this one's; a TCP answer acknowledging another
+/// number is a stale answer to an earlier probe, and ignored).
+fn classify(ip: &[u8], sources: &[SocketAddr], isn: u32) -> Option<Answer> {
     // The one parser reads frames: give the packet an Ethernet header.
     let ethertype: [u8; 2] = match ip.first()? >> 4 {
         4 => ETH_P_IP.to_be_bytes(),
@@ -173,7 +179,8 @@ fn classify(ip: &[u8], sources: &[IpAddr], isn: u32) -> Option<Answer> {
     frame.extend_from_slice(&ethertype);
     frame.extend_from_slice(ip);
     let Ok(Parsed::L4(l4)) = parse(&frame[..]) else { return None };
-    if !sources.contains(&l4.key.src.to_ip(l4.key.family)) {
+    let src = SocketAddr::new(l4.key.src.to_ip(l4.key.family), u16::from_be(l4.key.src_port_be));
+    if !sources.contains(&src) {
         return None;
     }
     let field = |at: usize| -> Option<u32> {
@@ -228,8 +235,8 @@ mod tests {
         pkt[20..].to_vec()
     }
 
-    fn sources() -> [IpAddr; 2] {
-        [VIP.parse::<SocketAddr>().unwrap().ip(), "10.0.2.2".parse().unwrap()]
+    fn sources() -> [SocketAddr; 2] {
+        [VIP.parse().unwrap(), "10.0.2.2:80".parse().unwrap()]
     }
 
     #[test]
@@ -264,6 +271,9 @@ mod tests {
         let mut padded = answer("10.0.2.2:80", Segment::Udp(b"pong"));
         padded.extend_from_slice(&[0; 14]);
         assert_eq!(classify(&padded, &s, 0), Some(Answer::Reply(b"pong".to_vec())));
+        // A late answer from another port of the VIP (another service's).
+        assert_eq!(classify(&answer("10.0.0.10:53", Segment::Udp(b"pong")), &s, 0), None);
+        assert_eq!(classify(&answer("10.0.0.10:81", synack(8)), &s, 7), None);
         assert_eq!(classify(b"\x45garbage", &s, 0), None);
         assert_eq!(classify(&[], &s, 0), None);
     }
