@@ -20,6 +20,7 @@ use lb_tests::{
     netns::{NetNs, Proc},
     packet::Frame,
 };
+use lb_userspace::datapath::tc_netlink::DECAP;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 1);
@@ -50,7 +51,7 @@ fn decap_at_tc_with_a_netlink_filter_delivers_and_stop_removes_the_filter() {
 }
 
 /// lb decap's slot at tc ingress (`lb_userspace::datapath::tc_netlink::DECAP`).
-const DECAP_PREF: u16 = 0x4c44;
+const DECAP_PREF: u16 = DECAP.priority;
 
 /// The sender and the backend, a veth between them; the backend holds the
 /// VIP on `lo`, routes the client's network back via the sender, and has
@@ -172,7 +173,7 @@ fn delivers_and_replies_directly(attach: &str, netlink: bool) {
     assert_eq!(syn_ack[13] & 0x12, 0x12, "SYN and ACK set: {:x}", syn_ack[13]);
     let ack = u32::from_be_bytes([syn_ack[8], syn_ack[9], syn_ack[10], syn_ack[11]]);
     assert_eq!(ack, 7001, "the SYN-ACK acknowledges our SYN");
-    let filters = backend.tc_filters("b0", "lb_decap_tc");
+    let filters = backend.tc_filters("b0", DECAP.program);
     if netlink {
         assert_eq!(filters.len(), 1, "one decap filter: {filters:?}");
         assert!(filters[0].contains(&format!("pref {DECAP_PREF} ")), "{}", filters[0]);
@@ -205,6 +206,6 @@ fn delivers_and_replies_directly(attach: &str, netlink: bool) {
     let links = Command::new("ip").args(["-n", backend.name(), "link", "show", "b0"]).output();
     let links = String::from_utf8_lossy(&links.expect("ip link").stdout).into_owned();
     assert!(!links.contains("xdp"), "XDP still attached after --stop: {links}");
-    let filters = backend.tc_filters("b0", "lb_decap_tc");
+    let filters = backend.tc_filters("b0", DECAP.program);
     assert!(filters.is_empty(), "a decap filter left after --stop: {filters:?}");
 }

@@ -15,12 +15,13 @@ use lb_tests::{
     netns::Proc,
     topology::{Topology, VIP4, VIP6},
 };
+use lb_userspace::datapath::tc_netlink::RUN;
 
 const SERVER: &str = env!("CARGO_BIN_EXE_lbt-server");
 /// `lb run` with the netlink filter forced.
 const NETLINK: [&str; 2] = ["env", "LB_TC_LINK=netlink"];
 /// lb's slot at tc ingress (`lb_userspace::datapath::tc_netlink::RUN`).
-const PREF: u16 = 0x4c42;
+const PREF: u16 = RUN.priority;
 
 /// Every interface of the setup holds exactly one lb filter, in lb's slot;
 /// returns the program ids they hold.
@@ -29,7 +30,7 @@ fn one_filter_each(s: &Setup, when: &str) -> Vec<String> {
         .lb_interfaces()
         .iter()
         .map(|iface| {
-            let f = s.topo.lb.tc_filters(iface, "lb_tc");
+            let f = s.topo.lb.tc_filters(iface, RUN.program);
             assert_eq!(f.len(), 1, "{when}: one lb filter on {iface}: {f:?}");
             assert!(f[0].contains(&format!("pref {PREF} ")), "{when}: lb's slot: {}", f[0]);
             assert!(f[0].contains("handle 0x1 "), "{when}: lb's handle: {}", f[0]);
@@ -132,7 +133,7 @@ fn a_netlink_filter_balances_survives_restarts_and_crashes_once_and_goes_on_stop
     let out = s.lb.cli_ok(&["stop"]);
     s.lb.wait_exit(Duration::from_secs(10));
     for iface in s.topo.lb_interfaces() {
-        let left = s.topo.lb.tc_filters(&iface, "lb_tc");
+        let left = s.topo.lb.tc_filters(&iface, RUN.program);
         assert!(left.is_empty(), "lb stop ({out}) left a filter on {iface}: {left:?}");
         let qdisc = s.topo.lb.exec(&["tc", "qdisc", "show", "dev", &iface]);
         assert!(String::from_utf8_lossy(&qdisc.stdout).contains("clsact"), "{iface}: clsact kept");
@@ -195,7 +196,7 @@ fn a_foreign_filter_in_lbs_slot_is_left_and_named() {
     let kept = topo.lb.exec(&["tc", "filter", "show", "dev", "lb-cli", "ingress"]);
     let kept = String::from_utf8_lossy(&kept.stdout).into_owned();
     assert!(kept.contains("bytecode"), "the foreign filter stays: {kept}");
-    assert!(topo.lb.tc_filters("lb-cli", "lb_tc").is_empty(), "{kept}");
+    assert!(topo.lb.tc_filters("lb-cli", RUN.program).is_empty(), "{kept}");
 }
 
 /// Restarts that change how the tc hook attaches (the variable set, unset,
@@ -217,7 +218,7 @@ fn restarts_between_the_netlink_filter_and_tcx_links_leave_one_attachment() {
     s.lb = start_lb_via(&s.topo, &s.dir.0.join("lb.toml"), &s.dir.0, &[]);
     assert_eq!(tcx(&s), s.topo.lb_interfaces().len(), "tcx links once the variable is unset");
     for iface in s.topo.lb_interfaces() {
-        let left = s.topo.lb.tc_filters(&iface, "lb_tc");
+        let left = s.topo.lb.tc_filters(&iface, RUN.program);
         assert!(left.is_empty(), "the netlink filter went from {iface}: {left:?}");
     }
     assert!(s.lb.log().contains("removed the tc filter"), "{}", s.lb.log());
@@ -239,7 +240,7 @@ fn restarts_between_the_netlink_filter_and_tcx_links_leave_one_attachment() {
         config.to_str().expect("utf-8"),
     ]);
     for iface in s.topo.lb_interfaces() {
-        let left = s.topo.lb.tc_filters(&iface, "lb_tc");
+        let left = s.topo.lb.tc_filters(&iface, RUN.program);
         assert!(
             left.is_empty(),
             "lb stop with no agent left a filter on {iface}: {left:?}\n{out:?}"

@@ -60,7 +60,8 @@ pub fn run(
             .unwrap_or_default();
     let (cfg, dns_states) = agent::dns::resolve_at_start(&cfg, &previous)?;
     let splice = |why: &str| -> Result<(tokio::runtime::Runtime, Started)> {
-        // Splice mode moves the bytes: one worker per core.
+        // Splice mode: TCP is served on threads of its own, one per CPU
+        // (`splice::cores`); this runtime carries UDP and the agent.
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()

@@ -225,7 +225,8 @@ pub fn attach_tcx_or_netlink(
     {
         tracing::warn!(
             interface = iface,
-            "cannot record the tc filter in {} ({e}): stopping will not remove it              (`tc filter del dev {iface} ingress pref {}` will)",
+            "cannot record the tc filter in {} ({e}): stopping will not remove it \
+             (`tc filter del dev {iface} ingress pref {}` will)",
             pins.dir().display(),
             slot.priority
         );

@@ -1,7 +1,7 @@
 //! The userspace fallback datapath: a TCP/UDP proxy serving the same config
 //! where XDP cannot run, programmed by the agent like the XDP datapath
-//! (`forwarder`). TCP is served by one thread per CPU (`cores`), each with
-//! its own listener of the VIP (`bind`). TCP bulk moves with splice(2), small messages are copied
+//! (`forwarder`). TCP is served by one thread per CPU (`cores`), each
+//! accepting from the VIP's one listener (`bind`). TCP bulk moves with splice(2), small messages are copied
 //! (`relay`); backends are chosen exactly as XDP would (`pick`); PROXY
 //! protocol v2 tells backends the client (`proxy_v2`); source lists and
 //! new-flow limits as the datapath applies them (`sources`); open connections are
