@@ -26,7 +26,9 @@
 //!   skbs, against a no-op tc program.
 //!
 //! - flood mode (issue 14): SYNs of 100k sources never verified, each
-//!   answered with a SYN challenge (rewritten in place, sent back).
+//!   answered with a SYN challenge (rewritten in place, sent back), and
+//!   hits of flows of verified sources (what flood mode costs the
+//!   legitimate traffic).
 //!
 //! - refused (issue 14), after a reload that gives "tcp4" a deny list
 //!   covering every bench client and "three" a new-flow limit per /24 whose
@@ -177,6 +179,14 @@ fn main() {
             "per packet",
             "lb, flood mode: SYN of an unverified source (challenged)",
             per_packet(prog, &spoofed, gin, XDP_REDIRECT),
+        );
+        // What flood mode costs the legitimate traffic: hits of flows
+        // whose clients were verified by their handshakes (the ACK pass
+        // above), each now also looking its source up.
+        series.push(
+            "per packet",
+            "lb, flood mode: flow-table hit of a verified source",
+            per_packet(prog, &acks, gin, XDP_REDIRECT),
         );
         g.dp.set_timeouts(FlowTimeouts::DEFAULT).expect("flood mode off");
         refused_rows(&mut g, &mut series, &syns);
