@@ -37,27 +37,32 @@ pub const NOT_CHALLENGED: u32 = 0xc4a1_0000;
 /// The TTL / hop limit of a challenge, as the kernel's own answers have.
 const TTL: u8 = 64;
 
+/// Whether `check` must see the TCP segment with `flags`: one with SYN or
+/// RST. Other segments (ACKs, data, FINs) of a flow go on unchecked, so a
+/// verified client's traffic pays no lookup of its source in flood mode;
+/// one of no flow is judged where its flow was looked up
+/// (`forward::to_backend`, with [`verified`]).
+#[inline(always)]
+pub fn checks(flags: u8) -> bool {
+    flags & (TcpHdr::SYN | TcpHdr::RST) != 0
+}
+
 /// In flood mode with challenges on (`flows::challenging`, which the
-/// caller checked), for a TCP packet to a VIP from a source not verified:
+/// caller checked), for a TCP segment to a VIP with SYN or RST ([`checks`])
+/// from a source not verified:
 /// - a SYN is answered with the challenge;
 /// - a reset without ACK that returns it verifies its source and is
 ///   dropped;
-/// - anything else that belongs to no flow (a spoofed ACK, FIN or RST
-///   flood, which would otherwise be picked up as a flow and sent to a
+/// - anything else that belongs to no flow (a spoofed RST flood, or odd
+///   flag sets, which would otherwise be picked up as a flow and sent to a
 ///   backend) is dropped;
 ///
-/// and everything else, and every packet of a verified source, goes on
+/// and everything else, and every segment of a verified source, goes on
 /// ([`NOT_CHALLENGED`]). So does a SYN whose challenge cannot be made (no
 /// SYN cookies in this kernel), which is then forwarded as ever.
 #[inline(never)]
 pub fn check<H: Hook>(h: &H, pkt: &L4Packet) -> u32 {
-    let Some(s) = LB_SCRATCH.get_ptr_mut(0) else { return NOT_CHALLENGED };
-    // SAFETY: this CPU's scratch element; `verified` is this function's
-    // (and `remember`'s, not called while it runs) until it returns.
-    let key = unsafe { &mut *core::ptr::addr_of_mut!((*s).verified) };
-    *key = VerifiedKey::of(pkt.key.src, pkt.key.family);
-    // SAFETY: only tested for presence.
-    if unsafe { LB_VERIFIED.get(&*key) }.is_some() {
+    if verified(&pkt.key.src, pkt.key.family) == YES {
         return NOT_CHALLENGED;
     }
     let Some(pkt) = pkt.checked() else { return NOT_CHALLENGED };
@@ -75,7 +80,7 @@ pub fn check<H: Hook>(h: &H, pkt: &L4Packet) -> u32 {
         };
     }
     if flags == TcpHdr::RST && answers(h, pkt) {
-        let _ = LB_VERIFIED.insert(&*key, &clock::now(), 0);
+        remember(&pkt.key.src, pkt.key.family);
         return datapath::settle::<H>(Err(DropReason::ChallengeAnswered));
     }
     if flows::find(&pkt.key).is_null() {
@@ -91,6 +96,25 @@ fn answers<H: Hook>(h: &H, pkt: &L4Packet) -> bool {
     token(pkt).is_some_and(|token| challenge::answered(u32::from_be_bytes(seq), token))
 }
 
+/// [`verified`]'s answers.
+pub const YES: u32 = 1;
+pub const NO: u32 = 0;
+
+/// Whether `src` (of `family`) is in `LB_VERIFIED`. A function of its own
+/// that returns a plain number, with its key in the scratch map: it is
+/// called from `forward::to_backend`, whose frame leaves a callee little
+/// of the 512 bytes.
+#[inline(never)]
+pub fn verified(src: &Addr, family: u8) -> u32 {
+    let Some(s) = LB_SCRATCH.get_ptr_mut(0) else { return YES };
+    // SAFETY: this CPU's scratch element; `verified` is used by this
+    // function and `remember` only, neither running while the other does.
+    let key = unsafe { &mut *core::ptr::addr_of_mut!((*s).verified) };
+    *key = VerifiedKey::of(*src, family);
+    // SAFETY: only tested for presence (a lookup also marks the entry used).
+    if unsafe { LB_VERIFIED.get(&*key) }.is_some() { YES } else { NO }
+}
+
 /// Records the source of the pending flow `flows::promote` just moved: it
 /// acknowledged its backend's SYN-ACK, so it receives what is sent to it.
 /// Called by the datapath once `forward::to_backend` has returned (a frame
@@ -99,7 +123,7 @@ fn answers<H: Hook>(h: &H, pkt: &L4Packet) -> bool {
 #[inline(never)]
 pub fn remember(src: &Addr, family: u8) {
     let Some(s) = LB_SCRATCH.get_ptr_mut(0) else { return };
-    // SAFETY: this CPU's scratch element; see `check`.
+    // SAFETY: this CPU's scratch element; see `verified`.
     let key = unsafe { &mut *core::ptr::addr_of_mut!((*s).verified) };
     *key = VerifiedKey::of(*src, family);
     // SAFETY: only tested for presence (a lookup also marks the entry used).

@@ -134,10 +134,16 @@ fn try_lb<H: Hook>(h: &H) -> Result<u32, DropReason> {
             return Err(DropReason::AclDenied);
         }
         // Flood mode's SYN challenge: before the flow rules, so a spoofed
-        // SYN (or an ACK of no flow) from a source not verified costs no
-        // flow entry and reaches no backend. Not for a first fragment: its
-        // answer would keep the fragment's offset and flags.
-        if pkt.key.proto == PROTO_TCP && !first && flows::challenging() {
+        // SYN (or RST) from a source not verified costs no flow entry and
+        // reaches no backend; other segments of no flow from such a source
+        // are dropped by `forward::to_backend`, which looks their flow up
+        // anyway. Not for a first fragment: its answer would keep the
+        // fragment's offset and flags.
+        if pkt.key.proto == PROTO_TCP
+            && challenge::checks(pkt.tcp_flags)
+            && !first
+            && flows::challenging()
+        {
             let action = challenge::check(h, pkt);
             if action != challenge::NOT_CHALLENGED {
                 return Ok(action);

@@ -12,7 +12,7 @@ use lb_common::{
 };
 
 use crate::{
-    answer, clock, datapath, dsr, flows,
+    answer, challenge, clock, datapath, dsr, flows,
     hook::Hook,
     maps::{LB_BACKENDS, LB_HAIRPIN, LB_MAGLEV},
     passive,
@@ -77,6 +77,17 @@ fn try_to_backend<H: Hook>(h: &H, pkt: &L4Packet, svc: &ServiceRecord) -> Result
             (flow.backend_id, backend, false)
         }
         _ => {
+            // Flood mode: a segment of no flow without SYN or RST (those
+            // met `challenge::check`) from a source never verified, as a
+            // spoofed ACK flood sends, would be picked up as a flow.
+            if tcp
+                && entry.is_null()
+                && !challenge::checks(pkt.tcp_flags)
+                && flows::challenging()
+                && challenge::verified(&pkt.key.src, pkt.key.family) == challenge::NO
+            {
+                return Err(DropReason::NoFlowUnverified);
+            }
             // Read here, for SYNs only: the parser's result stays small, as
             // the BPF stack must.
             let seq = if syn { tcp_number(h, pkt, TcpHdr::SEQ_OFF)? } else { 0 };

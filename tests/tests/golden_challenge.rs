@@ -184,7 +184,19 @@ fn in_flood_mode_packets_of_no_flow_from_unverified_sources_are_dropped(prog: Pr
     }
     let fin = Frame::tcp("[fd00::9]:40000", VIP6).tcp_flags(ACK | 0x01).bytes();
     assert_eq!(g.run(&fin, g.gin).0, XDP_DROP, "an IPv6 FIN of no flow");
-    assert_eq!(g.exceptions(DropReason::NoFlowUnverified), 3001);
+    // Segments with SYN or RST meet the challenge's check, the others the
+    // flow rules: each kind of no flow is dropped on either way.
+    for (flags, what) in [
+        (RST | ACK, "a reset with ACK"),
+        (SYN | RST, "SYN and RST together"),
+        (SYN | ACK, "a SYN-ACK"),
+        (0x08, "a push without ACK"),
+        (0, "no flags at all"),
+    ] {
+        let odd = Frame::tcp("10.3.200.1:5000", VIP).tcp_flags(flags).bytes();
+        assert_eq!(g.run(&odd, g.gin).0, XDP_DROP, "{what} of no flow");
+    }
+    assert_eq!(g.exceptions(DropReason::NoFlowUnverified), 3006);
     assert_eq!(count(&g, MAP_PENDING), 0, "the ACK flood took no entry");
     // A verified source's packet of no flow is picked up as ever (a
     // connection whose entry lb lost), and a connection it opens is
@@ -202,7 +214,13 @@ fn in_flood_mode_packets_of_no_flow_from_unverified_sources_are_dropped(prog: Pr
     g.dp.set_timeouts(t).expect("settings");
     let other = Frame::tcp("10.3.0.1:1024", VIP).tcp_flags(ACK).bytes();
     assert_eq!(sent_to(&g.run(&other, g.gin).1), BACKEND, "picked up without challenges");
-    assert_eq!(g.exceptions(DropReason::NoFlowUnverified), 3001);
+    assert_eq!(g.exceptions(DropReason::NoFlowUnverified), 3006);
+    // With challenges on again, the flow it took keeps being served,
+    // though its source was never verified: only packets of no flow are
+    // refused.
+    flood_mode(&mut g, true);
+    assert_eq!(sent_to(&g.run(&other, g.gin).1), BACKEND, "a flow of an unverified source");
+    assert_eq!(g.exceptions(DropReason::NoFlowUnverified), 3006);
 }
 
 fn out_of_flood_mode_or_with_challenges_off_nothing_is_challenged(prog: Prog) {
