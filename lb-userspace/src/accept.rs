@@ -5,6 +5,8 @@
 
 use std::{future::Future, io, time::Duration};
 
+use crate::throttle::{self, Throttle};
+
 /// Pause after a failed accept.
 const BACKOFF: Duration = Duration::from_millis(10);
 
@@ -23,7 +25,12 @@ pub async fn each<C, A: Future<Output = io::Result<C>>>(
             accepted = accept() => match accepted {
                 Ok(conn) => handle(conn),
                 Err(e) => {
-                    tracing::warn!(error = %e, "{what}: accept failed");
+                    // Once a second at most: at the open-file limit every
+                    // thread's every retry fails alike.
+                    static EVERY: Throttle = Throttle::new(Duration::from_secs(1));
+                    if let Some(skipped) = EVERY.allow() {
+                        tracing::warn!(error = %e, "{what}: accept failed{}", throttle::more(skipped));
+                    }
                     tokio::time::sleep(BACKOFF).await;
                 }
             },

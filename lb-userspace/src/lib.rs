@@ -27,5 +27,7 @@ pub mod health;
 pub mod metrics;
 pub mod object;
 pub mod routes;
+pub mod shortage;
 pub mod splice;
+pub mod throttle;
 pub mod trace;

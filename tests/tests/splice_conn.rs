@@ -9,10 +9,10 @@ use std::{
 };
 
 use lb_tests::{
-    agent::wait_for,
+    agent::{TempDir, config_with_health, wait_for},
     client::{Conn, Setup, count, vip},
     mode::Mode,
-    topology::VIP4,
+    topology::{Topology, VIP4, backend4},
 };
 use lb_userspace::{
     datapath,
@@ -129,33 +129,92 @@ fn the_counters_show_which_backend_refused_and_where_connections_went() {
     assert_eq!(connect_failures(&s), first_b2 as u64, "{}", s.lb.status());
 }
 
-/// lb under a hard open-file limit of 1024, which it cannot raise (room for
-/// under 512 relayed connections: a client and a backend socket each, and
-/// pipes only for those that move more than a small message), and 700
-/// client connections to it, all completed by the kernel, accepted or not.
-fn beyond_the_open_file_limit() -> (Setup, Vec<Conn>) {
+/// The wrapper that starts lb under a hard open-file limit of 1024, which
+/// it cannot raise: room for under 512 relayed connections (a client and a
+/// backend socket each, and pipes only for those that move more than a
+/// small message).
+const LIMITED: [&str; 2] = ["prlimit", "--nofile=1024:1024"];
+
+/// `s`'s lb given 700 client connections, all completed by the kernel,
+/// accepted or not: more than its open-file limit lets it relay.
+fn beyond_the_open_file_limit(s: &Setup) -> Vec<Conn> {
     lb_tests::client::allow_open_files(4096);
-    let s = Setup::splice(Some(SERVER), 3, &["prlimit", "--nofile=1024:1024"], "splice");
-    let inside = s.topo.client.enter();
-    let held: Vec<Conn> = (0..700).map(|_| s.conn(vip(VIP4, 80))).collect();
-    drop(inside);
-    (s, held)
+    let _inside = s.topo.client.enter();
+    (0..700).map(|_| s.conn(vip(VIP4, 80))).collect()
+}
+
+/// User and system CPU seconds process `pid` has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // Fields after the command's closing parenthesis: utime is the 12th,
+    // stime the 13th (ticks of 1/100 s).
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let f: Vec<u64> = rest.split(' ').skip(11).take(2).map(|x| x.parse().expect("ticks")).collect();
+    (f[0] + f[1]) as f64 / 100.0
 }
 
 #[test]
-fn at_its_open_file_limit_lb_does_not_spin_on_accept() {
-    let (s, _held) = beyond_the_open_file_limit();
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    // A retry every few milliseconds logs a few dozen; a busy loop thousands.
-    let spins = s.lb.log().matches("accept failed").count();
+fn at_its_open_file_limit_lb_does_not_spin_on_accept_nor_flood_its_log() {
+    let s = Setup::splice(Some(SERVER), 3, &LIMITED, "splice");
+    let _held = beyond_the_open_file_limit(&s);
+    std::thread::sleep(Duration::from_millis(200));
+    let before = cpu_seconds(s.lb.pid());
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_seconds(s.lb.pid()) - before;
+    // Each thread retries every 10 ms: a few ms of CPU a second. A busy
+    // loop burns the whole 2 s on each core.
+    assert!(used < 0.5, "lb used {used:.2} CPU s in 2 s at its open-file limit: a busy loop");
+    let log = s.lb.log();
+    let warned = log.matches("accept failed").count();
     // None logged would mean the limit was never reached: nothing tested.
-    assert!(spins > 0, "no accept failure logged: lb never reached its open-file limit");
-    assert!(spins <= 100, "{spins} accept failures logged in 300 ms at the limit: a busy loop");
+    assert!(warned > 0, "no accept failure logged: lb never reached its open-file limit");
+    // One warning a second, however many threads retry how often.
+    assert!(warned <= 4, "{warned} accept failures logged in about 2 s: the log is flooded");
+    assert!(log.contains("more like it since the last"), "the warning counts those left out");
+}
+
+/// A probe that cannot get a socket says nothing of its backend: at its
+/// open-file limit lb must not take every backend out (which would turn
+/// being busy into an outage), and it says why probes were skipped.
+#[test]
+fn at_its_open_file_limit_lb_keeps_its_backends_up() {
+    // Probes every 100 ms, two failures take a backend out.
+    const PROBES: &str =
+        "kind = \"tcp\"\ninterval = \"100ms\"\ntimeout = \"90ms\"\nrise = 2\nfall = 2";
+    let topo = Topology::new(3);
+    Mode::Splice.prepare(&topo);
+    let s = Setup::launch(Some(SERVER), topo, TempDir::new(), &LIMITED, |t, d| {
+        config_with_health(t, d, "maglev", 3, PROBES).replace("mode = \"xdp\"", "mode = \"splice\"")
+    });
+    for i in 1..=3 {
+        s.lb.wait_health("tcp-v4", &format!("{}:80", backend4(i)), "up", Duration::from_secs(5));
+    }
+    let held = beyond_the_open_file_limit(&s);
+    // 20 probe intervals at the limit: ten times what takes a backend out.
+    std::thread::sleep(Duration::from_secs(2));
+    let log = s.lb.log();
+    assert!(log.contains("accept failed"), "lb never reached its open-file limit: nothing tested");
+    drop(held);
+    let changes = s.lb.health_changes();
+    assert!(changes.is_empty(), "backends changed health at the open-file limit: {changes:#?}");
+    assert!(
+        log.contains("health probes skipped a round: this host could not probe"),
+        "the log says why probes were skipped"
+    );
+    // Descriptors free again: probes run, and every backend is still up.
+    std::thread::sleep(Duration::from_millis(500));
+    for i in 1..=3 {
+        let (b, _) = s.lb.backend("tcp-v4", &format!("{}:80", backend4(i)));
+        assert_eq!(b.health, "up", "backend {i} after the limit");
+    }
+    assert!(s.lb.health_changes().is_empty(), "{:#?}", s.lb.health_changes());
+    assert_eq!(s.answering("tcp", VIP4, 30).len(), 3, "all three serve again");
 }
 
 #[test]
 fn at_its_open_file_limit_lb_serves_every_connection_once_others_close() {
-    let (s, held) = beyond_the_open_file_limit();
+    let s = Setup::splice(Some(SERVER), 3, &LIMITED, "splice");
+    let held = beyond_the_open_file_limit(&s);
     let _inside = s.topo.client.enter();
     // Every connection asks at once; each answered one closes, freeing
     // descriptors for those still waiting, in whatever order lb serves them.

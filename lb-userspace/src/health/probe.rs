@@ -44,7 +44,12 @@ pub enum ProbeError {
 
 impl From<io::Error> for ProbeError {
     fn from(e: io::Error) -> Self {
-        if e.kind() == io::ErrorKind::ConnectionRefused {
+        // Counted as a failure, a shortage of this host's would take every
+        // backend out at once, just when lb is busiest (splice mode at its
+        // open-file limit).
+        if crate::shortage::ours(&e) {
+            ProbeError::Busy(e.to_string())
+        } else if e.kind() == io::ErrorKind::ConnectionRefused {
             ProbeError::Refused
         } else {
             ProbeError::Io(e)

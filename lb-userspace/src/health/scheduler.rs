@@ -14,7 +14,10 @@ use super::{
     probe::{ProbeError, probe},
     tunnel::{self, Tunnel, answers::Answers},
 };
-use crate::config::HealthKind;
+use crate::{
+    config::HealthKind,
+    throttle::{self, Throttle},
+};
 
 /// What to probe, and how often.
 #[derive(Debug, Clone, PartialEq)]
@@ -104,17 +107,21 @@ async fn run(
         // 3 KB, and held inline it would stay in every task's future for the
         // whole interval between probes: 30 MB at 10 000 backends. Boxed, it
         // exists only while a probe runs.
-        let result = Box::pin(probe_once(&t, answers.as_ref())).await;
+        let round = Box::pin(probe_once(&t, answers.as_ref())).await;
         let at = Instant::now();
-        let outcome = Outcome {
-            service: t.service.clone(),
-            backend: t.backend,
-            result,
-            latency: at - start,
-            at,
-        };
-        if tx.send(outcome).is_err() {
-            return;
+        // A round this host could not probe reports nothing: the backend
+        // keeps its state until a probe can run.
+        if let Some(result) = round {
+            let outcome = Outcome {
+                service: t.service.clone(),
+                backend: t.backend,
+                result,
+                latency: at - start,
+                at,
+            };
+            if tx.send(outcome).is_err() {
+                return;
+            }
         }
         // interval ± 10%.
         let next = t.interval.mul_f64(0.9) + rng.fraction_of(t.interval / 5);
@@ -124,11 +131,12 @@ async fn run(
 
 /// One probe of `t`: the direct one and, for a tunnelled service, the one
 /// through the tunnel, side by side, so together they take no longer than
-/// the timeout. Both must succeed.
+/// the timeout. Both must succeed. `None` when this host could not make
+/// the direct probe (`ProbeError::Busy`: out of descriptors, say).
 async fn probe_once(
     t: &Target,
     answers: Option<&Result<Arc<Answers>, String>>,
-) -> Result<(), String> {
+) -> Option<Result<(), String>> {
     let direct = probe(&t.kind, t.backend, t.proxy_protocol, t.timeout);
     let through = async {
         let Some(tunnel) = &t.tunnel else { return Ok(()) };
@@ -144,7 +152,10 @@ async fn probe_once(
                 // port: their own probes fail anyway, and a healthy
                 // backend must not be taken out for a port of ours. This
                 // round counts on the direct probe alone.
-                busy_warning(&why);
+                busy_warning(&format!(
+                    "health probes through the tunnel skipped a round ({why}); the direct \
+                     probes still run"
+                ));
                 Ok(())
             }
             Ok(r) => r,
@@ -163,24 +174,26 @@ async fn probe_once(
         })
     };
     let (direct, through) = tokio::join!(direct, through);
-    direct.map_err(|e| e.to_string())?;
-    through
+    match direct {
+        Err(ProbeError::Busy(why)) => {
+            busy_warning(&format!(
+                "health probes skipped a round: this host could not probe ({why}); backends keep \
+                 their state until probes can run again (raise lb's open-file limit if it is \
+                 the cause)"
+            ));
+            None
+        }
+        Err(e) => Some(Err(e.to_string())),
+        Ok(()) => Some(through),
+    }
 }
 
-/// Says, at most every 10 s, that probes through the tunnel were skipped.
-fn busy_warning(why: &str) {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let last = LAST.load(Ordering::Relaxed);
-    if now >= last + 10
-        && LAST.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
-    {
-        tracing::warn!(
-            "health probes through the tunnel skipped a round ({why}); the direct probes still run"
-        );
+/// Logs `warning` (probes skipped) at most every 10 s: a shortage lasts,
+/// and every probe of every backend meets it.
+fn busy_warning(warning: &str) {
+    static EVERY: Throttle = Throttle::new(Duration::from_secs(10));
+    if let Some(skipped) = EVERY.allow() {
+        tracing::warn!("{warning}{}", throttle::more(skipped));
     }
 }
 

@@ -27,7 +27,7 @@ use super::{
     relay::relay,
     sources::{Buckets, Policy},
 };
-use crate::config::Splice;
+use crate::{config::Splice, shortage};
 
 /// One backend as a service's view holds it.
 #[derive(Debug, Clone)]
@@ -283,7 +283,7 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, shared: &Shared) -> io:
         };
         let mut backend = match for_descriptors(patience, connect).await {
             Ok(b) => b,
-            Err(e) if out_of_descriptors(&e) => return Err(e),
+            Err(e) if shortage::ours(&e) => return Err(e),
             Err(e) => {
                 stats.connect_failures.fetch_add(1, Ordering::Relaxed);
                 if e.kind() == io::ErrorKind::ConnectionRefused {
@@ -329,13 +329,8 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, shared: &Shared) -> io:
     Ok(())
 }
 
-/// The process (EMFILE) or the system (ENFILE) is out of descriptors: a
-/// local shortage that passes as connections close, not a backend fault.
-fn out_of_descriptors(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(nix::libc::EMFILE | nix::libc::ENFILE))
-}
-
-/// Runs `op` until it stops failing for want of descriptors, retrying every
+/// Runs `op` until it stops failing for this host's shortage (out of
+/// descriptors, say: `shortage`), retrying every
 /// 10 ms for up to `patience`.
 async fn for_descriptors<T, F: Future<Output = io::Result<T>>>(
     patience: Duration,
@@ -344,7 +339,7 @@ async fn for_descriptors<T, F: Future<Output = io::Result<T>>>(
     let deadline = tokio::time::Instant::now() + patience;
     loop {
         match op().await {
-            Err(e) if out_of_descriptors(&e) && tokio::time::Instant::now() < deadline => {
+            Err(e) if shortage::ours(&e) && tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             done => return done,
