@@ -25,11 +25,16 @@ pub async fn each<C, A: Future<Output = io::Result<C>>>(
             accepted = accept() => match accepted {
                 Ok(conn) => handle(conn),
                 Err(e) => {
-                    // Once a second at most: at the open-file limit every
-                    // thread's every retry fails alike.
+                    // Once a second at most, for all listeners together:
+                    // out of descriptors, every retry of every thread
+                    // fails alike.
                     static EVERY: Throttle = Throttle::new(Duration::from_secs(1));
                     if let Some(skipped) = EVERY.allow() {
-                        tracing::warn!(error = %e, "{what}: accept failed{}", throttle::more(skipped));
+                        tracing::warn!(
+                            error = %e,
+                            "{what}: accept failed{}",
+                            throttle::more(skipped)
+                        );
                     }
                     tokio::time::sleep(BACKOFF).await;
                 }

@@ -45,9 +45,10 @@ impl Throttle {
     }
 }
 
-/// ", and N more like it in the last period" for a warning, or nothing.
+/// " (and N more since the last)" for a warning, or nothing: how many
+/// occurrences its throttle left out.
 pub fn more(skipped: u64) -> String {
-    if skipped == 0 { String::new() } else { format!(" ({skipped} more like it since the last)") }
+    if skipped == 0 { String::new() } else { format!(" (and {skipped} more since the last)") }
 }
 
 #[cfg(test)]
@@ -82,6 +83,6 @@ mod tests {
     #[test]
     fn the_count_reads_as_part_of_a_sentence() {
         assert_eq!(more(0), "");
-        assert_eq!(more(3), " (3 more like it since the last)");
+        assert_eq!(more(3), " (and 3 more since the last)");
     }
 }

@@ -516,9 +516,34 @@ fn raise_fd_limit(cfg: &config::Config) {
             limit = hard,
             needed = want,
             "the open-file limit is below what splice.max_connections allows; connections beyond \
-             it will fail: raise it (LimitNOFILE= in the unit, ulimit -n) or lower max_connections"
+             it will wait for others to close: raise it (LimitNOFILE= in the unit, ulimit -n) or \
+             lower max_connections"
         );
     }
+}
+
+/// Splice mode's descriptor budget (`splice::budget`): the open-file
+/// limit less what lb holds now and what its probes and operator sockets
+/// need.
+fn set_fd_budget(cfg: &config::Config) {
+    use nix::sys::resource::{Resource, getrlimit};
+    let Ok((limit, _)) = getrlimit(Resource::RLIMIT_NOFILE) else { return };
+    let open = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
+    let probed = cfg
+        .services
+        .iter()
+        .filter(|s| s.health.kind != config::HealthKind::None)
+        .map(|s| s.backends.len() as u64)
+        .sum();
+    let n = lb_userspace::splice::budget::size(limit, open, probed);
+    lb_userspace::splice::budget::set(n);
+    tracing::info!(
+        descriptors = n,
+        limit,
+        open,
+        "splice: descriptors for connections (the open-file limit less those open, and a reserve \
+         for probes, status and metrics)"
+    );
 }
 
 /// Where passive failure signals come from.
@@ -617,6 +642,7 @@ fn start_xdp(
 fn start_splice(cfg: &config::Config, rt: &tokio::runtime::Runtime, why: &str) -> Result<Started> {
     tracing::warn!("serving in splice mode (userspace proxy): {why}");
     raise_fd_limit(cfg);
+    set_fd_budget(cfg);
     let plan = datapath::plan(cfg).context("computing the Maglev tables")?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let fwd = SpliceForwarder::start(&plan, cfg.splice, tx, rt.handle().clone())?;

@@ -148,6 +148,18 @@ mod tests {
 
     const LIMIT: Duration = Duration::from_millis(500);
 
+    /// Out of descriptors, a probe says nothing of its backend
+    /// (`scheduler` skips the round); a refusal or an unreachable host do.
+    #[test]
+    fn this_hosts_shortages_are_busy_not_failures() {
+        use nix::libc;
+        let of = |errno| ProbeError::from(io::Error::from_raw_os_error(errno));
+        assert!(matches!(of(libc::EMFILE), ProbeError::Busy(_)));
+        assert!(matches!(of(libc::ENFILE), ProbeError::Busy(_)));
+        assert!(matches!(of(libc::ECONNREFUSED), ProbeError::Refused));
+        assert!(matches!(of(libc::EHOSTUNREACH), ProbeError::Io(_)));
+    }
+
     #[test]
     fn tcp_connect_succeeds_or_is_refused() {
         rt().block_on(async {

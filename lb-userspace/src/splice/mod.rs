@@ -5,9 +5,11 @@
 //! (`relay`); backends are chosen exactly as XDP would (`pick`); PROXY
 //! protocol v2 tells backends the client (`proxy_v2`); source lists and
 //! new-flow limits as the datapath applies them (`sources`); open connections are
-//! counted for graceful shutdown (`inflight`); UDP moves in batches (`mmsg`).
+//! counted for graceful shutdown (`inflight`); UDP moves in batches (`mmsg`);
+//! descriptors are taken from a budget below the open-file limit (`budget`).
 
 pub mod bind;
+pub mod budget;
 pub mod cores;
 pub mod forwarder;
 pub mod inflight;

@@ -26,6 +26,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use super::budget;
 use nix::{
     fcntl::{OFlag, SpliceFFlags, splice},
     unistd::pipe2,
@@ -59,9 +60,15 @@ const COPY: usize = 2048;
 /// while a long connection lasts rather than when it ends.
 pub type Tally<'a> = &'a (dyn Fn(u64, u64) + Sync);
 
-/// The pipe of one spliced direction (read end, write end).
+/// The pipe of one spliced direction (read end, write end), and its two
+/// descriptors' share of the budget.
 #[derive(Debug)]
-struct Pipe(OwnedFd, OwnedFd);
+struct Pipe(
+    OwnedFd,
+    OwnedFd,
+    // Never read: held so that the pipe gives its share back as it closes.
+    #[allow(dead_code)] budget::Held,
+);
 
 /// Pipes of finished relays, kept for the next ones: making and closing a
 /// pipe is three syscalls.
@@ -71,13 +78,14 @@ static POOL: std::sync::Mutex<Vec<Pipe>> = std::sync::Mutex::new(Vec::new());
 const POOL_MAX: usize = 512;
 
 impl Pipe {
-    /// A non-blocking pipe: from the pool, or new.
-    fn take() -> io::Result<Self> {
+    /// A non-blocking pipe: from the pool, or new if the budget allows.
+    fn take() -> Option<Self> {
         if let Some(p) = POOL.lock().unwrap_or_else(|p| p.into_inner()).pop() {
-            return Ok(p);
+            return Some(p);
         }
-        let (r, w) = pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
-        Ok(Self(r, w))
+        let held = budget::take(2)?;
+        let (r, w) = pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).ok()?;
+        Some(Self(r, w, held))
     }
 
     /// Gives the pipe back for reuse; only an empty one (its direction
@@ -132,7 +140,8 @@ pub async fn relay(
 
 /// One direction, `from` to `to`, until EOF on `from`: copied while reads
 /// fit the buffer, spliced from the first that fills it (copied on if no
-/// pipe can be had: out of descriptors, the bytes still move).
+/// pipe can be had: out of descriptors or of the budget, the bytes still
+/// move).
 async fn pump(
     mut from: ReadHalf<'_>,
     mut to: WriteHalf<'_>,
@@ -149,7 +158,7 @@ async fn pump(
                 let n = from.read(&mut buf).await?;
                 to.write_all(&buf[..n]).await?; // nothing at EOF
                 if n == COPY {
-                    pipe = Pipe::take().ok();
+                    pipe = Pipe::take();
                 }
                 n
             }
@@ -180,7 +189,7 @@ async fn pump(
 async fn spliced(
     from: &TcpStream,
     to: &TcpStream,
-    Pipe(pipe_r, pipe_w): &Pipe,
+    Pipe(pipe_r, pipe_w, _): &Pipe,
     mark: &(dyn Fn() + Sync),
 ) -> io::Result<usize> {
     let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;

@@ -22,6 +22,7 @@ use tokio::{
 };
 
 use super::{
+    budget,
     inflight::Inflight,
     pick, proxy_v2,
     relay::relay,
@@ -223,7 +224,16 @@ impl Shared {
 /// stops accepting and returns (connections in flight finish on their own
 /// tasks, counted in `shared.inflight`).
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
-    let each = |(client, peer): (TcpStream, SocketAddr)| {
+    let what = format!("splice {}", shared.vip);
+    // A connection's two sockets come out of the budget before its accept:
+    // at the budget, it waits in the listen queue, and neither it nor the
+    // operator's status finds lb out of descriptors (`budget`).
+    let accept = || async {
+        let held = budget::wait(2, &what).await;
+        let (client, peer) = listener.accept().await?;
+        Ok((client, peer, held))
+    };
+    let each = |(client, peer, held): (TcpStream, SocketAddr, budget::Held)| {
         if let Some(counter) = refusal(&shared, peer) {
             counter.fetch_add(1, Ordering::Relaxed);
             // A reset: the client learns at once, and no FIN it might
@@ -239,14 +249,13 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Fu
         let shared = Arc::clone(&shared);
         let open = shared.inflight.enter();
         tokio::spawn(async move {
-            let _held = (permit, open);
+            let _held = (permit, open, held);
             if let Err(e) = handle(client, peer, &shared).await {
                 tracing::debug!(%peer, error = %e, "connection ended");
             }
         });
     };
-    let what = format!("splice {}", shared.vip);
-    crate::accept::each(&what, || listener.accept(), shutdown, each).await;
+    crate::accept::each(&what, accept, shutdown, each).await;
 }
 
 /// The counter of the rule that refuses a connection from `peer`, if one

@@ -21,6 +21,7 @@ use lb_common::abi::PROTO_UDP;
 use tokio::{io::Interest, net::UdpSocket};
 
 use super::{
+    budget,
     mmsg::{self, RecvBatch},
     tcp::{BackendStats, OpenGuard, Shared},
 };
@@ -178,10 +179,27 @@ async fn open(
         shared.stats.no_backend.fetch_add(1, Relaxed);
         return None;
     };
+    // The session's socket comes out of the descriptor budget: at the
+    // budget, the datagram is refused like one over `max_connections`.
+    let Some(held) = budget::take(1) else {
+        shared.stats.refused_at_limit.fetch_add(1, Relaxed);
+        return None;
+    };
     let bind: SocketAddr =
         if target.addr.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
-    let backend = Arc::new(UdpSocket::bind(bind).await.ok()?);
-    backend.connect(target.addr).await.ok()?;
+    let backend = match UdpSocket::bind(bind).await {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            // Out of descriptors system-wide, say: the datagram is lost.
+            shared.stats.connect_failures.fetch_add(1, Relaxed);
+            tracing::debug!(vip = %shared.vip, error = %e, "UDP session socket failed");
+            return None;
+        }
+    };
+    if backend.connect(target.addr).await.is_err() {
+        shared.stats.connect_failures.fetch_add(1, Relaxed);
+        return None;
+    }
     let session = Session {
         backend: Arc::clone(&backend),
         last: Instant::now(),
@@ -201,6 +219,7 @@ async fn open(
         pool: Arc::clone(pool),
         stats: target.stats,
         _open: open,
+        _held: held,
     };
     tokio::spawn(replies.run());
     Some(backend)
@@ -218,6 +237,8 @@ struct Replies {
     stats: Arc<BackendStats>,
     /// The session counts as open until its reply task ends.
     _open: OpenGuard,
+    /// The session socket's share of the descriptor budget.
+    _held: budget::Held,
 }
 
 impl Replies {
