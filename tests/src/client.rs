@@ -192,6 +192,12 @@ impl Conn {
         Self { stream, reader, mode }
     }
 
+    /// This connection, its answers awaited for `limit` rather than 2 s.
+    pub fn patient(self, limit: Duration) -> Self {
+        self.stream.set_read_timeout(Some(limit)).expect("timeout");
+        self
+    }
+
     /// Wraps a stream connected through the XDP datapath (no peer check).
     pub fn from_stream(stream: TcpStream) -> Self {
         let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
