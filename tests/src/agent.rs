@@ -407,6 +407,31 @@ pub fn start_lb_in(ns: &NetNs, config: &Path, dir: &Path, wrapper: &[&str]) -> L
     lb
 }
 
+/// Runs `lb run --config <config>` in `ns` through `wrapper` (see
+/// [`start_lb_via`]) where it must refuse to start: asserts that it exits
+/// (within 30 s) and fails, and returns what it wrote (stdout and stderr).
+pub fn run_refused(ns: &NetNs, config: &Path, wrapper: &[&str]) -> String {
+    let lb = lb_binary();
+    let run =
+        [lb.to_str().expect("utf-8 path"), "run", "--config", config.to_str().expect("utf-8 path")];
+    let cmd: Vec<&str> = wrapper.iter().copied().chain(run).collect();
+    // A file, not a pipe: a pipe nobody reads while waiting could fill.
+    let path = config.with_extension("refused.log");
+    let file = std::fs::File::create(&path).expect("log file");
+    let child = ns
+        .command(&cmd)
+        .stdin(std::process::Stdio::null())
+        .stdout(file.try_clone().expect("log file"))
+        .stderr(file)
+        .spawn()
+        .expect("spawn lb");
+    let mut child = Proc(child);
+    let status = wait_for(Duration::from_secs(30), "lb run to exit", || child.0.try_wait().ok()?);
+    let said = std::fs::read_to_string(&path).expect("lb's output");
+    assert!(!status.success(), "lb run must refuse to start:\n{said}");
+    said
+}
+
 /// Where tests pin: a BPF file system mounted on the host, outside /sys
 /// (which `ip netns exec` replaces), so an agent's pins outlive it and its
 /// successor sees them.

@@ -317,21 +317,7 @@ fn a_vip_port_another_process_holds_with_so_reuseport_is_refused_with_the_fix() 
     let dir = TempDir::new();
     let path = dir.0.join("lb.toml");
     std::fs::write(&path, splice_config("", "", "kind = \"none\"")(&topo, &dir.0)).expect("config");
-    let lb = lb_tests::agent::lb_binary();
-    let mut child = topo
-        .lb
-        .command(&[lb.to_str().expect("utf-8"), "run", "--config", path.to_str().expect("utf-8")])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn lb");
-    // It fails before it logs much: the pipes cannot fill meanwhile.
-    wait_for(Duration::from_secs(30), "lb to exit", || child.try_wait().ok()?);
-    let out = child.wait_with_output().expect("lb's output");
-    let said =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "lb served beside a foreign listener: {said}");
+    let said = lb_tests::agent::run_refused(&topo.lb, &path, &[]);
     assert!(said.contains(&format!("cannot listen on {VIP4}:80")), "{said}");
     assert!(said.contains("another process holds it"), "{said}");
     drop(foreign);

@@ -6,13 +6,12 @@
 //! of another program in lb's slot is left alone and named in the error.
 //! (`lb decap`'s filter: decap.rs.) Needs root.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lb_tests::{
-    agent::{TempDir, config, lb_binary, start_lb_via},
+    agent::{TempDir, config, lb_binary, run_refused, start_lb_via},
     client::{Load, Setup, vip},
     mode::Mode,
-    netns::Proc,
     topology::{Topology, VIP4, VIP6},
 };
 use lb_userspace::datapath::tc_netlink::RUN;
@@ -170,23 +169,7 @@ fn a_foreign_filter_in_lbs_slot_is_left_and_named() {
     let dir = TempDir::new();
     let path = dir.0.join("lb.toml");
     std::fs::write(&path, Mode::Tc.config(&config(&topo, &dir.0, "maglev", 1))).expect("config");
-    let lb = lb_binary();
-    let cmd = [&NETLINK[..], &[lb.to_str().expect("utf-8"), "run", "--config"]].concat();
-    let out_path = dir.0.join("lb.log");
-    let log = std::fs::File::create(&out_path).expect("log");
-    let mut c = topo.lb.command(&[&cmd[..], &[path.to_str().expect("utf-8")]].concat());
-    let mut lb =
-        Proc(c.stdout(log.try_clone().expect("log")).stderr(log).spawn().expect("spawn lb run"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(st) = lb.0.try_wait().expect("wait") {
-            break st;
-        }
-        assert!(Instant::now() < deadline, "lb run did not fail within 30 s");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let text = std::fs::read_to_string(&out_path).expect("log");
-    assert!(!status.success(), "lb run must refuse:\n{text}");
+    let text = run_refused(&topo.lb, &path, &NETLINK);
     assert!(
         text.contains("lb-cli")
             && text.contains("an unnamed bpf filter")
@@ -214,8 +197,15 @@ fn restarts_between_the_netlink_filter_and_tcx_links_leave_one_attachment() {
     one_filter_each(&s, "netlink");
     assert_eq!(tcx(&s), 0);
 
+    // Both switches under load: the attachment left by the old agent serves
+    // while none runs, and the new one takes over with no gap.
+    let load = Load::start(s.topo.client.name(), vip(VIP4, 80), Duration::from_secs(2));
+    load.wait_for(20, Duration::from_secs(10));
     s.lb.terminate();
     s.lb = start_lb_via(&s.topo, &s.dir.0.join("lb.toml"), &s.dir.0, &[]);
+    load.wait_for(20, Duration::from_secs(10));
+    let (ok, failed) = load.stop();
+    assert_eq!(failed, 0, "{failed} of {} connections failed, netlink to tcx", ok + failed);
     assert_eq!(tcx(&s), s.topo.lb_interfaces().len(), "tcx links once the variable is unset");
     for iface in s.topo.lb_interfaces() {
         let left = s.topo.lb.tc_filters(&iface, RUN.program);
@@ -224,8 +214,13 @@ fn restarts_between_the_netlink_filter_and_tcx_links_leave_one_attachment() {
     assert!(s.lb.log().contains("removed the tc filter"), "{}", s.lb.log());
     balanced(&s, n, "tcx");
 
+    let load = Load::start(s.topo.client.name(), vip(VIP4, 80), Duration::from_secs(2));
+    load.wait_for(20, Duration::from_secs(10));
     s.lb.terminate();
     s.lb = start(&s);
+    load.wait_for(20, Duration::from_secs(10));
+    let (ok, failed) = load.stop();
+    assert_eq!(failed, 0, "{failed} of {} connections failed, tcx to netlink", ok + failed);
     one_filter_each(&s, "netlink again");
     assert_eq!(tcx(&s), 0, "the tcx links went");
     balanced(&s, n, "netlink again");
