@@ -368,21 +368,9 @@ pub fn start_lb_via(topo: &Topology, config: &Path, dir: &Path, wrapper: &[&str]
 /// [`start_lb_via`] in namespace `ns`: for topologies with several
 /// balancer hosts.
 pub fn start_lb_in(ns: &NetNs, config: &Path, dir: &Path, wrapper: &[&str]) -> Lb {
-    let lb = lb_binary();
     let log = dir.join("lb.log");
     let control = dir.join("control.sock");
-    let file = std::fs::File::create(&log).expect("log file");
-    let run =
-        [lb.to_str().expect("utf-8 path"), "run", "--config", config.to_str().expect("utf-8 path")];
-    let cmd: Vec<&str> = wrapper.iter().copied().chain(run).collect();
-    let child = ns
-        .command(&cmd)
-        .stdin(std::process::Stdio::null())
-        .stdout(file.try_clone().expect("log file"))
-        .stderr(file)
-        .spawn()
-        .expect("spawn lb");
-    let lb = Lb { proc: Proc(child), control, log };
+    let lb = Lb { proc: spawn_run(ns, config, wrapper, &log), control, log };
     // Ready when it answers: the socket exists from the start, but the agent
     // serves it only once the datapath is loaded and attached.
     let start = Instant::now();
@@ -411,13 +399,22 @@ pub fn start_lb_in(ns: &NetNs, config: &Path, dir: &Path, wrapper: &[&str]) -> L
 /// [`start_lb_via`]) where it must refuse to start: asserts that it exits
 /// (within 30 s) and fails, and returns what it wrote (stdout and stderr).
 pub fn run_refused(ns: &NetNs, config: &Path, wrapper: &[&str]) -> String {
+    let path = config.with_extension("refused.log");
+    let mut child = spawn_run(ns, config, wrapper, &path);
+    let status = wait_for(Duration::from_secs(30), "lb run to exit", || child.0.try_wait().ok()?);
+    let said = std::fs::read_to_string(&path).expect("lb's output");
+    assert!(!status.success(), "lb run must refuse to start:\n{said}");
+    said
+}
+
+/// `lb run --config <config>` in `ns` through `wrapper`, its output to the
+/// file `log` (not a pipe, which could fill while nobody reads it).
+fn spawn_run(ns: &NetNs, config: &Path, wrapper: &[&str], log: &Path) -> Proc {
     let lb = lb_binary();
     let run =
         [lb.to_str().expect("utf-8 path"), "run", "--config", config.to_str().expect("utf-8 path")];
     let cmd: Vec<&str> = wrapper.iter().copied().chain(run).collect();
-    // A file, not a pipe: a pipe nobody reads while waiting could fill.
-    let path = config.with_extension("refused.log");
-    let file = std::fs::File::create(&path).expect("log file");
+    let file = std::fs::File::create(log).expect("log file");
     let child = ns
         .command(&cmd)
         .stdin(std::process::Stdio::null())
@@ -425,11 +422,7 @@ pub fn run_refused(ns: &NetNs, config: &Path, wrapper: &[&str]) -> String {
         .stderr(file)
         .spawn()
         .expect("spawn lb");
-    let mut child = Proc(child);
-    let status = wait_for(Duration::from_secs(30), "lb run to exit", || child.0.try_wait().ok()?);
-    let said = std::fs::read_to_string(&path).expect("lb's output");
-    assert!(!status.success(), "lb run must refuse to start:\n{said}");
-    said
+    Proc(child)
 }
 
 /// Where tests pin: a BPF file system mounted on the host, outside /sys
