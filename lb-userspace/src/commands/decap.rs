@@ -93,10 +93,11 @@ fn start(args: &Args<'_>, obj: &object::BpfObject, pins: &Pins) -> Result<Decap>
     let netlink = lb_userspace::datapath::tc_netlink::forced().map_err(anyhow::Error::msg)?;
     for iface in args.interfaces {
         let (hook, link) = attach::attach(&mut dp, iface, args.attach, pins, netlink)?;
-        if link.is_empty() {
-            tracing::info!(interface = %iface, hook = hook.name(), "decap attached");
-        } else {
-            tracing::info!(interface = %iface, hook = hook.name(), link = %link, "decap attached");
+        match link {
+            None => tracing::info!(interface = %iface, hook = hook.name(), "decap attached"),
+            Some(link) => {
+                tracing::info!(interface = %iface, hook = hook.name(), link = %link, "decap attached");
+            }
         }
     }
     Ok(dp)

@@ -199,8 +199,7 @@ fn attach_one(
         if let Via::Netlink { taken: true, .. } = v {
             why.push_str("; taken over from the previous agent");
         }
-        let link = v.describe();
-        if !link.is_empty() {
+        if let Some(link) = v.describe() {
             why = format!("{why}; {link}");
         }
     }

@@ -172,16 +172,16 @@ pub enum Via {
 }
 
 impl Via {
-    /// What `lb status` adds to the interface's reason (empty for tcx, the
-    /// usual way).
-    pub fn describe(&self) -> String {
+    /// What `lb status` adds to the interface's reason: nothing for tcx,
+    /// the usual way; the filter, and why, for a netlink filter.
+    pub fn describe(&self) -> Option<String> {
         match self {
-            Self::Tcx(_) => String::new(),
-            Self::Netlink { slot, forced, .. } => format!(
+            Self::Tcx(_) => None,
+            Self::Netlink { slot, forced, .. } => Some(format!(
                 "{}, not a tcx link: {}",
                 slot.describe(),
                 if *forced { "LB_TC_LINK=netlink" } else { "this kernel has no tcx links" }
-            ),
+            )),
         }
     }
 }

@@ -63,7 +63,7 @@ pub fn attach(
     how: Attach,
     pins: &Pins,
     netlink: bool,
-) -> Result<(Hook, String), DecapAttachError> {
+) -> Result<(Hook, Option<String>), DecapAttachError> {
     let driver = ifaces::driver(iface).unwrap_or_default();
     let hook = match how {
         Attach::Tc => Hook::Tc,
@@ -81,7 +81,7 @@ pub fn attach(
         Ok(id) => {
             let link = prog.take_link(id).map_err(|e| refused(iface, hook, e, ""))?;
             pin(FdLink::try_from(link).map_err(|e| e.to_string()), iface, &pins.link(iface))?;
-            Ok((hook, String::new()))
+            Ok((hook, None))
         }
         Err(e) if how == Attach::Auto => {
             tracing::info!(interface = iface, error = %e, "no native XDP; decapsulating at tc");
@@ -92,13 +92,13 @@ pub fn attach(
 }
 
 /// A pinned tcx link, or on kernels without tcx (or `netlink`) the decap
-/// filter; returns what `tc_netlink` says of the filter (empty for tcx).
+/// filter; returns what `tc_netlink` says of the filter (nothing for tcx).
 fn attach_tc(
     decap: &mut Decap,
     iface: &str,
     pins: &Pins,
     netlink: bool,
-) -> Result<String, DecapAttachError> {
+) -> Result<Option<String>, DecapAttachError> {
     let prog = decap.tc()?;
     let via =
         tc_netlink::attach_tcx_or_netlink(prog, iface, tc_netlink::DECAP, netlink, Some(pins))
@@ -109,7 +109,7 @@ fn attach_tc(
     if let Via::Tcx(Some(id)) = via {
         let link = prog.take_link(id).map_err(|e| refused(iface, Hook::Tc, e, ""))?;
         pin(FdLink::try_from(link).map_err(|e| e.to_string()), iface, &pins.tc_link(iface))?;
-        return Ok(String::new());
+        return Ok(None);
     }
     Ok(via.describe())
 }
