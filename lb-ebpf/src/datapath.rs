@@ -138,7 +138,8 @@ fn try_lb<H: Hook>(h: &H) -> Result<u32, DropReason> {
         // reaches no backend; other segments of no flow from such a source
         // are dropped by `forward::to_backend`, which looks their flow up
         // anyway. Not for a first fragment: its answer would keep the
-        // fragment's offset and flags.
+        // fragment's offset and flags (a first fragment without SYN or RST
+        // from such a source, of no flow, is dropped there all the same).
         if pkt.key.proto == PROTO_TCP
             && challenge::checks(pkt.tcp_flags)
             && !first

@@ -222,10 +222,15 @@ impl Conn {
 
     /// One line out, the answer line back.
     fn exchange(&mut self) -> std::io::Result<String> {
-        self.stream.write_all(b"hello\n")?;
-        let mut line = String::new();
-        self.reader.read_line(&mut line)?;
-        Ok(line)
+        self.exchange_line("hello\n")
+    }
+
+    /// `line` (with its newline) out, the answer line back.
+    pub fn exchange_line(&mut self, line: &str) -> std::io::Result<String> {
+        self.stream.write_all(line.as_bytes())?;
+        let mut answer = String::new();
+        self.reader.read_line(&mut answer)?;
+        Ok(answer)
     }
 
     /// Sends a line; returns the answering backend's name (`b<i>`). Asserts

@@ -163,17 +163,19 @@ fn at_its_open_file_limit_lb_does_not_spin_on_accept_nor_flood_its_log() {
     let _held = beyond_the_open_file_limit(&s);
     std::thread::sleep(Duration::from_millis(200));
     let before = cpu_seconds(s.lb.pid());
+    let mark = s.lb.log().len();
     std::thread::sleep(Duration::from_secs(2));
     let used = cpu_seconds(s.lb.pid()) - before;
     // Each thread looks at the budget every 10 ms: a few ms of CPU a
     // second. A busy loop burns the whole 2 s on each core.
     assert!(used < 0.5, "lb used {used:.2} CPU s in 2 s at its open-file limit: a busy loop");
     let log = s.lb.log();
-    let warned = log.matches(AT_BUDGET).count();
+    let warned = log[mark..].matches(AT_BUDGET).count();
     // None logged would mean the limit was never reached: nothing tested.
     assert!(warned > 0, "lb never reached its descriptor budget: nothing tested");
+    assert!(log.contains("descriptors for connections"), "the budget is reported at start");
     // One warning a second, however many threads wait how often.
-    assert!(warned <= 4, "{warned} warnings in about 2 s: the log is flooded");
+    assert!(warned <= 3, "{warned} warnings in 2 s: the log is flooded");
     assert!(log.contains("more since the last"), "the warning counts those left out");
     // The budget keeps lb short of the limit itself: no accept fails.
     assert!(!log.contains("accept failed"), "an accept met the open-file limit");
@@ -210,11 +212,42 @@ fn at_its_open_file_limit_lb_keeps_its_backends_up_and_answers_its_status() {
         std::thread::sleep(Duration::from_millis(20));
     }
     eprintln!("lb status answered {asked} times at its open-file limit");
+    // A request every 20 ms for 2 s: about 90 if each answers at once.
+    assert!(asked >= 40, "lb status answered only {asked} times in 2 s at the limit");
     assert!(s.lb.log().contains(AT_BUDGET), "lb never reached its budget: nothing tested");
     drop(held);
     let changes = s.lb.health_changes();
     assert!(changes.is_empty(), "backends changed health at the open-file limit: {changes:#?}");
     assert_eq!(s.answering("tcp", VIP4, 30).len(), 3, "all three serve again");
+}
+
+/// Pipes kept for reuse hold descriptors: at the budget they are closed
+/// for connections waiting, or 300 finished bulk connections would leave
+/// so few that held connections wait for good.
+#[test]
+fn at_the_budget_idle_pipes_give_way_to_waiting_connections() {
+    let s = Setup::splice(Some(SERVER), 3, &LIMITED, "splice");
+    lb_tests::client::allow_open_files(4096);
+    let _inside = s.topo.client.enter();
+    // A request longer than the copy buffer: its direction splices, and
+    // its pipe goes to the pool when the connection ends.
+    let long = format!("{}\n", "x".repeat(3000));
+    for round in 0..3 {
+        let mut batch: Vec<Conn> =
+            (0..100).map(|_| s.conn(vip(VIP4, 80)).patient(Duration::from_secs(10))).collect();
+        for (i, c) in batch.iter_mut().enumerate() {
+            let answer =
+                c.exchange_line(&long).unwrap_or_else(|e| panic!("round {round}, {i}: {e}"));
+            assert!(answer.starts_with('b'), "round {round}, {i}: {answer:?}");
+        }
+    }
+    // 400 connections held open at once: 800 descriptors, within the
+    // budget only if the pool's 600 are given back.
+    let mut held: Vec<Conn> =
+        (0..400).map(|_| s.conn(vip(VIP4, 80)).patient(Duration::from_secs(10))).collect();
+    for (i, c) in held.iter_mut().enumerate() {
+        assert!(c.try_ask().is_some(), "held connection {i} of 400 was never served");
+    }
 }
 
 #[test]

@@ -121,6 +121,8 @@ pub fn run(
         }
     };
     let Started { plan, forwarder, events, syns, interfaces, pins, why, restored, trace } = started;
+    // Only splice mode says why it runs.
+    let splice_mode = why.is_some();
     let metrics_listener = match cfg.agent.metrics_addr {
         Some(addr) => {
             Some(rt.block_on(tokio::net::TcpListener::bind(addr)).with_context(|| {
@@ -205,7 +207,13 @@ pub fn run(
                     // Any reload (SIGHUP or `lb reload`): backends or their
                     // probe settings may have changed.
                     _ = reloader.reloaded() => {
-                        probes = health::scheduler::spawn(reloader.targets(), tx.clone());
+                        let targets = reloader.targets();
+                        if splice_mode {
+                            // Listeners and probed backends may have come
+                            // or gone.
+                            set_fd_budget(targets.len() as u64);
+                        }
+                        probes = health::scheduler::spawn(targets, tx.clone());
                         // The names, or their settings, may have changed:
                         // each is resolved at once.
                         for task in resolving.drain(..) {
@@ -523,27 +531,37 @@ fn raise_fd_limit(cfg: &config::Config) {
 }
 
 /// Splice mode's descriptor budget (`splice::budget`): the open-file
-/// limit less what lb holds now and what its probes and operator sockets
-/// need.
-fn set_fd_budget(cfg: &config::Config) {
+/// limit less what lb holds besides its connections and what its probes
+/// (`probed` backends) and operator sockets need. Set at start and after
+/// each reload.
+fn set_fd_budget(probed: u64) {
+    use lb_userspace::splice::budget;
     use nix::sys::resource::{Resource, getrlimit};
     let Ok((limit, _)) = getrlimit(Resource::RLIMIT_NOFILE) else { return };
     let open = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
-    let probed = cfg
-        .services
-        .iter()
-        .filter(|s| s.health.kind != config::HealthKind::None)
-        .map(|s| s.backends.len() as u64)
-        .sum();
-    let n = lb_userspace::splice::budget::size(limit, open, probed);
-    lb_userspace::splice::budget::set(n);
-    tracing::info!(
-        descriptors = n,
-        limit,
-        open,
-        "splice: descriptors for connections (the open-file limit less those open, and a reserve \
-         for probes, status and metrics)"
-    );
+    // Connections may have been accepted already: theirs are counted.
+    let others = open.saturating_sub(budget::used());
+    let n = budget::size(limit, others, probed);
+    budget::set(n);
+    if n < budget::LOW {
+        tracing::warn!(
+            descriptors = n,
+            limit,
+            "splice mode can hold only {n} descriptors for connections (the open-file limit \
+             {limit} less {others} lb holds, {} reserved and one per probed backend): about {} \
+             connections at once; raise the limit (LimitNOFILE= in the unit, ulimit -n)",
+            budget::RESERVE,
+            n / 2
+        );
+    } else {
+        tracing::info!(
+            descriptors = n,
+            limit,
+            others,
+            "splice: descriptors for connections (the open-file limit less those lb holds, and a \
+             reserve for probes, status and metrics)"
+        );
+    }
 }
 
 /// Where passive failure signals come from.
@@ -642,10 +660,17 @@ fn start_xdp(
 fn start_splice(cfg: &config::Config, rt: &tokio::runtime::Runtime, why: &str) -> Result<Started> {
     tracing::warn!("serving in splice mode (userspace proxy): {why}");
     raise_fd_limit(cfg);
-    set_fd_budget(cfg);
     let plan = datapath::plan(cfg).context("computing the Maglev tables")?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let fwd = SpliceForwarder::start(&plan, cfg.splice, tx, rt.handle().clone())?;
+    // Once its runtimes and listeners hold theirs.
+    let probed = cfg
+        .services
+        .iter()
+        .filter(|s| s.health.kind != config::HealthKind::None)
+        .map(|s| s.backends.len() as u64)
+        .sum();
+    set_fd_budget(probed);
     Ok(Started {
         plan,
         forwarder: Box::new(fwd),

@@ -152,10 +152,14 @@ async fn probe_once(
                 // port: their own probes fail anyway, and a healthy
                 // backend must not be taken out for a port of ours. This
                 // round counts on the direct probe alone.
-                busy_warning(&format!(
-                    "health probes through the tunnel skipped a round ({why}); the direct \
-                     probes still run"
-                ));
+                static EVERY: Throttle = Throttle::new(Duration::from_secs(10));
+                busy_warning(
+                    &EVERY,
+                    &format!(
+                        "health probes through the tunnel skipped a round ({why}); the direct \
+                         probes still run"
+                    ),
+                );
                 Ok(())
             }
             Ok(r) => r,
@@ -174,13 +178,27 @@ async fn probe_once(
         })
     };
     let (direct, through) = tokio::join!(direct, through);
+    round(direct, through)
+}
+
+/// A round's outcome from its direct probe and the one through the tunnel
+/// (`Ok` when there is none): `None` when this host could not make the
+/// direct probe (`ProbeError::Busy`), which says nothing of the backend.
+fn round(
+    direct: Result<(), ProbeError>,
+    through: Result<(), String>,
+) -> Option<Result<(), String>> {
     match direct {
         Err(ProbeError::Busy(why)) => {
-            busy_warning(&format!(
-                "health probes skipped a round: this host could not probe ({why}); backends keep \
-                 their state until probes can run again (raise lb's open-file limit if it is \
-                 the cause)"
-            ));
+            static EVERY: Throttle = Throttle::new(Duration::from_secs(10));
+            busy_warning(
+                &EVERY,
+                &format!(
+                    "health probes skipped a round: this host could not probe ({why}); backends \
+                     keep their state until probes can run again (raise lb's open-file limit if \
+                     it is the cause)"
+                ),
+            );
             None
         }
         Err(e) => Some(Err(e.to_string())),
@@ -188,11 +206,10 @@ async fn probe_once(
     }
 }
 
-/// Logs `warning` (probes skipped) at most every 10 s: a shortage lasts,
-/// and every probe of every backend meets it.
-fn busy_warning(warning: &str) {
-    static EVERY: Throttle = Throttle::new(Duration::from_secs(10));
-    if let Some(skipped) = EVERY.allow() {
+/// Logs `warning` (probes skipped) through `every` (one each 10 s): a
+/// shortage lasts, and every probe of every backend meets it.
+fn busy_warning(every: &Throttle, warning: &str) {
+    if let Some(skipped) = every.allow() {
         tracing::warn!("{warning}{}", throttle::more(skipped));
     }
 }
@@ -236,6 +253,19 @@ mod tests {
             proxy_protocol: false,
             tunnel: None,
         }
+    }
+
+    /// A probe this host could not make (out of descriptors) reports
+    /// nothing, whatever the tunnel's probe said; any other failure of
+    /// either probe fails the round.
+    #[test]
+    fn a_round_this_host_could_not_probe_reports_nothing() {
+        let busy = || Err(ProbeError::Busy("Too many open files".into()));
+        assert_eq!(round(busy(), Ok(())), None);
+        assert_eq!(round(busy(), Err("through the tunnel: refused".into())), None);
+        assert_eq!(round(Ok(()), Ok(())), Some(Ok(())));
+        assert_eq!(round(Ok(()), Err("tunnel".into())), Some(Err("tunnel".into())));
+        assert_eq!(round(Err(ProbeError::Refused), Ok(())), Some(Err("connection refused".into())));
     }
 
     /// Every backend's task holds its future between probes: 10 000 of

@@ -77,6 +77,15 @@ static POOL: std::sync::Mutex<Vec<Pipe>> = std::sync::Mutex::new(Vec::new());
 /// empty).
 const POOL_MAX: usize = 512;
 
+/// Closes the pipes kept for reuse: at the descriptor budget, connections
+/// waiting to be accepted need their descriptors more.
+pub fn release_pooled_pipes() {
+    let idle = std::mem::take(&mut *POOL.lock().unwrap_or_else(|p| p.into_inner()));
+    if !idle.is_empty() {
+        tracing::debug!(pipes = idle.len(), "closed idle pipes: the descriptor budget is spent");
+    }
+}
+
 impl Pipe {
     /// A non-blocking pipe: from the pool, or new if the budget allows.
     fn take() -> Option<Self> {

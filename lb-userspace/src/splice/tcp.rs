@@ -25,7 +25,7 @@ use super::{
     budget,
     inflight::Inflight,
     pick, proxy_v2,
-    relay::relay,
+    relay::{self, relay},
     sources::{Buckets, Policy},
 };
 use crate::{config::Splice, shortage};
@@ -225,13 +225,14 @@ impl Shared {
 /// tasks, counted in `shared.inflight`).
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
     let what = format!("splice {}", shared.vip);
-    // A connection's two sockets come out of the budget before its accept:
-    // at the budget, it waits in the listen queue, and neither it nor the
-    // operator's status finds lb out of descriptors (`budget`).
+    // A connection is accepted only while the budget has room for its two
+    // sockets: at the budget, it waits in the listen queue, and neither it
+    // nor the operator's status finds lb out of descriptors (`budget`).
+    // Counted once accepted: an idle accept holds nothing.
     let accept = || async {
-        let held = budget::wait(2, &what).await;
+        budget::wait_for_room(2, &what, relay::release_pooled_pipes).await;
         let (client, peer) = listener.accept().await?;
-        Ok((client, peer, held))
+        Ok((client, peer, budget::count(2)))
     };
     let each = |(client, peer, held): (TcpStream, SocketAddr, budget::Held)| {
         if let Some(counter) = refusal(&shared, peer) {

@@ -34,6 +34,9 @@ const REPLY_BATCH: usize = 8;
 
 struct Session {
     backend: Arc<UdpSocket>,
+    /// The socket's share of the descriptor budget, given back when the
+    /// last of the session and its reply task lets go (with the socket).
+    _held: Arc<budget::Held>,
     last: Instant,
     /// Its backend's counters, and their `cuts` when it opened: a session
     /// whose backend was taken out since (down or disabled) is over, and
@@ -66,7 +69,12 @@ pub async fn serve(sock: UdpSocket, shared: Arc<Shared>, shutdown: impl Future<O
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            _ = &mut shutdown => return,
+            _ = &mut shutdown => {
+                // The reply tasks see their sessions gone within an idle
+                // period, and end, closing their sockets.
+                lock(&sessions).clear();
+                return;
+            }
             _ = reap.tick() => {
                 let now = Instant::now();
                 lock(&sessions).retain(|_, s| now - s.last < idle);
@@ -190,8 +198,14 @@ async fn open(
     let backend = match UdpSocket::bind(bind).await {
         Ok(s) => Arc::new(s),
         Err(e) => {
-            // Out of descriptors system-wide, say: the datagram is lost.
-            shared.stats.connect_failures.fetch_add(1, Relaxed);
+            // Out of descriptors system-wide, say: the datagram is lost,
+            // counted as a refusal at a limit when the shortage is ours.
+            let counter = if crate::shortage::ours(&e) {
+                &shared.stats.refused_at_limit
+            } else {
+                &shared.stats.connect_failures
+            };
+            counter.fetch_add(1, Relaxed);
             tracing::debug!(vip = %shared.vip, error = %e, "UDP session socket failed");
             return None;
         }
@@ -200,8 +214,10 @@ async fn open(
         shared.stats.connect_failures.fetch_add(1, Relaxed);
         return None;
     }
+    let held = Arc::new(held);
     let session = Session {
         backend: Arc::clone(&backend),
+        _held: Arc::clone(&held),
         last: Instant::now(),
         stats: Arc::clone(&target.stats),
         cuts: target.stats.cuts.load(Relaxed),
@@ -238,13 +254,23 @@ struct Replies {
     /// The session counts as open until its reply task ends.
     _open: OpenGuard,
     /// The session socket's share of the descriptor budget.
-    _held: budget::Held,
+    _held: Arc<budget::Held>,
 }
 
 impl Replies {
     /// Ends once the session is reaped (checked at least every idle period)
-    /// or the backend socket fails.
+    /// or the backend socket fails; then the session is forgotten, so its
+    /// client's next datagram opens a new one rather than going to a
+    /// socket whose replies no one relays.
     async fn run(self) {
+        self.relay_until_over().await;
+        let mut sessions = lock(&self.sessions);
+        if sessions.get(&self.client).is_some_and(|s| Arc::ptr_eq(&s.backend, &self.from)) {
+            sessions.remove(&self.client);
+        }
+    }
+
+    async fn relay_until_over(&self) {
         let idle = self.shared.limits.udp_idle_timeout;
         loop {
             // ERROR too: an ICMP port unreachable leaves the socket with a
