@@ -13,6 +13,14 @@ use crate::{abi::Addr, iphdr};
 
 /// TTL / hop limit of an answer.
 pub const ANSWER_TTL: u8 = 64;
+
+/// Time-exceeded errors each CPU answers a second at most, after a burst of
+/// [`TIME_EXCEEDED_BURST`]: a router's limit (Linux's `icmp_msgs_per_sec`
+/// is 1000). Past it, the packet is dropped unanswered
+/// (`DropReason::TtlExpiredUnanswered`).
+pub const TIME_EXCEEDED_PER_SEC: u32 = 1000;
+/// The burst of time-exceeded errors each CPU may answer at once.
+pub const TIME_EXCEEDED_BURST: u32 = 100;
 /// Bytes of IPv4 + ICMP header in front of the quote.
 pub const V4_HEADERS: usize = 28;
 /// Bytes of IPv6 + ICMPv6 header in front of the quote.

@@ -8,11 +8,16 @@
 //! in place, its IP header and first 8 bytes after it kept as the quote and
 //! new headers put in front (`lb_common::icmp`).
 //!
-//! Answers are not rate-limited: each is smaller than the packet it
-//! answers, so it cannot amplify.
+//! Each answer is smaller than the packet it answers, so it cannot
+//! amplify; time-exceeded errors are limited still, as routers limit
+//! theirs (`lb_common::icmp::TIME_EXCEEDED_PER_SEC` per CPU), so a flood of
+//! packets at their last hop (their sources spoofed, say) does not make the
+//! hook a reflector. "Packet too big" never is: path MTU discovery needs
+//! each one.
 
+use aya_ebpf::helpers::generated::bpf_ktime_get_ns;
 use lb_common::{
-    abi::{Addr, DropReason, FAMILY_V4, PROTO_TCP},
+    abi::{Addr, DropReason, FAMILY_V4, PROTO_TCP, admit, cost_ns, tolerance_ns},
     icmp::{self, Answer},
     parse::L4Packet,
 };
@@ -70,12 +75,36 @@ const ETH_ALEN: usize = 6;
 fn send<H: Hook>(h: &H, pkt: &L4Packet, answer: &Answer, from: &Addr) -> u32 {
     let reason = match answer {
         Answer::TooBig { .. } => DropReason::TooBig,
+        Answer::TimeExceeded if !time_exceeded_allowed() => {
+            stats::exception(DropReason::TtlExpiredUnanswered);
+            return H::DROP;
+        }
         Answer::TimeExceeded => DropReason::TtlExpired,
     };
     stats::exception(reason);
     match pkt.checked() {
         Some(pkt) => build(h, pkt, *answer, from, reason).unwrap_or(H::DROP),
         None => H::DROP,
+    }
+}
+
+/// Whether this CPU may answer one more time-exceeded error now, taking it
+/// from its allowance if so (per CPU: no other CPU writes it).
+#[inline(always)]
+fn time_exceeded_allowed() -> bool {
+    const COST: u32 = cost_ns(icmp::TIME_EXCEEDED_PER_SEC);
+    let Some(s) = LB_SCRATCH.get_ptr_mut(0) else { return false };
+    // SAFETY: this CPU's scratch element; `time_exceeded_tat` is this
+    // function's alone, and lasts from run to run.
+    let tat = unsafe { &mut *core::ptr::addr_of_mut!((*s).time_exceeded_tat) };
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    match admit(*tat, now, u64::from(COST), tolerance_ns(COST, icmp::TIME_EXCEEDED_BURST)) {
+        Some(next) => {
+            *tat = next;
+            true
+        }
+        None => false,
     }
 }
 

@@ -133,6 +133,8 @@ pub struct Scratch {
     /// Set by `flows::promote` when a client acknowledged its backend's
     /// SYN-ACK: the datapath then records its source (`challenge`).
     pub promoted: u32,
+    /// This CPU's time-exceeded allowance, as a GCRA time (see `answer`).
+    pub time_exceeded_tat: u64,
 }
 
 #[map]

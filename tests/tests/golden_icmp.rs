@@ -16,6 +16,7 @@ use lb_tests::{
 
 lb_tests::in_both_hooks!(
     a_packet_whose_ttl_runs_out_is_answered_with_time_exceeded_from_the_vip,
+    time_exceeded_answers_are_limited_as_a_routers_and_too_big_ones_never,
     a_packet_too_big_for_the_backend_link_is_answered_quoting_the_vip,
     an_error_about_a_forwarded_packet_goes_back_to_the_client_naming_the_vip,
     an_error_about_a_reply_goes_to_the_backend_naming_it,
@@ -59,6 +60,47 @@ fn a_packet_whose_ttl_runs_out_is_answered_with_time_exceeded_from_the_vip(prog:
         check("TTL 1", got, XDP_REDIRECT, &answer(&input, vip, kind, 0, [0; 4]));
         assert_eq!(g.exceptions(DropReason::TtlExpired), before + 1);
     }
+}
+
+/// A flood of packets at their last hop (sources spoofed, say) gets a
+/// router's share of answers, not one each; path MTU discovery is never
+/// held back.
+fn time_exceeded_answers_are_limited_as_a_routers_and_too_big_ones_never(prog: Prog) {
+    use lb_common::icmp::{TIME_EXCEEDED_BURST, TIME_EXCEEDED_PER_SEC};
+    let mut g = Golden::with_prog(4096, prog);
+    let last_hop = |i: u32| {
+        let src = format!("10.3.{}.{}:{}", i / 250, 1 + i % 250, 1024 + i % 60000);
+        Frame::tcp(&src, "10.100.0.1:80").tcp_flags(TCP_ACK).ttl(1).bytes()
+    };
+    let start = std::time::Instant::now();
+    let answered = (0..2000).filter(|&i| g.run(&last_hop(i), g.gin).0 == XDP_REDIRECT).count();
+    let elapsed_ms = start.elapsed().as_millis() as usize;
+    eprintln!("{prog:?}: {answered} of 2000 packets at their last hop answered in {elapsed_ms} ms");
+    let refilled = elapsed_ms * TIME_EXCEEDED_PER_SEC as usize / 1000;
+    let burst = TIME_EXCEEDED_BURST as usize;
+    // The test runs on one CPU (BPF_PROG_TEST_RUN runs where it is called,
+    // and this thread may move: then each CPU has its own allowance).
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    assert!(answered >= burst, "{answered} of 2000 answered: fewer than the burst");
+    assert!(
+        answered <= cpus * burst + refilled + 1,
+        "{answered} of 2000 answered in {elapsed_ms} ms: the limit is {TIME_EXCEEDED_PER_SEC}/s \
+         after a burst of {burst} per CPU"
+    );
+    assert_eq!(g.exceptions(DropReason::TtlExpired) as usize, answered);
+    assert_eq!(g.exceptions(DropReason::TtlExpiredUnanswered) as usize, 2000 - answered);
+    // Spent, "packet too big" is still answered, each time.
+    ip("link set gout mtu 1280");
+    for i in 0..200u16 {
+        let big = Frame::tcp(&format!("10.0.0.2:{}", 47000 + i), "10.100.0.1:80")
+            .tcp_flags(TCP_ACK)
+            .payload(&[0x5a; 1400])
+            .dont_fragment(true);
+        assert_eq!(g.run(&big.bytes(), g.gin).0, XDP_REDIRECT, "too big {i}");
+    }
+    // A moment later, time-exceeded answers resume.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert_eq!(g.run(&last_hop(5000), g.gin).0, XDP_REDIRECT, "answered again after 50 ms");
 }
 
 fn a_packet_too_big_for_the_backend_link_is_answered_quoting_the_vip(prog: Prog) {

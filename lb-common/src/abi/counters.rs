@@ -118,11 +118,18 @@ pub enum DropReason {
     /// of (a restart without takeover) is picked up again once flood mode
     /// is off.
     NoFlowUnverified = 20,
+    /// The packet's TTL or hop limit would expire here, and this CPU has
+    /// answered its share of time-exceeded errors (`crate::icmp::
+    /// TIME_EXCEEDED_PER_SEC`, as routers limit theirs): dropped
+    /// unanswered, so a flood of them (spoofed, say) makes the hook no
+    /// reflector. "Packet too big" is never limited: path MTU discovery
+    /// needs every one, as the kernel's own limits exempt it.
+    TtlExpiredUnanswered = 21,
 }
 
 impl DropReason {
     /// Number of reasons: the size of the counter array.
-    pub const COUNT: u32 = 21;
+    pub const COUNT: u32 = 22;
 
     /// Every reason, in index order.
     pub const ALL: [DropReason; Self::COUNT as usize] = [
@@ -147,6 +154,7 @@ impl DropReason {
         DropReason::SynChallenged,
         DropReason::ChallengeAnswered,
         DropReason::NoFlowUnverified,
+        DropReason::TtlExpiredUnanswered,
     ];
 
     /// Stable snake_case name, used in status output and metric labels.
@@ -173,6 +181,7 @@ impl DropReason {
             DropReason::SynChallenged => "syn_challenged",
             DropReason::ChallengeAnswered => "challenge_answered",
             DropReason::NoFlowUnverified => "no_flow_unverified",
+            DropReason::TtlExpiredUnanswered => "ttl_expired_unanswered",
         }
     }
 
@@ -197,6 +206,7 @@ impl DropReason {
                 | DropReason::SynChallenged
                 | DropReason::ChallengeAnswered
                 | DropReason::NoFlowUnverified
+                | DropReason::TtlExpiredUnanswered
         )
     }
 
@@ -256,7 +266,8 @@ mod tests {
             | DropReason::PendingTableFull
             | DropReason::SynChallenged
             | DropReason::ChallengeAnswered
-            | DropReason::NoFlowUnverified => DropReason::ALL.contains(&r),
+            | DropReason::NoFlowUnverified
+            | DropReason::TtlExpiredUnanswered => DropReason::ALL.contains(&r),
         };
         let every = [
             DropReason::TruncatedEthernet,
@@ -280,6 +291,7 @@ mod tests {
             DropReason::SynChallenged,
             DropReason::ChallengeAnswered,
             DropReason::NoFlowUnverified,
+            DropReason::TtlExpiredUnanswered,
         ];
         for r in every {
             assert!(listed(r), "{} is missing from DropReason::ALL", r.name());
