@@ -99,6 +99,7 @@ pub(super) fn report(
             challenging: flood.on && st.config.flows.syn_challenge && st.datapath.xdp().is_some(),
             ..flood.clone()
         },
+        probes_skipped: crate::health::scheduler::skipped(),
     })
 }
 

@@ -165,6 +165,14 @@ fn render(r: &StatusReport) -> String {
         let _ = writeln!(out, "lb trace running: {what}");
     }
     let _ = writeln!(out, "{}", flood(&r.flood));
+    if r.probes_skipped > 0 {
+        let _ = writeln!(
+            out,
+            "health probes: {} rounds skipped, this host could not probe (out of descriptors?): \
+             backends kept the health they had; see the log",
+            r.probes_skipped
+        );
+    }
     let _ = writeln!(
         out,
         "\n{:<28} {:<9} {:<6} {:<9} {:>6} {:>12} {:>14} {:>10} {:>8} {:>8}",

@@ -114,6 +114,10 @@ pub struct StatusReport {
     /// Flood mode (`flows.flood_threshold`).
     #[serde(default)]
     pub flood: FloodStatus,
+    /// Health probe rounds this host could not make (out of descriptors,
+    /// say): their backends kept the health they had.
+    #[serde(default)]
+    pub probes_skipped: u64,
 }
 
 /// The announced routes of `[agent.announce]`.

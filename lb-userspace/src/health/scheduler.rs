@@ -4,7 +4,10 @@
 
 use std::{
     net::SocketAddr,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -181,6 +184,16 @@ async fn probe_once(
     round(direct, through)
 }
 
+/// Rounds skipped because this host could not probe, since the agent
+/// started (all backends together).
+static SKIPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Rounds skipped because this host could not probe (`lb status`, the
+/// metrics): while it grows, backends keep the health they had.
+pub fn skipped() -> u64 {
+    SKIPPED.load(Ordering::Relaxed)
+}
+
 /// A round's outcome from its direct probe and the one through the tunnel
 /// (`Ok` when there is none): `None` when this host could not make the
 /// direct probe (`ProbeError::Busy`), which says nothing of the backend.
@@ -190,6 +203,7 @@ fn round(
 ) -> Option<Result<(), String>> {
     match direct {
         Err(ProbeError::Busy(why)) => {
+            SKIPPED.fetch_add(1, Ordering::Relaxed);
             static EVERY: Throttle = Throttle::new(Duration::from_secs(10));
             busy_warning(
                 &EVERY,
@@ -261,7 +275,9 @@ mod tests {
     #[test]
     fn a_round_this_host_could_not_probe_reports_nothing() {
         let busy = || Err(ProbeError::Busy("Too many open files".into()));
+        let before = skipped();
         assert_eq!(round(busy(), Ok(())), None);
+        assert!(skipped() > before, "counted where status and the metrics show it");
         assert_eq!(round(busy(), Err("through the tunnel: refused".into())), None);
         assert_eq!(round(Ok(()), Ok(())), Some(Ok(())));
         assert_eq!(round(Ok(()), Err("tunnel".into())), Some(Err("tunnel".into())));

@@ -190,6 +190,7 @@ mod tests {
             announce: None,
             trace: None,
             flood: Default::default(),
+            probes_skipped: 0,
         }
     }
 

@@ -62,6 +62,7 @@ mod tests {
             announce: None,
             trace: None,
             flood: Default::default(),
+            probes_skipped: 0,
         }
     }
 

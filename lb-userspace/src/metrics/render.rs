@@ -214,6 +214,14 @@ pub fn render(r: &StatusReport, probes: &BTreeMap<String, Histogram>) -> String 
     );
 
     family(
+        "lb_health_probes_skipped_total",
+        "counter",
+        "Health probe rounds this host could not make (out of descriptors, say); their backends \
+         kept the health they had.",
+        vec![(String::new(), r.probes_skipped.to_string())],
+    );
+
+    family(
         "lb_exceptions_total",
         "counter",
         "Packets the datapath dropped or did not balance, by reason and action.",
@@ -316,6 +324,7 @@ mod tests {
             announce: None,
             trace: None,
             flood: Default::default(),
+            probes_skipped: 0,
         };
         let text = render(&r, &BTreeMap::new());
         for line in [
@@ -359,6 +368,7 @@ mod tests {
             announce: None,
             trace: None,
             flood: Default::default(),
+            probes_skipped: 0,
         };
         let text = render(&r, &BTreeMap::new());
         for line in [
@@ -397,6 +407,7 @@ mod tests {
             vip_routes: Default::default(),
             trace: None,
             flood: Default::default(),
+            probes_skipped: 0,
         };
         let text = render(&r, &BTreeMap::new());
         assert!(text.contains("# TYPE lb_vip_announced gauge"), "{text}");
