@@ -208,6 +208,10 @@ fn at_its_open_file_limit_lb_keeps_its_backends_up_and_answers_its_status() {
         let report = s.lb.report();
         let tcp = report.services.iter().find(|x| x.name == "tcp-v4").expect("tcp-v4");
         assert!(tcp.backends.iter().all(|b| b.health == "up"), "at the limit: {:?}", tcp.backends);
+        // The status shows how close lb is: no room for one more connection
+        // of a budget somewhat under the limit of 1024.
+        let d = report.descriptors.expect("splice mode reports its descriptors");
+        assert!(d.used + 2 > d.budget && (700..1024).contains(&d.budget), "{d:?}");
         asked += 1;
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -100,6 +100,12 @@ pub(super) fn report(
             ..flood.clone()
         },
         probes_skipped: crate::health::scheduler::skipped(),
+        descriptors: crate::splice::budget::limit().map(|budget| {
+            crate::control::protocol::DescriptorStatus {
+                used: crate::splice::budget::used(),
+                budget,
+            }
+        }),
     })
 }
 

@@ -165,6 +165,19 @@ fn render(r: &StatusReport) -> String {
         let _ = writeln!(out, "lb trace running: {what}");
     }
     let _ = writeln!(out, "{}", flood(&r.flood));
+    if let Some(d) = r.descriptors {
+        let _ = writeln!(
+            out,
+            "splice descriptors: {} of {} in use{}",
+            d.used,
+            d.budget,
+            if d.used >= d.budget {
+                " (at the budget: new connections wait; raise the open-file limit)"
+            } else {
+                ""
+            }
+        );
+    }
     if r.probes_skipped > 0 {
         let _ = writeln!(
             out,

@@ -118,6 +118,19 @@ pub struct StatusReport {
     /// say): their backends kept the health they had.
     #[serde(default)]
     pub probes_skipped: u64,
+    /// Splice mode's descriptors: in use by connections, pipes and UDP
+    /// sessions, and the budget they may take (`splice::budget`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub descriptors: Option<DescriptorStatus>,
+}
+
+/// Splice mode's descriptors against its budget.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DescriptorStatus {
+    /// Counted against the budget now.
+    pub used: u64,
+    /// The budget: the open-file limit less what lb needs besides.
+    pub budget: u64,
 }
 
 /// The announced routes of `[agent.announce]`.

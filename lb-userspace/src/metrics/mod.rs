@@ -191,6 +191,7 @@ mod tests {
             trace: None,
             flood: Default::default(),
             probes_skipped: 0,
+            descriptors: None,
         }
     }
 

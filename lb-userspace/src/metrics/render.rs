@@ -213,6 +213,19 @@ pub fn render(r: &StatusReport, probes: &BTreeMap<String, Histogram>) -> String 
         vec![(String::new(), r.flood.episodes.to_string())],
     );
 
+    if let Some(d) = r.descriptors {
+        family(
+            "lb_splice_descriptors",
+            "gauge",
+            "Splice mode's descriptors: in use by connections, pipes and UDP sessions \
+             (kind=\"used\"), and the budget they may take (kind=\"budget\": the open-file limit \
+             less what lb needs besides).",
+            vec![
+                ("{kind=\"used\"}".to_owned(), d.used.to_string()),
+                ("{kind=\"budget\"}".to_owned(), d.budget.to_string()),
+            ],
+        );
+    }
     family(
         "lb_health_probes_skipped_total",
         "counter",
@@ -325,6 +338,7 @@ mod tests {
             trace: None,
             flood: Default::default(),
             probes_skipped: 0,
+            descriptors: None,
         };
         let text = render(&r, &BTreeMap::new());
         for line in [
@@ -369,6 +383,7 @@ mod tests {
             trace: None,
             flood: Default::default(),
             probes_skipped: 0,
+            descriptors: None,
         };
         let text = render(&r, &BTreeMap::new());
         for line in [
@@ -408,6 +423,7 @@ mod tests {
             trace: None,
             flood: Default::default(),
             probes_skipped: 0,
+            descriptors: None,
         };
         let text = render(&r, &BTreeMap::new());
         assert!(text.contains("# TYPE lb_vip_announced gauge"), "{text}");

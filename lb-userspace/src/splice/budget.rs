@@ -46,6 +46,12 @@ pub fn used() -> u64 {
     BUDGET.used.load(Ordering::Relaxed).max(0) as u64
 }
 
+/// The budget, if one was set (splice mode).
+pub fn limit() -> Option<u64> {
+    let limit = BUDGET.limit.load(Ordering::Relaxed);
+    (limit != i64::MAX).then_some(limit.max(0) as u64)
+}
+
 /// What the budget should be: `limit` (the open-file limit) less `others`
 /// (descriptors lb holds besides those the budget counts), the reserve and
 /// one per probed backend (a probe holds one socket while it runs).
