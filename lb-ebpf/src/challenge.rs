@@ -83,7 +83,7 @@ pub fn check<H: Hook>(h: &H, pkt: &L4Packet) -> u32 {
         remember(&pkt.key.src, pkt.key.family);
         return datapath::settle::<H>(Err(DropReason::ChallengeAnswered));
     }
-    if flows::find(&pkt.key).is_null() {
+    if flows::find(&pkt.key, clock::now()).is_null() {
         return datapath::settle::<H>(Err(DropReason::NoFlowUnverified));
     }
     NOT_CHALLENGED

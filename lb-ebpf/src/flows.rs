@@ -90,13 +90,14 @@ pub const IN_PENDING: u32 = 2;
 /// null. An expired `LB_FLOWS` entry is not returned: the flow's next
 /// life starts unanswered, in `LB_PENDING`. Where the entry is goes to the
 /// scratch map (see [`found_in`]), with the key if it is pending (see
-/// [`promote`]).
+/// [`promote`]). `now` is the caller's [`clock::now`]: a clock read is a
+/// helper call, and each caller has one already.
 #[inline(never)]
-pub fn find(key: &FlowKey) -> *mut FlowValue {
+pub fn find(key: &FlowKey, now: u32) -> *mut FlowValue {
     let Some(s) = LB_SCRATCH.get_ptr_mut(0) else { return core::ptr::null_mut() };
     if let Some(entry) = LB_FLOWS.get_ptr_mut(key) {
         // SAFETY: a pointer to a live map value, read once.
-        if !clock::expired(unsafe { &*entry }, key.proto, clock::now()) {
+        if !clock::expired(unsafe { &*entry }, key.proto, now) {
             // SAFETY: this CPU's scratch element; `flow_in` is written here
             // only and read in the same program run.
             unsafe { *core::ptr::addr_of_mut!((*s).flow_in) = IN_FLOWS };

@@ -52,7 +52,7 @@ fn try_to_backend<H: Hook>(h: &H, pkt: &L4Packet, svc: &ServiceRecord) -> Result
     let syn = tcp && pkt.tcp_flags & (TcpHdr::SYN | TcpHdr::ACK) == TcpHdr::SYN;
     let closing = tcp && pkt.tcp_flags & (TcpHdr::FIN | TcpHdr::RST) != 0;
     // Answered flows first, then unanswered ones (see `flows`).
-    let entry = flows::find(&pkt.key);
+    let entry = flows::find(&pkt.key, now);
     // SAFETY: null, or a pointer to a live map value, read once.
     let current = (!entry.is_null())
         .then(|| unsafe { *entry })

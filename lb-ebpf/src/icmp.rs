@@ -73,17 +73,18 @@ fn to_backend<H: Hook>(h: &H, e: &IcmpError) -> Result<Option<u32>, DropReason> 
         ..*q
     };
     // Answered flows first, then those still waiting (see `flows`).
-    let entry = flows::find(&key);
+    let now = clock::now();
+    let entry = flows::find(&key, now);
     if entry.is_null() {
         return Ok(None);
     }
     // SAFETY: a pointer to a live map value, copied out at once.
     let flow = unsafe { *entry };
-    if clock::expired(&flow, q.proto, clock::now()) {
+    if clock::expired(&flow, q.proto, now) {
         return Ok(None);
     }
     if svc.forwarding != FORWARD_NAT {
-        let target = dsr::Target { id: flow.backend_id, new_flow: 0, now: clock::now() };
+        let target = dsr::Target { id: flow.backend_id, new_flow: 0, now };
         return Ok(Some(dsr::later_icmp::<H>(target, &key)));
     }
     let Some(backend) = LB_BACKENDS.get(flow.backend_id).copied() else { return Ok(None) };

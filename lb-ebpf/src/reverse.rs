@@ -105,7 +105,7 @@ pub fn find_flow(backend: &Endpoint, client: &Addr, client_port_be: u16, out: &m
             _pad: [0; 2],
         };
         // Answered flows first, then unanswered ones (see `flows`).
-        let entry = flows::find(&key);
+        let entry = flows::find(&key, now);
         if entry.is_null() {
             continue;
         }
