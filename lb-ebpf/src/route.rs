@@ -19,7 +19,7 @@ use lb_common::abi::{Addr, DropReason, FAMILY_V4, FlowKey, NextHop};
 
 use crate::{
     hook::Hook,
-    maps::{LB_NEXT_HOPS, LB_SCRATCH},
+    maps::{LB_NEXT_HOPS, LB_PEER_DEVICES, LB_SCRATCH},
     stats,
 };
 
@@ -120,6 +120,7 @@ pub fn lookup<H: Hook>(
                 mtu: u32::from(unsafe { p.__bindgen_anon_1.mtu_result }),
                 dmac: p.dmac,
                 smac: p.smac,
+                peer: has_peer(p.ifindex),
             };
             if let (Some(_), Some(slot)) = (&cache, slot) {
                 // SAFETY: a pointer to a live array element; see above on
@@ -146,7 +147,9 @@ pub fn lookup<H: Hook>(
 #[inline(always)]
 pub fn back_to_sender<H: Hook>(h: &H) -> Result<Route, DropReason> {
     let eth = h.load::<12>(0).ok_or(DropReason::TruncatedEthernet)?;
-    let mut hop = NextHop { ingress: h.ifindex(), ifindex: h.ifindex(), ..NextHop::default() };
+    let ifindex = h.ifindex();
+    let mut hop =
+        NextHop { ingress: ifindex, ifindex, peer: has_peer(ifindex), ..NextHop::default() };
     let mut i = 0;
     while i < 6 {
         hop.dmac[i] = eth[6 + i];
@@ -154,6 +157,13 @@ pub fn back_to_sender<H: Hook>(h: &H) -> Result<Route, DropReason> {
         i += 1;
     }
     Ok(Route::of(RouteKind::Hop, hop))
+}
+
+/// [`NextHop::peer`] of the interface `ifindex`.
+#[inline(always)]
+fn has_peer(ifindex: u32) -> u32 {
+    // SAFETY: a map lookup by value; the value is not kept.
+    u32::from(unsafe { LB_PEER_DEVICES.get(&ifindex) }.is_some())
 }
 
 /// Sends a rewritten packet where [`lookup`] said. A packet too big for its

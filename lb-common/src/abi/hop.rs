@@ -21,8 +21,12 @@ pub struct NextHop {
     pub dmac: [u8; 6],
     /// The egress interface's MAC.
     pub smac: [u8; 6],
+    /// 1 if the egress is a device with a peer (a veth, whose other end
+    /// is in another namespace: `LB_PEER_DEVICES`), else 0. Kept with the
+    /// hop so a forwarded packet does not look its egress up again.
+    pub peer: u32,
 }
-abi_type!(NextHop, size = 28, align = 4);
+abi_type!(NextHop, size = 32, align = 4);
 
 impl NextHop {
     /// Whether this entry may be used at `now` for a packet that came in

@@ -167,8 +167,7 @@ impl Hook for TcSkb<'_> {
         if rc != 0 {
             return Err(DropReason::TruncatedEthernet);
         }
-        // SAFETY: a map lookup by value; the value is not kept.
-        if unsafe { LB_PEER_DEVICES.get(hop.ifindex) }.is_some() {
+        if hop.peer != 0 {
             // SAFETY: a helper call with an interface index, no flags.
             Ok(unsafe { bpf_redirect_peer(hop.ifindex, 0) } as u32)
         } else {

@@ -15,7 +15,6 @@ use lb_common::{
 };
 
 use super::{Hook, MAX_OFFSET};
-use crate::maps::LB_PEER_DEVICES;
 
 const ETH_ALEN: usize = 6;
 const ETH_HLEN: usize = 14;
@@ -122,9 +121,7 @@ impl Hook for XdpFrame<'_> {
         }
         // XDP_TX on a veth loses frames (seen on Linux 6.18: hairpin SYNs
         // sent back with it went missing): back out of a veth by redirect.
-        // SAFETY: a map lookup by value; the value is not kept.
-        let veth = unsafe { LB_PEER_DEVICES.get(&hop.ifindex) }.is_some();
-        if hop.ifindex == self.ifindex() && !veth {
+        if hop.ifindex == self.ifindex() && hop.peer == 0 {
             Ok(xdp_action::XDP_TX)
         } else {
             // SAFETY: a helper call with an interface index and no flags.

@@ -47,8 +47,8 @@ use std::time::Duration;
 
 use aya::maps::{HashMap, MapData};
 use lb_common::abi::{
-    Addr, BucketKey, FAMILY_V4, FLOOD_CHALLENGE, FLOOD_ON, FlowTimeouts, MAP_BUCKETS,
-    REFRESH_TICKS, TICK_SHIFT,
+    Addr, BucketKey, FAMILY_V4, FLOOD_CHALLENGE, FLOOD_ON, FlowKey, FlowTimeouts, FlowValue,
+    MAP_BUCKETS, MAP_FLOWS, REFRESH_TICKS, TICK_SHIFT,
 };
 use lb_tests::{
     fixture::{
@@ -91,7 +91,13 @@ fn segments_to(n: usize, flags: u8, fwd: bool, vip: &str) -> Vec<Vec<u8>> {
             } else {
                 ("10.1.0.10:8080".to_owned(), client(i))
             };
-            Frame::tcp(&src, &dst).tcp_flags(flags).pad_to(64).bytes()
+            // The backends' answers carry sequence number 0, so a client's
+            // ACK acknowledges 1: only an ACK of the answer moves a flow to
+            // the flow table (a blind one proves nothing, see `flows`).
+            // Until 2026-12-07 the ACKs acknowledged 0, every flow stayed
+            // unanswered, and the "hit" rows measured pending-table hits.
+            let ack = if fwd && flags & ACK != 0 { 1 } else { 0 };
+            Frame::tcp(&src, &dst).tcp_flags(flags).ack(ack).pad_to(64).bytes()
         })
         .collect()
 }
@@ -153,6 +159,10 @@ fn main() {
         ] {
             series.push("per packet", name, per_packet(prog, packets, ifindex, XDP_REDIRECT));
         }
+        let answered: HashMap<&MapData, FlowKey, FlowValue> = g.dp.map(MAP_FLOWS).expect("flows");
+        let answered = answered.keys().count();
+        assert_eq!(answered, DISTINCT, "the clients' ACKs moved every flow to the flow table");
+        let prog = g.dp.program_mut().expect("program");
         // The same hits over few flows, again and again: their entries stay
         // in the CPU's caches, so this is the program's own work, and the
         // row above less this one is what a cold entry costs.
