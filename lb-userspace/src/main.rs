@@ -292,9 +292,10 @@ fn main() -> ExitCode {
             let spec = lb_userspace::trace::TraceSpec { src, dst, port, proto };
             Target::resolve(&agent).and_then(|t| commands::trace::run(&t, spec, count))
         }
-        Command::Reload { agent } => {
-            Target::resolve(&agent).and_then(|t| commands::backend::request(&t, Request::Reload))
-        }
+        Command::Reload { agent } => Target::resolve(&agent).and_then(|t| {
+            let config = t.config_file();
+            commands::backend::request(&t, Request::Reload { config })
+        }),
         Command::Backend { agent, action } => {
             Target::resolve(&agent).and_then(|t| backend(&t, action))
         }

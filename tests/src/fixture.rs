@@ -214,7 +214,7 @@ impl Golden {
 
     /// The exception counter of `reason`.
     pub fn exceptions(&self, reason: DropReason) -> u64 {
-        let t = datapath::stats::read(&self.dp, 0, 0).expect("counters");
+        let t = datapath::stats::read(&self.dp, &[], 0).expect("counters");
         t.exceptions[reason as usize]
     }
 

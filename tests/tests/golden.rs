@@ -329,8 +329,8 @@ fn a_plan_change_swaps_the_table_and_re_hashes_flows_of_a_down_backend(prog: Pro
     // surviving backend of the service, and counted as a new flow there.
     let svc_id = g.plan.services[svc].record.id;
     let new_flows = |g: &Golden| {
-        let n = g.plan.services.len() as u32;
-        let t = lb_userspace::datapath::stats::read(&g.dp, n, 0).expect("counters");
+        let t =
+            lb_userspace::datapath::stats::read(&g.dp, &g.plan.service_ids(), 0).expect("counters");
         t.services[svc_id as usize].new_flows
     };
     let before = new_flows(&g);

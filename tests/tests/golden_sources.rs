@@ -49,7 +49,7 @@ fn reload(g: &mut Golden, tcp4: &str, tcp6: &str) {
 
 /// (acl_denied, rate_limited) of service `svc`.
 fn refused(g: &Golden, svc: usize) -> (u64, u64) {
-    let t = stats::read(&g.dp, g.plan.services.len() as u32, 0).expect("counters");
+    let t = stats::read(&g.dp, &g.plan.service_ids(), 0).expect("counters");
     let c = t.services[g.plan.services[svc].record.id as usize];
     (c.acl_denied, c.rate_limited)
 }

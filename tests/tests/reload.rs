@@ -128,3 +128,65 @@ fn a_reload_adds_and_removes_a_vip() {
     let names: Vec<String> = (0..30).map(|_| Conn::open(vip(VIP4, 80)).ask()).collect();
     assert_eq!(count(&names).len(), 3);
 }
+
+lb_tests::in_both_modes!(a_service_a_reload_recreates_keeps_counting);
+
+/// A reload that renames a service re-creates it under a new id, past the
+/// number of services: its counters (and the new-flow rate flood mode is
+/// judged by) must still be read. Before, they were read for ids below the
+/// service count only, and stayed 0 for good.
+fn a_service_a_reload_recreates_keeps_counting(mode: lb_tests::mode::Mode) {
+    let s = Setup::in_mode(mode, SERVER, 3, 3, "maglev");
+    let path = s.dir.0.join("lb.toml");
+    let base = std::fs::read_to_string(&path).expect("config");
+    for name in ["web-v4", "tcp-v4"] {
+        let renamed = base.replace("name = \"tcp-v4\"", &format!("name = \"{name}\""));
+        std::fs::write(&path, renamed).expect("write");
+        let (ok, text) = lb_reload(&s);
+        assert!(ok, "{text}");
+    }
+    let inside = s.topo.client.enter();
+    let names: Vec<String> = (0..20).map(|_| s.conn(vip(VIP4, 80)).ask()).collect();
+    drop(inside);
+    assert_eq!(names.len(), 20);
+    let report = s.lb.report();
+    let web = report.services.iter().find(|v| v.name == "tcp-v4").expect("tcp-v4 in status");
+    assert!(web.traffic.new_flows >= 20, "the re-created service counts: {:?}", web.traffic);
+    let backends: u64 = web.backends.iter().map(|b| b.traffic.new_flows).sum();
+    assert!(backends >= 20, "and so do its backends: {backends}");
+}
+
+/// `lb reload --config FILE` re-reads the agent's own file, so naming
+/// another one is refused and says which file the agent runs; naming its
+/// own file (by another path) reloads it and says so. Before, the other
+/// file was answered with "config reloaded" and never read.
+#[test]
+fn a_reload_naming_another_file_is_refused() {
+    let s = Setup::new(SERVER, 3, 3, "maglev");
+    let path = s.dir.0.join("lb.toml");
+    let other = s.dir.0.join("other.toml");
+    let text = std::fs::read_to_string(&path).expect("config");
+    std::fs::write(&other, text.replacen("name = \"tcp-v4\"", "name = \"renamed\"", 1))
+        .expect("write");
+    let reload = |file: &std::path::Path| {
+        let out = std::process::Command::new(lb_tests::agent::lb_binary())
+            .args(["reload", "--config"])
+            .arg(file)
+            .output()
+            .expect("lb reload");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, text) = reload(&other);
+    assert!(!ok, "another file must be refused: {text}");
+    assert!(text.contains(&format!("runs {}", path.display())), "names the agent's file: {text}");
+    assert!(!s.lb.status().contains("renamed"), "nothing of the other file applied");
+    let via = s.dir.0.join(".").join("lb.toml");
+    let (ok, text) = reload(&via);
+    assert!(ok, "its own file, by another path, reloads: {text}");
+    assert!(text.contains(&format!("reloaded from {}", path.display())), "{text}");
+}

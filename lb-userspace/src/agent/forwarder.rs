@@ -19,8 +19,9 @@ pub trait Forwarder: Send + std::fmt::Debug {
     /// Moves from `old` (what it holds) to `new`: new tables take effect
     /// atomically per service; established flows keep their backends.
     fn apply_change(&mut self, old: &Plan, new: &Plan) -> Result<(), DatapathError>;
-    /// Counters of the first `services` services and `backends` backends.
-    fn totals(&self, services: u32, backends: u32) -> Result<Totals, DatapathError>;
+    /// Counters of the services whose ids are `services` and of the first
+    /// `backends` backends (see [`Totals`]).
+    fn totals(&self, services: &[u32], backends: u32) -> Result<Totals, DatapathError>;
     /// The XDP datapath, for what only it has (flow queries, flow counts).
     fn xdp(&self) -> Option<&Datapath> {
         None
@@ -56,7 +57,7 @@ impl Forwarder for Datapath {
         Datapath::apply_change(self, old, new)
     }
 
-    fn totals(&self, services: u32, backends: u32) -> Result<Totals, DatapathError> {
+    fn totals(&self, services: &[u32], backends: u32) -> Result<Totals, DatapathError> {
         crate::datapath::stats::read(self, services, backends)
     }
 

@@ -20,7 +20,7 @@ mod trace;
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::Instant,
 };
@@ -135,6 +135,29 @@ pub enum ChangeError {
     /// A weight outside 1-65535.
     #[error("weight {0} is out of range; use 1-65535 (to stop new flows, use `lb backend drain`)")]
     Weight(u32),
+    /// `lb reload --config FILE` to an agent that runs another file.
+    #[error(
+        "this agent runs {}, not {}: a reload re-reads the agent's own file; edit that one, \
+         or restart lb with --config {}",
+        ours.display(),
+        meant.display(),
+        meant.display()
+    )]
+    OtherFile {
+        /// The agent's file.
+        ours: PathBuf,
+        /// The file the operator named.
+        meant: PathBuf,
+    },
+}
+
+/// Whether `a` and `b` name the same file (compared resolved, so a relative
+/// path or a symlink to the agent's file counts as it).
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
 }
 
 impl Agent {
@@ -314,6 +337,20 @@ impl Agent {
     /// swaps; established flows keep their backends; health and operator
     /// state of retained backends carry over. An invalid file, or a change
     /// that needs a restart, leaves everything as it was.
+    /// [`Agent::reload`] on a request naming the file the operator meant
+    /// (`meant`): refused if the agent runs another. Returns the file's
+    /// path, for the answer.
+    fn reload_checked(&self, meant: Option<&Path>) -> Result<String, ChangeError> {
+        let ours = self.lock().config.source.clone();
+        if let Some(meant) = meant
+            && !same_file(meant, &ours)
+        {
+            return Err(ChangeError::OtherFile { ours, meant: meant.to_owned() });
+        }
+        self.reload()?;
+        Ok(ours.display().to_string())
+    }
+
     pub fn reload(&self) -> Result<(), ChangeError> {
         let mut st = self.lock();
         let mut config = crate::config::load(&st.config.source)?;
@@ -531,7 +568,7 @@ impl Agent {
     /// datapath (the settings map) and the log once per change.
     pub fn watch_flood(&self) {
         let mut st = self.lock();
-        let totals = match st.datapath.totals(st.plan.services.len() as u32, 0) {
+        let totals = match st.datapath.totals(&st.plan.service_ids(), 0) {
             Ok(t) => t,
             Err(e) => return tracing::warn!("reading the new-flow counters failed: {e}"),
         };
@@ -696,8 +733,8 @@ impl Handler for Agent {
                 }
                 Err(message) => Response::Error { message },
             },
-            Request::Reload => match self.reload() {
-                Ok(()) => Response::Done { message: "config reloaded".into() },
+            Request::Reload { config } => match self.reload_checked(config.as_deref()) {
+                Ok(path) => Response::Done { message: format!("config reloaded from {path}") },
                 Err(e) => {
                     tracing::error!("reload refused, the running config stays: {e}");
                     Response::Error {

@@ -19,8 +19,7 @@ pub(super) fn report(
     (flows, flows_age_ms): &(std::sync::Arc<FlowCounts>, u64),
     flood: &FloodStatus,
 ) -> Result<StatusReport, DatapathError> {
-    let totals =
-        st.datapath.totals(st.plan.services.len() as u32, st.plan.backends.len() as u32)?;
+    let totals = st.datapath.totals(&st.plan.service_ids(), st.plan.backends.len() as u32)?;
     let services = st
         .config
         .services

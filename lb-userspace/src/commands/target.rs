@@ -159,6 +159,17 @@ impl Target {
         }
     }
 
+    /// The config file the socket was read from, absolute (the agent
+    /// compares it with its own, from another working directory).
+    pub fn config_file(&self) -> Option<PathBuf> {
+        match &self.origin {
+            Origin::ConfigFlag(p) | Origin::ConfigEnv(p) | Origin::DefaultConfig(p) => {
+                Some(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+            }
+            _ => None,
+        }
+    }
+
     /// Where the agent's datapath is pinned, when known: its config's
     /// agent.pin_dir, or the default when nothing was named at all (a
     /// socket given alone says nothing of it).

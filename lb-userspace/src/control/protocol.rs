@@ -9,7 +9,13 @@ pub enum Request {
     /// Services, backends, counters.
     Status,
     /// Re-read and apply the config file (as SIGHUP).
-    Reload,
+    Reload {
+        /// The file the operator meant (`lb reload --config FILE`): the
+        /// agent re-reads its own file, and refuses if that is another
+        /// one, rather than report a reload of a file it never read.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        config: Option<std::path::PathBuf>,
+    },
     /// Remove the datapath (program, pins, state) and exit.
     Stop,
     /// Which backend a flow gets, and why.

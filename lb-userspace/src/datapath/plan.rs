@@ -20,7 +20,8 @@ use crate::config::{
 /// The content of every map for one config.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Plan {
-    /// One entry per service, in config order; its index is its id.
+    /// One entry per service, in config order. Ids are not indexes: a
+    /// reload that re-creates a service gives it a new id (see [`replan`]).
     pub services: Vec<PlannedService>,
     /// Backend records; the index is the backend id.
     pub backends: Vec<BackendRecord>,
@@ -31,6 +32,14 @@ pub struct Plan {
     /// The id the next added service gets; ids are not reused while the
     /// agent runs, so a new service never inherits another's counters.
     pub next_service_id: u32,
+}
+
+impl Plan {
+    /// The ids of the services, in config order: what counters are read
+    /// for.
+    pub fn service_ids(&self) -> Vec<u32> {
+        self.services.iter().map(|s| s.record.id).collect()
+    }
 }
 
 /// Room in the Maglev map for services added by reloads: eight services of

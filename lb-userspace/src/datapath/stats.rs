@@ -8,7 +8,9 @@ use super::kernel::{Datapath, DatapathError};
 /// Totals over all CPUs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Totals {
-    /// Per service id.
+    /// Per service id, up to the largest asked for (ids not asked for are
+    /// zero: a reload that re-creates a service gives it a new id, so ids
+    /// run past the number of services).
     pub services: Vec<Counters>,
     /// Per backend id.
     pub backends: Vec<Counters>,
@@ -18,9 +20,15 @@ pub struct Totals {
     pub proxy_exceptions: Vec<(&'static str, &'static str, u64)>,
 }
 
-/// Reads the counters of the first `services` services and `backends`
-/// backends, and every exception counter.
-pub fn read(dp: &Datapath, services: u32, backends: u32) -> Result<Totals, DatapathError> {
+/// Zeroed counters for every id up to the largest of `ids`.
+pub fn by_id(ids: &[u32]) -> Vec<Counters> {
+    let len = ids.iter().max().map_or(0, |&m| m as usize + 1);
+    vec![Counters::default(); len]
+}
+
+/// Reads the counters of the services `services` (ids) and of the first
+/// `backends` backends, and every exception counter.
+pub fn read(dp: &Datapath, services: &[u32], backends: u32) -> Result<Totals, DatapathError> {
     let svc: PerCpuArray<&MapData, Counters> = dp.map(MAP_SERVICE_COUNTERS)?;
     let be: PerCpuArray<&MapData, Counters> = dp.map(MAP_BACKEND_COUNTERS)?;
     let drops: PerCpuArray<&MapData, u64> = dp.map(MAP_DROPS)?;
@@ -28,10 +36,14 @@ pub fn read(dp: &Datapath, services: u32, backends: u32) -> Result<Totals, Datap
     let sum = |arr: &PerCpuArray<&MapData, Counters>, i, map| {
         arr.get(&i, 0).map(|v| Counters::sum(v.iter())).map_err(err(map))
     };
+    let mut by = by_id(services);
+    for &id in services {
+        if let Some(slot) = by.get_mut(id as usize) {
+            *slot = sum(&svc, id, MAP_SERVICE_COUNTERS)?;
+        }
+    }
     Ok(Totals {
-        services: (0..services)
-            .map(|i| sum(&svc, i, MAP_SERVICE_COUNTERS))
-            .collect::<Result<_, _>>()?,
+        services: by,
         backends: (0..backends)
             .map(|i| sum(&be, i, MAP_BACKEND_COUNTERS))
             .collect::<Result<_, _>>()?,

@@ -111,7 +111,10 @@ impl SpliceForwarder {
                     Some((id, Backend { addr, stats }))
                 })
                 .collect();
-            let Some(served) = self.services.get(&svc.key) else { continue };
+            let Some(served) = self.services.get_mut(&svc.key) else { continue };
+            // A reload that re-creates the service on the same VIP (renamed,
+            // say) gives it a new id: its counters are reported under that.
+            served.id = svc.record.id;
             let mut view = served.shared.view.write().unwrap_or_else(|p| p.into_inner());
             if !svc.table.is_empty() {
                 view.table = svc.table.clone();
@@ -180,9 +183,9 @@ impl Forwarder for SpliceForwarder {
         self.apply(new)
     }
 
-    fn totals(&self, services: u32, backends: u32) -> Result<Totals, DatapathError> {
+    fn totals(&self, services: &[u32], backends: u32) -> Result<Totals, DatapathError> {
         let mut out = Totals {
-            services: vec![Counters::default(); services as usize],
+            services: crate::datapath::stats::by_id(services),
             backends: vec![Counters::default(); backends as usize],
             exceptions: vec![0; DropReason::ALL.len()],
             proxy_exceptions: Vec::new(),
