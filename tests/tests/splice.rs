@@ -322,3 +322,29 @@ fn a_vip_port_another_process_holds_with_so_reuseport_is_refused_with_the_fix() 
     assert!(said.contains("another process holds it"), "{said}");
     drop(foreign);
 }
+
+#[test]
+fn a_metrics_port_in_use_fails_the_start_and_leaves_no_vip_route() {
+    // The metrics address is bound before anything on the host changes.
+    // Before, the VIP routes were added first, and the failed start left
+    // them behind.
+    let topo = Topology::new(3);
+    let held = {
+        let _in = topo.lb.enter();
+        std::net::TcpListener::bind("127.0.0.1:9915").expect("hold the metrics port")
+    };
+    let dir = TempDir::new();
+    let path = dir.0.join("lb.toml");
+    let text = splice_config("", "", "kind = \"none\"")(&topo, &dir.0).replacen(
+        "[agent]\n",
+        "[agent]\nmetrics_addr = \"127.0.0.1:9915\"\n",
+        1,
+    );
+    std::fs::write(&path, text).expect("config");
+    let said = lb_tests::agent::run_refused(&topo.lb, &path, &[]);
+    assert!(said.contains("binding the metrics address 127.0.0.1:9915"), "{said}");
+    let out = topo.lb.exec(&["ip", "route", "show", "table", "local", "proto", "252"]);
+    let routes = String::from_utf8_lossy(&out.stdout);
+    assert!(routes.trim().is_empty(), "no VIP route left: {routes}");
+    drop(held);
+}

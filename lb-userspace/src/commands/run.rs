@@ -78,6 +78,9 @@ pub fn run(
             .context("starting the async runtime")?;
         Ok((rt, started))
     };
+    // Before anything on the host changes: a metrics port in use must fail
+    // the start with nothing left behind (it left the VIP routes).
+    let metrics_socket = cfg.agent.metrics_addr.map(bind_metrics).transpose()?;
     // The VIPs are routed before any traffic is served (a splice listener
     // then binds to a local address), and lb routes of addresses no longer
     // VIPs (left by an agent that crashed) go.
@@ -123,11 +126,16 @@ pub fn run(
     let Started { plan, forwarder, events, syns, interfaces, pins, why, restored, trace } = started;
     // Only splice mode says why it runs.
     let splice_mode = why.is_some();
-    let metrics_listener = match cfg.agent.metrics_addr {
-        Some(addr) => {
-            Some(rt.block_on(tokio::net::TcpListener::bind(addr)).with_context(|| {
-                format!("binding the metrics address {addr} (agent.metrics_addr)")
-            })?)
+    let metrics_listener = match metrics_socket {
+        Some(socket) => {
+            let _in = rt.enter();
+            let listener = tokio::net::TcpListener::from_std(socket)
+                .context("serving the metrics address (agent.metrics_addr)")?;
+            // Said once: with port 0 the log is the only place it shows.
+            if let Ok(at) = listener.local_addr() {
+                tracing::info!(%at, "metrics: serving /metrics and the status page");
+            }
+            Some(listener)
         }
         None => None,
     };
@@ -682,4 +690,23 @@ fn start_splice(cfg: &config::Config, rt: &tokio::runtime::Runtime, why: &str) -
         pins: None,
         trace: None,
     })
+}
+
+/// The metrics listener on `addr`, bound and listening, not yet registered
+/// with a runtime (there is none yet). `SO_REUSEADDR`, as a tokio listener
+/// has, so a restart binds while the last agent's connections linger.
+fn bind_metrics(addr: std::net::SocketAddr) -> Result<std::net::TcpListener> {
+    let bind = || -> std::io::Result<std::net::TcpListener> {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        socket.set_reuse_address(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(1024)?;
+        Ok(socket.into())
+    };
+    bind().with_context(|| format!("binding the metrics address {addr} (agent.metrics_addr)"))
 }
