@@ -79,3 +79,34 @@ fn lb_status_says_why_auto_mode_fell_back_to_splice() {
         "lb status gives the reason XDP could not load:\n{status}"
     );
 }
+
+/// Auto mode falls back to splice mode where the kernel refuses BPF, not
+/// where the config is wrong: an interface this host does not have, or an
+/// eBPF object named on the command line that does not load, fails the
+/// start, naming the fix. Before, both served in splice mode with a
+/// warning whose advice (`attach = "native"`) did not apply.
+#[test]
+fn a_missing_interface_or_a_named_object_that_fails_is_refused_not_served_in_splice_mode() {
+    let topo = lb_tests::topology::Topology::new(1);
+    let dir = lb_tests::agent::TempDir::new();
+    let path = dir.0.join("lb.toml");
+    let text = lb_tests::agent::config(&topo, &dir.0, "maglev", 1).replacen(
+        "mode = \"xdp\"",
+        "mode = \"auto\"",
+        1,
+    );
+    let typo = text.replacen("interfaces = [", "interfaces = [\"lbnope0\", ", 1);
+    std::fs::write(&path, typo).expect("config");
+    let said = lb_tests::agent::run_refused(&topo.lb, &path, &[]);
+    assert!(said.contains("agent.interfaces lists \"lbnope0\""), "{said}");
+    assert!(said.contains("fix the name"), "{said}");
+
+    std::fs::write(&path, &text).expect("config");
+    let junk = dir.0.join("junk.o");
+    std::fs::write(&junk, b"not an ELF object").expect("junk object");
+    let junk = junk.to_str().expect("path");
+    let with_object = format!("exec \"$0\" \"$@\" --bpf-object {junk}");
+    let said = lb_tests::agent::run_refused(&topo.lb, &path, &["sh", "-c", &with_object]);
+    assert!(said.contains(junk), "names the object: {said}");
+    assert!(!said.contains("splice mode"), "no fallback: {said}");
+}

@@ -49,6 +49,11 @@ pub fn run(
         );
     }
     let mode = mode.unwrap_or(cfg.agent.mode);
+    if mode != Mode::Splice {
+        // Not a reason to fall back to splice mode: a misspelt name would
+        // leave lb serving from userspace with a warning, the fix unsaid.
+        missing_interfaces(&cfg, path)?;
+    }
     // Several threads: in splice mode they move the bytes.
     // First, so a running agent is found before anything of it is touched.
     let socket = ControlSocket::bind(&cfg.agent.control_socket)?;
@@ -101,6 +106,9 @@ pub fn run(
                     ))?,
                     None => match xdp() {
                         Ok(s) => s,
+                        // An object named on the command line is wanted: its
+                        // failure is the answer, not splice mode.
+                        Err(e) if bpf_object.is_some() => return Err(e),
                         Err(e) => {
                             Pins::new(&cfg.agent.pin_dir).remove_if_empty();
                             splice(&format!("XDP is unavailable: {}", xdp_unavailable(&e)))?
@@ -709,4 +717,25 @@ fn bind_metrics(addr: std::net::SocketAddr) -> Result<std::net::TcpListener> {
         Ok(socket.into())
     };
     bind().with_context(|| format!("binding the metrics address {addr} (agent.metrics_addr)"))
+}
+
+/// Refuses `agent.interfaces` entries this host has no interface for.
+fn missing_interfaces(cfg: &config::Config, path: &Path) -> Result<()> {
+    let missing: Vec<&str> = cfg
+        .agent
+        .interfaces
+        .iter()
+        .map(String::as_str)
+        .filter(|name| nix::net::if_::if_nametoindex(*name).is_err())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "{}: agent.interfaces lists {}, which this host has no interface for (`ip link` lists \
+         them): fix the name{}, or serve from userspace with mode = \"splice\"",
+        path.display(),
+        missing.iter().map(|m| format!("{m:?}")).collect::<Vec<_>>().join(", "),
+        if missing.len() > 1 { "s" } else { "" }
+    )
 }
