@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{Context, Result, anyhow};
 use lb_userspace::{
-    config::{self, Config},
+    config::{self, Agent},
     control::{Request, Response, client},
 };
 
@@ -125,7 +125,7 @@ pub struct Target {
     /// Where that path came from.
     pub origin: Origin,
     /// The config the socket was read from, if it came from one.
-    pub config: Option<Config>,
+    pub agent: Option<Agent>,
 }
 
 impl Target {
@@ -139,10 +139,28 @@ impl Target {
 
     fn from_choice(choice: Choice) -> Result<Self> {
         match choice {
-            Choice::Socket(socket, origin) => Ok(Self { socket, origin, config: None }),
+            Choice::Socket(socket, origin) => Ok(Self { socket, origin, agent: None }),
             Choice::Config(path, origin) => {
-                // A config the agent could not run is no guide to its socket.
-                let cfg = config::load(&path).with_context(|| {
+                // A file being edited still names the agent's socket: only
+                // its [agent] table must be valid (the rest is `lb check`'s
+                // and the agent's to judge, at reload), or the CLI would be
+                // lost exactly while the operator needs it.
+                let agent = match config::load(&path) {
+                    Ok(cfg) => Ok(cfg.agent),
+                    Err(whole) => match config::load_agent(&path) {
+                        Ok(agent) => {
+                            eprintln!(
+                                "warning: {} is not a valid config (`lb check --config {}` \
+                                 lists why); its [agent] table still names the agent",
+                                path.display(),
+                                path.display()
+                            );
+                            Ok(agent)
+                        }
+                        Err(_) => Err(whole),
+                    },
+                };
+                let agent = agent.with_context(|| {
                     format!(
                         "reading the control socket from {} ({}); or name the socket with \
                          --control PATH",
@@ -154,7 +172,7 @@ impl Target {
                         }
                     )
                 })?;
-                Ok(Self { socket: cfg.agent.control_socket.clone(), origin, config: Some(cfg) })
+                Ok(Self { socket: agent.control_socket.clone(), origin, agent: Some(agent) })
             }
         }
     }
@@ -174,8 +192,8 @@ impl Target {
     /// agent.pin_dir, or the default when nothing was named at all (a
     /// socket given alone says nothing of it).
     pub fn pin_dir(&self) -> Option<PathBuf> {
-        match (&self.config, &self.origin) {
-            (Some(cfg), _) => Some(cfg.agent.pin_dir.clone()),
+        match (&self.agent, &self.origin) {
+            (Some(agent), _) => Some(agent.pin_dir.clone()),
             (None, Origin::Default) => Some(PathBuf::from(config::defaults::PIN_DIR)),
             (None, _) => None,
         }
@@ -184,7 +202,7 @@ impl Target {
     /// The config's `[agent.announce]`, when a config was read: where a
     /// stopped agent's announced routes are.
     pub fn announce(&self) -> Option<config::Announce> {
-        self.config.as_ref().and_then(|c| c.agent.announce)
+        self.agent.as_ref().and_then(|a| a.announce)
     }
 
     /// Sends `req`: the answer, or a typed error (for callers that act on
@@ -327,13 +345,35 @@ mod tests {
     }
 
     #[test]
+    fn a_file_being_edited_still_names_its_agent_but_not_with_a_broken_agent_table() {
+        let dir = Dir::new("editing");
+        let socket = dir.0.join("agent.sock");
+        let file = dir.0.join("lb.toml");
+        let resolve = |text: String| {
+            std::fs::write(&file, text).expect("write config");
+            Target::from_choice(choose(&args(None, Some(file.to_str().unwrap())), env(&[]), false))
+        };
+        let agent = format!("[agent]\ncontrol_socket = \"{}\"\n", socket.display());
+        // Mid-edit: a backend's weight 0 and an unknown key in a service.
+        let services = "[[service]]\nname = \"web\"\nvip = \"10.0.0.1:80\"\nwieght = 2\n\
+                        [[service.backend]]\naddr = \"10.0.1.1:80\"\nweight = 0\n";
+        let t = resolve(format!("{agent}{services}")).expect("the agent is still found");
+        assert_eq!(t.socket, socket);
+        assert!(t.pin_dir().is_some(), "and its pins, for lb stop");
+        // A broken [agent] table names no socket: the whole file's errors.
+        let err = resolve(format!("[agent]\ncontrol_socket = 7\n{services}"))
+            .expect_err("no socket to find");
+        assert!(format!("{err:#}").contains("lb.toml"), "{err:#}");
+    }
+
+    #[test]
     fn a_missing_agent_is_named_with_its_origin_and_the_ways_to_point_elsewhere() {
         let dir = Dir::new("missing");
         let socket = dir.0.join("nobody.sock");
         let t = Target {
             socket: socket.clone(),
             origin: Origin::ConfigFlag("/etc/lb/other.toml".into()),
-            config: None,
+            agent: None,
         };
         let text = format!("{:#}", t.request(&Request::Status).expect_err("nobody listens"));
         let expected = [

@@ -36,6 +36,18 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse(&text, path)
 }
 
+/// Reads the `[agent]` table of the config file at `path` alone, the rest
+/// unchecked: what the CLI needs to find a running agent (its socket, its
+/// pins) while the file is being edited. Never for running an agent.
+pub fn load_agent(path: &Path) -> Result<Agent, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Io { path: path.to_owned(), source })?;
+    let raw: raw::RawAgentOnly =
+        toml::from_str(&text).map_err(|error| toml_error::parse_error(path, &text, &error))?;
+    validate::agent_only(raw.agent, path)
+        .map_err(|problems| ConfigError::Invalid { path: path.to_owned(), problems })
+}
+
 /// Parses and validates config `text`; `origin` names it in messages and
 /// becomes [`Config::source`].
 pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {

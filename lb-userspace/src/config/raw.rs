@@ -25,6 +25,14 @@ pub(crate) struct RawConfig {
     pub(crate) decap: Option<RawDecap>,
 }
 
+/// Only the `[agent]` table of a file, whatever else it holds (see
+/// [`super::load_agent`]).
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawAgentOnly {
+    #[serde(default)]
+    pub(crate) agent: RawAgent,
+}
+
 /// `[decap]`: the backend role of direct server return.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

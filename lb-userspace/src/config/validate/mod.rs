@@ -24,8 +24,9 @@ mod values;
 use std::path::Path;
 
 use super::error::Problem;
+use super::model::Agent;
 use super::model::Config;
-use super::raw::RawConfig;
+use super::raw::{RawAgent, RawConfig};
 use report::Report;
 
 /// Validates `raw`, read from `file`; on success every rule holds.
@@ -55,6 +56,15 @@ pub(super) fn validate(raw: RawConfig, file: &Path) -> Result<Config, Vec<Proble
         {
             Ok(Config { source: file.to_owned(), agent, splice, flows, services, decap })
         }
+        _ => Err(report.into_problems()),
+    }
+}
+
+/// Only the `[agent]` table `raw` of `file`, validated alone.
+pub(super) fn agent_only(raw: RawAgent, file: &Path) -> Result<Agent, Vec<Problem>> {
+    let mut report = Report::new(file);
+    match agent::check(raw, &mut report) {
+        Some(agent) if report.count() == 0 => Ok(agent),
         _ => Err(report.into_problems()),
     }
 }
