@@ -100,13 +100,13 @@ enum Command {
         #[arg(long, value_name = "PREFIX")]
         dst: Option<String>,
         /// A port on either side (a client's port follows its flow both ways).
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
         port: Option<u16>,
         /// tcp or udp.
         #[arg(long, value_enum)]
         proto: Option<ProtoArg>,
         /// Stop after this many records.
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
         count: Option<u64>,
         #[command(flatten)]
         agent: AgentArgs,

@@ -75,12 +75,13 @@ pub enum ObjectError {
     )]
     Missing,
     /// The given file could not be read.
-    #[error("cannot read the eBPF object {path}: {source}")]
+    #[error("cannot read the eBPF object {path}: {reason}")]
     Read {
         /// The file.
         path: PathBuf,
-        /// The error.
-        source: io::Error,
+        /// The error (not a `source`: the message carries it, and a source
+        /// would print it twice in a `{:#}` chain).
+        reason: io::Error,
     },
     /// The file carries no build stamp.
     #[error(
@@ -131,7 +132,7 @@ pub fn resolve(path: Option<&Path>) -> Result<BpfObject, ObjectError> {
     let (bytes, origin) = match path {
         Some(p) => {
             let data =
-                fs::read(p).map_err(|source| ObjectError::Read { path: p.into(), source })?;
+                fs::read(p).map_err(|reason| ObjectError::Read { path: p.into(), reason })?;
             // A heap buffer is aligned enough, as aya's own `load_file` relies on.
             (Cow::Owned(data), Origin::File(p.into()))
         }
@@ -207,7 +208,7 @@ mod tests {
         let errs = [
             (ObjectError::Missing, &["without its eBPF object", "cargo xtask build-ebpf"][..]),
             (
-                ObjectError::Read { path: "/x/p.o".into(), source: io::Error::other("gone") },
+                ObjectError::Read { path: "/x/p.o".into(), reason: io::Error::other("gone") },
                 &["/x/p.o", "gone"],
             ),
             (ObjectError::NotLb { origin: Origin::Embedded }, &["no LB_BUILD_ID", "build-ebpf"]),

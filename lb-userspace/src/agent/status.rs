@@ -77,7 +77,7 @@ pub(super) fn report(
             .zip(&totals.exceptions)
             .map(|(r, &packets)| ExceptionStatus {
                 reason: r.name().to_owned(),
-                action: r.action().to_owned(),
+                action: action_here(*r, st.datapath.mode()).to_owned(),
                 packets,
             })
             .chain(totals.proxy_exceptions.iter().map(|&(reason, action, packets)| {
@@ -139,4 +139,13 @@ fn dns_status(
 fn traffic(c: Option<&Counters>) -> Traffic {
     let c = c.copied().unwrap_or_default();
     Traffic { packets: c.packets, bytes: c.bytes, new_flows: c.new_flows }
+}
+
+/// What `reason` does in `mode`: the kernel datapath drops a refused
+/// packet, the splice proxy resets the connection it accepted.
+fn action_here(reason: DropReason, mode: &str) -> &'static str {
+    match reason {
+        DropReason::AclDenied | DropReason::RateLimited if mode == "splice" => "refuse",
+        _ => reason.action(),
+    }
 }

@@ -283,7 +283,7 @@ pub fn run(
              `lb stop` removes it)"
         );
     } else {
-        tracing::info!("agent stopped; XDP detached and the datapath removed");
+        tracing::info!("agent stopped; its datapath (kernel or proxy) is gone");
     }
     Ok(())
 }

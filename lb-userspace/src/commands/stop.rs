@@ -63,10 +63,18 @@ pub fn run(target: &Target) -> Result<()> {
             }
             routes::announce::note(&note, None);
             let pins = Pins::new(&pin_dir);
+            let pinned = pins.exist();
             pins.remove().with_context(|| format!("removing {}", pins.dir().display()))?;
             let _ = std::fs::remove_file(pins::state_file(control));
             let _ = std::fs::remove_file(control);
-            println!("no agent running; removed the pinned datapath in {}", pins.dir().display());
+            if pinned {
+                println!(
+                    "no agent running; removed the pinned datapath in {}",
+                    pins.dir().display()
+                );
+            } else {
+                println!("no agent running, and no datapath pinned in {}", pins.dir().display());
+            }
             // The routes a stopped agent left with its datapath.
             let gone = VipRoutes::new(VipRoutesSetting::Local)
                 .remove_all()

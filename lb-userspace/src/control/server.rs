@@ -39,10 +39,12 @@ pub struct ControlSocket {
 
 /// Why the socket could not be bound.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot create the control socket {path}: {source}")]
+// `reason`, not `source`: the message carries it, and a source would
+// print it twice in a `{:#}` chain.
+#[error("cannot create the control socket {path}: {reason}")]
 pub struct BindError {
     path: PathBuf,
-    source: io::Error,
+    reason: io::Error,
 }
 
 impl ControlSocket {
@@ -50,7 +52,7 @@ impl ControlSocket {
     /// socket left by a killed agent is replaced; a live one is an error, so
     /// two agents never fight over one socket.
     pub fn bind(path: &Path) -> Result<Self, BindError> {
-        let err = |source| BindError { path: path.into(), source };
+        let err = |reason| BindError { path: path.into(), reason };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
             fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(err)?;
         }
