@@ -255,7 +255,8 @@ fn unknown_field_is_a_parse_error_naming_the_field_and_line() {
         panic!("not a parse error: {text}")
     };
     assert_eq!((line, column), (7, 1), "{text}");
-    assert!(text.contains("unknown_field.toml:7:1: unknown field `wieght`"), "{text}");
+    assert!(text.contains("unknown_field.toml:7:1: "), "{text}");
+    assert!(text.contains("key `wieght`: unknown field `wieght`"), "{text}");
     assert!(text.contains("check its spelling"), "{text}");
     assert!(text.contains("config/example.toml"), "{text}");
 

@@ -98,7 +98,7 @@ const COMMANDS: &[(&[&str], &str)] = &[
     (&["backend", "disable", "web", "10.0.1.1:80"], r#""action":{"action":"disable"}"#),
     (&["backend", "enable", "web", "10.0.1.1:80"], r#""action":{"action":"enable"}"#),
     (&["backend", "weight", "web", "10.0.1.1:80", "3"], r#""weight":3"#),
-    (&["reload"], r#"{"request":"reload"}"#),
+    (&["reload"], r#""request":"reload""#),
     (&["stop"], r#"{"request":"stop"}"#),
 ];
 
