@@ -69,10 +69,13 @@ enum Command {
     /// Maglev slot its hash picks (e.g. `lb flow 10.0.0.2:40000 10.0.0.100:80 tcp`).
     Flow {
         /// Client address, ip:port.
+        #[arg(value_parser = socket_addr)]
         src: String,
         /// VIP, ip:port.
+        #[arg(value_parser = socket_addr)]
         dst: String,
         /// tcp or udp.
+        #[arg(value_parser = ["tcp", "udp"])]
         protocol: String,
         #[command(flatten)]
         agent: AgentArgs,
@@ -199,7 +202,8 @@ enum BackendCmd {
         service: String,
         /// Backend address.
         backend: String,
-        /// The new weight.
+        /// The new weight, 1-65535 (to stop new flows, `lb backend drain`).
+        #[arg(value_parser = clap::value_parser!(u32).range(1..=65535))]
         weight: u32,
     },
 }
@@ -351,4 +355,12 @@ fn init_logging(verbose: u8) {
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
         .init();
+}
+
+/// An `ip:port` argument, checked before any agent is asked: a bad one is
+/// the argument's fault, not a missing agent's. Kept as the text given.
+fn socket_addr(text: &str) -> Result<String, String> {
+    text.parse::<std::net::SocketAddr>()
+        .map(|_| text.to_owned())
+        .map_err(|_| "expected ip:port, e.g. 10.0.0.2:40000 or [2001:db8::2]:40000".to_owned())
 }
