@@ -23,13 +23,13 @@ fn a_change_to_agent_or_splice_is_refused_and_the_running_config_stays() {
     let s = Setup::new(SERVER, 3, 3, "maglev");
     let good = std::fs::read_to_string(s.dir.0.join("lb.toml")).expect("config");
     let changes = [
-        ("[agent]", good.replacen("mode = \"xdp\"", "mode = \"splice\"", 1)),
-        ("[splice]", format!("[splice]\nshutdown_timeout = \"3s\"\n{good}")),
+        ("[agent]", "mode", good.replacen("mode = \"xdp\"", "mode = \"splice\"", 1)),
+        ("[splice]", "shutdown_timeout", format!("[splice]\nshutdown_timeout = \"3s\"\n{good}")),
     ];
-    for (table, text) in changes {
+    for (table, key, text) in changes {
         let (ok, out) = reload_with(&s, &text);
         assert!(!ok, "a change to {table} must be refused: {out}");
-        assert!(out.contains(&format!("the {table} table changed")), "{table}: {out}");
+        assert!(out.contains(&format!("the {table} table changed ({key})")), "{table}: {out}");
         assert!(out.contains("restart lb"), "{table}: the message names the fix: {out}");
         let status = s.lb.status();
         assert!(status.starts_with("mode xdp"), "{table}: still in XDP mode:\n{status}");
@@ -141,4 +141,15 @@ fn reloads_that_use_up_the_backend_ids_are_refused_and_the_running_config_stays(
     // The running config stays: the old "many" and every TCP backend.
     assert_eq!(service(&s, "many").backends.len(), MANY);
     assert_eq!(s.answering("tcp", VIP4, 60).len(), 3, "the running config still serves");
+}
+
+#[test]
+fn an_operator_action_on_a_service_that_does_not_exist_names_the_service() {
+    let s = Setup::new(SERVER, 3, 3, "maglev");
+    let (ok, out) = s.lb.cli(&["backend", "drain", "nosuch", "10.200.1.1:80"]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("no service \"nosuch\""), "{out}");
+    let (ok, out) = s.lb.cli(&["backend", "drain", "tcp-v4", "10.200.9.9:80"]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("no backend 10.200.9.9:80 in service \"tcp-v4\""), "{out}");
 }

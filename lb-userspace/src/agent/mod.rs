@@ -124,7 +124,10 @@ pub enum ChangeError {
     /// Adding or removing a VIP route failed.
     #[error("VIP routes: {0}")]
     Routes(#[from] RouteError),
-    /// No such service or backend.
+    /// No such service.
+    #[error("no service {0:?}; `lb status` lists them")]
+    NoService(String),
+    /// No such backend in the service.
     #[error("no backend {backend} in service {service:?}; `lb status` lists them")]
     Unknown {
         /// The service asked for.
@@ -298,6 +301,9 @@ impl Agent {
         action: BackendAction,
     ) -> Result<String, ChangeError> {
         let mut st = self.lock();
+        if !st.config.services.iter().any(|s| s.name == service) {
+            return Err(ChangeError::NoService(service.to_owned()));
+        }
         let addr: Option<SocketAddr> = backend.parse().ok();
         let unknown =
             || ChangeError::Unknown { service: service.to_owned(), backend: backend.to_owned() };
@@ -492,15 +498,47 @@ pub fn replan_restored(
     replan(old, cfg, &runtime::effective_states(cfg, &runtimes))
 }
 
+/// "the [table] table changed (key, key)": which of `keys` differ (a key
+/// left out of the list still makes the tables differ, hence the fallback).
+fn changed_keys(table: &str, keys: &[(&str, bool)]) -> String {
+    let changed: Vec<&str> = keys.iter().filter(|(_, c)| *c).map(|(k, _)| *k).collect();
+    if changed.is_empty() {
+        format!("the [{table}] table changed")
+    } else {
+        format!("the [{table}] table changed ({})", changed.join(", "))
+    }
+}
+
 /// Settings only read at startup: a reload that changes them is refused
 /// rather than half-applied.
 fn needs_no_restart(old: &Config, new: &Config, mode: &str) -> Result<(), PlanError> {
     let restart = |what: String| Err(PlanError::NeedsRestart { what });
+    let (a, b) = (&old.agent, &new.agent);
+    let agent = [
+        ("interfaces", a.interfaces != b.interfaces),
+        ("mode", a.mode != b.mode),
+        ("attach", a.attach != b.attach),
+        ("attach_by_interface", a.attach_by_interface != b.attach_by_interface),
+        ("metrics_addr", a.metrics_addr != b.metrics_addr),
+        ("control_socket", a.control_socket != b.control_socket),
+        ("pin_dir", a.pin_dir != b.pin_dir),
+        ("vip_routes", a.vip_routes != b.vip_routes),
+        ("announce", a.announce != b.announce),
+    ];
     if old.agent != new.agent {
-        return restart("the [agent] table changed".into());
+        return restart(changed_keys("agent", &agent));
     }
+    let (a, b) = (&old.splice, &new.splice);
+    let splice = [
+        ("max_connections", a.max_connections != b.max_connections),
+        ("connect_timeout", a.connect_timeout != b.connect_timeout),
+        ("connect_tries", a.connect_tries != b.connect_tries),
+        ("idle_timeout", a.idle_timeout != b.idle_timeout),
+        ("udp_idle_timeout", a.udp_idle_timeout != b.udp_idle_timeout),
+        ("shutdown_timeout", a.shutdown_timeout != b.shutdown_timeout),
+    ];
     if old.splice != new.splice {
-        return restart("the [splice] table changed".into());
+        return restart(changed_keys("splice", &splice));
     }
     if old.flows.capacity != new.flows.capacity {
         return restart(

@@ -150,7 +150,9 @@ pub fn run(
     tracing::info!(
         mode = forwarder.mode(),
         services = plan.services.len(),
-        backends = plan.backends.len(),
+        // Not `plan.backends`: it keeps every id ever used (a flow may
+        // still name a removed backend's).
+        backends = plan.services.iter().map(|s| s.backend_ids.len()).sum::<usize>(),
         control = %cfg.agent.control_socket.display(),
         "lb running"
     );
