@@ -16,6 +16,7 @@ mod prefix;
 mod raw;
 mod summary;
 mod toml_error;
+mod unicast;
 mod validate;
 
 use std::path::Path;

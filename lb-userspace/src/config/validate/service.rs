@@ -9,7 +9,7 @@ use super::forwarding;
 use super::health;
 use super::report::{Issue, Report, Scope};
 use super::sources;
-use super::values::{choice, identity, nonzero_port, service_name, socket_addr};
+use super::values::{choice, identity, nonzero_port, one_host, service_name, socket_addr};
 use crate::config::defaults;
 use crate::config::error::Subject;
 use crate::config::model::{Health, Protocol, ProxyProtocol, Scheduler, Service};
@@ -161,6 +161,7 @@ fn vip(text: Option<&str>) -> Result<SocketAddr, Issue> {
     })?;
     let vip = socket_addr("vip", text, VIP_EXAMPLE)?;
     nonzero_port("vip", vip, VIP_EXAMPLE)?;
+    one_host("vip", vip, VIP_EXAMPLE)?;
     Ok(vip)
 }
 
@@ -285,6 +286,32 @@ mod tests {
             "[[service]]\nname = \"web\"\n[[service.backend]]\naddr = \"10.0.1.1:80\"\n",
             &["it has no vip", "vip = \"10.0.0.100:80\""],
         );
+    }
+
+    #[test]
+    fn a_vip_must_be_one_host() {
+        for (vip, backend, kind) in [
+            ("0.0.0.0:80", "10.0.1.1:80", "the unspecified address"),
+            ("255.255.255.255:80", "10.0.1.1:80", "the limited broadcast address"),
+            ("224.0.0.1:5000", "10.0.1.1:80", "a multicast address"),
+            ("[::]:80", "[2001:db8::1]:80", "the unspecified address"),
+            ("[ff02::1]:80", "[2001:db8::1]:80", "a multicast address"),
+            ("[::ffff:0.0.0.0]:80", "[2001:db8::1]:80", "the unspecified address"),
+        ] {
+            refused(
+                &service("web", vip, backend),
+                &[
+                    &format!("service \"web\": vip {vip} is {kind}"),
+                    "not one host",
+                    "give one host's address, e.g. vip = \"10.0.0.100:80\"",
+                ],
+            );
+        }
+        // Loopback, and the neighbours of the refused addresses, are hosts.
+        for vip in ["127.0.0.1:80", "0.0.0.1:80", "255.255.255.254:80", "[::1]:80"] {
+            let backend = if vip.starts_with('[') { "[2001:db8::1]:80" } else { "10.0.1.1:80" };
+            accepted(&service("web", vip, backend));
+        }
     }
 
     #[test]

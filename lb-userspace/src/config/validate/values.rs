@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::report::Issue;
 use crate::config::defaults::{MAX_IFNAME_LEN, MAX_NAME_LEN};
 use crate::config::duration::{self, Written};
+use crate::config::unicast::not_one_host;
 
 /// Parses `text` as `ip:port`; `example` is shown in the fix so it matches the
 /// field (a VIP, a backend, a listener).
@@ -29,6 +30,18 @@ pub(super) fn nonzero_port(field: &str, addr: SocketAddr, example: &str) -> Resu
         ));
     }
     Ok(())
+}
+
+/// Refuses an address that names no single host (see `config::unicast`):
+/// a VIP or a backend must be one.
+pub(super) fn one_host(field: &str, addr: SocketAddr, example: &str) -> Result<(), Issue> {
+    match not_one_host(addr.ip()) {
+        None => Ok(()),
+        Some(why) => Err(Issue::new(
+            format!("{field} {addr} is {why}, not one host"),
+            format!("give one host's address, e.g. {field} = \"{example}\""),
+        )),
+    }
 }
 
 /// What the datapath and Maglev tell endpoints apart by: an IPv6 scope id or
@@ -208,6 +221,20 @@ mod tests {
         assert!(nonzero_port("vip", zero, "10.0.0.100:80").is_err());
         let ok: SocketAddr = "10.0.0.1:1".parse().expect("valid");
         assert!(nonzero_port("vip", ok, "10.0.0.100:80").is_ok());
+    }
+
+    #[test]
+    fn one_host_names_the_field_and_shows_an_example() {
+        let vip: SocketAddr = "0.0.0.0:80".parse().expect("valid");
+        let issue = one_host("vip", vip, "10.0.0.100:80").expect_err("unspecified");
+        assert_eq!(
+            issue.what,
+            "vip 0.0.0.0:80 is the unspecified address, which stands for any address of a host, \
+             not one host"
+        );
+        assert_eq!(issue.fix, "give one host's address, e.g. vip = \"10.0.0.100:80\"");
+        let loopback: SocketAddr = "127.0.0.1:8080".parse().expect("valid");
+        assert_eq!(one_host("addr", loopback, "10.0.1.1:80"), Ok(()));
     }
 
     #[test]
