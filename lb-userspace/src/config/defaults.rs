@@ -39,6 +39,13 @@ pub const SYN_TIMEOUT: Duration = Duration::from_millis(25);
 /// before its next probe; more than one so a single lost SYN does not.
 pub const SYN_UNANSWERED: u32 = 3;
 
+/// Shortest `health.interval` and `timeout` and splice connect and idle
+/// timeout. lb's timers (tokio's) tick once a millisecond and round a
+/// shorter wait up to the next tick, so "2ns" would neither be what runs
+/// nor mean more than zero does, which is refused as a busy loop or a
+/// timeout nothing could meet.
+pub const MIN_TIMER: Duration = Duration::from_millis(1);
+
 /// Largest backend weight. Weights only set relative shares of the Maglev
 /// table, so a bigger range buys nothing and risks overflow when summed.
 pub const MAX_WEIGHT: u32 = 65535;

@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use super::report::Issue;
-use crate::config::defaults::{MAX_IFNAME_LEN, MAX_NAME_LEN};
+use crate::config::defaults::{MAX_IFNAME_LEN, MAX_NAME_LEN, MIN_TIMER};
 use crate::config::duration::{self, Written};
 use crate::config::unicast::not_one_host;
 
@@ -111,6 +111,26 @@ pub(super) fn duration(
             "write a whole number followed by ns, us, ms, s or m, e.g. \"50ms\"",
         )
     })
+}
+
+/// Refuses a positive duration shorter than lb's timers can wait (see
+/// `defaults::MIN_TIMER`); `example` is a sensible value for the key.
+pub(super) fn timer(field: &str, value: Duration, example: &str) -> Result<Duration, Issue> {
+    if value < MIN_TIMER {
+        return Err(Issue::new(
+            format!(
+                "{field} {} is below the minimum {}, the tick of lb's timers",
+                Written(value),
+                Written(MIN_TIMER)
+            ),
+            format!(
+                "set {field} = \"{}\" or more, e.g. \"{example}\" (a shorter wait is rounded \
+                 up to a tick)",
+                Written(MIN_TIMER)
+            ),
+        ));
+    }
+    Ok(value)
 }
 
 /// The range a duration key must lie in, with the reason for each bound
@@ -281,6 +301,24 @@ mod tests {
             duration("health.interval", Some("1.5s"), Duration::ZERO).expect_err("fraction");
         assert!(issue.what.starts_with("health.interval \"1.5s\" is not a duration"), "{issue:?}");
         assert!(issue.fix.contains("\"50ms\""), "{issue:?}");
+    }
+
+    #[test]
+    fn timer_refuses_less_than_a_tick() {
+        let tick = Duration::from_millis(1);
+        assert_eq!(timer("f", tick, "2s"), Ok(tick));
+        let issue =
+            timer("splice.connect_timeout", Duration::from_nanos(1), "2s").expect_err("1ns");
+        assert_eq!(
+            issue.what,
+            "splice.connect_timeout 1ns is below the minimum 1ms, the tick of lb's timers"
+        );
+        assert_eq!(
+            issue.fix,
+            "set splice.connect_timeout = \"1ms\" or more, e.g. \"2s\" (a shorter wait is \
+             rounded up to a tick)"
+        );
+        assert!(timer("f", Duration::from_micros(999), "2s").is_err());
     }
 
     #[test]
