@@ -39,7 +39,9 @@ pub(super) fn one_host(field: &str, addr: SocketAddr, example: &str) -> Result<(
         None => Ok(()),
         Some(why) => Err(Issue::new(
             format!("{field} {addr} is {why}, not one host"),
-            format!("give one host's address, e.g. {field} = \"{example}\""),
+            format!(
+                "give one host's address, e.g. {field} = \"{example}\" or \"[2001:db8::1]:80\""
+            ),
         )),
     }
 }
@@ -252,7 +254,10 @@ mod tests {
             "vip 0.0.0.0:80 is the unspecified address, which stands for any address of a host, \
              not one host"
         );
-        assert_eq!(issue.fix, "give one host's address, e.g. vip = \"10.0.0.100:80\"");
+        assert_eq!(
+            issue.fix,
+            "give one host's address, e.g. vip = \"10.0.0.100:80\" or \"[2001:db8::1]:80\""
+        );
         let loopback: SocketAddr = "127.0.0.1:8080".parse().expect("valid");
         assert_eq!(one_host("addr", loopback, "10.0.1.1:80"), Ok(()));
     }
