@@ -320,6 +320,7 @@ fn valid_fixtures_load() {
     assert!(full.services[1].vip.is_ipv6());
     assert_eq!(full.services[2].health.kind, HealthKind::None);
     assert_eq!(full.services[2].health.syn_unanswered, 0);
+    assert_eq!(full.services[0].health.timeout, Duration::from_millis(1), "the shortest");
     assert_eq!(full.services[0].health.syn_timeout, Duration::from_secs(10));
     assert_eq!(full.services[0].health.syn_unanswered, 1000);
     assert_eq!(

@@ -16,6 +16,7 @@ mod prefix;
 mod raw;
 mod summary;
 mod toml_error;
+mod unicast;
 mod validate;
 
 use std::path::Path;
@@ -28,6 +29,7 @@ pub use model::{
 };
 pub use prefix::{Prefix, PrefixError};
 pub use summary::Summary;
+pub(crate) use unicast::not_one_host;
 
 /// Reads, parses and validates the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {

@@ -65,6 +65,16 @@ impl Prefix {
     pub fn covers(&self, other: &Prefix) -> bool {
         self.len <= other.len && self.contains(other.addr)
     }
+
+    /// Its first and last address as numbers (an IPv4 one within `u32`).
+    pub(crate) fn range(&self) -> (u128, u128) {
+        let first = match self.addr {
+            IpAddr::V4(v4) => u128::from(u32::from(v4)),
+            IpAddr::V6(v6) => u128::from(v6),
+        };
+        let host_bits = u32::from(bits(self.addr) - self.len);
+        (first, first | u128::MAX.checked_shr(128 - host_bits).unwrap_or(0))
+    }
 }
 
 /// The family's bits.
@@ -177,5 +187,15 @@ mod tests {
         assert!(net.covers(&p("10.1.2.0/24")));
         assert!(!p("10.1.2.0/24").covers(&net));
         assert!(p("2001:db8::/32").contains("2001:db8:1::5".parse().unwrap()));
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(p("0.0.0.0/0").range(), (0, u128::from(u32::MAX)));
+        assert_eq!(p("10.0.0.0/8").range(), (0x0a00_0000, 0x0aff_ffff));
+        assert_eq!(p("10.1.2.3").range(), (0x0a01_0203, 0x0a01_0203));
+        assert_eq!(p("::/0").range(), (0, u128::MAX));
+        assert_eq!(p("::1").range(), (1, 1));
+        assert_eq!(p("8000::/1").range(), (1 << 127, u128::MAX));
     }
 }

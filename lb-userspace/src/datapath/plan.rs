@@ -148,6 +148,12 @@ pub fn plan(cfg: &Config) -> Result<Plan, PlanError> {
     check_limit("services", cfg.services.len(), MAX_SERVICES)?;
     check_prefixes(cfg)?;
     check_limit("backends", cfg.backend_count(), MAX_BACKENDS)?;
+    // Sized before any table is built: a size no map can index is refused
+    // here rather than after allocating tables of that size.
+    let tables: u64 = cfg.services.iter().map(|svc| region_len(svc.table_size)).sum();
+    let total = tables + HEADROOM_SLOTS;
+    let maglev_slots =
+        u32::try_from(total).map_err(|_| PlanError::TablesTooLarge { slots: total })?;
     let mut backends = Vec::with_capacity(cfg.backend_count());
     let mut services = Vec::with_capacity(cfg.services.len());
     let mut next_base: u64 = 0;
@@ -161,7 +167,7 @@ pub fn plan(cfg: &Config) -> Result<Plan, PlanError> {
         let slots = slot_counts(&table, &backend_ids);
         let base =
             u32::try_from(next_base).map_err(|_| PlanError::TablesTooLarge { slots: next_base })?;
-        next_base += 2 * u64::from(svc.table_size);
+        next_base += region_len(svc.table_size);
         services.push(PlannedService {
             name: svc.name.clone(),
             key: service_key(svc),
@@ -188,9 +194,6 @@ pub fn plan(cfg: &Config) -> Result<Plan, PlanError> {
             deny: svc.sources.deny.clone(),
         });
     }
-    let total = next_base + HEADROOM_SLOTS;
-    let maglev_slots =
-        u32::try_from(total).map_err(|_| PlanError::TablesTooLarge { slots: total })?;
     let next_service_id = services.len() as u32;
     Ok(Plan { services, backends, maglev_slots, next_service_id })
 }
@@ -231,7 +234,7 @@ pub fn replan(
     // next change on.
     let mut free = free_regions(
         old.maglev_slots,
-        old.services.iter().map(|p| (p.region_base, 2 * p.record.table_size)),
+        old.services.iter().map(|p| (p.region_base, region_len(p.record.table_size))),
     );
     let mut next_id = old.next_service_id;
     let mut backends = old.backends.clone();
@@ -247,9 +250,15 @@ pub fn replan(
                     });
                 }
                 next_id += 1;
-                let base = take_region(&mut free, 2 * svc.table_size).ok_or_else(|| {
+                let base = take_region(&mut free, region_len(svc.table_size)).ok_or_else(|| {
                     PlanError::NeedsRestart {
-                        what: format!("no room left in the Maglev map for service {:?}", svc.name),
+                        what: format!(
+                            "no room left in the Maglev map for service {:?} (it needs two tables \
+                         of {} slots); the map is sized at start, so the restart replaces the \
+                         running datapath rather than taking it over, and established flows \
+                         may break",
+                            svc.name, svc.table_size
+                        ),
                     }
                 })?;
                 (id, base, None)
@@ -342,9 +351,15 @@ pub fn replan(
     Ok(Plan { services, backends, maglev_slots: old.maglev_slots, next_service_id: next_id })
 }
 
+/// Slots of a service's region: two tables, the live one and the next. In
+/// `u64`, since two of the largest `u32` tables do not fit a `u32`.
+fn region_len(table_size: u32) -> u64 {
+    2 * u64::from(table_size)
+}
+
 /// The gaps of `0..slots` not covered by `used` (base, length) regions.
-fn free_regions(slots: u32, used: impl Iterator<Item = (u32, u32)>) -> Vec<(u32, u32)> {
-    let mut used: Vec<(u32, u32)> = used.collect();
+fn free_regions(slots: u32, used: impl Iterator<Item = (u32, u64)>) -> Vec<(u32, u32)> {
+    let mut used: Vec<(u32, u64)> = used.collect();
     used.sort_unstable();
     let mut free = Vec::new();
     let mut at = 0u32;
@@ -352,7 +367,8 @@ fn free_regions(slots: u32, used: impl Iterator<Item = (u32, u32)>) -> Vec<(u32,
         if base > at {
             free.push((at, base - at));
         }
-        at = at.max(base.saturating_add(len));
+        let end = u32::try_from(u64::from(base) + len).unwrap_or(u32::MAX);
+        at = at.max(end);
     }
     if slots > at {
         free.push((at, slots - at));
@@ -361,8 +377,10 @@ fn free_regions(slots: u32, used: impl Iterator<Item = (u32, u32)>) -> Vec<(u32,
 }
 
 /// Takes `len` slots from the first free region large enough.
-fn take_region(free: &mut [(u32, u32)], len: u32) -> Option<u32> {
-    let region = free.iter_mut().find(|(_, l)| *l >= len)?;
+fn take_region(free: &mut [(u32, u32)], len: u64) -> Option<u32> {
+    let region = free.iter_mut().find(|(_, l)| u64::from(*l) >= len)?;
+    // It fits a free region, hence a `u32`.
+    let len = u32::try_from(len).ok()?;
     let base = region.0;
     *region = (base + len, region.1 - len);
     Some(base)
@@ -387,7 +405,14 @@ impl Effective {
 
 /// The half of a service's two-table region that `record` does not use.
 fn other_half(region_base: u32, record: ServiceRecord) -> u32 {
-    if record.table_base == region_base { region_base + record.table_size } else { region_base }
+    // A region always lies inside the map, whose slots a `u32` counts; a
+    // saved plan that says otherwise yields a base the slot window refuses
+    // to write to, not a panic.
+    if record.table_base == region_base {
+        region_base.saturating_add(record.table_size)
+    } else {
+        region_base
+    }
 }
 
 /// The Maglev table of `svc`, whose backends have the ids `backend_ids` and
@@ -709,6 +734,62 @@ mod tests {
         assert_eq!(take_region(&mut free, 15), Some(30));
         assert_eq!(take_region(&mut free, 40), Some(60));
         assert_eq!(take_region(&mut free, 41), None);
+    }
+
+    #[test]
+    fn the_largest_tables_fit_the_map() {
+        let most =
+            u64::from(MAX_SERVICES) * region_len(config::defaults::MAX_TABLE_SIZE) + HEADROOM_SLOTS;
+        assert!(most <= u64::from(u32::MAX), "{most}");
+    }
+
+    #[test]
+    fn a_table_too_large_for_the_headroom_needs_a_restart_which_makes_room() {
+        let configured = |_: &str, b: &Backend| Effective::configured(b);
+        let old = plan(&cfg(TWO)).unwrap();
+        let big = format!(
+            "{TWO}\n[[service]]\nname = \"big\"\nvip = \"10.0.0.102:80\"\ntable_size = {}\n\
+             [[service.backend]]\naddr = \"10.0.1.9:80\"\n",
+            config::defaults::MAX_TABLE_SIZE
+        );
+        let big = cfg(&big);
+        let error = replan(&old, &big, &configured).unwrap_err().to_string();
+        assert!(error.starts_with("no room left in the Maglev map for service \"big\""), "{error}");
+        assert!(error.contains("established flows may break; restart lb"), "{error}");
+        // A restart plans from nothing (the takeover's replan fails as the
+        // reload did), and the new map is sized for the table.
+        let fresh = plan(&big).unwrap();
+        let b = &fresh.services[2];
+        assert_eq!(b.region_base, 2 * 251 + 2 * 101);
+        let end = u64::from(b.region_base) + region_len(config::defaults::MAX_TABLE_SIZE);
+        assert_eq!(u64::from(fresh.maglev_slots), end + HEADROOM_SLOTS);
+        // And the next reload of that datapath is an ordinary one.
+        let again = replan(&fresh, &cfg(TWO), &configured).unwrap();
+        assert_eq!(again.maglev_slots, fresh.maglev_slots);
+    }
+
+    // Validation caps table_size; a config built past it must still get an
+    // error from the planner, not an overflow or a 17 GB allocation.
+    #[test]
+    fn sizes_past_any_map_are_refused_without_overflow() {
+        let configured = |_: &str, b: &Backend| Effective::configured(b);
+        let old = plan(&cfg(TWO)).unwrap();
+        let mut huge = cfg(TWO);
+        huge.services[0].vip = "10.0.0.101:80".parse().unwrap();
+        huge.services[0].table_size = 4_294_967_291;
+        match replan(&old, &huge, &configured) {
+            Err(PlanError::NeedsRestart { what }) => assert!(what.contains("no room"), "{what}"),
+            other => panic!("{other:?}"),
+        }
+        match plan(&huge) {
+            Err(PlanError::TablesTooLarge { slots }) => {
+                assert_eq!(slots, 2 * 4_294_967_291 + 2 * 101 + HEADROOM_SLOTS)
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut free = vec![(0, u32::MAX)];
+        assert_eq!(take_region(&mut free, region_len(u32::MAX)), None);
+        assert_eq!(free_regions(10, [(4, region_len(u32::MAX))].into_iter()), vec![(0, 4)]);
     }
 
     #[test]

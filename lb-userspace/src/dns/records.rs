@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use crate::config::{Backend, defaults::MAX_WEIGHT};
+use crate::config::{Backend, defaults::MAX_WEIGHT, not_one_host};
 
 /// One address an answer gave, before the rules below.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,12 +29,15 @@ pub struct Found {
 /// - an address found twice (two SRV records, or two targets with one
 ///   address) is one backend whose weight is the sum, up to the maximum;
 /// - addresses of the VIP's other family, the VIP itself (traffic would
-///   loop), and the file's own backends (which the file's weight governs)
-///   are left out.
+///   loop), the file's own backends (which the file's weight governs), and
+///   addresses the file may not name as a backend either, since they name
+///   no single host (`0.0.0.0`, which DNS blocklists answer with, broadcast,
+///   multicast), are left out.
 pub fn backends(found: &[Found], vip: SocketAddr, file: &[Backend]) -> Vec<Backend> {
     let usable = |f: &&Found| {
         f.addr.is_ipv4() == vip.is_ipv4()
             && f.addr.port() != 0
+            && not_one_host(f.addr.ip()).is_none()
             && (f.addr.ip(), f.addr.port()) != (vip.ip(), vip.port())
             && !file.iter().any(|b| (b.addr.ip(), b.addr.port()) == (f.addr.ip(), f.addr.port()))
     };
@@ -124,5 +127,18 @@ mod tests {
         assert!(backends(&[a("[2001:db8::1]:8080")], vip(), &[]).is_empty());
         let got = backends(&[srv("[2001:db8::1]:80", 1, 0), srv("10.0.1.5:80", 1, 3)], vip(), &[]);
         assert_eq!(pairs(&got), [("10.0.1.5:80".into(), 1)]);
+    }
+
+    #[test]
+    fn addresses_of_no_single_host_are_left_out() {
+        let got = backends(
+            &[a("0.0.0.0:80"), a("255.255.255.255:80"), a("224.0.0.1:80"), a("127.0.0.1:80")],
+            vip(),
+            &[],
+        );
+        assert_eq!(pairs(&got), [("127.0.0.1:80".into(), 1)]);
+        let v6: SocketAddr = "[2001:db8::100]:80".parse().unwrap();
+        let got = backends(&[a("[::]:80"), a("[ff02::1]:80"), a("[::ffff:0.0.0.0]:80")], v6, &[]);
+        assert!(got.is_empty(), "{got:?}");
     }
 }

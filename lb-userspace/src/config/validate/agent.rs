@@ -136,15 +136,23 @@ fn interfaces(names: &[String], report: &mut Report) -> bool {
     report.count() == before
 }
 
+/// Absolute, as `pin_dir` is: a relative path would resolve against each
+/// process's working directory, so `lb status` run anywhere else than
+/// where the agent started would not find the agent.
 fn control_socket(text: Option<&str>) -> Result<PathBuf, Issue> {
+    let fix = format!(
+        "give an absolute path, e.g. \"{}\", or leave it out for that default",
+        defaults::CONTROL_SOCKET
+    );
     match text {
         None => Ok(PathBuf::from(defaults::CONTROL_SOCKET)),
-        Some("") => Err(Issue::new(
-            "agent.control_socket is empty",
-            format!(
-                "give a path, e.g. \"{}\", or leave it out for that default",
-                defaults::CONTROL_SOCKET
-            ),
+        Some("") => Err(Issue::new("agent.control_socket is empty", fix)),
+        Some(path) if !path.starts_with('/') => {
+            Err(Issue::new(format!("agent.control_socket {path:?} is not an absolute path"), fix))
+        }
+        Some(path) if path.ends_with('/') => Err(Issue::new(
+            format!("agent.control_socket {path:?} ends in '/', so it names a directory"),
+            fix,
         )),
         Some(path) => Ok(PathBuf::from(path)),
     }
@@ -324,5 +332,20 @@ mod tests {
             RawAgent { control_socket: Some(String::new()), ..RawAgent::default() },
             &["control_socket is empty"],
         );
+        for relative in ["lb.sock", "./lb.sock", "run/lb/control.sock"] {
+            refused(
+                RawAgent { control_socket: Some(relative.into()), ..RawAgent::default() },
+                &[
+                    &format!("agent.control_socket {relative:?} is not an absolute path"),
+                    "give an absolute path, e.g. \"/run/lb/control.sock\", or leave it out",
+                ],
+            );
+        }
+        refused(
+            RawAgent { control_socket: Some("/run/lb/".into()), ..RawAgent::default() },
+            &["agent.control_socket \"/run/lb/\" ends in '/'", "give an absolute path, e.g."],
+        );
+        let raw = RawAgent { control_socket: Some("/tmp/lb.sock".into()), ..RawAgent::default() };
+        assert_eq!(check_raw(raw).expect("valid").control_socket, Path::new("/tmp/lb.sock"));
     }
 }

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use super::report::{Issue, Report, Scope};
-use super::values::{bounded, nonzero_port, socket_addr};
+use super::values::{bounded, nonzero_port, one_host, socket_addr};
 use crate::config::defaults;
 use crate::config::error::Subject;
 use crate::config::model::Backend;
@@ -45,8 +45,9 @@ pub(super) fn check(
     let addr = report.take(&scope, addr);
     let usable = addr.filter(|&addr| {
         let port_ok = report.take(&scope, nonzero_port("addr", addr, EXAMPLE)).is_some();
+        let host_ok = report.take(&scope, one_host("addr", addr, EXAMPLE)).is_some();
         let family_ok = vip.is_none_or(|vip| report.take(&scope, same_family(addr, vip)).is_some());
-        port_ok && family_ok
+        port_ok && host_ok && family_ok
     });
     let weight = raw.weight.unwrap_or(defaults::WEIGHT.into());
     let advice = if weight < 1 {
@@ -149,6 +150,34 @@ mod tests {
             Some(65536),
             &["weight = 65536 is above the maximum 65535", "set weight = 65535 or less", "scale"],
         );
+    }
+
+    #[test]
+    fn a_backend_must_be_one_host() {
+        for (addr, kind) in [
+            ("0.0.0.0:80", "the unspecified address"),
+            ("255.255.255.255:80", "the limited broadcast address"),
+            ("224.0.0.1:80", "a multicast address"),
+            ("239.1.2.3:80", "a multicast address"),
+        ] {
+            refused(
+                Some(addr),
+                None,
+                &[
+                    &format!("backend \"{addr}\": addr {addr} is {kind}"),
+                    "not one host",
+                    "give one host's address, e.g. addr = \"10.0.1.1:80\"",
+                ],
+            );
+        }
+        // Every problem of the address is reported, the mapped form's
+        // family (IPv6, beside an IPv4 VIP) included.
+        let (_, problems) = check_one(Some("[::ffff:224.0.0.1]:0"), None);
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[1].contains("addr [::ffff:224.0.0.1]:0 is a multicast address"));
+        // Loopback is a host: splice mode may relay to a service on this one.
+        let (checked, problems) = check_one(Some("127.0.0.1:8080"), None);
+        assert!(problems.is_empty() && checked.backend.is_some(), "{problems:?}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::report::{Issue, Report, Scope};
-use super::values::{Span, bounded, duration, one_of, within};
+use super::values::{Span, bounded, duration, one_of, timer, within};
 use crate::config::defaults;
 use crate::config::duration::Written;
 use crate::config::model::{Health, HealthKind, Protocol};
@@ -132,6 +132,8 @@ fn timings(interval: Duration, timeout: Duration) -> Result<(Duration, Duration)
             "set a positive timeout below the interval, e.g. timeout = \"40ms\"",
         ));
     }
+    let interval = timer("health.interval", interval, "50ms")?;
+    let timeout = timer("health.timeout", timeout, "40ms")?;
     if timeout >= interval {
         return Err(Issue::new(
             format!(
@@ -363,6 +365,23 @@ mod tests {
     #[test]
     fn timeout_zero() {
         refused(RawHealth { timeout: some("0s"), ..RawHealth::default() }, &["timeout is zero"]);
+    }
+
+    #[test]
+    fn interval_and_timeout_of_less_than_a_tick() {
+        refused(
+            RawHealth { interval: some("2ns"), timeout: some("1ns"), ..RawHealth::default() },
+            &["health.interval 2ns is below the minimum 1ms", "set health.interval = \"1ms\""],
+        );
+        refused(
+            RawHealth { timeout: some("999us"), ..RawHealth::default() },
+            &["health.timeout 999us is below the minimum 1ms", "e.g. \"40ms\""],
+        );
+        let raw =
+            RawHealth { interval: some("1001us"), timeout: some("1ms"), ..RawHealth::default() };
+        let health = check_raw(raw).expect("the tick is enough");
+        assert_eq!(health.timeout, Duration::from_millis(1));
+        assert_eq!(health.interval, Duration::from_micros(1001));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use super::forwarding;
 use super::health;
 use super::report::{Issue, Report, Scope};
 use super::sources;
-use super::values::{choice, identity, nonzero_port, service_name, socket_addr};
+use super::values::{choice, identity, nonzero_port, one_host, service_name, socket_addr};
 use crate::config::defaults;
 use crate::config::error::Subject;
 use crate::config::model::{Health, Protocol, ProxyProtocol, Scheduler, Service};
@@ -161,6 +161,7 @@ fn vip(text: Option<&str>) -> Result<SocketAddr, Issue> {
     })?;
     let vip = socket_addr("vip", text, VIP_EXAMPLE)?;
     nonzero_port("vip", vip, VIP_EXAMPLE)?;
+    one_host("vip", vip, VIP_EXAMPLE)?;
     Ok(vip)
 }
 
@@ -185,22 +186,36 @@ fn duplicate_backends(backends: &[backend::Checked], report: &mut Report) {
 }
 
 /// Maglev needs a prime table size so every backend's permutation visits
-/// every slot, and at least one slot per backend.
+/// every slot, and at least one slot per backend; the maximum keeps a
+/// rebuild and the kernel map affordable (see `defaults::MAX_TABLE_SIZE`).
 fn table_size(raw: Option<i64>, backends: usize) -> Result<u32, Issue> {
     let Some(raw) = raw else {
         return Ok(defaults::TABLE_SIZE);
     };
     let default = defaults::TABLE_SIZE;
+    let max = defaults::MAX_TABLE_SIZE;
     let size = u32::try_from(raw).ok().filter(|&size| size > 0).ok_or_else(|| {
         Issue::new(
             format!("table_size = {raw} is not a positive 32-bit number"),
             format!("use a prime such as {default} (the default), or leave it out"),
         )
     })?;
+    if size > max {
+        return Err(Issue::new(
+            format!(
+                "table_size = {size} is above the maximum {max} (100 slots for each backend \
+                 the datapath can hold)"
+            ),
+            format!(
+                "use table_size = {default} (the default), or a prime of about 100 x the \
+                 service's backends, at most {max}"
+            ),
+        ));
+    }
     let backends = u32::try_from(backends).unwrap_or(u32::MAX);
     if size < backends {
         let good = u64::from(backends) * defaults::SLOTS_PER_BACKEND;
-        let suggestion = u32::try_from(good).ok().and_then(next_prime).unwrap_or(default);
+        let suggestion = u32::try_from(good).ok().and_then(next_prime).unwrap_or(default).min(max);
         return Err(Issue::new(
             format!(
                 "table_size = {size} is smaller than its {backends} backends, so some would get no traffic"
@@ -274,6 +289,32 @@ mod tests {
     }
 
     #[test]
+    fn a_vip_must_be_one_host() {
+        for (vip, backend, kind) in [
+            ("0.0.0.0:80", "10.0.1.1:80", "the unspecified address"),
+            ("255.255.255.255:80", "10.0.1.1:80", "the limited broadcast address"),
+            ("224.0.0.1:5000", "10.0.1.1:80", "a multicast address"),
+            ("[::]:80", "[2001:db8::1]:80", "the unspecified address"),
+            ("[ff02::1]:80", "[2001:db8::1]:80", "a multicast address"),
+            ("[::ffff:0.0.0.0]:80", "[2001:db8::1]:80", "the unspecified address"),
+        ] {
+            refused(
+                &service("web", vip, backend),
+                &[
+                    &format!("service \"web\": vip {vip} is {kind}"),
+                    "not one host",
+                    "give one host's address, e.g. vip = \"10.0.0.100:80\"",
+                ],
+            );
+        }
+        // Loopback, and the neighbours of the refused addresses, are hosts.
+        for vip in ["127.0.0.1:80", "0.0.0.1:80", "255.255.255.254:80", "[::1]:80"] {
+            let backend = if vip.starts_with('[') { "[2001:db8::1]:80" } else { "10.0.1.1:80" };
+            accepted(&service("web", vip, backend));
+        }
+    }
+
+    #[test]
     fn protocol_and_scheduler() {
         let text = service("dns", "10.0.0.53:53", "10.0.1.1:53");
         let text =
@@ -324,6 +365,27 @@ mod tests {
         refused(&with_table_size(0, 1), &["table_size = 0 is not a positive"]);
         refused(&with_table_size(-7, 1), &["table_size = -7"]);
         refused(&with_table_size(1 << 33, 1), &["not a positive 32-bit"]);
+    }
+
+    #[test]
+    fn table_size_has_a_maximum() {
+        let max = defaults::MAX_TABLE_SIZE;
+        // The largest 32-bit prime: accepted before, it made `lb run` try
+        // to allocate 17 GB.
+        refused(
+            &with_table_size(4_294_967_291, 1),
+            &[
+                "service \"web\": table_size = 4294967291 is above the maximum 1638431",
+                "use table_size = 65537 (the default)",
+                "at most 1638431",
+            ],
+        );
+        refused(&with_table_size(i64::from(max) + 1, 1), &["above the maximum 1638431"]);
+        assert_eq!(accepted(&with_table_size(max.into(), 1)).services[0].table_size, max);
+        // The maximum is prime, so it can be used as it is, and gives 100
+        // slots to each backend the datapath can hold.
+        let enough = lb_common::abi::MAX_BACKENDS * defaults::SLOTS_PER_BACKEND as u32;
+        assert_eq!(next_prime(enough), Some(max));
     }
 
     #[test]

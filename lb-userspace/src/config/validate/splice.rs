@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::report::{Issue, Report, Scope};
-use super::values::{bounded, duration};
+use super::values::{bounded, duration, timer};
 use crate::config::duration::Written;
 use crate::config::model::Splice;
 use crate::config::raw::RawSplice;
@@ -31,7 +31,10 @@ pub(super) fn check(raw: RawSplice, report: &mut Report) -> Option<Splice> {
     );
     let mut timeout = |field: &str, text: Option<&str>, default: Duration, zero_ok: bool| {
         let value = report.take(scope, duration(field, text, default))?;
-        if value.is_zero() && !zero_ok {
+        if zero_ok {
+            return Some(value);
+        }
+        if value.is_zero() {
             report.add(
                 scope,
                 Issue::new(
@@ -41,7 +44,7 @@ pub(super) fn check(raw: RawSplice, report: &mut Report) -> Option<Splice> {
             );
             return None;
         }
-        Some(value)
+        report.take(scope, timer(field, value, &Written(default).to_string()))
     };
     let connect_timeout =
         timeout("splice.connect_timeout", raw.connect_timeout.as_deref(), d.connect_timeout, false);
@@ -53,7 +56,8 @@ pub(super) fn check(raw: RawSplice, report: &mut Report) -> Option<Splice> {
         d.udp_idle_timeout,
         false,
     );
-    // Zero is meaningful here: close everything at once on shutdown.
+    // Zero is meaningful here: close everything at once on shutdown; and
+    // any wait under a timer tick means the same.
     let shutdown_timeout = timeout(
         "splice.shutdown_timeout",
         raw.shutdown_timeout.as_deref(),
@@ -111,5 +115,26 @@ mod tests {
         refused(&with("idle_timeout = \"0s\""), &["splice.idle_timeout is zero", "positive"]);
         refused(&with("connect_timeout = \"soon\""), &["splice.connect_timeout", "not a duration"]);
         refused(&with("udp_idle_timeout = \"0ms\""), &["splice.udp_idle_timeout is zero"]);
+    }
+
+    #[test]
+    fn timeouts_of_less_than_a_tick() {
+        refused(
+            &with("connect_timeout = \"1ns\""),
+            &[
+                "splice.connect_timeout 1ns is below the minimum 1ms",
+                "set splice.connect_timeout = \"1ms\" or more, e.g. \"2s\"",
+            ],
+        );
+        refused(&with("idle_timeout = \"999us\""), &["splice.idle_timeout 999us is below"]);
+        refused(&with("udp_idle_timeout = \"5ns\""), &["splice.udp_idle_timeout 5ns is below"]);
+        let s = accepted(&with(
+            "connect_timeout = \"1ms\"\nidle_timeout = \"1000us\"\nudp_idle_timeout = \"1ms\"\n\
+             shutdown_timeout = \"1ns\"",
+        ))
+        .splice;
+        let tick = Duration::from_millis(1);
+        assert_eq!((s.connect_timeout, s.idle_timeout, s.udp_idle_timeout), (tick, tick, tick));
+        assert_eq!(s.shutdown_timeout, Duration::from_nanos(1));
     }
 }

@@ -6,8 +6,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use super::report::Issue;
-use crate::config::defaults::{MAX_IFNAME_LEN, MAX_NAME_LEN};
+use crate::config::defaults::{MAX_IFNAME_LEN, MAX_NAME_LEN, MIN_TIMER};
 use crate::config::duration::{self, Written};
+use crate::config::unicast::not_one_host;
 
 /// Parses `text` as `ip:port`; `example` is shown in the fix so it matches the
 /// field (a VIP, a backend, a listener).
@@ -29,6 +30,20 @@ pub(super) fn nonzero_port(field: &str, addr: SocketAddr, example: &str) -> Resu
         ));
     }
     Ok(())
+}
+
+/// Refuses an address that names no single host (see `config::unicast`):
+/// a VIP or a backend must be one.
+pub(super) fn one_host(field: &str, addr: SocketAddr, example: &str) -> Result<(), Issue> {
+    match not_one_host(addr.ip()) {
+        None => Ok(()),
+        Some(why) => Err(Issue::new(
+            format!("{field} {addr} is {why}, not one host"),
+            format!(
+                "give one host's address, e.g. {field} = \"{example}\" or \"[2001:db8::1]:80\""
+            ),
+        )),
+    }
 }
 
 /// What the datapath and Maglev tell endpoints apart by: an IPv6 scope id or
@@ -98,6 +113,26 @@ pub(super) fn duration(
             "write a whole number followed by ns, us, ms, s or m, e.g. \"50ms\"",
         )
     })
+}
+
+/// Refuses a positive duration shorter than lb's timers can wait (see
+/// `defaults::MIN_TIMER`); `example` is a sensible value for the key.
+pub(super) fn timer(field: &str, value: Duration, example: &str) -> Result<Duration, Issue> {
+    if value < MIN_TIMER {
+        return Err(Issue::new(
+            format!(
+                "{field} {} is below the minimum {}, the tick of lb's timers",
+                Written(value),
+                Written(MIN_TIMER)
+            ),
+            format!(
+                "set {field} = \"{}\" or more, e.g. \"{example}\" (a shorter wait is rounded \
+                 up to a tick)",
+                Written(MIN_TIMER)
+            ),
+        ));
+    }
+    Ok(value)
 }
 
 /// The range a duration key must lie in, with the reason for each bound
@@ -211,6 +246,23 @@ mod tests {
     }
 
     #[test]
+    fn one_host_names_the_field_and_shows_an_example() {
+        let vip: SocketAddr = "0.0.0.0:80".parse().expect("valid");
+        let issue = one_host("vip", vip, "10.0.0.100:80").expect_err("unspecified");
+        assert_eq!(
+            issue.what,
+            "vip 0.0.0.0:80 is the unspecified address, which stands for any address of a host, \
+             not one host"
+        );
+        assert_eq!(
+            issue.fix,
+            "give one host's address, e.g. vip = \"10.0.0.100:80\" or \"[2001:db8::1]:80\""
+        );
+        let loopback: SocketAddr = "127.0.0.1:8080".parse().expect("valid");
+        assert_eq!(one_host("addr", loopback, "10.0.1.1:80"), Ok(()));
+    }
+
+    #[test]
     fn identity_ignores_ipv6_scope() {
         let a: SocketAddr = "[fe80::1%1]:80".parse().expect("valid");
         let b: SocketAddr = "[fe80::1%2]:80".parse().expect("valid");
@@ -254,6 +306,24 @@ mod tests {
             duration("health.interval", Some("1.5s"), Duration::ZERO).expect_err("fraction");
         assert!(issue.what.starts_with("health.interval \"1.5s\" is not a duration"), "{issue:?}");
         assert!(issue.fix.contains("\"50ms\""), "{issue:?}");
+    }
+
+    #[test]
+    fn timer_refuses_less_than_a_tick() {
+        let tick = Duration::from_millis(1);
+        assert_eq!(timer("f", tick, "2s"), Ok(tick));
+        let issue =
+            timer("splice.connect_timeout", Duration::from_nanos(1), "2s").expect_err("1ns");
+        assert_eq!(
+            issue.what,
+            "splice.connect_timeout 1ns is below the minimum 1ms, the tick of lb's timers"
+        );
+        assert_eq!(
+            issue.fix,
+            "set splice.connect_timeout = \"1ms\" or more, e.g. \"2s\" (a shorter wait is \
+             rounded up to a tick)"
+        );
+        assert!(timer("f", Duration::from_micros(999), "2s").is_err());
     }
 
     #[test]
