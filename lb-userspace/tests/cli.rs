@@ -55,3 +55,21 @@ fn a_missing_object_or_agent_is_explained() {
     assert_eq!(code, 1);
     assert!(err.contains("/nonexistent/lb.o"), "{err}");
 }
+
+#[test]
+fn check_notes_an_interface_this_host_does_not_have_but_passes() {
+    let dir = std::env::temp_dir().join(format!("lb-cli-iface-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("lb.toml");
+    std::fs::write(
+        &file,
+        "[agent]\ninterfaces = [\"lo\", \"lbnope9\"]\n[[service]]\nname = \"w\"\n\
+         vip = \"10.0.0.1:80\"\n[[service.backend]]\naddr = \"10.0.1.1:80\"\n",
+    )
+    .expect("write config");
+    let (code, out, _) = lb(&["check", "--config", file.to_str().unwrap()]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(code, 0, "a note, not an error: {out}");
+    assert!(out.contains("no interface \"lbnope9\""), "{out}");
+    assert!(!out.contains("\"lo\""), "lo exists: {out}");
+}

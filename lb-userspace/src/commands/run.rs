@@ -723,13 +723,7 @@ fn bind_metrics(addr: std::net::SocketAddr) -> Result<std::net::TcpListener> {
 
 /// Refuses `agent.interfaces` entries this host has no interface for.
 fn missing_interfaces(cfg: &config::Config, path: &Path) -> Result<()> {
-    let missing: Vec<&str> = cfg
-        .agent
-        .interfaces
-        .iter()
-        .map(String::as_str)
-        .filter(|name| nix::net::if_::if_nametoindex(*name).is_err())
-        .collect();
+    let missing = super::check::absent_interfaces(cfg);
     if missing.is_empty() {
         return Ok(());
     }
