@@ -29,6 +29,7 @@ lb_tests::in_both_hooks!(
     ipv6_lists,
     a_source_over_its_limit_is_limited_and_others_are_not,
     ipv6_sources_share_a_bucket_per_prefix,
+    a_service_id_given_again_starts_with_no_counts_and_full_buckets,
 );
 
 /// Service ids in the fixture's config.
@@ -41,7 +42,12 @@ fn reload(g: &mut Golden, tcp4: &str, tcp6: &str) {
     let text = CONFIG
         .replace("vip = \"10.100.0.1:80\"\n", &format!("vip = \"10.100.0.1:80\"\n{tcp4}\n"))
         .replace("vip = \"[fd64::1]:443\"\n", &format!("vip = \"[fd64::1]:443\"\n{tcp6}\n"));
-    let cfg = config::parse(&text, "golden.toml".as_ref()).expect("golden case config");
+    apply(g, &text);
+}
+
+/// Applies config `text` to the fixture's datapath.
+fn apply(g: &mut Golden, text: &str) {
+    let cfg = config::parse(text, "golden.toml".as_ref()).expect("golden case config");
     let new = replan(&g.plan, &cfg, &|_, b| Effective::configured(b)).expect("replan");
     g.dp.apply_change(&g.plan, &new).expect("apply_change");
     g.plan = new;
@@ -158,4 +164,33 @@ fn ipv6_sources_share_a_bucket_per_prefix(prog: Prog) {
     let other = syn("[fd00:0:0:1::2]:43000", "[fd64::1]:443");
     assert_eq!(g.run(&other, g.gin).0, XDP_REDIRECT, "another /64");
     assert_eq!(refused(&g, TCP6), (0, 1));
+}
+
+/// Once a long-lived agent has handed out every service id, a re-created
+/// service takes one freed in an earlier change: it must not inherit that
+/// id's counters, nor its sources' emptied buckets. Before, no id was ever
+/// given again and such a reload was refused until `lb stop`.
+fn a_service_id_given_again_starts_with_no_counts_and_full_buckets(prog: Prog) {
+    let mut g = Golden::with_prog(4096, prog);
+    let limit = "new_flow_limit = { rate = 1, burst = 1 }";
+    reload(&mut g, limit, "");
+    let first = g.plan.services[TCP4].record.id;
+    for port in 43000..43003 {
+        g.run(&syn(&format!("10.0.0.2:{port}"), "10.100.0.1:80"), g.gin);
+    }
+    assert_eq!(refused(&g, TCP4), (0, 2), "one admitted, two over the limit");
+    // As if every id had been handed out: renaming "tcp4" away and back
+    // re-creates it twice, the second time on its own first id, freed by
+    // the first change.
+    g.plan.next_service_id = lb_common::abi::MAX_SERVICES;
+    for name in ["tcp4b", "tcp4"] {
+        let text = CONFIG
+            .replace("name = \"tcp4\"", &format!("name = \"{name}\""))
+            .replace("vip = \"10.100.0.1:80\"\n", &format!("vip = \"10.100.0.1:80\"\n{limit}\n"));
+        apply(&mut g, &text);
+    }
+    assert_eq!(g.plan.services[TCP4].record.id, first, "the freed id is given again");
+    assert_eq!(refused(&g, TCP4), (0, 0), "with no counts of the service that had it");
+    let s = syn("10.0.0.2:43003", "10.100.0.1:80");
+    assert_eq!(g.run(&s, g.gin).0, XDP_REDIRECT, "and its sources' buckets full again");
 }

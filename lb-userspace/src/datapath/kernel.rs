@@ -211,6 +211,11 @@ impl Datapath {
             }
         }
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        // Before the records: a reused id's new record must find its
+        // counters and buckets empty.
+        if let Some(old) = old {
+            super::reused::clear(self, &super::reused::ids(old, new))?;
+        }
         let mut services: HashMap<&mut MapData, ServiceKey, ServiceRecord> =
             self.map_mut(MAP_SERVICES)?;
         for svc in &new.services {

@@ -13,6 +13,7 @@ pub mod pins;
 pub mod plan;
 pub mod prefilter;
 pub mod replies;
+pub mod reused;
 pub mod stats;
 pub mod syns;
 pub mod sys;

@@ -29,8 +29,9 @@ pub struct Plan {
     /// live, one to write the next table into, for an atomic swap), plus
     /// [`HEADROOM_SLOTS`] for services a reload adds.
     pub maglev_slots: u32,
-    /// The id the next added service gets; ids are not reused while the
-    /// agent runs, so a new service never inherits another's counters.
+    /// The id the next added service gets. Ids are handed out in order
+    /// and reused only once all have been (see [`replan`]); a reused id's
+    /// counters and buckets are cleared before its new record goes in.
     pub next_service_id: u32,
 }
 
@@ -40,6 +41,17 @@ impl Plan {
     pub fn service_ids(&self) -> Vec<u32> {
         self.services.iter().map(|s| s.record.id).collect()
     }
+}
+
+/// Once every id has been given (a long-lived agent whose reloads re-create
+/// services), the lowest id neither `old` nor the services planned so far
+/// (`taken`) hold: one whose service went in an earlier change, so no
+/// packet reads its record, counters or list entries any more. The
+/// datapath zeroes what it left before the id's new record goes in (see
+/// `fresh_ids`).
+fn reusable_id(old: &Plan, taken: &[PlannedService]) -> Option<u32> {
+    let used = |id: u32| old.services.iter().chain(taken).any(|s| s.record.id == id);
+    (0..MAX_SERVICES).find(|&id| !used(id))
 }
 
 /// Room in the Maglev map for services added by reloads: eight services of
@@ -204,7 +216,8 @@ pub fn plan(cfg: &Config) -> Result<Plan, PlanError> {
 /// - kept services keep their ids and table regions; a changed table moves
 ///   to the other half of its region, so it can be written while packets
 ///   read the live half;
-/// - added services get a never-used id and a free region of the Maglev map
+/// - added services get an id never used before (once all have been, one
+///   freed by an earlier change: see [`reusable_id`]) and a free region of the Maglev map
 ///   (removed services' regions are reused; the map has headroom, see
 ///   [`HEADROOM_SLOTS`]);
 /// - backends keep their ids (matched by service and address); new backends
@@ -243,13 +256,14 @@ pub fn replan(
         let (id, region_base, live) = match prev {
             Some(p) => (p.record.id, p.region_base, Some(p)),
             None => {
-                let id = next_id;
-                if id >= MAX_SERVICES {
-                    return Err(PlanError::NeedsRestart {
+                let id = if next_id < MAX_SERVICES {
+                    next_id += 1;
+                    next_id - 1
+                } else {
+                    reusable_id(old, &services).ok_or_else(|| PlanError::NeedsRestart {
                         what: format!("no service id left for {:?}", svc.name),
-                    });
-                }
-                next_id += 1;
+                    })?
+                };
                 let base = take_region(&mut free, region_len(svc.table_size)).ok_or_else(|| {
                     PlanError::NeedsRestart {
                         what: format!(
@@ -700,6 +714,28 @@ mod tests {
         let added = replan(&without, &cfg(&again), &configured).unwrap();
         assert_eq!(added.services[1].region_base, 0, "the freed region is reused");
         assert_eq!(added.services[1].record.id, 3);
+    }
+
+    #[test]
+    fn once_every_id_is_handed_out_ids_freed_in_earlier_changes_are_given_again() {
+        let configured = |_: &str, b: &Backend| Effective::configured(b);
+        let mut old = plan(&cfg(TWO)).unwrap();
+        old.next_service_id = MAX_SERVICES;
+        // "web" (id 0) moves to another VIP: re-created in this change, while
+        // its old record is still read, so not on its own id.
+        let moved = TWO.replace("10.0.0.100:80", "10.0.0.101:80");
+        let first = replan(&old, &cfg(&moved), &configured).unwrap();
+        assert_eq!(first.services[0].record.id, 2, "neither 0 (still live) nor 1 (dns)");
+        // Two services re-created in one change take two different ids, the
+        // first the freed 0.
+        let both = moved.replace("name = \"web\"", "name = \"www\"").replace(
+            "name = \"dns\"\n        vip = \"10.0.0.100:53\"",
+            "name = \"dns2\"\n        vip = \"10.0.0.102:53\"",
+        );
+        let second = replan(&first, &cfg(&both), &configured).unwrap();
+        let ids: Vec<u32> = second.services.iter().map(|s| s.record.id).collect();
+        assert_eq!(ids, vec![0, 3], "the lowest free ids, none live in the plan before");
+        assert_eq!(second.next_service_id, MAX_SERVICES);
     }
 
     #[test]
