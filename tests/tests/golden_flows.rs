@@ -6,14 +6,16 @@
 
 use std::time::Duration;
 
+use aya::maps::{HashMap, MapData};
 use lb_common::abi::{
-    EVENT_REFUSED, EVENT_UNREACHABLE, FlowTimeouts, PROTO_UDP, PassiveEvent, REFRESH_TICKS,
-    SynCounters, TICK_SHIFT,
+    EVENT_REFUSED, EVENT_UNREACHABLE, FlowKey, FlowTimeouts, FlowValue, MAP_PENDING, PROTO_UDP,
+    PassiveEvent, REFRESH_TICKS, SynCounters, TICK_SHIFT,
 };
 use lb_tests::{
     fixture::{ACK, Golden, Prog, RST, SYN, SYN_ACK, XDP_PASS, XDP_REDIRECT, sent_to},
     packet::Frame,
 };
+use lb_userspace::datapath::flows::now_ticks;
 
 lb_tests::in_both_hooks!(
     a_syn_on_a_reused_port_takes_the_current_table_and_re_pins_the_flow,
@@ -21,6 +23,7 @@ lb_tests::in_both_hooks!(
     a_reset_answering_a_syn_is_reported_on_reused_ports_too,
     icmp_unreachable_about_a_forwarded_flow_is_reported_and_translated,
     idle_flows_expire_and_closing_ones_sooner,
+    a_flows_time_is_the_agents_clock_after_every_idle_period,
     flows_beyond_the_table_size_break_no_established_flow_nor_reused_port,
 );
 
@@ -198,6 +201,35 @@ fn idle_flows_expire_and_closing_ones_sooner(prog: Prog) {
     g.run(&Frame::tcp(client, VIP3).tcp_flags(FIN_ACK).bytes(), g.gin);
     std::thread::sleep(past_refresh());
     assert_ne!(sent_to(&g.run(&ack, g.gin).1), first, "closed, idle, expired: a new flow");
+}
+
+/// The datapath reads its clock once per jiffy and keeps the reading (see
+/// `clock::now`): a kept reading that outlived its jiffy would age every
+/// flow wrongly, and the agent (which counts live flows, and `lb flow`,
+/// which shows their idle time) reads the same clock on its own.
+fn a_flows_time_is_the_agents_clock_after_every_idle_period(prog: Prog) {
+    let mut g = Golden::with_prog(4096, prog);
+    // Unanswered, so it stays in the pending table and is refreshed by
+    // each datagram once the refresh period has passed.
+    let udp = Frame::udp("10.0.0.2:47500", "10.100.0.1:53").bytes();
+    for round in 0..3 {
+        let before = now_ticks();
+        assert_eq!(g.run(&udp, g.gin).0, XDP_REDIRECT);
+        let after = now_ticks();
+        let pending: HashMap<&MapData, FlowKey, FlowValue> =
+            g.dp.map(MAP_PENDING).expect("pending map");
+        let seen: Vec<u32> = pending.iter().map(|e| e.expect("entry").1.last_seen).collect();
+        assert_eq!(seen.len(), 1, "round {round}: one flow");
+        // A reading taken as the jiffy moved, before the timekeeper did, is
+        // one timer tick late (at most 10 ms, at HZ 100).
+        let late = seen[0].wrapping_sub(before.wrapping_sub(10)) as i32;
+        assert!(
+            late >= 0 && seen[0].wrapping_sub(after) as i32 <= 0,
+            "round {round}: the flow was seen at {}, between {before} and {after} by the agent",
+            seen[0]
+        );
+        std::thread::sleep(past_refresh());
+    }
 }
 
 fn flows_beyond_the_table_size_break_no_established_flow_nor_reused_port(prog: Prog) {
