@@ -10,8 +10,8 @@ use crate::{
     answer, challenge, dsr, flows, forward, fragments,
     hook::{Hook, Traced},
     icmp,
-    maps::{LB_SCRATCH, LB_SERVICES},
-    prefilter, reverse, sources, stats, trace,
+    maps::LB_SCRATCH,
+    prefilter, reverse, services, sources, stats, trace,
 };
 
 /// The action for the packet `h`. Each `DropReason` has one fixed action
@@ -113,12 +113,10 @@ fn try_lb<H: Hook>(h: &H) -> Result<u32, DropReason> {
     // Most of what a gateway passes is to and from neither a VIP nor a
     // backend: the prefilter spares it every lookup below.
     let to_ours = prefilter::maybe(&pkt.key.dst, pkt.key.dst_port_be, pkt.key.proto);
-    // SAFETY: the agent replaces elements rather than writing into them,
-    // and a replaced element stays readable until this program run ends
-    // (RCU), so the reference holds one consistent record. Not copied:
-    // the record's bytes on this frame would leave its callees too little
-    // of the 512.
-    let found = if to_ours { unsafe { LB_SERVICES.get(&service) } } else { None };
+    // SAFETY: null or a record that holds still for this program run (see
+    // `services::find`). Not copied: the record's bytes on this frame would
+    // leave its callees too little of the 512.
+    let found = if to_ours { unsafe { services::find(&service).as_ref() } } else { None };
     let action = if let Some(svc) = found {
         if H::TRACE {
             trace::service(svc.id);

@@ -30,6 +30,7 @@ mod prefilter;
 mod reverse;
 mod rewrite;
 mod route;
+mod services;
 mod sources;
 mod stats;
 mod trace;

@@ -24,7 +24,8 @@ use lb_common::{
         DEFAULT_MAGLEV_SLOTS, DropReason, EVENTS_BYTES, Endpoint, FlowKey, FlowTimeouts, FlowValue,
         FragKey, FragPorts, MAX_ACL_ENTRIES, MAX_BACKEND_ENDPOINTS, MAX_BACKENDS, MAX_BUCKETS,
         MAX_FRAGS, MAX_HAIRPIN_SOURCES, MAX_PEER_DEVICES, MAX_SERVICES, NextHop, Replies,
-        ServiceKey, ServiceRecord, SynCounters, TraceFilter, VerifiedKey, pending_capacity,
+        SERVICE_CACHE_SLOTS, ServiceKey, ServiceRecord, SynCounters, TraceFilter, VerifiedKey,
+        pending_capacity,
     },
     parse::{Fragment, IcmpError, L4Packet},
 };
@@ -146,6 +147,23 @@ pub static LB_NEXT_HOPS: Array<NextHop> = Array::with_max_entries(MAX_BACKENDS, 
 /// `lb trace`'s filter (array of one; see `trace`).
 #[map]
 pub static LB_TRACE: Array<TraceFilter> = Array::with_max_entries(1, 0);
+
+/// See `lb_common::abi::MAP_SERVICES_GEN`.
+#[map]
+pub static LB_SERVICES_GEN: Array<u32> = Array::with_max_entries(1, 0);
+
+/// A service record as the datapath last read it (see `services`).
+pub struct CachedService {
+    pub key: ServiceKey,
+    /// `LB_SERVICES_GEN` when the record was read; 0: empty.
+    pub generation: u32,
+    pub record: ServiceRecord,
+}
+
+/// See `lb_common::abi::MAP_SERVICE_CACHE`.
+#[map]
+pub static LB_SERVICE_CACHE: PerCpuArray<CachedService> =
+    PerCpuArray::with_max_entries(SERVICE_CACHE_SLOTS, 0);
 
 #[map]
 pub static LB_PREFILTER: Array<u64> = Array::with_max_entries(lb_common::prefilter::WORDS, 0);

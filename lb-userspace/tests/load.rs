@@ -72,6 +72,7 @@ fn the_object_has_exactly_the_maps_lb_common_names() {
     // The balancer's maps and `lb decap`'s, each pinned by its own command.
     let mut declared = lb_common::abi::ALL_MAPS.to_vec();
     declared.extend(lb_common::abi::DECAP_MAPS);
+    declared.extend(lb_common::abi::UNPINNED_MAPS);
     declared.sort_unstable();
     assert_eq!(in_object, declared);
 }

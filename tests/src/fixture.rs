@@ -218,6 +218,18 @@ impl Golden {
         t.exceptions[reason as usize]
     }
 
+    /// Applies config `text` to the datapath, as a reload would (every
+    /// backend as configured), and keeps its plan.
+    pub fn reload(&mut self, text: &str) {
+        let cfg = config::parse(text, "golden.toml".as_ref()).expect("golden case config");
+        let new = datapath::plan::replan(&self.plan, &cfg, &|_, b| {
+            datapath::plan::Effective::configured(b)
+        })
+        .expect("replan");
+        self.dp.apply_change(&self.plan, &new).expect("apply_change");
+        self.plan = new;
+    }
+
     /// Fills every slot of service `svc`'s live table with `id`.
     pub fn fill_table(&mut self, svc: usize, id: u32) {
         let rec = self.plan.services[svc].record;

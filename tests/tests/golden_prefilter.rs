@@ -8,13 +8,7 @@ use lb_tests::{
     fixture::{CONFIG, Golden, Prog, SYN, XDP_PASS, XDP_REDIRECT},
     packet::Frame,
 };
-use lb_userspace::{
-    config,
-    datapath::{
-        plan::{Effective, replan},
-        prefilter,
-    },
-};
+use lb_userspace::datapath::prefilter;
 
 lb_tests::in_both_hooks!(
     the_map_follows_every_reload,
@@ -32,13 +26,6 @@ vip = \"10.100.0.9:8080\"
 addr = \"10.1.0.12:80\"
 ";
 
-fn reload(g: &mut Golden, text: &str) {
-    let cfg = config::parse(text, "golden.toml".as_ref()).expect("golden case config");
-    let new = replan(&g.plan, &cfg, &|_, b| Effective::configured(b)).expect("replan");
-    g.dp.apply_change(&g.plan, &new).expect("apply_change");
-    g.plan = new;
-}
-
 fn the_map_follows_every_reload(prog: Prog) {
     let mut g = Golden::with_prog(4096, prog);
     let exact = |g: &Golden| {
@@ -47,10 +34,10 @@ fn the_map_follows_every_reload(prog: Prog) {
     exact(&g);
     let syn = Frame::tcp("10.0.0.2:40000", "10.100.0.9:8080").tcp_flags(SYN).bytes();
     assert_eq!(g.run(&syn, g.gin).0, XDP_PASS, "no such service yet");
-    reload(&mut g, &format!("{CONFIG}{ADDED}"));
+    g.reload(&format!("{CONFIG}{ADDED}"));
     exact(&g);
     assert_eq!(g.run(&syn, g.gin).0, XDP_REDIRECT, "added by the reload");
-    reload(&mut g, CONFIG);
+    g.reload(CONFIG);
     exact(&g);
     let again = Frame::tcp("10.0.0.2:40001", "10.100.0.9:8080").tcp_flags(SYN).bytes();
     assert_eq!(g.run(&again, g.gin).0, XDP_PASS, "removed by the reload");

@@ -13,13 +13,7 @@ use lb_tests::{
     fixture::{ACK, CONFIG, Golden, Prog, SYN, XDP_DROP, XDP_REDIRECT},
     packet::Frame,
 };
-use lb_userspace::{
-    config,
-    datapath::{
-        plan::{Effective, replan},
-        stats,
-    },
-};
+use lb_userspace::datapath::stats;
 
 lb_tests::in_both_hooks!(
     a_denied_source_is_dropped_and_counted,
@@ -42,15 +36,7 @@ fn reload(g: &mut Golden, tcp4: &str, tcp6: &str) {
     let text = CONFIG
         .replace("vip = \"10.100.0.1:80\"\n", &format!("vip = \"10.100.0.1:80\"\n{tcp4}\n"))
         .replace("vip = \"[fd64::1]:443\"\n", &format!("vip = \"[fd64::1]:443\"\n{tcp6}\n"));
-    apply(g, &text);
-}
-
-/// Applies config `text` to the fixture's datapath.
-fn apply(g: &mut Golden, text: &str) {
-    let cfg = config::parse(text, "golden.toml".as_ref()).expect("golden case config");
-    let new = replan(&g.plan, &cfg, &|_, b| Effective::configured(b)).expect("replan");
-    g.dp.apply_change(&g.plan, &new).expect("apply_change");
-    g.plan = new;
+    g.reload(&text);
 }
 
 /// (acl_denied, rate_limited) of service `svc`.
@@ -187,7 +173,7 @@ fn a_service_id_given_again_starts_with_no_counts_and_full_buckets(prog: Prog) {
         let text = CONFIG
             .replace("name = \"tcp4\"", &format!("name = \"{name}\""))
             .replace("vip = \"10.100.0.1:80\"\n", &format!("vip = \"10.100.0.1:80\"\n{limit}\n"));
-        apply(&mut g, &text);
+        g.reload(&text);
     }
     assert_eq!(g.plan.services[TCP4].record.id, first, "the freed id is given again");
     assert_eq!(refused(&g, TCP4), (0, 0), "with no counts of the service that had it");

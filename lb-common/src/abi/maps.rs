@@ -75,11 +75,27 @@ pub const MAP_PREFILTER: &str = "LB_PREFILTER";
 /// is answered with a challenge (`crate::challenge`) instead of reaching a
 /// backend.
 pub const MAP_VERIFIED: &str = "LB_VERIFIED";
+/// The services' generation: index 0 -> `u32`, bumped by the agent after
+/// every change it writes to [`MAP_SERVICES`] (array of one). 0: the
+/// agent has written none, and the datapath does not cache services.
+pub const MAP_SERVICES_GEN: &str = "LB_SERVICES_GEN";
+/// Each CPU's cache of service records, in front of [`MAP_SERVICES`]: one
+/// slot per prefilter bit's low bits, a record kept with the generation
+/// it was read in (per-CPU array, written by the datapath). Each loaded
+/// program has its own, which starts empty: never pinned.
+pub const MAP_SERVICE_CACHE: &str = "LB_SERVICE_CACHE";
+/// Slots of [`MAP_SERVICE_CACHE`] (a power of two): a VIP takes the slot
+/// of its prefilter bit's low bits, and two VIPs that share one take
+/// turns.
+pub const SERVICE_CACHE_SLOTS: u32 = 256;
+/// The maps of the object that belong to each loaded program (their
+/// contents are rebuilt from the others), never pinned.
+pub const UNPINNED_MAPS: [&str; 1] = [MAP_SERVICE_CACHE];
 /// Size of the events ring buffer: 32768 events.
 pub const EVENTS_BYTES: u32 = 256 * 1024;
 
 /// Every map the agent expects in the object.
-pub const ALL_MAPS: [&str; 23] = [
+pub const ALL_MAPS: [&str; 24] = [
     MAP_SERVICES,
     MAP_BACKENDS,
     MAP_MAGLEV,
@@ -103,6 +119,7 @@ pub const ALL_MAPS: [&str; 23] = [
     MAP_TRACE,
     MAP_PREFILTER,
     MAP_VERIFIED,
+    MAP_SERVICES_GEN,
 ];
 
 /// Most services one program serves.

@@ -10,8 +10,8 @@ use aya::{
 use lb_common::abi::{
     ALL_MAPS, BackendRecord, DEFAULT_FLOW_CAPACITY, Endpoint, FlowTimeouts, MAP_BACKENDS,
     MAP_EVENTS, MAP_FLOWS, MAP_MAGLEV, MAP_PEER_DEVICES, MAP_PENDING, MAP_REPLIES, MAP_SERVICES,
-    MAP_SETTINGS, MAP_SYNS, MAP_TRACE, MAP_TRACE_ON, MAP_VERIFIED, Replies, ServiceKey,
-    ServiceRecord, pending_capacity,
+    MAP_SERVICES_GEN, MAP_SETTINGS, MAP_SYNS, MAP_TRACE, MAP_TRACE_ON, MAP_VERIFIED, Replies,
+    ServiceKey, ServiceRecord, pending_capacity,
 };
 
 use super::{
@@ -230,7 +230,21 @@ impl Datapath {
                 services.remove(&gone.key).map_err(map_err(MAP_SERVICES))?;
             }
         }
+        self.bump_services_generation()?;
         acl::remove(self, &had, &want)
+    }
+
+    /// Tells the datapath's per-CPU caches of service records that the
+    /// records changed (after they did): each reads its records again at
+    /// their next use. Never 0, which means "nothing written yet".
+    fn bump_services_generation(&mut self) -> Result<(), DatapathError> {
+        let mut map: Array<&mut MapData, u32> = self.map_mut(MAP_SERVICES_GEN)?;
+        let now = map.get(&0, 0).map_err(map_err(MAP_SERVICES_GEN))?;
+        let next = match now.wrapping_add(1) {
+            0 => 1,
+            n => n,
+        };
+        map.set(0, next, 0).map_err(map_err(MAP_SERVICES_GEN))
     }
 
     /// Writes the replies map `new` calls for, before any service record

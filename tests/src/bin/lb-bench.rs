@@ -57,10 +57,6 @@ use lb_tests::{
     },
     packet::Frame,
 };
-use lb_userspace::{
-    config,
-    datapath::plan::{Effective, replan},
-};
 
 const REPEAT: u32 = 1_000_000;
 const DISTINCT: usize = 100_000;
@@ -233,10 +229,7 @@ fn refused_rows(g: &mut Golden, series: &mut Series, syns: &[Vec<u8>]) {
             "vip = \"10.100.0.3:80\"\n",
             "vip = \"10.100.0.3:80\"\nnew_flow_limit = { rate = 1, prefix_v4 = 24 }\n",
         );
-    let cfg = config::parse(&text, "bench.toml".as_ref()).expect("bench config");
-    let new = replan(&g.plan, &cfg, &|_, b| Effective::configured(b)).expect("replan");
-    g.dp.apply_change(&g.plan, &new).expect("apply_change");
-    g.plan = new;
+    g.reload(&text);
     let gin = g.gin;
     let denied = Frame::tcp(&client(0), "10.100.0.1:80").tcp_flags(SYN).pad_to(64).bytes();
     // New flows (ACKs of no flow) of one /24 whose bucket the bench has

@@ -1,0 +1,60 @@
+//! The service of a packet's destination: `LB_SERVICES`, behind a per-CPU
+//! cache of the records read.
+//!
+//! A hash-map lookup is a call into the kernel (the hash, the bucket walk,
+//! the key compare, each a function returning), and every packet to a VIP
+//! makes one before anything else. The cache is an array the verifier
+//! inlines: a slot per low bits of the endpoint's prefilter bit, holding the key, the record and the
+//! generation it was read in.
+//!
+//! The agent bumps `LB_SERVICES_GEN` after each change it writes to
+//! `LB_SERVICES`, so a slot read in an older generation is read again. A
+//! record read just before a change and kept under the old generation is
+//! read again at the slot's next use: a change is seen by every CPU from
+//! its next packet after the bump, as with the map itself.
+
+use lb_common::{
+    abi::{SERVICE_CACHE_SLOTS, ServiceKey, ServiceRecord},
+    prefilter,
+};
+
+use crate::maps::{LB_SERVICE_CACHE, LB_SERVICES, LB_SERVICES_GEN};
+
+/// The record of `key`, or null. Valid for
+/// the rest of this program run: it is this CPU's cache slot, rewritten
+/// only here, and a program run is not preempted on its CPU.
+///
+/// Always a slot, even when nothing may be cached yet (generation 0, which
+/// never matches): the verifier then sees one kind of pointer whichever
+/// way the record was found, and does not walk the rest of the datapath
+/// once for each. The slot always exists (its index is masked below the
+/// map's size).
+///
+/// A frame of its own, returning a register: the datapath's entry frame
+/// has no room for the key compare.
+#[inline(never)]
+pub fn find(key: &ServiceKey) -> *const ServiceRecord {
+    // The prefilter's bit again: passing it would keep it on the caller's
+    // frame, which the tc hook's deepest call chain has no room for.
+    let bit = prefilter::bit(&key.addr, key.port_be, key.proto);
+    let Some(slot) = LB_SERVICE_CACHE.get_ptr_mut(bit & (SERVICE_CACHE_SLOTS - 1)) else {
+        return core::ptr::null();
+    };
+    let generation = LB_SERVICES_GEN.get(0).copied().unwrap_or(0);
+    // SAFETY: this CPU's slot, written here only, by this CPU.
+    unsafe {
+        if generation != 0 && (*slot).generation == generation && (*slot).key == *key {
+            return core::ptr::addr_of!((*slot).record);
+        }
+        // SAFETY: the agent replaces elements rather than writing into
+        // them, so the copy is one consistent record.
+        let Some(record) = LB_SERVICES.get(key) else { return core::ptr::null() };
+        // `generation` was read before the record: a change written in
+        // between is kept under the older generation, and read again at
+        // the slot's next use.
+        (*slot).key = *key;
+        (*slot).record = *record;
+        (*slot).generation = generation;
+        core::ptr::addr_of!((*slot).record)
+    }
+}
