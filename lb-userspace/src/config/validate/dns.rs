@@ -7,6 +7,7 @@ use super::values::{Span, bounded, choice, duration, within};
 use crate::config::defaults;
 use crate::config::model::{Dns, DnsRecords};
 use crate::config::raw::RawDns;
+use crate::config::unicast::not_one_host;
 
 const SPAN: Span = Span {
     min: defaults::DNS_MIN_INTERVAL,
@@ -96,15 +97,25 @@ fn records(kind: &str, port: Option<i64>) -> Result<DnsRecords, Issue> {
 
 /// `ip:port`, or an `ip` alone for port 53.
 fn resolver(text: &str) -> Result<SocketAddr, Issue> {
-    if let Ok(ip) = text.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, defaults::DNS_PORT));
+    let addr = match text.parse::<IpAddr>() {
+        Ok(ip) => SocketAddr::new(ip, defaults::DNS_PORT),
+        Err(_) => text.parse().map_err(|_| {
+            Issue::new(
+                format!("dns.resolver {text:?} is not an IP address (and port)"),
+                "write it like \"10.0.0.53:53\" or \"10.0.0.53\", or remove it to use \
+                 /etc/resolv.conf",
+            )
+        })?,
+    };
+    // Queries to it would go nowhere, or to whoever answers first.
+    match not_one_host(addr.ip()) {
+        None => Ok(addr),
+        Some(why) => Err(Issue::new(
+            format!("dns.resolver {addr} is {why}, not one DNS server"),
+            "give the address of one server, e.g. \"10.0.0.53\", or remove it to use \
+             /etc/resolv.conf",
+        )),
     }
-    text.parse().map_err(|_| {
-        Issue::new(
-            format!("dns.resolver {text:?} is not an IP address (and port)"),
-            "write it like \"10.0.0.53:53\" or \"10.0.0.53\", or remove it to use /etc/resolv.conf",
-        )
-    })
 }
 
 #[cfg(test)]
@@ -172,5 +183,18 @@ mod tests {
             "[[service]]\nname = \"web\"\nvip = \"10.0.0.100:80\"\n",
             &["it has no backends", "or a dns table"],
         );
+    }
+
+    #[test]
+    fn a_resolver_must_be_one_server() {
+        for (text, why) in [
+            ("0.0.0.0", "the unspecified address"),
+            ("255.255.255.255:53", "the limited broadcast address"),
+            ("[ff02::fb]:5353", "a multicast address"),
+        ] {
+            let issue = resolver(text).expect_err(text);
+            assert!(issue.what.contains("dns.resolver") && issue.what.contains(why), "{text}");
+        }
+        assert!(resolver("10.0.0.53").is_ok());
     }
 }

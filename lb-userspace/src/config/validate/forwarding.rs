@@ -10,6 +10,7 @@ use super::report::{Issue, Report, Scope};
 use super::values::choice;
 use crate::config::model::{Forwarding, HealthKind};
 use crate::config::prefix::Prefix;
+use crate::config::unicast::not_one_host;
 
 /// The forwarding of the service on `vip` (if it parsed) and, for
 /// `dsr-ipip`, its tunnel source prefix.
@@ -71,6 +72,15 @@ fn tunnel_prefix(text: &str, vip: Option<SocketAddr>) -> Result<Prefix, Issue> {
             "write an address of this host, or a prefix of them, e.g. \"10.9.0.0/24\"",
         )
     })?;
+    // The backend's kernel drops a tunnelled packet from such a source as
+    // a martian: every connection would time out.
+    if let Some(why) = not_one_host(prefix.addr()) {
+        return Err(Issue::new(
+            format!("tunnel_source {prefix} starts at {why}, not an address of this host"),
+            "give an address of this host the backends can answer, or a prefix of them, e.g. \
+             \"10.9.0.0/24\"",
+        ));
+    }
     if let Some(vip) = vip
         && prefix.addr().is_ipv4() != vip.is_ipv4()
     {
@@ -233,6 +243,15 @@ mod tests {
             &web("forwarding = \"dsr-ipip\"\ntunnel_source = \"10.9.0.1/24\"", "10.0.1.1:80"),
             &["tunnel_source", "bits set past its length"],
         );
+        for (source, why) in [("0.0.0.0/30", "unspecified"), ("224.0.0.0/30", "multicast")] {
+            refused(
+                &web(
+                    &format!("forwarding = \"dsr-ipip\"\ntunnel_source = \"{source}\""),
+                    "10.0.1.1:80",
+                ),
+                &["tunnel_source", why, "not an address of this host"],
+            );
+        }
     }
 
     #[test]
