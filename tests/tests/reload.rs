@@ -134,11 +134,17 @@ lb_tests::in_both_modes!(a_service_a_reload_recreates_keeps_counting);
 /// A reload that renames a service re-creates it under a new id, past the
 /// number of services: its counters (and the new-flow rate flood mode is
 /// judged by) must still be read. Before, they were read for ids below the
-/// service count only, and stayed 0 for good.
+/// service count only, and stayed 0 for good. And it counts from zero, in
+/// every mode: splice mode, which keeps the VIP's listener, had carried
+/// the old service's counts over.
 fn a_service_a_reload_recreates_keeps_counting(mode: lb_tests::mode::Mode) {
     let s = Setup::in_mode(mode, SERVER, 3, 3, "maglev");
     let path = s.dir.0.join("lb.toml");
     let base = std::fs::read_to_string(&path).expect("config");
+    let inside = s.topo.client.enter();
+    let before: Vec<String> = (0..10).map(|_| s.conn(vip(VIP4, 80)).ask()).collect();
+    drop(inside);
+    assert_eq!(before.len(), 10);
     for name in ["web-v4", "tcp-v4"] {
         let renamed = base.replace("name = \"tcp-v4\"", &format!("name = \"{name}\""));
         std::fs::write(&path, renamed).expect("write");
@@ -152,6 +158,11 @@ fn a_service_a_reload_recreates_keeps_counting(mode: lb_tests::mode::Mode) {
     let report = s.lb.report();
     let web = report.services.iter().find(|v| v.name == "tcp-v4").expect("tcp-v4 in status");
     assert!(web.traffic.new_flows >= 20, "the re-created service counts: {:?}", web.traffic);
+    assert!(
+        web.traffic.new_flows < 30,
+        "from zero, not on from the old service's 10: {:?}",
+        web.traffic
+    );
     let backends: u64 = web.backends.iter().map(|b| b.traffic.new_flows).sum();
     assert!(backends >= 20, "and so do its backends: {backends}");
 }

@@ -28,7 +28,7 @@ use super::{
     inflight::Inflight,
     pick,
     sources::Policy,
-    tcp::{Backend, BackendStats, Shared, serve},
+    tcp::{Backend, BackendStats, Shared, Stats, serve},
     udp,
 };
 use crate::{
@@ -46,6 +46,10 @@ use crate::{
 #[derive(Debug)]
 struct Served {
     id: u32,
+    /// Its counters when it took `id`: a service a reload re-creates on the
+    /// same VIP (renamed, say) keeps the listener and its counters, but
+    /// counts from zero under its new id, as at the kernel hooks.
+    base: Counts,
     shared: Arc<Shared>,
     /// Set to stop accepting (on every listener of the VIP).
     stop: watch::Sender<bool>,
@@ -57,6 +61,9 @@ pub struct SpliceForwarder {
     services: HashMap<ServiceKey, Served>,
     /// Per backend id; kept across changes so counters never go back.
     backends: HashMap<u32, Arc<BackendStats>>,
+    /// What the services a reload removed had counted: the exception
+    /// totals (every service's) never go back.
+    retired: Counts,
     limits: Splice,
     inflight: Arc<Inflight>,
     events: UnboundedSender<PassiveEvent>,
@@ -80,6 +87,7 @@ impl SpliceForwarder {
         let mut f = Self {
             services: HashMap::new(),
             backends: HashMap::new(),
+            retired: Counts::default(),
             limits,
             inflight: Arc::default(),
             events,
@@ -114,7 +122,10 @@ impl SpliceForwarder {
             let Some(served) = self.services.get_mut(&svc.key) else { continue };
             // A reload that re-creates the service on the same VIP (renamed,
             // say) gives it a new id: its counters are reported under that.
-            served.id = svc.record.id;
+            if served.id != svc.record.id {
+                served.id = svc.record.id;
+                served.base = Counts::of(&served.shared.stats);
+            }
             let mut view = served.shared.view.write().unwrap_or_else(|p| p.into_inner());
             if !svc.table.is_empty() {
                 view.table = svc.table.clone();
@@ -127,10 +138,12 @@ impl SpliceForwarder {
         }
         // Services gone from the plan: stop accepting on their VIPs.
         let keep: Vec<ServiceKey> = new.services.iter().map(|s| s.key).collect();
+        let retired = &mut self.retired;
         self.services.retain(|key, served| {
             let kept = keep.contains(key);
             if !kept {
                 served.stop.send_replace(true);
+                *retired = retired.plus(Counts::of(&served.shared.stats));
             }
             kept
         });
@@ -167,7 +180,7 @@ impl SpliceForwarder {
             let sock = UdpSocket::from_std(bind::udp(vip).map_err(err)?.into()).map_err(err)?;
             self.rt.spawn(udp::serve(sock, Arc::clone(&shared), stopped()));
         }
-        let served = Served { id: svc.record.id, shared, stop };
+        let served = Served { id: svc.record.id, base: Counts::default(), shared, stop };
         tracing::info!(service = %svc.name, %vip, "splice: listening");
         Ok(served)
     }
@@ -190,32 +203,32 @@ impl Forwarder for SpliceForwarder {
             exceptions: vec![0; DropReason::ALL.len()],
             proxy_exceptions: Vec::new(),
         };
-        let (mut at_limit, mut connect_failed) = (0, 0);
         // Connections (TCP) or sessions (UDP) count as flows; a proxy sees
         // streams, not packets, so `packets` stays 0.
+        let mut all = self.retired;
         for served in self.services.values() {
-            let s = &served.shared.stats;
+            let now = Counts::of(&served.shared.stats);
+            all = all.plus(now);
             if let Some(c) = out.services.get_mut(served.id as usize) {
-                c.new_flows = s.relayed.load(Relaxed);
-                c.bytes = s.bytes_up.load(Relaxed) + s.bytes_down.load(Relaxed);
-                c.acl_denied = s.acl_denied.load(Relaxed);
-                c.rate_limited = s.rate_limited.load(Relaxed);
+                let own = now.since(served.base);
+                c.new_flows = own.relayed;
+                c.bytes = own.bytes;
+                c.acl_denied = own.acl_denied;
+                c.rate_limited = own.rate_limited;
             }
-            for (reason, n) in [
-                (DropReason::NoBackend, &s.no_backend),
-                (DropReason::AclDenied, &s.acl_denied),
-                (DropReason::RateLimited, &s.rate_limited),
-            ] {
-                if let Some(total) = out.exceptions.get_mut(reason as usize) {
-                    *total += n.load(Relaxed);
-                }
+        }
+        for (reason, n) in [
+            (DropReason::NoBackend, all.no_backend),
+            (DropReason::AclDenied, all.acl_denied),
+            (DropReason::RateLimited, all.rate_limited),
+        ] {
+            if let Some(total) = out.exceptions.get_mut(reason as usize) {
+                *total = n;
             }
-            at_limit += s.refused_at_limit.load(Relaxed);
-            connect_failed += s.connect_failures.load(Relaxed);
         }
         out.proxy_exceptions = vec![
-            ("splice_connection_limit", "refuse", at_limit),
-            ("splice_backend_connect_failed", "next_backend", connect_failed),
+            ("splice_connection_limit", "refuse", all.at_limit),
+            ("splice_backend_connect_failed", "next_backend", all.connect_failed),
         ];
         for (&id, b) in &self.backends {
             if let Some(c) = out.backends.get_mut(id as usize) {
@@ -240,5 +253,74 @@ impl Forwarder for SpliceForwarder {
             served.stop.send_replace(true);
         }
         Some(Arc::clone(&self.inflight))
+    }
+}
+
+/// A plain copy of a service's counters ([`Stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Counts {
+    relayed: u64,
+    bytes: u64,
+    acl_denied: u64,
+    rate_limited: u64,
+    no_backend: u64,
+    at_limit: u64,
+    connect_failed: u64,
+}
+
+impl Counts {
+    fn of(s: &Stats) -> Self {
+        Self {
+            relayed: s.relayed.load(Relaxed),
+            bytes: s.bytes_up.load(Relaxed) + s.bytes_down.load(Relaxed),
+            acl_denied: s.acl_denied.load(Relaxed),
+            rate_limited: s.rate_limited.load(Relaxed),
+            no_backend: s.no_backend.load(Relaxed),
+            at_limit: s.refused_at_limit.load(Relaxed),
+            connect_failed: s.connect_failures.load(Relaxed),
+        }
+    }
+
+    fn zip(self, o: Self, f: impl Fn(u64, u64) -> u64) -> Self {
+        Self {
+            relayed: f(self.relayed, o.relayed),
+            bytes: f(self.bytes, o.bytes),
+            acl_denied: f(self.acl_denied, o.acl_denied),
+            rate_limited: f(self.rate_limited, o.rate_limited),
+            no_backend: f(self.no_backend, o.no_backend),
+            at_limit: f(self.at_limit, o.at_limit),
+            connect_failed: f(self.connect_failed, o.connect_failed),
+        }
+    }
+
+    fn plus(self, o: Self) -> Self {
+        self.zip(o, u64::saturating_add)
+    }
+
+    /// What was counted since `base`.
+    fn since(self, base: Self) -> Self {
+        self.zip(base, u64::saturating_sub)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_since_a_base_and_summed_never_go_back() {
+        let s = Stats::default();
+        s.relayed.store(10, Relaxed);
+        s.bytes_up.store(5, Relaxed);
+        s.bytes_down.store(7, Relaxed);
+        s.acl_denied.store(3, Relaxed);
+        let base = Counts::of(&s);
+        assert_eq!((base.relayed, base.bytes, base.acl_denied), (10, 12, 3));
+        s.relayed.store(25, Relaxed);
+        let own = Counts::of(&s).since(base);
+        assert_eq!((own.relayed, own.bytes, own.acl_denied), (15, 0, 0));
+        let retired = Counts { at_limit: 4, ..base };
+        let all = retired.plus(Counts::of(&s));
+        assert_eq!((all.relayed, all.at_limit, all.acl_denied), (35, 4, 6));
     }
 }
