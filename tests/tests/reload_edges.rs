@@ -135,9 +135,15 @@ fn reloads_that_use_up_the_backend_ids_are_refused_and_the_running_config_stays(
     let (n, out) = refused.expect("20 reloads of 1 000 new backends each all applied");
     eprintln!("reload {n} refused with {used} backend ids in use: {out}");
     assert!(used + MANY > limit && used <= limit, "refused at {used} ids, limit {limit}");
-    // Refused by the plan, before any map is written, naming the limit.
-    let says = format!("exceeds the datapath's limit of {limit}");
-    assert!(out.contains(&says), "the plan refuses it, naming the limit: {out}");
+    // Refused by the plan, before any map is written, naming the limit,
+    // why ids run out with a config far below it, and what frees them.
+    for says in [
+        format!("no backend id left: all {limit} have been handed out"),
+        format!("the config has {} backends", MANY + 12),
+        "`lb stop`, then start it again".to_owned(),
+    ] {
+        assert!(out.contains(&says), "the plan refuses it, saying {says:?}: {out}");
+    }
     // The running config stays: the old "many" and every TCP backend.
     assert_eq!(service(&s, "many").backends.len(), MANY);
     assert_eq!(s.answering("tcp", VIP4, 60).len(), 3, "the running config still serves");

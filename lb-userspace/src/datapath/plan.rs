@@ -144,6 +144,22 @@ pub enum PlanError {
         /// What changed.
         what: String,
     },
+    /// Every backend id has been handed out since the datapath was loaded:
+    /// a removed backend keeps its id (a flow still pinned to it must not
+    /// reach a newcomer), so a long run of new backends uses them up.
+    #[error(
+        "no backend id left: all {limit} have been handed out since lb started (the config has \
+         {configured} backends; a removed backend keeps its id, so a flow still pinned to it \
+         never reaches a newcomer); restart lb from scratch to free them: `lb stop`, then start \
+         it again (the datapath is replaced and established flows break; a restart that takes \
+         the datapath over keeps the ids)"
+    )]
+    BackendIdsUsedUp {
+        /// Backends in the config.
+        configured: usize,
+        /// The limit.
+        limit: u32,
+    },
     /// Building a Maglev table failed (the config validation should have
     /// prevented it).
     #[error("service {service:?}: {source}")]
@@ -319,7 +335,11 @@ pub fn replan(
             backend_ids.push(bid);
             weights.push(eff.weight);
         }
-        check_limit("backends", backends.len(), MAX_BACKENDS)?;
+        if backends.len() > MAX_BACKENDS as usize {
+            let configured: usize = cfg.services.iter().map(|s| s.backends.len()).sum();
+            check_limit("backends", configured, MAX_BACKENDS)?;
+            return Err(PlanError::BackendIdsUsedUp { configured, limit: MAX_BACKENDS });
+        }
         let (record, table, slots) = match live {
             // Same members, same weights: the same table, already in place.
             Some(p) if backend_ids == p.backend_ids && weights == p.weights => {
@@ -659,8 +679,12 @@ mod tests {
         // Back to an address it had: its old id, no new one.
         let back = replan(&p, &one(5), &configured).unwrap();
         assert_eq!(back.services[0].backend_ids, vec![5]);
+        // One backend in the config, every id handed out: not "too many
+        // backends", which the operator could not make sense of.
         match replan(&p, &one(MAX_BACKENDS + 1), &configured) {
-            Err(PlanError::TooMany { what: "backends", .. }) => {}
+            Err(e @ PlanError::BackendIdsUsedUp { configured: 1, .. }) => {
+                assert!(e.to_string().contains("`lb stop`, then start it again"), "{e}");
+            }
             other => panic!("{other:?}"),
         }
     }
