@@ -79,15 +79,14 @@ pub const MAP_VERIFIED: &str = "LB_VERIFIED";
 /// every change it writes to [`MAP_SERVICES`] (array of one). 0: the
 /// agent has written none, and the datapath does not cache services.
 pub const MAP_SERVICES_GEN: &str = "LB_SERVICES_GEN";
-/// Each CPU's cache of service records, in front of [`MAP_SERVICES`]: one
-/// slot per prefilter bit's low bits, a record kept with the generation
+/// Each CPU's cache of service records, in front of [`MAP_SERVICES`]: two
+/// slots per prefilter bit's low bits, a record kept with the generation
 /// it was read in (per-CPU array, written by the datapath). Each loaded
 /// program has its own, which starts empty: never pinned.
 pub const MAP_SERVICE_CACHE: &str = "LB_SERVICE_CACHE";
-/// Slots of [`MAP_SERVICE_CACHE`] (a power of two): a VIP takes the slot
-/// of its prefilter bit's low bits, and two VIPs that share one take
-/// turns.
-pub const SERVICE_CACHE_SLOTS: u32 = 256;
+/// Slots of [`MAP_SERVICE_CACHE`] (a power of two), in sets of two: a VIP
+/// may take either slot of the set its prefilter bit's low bits choose.
+pub const SERVICE_CACHE_SLOTS: u32 = 1024;
 /// The maps of the object that belong to each loaded program (their
 /// contents are rebuilt from the others), never pinned.
 pub const UNPINNED_MAPS: [&str; 1] = [MAP_SERVICE_CACHE];
