@@ -7,8 +7,8 @@ use lb_common::{
     abi::{
         Addr, BACKEND_ACTIVE, BackendRecord, DEFAULT_TABLE_SIZE, FAMILY_V4, FAMILY_V6,
         FORWARD_DSR_IPIP, FORWARD_DSR_L2, FORWARD_NAT, MAX_ACL_ENTRIES, MAX_BACKENDS, MAX_SERVICES,
-        PROTO_TCP, PROTO_UDP, SERVICE_ALLOW_LIST, SERVICE_BALANCING_FLAGS, SERVICE_DENY_LIST,
-        SERVICE_HASH_CLIENT_IP, ServiceKey, ServiceRecord, cost_ns,
+        NO_SERVICE, PROTO_TCP, PROTO_UDP, SERVICE_ALLOW_LIST, SERVICE_BALANCING_FLAGS,
+        SERVICE_DENY_LIST, SERVICE_HASH_CLIENT_IP, ServiceKey, ServiceRecord, cost_ns,
     },
     maglev::{self, MaglevError, Member},
 };
@@ -276,9 +276,17 @@ pub fn replan(
                     next_id += 1;
                     next_id - 1
                 } else {
-                    reusable_id(old, &services).ok_or_else(|| PlanError::NeedsRestart {
-                        what: format!("no service id left for {:?}", svc.name),
-                    })?
+                    let id =
+                        reusable_id(old, &services).ok_or_else(|| PlanError::NeedsRestart {
+                            what: format!("no service id left for {:?}", svc.name),
+                        })?;
+                    // The id's last service left backend records naming it:
+                    // they must not become this service's (its replies
+                    // map, its returning backends' ids).
+                    for r in backends.iter_mut().filter(|r| r.service_id == id) {
+                        r.service_id = NO_SERVICE;
+                    }
+                    id
                 };
                 let base = take_region(&mut free, region_len(svc.table_size)).ok_or_else(|| {
                     PlanError::NeedsRestart {
@@ -760,6 +768,39 @@ mod tests {
         let ids: Vec<u32> = second.services.iter().map(|s| s.record.id).collect();
         assert_eq!(ids, vec![0, 3], "the lowest free ids, none live in the plan before");
         assert_eq!(second.next_service_id, MAX_SERVICES);
+    }
+
+    #[test]
+    fn a_reused_service_id_does_not_take_over_its_last_services_backends() {
+        let configured = |_: &str, b: &Backend| Effective::configured(b);
+        let mut old = plan(&cfg(TWO)).unwrap();
+        old.next_service_id = MAX_SERVICES;
+        // "web" (id 0, backends 10.0.1.1 and .2) goes; then a new service
+        // takes id 0, with another backend.
+        let dns_only = TWO.split("[[service]]").nth(2).map(|s| format!("[[service]]{s}")).unwrap();
+        let gone = replan(&old, &cfg(&dns_only), &configured).unwrap();
+        let api = |backends: &str| {
+            format!(
+                "{dns_only}\n[[service]]\nname = \"api\"\nvip = \"10.0.0.105:80\"\n\
+                 table_size = 251\n{backends}"
+            )
+        };
+        let one = "[[service.backend]]\naddr = \"10.0.1.9:8080\"\n";
+        let new = replan(&gone, &cfg(&api(one)), &configured).unwrap();
+        assert_eq!(new.services[1].record.id, 0, "the freed id");
+        // No reply of "web"'s backends is translated to "api"'s VIP.
+        let (replies, _) = super::super::replies::replies(&new);
+        for addr in ["10.0.1.1:8080", "10.0.1.2:8080"] {
+            let e = Addr::from(addr.parse::<SocketAddr>().unwrap().ip());
+            assert!(!replies.keys().any(|k| k.addr == e), "{addr} answers for a VIP");
+        }
+        // "web"'s address added to "api" is a new backend: a new id, not
+        // "web"'s (whose flows may linger), which stays "web"'s.
+        let two = format!("{one}[[service.backend]]\naddr = \"10.0.1.1:8080\"\n");
+        let added = replan(&new, &cfg(&api(&two)), &configured).unwrap();
+        let web_ids = &old.services[0].backend_ids;
+        let api_ids = &added.services[1].backend_ids;
+        assert!(api_ids.iter().all(|id| !web_ids.contains(id)), "{api_ids:?} vs {web_ids:?}");
     }
 
     #[test]
