@@ -177,11 +177,13 @@ impl Target {
         }
     }
 
-    /// The config file the socket was read from, absolute (the agent
-    /// compares it with its own, from another working directory).
+    /// The config file the operator named (`--config` or `LB_CONFIG`), absolute
+    /// (the agent compares it with its own, from another working
+    /// directory). Not the default file, which only told where the socket
+    /// is: a plain `lb reload` must reload whatever file the agent runs.
     pub fn config_file(&self) -> Option<PathBuf> {
         match &self.origin {
-            Origin::ConfigFlag(p) | Origin::ConfigEnv(p) | Origin::DefaultConfig(p) => {
+            Origin::ConfigFlag(p) | Origin::ConfigEnv(p) => {
                 Some(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
             }
             _ => None,
@@ -391,5 +393,15 @@ mod tests {
         let default = Target { origin: Origin::Default, ..t };
         let text = format!("{:#}", default.request(&Request::Status).expect_err("nobody"));
         assert!(text.contains("the default: no --control, --config"), "{text}");
+    }
+
+    #[test]
+    fn only_a_named_config_file_is_sent_with_a_reload() {
+        let with = |origin| Target { socket: PathBuf::from("/run/lb.sock"), origin, agent: None };
+        let file = PathBuf::from("/nonexistent/lb.toml");
+        assert_eq!(with(Origin::ConfigFlag(file.clone())).config_file(), Some(file.clone()));
+        assert_eq!(with(Origin::ConfigEnv(file.clone())).config_file(), Some(file.clone()));
+        assert_eq!(with(Origin::DefaultConfig(file)).config_file(), None);
+        assert_eq!(with(Origin::Default).config_file(), None);
     }
 }
