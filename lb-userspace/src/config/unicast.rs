@@ -28,6 +28,29 @@ pub(crate) fn not_one_host(ip: IpAddr) -> Option<&'static str> {
     None
 }
 
+/// Why `ip` cannot be the source of a packet sent to another host (a
+/// `tunnel_source`: the backend's kernel drops it as a martian), or
+/// `None`: the addresses of [`not_one_host`], loopback, and IPv4's
+/// 0.0.0.0/8 ("this network", never a source off the host).
+pub(crate) fn not_a_source(ip: IpAddr) -> Option<&'static str> {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    };
+    if let Some(why) = not_one_host(ip) {
+        return Some(why);
+    }
+    if ip.is_loopback() {
+        return Some("a loopback address, which never leaves its host");
+    }
+    match ip {
+        IpAddr::V4(v4) if v4.octets()[0] == 0 => {
+            Some("in 0.0.0.0/8, which stands for this network and names no sender")
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,6 +93,25 @@ mod tests {
             "feff::1",
         ] {
             assert_eq!(judged(host), None, "{host}");
+        }
+    }
+
+    #[test]
+    fn a_source_must_be_a_host_that_can_send() {
+        for (ip, why) in [
+            ("0.0.0.0", "unspecified"),
+            ("0.0.0.1", "0.0.0.0/8"),
+            ("127.0.0.1", "loopback"),
+            ("::1", "loopback"),
+            ("::ffff:127.0.0.9", "loopback"),
+            ("255.255.255.255", "broadcast"),
+            ("ff02::1", "multicast"),
+        ] {
+            let judged = not_a_source(ip.parse().expect("an address"));
+            assert!(judged.is_some_and(|w| w.contains(why)), "{ip}: {judged:?}");
+        }
+        for ip in ["10.9.0.1", "1.0.0.0", "2001:db8::1"] {
+            assert_eq!(not_a_source(ip.parse().expect("an address")), None, "{ip}");
         }
     }
 }

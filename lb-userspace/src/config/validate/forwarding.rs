@@ -1,7 +1,7 @@
 //! A service's `forwarding` and `tunnel_source`, and what direct server
 //! return asks of its backends.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use lb_common::encap::MAX_SOURCE_HOST_BITS;
 
@@ -10,7 +10,7 @@ use super::report::{Issue, Report, Scope};
 use super::values::choice;
 use crate::config::model::{Forwarding, HealthKind};
 use crate::config::prefix::Prefix;
-use crate::config::unicast::not_one_host;
+use crate::config::unicast::not_a_source;
 
 /// The forwarding of the service on `vip` (if it parsed) and, for
 /// `dsr-ipip`, its tunnel source prefix.
@@ -73,13 +73,23 @@ fn tunnel_prefix(text: &str, vip: Option<SocketAddr>) -> Result<Prefix, Issue> {
         )
     })?;
     // The backend's kernel drops a tunnelled packet from such a source as
-    // a martian: every connection would time out.
-    if let Some(why) = not_one_host(prefix.addr()) {
-        return Err(Issue::new(
-            format!("tunnel_source {prefix} starts at {why}, not an address of this host"),
-            "give an address of this host the backends can answer, or a prefix of them, e.g. \
-             \"10.9.0.0/24\"",
-        ));
+    // a martian: the connections it carries would time out. The flow hash
+    // may pick any address of the prefix; the classes refused start and
+    // end on boundaries no prefix of 16 host bits or fewer straddles, so
+    // its two ends say it all.
+    let (first, last) = prefix.range();
+    let ip = |n: u128| match prefix.addr() {
+        IpAddr::V4(_) => IpAddr::V4((n as u32).into()),
+        IpAddr::V6(_) => IpAddr::V6(n.into()),
+    };
+    for (end, at) in [("starts at", ip(first)), ("ends at", ip(last))] {
+        if let Some(why) = not_a_source(at) {
+            return Err(Issue::new(
+                format!("tunnel_source {prefix} {end} {at}, {why}, not an address of this host"),
+                "give an address of this host the backends can answer, or a prefix of them, \
+                 e.g. \"10.9.0.0/24\"",
+            ));
+        }
     }
     if let Some(vip) = vip
         && prefix.addr().is_ipv4() != vip.is_ipv4()
@@ -243,7 +253,13 @@ mod tests {
             &web("forwarding = \"dsr-ipip\"\ntunnel_source = \"10.9.0.1/24\"", "10.0.1.1:80"),
             &["tunnel_source", "bits set past its length"],
         );
-        for (source, why) in [("0.0.0.0/30", "unspecified"), ("224.0.0.0/30", "multicast")] {
+        for (source, why) in [
+            ("0.0.0.0/30", "starts at 0.0.0.0, the unspecified"),
+            ("224.0.0.0/30", "multicast"),
+            ("255.255.255.0/24", "ends at 255.255.255.255, the limited broadcast"),
+            ("127.0.0.0/24", "loopback"),
+            ("0.0.0.4/30", "0.0.0.0/8"),
+        ] {
             refused(
                 &web(
                     &format!("forwarding = \"dsr-ipip\"\ntunnel_source = \"{source}\""),
