@@ -338,11 +338,6 @@ impl Agent {
         Ok(msg)
     }
 
-    /// Re-reads the config file the agent was started with and applies it:
-    /// backends added or removed and weights take effect with atomic table
-    /// swaps; established flows keep their backends; health and operator
-    /// state of retained backends carry over. An invalid file, or a change
-    /// that needs a restart, leaves everything as it was.
     /// [`Agent::reload`] on a request naming the file the operator meant
     /// (`meant`): refused if the agent runs another. Returns the file's
     /// path, for the answer.
@@ -357,6 +352,11 @@ impl Agent {
         Ok(ours.display().to_string())
     }
 
+    /// Re-reads the config file the agent was started with and applies it:
+    /// backends added or removed and weights take effect with atomic table
+    /// swaps; established flows keep their backends; health and operator
+    /// state of retained backends carry over. An invalid file, or a change
+    /// that needs a restart, leaves everything as it was.
     pub fn reload(&self) -> Result<(), ChangeError> {
         let mut st = self.lock();
         let mut config = crate::config::load(&st.config.source)?;
@@ -498,46 +498,61 @@ pub fn replan_restored(
     replan(old, cfg, &runtime::effective_states(cfg, &runtimes))
 }
 
-/// "the [table] table changed (key, key)": which of `keys` differ (a key
-/// left out of the list still makes the tables differ, hence the fallback).
-fn changed_keys(table: &str, keys: &[(&str, bool)]) -> String {
-    let changed: Vec<&str> = keys.iter().filter(|(_, c)| *c).map(|(k, _)| *k).collect();
-    if changed.is_empty() {
-        format!("the [{table}] table changed")
-    } else {
-        format!("the [{table}] table changed ({})", changed.join(", "))
-    }
+/// The names of the fields of `$a` and `$b` (two `$ty`) that differ. The
+/// pattern lists every field, so a field added to `$ty` does not compile
+/// until it is named here: no change can go unnamed.
+macro_rules! changed_fields {
+    ($ty:path, $a:expr, $b:expr, [$($f:ident),* $(,)?]) => {{
+        let (a, b) = ($a, $b);
+        let $ty { $($f: _),* } = a;
+        let mut changed: Vec<&'static str> = Vec::new();
+        $( if a.$f != b.$f { changed.push(stringify!($f)); } )*
+        changed
+    }};
+}
+
+/// "the [table] table changed (key, key)".
+fn changed_keys(table: &str, changed: &[&str]) -> String {
+    format!("the [{table}] table changed ({})", changed.join(", "))
 }
 
 /// Settings only read at startup: a reload that changes them is refused
 /// rather than half-applied.
 fn needs_no_restart(old: &Config, new: &Config, mode: &str) -> Result<(), PlanError> {
     let restart = |what: String| Err(PlanError::NeedsRestart { what });
-    let (a, b) = (&old.agent, &new.agent);
-    let agent = [
-        ("interfaces", a.interfaces != b.interfaces),
-        ("mode", a.mode != b.mode),
-        ("attach", a.attach != b.attach),
-        ("attach_by_interface", a.attach_by_interface != b.attach_by_interface),
-        ("metrics_addr", a.metrics_addr != b.metrics_addr),
-        ("control_socket", a.control_socket != b.control_socket),
-        ("pin_dir", a.pin_dir != b.pin_dir),
-        ("vip_routes", a.vip_routes != b.vip_routes),
-        ("announce", a.announce != b.announce),
-    ];
-    if old.agent != new.agent {
+    let agent = changed_fields!(
+        crate::config::Agent,
+        &old.agent,
+        &new.agent,
+        [
+            interfaces,
+            mode,
+            attach,
+            attach_by_interface,
+            metrics_addr,
+            control_socket,
+            pin_dir,
+            vip_routes,
+            announce,
+        ]
+    );
+    if !agent.is_empty() {
         return restart(changed_keys("agent", &agent));
     }
-    let (a, b) = (&old.splice, &new.splice);
-    let splice = [
-        ("max_connections", a.max_connections != b.max_connections),
-        ("connect_timeout", a.connect_timeout != b.connect_timeout),
-        ("connect_tries", a.connect_tries != b.connect_tries),
-        ("idle_timeout", a.idle_timeout != b.idle_timeout),
-        ("udp_idle_timeout", a.udp_idle_timeout != b.udp_idle_timeout),
-        ("shutdown_timeout", a.shutdown_timeout != b.shutdown_timeout),
-    ];
-    if old.splice != new.splice {
+    let splice = changed_fields!(
+        crate::config::Splice,
+        &old.splice,
+        &new.splice,
+        [
+            max_connections,
+            connect_timeout,
+            connect_tries,
+            idle_timeout,
+            udp_idle_timeout,
+            shutdown_timeout,
+        ]
+    );
+    if !splice.is_empty() {
         return restart(changed_keys("splice", &splice));
     }
     if old.flows.capacity != new.flows.capacity {
