@@ -28,11 +28,7 @@ pub(super) fn parse_error(path: &Path, text: &str, error: &toml::de::Error) -> C
 /// Where `offset` is, in the words of the file: the key on its line and the
 /// table it is in (`service "web": key `table_size``). `None` outside any key.
 fn place(text: &str, offset: usize) -> Option<String> {
-    let mut end = offset.min(text.len());
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    let line_start = text[..end].rfind('\n').map_or(0, |n| n + 1);
+    let (_, line_start) = line_of(text, offset);
     let line = text[line_start..].lines().next().unwrap_or("");
     let key = line.split_once('=').map(|(k, _)| k.trim()).filter(|k| !k.is_empty())?;
     let table = table_of(&text[..line_start]);
@@ -45,12 +41,20 @@ fn place(text: &str, offset: usize) -> Option<String> {
 /// The table the text after `before` is in: its header, and for an array
 /// of tables which one (1-based) and its `name` when it has one.
 fn table_of(before: &str) -> Option<String> {
-    let header = before.lines().rev().map(str::trim).find(|l| l.starts_with('['))?;
+    // A header may carry a comment: `[[service]] # web`.
+    let header = before
+        .lines()
+        .rev()
+        .map(|l| l.split_once('#').map_or(l, |(h, _)| h).trim())
+        .find(|l| l.starts_with('['))?;
     let name = header.trim_matches(|c| c == '[' || c == ']').trim();
     if !header.starts_with("[[") {
         return Some(format!("[{name}]"));
     }
-    let nth = before.lines().filter(|l| l.trim() == header).count();
+    let nth = before
+        .lines()
+        .filter(|l| l.split_once('#').map_or(*l, |(h, _)| h).trim() == header)
+        .count();
     // The array's element: its own lines after its header, up to the next.
     let own = before.rsplit(header).next().unwrap_or("");
     let label = own
@@ -82,17 +86,22 @@ fn plain_types(message: &str) -> String {
 
 /// 1-based line and character column of byte `offset` in `text`.
 fn position(text: &str, offset: usize) -> (usize, usize) {
-    // toml spans fall on character boundaries; clamping keeps a stray one from
-    // panicking the error path.
+    let (end, line_start) = line_of(text, offset);
+    let before = &text[..end];
+    let line = before.matches('\n').count() + 1;
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+/// `offset` clamped into `text` on a character boundary, and the start of
+/// its line. toml spans fall on character boundaries; clamping keeps a
+/// stray one from panicking the error path.
+fn line_of(text: &str, offset: usize) -> (usize, usize) {
     let mut end = offset.min(text.len());
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    let before = &text[..end];
-    let line_start = before.rfind('\n').map_or(0, |newline| newline + 1);
-    let line = before.matches('\n').count() + 1;
-    let column = before[line_start..].chars().count() + 1;
-    (line, column)
+    (end, text[..end].rfind('\n').map_or(0, |newline| newline + 1))
 }
 
 /// Joins toml's message onto one line and appends how to fix it.
@@ -155,6 +164,13 @@ mod tests {
         assert!(message.starts_with("lb.toml:5:1: [[service.backend]] addr \"10.0.1.1:80\", key `wieght`: unknown field `wieght`"), "{message}");
         assert!(message.contains("check its spelling"), "{message}");
         assert!(message.contains("config/example.toml"), "{message}");
+    }
+
+    #[test]
+    fn a_header_with_a_comment_is_named_without_it() {
+        let text = "[[service]] # the web tier\nname = \"web\"\nwieght = 2\n";
+        let message = error_for(text);
+        assert!(message.contains("[[service]] #1 name \"web\", key `wieght`"), "{message}");
     }
 
     #[test]

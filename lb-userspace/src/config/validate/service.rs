@@ -203,12 +203,14 @@ fn table_size(raw: Option<i64>, backends: usize) -> Result<u32, Issue> {
     if size > max {
         return Err(Issue::new(
             format!(
-                "table_size = {size} is above the maximum {max} (100 slots for each backend \
-                 the datapath can hold)"
+                "table_size = {size} is above the maximum {max} ({per} slots for each \
+                 backend the datapath can hold)",
+                per = defaults::SLOTS_PER_BACKEND
             ),
             format!(
-                "use table_size = {default} (the default), or a prime of about 100 x the \
-                 service's backends, at most {max}"
+                "use table_size = {default} (the default), or a prime of about {per} x the \
+                 service's backends, at most {max}",
+                per = defaults::SLOTS_PER_BACKEND
             ),
         ));
     }

@@ -29,11 +29,14 @@ pub(super) fn check(raw: RawSplice, report: &mut Report) -> Option<Splice> {
         scope,
         bounded("splice.connect_tries", raw.connect_tries.unwrap_or(d.connect_tries.into()), 1, 64),
     );
-    let mut timeout = |field: &str, text: Option<&str>, default: Duration, zero_ok: bool| {
+    // Zero is meaningful for `shutdown_timeout` (close everything at once),
+    // and any wait under a timer tick means the same: only parsed.
+    let shutdown_timeout = report.take(
+        scope,
+        duration("splice.shutdown_timeout", raw.shutdown_timeout.as_deref(), d.shutdown_timeout),
+    );
+    let mut timeout = |field: &str, text: Option<&str>, default: Duration| {
         let value = report.take(scope, duration(field, text, default))?;
-        if zero_ok {
-            return Some(value);
-        }
         if value.is_zero() {
             report.add(
                 scope,
@@ -47,23 +50,10 @@ pub(super) fn check(raw: RawSplice, report: &mut Report) -> Option<Splice> {
         report.take(scope, timer(field, value, &Written(default).to_string()))
     };
     let connect_timeout =
-        timeout("splice.connect_timeout", raw.connect_timeout.as_deref(), d.connect_timeout, false);
-    let idle_timeout =
-        timeout("splice.idle_timeout", raw.idle_timeout.as_deref(), d.idle_timeout, false);
-    let udp_idle_timeout = timeout(
-        "splice.udp_idle_timeout",
-        raw.udp_idle_timeout.as_deref(),
-        d.udp_idle_timeout,
-        false,
-    );
-    // Zero is meaningful here: close everything at once on shutdown; and
-    // any wait under a timer tick means the same.
-    let shutdown_timeout = timeout(
-        "splice.shutdown_timeout",
-        raw.shutdown_timeout.as_deref(),
-        d.shutdown_timeout,
-        true,
-    );
+        timeout("splice.connect_timeout", raw.connect_timeout.as_deref(), d.connect_timeout);
+    let idle_timeout = timeout("splice.idle_timeout", raw.idle_timeout.as_deref(), d.idle_timeout);
+    let udp_idle_timeout =
+        timeout("splice.udp_idle_timeout", raw.udp_idle_timeout.as_deref(), d.udp_idle_timeout);
     Some(Splice {
         max_connections: max_connections?,
         connect_timeout: connect_timeout?,
