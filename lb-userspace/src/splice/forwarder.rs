@@ -270,14 +270,26 @@ struct Counts {
 
 impl Counts {
     fn of(s: &Stats) -> Self {
+        // Every field named: a counter added to `Stats` does not compile
+        // until it is read here.
+        let Stats {
+            relayed,
+            refused_at_limit,
+            no_backend,
+            connect_failures,
+            bytes_up,
+            bytes_down,
+            acl_denied,
+            rate_limited,
+        } = s;
         Self {
-            relayed: s.relayed.load(Relaxed),
-            bytes: s.bytes_up.load(Relaxed) + s.bytes_down.load(Relaxed),
-            acl_denied: s.acl_denied.load(Relaxed),
-            rate_limited: s.rate_limited.load(Relaxed),
-            no_backend: s.no_backend.load(Relaxed),
-            at_limit: s.refused_at_limit.load(Relaxed),
-            connect_failed: s.connect_failures.load(Relaxed),
+            relayed: relayed.load(Relaxed),
+            bytes: bytes_up.load(Relaxed) + bytes_down.load(Relaxed),
+            acl_denied: acl_denied.load(Relaxed),
+            rate_limited: rate_limited.load(Relaxed),
+            no_backend: no_backend.load(Relaxed),
+            at_limit: refused_at_limit.load(Relaxed),
+            connect_failed: connect_failures.load(Relaxed),
         }
     }
 
