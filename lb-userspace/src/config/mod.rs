@@ -33,17 +33,19 @@ pub(crate) use unicast::not_one_host;
 
 /// Reads, parses and validates the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Io { path: path.to_owned(), source })?;
-    parse(&text, path)
+    parse(&read(path)?, path)
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Io { path: path.to_owned(), source })
 }
 
 /// Reads the `[agent]` table of the config file at `path` alone, the rest
 /// unchecked: what the CLI needs to find a running agent (its socket, its
 /// pins) while the file is being edited. Never for running an agent.
 pub fn load_agent(path: &Path) -> Result<Agent, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Io { path: path.to_owned(), source })?;
+    let text = read(path)?;
     let raw: raw::RawAgentOnly =
         toml::from_str(&text).map_err(|error| toml_error::parse_error(path, &text, &error))?;
     validate::agent_only(raw.agent, path)
@@ -57,4 +59,27 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
         toml::from_str(text).map_err(|error| toml_error::parse_error(origin, text, &error))?;
     validate::validate(raw, origin)
         .map_err(|problems| ConfigError::Invalid { path: origin.to_owned(), problems })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file half edited (a service without its VIP yet) does not load,
+    /// but its `[agent]` table still names the socket the CLI needs; an
+    /// invalid `[agent]` is refused by both.
+    #[test]
+    fn the_agent_table_is_read_from_a_file_whose_services_are_broken() {
+        let dir = std::env::temp_dir().join(format!("lb-load-agent-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("lb.toml");
+        let agent = "[agent]\ncontrol_socket = \"/run/lb-edit/lb.sock\"\n";
+        std::fs::write(&path, format!("{agent}[[service]]\nname = \"web\"\n")).expect("write");
+        assert!(load(&path).is_err(), "a service without a VIP");
+        let read = load_agent(&path).expect("the [agent] table alone");
+        assert_eq!(read.control_socket, Path::new("/run/lb-edit/lb.sock"));
+        std::fs::write(&path, "[agent]\ncontrol_socket = \"lb.sock\"\n").expect("write");
+        assert!(load_agent(&path).is_err(), "a relative socket is refused here too");
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
 }
